@@ -1,0 +1,180 @@
+"""Logit lens: what each layer would predict at each position.
+
+For every row (embeddings, then after each block) and position we decode
+``norm_f(h)`` with the unembedding and keep only reductions of the softmax:
+top-k, entropy, KL to the final layer, and the rank/probability of a target
+token. The ``[rows, T, V]`` logits are never held: positions are processed in
+chunks, and every statistic of a chunk comes from a handful of passes over its
+logits (the top-1 value doubles as the max for a stable softmax; the KL needs
+one dot product with the final layer's distribution).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .errors import LensError
+from .trace import Trace
+
+ROWS_PER_CHUNK = 256  # rows of logits decoded at once: ~50 MB for a 49k vocabulary
+
+
+@dataclass(frozen=True)
+class LensOptions:
+    top_k: int = 5
+    target: str | None = None  # text whose first token is tracked; None: the final top-1
+    positions: tuple[int, int] | None = None  # [start, stop) window; None: all
+
+    def key(self) -> dict:
+        return {"top_k": self.top_k, "target": self.target,
+                "positions": list(self.positions) if self.positions else None}
+
+
+@dataclass
+class LogitLensResult:
+    """Rows follow ``layers`` (row 0: embeddings); columns follow ``positions``."""
+
+    model: str
+    n_layers: int
+    tokens: list[str]  # every token of the prompt, decoded one by one
+    token_ids: list[int]
+    layers: list[str]
+    positions: list[int]  # the absolute positions the columns stand for
+    top_ids: np.ndarray  # [R, P, k] int64
+    top_tokens: list[list[list[str]]]  # [R][P][k]
+    top_probs: np.ndarray  # [R, P, k] float32
+    entropy: np.ndarray  # [R, P] nats
+    kl_to_final: np.ndarray  # [R, P] nats, KL(p_final || p_row)
+    target_ids: np.ndarray  # [P]
+    target_tokens: list[str]  # [P]
+    target_rank: np.ndarray  # [R, P] 1 = top
+    target_prob: np.ndarray  # [R, P]
+    next_token_loss: np.ndarray  # [R, P] nats, -log p(actual next token); NaN at the last position
+    final_prediction: list[str]  # [P] the model's own top-1 output, decoded
+    target_note: str = ""
+    options: dict = field(default_factory=dict)
+
+    @property
+    def top1_tokens(self) -> list[list[str]]:
+        return [[cell[0] for cell in row] for row in self.top_tokens]
+
+
+def resolve_target(tokenizer, target: str | None) -> tuple[int | None, str]:
+    """Token id of a typed target (its first token) and a note if it had to be cut."""
+    if target is None or target == "":
+        return None, ""
+    ids = tokenizer(target, add_special_tokens=False)["input_ids"]
+    if not ids:
+        raise LensError(f"the target {target!r} has no tokens")
+    note = ""
+    if len(ids) > 1:
+        first = tokenizer.decode([ids[0]])
+        note = f"the target {target!r} is {len(ids)} tokens; tracking its first token {first!r}"
+    return int(ids[0]), note
+
+
+def _decode_table(tokenizer, ids: np.ndarray) -> dict[int, str]:
+    return {int(i): tokenizer.decode([int(i)]) for i in np.unique(ids)}
+
+
+@torch.no_grad()
+def logit_lens(trace: Trace, tokenizer, options: LensOptions = LensOptions()) -> LogitLensResult:
+    """Full layer × position logit lens of ``trace`` (which must hold the residual stream)."""
+    if trace.residual is None:
+        raise LensError("this trace holds no residual stream; capture it to run the lens")
+    adapter = trace.adapter
+    if adapter is None or not adapter.has_lm_head:
+        raise LensError(f"{trace.model_name} has no language-model head: the logit lens does not apply")
+    T = trace.n_tokens
+    start, stop = options.positions or (0, T)
+    if not (0 <= start < stop <= T):
+        raise LensError(f"position window {start}..{stop} is outside the prompt's {T} tokens")
+    k = int(options.top_k)
+    V = adapter.unembed.weight.shape[0]
+    if not 1 <= k <= min(100, V):
+        raise LensError(f"top-k must be between 1 and {min(100, V)}, not {k}")
+    target_id, note = resolve_target(tokenizer, options.target)
+
+    R = trace.n_layers + 1
+    P = stop - start
+    top_ids = np.empty((R, P, k), np.int64)
+    top_probs = np.empty((R, P, k), np.float32)
+    entropy = np.empty((R, P), np.float32)
+    kl = np.empty((R, P), np.float32)
+    t_rank = np.empty((R, P), np.int64)
+    t_prob = np.empty((R, P), np.float32)
+    t_ids = np.empty(P, np.int64)
+    next_loss = np.full((R, P), np.nan, np.float32)
+
+    W = adapter.unembed.weight
+    b = adapter.unembed.bias
+    step = max(1, ROWS_PER_CHUNK // R)
+    ids_all = torch.tensor(trace.token_ids)
+    for c0 in range(start, stop, step):
+        c1 = min(stop, c0 + step)
+        n = c1 - c0
+        x = adapter.normed(trace.residual[:, c0:c1, :].to(W.device, W.dtype))  # [R, n, d]
+        z = x @ W.T  # [R, n, V]
+        if b is not None:
+            z += b
+        if adapter.softcap:
+            z.div_(adapter.softcap).tanh_().mul_(adapter.softcap)
+        topv, topi = z.topk(k, dim=-1)  # topv[..., 0] is the max: the softmax shift
+        m = topv[..., :1]
+        if target_id is None:
+            tgt = topi[-1, :, 0]  # the final layer's own top-1
+        else:
+            tgt = torch.full((n,), target_id, dtype=torch.long, device=z.device)
+        z_t = z.gather(-1, tgt.view(1, n, 1).expand(R, n, 1))
+        rank = (z > z_t).sum(-1) + 1
+        nxt = ids_all[c0 + 1:c1 + 1].to(z.device)  # the next token, where there is one
+        z_next = z[:, : len(nxt), :].gather(-1, nxt.view(1, -1, 1).expand(R, -1, 1))
+
+        z.sub_(m)  # now z = logits - max: exp never overflows
+        e = torch.exp(z)
+        s = e.sum(-1)  # [R, n]
+        log_s = torch.log(s)
+        ent = log_s - torch.linalg.vecdot(e, z) / s
+        p_final = e[-1] / s[-1].unsqueeze(-1)  # [n, V]
+        cross = torch.linalg.vecdot(p_final.unsqueeze(0), z) - log_s  # Σ p_final log p_row
+        kl_chunk = (-ent[-1]).unsqueeze(0) - cross
+        del e, z, p_final
+
+        sl = slice(c0 - start, c1 - start)
+        top_ids[:, sl] = topi.cpu().numpy()
+        top_probs[:, sl] = torch.exp(topv - m).div_(s.unsqueeze(-1)).cpu().numpy()
+        entropy[:, sl] = ent.cpu().numpy()
+        kl[:, sl] = kl_chunk.clamp_min(0).cpu().numpy()
+        t_ids[sl] = tgt.cpu().numpy()
+        t_rank[:, sl] = rank.cpu().numpy()
+        t_prob[:, sl] = torch.exp(z_t[..., 0] - m[..., 0]).div_(s).cpu().numpy()
+        if len(nxt):
+            lp = z_next[..., 0] - m[:, : len(nxt), 0] - log_s[:, : len(nxt)]
+            next_loss[:, c0 - start: c0 - start + len(nxt)] = (-lp).cpu().numpy()
+
+    table = _decode_table(tokenizer, np.concatenate([top_ids.ravel(), t_ids]))
+    top_tokens = [[[table[int(i)] for i in cell] for cell in row] for row in top_ids]
+    out_top1 = trace.output_top1[start:stop].tolist()
+    return LogitLensResult(
+        model=trace.model_name,
+        n_layers=trace.n_layers,
+        tokens=list(trace.tokens),
+        token_ids=list(trace.token_ids),
+        layers=trace.layer_labels,
+        positions=list(range(start, stop)),
+        top_ids=top_ids,
+        top_tokens=top_tokens,
+        top_probs=top_probs,
+        entropy=entropy,
+        kl_to_final=kl,
+        target_ids=t_ids,
+        target_tokens=[table[int(i)] for i in t_ids],
+        target_rank=t_rank,
+        target_prob=t_prob,
+        next_token_loss=next_loss,
+        final_prediction=[tokenizer.decode([i]) for i in out_top1],
+        target_note=note,
+        options=options.key(),
+    )

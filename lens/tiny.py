@@ -1,0 +1,73 @@
+"""Tiny randomly initialised models of each supported architecture, for tests.
+
+Each is built from a config in a few milliseconds with a byte-level tokenizer
+made in memory, so tests of every adapter need no download.
+"""
+from __future__ import annotations
+
+import torch
+import transformers as tf
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+TINY_ARCHS = ("gpt2", "llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text",
+              "gpt_neox", "opt", "phi", "phi3")
+
+_VOCAB = 256 + 2  # every byte, then <bos> and <eos>
+_D, _HEADS, _KV, _FF, _LAYERS, _CTX = 32, 4, 2, 64, 3, 128
+
+
+def tiny_tokenizer() -> tf.PreTrainedTokenizerFast:
+    """Byte-level tokenizer: one token per UTF-8 byte, so any text round-trips."""
+    byte_vocab = {ch: i for i, ch in enumerate(pre_tokenizers.ByteLevel.alphabet())}
+    # alphabet() is unordered; index by the byte each symbol stands for.
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    vocab = {sym: b for b, sym in bytes_to_unicode().items()}
+    assert set(vocab) == set(byte_vocab)
+    vocab["<bos>"], vocab["<eos>"] = 256, 257
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    tok.decoder = decoders.ByteLevel()
+    fast = tf.PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>")
+    return fast
+
+
+def tiny_config(arch: str) -> tf.PretrainedConfig:
+    common = dict(vocab_size=_VOCAB, bos_token_id=256, eos_token_id=257, pad_token_id=257)
+    llama_like = dict(num_hidden_layers=_LAYERS, hidden_size=_D, num_attention_heads=_HEADS,
+                      num_key_value_heads=_KV, intermediate_size=_FF, max_position_embeddings=_CTX)
+    if arch == "gpt2":
+        cfg = tf.GPT2Config(n_layer=_LAYERS, n_embd=_D, n_head=_HEADS, n_positions=_CTX, **common)
+    elif arch in ("llama", "mistral", "qwen2", "qwen3", "phi3"):
+        cls = {"llama": tf.LlamaConfig, "mistral": tf.MistralConfig, "qwen2": tf.Qwen2Config,
+               "qwen3": tf.Qwen3Config, "phi3": tf.Phi3Config}[arch]
+        cfg = cls(**llama_like, **common)
+    elif arch in ("gemma", "gemma2", "gemma3_text"):
+        cls = {"gemma": tf.GemmaConfig, "gemma2": tf.Gemma2Config, "gemma3_text": tf.Gemma3TextConfig}[arch]
+        cfg = cls(**llama_like, head_dim=_D // _HEADS, **common)
+    elif arch == "gpt_neox":
+        cfg = tf.GPTNeoXConfig(num_hidden_layers=_LAYERS, hidden_size=_D, num_attention_heads=_HEADS,
+                               intermediate_size=_FF, max_position_embeddings=_CTX, **common)
+    elif arch == "opt":
+        cfg = tf.OPTConfig(num_hidden_layers=_LAYERS, hidden_size=_D, num_attention_heads=_HEADS,
+                           ffn_dim=_FF, max_position_embeddings=_CTX, word_embed_proj_dim=_D, **common)
+    elif arch == "phi":
+        cfg = tf.PhiConfig(num_hidden_layers=_LAYERS, hidden_size=_D, num_attention_heads=_HEADS,
+                           intermediate_size=_FF, max_position_embeddings=_CTX, **common)
+    else:
+        raise ValueError(f"no tiny config for {arch!r}; choose from {', '.join(TINY_ARCHS)}")
+    return cfg
+
+
+def tiny_model(arch: str, seed: int = 0) -> tuple[torch.nn.Module, tf.PreTrainedTokenizerFast]:
+    """A seeded random causal LM of ``arch`` with eager attention, in eval mode."""
+    cfg = tiny_config(arch)
+    torch.manual_seed(seed)
+    model = tf.AutoModelForCausalLM.from_config(cfg, attn_implementation="eager")
+    with torch.no_grad():
+        # Random init gives near-uniform predictions; larger weights make the lens
+        # tests meet peaked distributions too.
+        for p in model.parameters():
+            if p.dim() >= 2:
+                p.mul_(12.0)
+    return model.eval(), tiny_tokenizer()

@@ -1,0 +1,126 @@
+"""One forward pass with hooks: the residual stream, sub-block writes and attention."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import torch
+
+from .adapters import Adapter
+
+
+@dataclass(frozen=True)
+class CaptureSpec:
+    """What a forward pass keeps. Long prompts pay only for what is asked."""
+
+    residual: bool = True
+    sublayers: bool = False  # attention-block and MLP-block writes to the residual
+    attentions: bool | tuple[int, ...] = False  # True: every layer; a tuple: those blocks (0-based)
+
+    def attention_layers(self, n_layers: int) -> tuple[int, ...]:
+        if self.attentions is True:
+            return tuple(range(n_layers))
+        if not self.attentions:
+            return ()
+        return tuple(sorted(set(self.attentions)))
+
+
+@dataclass
+class Trace:
+    """What one forward pass of one prompt produced.
+
+    Rows of ``residual`` follow the lens: row 0 is the embedding output, row l
+    the residual stream after block l (1-based), so there are n_layers + 1.
+    """
+
+    model_name: str
+    fingerprint: str
+    token_ids: list[int]
+    tokens: list[str]
+    n_layers: int
+    output_top1: torch.Tensor  # [T] the model's own top-1 next-token id per position
+    residual: torch.Tensor | None = None  # [L+1, T, d]
+    attn_out: torch.Tensor | None = None  # [L, T, d]
+    mlp_out: torch.Tensor | None = None  # [L, T, d]
+    attentions: dict[int, torch.Tensor] = field(default_factory=dict)  # block -> [H, T, T]
+    adapter: Adapter | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def n_tokens(self) -> int:
+        return len(self.token_ids)
+
+    @property
+    def layer_labels(self) -> list[str]:
+        return ["emb"] + [str(i) for i in range(1, self.n_layers + 1)]
+
+
+def _first_tensor(out):
+    return out[0] if isinstance(out, (tuple, list)) else out
+
+
+@torch.no_grad()
+def capture(model, adapter: Adapter, token_ids: Sequence[int], spec: CaptureSpec,
+            *, model_name: str = "", fingerprint: str = "", tokens: list[str] | None = None) -> Trace:
+    """Run ``model`` once on ``token_ids`` and keep what ``spec`` asks for."""
+    L = adapter.n_layers
+    residual: list[torch.Tensor | None] = [None] * (L + 1)
+    attn_out: list[torch.Tensor | None] = [None] * L
+    mlp_out: list[torch.Tensor | None] = [None] * L
+    attentions: dict[int, torch.Tensor] = {}
+    handles = []
+
+    def on_block_input(module, args, kwargs):
+        hidden = args[0] if args else kwargs["hidden_states"]
+        residual[0] = hidden[0].detach().float()
+
+    def store(target: list, index: int):
+        def hook(module, args, out):
+            # Batch is 1; OPT's MLP works on a flattened [B*T, d] view.
+            t = _first_tensor(out)
+            target[index] = t.reshape(-1, t.shape[-1]).detach().float()
+        return hook
+
+    def store_attention(index: int):
+        def hook(module, args, out):
+            weights = out[1] if isinstance(out, (tuple, list)) and len(out) > 1 else None
+            if weights is None:
+                raise RuntimeError(
+                    "the attention module returned no weights: load the model with eager attention"
+                )
+            attentions[index] = weights[0].detach().float()
+        return hook
+
+    try:
+        if spec.residual:
+            handles.append(adapter.blocks[0].register_forward_pre_hook(on_block_input, with_kwargs=True))
+            for i, block in enumerate(adapter.blocks):
+                handles.append(block.register_forward_hook(store(residual, i + 1)))
+        if spec.sublayers:
+            for i in range(L):
+                handles.append(adapter.attn_write[i].register_forward_hook(store(attn_out, i)))
+                handles.append(adapter.mlp_write[i].register_forward_hook(store(mlp_out, i)))
+        for i in spec.attention_layers(L):
+            handles.append(adapter.attn[i].register_forward_hook(store_attention(i)))
+
+        device = next(model.parameters()).device
+        ids = torch.tensor([list(token_ids)], device=device)
+        out = model(input_ids=ids, use_cache=False)
+    finally:
+        for h in handles:
+            h.remove()
+
+    logits = getattr(out, "logits", None)
+    output_top1 = logits[0].argmax(-1).cpu() if logits is not None else torch.empty(0, dtype=torch.long)
+    return Trace(
+        model_name=model_name,
+        fingerprint=fingerprint,
+        token_ids=list(token_ids),
+        tokens=tokens if tokens is not None else [],
+        n_layers=L,
+        output_top1=output_top1,
+        residual=torch.stack(residual) if spec.residual else None,
+        attn_out=torch.stack(attn_out) if spec.sublayers else None,
+        mlp_out=torch.stack(mlp_out) if spec.sublayers else None,
+        attentions=attentions,
+        adapter=adapter,
+    )
