@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from .cache import ResultCache, make_key
+from .convert import Progress
 from .errors import LensError
 from .logit_lens import LensOptions, LogitLensResult, logit_lens
 from .models import LoadedModel
@@ -42,7 +43,8 @@ class Backend(Protocol):
 
     def trace(self, text: str, spec: CaptureSpec = CaptureSpec()) -> Trace: ...
 
-    def logit_lens(self, text: str, options: LensOptions = LensOptions()) -> LogitLensResult: ...
+    def logit_lens(self, text: str, options: LensOptions = LensOptions(),
+                   progress: Progress | None = None) -> LogitLensResult: ...
 
 
 class LocalBackend:
@@ -85,7 +87,8 @@ class LocalBackend:
                 tokens=token_strings(self.loaded.tokenizer, ids),
             )
 
-    def logit_lens(self, text: str, options: LensOptions = LensOptions()) -> LogitLensResult:
+    def logit_lens(self, text: str, options: LensOptions = LensOptions(),
+                   progress: Progress | None = None) -> LogitLensResult:
         if not self.loaded.adapter.has_lm_head:
             raise LensError(f"{self.loaded.name} has no language-model head: the logit lens does not apply")
         key = make_key("lens", model=self.loaded.fingerprint, prompt=text, options=options.key())
@@ -93,7 +96,7 @@ class LocalBackend:
             hit = self.cache.get(key)
             if hit is not None:
                 return join(LogitLensResult, *hit)
-        result = logit_lens(self.trace(text, CaptureSpec(residual=True)), self.loaded.tokenizer, options)
+        result = logit_lens(self.trace(text, CaptureSpec(residual=True)), self.loaded.tokenizer, options, progress)
         if self.cache is not None:
             self.cache.put(key, *split(result))
         return result

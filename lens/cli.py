@@ -41,7 +41,8 @@ def _backend(args):
     from .cache import ResultCache
     from .models import default_cache_root, load_model
 
-    loaded = load_model(args.model, device=args.device, trust_remote_code=args.trust_remote_code)
+    loaded = load_model(args.model, device=args.device, trust_remote_code=args.trust_remote_code,
+                        progress=_terminal_progress)
     cache = None if args.no_cache else ResultCache(default_cache_root() / "results")
     return LocalBackend(loaded, cache)
 
@@ -59,6 +60,23 @@ def cmd_models(args) -> int:
         state = "" if r["available"] else "  (not installed)"
         print(f"{mark} {r['name']:<20} {r['kind']:<8} {r['description']}{state}")
     print("\nAlso accepted: a local model folder, a .gguf file, or a Hugging Face hub id (needs network).")
+    return 0
+
+
+def _terminal_progress(fraction: float, message: str) -> None:
+    end = "\n" if fraction >= 1.0 else ""
+    print(f"\r[{fraction:4.0%}] {message:<60}", end=end, file=sys.stderr, flush=True)
+
+
+def cmd_prepare(args) -> int:
+    """Load a model once so that its conversion (if any) happens now, with progress."""
+    import time
+
+    from .models import load_model
+
+    t0 = time.perf_counter()
+    loaded = load_model(args.model, progress=_terminal_progress)
+    print(f"{loaded.name}: ready ({loaded.n_layers} layers, {time.perf_counter() - t0:.1f} s)", file=sys.stderr)
     return 0
 
 
@@ -103,6 +121,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
         p.add_argument("--no-cache", action="store_true", help="neither read nor write cached results")
         p.add_argument("--trust-remote-code", action="store_true", help="allow a hub model's own Python code to run")
+
+    p = sub.add_parser("prepare", help="load (and on first use convert) a model, showing progress")
+    p.add_argument("--model", default=None)
+    p.set_defaults(func=cmd_prepare)
 
     p = sub.add_parser("logit-lens", help="what every layer predicts at every position")
     model_args(p)

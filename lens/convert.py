@@ -38,7 +38,7 @@ def file_identity(path: Path) -> str:
 
 @contextlib.contextmanager
 def _report_tensor_progress(progress: Progress | None) -> Iterator[None]:
-    """Relay transformers' per-tensor GGUF progress to ``progress`` (and keep its bar on stderr)."""
+    """Relay transformers' per-tensor GGUF progress to ``progress`` instead of its own bar."""
     try:
         import transformers.modeling_gguf_pytorch_utils as gguf_utils
     except ImportError:  # the bar is a nicety; conversion works without it
@@ -51,11 +51,10 @@ def _report_tensor_progress(progress: Progress | None) -> Iterator[None]:
 
     def reporting(iterable=None, *args, **kwargs):
         items = list(iterable)
-        desc = kwargs.get("desc", "converting")
-        for i, item in enumerate(real(items, *args, **kwargs)):
-            progress(0.05 + 0.85 * i / max(1, len(items)), f"de-quantising tensor {i + 1}/{len(items)}")
+        for i, item in enumerate(items):
+            if i % 8 == 0 or i == len(items) - 1:
+                progress(0.05 + 0.85 * (i + 1) / len(items), f"de-quantising tensor {i + 1}/{len(items)}")
             yield item
-        del desc
 
     gguf_utils.tqdm = reporting
     try:

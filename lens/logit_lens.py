@@ -11,6 +11,7 @@ one dot product with the final layer's distribution).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 import torch
@@ -80,8 +81,12 @@ def _decode_table(tokenizer, ids: np.ndarray) -> dict[int, str]:
 
 
 @torch.no_grad()
-def logit_lens(trace: Trace, tokenizer, options: LensOptions = LensOptions()) -> LogitLensResult:
-    """Full layer × position logit lens of ``trace`` (which must hold the residual stream)."""
+def logit_lens(trace: Trace, tokenizer, options: LensOptions = LensOptions(),
+               progress: Callable[[float, str], None] | None = None) -> LogitLensResult:
+    """Full layer × position logit lens of ``trace`` (which must hold the residual stream).
+
+    ``progress(fraction, message)`` is called after each chunk of positions.
+    """
     if trace.residual is None:
         raise LensError("this trace holds no residual stream; capture it to run the lens")
     adapter = trace.adapter
@@ -153,6 +158,8 @@ def logit_lens(trace: Trace, tokenizer, options: LensOptions = LensOptions()) ->
         if len(nxt):
             lp = z_next[..., 0] - m[:, : len(nxt), 0] - log_s[:, : len(nxt)]
             next_loss[:, c0 - start: c0 - start + len(nxt)] = (-lp).cpu().numpy()
+        if progress is not None:
+            progress((c1 - start) / P, f"decoded positions {start}–{c1 - 1} of {T}")
 
     table = _decode_table(tokenizer, np.concatenate([top_ids.ravel(), t_ids]))
     top_tokens = [[[table[int(i)] for i in cell] for cell in row] for row in top_ids]

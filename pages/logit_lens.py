@@ -1,0 +1,77 @@
+"""Logit lens page: a layers × positions heatmap of what each layer would predict."""
+import json
+
+import streamlit as st
+
+from lens.figures.logit_lens import METRICS, logit_lens_figure
+from lens.logit_lens import LensOptions
+from lens.results import to_json_dict
+from ui import state
+from ui.errors import shown_in_page
+
+WINDOW = 48  # positions shown at once by default on long prompts
+
+st.title("🔥 Logit lens")
+with st.expander("What am I looking at?", expanded=False):
+    st.markdown(
+        """
+Each layer of the model keeps a vector for every token of the prompt (the *residual stream*).
+The **logit lens** reads that vector early: it applies the model's final norm and output matrix to it,
+as if the layer were the last one, and asks *"what next token would you predict now?"*
+
+- **Rows** are layers: `emb` is the token embedding, `L1`…`Ln` the stream after each block (the top row is the model's real output).
+- **Columns** are positions in your prompt; a cell predicts the token that comes *after* its column's token.
+- **The word in a cell** is that layer's top-1 guess; hover for the top-k with probabilities.
+- **Colour** is the metric you pick: confidence (top-1 probability), entropy (how spread out the guess is),
+  KL divergence to the final layer (how far from the final answer), or the rank / probability of a target token.
+
+Typical picture: early layers echo the input token, middle layers are unsure, and late layers settle on the answer.
+"""
+    )
+
+text = state.prompt()
+if not text:
+    st.info("Type a prompt in the sidebar to see the lens.")
+    st.stop()
+backend = state.backend()
+info = backend.info()
+if not info.has_lm_head:
+    st.warning(f"{info.name} is an encoder without a language-model head: the logit lens does not apply to it.")
+    st.stop()
+
+c1, c2, c3, c4 = st.columns([2, 2, 1, 1])
+metric = c1.selectbox("Colour by", list(METRICS), format_func=lambda k: METRICS[k].label, key="metric",
+                      bind="query-params", help="\n\n".join(f"**{m.label}**: {m.help}" for m in METRICS.values()))
+target = c2.text_input("Target token", key="target", bind="query-params", placeholder="default: final top-1",
+                       help="Type a token (e.g. ' Paris', with its leading space) to follow its rank and probability.")
+top_k = c3.number_input("Top-k in hover", min_value=1, max_value=20, value=5, key="top_k", bind="query-params")
+stride = c4.number_input("Layer stride", min_value=1, max_value=max(1, info.n_layers), value=1, key="stride",
+                         bind="query-params", help="Show every n-th layer (the final layer is always shown).")
+
+bar = st.empty()
+with shown_in_page("Logit lens"):
+    result = backend.logit_lens(
+        text, LensOptions(top_k=int(top_k), target=target or None),
+        progress=lambda f, m: bar.progress(f, text=f"Decoding every layer: {m}"),
+    )
+bar.empty()
+if result.target_note:
+    st.caption(f"ℹ️ {result.target_note}")
+
+n = len(result.positions)
+window = (0, n)
+if n > WINDOW:
+    start = st.slider("Positions shown", 0, n - 1, (max(0, n - WINDOW), n - 1), key="window",
+                      help="Long prompts: choose the stretch of positions to draw.")
+    window = (start[0], start[1] + 1)
+show_tokens = window[1] - window[0] <= 64
+fig = logit_lens_figure(result, metric=metric, stride=int(stride), columns=window, show_tokens=show_tokens)
+st.plotly_chart(fig, key="lens-heatmap", config={"toImageButtonOptions": {"format": "png", "scale": 2}})
+final = [t for t in result.final_prediction]
+st.caption(
+    f"{info.name} · {len(result.tokens)} tokens · {info.n_layers} layers. "
+    f"The model's own next-token prediction at the last position: “{final[-1]}”. "
+    "Use the camera icon on the chart to save a PNG for slides."
+)
+st.download_button("Download the numbers (JSON)", json.dumps(to_json_dict(result), ensure_ascii=False),
+                   file_name="logit_lens.json", mime="application/json")
