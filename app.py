@@ -1,6 +1,9 @@
 """LayerLens dashboard: `streamlit run app.py`. This file is the home page and the page router."""
 import streamlit as st
 
+from ui.routing import use_app_router  # noqa: E402
+
+use_app_router()
 st.set_page_config(page_title="LayerLens", page_icon="🔬", layout="wide")
 
 import plotly.graph_objects as go  # noqa: E402
@@ -14,15 +17,16 @@ LOGIT_LENS_PAGE = "pages/logit_lens.py"
 
 
 def home() -> None:
-    st.title("🔬 LayerLens")
+    st.title("LayerLens")
     st.markdown(
         "Look inside a transformer language model, layer by layer. Type a prompt in the sidebar: "
         "the model runs once, and each view shows what its layers compute."
     )
     backend = state.backend()
     info = backend.info()
+    st.caption(f"Model: **{info.name}** ({info.source}, {info.model_type} architecture)")
     cols = st.columns(5)
-    cols[0].metric("Model", info.name)
+    cols[0].metric("Context", f"{info.context_length:,}")
     cols[1].metric("Layers", info.n_layers)
     cols[2].metric("Width d", info.d_model)
     cols[3].metric("Heads", info.n_heads)
@@ -53,12 +57,12 @@ def home() -> None:
     st.plotly_chart(bar, key="next-token")
 
     st.subheader("Views")
-    st.page_link(LOGIT_LENS_PAGE, label="Logit lens: what every layer would predict at every position", icon="🔥")
+    st.page_link(LOGIT_LENS_PAGE, label="Logit lens: what every layer would predict at every position", icon=":material/layers:")
 
 
 pages = [
-    st.Page(home, title="Home", icon="🏠", default=True),
-    st.Page(LOGIT_LENS_PAGE, title="Logit lens", icon="🔥"),
+    st.Page(home, title="Home", icon=":material/home:", default=True),
+    st.Page(LOGIT_LENS_PAGE, title="Logit lens", icon=":material/layers:"),
 ]
 navigation = st.navigation(pages)
 state.sidebar()

@@ -7,11 +7,14 @@ from lens.figures.logit_lens import METRICS, logit_lens_figure
 from lens.logit_lens import LensOptions
 from lens.results import to_json_dict
 from ui import state
+from ui.routing import use_app_router
+
+use_app_router()
 from ui.errors import shown_in_page
 
 WINDOW = 48  # positions shown at once by default on long prompts
 
-st.title("🔥 Logit lens")
+st.title("Logit lens")
 with st.expander("What am I looking at?", expanded=False):
     st.markdown(
         """

@@ -1,0 +1,155 @@
+"""Shared fixtures: tiny models of every architecture, the bundled model, and an
+independent float64 reference for the logit lens."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+warnings.filterwarnings("ignore")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+from lens.adapters import adapt  # noqa: E402
+from lens.tiny import tiny_model  # noqa: E402
+from lens.trace import CaptureSpec, capture  # noqa: E402
+
+# A prompt whose byte tokens repeat ("e" several times) so targets and next tokens are interesting.
+TINY_PROMPT = "hello there, the end; see me here"
+
+
+@pytest.fixture(scope="session")
+def tiny():
+    """``tiny(arch)`` -> (model, tokenizer, adapter), built once per architecture.
+
+    Tests that mutate a model must build their own with ``lens.tiny.tiny_model``.
+    """
+    built: dict[str, tuple] = {}
+
+    def get(arch: str):
+        if arch not in built:
+            model, tok = tiny_model(arch)
+            built[arch] = (model, tok, adapt(model))
+        return built[arch]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def tiny_trace(tiny):
+    """``tiny_trace(arch, prompt)`` -> (trace, tokenizer), the residual stream of ``prompt``."""
+    done: dict[tuple, tuple] = {}
+
+    def get(arch: str, prompt: str = TINY_PROMPT):
+        if (arch, prompt) not in done:
+            model, tok, adapter = tiny(arch)
+            ids = tok(prompt)["input_ids"]
+            trace = capture(model, adapter, ids, CaptureSpec(residual=True), model_name=f"tiny-{arch}",
+                            tokens=[tok.decode([i]) for i in ids])
+            done[(arch, prompt)] = (trace, tok)
+        return done[(arch, prompt)]
+
+    return get
+
+
+def reference_lens(adapter, residual: torch.Tensor, token_ids: list[int], k: int,
+                   target_id: int | None = None) -> dict[str, np.ndarray]:
+    """The logit lens done the plain way: every row's full logits, log-softmax in float64."""
+    with torch.no_grad():
+        logits32 = adapter.readout(residual)  # [R, T, V]
+    logits = logits32.double()
+    R, T, V = logits.shape
+    logp = torch.log_softmax(logits, dim=-1)
+    p = logp.exp()
+    entropy = -(p * logp).sum(-1)
+    kl = (p[-1].unsqueeze(0) * (logp[-1].unsqueeze(0) - logp)).sum(-1)
+    top_p, top_i = p.topk(k, dim=-1)
+    if target_id is None:
+        tgt = logits[-1].argmax(-1)
+    else:
+        tgt = torch.full((T,), target_id, dtype=torch.long)
+    idx = tgt.view(1, T, 1).expand(R, T, 1)
+    z_t = logits.gather(-1, idx)
+    eps = 1e-5  # float32 logits computed in another order may differ in the last bits
+    rank_lo = (logits > z_t + eps).sum(-1) + 1
+    rank_hi = (logits > z_t - eps).sum(-1) + 1
+    rank = (logits > z_t).sum(-1) + 1
+    t_prob = p.gather(-1, idx)[..., 0]
+    next_loss = torch.full((R, T), float("nan"), dtype=torch.float64)
+    ids = torch.tensor(token_ids)
+    for t in range(T - 1):
+        next_loss[:, t] = -logp[:, t, ids[t + 1]]
+    return {
+        "logits": logits.numpy(), "logp": logp.numpy(), "p": p.numpy(),
+        "entropy": entropy.numpy(), "kl": kl.numpy(), "top_p": top_p.numpy(), "top_i": top_i.numpy(),
+        "target_ids": tgt.numpy(), "rank": rank.numpy(), "rank_lo": rank_lo.numpy(),
+        "rank_hi": rank_hi.numpy(), "target_prob": t_prob.numpy(), "next_loss": next_loss.numpy(),
+    }
+
+
+def assert_topk_matches(top_ids: np.ndarray, top_probs: np.ndarray, ref: dict, atol: float = 1e-5,
+                        cols: slice = slice(None)) -> None:
+    """Top-k ids and probabilities of the lens against the reference.
+
+    Ids must match exactly except where the reference itself has a near tie.
+    """
+    ref_p = ref["top_p"][:, cols]
+    ref_i = ref["top_i"][:, cols]
+    full_p = ref["p"][:, cols]
+    np.testing.assert_allclose(top_probs, ref_p, atol=atol, rtol=0)
+    # The probability the reference gives to each id the lens picked equals what the lens says.
+    picked = np.take_along_axis(full_p, top_ids, axis=-1)
+    np.testing.assert_allclose(top_probs, picked, atol=atol, rtol=0)
+    mismatch = top_ids != ref_i
+    if mismatch.any():
+        # Only allowed within a near tie of the reference's own probabilities.
+        assert np.all(np.abs(picked[mismatch] - ref_p[mismatch]) < atol), "top-k ids differ beyond ties"
+    assert np.all(np.diff(top_probs, axis=-1) <= 1e-7), "top-k probabilities are not in decreasing order"
+
+
+@pytest.fixture(scope="session")
+def reference():
+    return reference_lens
+
+
+@pytest.fixture(scope="session")
+def topk_matches():
+    return assert_topk_matches
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO_ROOT
+
+
+@pytest.fixture(scope="session")
+def run_cli():
+    """``run_cli(args, cache_dir, **kw)``: ``python -m lens ARGS`` from the repository root."""
+
+    def run(args, cache_dir, timeout: float = 300, extra_env: dict | None = None):
+        env = dict(os.environ)
+        env["LAYERLENS_CACHE"] = str(cache_dir)
+        env.pop("LAYERLENS_DEBUG", None)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+        env.update(extra_env or {})
+        return subprocess.run([sys.executable, "-m", "lens", *args], cwd=REPO_ROOT, env=env,
+                              capture_output=True, timeout=timeout)
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def bundled():
+    """The real bundled model, loaded once (converted into cache/ on first use)."""
+    from lens.models import load_model
+
+    return load_model("smollm2-135m")

@@ -1,0 +1,60 @@
+"""The dashboard in a real headless Chromium: type a prompt, see the heatmap."""
+from urllib.parse import quote
+
+import pytest
+from playwright.sync_api import sync_playwright
+
+from browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, streamlit_server
+
+PLOT = ".js-plotly-plot"
+
+
+@pytest.fixture(scope="module")
+def page():
+    ARTIFACTS.mkdir(exist_ok=True)
+    with streamlit_server() as url, sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        pg = browser.new_page(viewport={"width": 1400, "height": 1000})
+        pg.base_url = url
+        yield pg
+        browser.close()
+
+
+def wait_idle(pg, timeout=120_000):
+    """Streamlit shows a 'running' status widget while a script runs."""
+    pg.wait_for_timeout(300)
+    pg.wait_for_function(
+        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=timeout
+    )
+
+
+def test_type_prompt_and_see_logit_lens(page):
+    page.goto(page.base_url + "/logit_lens")
+    wait_idle(page)
+    box = page.get_by_role("textbox", name="Prompt", exact=True)
+    box.fill("The opposite of hot is cold. The opposite of up is")
+    box.press("Control+Enter")
+    wait_idle(page)
+    page.wait_for_selector(f"{PLOT} .heatmaplayer, {PLOT} .hm", timeout=120_000)
+    page.wait_for_timeout(500)
+    page.screenshot(path=str(ARTIFACTS / "logit_lens.png"), full_page=True)
+    # The heatmap's cells carry the top-1 tokens; the x axis carries the typed prompt's tokens.
+    ticks = page.eval_on_selector_all(f"{PLOT} .xtick text", "els => els.map(e => e.textContent)")
+    cells = page.eval_on_selector_all(f"{PLOT} .heatmaplayer text, {PLOT} .hm text", "els => els.map(e => e.textContent)")
+    assert len(cells) >= 10, "the heatmap cells show no tokens"
+    assert any("opposite" in t for t in ticks), ticks
+    assert any(t.endswith("up") for t in ticks), ticks
+    assert "prompt=" in page.url and "opposite" in page.url
+    assert page.locator("text=Traceback").count() == 0
+
+
+def test_home_page_shows_prediction_and_links(page):
+    page.goto(page.base_url + "/?prompt=" + quote("The capital of France is"))
+    wait_idle(page)
+    page.wait_for_selector(PLOT, timeout=120_000)
+    page.screenshot(path=str(ARTIFACTS / "home.png"), full_page=True)
+    body = page.inner_text("body")
+    assert "What it predicts next" in body
+    bars = page.eval_on_selector_all(f"{PLOT} .ytick text", "els => els.map(e => e.textContent)")
+    assert any("Paris" in t for t in bars), bars
+    assert page.get_by_role("link", name="Logit lens").count() >= 1

@@ -1,0 +1,209 @@
+"""``python -m lens`` as a user runs it: real subprocesses, JSON checked against an
+independent computation in this process."""
+from __future__ import annotations
+
+import argparse
+import json
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+import torch
+
+from lens.cli import _read_prompt
+from lens.tiny import tiny_model
+
+PROMPT = "hello there"
+ODD = "héllo 👋🏽 e\u0301 שלום עולם\n\tend\u200f"
+JSON_KEYS = {"model", "n_layers", "tokens", "layers", "top_tokens", "top_probs", "entropy",
+             "kl_to_final", "final_prediction"}
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cli-files")
+    odd = d / "odd.txt"
+    odd.write_bytes(ODD.encode("utf-8"))
+    binary = d / "binary.bin"
+    binary.write_bytes(b"\xff\xfe\x00\x81\xc3\x28 not utf-8 \x80")
+    return {"dir": d, "odd": odd, "binary": binary, "missing": d / "no-such-file.txt"}
+
+
+LENS = ["logit-lens", "--model", "tiny-llama"]
+
+
+def _cases(f):
+    ok = {
+        "hello-json": LENS + ["--prompt", PROMPT, "--json"],
+        "hello-text": LENS + ["--prompt", PROMPT],
+        "odd-file": LENS + ["--prompt-file", str(f["odd"]), "--json"],
+        "odd-arg": LENS + ["--prompt", ODD, "--json"],
+        "models": ["models"],
+        "models-json": ["models", "--json"],
+    }
+    bad = {
+        "empty prompt": LENS + ["--prompt", ""],
+        "too long": LENS + ["--prompt", "x" * 200],
+        "unknown model": ["logit-lens", "--model", "no-such-model-xyz", "--prompt", "hi"],
+        "missing file": LENS + ["--prompt-file", str(f["missing"])],
+        "directory": LENS + ["--prompt-file", str(f["dir"])],
+        "binary file": LENS + ["--prompt-file", str(f["binary"])],
+        "both": LENS + ["--prompt", "hi", "--prompt-file", str(f["odd"])],
+        "top-k 0": LENS + ["--prompt", "hi", "--top-k", "0"],
+        "no prompt": LENS,
+        "invalid utf-8 argv": [*LENS, "--prompt", b"ab\xff\xfe"],
+    }
+    return ok, bad
+
+
+@pytest.fixture(scope="module")
+def runs(files, run_cli, tmp_path_factory):
+    """Every CLI invocation of this module, run concurrently once; each with its own cache."""
+    ok, bad = _cases(files)
+    jobs = {**ok, **bad}
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        futures = {name: pool.submit(run_cli, args, tmp_path_factory.mktemp("cache"))
+                   for name, args in jobs.items()}
+        return {name: fut.result() for name, fut in futures.items()}
+
+
+def strict_json(text: str):
+    def reject(const):
+        raise ValueError(f"not JSON: {const}")
+
+    return json.loads(text, parse_constant=reject)
+
+
+def lens_json(runs, name):
+    proc = runs[name]
+    err = proc.stderr.decode("utf-8", "replace")
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
+    out = proc.stdout.decode("utf-8")
+    assert out.endswith("\n") and out.count("\n") == 1, "expected exactly one line of JSON"
+    return strict_json(out)
+
+
+def independent(prompt: str, k: int = 5):
+    """The lens computed without lens.trace/adapters: HF hidden states, norm, lm_head, float64."""
+    model, tok = tiny_model("llama")
+    ids = tok(prompt).input_ids
+    with torch.no_grad():
+        out = model(input_ids=torch.tensor([ids]), output_hidden_states=True, use_cache=False)
+        L = model.config.num_hidden_layers
+        rows = [model.lm_head(model.model.norm(out.hidden_states[l][0])) for l in range(L)]
+        logits = torch.stack(rows + [out.logits[0]]).double()
+    logp = torch.log_softmax(logits, -1)
+    p = logp.exp()
+    top_p, top_i = p.topk(k, -1)
+    return {
+        "tok": tok, "ids": ids, "L": L,
+        "entropy": (-(p * logp).sum(-1)).numpy(),
+        "kl": (p[-1] * (logp[-1] - logp)).sum(-1).numpy(),
+        "top_p": top_p.numpy(), "top_i": top_i.numpy(),
+        "final": [tok.decode([int(i)]) for i in out.logits[0].argmax(-1)],
+    }
+
+
+@pytest.mark.parametrize("name, prompt", [("hello-json", PROMPT), ("odd-file", ODD), ("odd-arg", ODD)])
+def test_logit_lens_json_matches_independent_computation(runs, name, prompt):
+    data = lens_json(runs, name)
+    assert JSON_KEYS <= set(data)
+    ref = independent(prompt)
+    tok, L = ref["tok"], ref["L"]
+    T = len(ref["ids"])
+    assert data["model"] == "tiny-llama"
+    assert data["n_layers"] == L == 3
+    assert data["tokens"] == [tok.decode([i]) for i in tok(prompt).input_ids]
+    assert data["token_ids"] == ref["ids"]
+    assert data["layers"] == ["emb", "1", "2", "3"]
+    top_probs = np.array(data["top_probs"], dtype=np.float64)
+    assert top_probs.shape == (L + 1, T, 5)
+    assert len(data["top_tokens"]) == L + 1
+    assert all(len(row) == T and all(len(cell) == 5 for cell in row) for row in data["top_tokens"])
+    np.testing.assert_allclose(top_probs, ref["top_p"], atol=1e-5)
+    np.testing.assert_allclose(np.array(data["entropy"]), ref["entropy"], atol=1e-4)
+    np.testing.assert_allclose(np.array(data["kl_to_final"]), ref["kl"], atol=1e-4)
+    expected_tokens = [[[tok.decode([int(i)]) for i in cell] for cell in row] for row in ref["top_i"]]
+    assert data["top_tokens"] == expected_tokens
+    assert data["final_prediction"] == ref["final"]
+    # NaN (no next token at the end) is written as null, not as the non-JSON NaN.
+    loss = data["next_token_loss"]
+    assert all(row[-1] is None for row in loss)
+    assert all(v is not None for row in loss for v in row[:-1])
+
+
+def test_prompt_file_equals_prompt_argument(runs):
+    assert lens_json(runs, "odd-file") == lens_json(runs, "odd-arg")
+    assert "".join(lens_json(runs, "odd-file")["tokens"]) != ""
+
+
+def test_text_output(runs):
+    proc = runs["hello-text"]
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout.decode("utf-8")
+    assert "tiny-llama: 11 tokens, 3 layers" in out
+    assert "h e l l o ␣ t h e r e" in out  # spaces are made visible
+    lines = out.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.strip().startswith("layer"))
+    table = [line.split()[0] for line in lines[header + 1: header + 5]]
+    assert table == ["emb", "1", "2", "3"]
+
+
+def test_models_lists_the_bundled_model(runs):
+    proc = runs["models"]
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout.decode("utf-8")
+    assert "smollm2-135m" in out and "tiny-llama" in out
+    rows = strict_json(lens_json_text(runs["models-json"]))
+    names = [r["name"] for r in rows]
+    assert "smollm2-135m" in names and "tiny-gemma2" in names
+    (default,) = [r for r in rows if r["default"]]
+    assert default["name"] == "smollm2-135m"
+
+
+def lens_json_text(proc):
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.decode("utf-8")
+
+
+BAD = ["empty prompt", "too long", "unknown model", "missing file", "directory", "binary file", "both",
+       "top-k 0", "no prompt", "invalid utf-8 argv"]
+
+
+@pytest.mark.parametrize("name", BAD)
+def test_bad_input_is_one_line_on_stderr(runs, name):
+    proc = runs[name]
+    err = proc.stderr.decode("utf-8", "replace")
+    assert proc.returncode != 0
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: ")
+    assert "unexpected" not in lines[0], "a known bad input reached the last-resort handler"
+    assert proc.stdout == b""
+
+
+def test_bad_input_messages_say_why(runs, files):
+    def msg(name):
+        return runs[name].stderr.decode("utf-8", "replace")
+
+    assert "empty" in msg("empty prompt")
+    assert "200" in msg("too long") and "128" in msg("too long")
+    assert "no-such-model-xyz" in msg("unknown model")
+    assert str(files["missing"]) in msg("missing file")
+    assert str(files["dir"]) in msg("directory")
+    assert "UTF-8" in msg("binary file")
+    assert "not both" in msg("both")
+    assert "top-k" in msg("top-k 0")
+
+
+def test_prompt_file_is_read_byte_for_byte(tmp_path):
+    """--prompt-file must give the same prompt as --prompt with the file's text: a CRLF or a
+    lone CR in the file is part of the prompt (the lens shows tokens, so they must be the
+    file's tokens)."""
+    text = "line one\r\nline two\rthree\n"
+    path = tmp_path / "crlf.txt"
+    path.write_bytes(text.encode("utf-8"))
+    args = argparse.Namespace(prompt=None, prompt_file=str(path))
+    assert _read_prompt(args) == text
