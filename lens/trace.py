@@ -7,6 +7,7 @@ from typing import Sequence
 import torch
 
 from .adapters import Adapter
+from .errors import LensError
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,11 @@ def capture(model, adapter: Adapter, token_ids: Sequence[int], spec: CaptureSpec
             *, model_name: str = "", fingerprint: str = "", tokens: list[str] | None = None) -> Trace:
     """Run ``model`` once on ``token_ids`` and keep what ``spec`` asks for."""
     L = adapter.n_layers
+    if spec.sublayers and adapter.spec.is_encoder:
+        raise LensError(
+            f"{adapter.model_type} normalises after each sub-block (post-LN): its attention and MLP "
+            "outputs are not additive writes to a residual stream"
+        )
     residual: list[torch.Tensor | None] = [None] * (L + 1)
     attn_out: list[torch.Tensor | None] = [None] * L
     mlp_out: list[torch.Tensor | None] = [None] * L
