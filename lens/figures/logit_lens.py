@@ -14,18 +14,26 @@ from ..tokens import visible
 @dataclass(frozen=True)
 class Metric:
     key: str
-    label: str  # colour-bar title
+    label: str  # short: it is also the value shown in the page's URL
     help: str
     colorscale: str
     log: bool = False  # colour by log10 of the value
+    unit: str = ""
+
+    @property
+    def title(self) -> str:
+        return f"{self.label} ({self.unit})" if self.unit else self.label
 
 
 METRICS: dict[str, Metric] = {m.key: m for m in (
-    Metric("probability", "top-1 prob", "How sure the layer is of its top-1 token.", "Blues"),
-    Metric("entropy", "entropy (nats)", "Spread of the layer's distribution: 0 = one token, high = unsure.", "Viridis"),
-    Metric("kl", "KL to final (nats)", "How far the layer's distribution is from the model's final one.", "Magma_r"),
-    Metric("target_prob", "target prob", "Probability the layer gives the target token.", "Greens"),
-    Metric("target_rank", "target rank (log10)", "Rank of the target token (1 = top); colour on a log scale.", "RdYlGn_r", log=True),
+    Metric("probability", "top-1 probability", "How sure the layer is of its top-1 token.", "Blues"),
+    Metric("entropy", "entropy", "Spread of the layer's distribution: 0 = one token, high = unsure.", "Viridis",
+           unit="nats"),
+    Metric("kl", "KL to final", "How far the layer's distribution is from the model's final one.", "Magma_r",
+           unit="nats"),
+    Metric("target_prob", "target probability", "Probability the layer gives the target token.", "Greens"),
+    Metric("target_rank", "target rank", "Rank of the target token (1 = top); colour on a log scale.", "RdYlGn_r",
+           log=True, unit="log scale"),
 )}
 
 
@@ -92,7 +100,7 @@ def logit_lens_figure(result: LogitLensResult, metric: str = "probability", stri
     labels = position_labels(result)
     x = [labels[c] for c in cols]
     y = [("emb" if result.layers[r] == "emb" else f"L{result.layers[r]}") for r in rows]
-    colorbar = dict(title=dict(text=spec.label, side="right"))
+    colorbar = dict(title=dict(text=spec.title, side="right"))
     if spec.log:
         top = max(1.0, float(np.nanmax(z)) if z.size else 1.0)
         ticks = list(range(0, int(math.ceil(top)) + 1))
@@ -112,7 +120,7 @@ def logit_lens_figure(result: LogitLensResult, metric: str = "probability", stri
         xaxis=dict(title="input position · token (the cell predicts the token after it)", tickangle=-45,
                    type="category"),
         yaxis=dict(title="layer", type="category"),
-        title=dict(text=f"Logit lens · {result.model} · colour: {spec.label}", x=0.01, font=dict(size=15)),
+        title=dict(text=f"Logit lens · {result.model} · colour: {spec.title}", x=0.01, font=dict(size=15)),
         font=dict(family="Inter, Helvetica, Arial, sans-serif"),
         plot_bgcolor="white",
     )

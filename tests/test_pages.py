@@ -1,0 +1,172 @@
+"""The home and logit-lens pages, run in-process with Streamlit's AppTest on the bundled model."""
+import base64
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from streamlit.testing.v1 import AppTest
+
+from lens.models import load_model
+from lens.tokens import visible
+
+FRANCE = "The capital of France is"
+APP = str(Path(__file__).resolve().parent.parent / "app.py")
+
+
+@pytest.fixture(scope="module")
+def reference():
+    """Independent numbers: the model's own forward pass, norm + unembedding by hand, full softmax."""
+    lm = load_model("smollm2-135m")
+
+    def probs(prompt: str) -> np.ndarray:
+        ids = torch.tensor([lm.tokenizer(prompt)["input_ids"]])
+        with torch.no_grad():
+            out = lm.model(ids, output_hidden_states=True)
+            hs = out.hidden_states  # HF: the last entry is already through the final norm
+            rows = [lm.model.lm_head(lm.model.model.norm(h[0])) for h in hs[:-1]] + [out.logits[0]]
+        return torch.stack(rows).double().softmax(-1).numpy()  # [L+1, T, V]
+
+    return lm, probs
+
+
+def app(prompt: str | None, page: str | None = None, **params) -> AppTest:
+    """The app as a first visit to ``page`` (default: home) with these URL query parameters."""
+    at = AppTest.from_file(APP, default_timeout=300)
+    if page:
+        at.switch_page(page)
+    if prompt is not None:
+        at.query_params["prompt"] = prompt
+    for k, v in params.items():
+        at.query_params[k] = v
+    return at
+
+
+def figure(at: AppTest, index: int = 0) -> dict:
+    return json.loads(at.get("plotly_chart")[index].proto.spec)
+
+
+def array(field) -> np.ndarray:
+    """Plotly 7 stores arrays as base64 with a dtype and shape."""
+    if isinstance(field, dict) and "bdata" in field:
+        a = np.frombuffer(base64.b64decode(field["bdata"]), dtype=np.dtype(field["dtype"]))
+        shape = field.get("shape")
+        if isinstance(shape, str):
+            shape = [int(n) for n in shape.split(",")]
+        return a.reshape(shape) if shape else a
+    return np.asarray(field, dtype=float)
+
+
+def test_home_shows_model_tokens_and_next_token_prediction(reference):
+    lm, probs = reference
+    at = app(FRANCE).run()
+    assert not at.exception
+    assert not at.error
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Layers"] == str(lm.n_layers)
+    assert metrics["Vocabulary"] == f"{lm.model.config.vocab_size:,}"
+    tokens = [lm.tokenizer.decode([i]) for i in lm.tokenizer(FRANCE)["input_ids"]]
+    assert any(" ".join(f"`{visible(t)}`" for t in tokens) in m.value for m in at.markdown)
+
+    bar = figure(at)["data"][0]
+    p_last = probs(FRANCE)[-1, -1]
+    top = np.argsort(-p_last)[:10]
+    labels = [y.strip() for y in bar["y"]][::-1]  # drawn bottom-up
+    assert labels[0] == visible(" Paris")
+    assert labels == [visible(lm.tokenizer.decode([int(i)])) for i in top]
+    np.testing.assert_allclose(array(bar["x"])[::-1], p_last[top], atol=2e-4)
+
+
+def test_logit_lens_page_heatmap_matches_independent_lens(reference):
+    lm, probs = reference
+    at = app(FRANCE).run()
+    at.switch_page("pages/logit_lens.py").run()
+    assert not at.exception and not at.error
+    heat = figure(at)["data"][0]
+    p = probs(FRANCE)  # [L+1, T, V]
+    z = array(heat["z"])
+    assert z.shape == (lm.n_layers + 1, p.shape[1])
+    np.testing.assert_allclose(z, p.max(-1), atol=2e-4)
+    # The cell text is each row's top-1 token; the last row's last cell is " Paris".
+    top1 = p.argmax(-1)
+    for r in (0, lm.n_layers // 2, lm.n_layers):
+        for c in range(p.shape[1]):
+            shown = visible(lm.tokenizer.decode([int(top1[r, c])]))
+            assert heat["text"][r][c].rstrip("…") == shown[: len(heat["text"][r][c].rstrip("…"))]
+    assert heat["text"][-1][-1] == visible(" Paris")
+    assert any("Paris" in c.value for c in at.caption)
+
+
+def test_logit_lens_page_entropy_and_target_rank(reference):
+    lm, probs = reference
+    at = app(FRANCE, page="pages/logit_lens.py", metric="entropy").run()
+    p = probs(FRANCE)
+    ent = -(p * np.log(np.clip(p, 1e-300, None))).sum(-1)
+    np.testing.assert_allclose(array(figure(at)["data"][0]["z"]), ent, atol=2e-3)
+
+    at.selectbox(key="metric").set_value("target_rank")  # in the URL: metric=target+rank
+    at.text_input(key="target").set_value(" London").run()
+    assert not at.exception and not at.error
+    london = lm.tokenizer(" London", add_special_tokens=False)["input_ids"][0]
+    rank = 1 + (p > p[..., london:london + 1]).sum(-1)
+    np.testing.assert_allclose(array(figure(at)["data"][0]["z"]), np.log10(rank), atol=1e-6)
+
+
+def test_layer_stride_keeps_final_layer(reference):
+    lm, _ = reference
+    at = app(FRANCE, page="pages/logit_lens.py", stride="7").run()
+    y = figure(at)["data"][0]["y"]
+    assert y[0] == "emb" and y[-1] == f"L{lm.n_layers}"
+    assert y[1] == "L7" and len(y) == len(range(0, lm.n_layers + 1, 7)) + (lm.n_layers % 7 != 0)
+
+
+@pytest.mark.parametrize("prompt", ["naïve café 🙂 – שלום  e\u0301\u200b\n\tend", "x"])
+def test_odd_unicode_and_single_token_prompts_work(prompt):
+    at = app(prompt).run()
+    at.switch_page("pages/logit_lens.py").run()
+    assert not at.exception and not at.error
+    assert len(at.get("plotly_chart")) == 1
+
+
+def test_empty_prompt_asks_for_one():
+    at = app(None)
+    at.run()
+    at.text_area(key="prompt").set_value("").run()
+    assert not at.exception
+    assert any("Type a prompt" in i.value for i in at.info)
+    at.switch_page("pages/logit_lens.py").run()
+    assert not at.exception
+    assert any("Type a prompt" in i.value for i in at.info)
+
+
+def test_too_long_prompt_is_a_message_not_a_traceback():
+    at = app("word " * 3000).run()
+    assert not at.exception
+    assert any("tokens long" in e.value and "at most" in e.value for e in at.error)
+    # The app stays usable: a normal prompt works in the same session.
+    at.text_area(key="prompt").set_value(FRANCE).run()
+    assert not at.error and len(at.get("plotly_chart")) == 1
+
+
+def test_unknown_model_is_a_message_and_app_recovers():
+    at = app(FRANCE, model="no-such-model-xyz").run()
+    assert not at.exception
+    assert any("unknown model" in e.value for e in at.error)
+    at.selectbox(key="model").set_value("smollm2-135m").run()
+    assert not at.error and not at.exception
+
+
+def test_multi_token_target_is_explained(reference):
+    at = app(FRANCE, page="pages/logit_lens.py", target=" Parisianisms").run()
+    assert not at.exception and not at.error
+    assert any("tokens; tracking its first token" in c.value for c in at.caption)
+
+
+def test_encoder_has_no_lens_but_says_so():
+    at = app("The cat sat on the mat.", model="minilm-l6").run()
+    assert not at.exception
+    assert any("encoder" in i.value for i in at.info)
+    at.switch_page("pages/logit_lens.py").run()
+    assert not at.exception
+    assert any("does not apply" in w.value for w in at.warning)
