@@ -14,11 +14,9 @@ def _quiet_libraries() -> None:
     import warnings
 
     warnings.filterwarnings("ignore")
+    # Set before transformers is imported (lazily, by the commands that need it).
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
 def _read_prompt(args) -> str:
@@ -72,10 +70,21 @@ def cmd_prepare(args) -> int:
     """Load a model once so that its conversion (if any) happens now, with progress."""
     import time
 
-    from .models import load_model
+    from .convert import converted_dir, is_complete
+    from .registry import BUNDLED, DEFAULT_MODEL, bundled_file, default_cache_root
 
     t0 = time.perf_counter()
-    loaded = load_model(args.model, progress=_terminal_progress)
+    name = args.model or DEFAULT_MODEL
+    entry = BUNDLED.get(name)
+    if entry is not None:
+        found = bundled_file(entry)
+        if found.suffix != ".gguf" or is_complete(converted_dir(default_cache_root(), name, found)):
+            print(f"{name}: ready", file=sys.stderr)  # nothing to convert: skip loading torch at all
+            return 0
+
+    from .models import load_model
+
+    loaded = load_model(name, progress=_terminal_progress)
     print(f"{loaded.name}: ready ({loaded.n_layers} layers, {time.perf_counter() - t0:.1f} s)", file=sys.stderr)
     return 0
 
