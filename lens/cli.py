@@ -24,7 +24,8 @@ def _read_prompt(args) -> str:
         raise LensError("give --prompt or --prompt-file, not both")
     if args.prompt_file is not None:
         try:
-            return Path(args.prompt_file).read_text(encoding="utf-8")
+            # Bytes, not read_text(): newline translation would change the prompt's tokens.
+            return Path(args.prompt_file).read_bytes().decode("utf-8")
         except UnicodeDecodeError:
             raise LensError(f"cannot read {args.prompt_file}: it is not UTF-8 text") from None
         except OSError as exc:
