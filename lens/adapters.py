@@ -32,6 +32,8 @@ class ArchSpec:
     project_out: str | None = None
     parallel_residual: bool = False
     is_encoder: bool = False
+    # Post-LN OPT (opt-350m, do_layer_norm_before=False) has no final norm: blocks already end normed.
+    final_norm_optional: bool = False
 
 
 _LLAMA_LIKE = ArchSpec(
@@ -63,7 +65,7 @@ SPECS: dict[str, ArchSpec] = {
     "opt": ArchSpec(
         layers="model.decoder.layers", final_norm="model.decoder.final_layer_norm",
         unembed="lm_head", attn="self_attn", mlp="fc2", attn_norm="self_attn_layer_norm",
-        project_out="model.decoder.project_out",
+        project_out="model.decoder.project_out", final_norm_optional=True,
     ),
     "phi": ArchSpec(
         layers="model.layers", final_norm="model.final_layernorm", unembed="lm_head",
@@ -168,7 +170,12 @@ def adapt(model: nn.Module) -> Adapter:
         raise UnsupportedArchitecture(f"{model_type}: `{spec.layers}` is not a non-empty list of blocks")
     blocks = list(layers)
 
-    final_norm = need(spec.final_norm, "final norm") if spec.final_norm else None
+    final_norm = None
+    if spec.final_norm:
+        final_norm = _get(model, spec.final_norm)
+        post_ln = getattr(config, "do_layer_norm_before", True) is False
+        if final_norm is None and not (spec.final_norm_optional and post_ln):
+            need(spec.final_norm, "final norm")
     unembed = None
     if spec.unembed:
         unembed = _get(model, spec.unembed)

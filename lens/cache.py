@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -59,8 +60,15 @@ class ResultCache:
         except Exception:
             path.unlink(missing_ok=True)  # corrupt or partial: drop it, the caller recomputes
             return None
-        os.utime(path)
+        self._touch(path)
         return arrays, fields
+
+    def _touch(self, path: Path) -> None:
+        """Mark ``path`` as the most recently used: strictly newer than every other entry,
+        even when the file-system clock has not moved since the last write."""
+        newest = max((p.stat().st_mtime_ns for p in self.entries() if p != path), default=0)
+        t = max(time.time_ns(), newest + 1)
+        os.utime(path, ns=(t, t))
 
     def put(self, key: str, arrays: dict[str, np.ndarray], fields: dict) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -71,13 +79,16 @@ class ResultCache:
         try:
             save_file(arrays, tmp, metadata=meta)
             os.replace(tmp, self._path(key))
+            self._touch(self._path(key))
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
         self.evict()
 
     def entries(self) -> list[Path]:
-        return sorted(self.root.glob("*.safetensors"), key=lambda p: p.stat().st_mtime) if self.root.is_dir() else []
+        if not self.root.is_dir():
+            return []
+        return sorted(self.root.glob("*.safetensors"), key=lambda p: p.stat().st_mtime_ns)
 
     def size(self) -> int:
         return sum(p.stat().st_size for p in self.entries())

@@ -47,8 +47,10 @@ def visible(token: str) -> str:
     for ch in token:
         if ch in _VISIBLE:
             out.append(_VISIBLE[ch])
-        elif unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") :
-            out.append(f"\\x{ord(ch):02x}" if ord(ch) < 0x100 else f"\\u{ord(ch):04x}")
+        elif unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp", "Zs", "Co", "Cn"):
+            # Unicode spaces, invisible and control characters: show the code point.
+            n = ord(ch)
+            out.append(f"\\x{n:02x}" if n < 0x100 else f"\\u{n:04x}" if n < 0x10000 else f"\\U{n:08x}")
         else:
             out.append(ch)
     return "".join(out)

@@ -188,3 +188,39 @@ def test_missing_unembedding_is_named():
     del model.lm_head
     with pytest.raises(UnsupportedArchitecture, match="lm_head"):
         adapt(model)
+
+
+def test_hooks_are_removed_when_the_forward_fails():
+    model, tok = tiny_model("llama")
+    adapter = adapt(model)
+
+    def hooks():
+        return {id(m): (len(m._forward_hooks), len(m._forward_pre_hooks)) for m in model.modules()}
+
+    before = hooks()
+    with pytest.raises(Exception):
+        capture(model, adapter, [10_000], CaptureSpec(sublayers=True, attentions=True))  # id out of range
+    assert hooks() == before
+    # The model still works and a later capture is unaffected.
+    ids = tok("ok")["input_ids"]
+    trace = capture(model, adapter, ids, CaptureSpec())
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([ids])).logits[0]
+    torch.testing.assert_close(adapter.readout(trace.residual[-1]), logits, atol=ATOL, rtol=0)
+
+
+def test_post_ln_opt_without_final_norm_reads_out_like_the_model():
+    """OPT-350m style: no final norm, a down-projection before the unembedding."""
+    import transformers as tf
+
+    cfg = tf.OPTConfig(num_hidden_layers=2, hidden_size=32, num_attention_heads=4, ffn_dim=64, vocab_size=258,
+                       max_position_embeddings=64, word_embed_proj_dim=16, do_layer_norm_before=False)
+    torch.manual_seed(0)
+    model = tf.AutoModelForCausalLM.from_config(cfg, attn_implementation="eager").eval()
+    adapter = adapt(model)
+    assert adapter.final_norm is None and adapter.project_out is not None
+    ids = [5, 6, 7, 8, 9]
+    trace = capture(model, adapter, ids, CaptureSpec())
+    with torch.no_grad():
+        expected = model(torch.tensor([ids])).logits[0]
+    torch.testing.assert_close(adapter.readout(trace.residual[-1]), expected, atol=1e-5, rtol=1e-5)

@@ -264,3 +264,18 @@ def test_backend_recomputes_corrupt_entry(tmp_path, tiny_llama, monkeypatch):
     third = be.logit_lens(PROMPT, opts)
     assert calls == [1]
     assert_results_equal(first, third)
+
+
+def test_lru_keeps_the_entry_just_read_even_within_one_clock_tick(tmp_path):
+    """Reads and writes in quick succession can share an mtime; the entry read last must still win."""
+    arr = {"x": np.arange(1000, dtype=np.float32)}
+    probe = ResultCache(tmp_path / "probe")
+    probe.put("p", arr, {})
+    one = probe.size()
+    for trial in range(20):
+        c = ResultCache(tmp_path / f"t{trial}", max_bytes=int(2.5 * one))
+        c.put("a", arr, {})
+        c.put("b", arr, {})
+        assert c.get("a") is not None
+        c.put("c", arr, {})
+        assert {p.stem for p in c.entries()} == {"a", "c"}
