@@ -58,11 +58,17 @@ def home() -> None:
 
     st.subheader("Views")
     st.page_link(LOGIT_LENS_PAGE, label="Logit lens: what every layer would predict at every position", icon=":material/layers:")
+    st.page_link("pages/projection.py", label="Projections: how token representations move and reorganise through the layers",
+                 icon=":material/scatter_plot:")
+    st.page_link("pages/attention.py", label="Attention flow: where the information behind a prediction came from",
+                 icon=":material/hub:")
 
 
 pages = [
     st.Page(home, title="Home", icon=":material/home:", default=True),
     st.Page(LOGIT_LENS_PAGE, title="Logit lens", icon=":material/layers:"),
+    st.Page("pages/projection.py", title="Projections", icon=":material/scatter_plot:"),
+    st.Page("pages/attention.py", title="Attention flow", icon=":material/hub:"),
 ]
 navigation = st.navigation(pages)
 state.sidebar()

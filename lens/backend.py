@@ -9,12 +9,18 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Protocol, Sequence, runtime_checkable
 
+from .attention_backend import AttentionMethods
 from .cache import ResultCache, make_key
+from .heads import HeadPatterns, HeadSummary
+from .rollout import FlowResult, RolloutResult
+from .routes import AttentionContributions, NodeDetail, RouteGraph
 from .convert import Progress
 from .errors import LensError
 from .logit_lens import LensOptions, LogitLensResult, logit_lens
+from .geometry import GeometryOptions, GeometryResult, geometry
+from .projection import ProjectionOptions, ProjectionResult, project
 from .models import LoadedModel
 from .results import join, split
 from .tokens import encode, token_strings
@@ -46,8 +52,30 @@ class Backend(Protocol):
     def logit_lens(self, text: str, options: LensOptions = LensOptions(),
                    progress: Progress | None = None) -> LogitLensResult: ...
 
+    def projection(self, texts: str | Sequence[str], options: ProjectionOptions = ProjectionOptions(),
+                   progress: Progress | None = None) -> ProjectionResult: ...
 
-class LocalBackend:
+    def geometry(self, texts: str | Sequence[str], options: GeometryOptions = GeometryOptions()) -> GeometryResult: ...
+
+    # Attention flow (lens/attention_backend.py); layers are 1-based, positions 0-based (None: last).
+    def rollout(self, text: str, position: int | None = None) -> RolloutResult: ...
+
+    def attention_flow(self, text: str, position: int | None = None,
+                       layers: list[int] | None = None) -> FlowResult: ...
+
+    def head_patterns(self, text: str, layer: int) -> HeadPatterns: ...
+
+    def head_summary(self, text: str) -> HeadSummary: ...
+
+    def contributions(self, text: str, layer: int, position: int | None = None) -> AttentionContributions: ...
+
+    def route_graph(self, text: str, position: int | None = None, threshold: float = 0.04) -> RouteGraph: ...
+
+    def node_detail(self, text: str, layer: int, position: int | None, block: str = "attn",
+                    top_k: int = 8) -> NodeDetail: ...
+
+
+class LocalBackend(AttentionMethods):
     """Runs one loaded model in this process; results go through an optional disk cache."""
 
     def __init__(self, loaded: LoadedModel, cache: ResultCache | None = None, max_tokens: int | None = None):
@@ -97,6 +125,44 @@ class LocalBackend:
             if hit is not None:
                 return join(LogitLensResult, *hit)
         result = logit_lens(self.trace(text, CaptureSpec(residual=True)), self.loaded.tokenizer, options, progress)
+        if self.cache is not None:
+            self.cache.put(key, *split(result))
+        return result
+
+    def _traces(self, texts: str | Sequence[str]) -> list[Trace]:
+        """One residual-stream trace per text (a corpus is traced text by text)."""
+        items = [texts] if isinstance(texts, str) else list(texts)
+        if not items:
+            raise LensError("no text given: type a prompt or at least one sentence")
+        return [self.trace(t, CaptureSpec(residual=True)) for t in items]
+
+    def _special_ids(self) -> list[int]:
+        return sorted(int(i) for i in (getattr(self.loaded.tokenizer, "all_special_ids", None) or []))
+
+    def projection(self, texts: str | Sequence[str], options: ProjectionOptions = ProjectionOptions(),
+                   progress: Progress | None = None) -> ProjectionResult:
+        """Every kept token at every layer projected to 2-D/3-D; ``texts`` is a prompt or a corpus."""
+        options.check()
+        key = make_key("projection", model=self.loaded.fingerprint,
+                       prompt=texts if isinstance(texts, str) else list(texts), options=options.key())
+        if self.cache is not None:
+            hit = self.cache.get(key)
+            if hit is not None:
+                return join(ProjectionResult, *hit)
+        result = project(self._traces(texts), options, self._special_ids(), progress)
+        if self.cache is not None:
+            self.cache.put(key, *split(result))
+        return result
+
+    def geometry(self, texts: str | Sequence[str], options: GeometryOptions = GeometryOptions()) -> GeometryResult:
+        """Per-layer geometry metrics of a prompt or a corpus."""
+        key = make_key("geometry", model=self.loaded.fingerprint,
+                       prompt=texts if isinstance(texts, str) else list(texts), options=options.key())
+        if self.cache is not None:
+            hit = self.cache.get(key)
+            if hit is not None:
+                return join(GeometryResult, *hit)
+        result = geometry(self._traces(texts), options, self._special_ids())
         if self.cache is not None:
             self.cache.put(key, *split(result))
         return result

@@ -9,3 +9,34 @@ EXAMPLES: dict[str, str] = {
     "Opposites": "The opposite of hot is cold. The opposite of up is",
 }
 DEFAULT_PROMPT = EXAMPLES["Capital of France"]
+
+
+# Corpora for the projection page: several sentences sharing a word used in different senses
+# ("How contextual are contextualized word representations"). name -> (word, sentences).
+# The word is one token in both bundled tokenizers and never the first token of a sentence.
+CORPORA: dict[str, tuple[str, list[str]]] = {
+    "bank: river or money": ("bank", [
+        "We sat on the bank of the river and watched the boats.",
+        "She went to the bank to deposit her salary.",
+        "The bank raised its interest rates again this year.",
+        "Fish gathered near the muddy bank after the rain.",
+        "Thieves robbed a bank in the middle of the day.",
+        "The grassy bank was covered in wild flowers.",
+    ]),
+    "light: noun, adjective, verb": ("light", [
+        "Please turn off the light when you leave.",
+        "The box was light enough for a child to carry.",
+        "They light candles every evening in winter.",
+        "Morning light filled the quiet kitchen.",
+        "She wore a light jacket on the warm day.",
+        "The speed of light is a physical constant.",
+    ]),
+    "play: games, theatre, music": ("play", [
+        "The children play football after school.",
+        "We saw a play by Shakespeare at the theatre.",
+        "Can you play the piano or the guitar?",
+        "The new play opens on Broadway next week.",
+        "Dogs love to play in the snow.",
+        "Press play to start the video.",
+    ]),
+}

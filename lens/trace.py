@@ -17,6 +17,7 @@ class CaptureSpec:
     residual: bool = True
     sublayers: bool = False  # attention-block and MLP-block writes to the residual
     attentions: bool | tuple[int, ...] = False  # True: every layer; a tuple: those blocks (0-based)
+    attention_mean: bool = False  # keep the head-averaged [T, T] per layer instead of [H, T, T]
 
     def attention_layers(self, n_layers: int) -> tuple[int, ...]:
         if self.attentions is True:
@@ -43,7 +44,7 @@ class Trace:
     residual: torch.Tensor | None = None  # [L+1, T, d]
     attn_out: torch.Tensor | None = None  # [L, T, d]
     mlp_out: torch.Tensor | None = None  # [L, T, d]
-    attentions: dict[int, torch.Tensor] = field(default_factory=dict)  # block -> [H, T, T]
+    attentions: dict[int, torch.Tensor] = field(default_factory=dict)  # block -> [H, T, T] ([T, T] if attention_mean)
     adapter: Adapter | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -93,7 +94,8 @@ def capture(model, adapter: Adapter, token_ids: Sequence[int], spec: CaptureSpec
                 raise RuntimeError(
                     "the attention module returned no weights: load the model with eager attention"
                 )
-            attentions[index] = weights[0].detach().float()
+            w = weights[0].detach().float()
+            attentions[index] = w.mean(0) if spec.attention_mean else w
         return hook
 
     try:

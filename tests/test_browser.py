@@ -58,3 +58,40 @@ def test_home_page_shows_prediction_and_links(page):
     bars = page.eval_on_selector_all(f"{PLOT} .ytick text", "els => els.map(e => e.textContent)")
     assert any("Paris" in t for t in bars), bars
     assert page.get_by_role("link", name="Logit lens").count() >= 1
+
+
+def test_projection_page_draws_token_trajectories(page):
+    page.goto(page.base_url + "/projection?prompt=" + quote("The capital of France is a city on the river Seine"))
+    wait_idle(page)
+    page.wait_for_selector(f"{PLOT} .scatterlayer .point", timeout=120_000)
+    page.wait_for_timeout(500)
+    page.screenshot(path=str(ARTIFACTS / "projection.png"), full_page=True)
+    first = page.locator(PLOT).first
+    # 10 kept tokens (the first is left out) at 31 rows of the lens, and each token named at its last point.
+    assert first.locator(".scatterlayer .point").count() >= 10 * 31
+    labels = first.locator(".scatterlayer .textpoint").all_text_contents()
+    assert "France" in labels and "river" in labels, labels
+    body = page.inner_text("body")
+    assert "Geometry through depth" in body and "Anisotropy baseline" in body
+    assert page.locator(f"{PLOT}").count() >= 8  # the trajectories, the metric charts and the similarity matrix
+    assert page.locator("text=Traceback").count() == 0
+
+
+def test_attention_page_draws_routes_and_rollout(page):
+    page.goto(page.base_url + "/attention?prompt=" + quote("The capital of France is"))
+    wait_idle(page)
+    page.wait_for_selector(f"{PLOT} .scatterlayer", timeout=120_000)
+    page.wait_for_timeout(500)
+    page.screenshot(path=str(ARTIFACTS / "attention_routes.png"), full_page=True)
+    titles = page.eval_on_selector_all(f"{PLOT} .gtitle", "els => els.map(e => e.textContent)")
+    assert any("Routes to the prediction" in t and "Paris" in t for t in titles), titles
+    ticks = page.eval_on_selector_all(f"{PLOT} .xtick text", "els => els.map(e => e.textContent)")
+    assert any("France" in t for t in ticks), ticks
+    assert "Drill down into one node" in page.inner_text("body")
+    page.get_by_text("Rollout & flow", exact=True).click()
+    wait_idle(page)
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('.js-plotly-plot .gtitle')].some(e => e.textContent.includes('rollout'))",
+        timeout=120_000)
+    assert "view=Rollout" in page.url
+    assert page.locator("text=Traceback").count() == 0

@@ -1,0 +1,111 @@
+"""The dashboard end to end in headless Chromium (Playwright + Debian's /usr/bin/chromium).
+
+- cold start: from launching ``streamlit run app.py`` (model already converted) to the home
+  page drawn and idle (prediction chart shown);
+- submit: on the logit-lens page, from pressing Ctrl+Enter on a new ~20-token prompt to its
+  heatmap drawn (its x axis shows the new prompt's tokens), after a warm-up prompt;
+- cached: the same for a prompt computed before (the result comes from the disk cache).
+
+Results go to a fresh temporary cache folder (the converted model is linked in), so every
+"new" prompt really is computed.
+"""
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from urllib.parse import quote
+
+ROOT = Path(__file__).resolve().parent.parent
+WORDS = ["apple", "river", "garden", "window", "silver", "orange", "forest", "castle", "doctor", "pencil",
+         "bottle", "camera"]
+
+
+def prompt_for(word: str) -> str:
+    return f"The opposite of hot is cold. The {word} in the old story was small, and the opposite of up is"
+
+
+PLOT = ".js-plotly-plot"
+SHOWS_WORD = """([word, prev]) => {
+  const ticks = [...document.querySelectorAll('.js-plotly-plot .xtick text')].map(e => e.textContent);
+  return ticks.some(t => t.includes(word)) && (prev === '' || !ticks.some(t => t.includes(prev)));
+}"""
+IDLE = "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')"
+
+
+def _wait_idle(page, timeout=180_000):
+    page.wait_for_timeout(300)
+    page.wait_for_function(IDLE, timeout=timeout)
+
+
+def _submit(page, text: str, word: str, prev: str) -> float:
+    box = page.get_by_role("textbox", name="Prompt", exact=True)
+    box.fill(text)
+    t0 = time.perf_counter()
+    box.press("Control+Enter")
+    page.wait_for_function(SHOWS_WORD, arg=[word, prev], polling="raf", timeout=180_000)
+    dt = time.perf_counter() - t0
+    _wait_idle(page)
+    return dt
+
+
+def _cache_env(tmp: Path) -> dict:
+    from lens.registry import default_cache_root
+
+    (tmp / "models").symlink_to(default_cache_root().resolve() / "models", target_is_directory=True)
+    return {"LAYERLENS_CACHE": str(tmp)}
+
+
+def run(runs: int = 5, cold_runs: int = 2, say=print) -> dict:
+    sys.path.insert(0, str(ROOT / "tests"))
+    from browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, streamlit_server
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    out: dict = {"runs": runs, "prompt": prompt_for(WORDS[0])}
+    cold: list[float] = []
+    fresh: list[float] = []
+    cached: list[float] = []
+    n_servers = max(1, cold_runs)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        for i in range(n_servers):
+            with tempfile.TemporaryDirectory(prefix="layerlens-bench-") as tmp:
+                page = browser.new_page(viewport={"width": 1400, "height": 1000})
+                t0 = time.perf_counter()
+                with streamlit_server(env=_cache_env(Path(tmp)), timeout=120) as url:
+                    page.goto(url + "/?prompt=" + quote("The capital of France is"))
+                    page.wait_for_selector(PLOT, timeout=180_000)
+                    _wait_idle(page)
+                    cold.append(time.perf_counter() - t0)
+                    say(f"  browser cold start {cold[-1]:.2f} s")
+                    if i < n_servers - 1:  # the last server stays up for the submit timings
+                        page.close()
+                        continue
+                    page.goto(url + "/logit_lens")
+                    _wait_idle(page)
+                    _submit(page, prompt_for("teacher"), "teacher", "")  # warm-up
+                    prev = "teacher"
+                    words = WORDS[:runs]
+                    for w in words:
+                        fresh.append(_submit(page, prompt_for(w), w, prev))
+                        say(f"  browser submit (new prompt) {fresh[-1]:.2f} s")
+                        prev = w
+                    for w in words[:-1][::-1] + ["teacher"]:
+                        cached.append(_submit(page, prompt_for(w), w, prev))
+                        say(f"  browser submit (cached prompt) {cached[-1]:.2f} s")
+                        prev = w
+                    page.screenshot(path=str(ARTIFACTS / "bench-logit-lens.png"), full_page=True)
+                    page.close()
+        browser.close()
+    out.update(cold_start_s=cold, submit_s=fresh, cached_s=cached)
+    return out
+
+
+if __name__ == "__main__":
+    import json
+
+    print(json.dumps(run(runs=int(os.environ.get("RUNS", "3")), cold_runs=1), indent=1))

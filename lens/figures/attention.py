@@ -1,0 +1,216 @@
+"""Attention-flow figures: head patterns, head scores, rollout/flow, the route graph, drill-down."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from ..heads import HeadPatterns, HeadSummary
+from ..rollout import FlowResult, RolloutResult
+from ..routes import BLOCKS, KINDS, NodeDetail, RouteGraph
+from ..tokens import visible
+
+FONT = dict(family="Inter, Helvetica, Arial, sans-serif")
+KIND_COLOURS = {"residual": "rgba(120,120,120,0.55)", "attention": "rgba(47,109,181,0.85)",
+                "mlp": "rgba(224,123,57,0.9)"}
+
+
+def _short(token: str, width: int = 8) -> str:
+    s = visible(token)
+    return s if len(s) <= width else s[: width - 1] + "…"
+
+
+def token_labels(tokens: list[str], upto: int | None = None, width: int = 8) -> list[str]:
+    n = len(tokens) if upto is None else upto
+    return [f"{i}·{_short(tokens[i], width)}" for i in range(n)]
+
+
+def _layout(fig: go.Figure, title: str, height: int) -> go.Figure:
+    fig.update_layout(title=dict(text=title, x=0.01, font=dict(size=15)), height=height, font=FONT,
+                      margin=dict(l=70, r=20, t=50, b=90), plot_bgcolor="white")
+    return fig
+
+
+# ---------------------------------------------------------------- head patterns
+
+def head_grid_figure(p: HeadPatterns, columns: int = 6) -> go.Figure:
+    """Every head of one layer as a small query × key heatmap (no labels)."""
+    H = p.n_heads
+    cols = min(columns, H)
+    rows = math.ceil(H / cols)
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=[f"head {h}" for h in range(H)],
+                        horizontal_spacing=0.02, vertical_spacing=0.08 if rows > 1 else 0.1)
+    T = p.attention.shape[-1]
+    for h in range(H):
+        r, c = divmod(h, cols)
+        fig.add_trace(go.Heatmap(z=p.attention[h], zmin=0, zmax=1, colorscale="Blues", showscale=False,
+                                 hovertemplate=f"head {h}<br>query %{{y}} → key %{{x}}: %{{z:.3f}}<extra></extra>"),
+                      row=r + 1, col=c + 1)
+    fig.update_xaxes(showticklabels=False, range=[-0.5, T - 0.5])
+    fig.update_yaxes(showticklabels=False, autorange="reversed")
+    return _layout(fig, f"Layer {p.layer}: all {H} heads (rows: queries, columns: keys)", 170 * rows + 80)
+
+
+def pattern_figure(p: HeadPatterns, head: int) -> go.Figure:
+    a = p.attention[head]
+    labels = token_labels(p.tokens)
+    T = len(labels)
+    text = [[f"{a[i, j]:.2f}" if a[i, j] >= 0.1 else "" for j in range(T)] for i in range(T)] if T <= 32 else None
+    fig = go.Figure(go.Heatmap(
+        z=a, x=labels, y=labels, zmin=0, zmax=1, colorscale="Blues", text=text,
+        texttemplate="%{text}" if text else None, xgap=1, ygap=1,
+        colorbar=dict(title=dict(text="attention", side="right")),
+        hovertemplate="query %{y}<br>key %{x}<br>weight %{z:.3f}<extra></extra>"))
+    fig.update_xaxes(title="key (the token being read)", type="category", tickangle=-45)
+    fig.update_yaxes(title="query (the position reading)", type="category", autorange="reversed")
+    size = max(420, min(900, 22 * T + 160))
+    return _layout(fig, f"Layer {p.layer}, head {head}: who reads whom", size)
+
+
+SUMMARY_METRICS = {
+    "entropy": ("attention entropy (nats)", "Viridis", "How spread out a head's attention is on your prompt: 0 = one token."),
+    "prev_token": ("previous-token score", "Greens", "Mean attention to the token just before (on a repeated random sequence)."),
+    "induction": ("induction score", "Oranges", "Mean attention to the token after the previous occurrence of the current "
+                  "token (second copy of a repeated random sequence)."),
+}
+
+
+def head_summary_figure(s: HeadSummary, metric: str = "induction") -> go.Figure:
+    label, scale, _ = SUMMARY_METRICS[metric]
+    z = getattr(s, metric)
+    zmax = s.max_entropy if metric == "entropy" else 1.0
+    fig = go.Figure(go.Heatmap(
+        z=z, x=[str(h) for h in range(s.n_heads)], y=[f"L{l}" for l in range(1, s.n_layers + 1)],
+        zmin=0, zmax=zmax, colorscale=scale, xgap=1, ygap=1,
+        colorbar=dict(title=dict(text=label, side="right")),
+        hovertemplate="layer %{y}, head %{x}<br>" + label + ": %{z:.3f}<extra></extra>"))
+    fig.update_xaxes(title="head", type="category")
+    fig.update_yaxes(title="layer", type="category", autorange="reversed")
+    return _layout(fig, f"Per-head {label}", max(320, 18 * s.n_layers + 140))
+
+
+# ---------------------------------------------------------------- rollout and flow
+
+def rollout_figure(r: RolloutResult | FlowResult) -> go.Figure:
+    flow = isinstance(r, FlowResult)
+    z = r.flow if flow else r.rollout
+    causal = np.allclose(z[:, r.position + 1:], 0) if r.position + 1 < z.shape[1] else True
+    n = r.position + 1 if causal else len(r.tokens)
+    z = z[:, :n]
+    labels = token_labels(r.tokens, n)
+    name = "attention flow" if flow else "attention rollout"
+    fig = go.Figure(go.Heatmap(
+        z=z, x=labels, y=[f"L{l}" for l in r.layers], zmin=0, zmax=float(np.nanmax(z)) if np.isfinite(z).any() else 1,
+        colorscale="YlGnBu", xgap=1, ygap=1, colorbar=dict(title=dict(text="share", side="right")),
+        hovertemplate="after layer %{y}<br>from input %{x}<br>share %{z:.3f}<extra></extra>"))
+    fig.update_xaxes(title="input token (source)", type="category", tickangle=-45)
+    fig.update_yaxes(title="layer", type="category")
+    return _layout(fig, f"{name.capitalize()} into position {r.position} · {_short(r.tokens[r.position], 14)}",
+                   max(360, 18 * len(r.layers) + 170))
+
+
+# ---------------------------------------------------------------- route graph
+
+def _row(layer: int, block: str) -> float:
+    """y of a node: embeddings 0, then per layer the attention node and the MLP node."""
+    if block == "emb":
+        return 0.0
+    return 2 * layer - 1 if block == "attn" else 2 * layer
+
+
+def route_figure(g: RouteGraph, selected: tuple[int, int, str] | None = None) -> go.Figure:
+    """One column per position, two rows per layer (after attention, after MLP); edge width by importance."""
+    L = g.n_layers
+    P = g.position + 1  # a causal model: nothing after the prediction matters
+    fig = go.Figure()
+    # The whole grid, faint.
+    gx, gy = np.meshgrid(np.arange(P), np.arange(2 * L + 1))
+    fig.add_trace(go.Scatter(x=gx.ravel(), y=gy.ravel(), mode="markers", hoverinfo="skip", showlegend=False,
+                             marker=dict(size=4, color="rgba(180,180,180,0.35)")))
+    # Edges, one trace per (kind, width bin).
+    bins: dict[tuple[str, int], tuple[list, list]] = {}
+    for e in range(len(g.edge_layer)):
+        l, b, k = int(g.edge_layer[e]), BLOCKS[g.edge_block[e]], KINDS[g.edge_kind[e]]
+        s, t, w = int(g.edge_src[e]), int(g.edge_dst[e]), float(g.edge_importance[e])
+        if b == "attn":
+            pts = [(s, _row(l - 1, "mlp" if l > 1 else "emb")), (t, _row(l, "attn"))]
+        elif k == "mlp":
+            pts = [(s, _row(l, "attn")), (s + 0.3, _row(l, "attn") + 0.5), (t, _row(l, "mlp"))]
+        else:
+            pts = [(s, _row(l, "attn")), (t, _row(l, "mlp"))]
+        xs, ys = bins.setdefault((k, min(10, int(w * 10))), ([], []))
+        xs.extend([p[0] for p in pts] + [None])
+        ys.extend([p[1] for p in pts] + [None])
+    shown = set()
+    for (k, wb), (xs, ys) in sorted(bins.items()):
+        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", hoverinfo="skip", name=k, legendgroup=k,
+                                 showlegend=k not in shown,
+                                 line=dict(color=KIND_COLOURS[k], width=0.8 + 0.9 * wb)))
+        shown.add(k)
+    # Reached nodes: hover text and click targets (customdata: layer, position, block).
+    nodes = sorted(g.nodes(), key=lambda n: (n[1], n[0], n[2]))
+    incoming: dict[tuple, list[str]] = {}
+    for e in range(len(g.edge_layer)):
+        l, b = int(g.edge_layer[e]), BLOCKS[g.edge_block[e]]
+        incoming.setdefault((b, l, int(g.edge_dst[e])), []).append(
+            f"{KINDS[g.edge_kind[e]]} from {int(g.edge_src[e])}: {float(g.edge_importance[e]):.2f}")
+    nx_, ny_, hover, custom, colour = [], [], [], [], []
+    for b, l, i in nodes:
+        nx_.append(i)
+        ny_.append(_row(l, b))
+        name = "embedding" if b == "emb" else f"layer {l} after {'attention' if b == 'attn' else 'MLP'}"
+        lines = incoming.get((b, l, i), [])
+        hover.append(f"<b>{name}</b>, position {i} · {visible(g.tokens[i])}<br>" + "<br>".join(lines[:8])
+                     + ("<br>…" if len(lines) > 8 else "") + ("<br><i>click to drill down</i>" if b != "emb" else ""))
+        custom.append([l, i, b])
+        colour.append({"emb": "#555", "attn": "#2f6db5", "mlp": "#e07b39"}[b])
+    fig.add_trace(go.Scatter(x=nx_, y=ny_, mode="markers", customdata=custom, name="nodes", showlegend=False,
+                             hovertext=hover, hovertemplate="%{hovertext}<extra></extra>",
+                             marker=dict(size=9, color=colour, line=dict(width=1, color="white"))))
+    # MLP nodes (the MLP itself), where an MLP edge was kept.
+    mx = [int(g.edge_src[e]) + 0.3 for e in range(len(g.edge_layer)) if KINDS[g.edge_kind[e]] == "mlp"]
+    my = [_row(int(g.edge_layer[e]), "attn") + 0.5 for e in range(len(g.edge_layer)) if KINDS[g.edge_kind[e]] == "mlp"]
+    fig.add_trace(go.Scatter(x=mx, y=my, mode="markers", hoverinfo="skip", showlegend=False,
+                             marker=dict(size=6, symbol="diamond", color="#e07b39")))
+    # The prediction, and the selected node.
+    fig.add_trace(go.Scatter(x=[g.position], y=[_row(L, "mlp")], mode="markers+text", showlegend=False,
+                             text=[f"→ {visible(g.prediction)}"], textposition="top center", hoverinfo="skip",
+                             marker=dict(size=16, symbol="star", color="#c0392b")))
+    if selected is not None:
+        l, i, b = selected
+        fig.add_trace(go.Scatter(x=[i], y=[_row(l, b)], mode="markers", showlegend=False, hoverinfo="skip",
+                                 marker=dict(size=18, symbol="circle-open", color="#c0392b", line=dict(width=3))))
+    ticks = [0] + [v for l in range(1, L + 1) for v in (2 * l - 1, 2 * l)]
+    text = ["emb"] + [t for l in range(1, L + 1) for t in (f"L{l} attn", f"L{l} mlp")]
+    step = 1 if L <= 12 else 2
+    fig.update_yaxes(tickvals=ticks[::step], ticktext=text[::step], range=[-0.8, 2 * L + 1.4], title="layer",
+                     showgrid=False, zeroline=False)
+    fig.update_xaxes(tickvals=list(range(P)), ticktext=token_labels(g.tokens, P), tickangle=-45,
+                     range=[-0.6, P - 0.4], title="position · token", showgrid=False, zeroline=False)
+    fig.update_layout(legend=dict(orientation="h", y=1.02, x=1, xanchor="right", yanchor="bottom"),
+                      clickmode="event+select", dragmode="pan")
+    return _layout(fig, f"Routes to the prediction {visible(g.prediction)!r} at position {g.position} "
+                        f"(threshold {g.threshold:g}, {len(g.edge_layer)} edges)",
+                   max(480, 15 * (2 * L + 1) + 170))
+
+
+# ---------------------------------------------------------------- drill-down
+
+def node_bars_figure(d: NodeDetail) -> go.Figure:
+    """Importance of the residual and of each head (attention) or of the MLP and its top neurons."""
+    if d.block == "attn":
+        names = ["residual"] + [f"head {h}" for h in range(len(d.head_importance))]
+        vals = [d.residual_importance] + d.head_importance.tolist()
+        colours = ["#999"] + ["#2f6db5"] * len(d.head_importance)
+        title = f"Layer {d.layer} attention at position {d.position}: who wrote into it"
+    else:
+        names = ["residual", "MLP"] + [f"neuron {it['neuron']}" for it in d.items]
+        vals = [d.residual_importance, d.block_importance] + [it["importance"] for it in d.items]
+        colours = ["#999", "#e07b39"] + ["#f3b58a"] * len(d.items)
+        title = f"Layer {d.layer} MLP at position {d.position}: residual vs MLP, and its top neurons"
+    fig = go.Figure(go.Bar(x=names, y=vals, marker_color=colours, text=[f"{v:.2f}" for v in vals],
+                           textposition="outside", hovertemplate="%{x}: %{y:.3f}<extra></extra>"))
+    fig.update_yaxes(title="importance (share of the node)", range=[0, max(0.05, max(vals) * 1.2)])
+    return _layout(fig, title, 360)

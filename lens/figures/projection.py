@@ -1,0 +1,298 @@
+"""Figures for the projection page: token trajectories, a layer-by-layer animation,
+geometry metrics over depth and the layer × layer similarity matrix."""
+from __future__ import annotations
+
+import colorsys
+import hashlib
+
+import numpy as np
+import plotly.graph_objects as go
+
+from ..geometry import EXPLANATIONS, GeometryResult
+from ..points import word_key
+from ..projection import ProjectionResult
+from ..tokens import visible
+
+FONT = dict(family="Inter, Helvetica, Arial, sans-serif")
+COLOR_BY = {
+    "layer": "layer (depth)",
+    "position": "position in the text",
+    "token": "token (same word, same colour)",
+    "norm": "vector norm (log10)",
+    "text": "text (corpus mode)",
+}
+MAX_LABELS = 60  # tokens named next to their points above this many, hover only
+_PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf",
+            "#bcbd22", "#7f7f7f"]
+
+
+def _short(token: str, width: int = 12) -> str:
+    s = visible(token)
+    return s if len(s) <= width else s[: width - 1] + "…"
+
+
+def _label(token: str, width: int = 12) -> str:
+    """A token as a label on the chart: surrounding spaces dropped (the hover shows them)."""
+    s = token.strip()
+    return _short(s if s else token, width)
+
+
+def _row_label(label: str) -> str:
+    return "emb" if label == "emb" else f"L{label}"
+
+
+def token_colour(token: str) -> str:
+    """A stable colour per word (by the word-matching rule), from a hash of the word."""
+    h = int(hashlib.md5(word_key(token).encode("utf-8")).hexdigest()[:8], 16)
+    r, g, b = colorsys.hls_to_rgb((h % 360) / 360.0, 0.45, 0.7)
+    return f"rgb({int(r * 255)},{int(g * 255)},{int(b * 255)})"
+
+
+def _colours(result: ProjectionResult, rows: list[int], color_by: str) -> tuple[object, dict]:
+    """Marker colour values for rows × points (row-major) and the marker settings that go with them."""
+    N = len(result.tokens)
+    if color_by == "layer":
+        values = np.repeat(np.asarray(rows, float), N)
+        ticks = rows if len(rows) <= 12 else rows[:: max(1, len(rows) // 8)]
+        return values, dict(colorscale="Viridis", cmin=min(rows), cmax=max(rows) if len(rows) > 1 else min(rows) + 1,
+                            colorbar=dict(title=dict(text="layer", side="right"), tickvals=ticks,
+                                          ticktext=[_row_label(result.layers[r]) for r in ticks]))
+    if color_by == "position":
+        values = np.tile(np.asarray(result.positions, float), len(rows))
+        return values, dict(colorscale="Plasma", colorbar=dict(title=dict(text="position", side="right")))
+    if color_by == "norm":
+        values = np.log10(np.maximum(result.norms[rows].reshape(-1), 1e-6))
+        return values, dict(colorscale="Cividis", colorbar=dict(title=dict(text="log10 ‖h‖", side="right")))
+    if color_by == "text":
+        cols = [_PALETTE[k % len(_PALETTE)] for k in result.text_index]
+        return cols * len(rows), {}
+    if color_by == "token":
+        cols = [token_colour(t) for t in result.tokens]
+        return cols * len(rows), {}
+    raise ValueError(f"unknown colouring {color_by!r}; choose from {', '.join(COLOR_BY)}")
+
+
+def _hover(result: ProjectionResult, rows: list[int]) -> list[str]:
+    out = []
+    corpus = result.n_texts > 1
+    for r in rows:
+        for i, tok in enumerate(result.tokens):
+            where = f"text {result.text_index[i] + 1}, position {result.positions[i]}" if corpus \
+                else f"position {result.positions[i]}"
+            out.append(f"<b>{visible(tok)}</b> · layer {_row_label(result.layers[r])}<br>{where}<br>"
+                       f"‖h‖ = {result.norms[r, i]:.1f}")
+    return out
+
+
+def _title(result: ProjectionResult, what: str) -> str:
+    method = result.method.upper()
+    n = len(result.tokens)
+    src = f"{result.n_texts} texts" if result.n_texts > 1 else "prompt"
+    return f"{what} · {result.model} · {method} of {n} tokens ({src}) × {len(result.layers)} layers"
+
+
+def _axis_names(result: ProjectionResult, row: int | None = None) -> list[str]:
+    k = result.coords.shape[-1]
+    if result.method == "pca":
+        ex = result.explained[row if row is not None else 0]
+        return [f"PC{i + 1} ({ex[i]:.0%} of variance)" for i in range(k)]
+    return [f"UMAP {i + 1}" for i in range(k)]
+
+
+def trajectory_figure(result: ProjectionResult, color_by: str = "layer", rows: list[int] | None = None,
+                      labels: bool | None = None, highlight: list[int] | None = None) -> go.Figure:
+    """Every kept token at every row in one shared projection; a grey line follows each token through depth.
+
+    ``highlight``: indices of tokens (e.g. one word's occurrences) whose paths are drawn boldly and named;
+    the other tokens are then faded and unnamed.
+    """
+    R, N, k = result.coords.shape
+    rows = list(range(R)) if rows is None else list(rows)
+    pts = result.coords[rows]  # [r, N, k]
+    highlight = sorted(set(highlight or []))
+    labels = (N <= MAX_LABELS or bool(highlight)) if labels is None else labels
+    # Paths: one polyline per token, separated by gaps.
+    path = np.full(((len(rows) + 1) * N, k), np.nan)
+    for i in range(N):
+        path[i * (len(rows) + 1): i * (len(rows) + 1) + len(rows)] = pts[:, i]
+    flat = pts.reshape(-1, k)
+    colour, marker_extra = _colours(result, rows, color_by)
+    marker = dict(color=colour, size=6 if len(flat) > 1500 else 8, opacity=0.35 if highlight else 0.85,
+                  line=dict(width=0), **marker_extra)
+    hover = _hover(result, rows)
+    last = pts[-1]
+    texts = [_label(t) for t in result.tokens]
+    if highlight:  # only the highlighted tokens are named, with their text number in a corpus
+        last = last[highlight]
+        texts = [texts[i] + (f" ({result.text_index[i] + 1})" if result.n_texts > 1 else "") for i in highlight]
+    if k == 2:
+        traces = [
+            go.Scatter(x=path[:, 0], y=path[:, 1], mode="lines", line=dict(color="rgba(120,120,120,0.35)", width=1),
+                       hoverinfo="skip", showlegend=False, name="paths"),
+            go.Scatter(x=flat[:, 0], y=flat[:, 1], mode="markers", marker=marker, hovertext=hover,
+                       hovertemplate="%{hovertext}<extra></extra>", showlegend=False, name="tokens"),
+        ]
+        for j, i in enumerate(highlight):
+            traces.append(go.Scatter(x=pts[:, i, 0], y=pts[:, i, 1], mode="lines+markers", name=texts[j],
+                                     line=dict(color=_PALETTE[j % len(_PALETTE)], width=3),
+                                     marker=dict(size=7, color=_PALETTE[j % len(_PALETTE)]),
+                                     hovertext=[hover[r * N + i] for r in range(len(rows))],
+                                     hovertemplate="%{hovertext}<extra></extra>", showlegend=False))
+        if labels:
+            traces.append(go.Scatter(x=last[:, 0], y=last[:, 1], mode="text", text=texts, textposition="top center",
+                                     textfont=dict(size=13, color="#222"), hoverinfo="skip", showlegend=False,
+                                     name="labels"))
+    else:
+        traces = [
+            go.Scatter3d(x=path[:, 0], y=path[:, 1], z=path[:, 2], mode="lines",
+                         line=dict(color="rgba(120,120,120,0.35)", width=2), hoverinfo="skip", showlegend=False),
+            go.Scatter3d(x=flat[:, 0], y=flat[:, 1], z=flat[:, 2], mode="markers",
+                         marker=dict(marker, size=3 if len(flat) > 1500 else 4), hovertext=hover,
+                         hovertemplate="%{hovertext}<extra></extra>", showlegend=False),
+        ]
+        for j, i in enumerate(highlight):
+            traces.append(go.Scatter3d(x=pts[:, i, 0], y=pts[:, i, 1], z=pts[:, i, 2], mode="lines+markers",
+                                       line=dict(color=_PALETTE[j % len(_PALETTE)], width=6),
+                                       marker=dict(size=3, color=_PALETTE[j % len(_PALETTE)]),
+                                       hovertext=[hover[r * N + i] for r in range(len(rows))],
+                                       hovertemplate="%{hovertext}<extra></extra>", showlegend=False))
+        if labels:
+            traces.append(go.Scatter3d(x=last[:, 0], y=last[:, 1], z=last[:, 2], mode="text", text=texts,
+                                       textfont=dict(size=12, color="#222"), hoverinfo="skip", showlegend=False))
+    fig = go.Figure(traces)
+    names = _axis_names(result)
+    first, final = _row_label(result.layers[rows[0]]), _row_label(result.layers[rows[-1]])
+    fig.update_layout(
+        title=dict(text=_title(result, f"Token trajectories {first}→{final}"), x=0.01, font=dict(size=15)),
+        height=620, margin=dict(l=40, r=20, t=50, b=80), font=FONT, plot_bgcolor="white",
+        annotations=[dict(text=(f"bold paths: the highlighted word, named at {final}" if highlight else
+                                f"labels mark each token at {final}") + f"; colour: {COLOR_BY[color_by]}", xref="paper",
+                          yref="paper", x=0, y=-0.13, showarrow=False, font=dict(size=12, color="#555"))] if k == 2 else [],
+    )
+    if k == 2:
+        fig.update_xaxes(title=names[0], zeroline=False, gridcolor="#eee")
+        fig.update_yaxes(title=names[1], zeroline=False, gridcolor="#eee")
+    else:
+        fig.update_layout(scene=dict(xaxis_title=names[0], yaxis_title=names[1], zaxis_title=names[2]))
+    return fig
+
+
+def aligned_figure(result: ProjectionResult, color_by: str = "position", labels: bool | None = None,
+                   start: int | None = None) -> go.Figure:
+    """One frame per layer (Procrustes-aligned PCA), with a play button and a layer slider."""
+    R, N, k = result.coords.shape
+    labels = N <= MAX_LABELS if labels is None else labels
+    c = result.coords
+    lo, hi = np.nanmin(c, axis=(0, 1)), np.nanmax(c, axis=(0, 1))
+    pad = 0.08 * np.maximum(hi - lo, 1e-6)
+    lo, hi = lo - pad, hi + pad
+    start = R - 1 if start is None else int(start)
+    texts = [_label(t) for t in result.tokens]
+
+    def frame_data(r: int):
+        colour, extra = _colours(result, [r], color_by)
+        if color_by == "layer":
+            extra = dict(extra, cmin=0, cmax=R - 1)
+        marker = dict(color=colour, size=11, opacity=0.9, line=dict(width=0.5, color="white"), **extra)
+        hover = _hover(result, [r])
+        mode = "markers+text" if labels else "markers"
+        if k == 2:
+            return [go.Scatter(x=c[r, :, 0], y=c[r, :, 1], mode=mode, marker=marker, text=texts if labels else None,
+                               textposition="top center", textfont=dict(size=13), hovertext=hover,
+                               hovertemplate="%{hovertext}<extra></extra>", showlegend=False)]
+        return [go.Scatter3d(x=c[r, :, 0], y=c[r, :, 1], z=c[r, :, 2], mode=mode, marker=dict(marker, size=5),
+                             text=texts if labels else None, hovertext=hover,
+                             hovertemplate="%{hovertext}<extra></extra>", showlegend=False)]
+
+    names = [f"aligned PC{i + 1}" for i in range(k)]
+    frames = [go.Frame(data=frame_data(r), name=result.layers[r],
+                       layout=dict(title=dict(text=_title(result, f"Layer {_row_label(result.layers[r])}")
+                                              + f" · PC1+PC2 {result.explained[r, :2].sum():.0%} of variance")))
+              for r in range(R)]
+    fig = go.Figure(data=frame_data(start), frames=frames)
+    steps = [dict(method="animate", label=_row_label(result.layers[r]),
+                  args=[[result.layers[r]], dict(mode="immediate", frame=dict(duration=0, redraw=k == 3),
+                                                 transition=dict(duration=0))]) for r in range(R)]
+    fig.update_layout(
+        title=dict(text=frames[start].layout.title.text, x=0.01, font=dict(size=15)),
+        height=640, margin=dict(l=40, r=20, t=50, b=40), font=FONT, plot_bgcolor="white",
+        updatemenus=[dict(type="buttons", direction="left", x=0.0, y=-0.12, xanchor="left", yanchor="top",
+                          showactive=False, buttons=[
+                              dict(label="▶ play", method="animate",
+                                   args=[None, dict(frame=dict(duration=450, redraw=k == 3), fromcurrent=True,
+                                                    transition=dict(duration=250))]),
+                              dict(label="❚❚ pause", method="animate",
+                                   args=[[None], dict(mode="immediate", frame=dict(duration=0, redraw=False))]),
+                          ])],
+        sliders=[dict(active=start, steps=steps, x=0.22, len=0.78, y=-0.08, yanchor="top",
+                      currentvalue=dict(prefix="layer ", font=dict(size=14)), pad=dict(t=10))],
+    )
+    if k == 2:
+        fig.update_xaxes(title=names[0], range=[lo[0], hi[0]], zeroline=False, gridcolor="#eee")
+        fig.update_yaxes(title=names[1], range=[lo[1], hi[1]], zeroline=False, gridcolor="#eee")
+        fig.update_layout(margin=dict(b=120))
+    else:
+        fig.update_layout(scene=dict(xaxis=dict(title=names[0], range=[lo[0], hi[0]]),
+                                     yaxis=dict(title=names[1], range=[lo[1], hi[1]]),
+                                     zaxis=dict(title=names[2], range=[lo[2], hi[2]]), aspectmode="cube"),
+                          margin=dict(b=120))
+    return fig
+
+
+# ---------------------------------------------------------------- geometry
+
+LEGEND = dict(x=0.99, xanchor="right", y=0.99, yanchor="top", bgcolor="rgba(255,255,255,0.8)", font=dict(size=11))
+LINE_METRICS = ["anisotropy", "intra_similarity", "self_similarity", "word_mev", "pc1_share", "prompt_entropy",
+                "curvature", "norm_mean", "norm_ratio"]
+
+
+def metric_figure(result: GeometryResult, key: str, height: int = 280) -> go.Figure | None:
+    """One metric over depth; None when the result has no values for it (a word metric without a word)."""
+    values = np.asarray(getattr(result, key), float)
+    if values.size == 0:
+        return None
+    title, _ = EXPLANATIONS[key]
+    x = [_row_label(label) for label in result.layers]
+    fig = go.Figure(go.Scatter(x=x, y=values, mode="lines+markers", line=dict(color="#2f6db5", width=2.5),
+                               marker=dict(size=6), name=title,
+                               hovertemplate="layer %{x}: %{y:.3f}<extra></extra>"))
+    if key == "norm_mean":
+        fig.add_trace(go.Scatter(x=x, y=result.first_token_norm, mode="lines", name="first token",
+                                 line=dict(color="#d62728", dash="dash"),
+                                 hovertemplate="first token, layer %{x}: %{y:.1f}<extra></extra>"))
+        fig.update_yaxes(type="log", title="‖h‖ (log scale)")
+        fig.update_layout(showlegend=True, legend=LEGEND)
+    if key == "self_similarity" and result.word:
+        title = f"{title}: “{result.word}”"
+        fig.add_trace(go.Scatter(x=x, y=result.self_similarity_raw, mode="lines", name="raw (not adjusted)",
+                                 line=dict(color="#999", dash="dot"),
+                                 hovertemplate="raw, layer %{x}: %{y:.3f}<extra></extra>"))
+        fig.update_layout(showlegend=True, legend=LEGEND)
+    if key == "word_mev" and result.word:
+        title = f"{title}: “{result.word}”"
+    if key in ("intra_similarity", "self_similarity"):
+        fig.add_hline(y=0, line=dict(color="#bbb", width=1))
+    if key == "norm_ratio":
+        fig.add_hline(y=1, line=dict(color="#bbb", width=1))
+        fig.update_yaxes(type="log", title="ratio (log scale)")
+    if key == "curvature":
+        fig.add_hline(y=90, line=dict(color="#bbb", width=1, dash="dot"))
+    fig.update_layout(title=dict(text=title, x=0.01, font=dict(size=14)), height=height, font=FONT,
+                      margin=dict(l=50, r=10, t=40, b=40), plot_bgcolor="white")
+    fig.update_xaxes(type="category", title="layer", gridcolor="#eee",
+                     tickvals=x if len(x) <= 16 else x[:: max(1, len(x) // 10)])
+    fig.update_yaxes(gridcolor="#eee")
+    return fig
+
+
+def layer_similarity_figure(result: GeometryResult) -> go.Figure:
+    S = np.asarray(result.layer_similarity, float)
+    x = [_row_label(label) for label in result.layers]
+    fig = go.Figure(go.Heatmap(z=S, x=x, y=x, colorscale="Viridis", zmin=min(0.0, float(np.nanmin(S))), zmax=1.0,
+                               colorbar=dict(title=dict(text="mean cosine", side="right")),
+                               hovertemplate="layers %{y} and %{x}: %{z:.3f}<extra></extra>"))
+    fig.update_layout(title=dict(text=EXPLANATIONS["layer_similarity"][0], x=0.01, font=dict(size=14)),
+                      height=520, font=FONT, margin=dict(l=50, r=10, t=40, b=40))
+    fig.update_xaxes(type="category", title="layer")
+    fig.update_yaxes(type="category", title="layer", autorange="reversed", scaleanchor="x")
+    return fig

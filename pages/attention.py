@@ -1,0 +1,230 @@
+"""Attention flow: where the information behind a prediction came from, layer by layer."""
+import contextlib
+import json
+
+import pandas as pd
+import streamlit as st
+
+from lens.errors import LensError
+from lens.figures.attention import (SUMMARY_METRICS, head_grid_figure, head_summary_figure, node_bars_figure,
+                                    pattern_figure, rollout_figure, route_figure, token_labels)
+from lens.results import to_json_dict
+from lens.rollout import flow_limit
+from lens.routes import ROUTE_MAX_TOKENS
+from lens.tokens import visible
+from ui import state
+from ui.routing import use_app_router
+
+use_app_router()
+from ui.errors import shown_in_page  # noqa: E402
+
+PLOT_CONFIG = {"toImageButtonOptions": {"format": "png", "scale": 2}}
+VIEWS = ["Routes", "Rollout & flow", "Heads"]
+
+
+@contextlib.contextmanager
+def in_section(what: str):
+    """Show a problem in this section and go on with the rest of the page."""
+    try:
+        yield
+    except LensError as exc:
+        st.error(f"{what}: {exc}", icon="⚠️")
+    except Exception as exc:  # keep the page usable
+        st.error(f"{what} failed unexpectedly ({type(exc).__name__}: {exc}).", icon="⚠️")
+
+
+def download(result, name: str) -> None:
+    st.download_button(f"Download the numbers (JSON): {name}", json.dumps(to_json_dict(result), ensure_ascii=False),
+                       file_name=f"{name}.json", mime="application/json", key=f"dl-{name}")
+
+
+st.title("Attention flow")
+with st.expander("What am I looking at?", expanded=False):
+    st.markdown(
+        """
+A prediction at one position is built from information that attention heads **move between positions**
+and that MLPs **transform in place**. This page follows it back, layer by layer.
+
+- **Routes** (Ferrando & Voita, 2024): a graph with one column per position and two rows per layer (the stream after
+  the attention block, and after the MLP). An edge's width is how much that part contributed to the node it enters:
+  its *importance* `max(‖y‖₁ − ‖y − part‖₁, 0)`, normalised so that all parts entering a node sum to 1. Edges below the
+  threshold are dropped, and only what can still reach the chosen prediction is drawn.
+  Blue: attention (information moved from another position), grey: the residual (kept in place), orange: the MLP.
+  Click a node (or pick it below) to see which heads or neurons wrote into it and what they push towards.
+- **Rollout** (Abnar & Zuidema, 2020): average the heads, add the residual connection, and multiply the attention
+  matrices of all layers; row *l* says how much of the chosen position after layer *l* "comes from" each input token.
+  **Flow** treats the same matrices as pipes and asks how much can be pushed from the output to each input (max-flow).
+  Both ignore what the values carry, so they are rough pictures; in models with an *attention sink* (most attention
+  parked on the first token) rollout piles nearly everything onto that token.
+- **Heads**: the raw attention of each head (rows: the position reading, columns: the token read), and per-head
+  scores: entropy (how spread out), previous-token and induction scores (measured on a repeated random sequence:
+  induction heads look at the token that followed the previous occurrence of the current token).
+"""
+    )
+
+text = state.prompt()
+if not text:
+    st.info("Type a prompt in the sidebar to see where its information flows.")
+    st.stop()
+backend = state.backend()
+info = backend.info()
+with shown_in_page("Reading the prompt"):
+    tokens = backend.tokenize(text)
+T = len(tokens)
+
+view = st.segmented_control("View", VIEWS, default=VIEWS[0], key="view", bind="query-params") or VIEWS[0]
+labels = token_labels(tokens, width=14)
+POSITIONS = [str(i) for i in range(T)]  # strings: what the URL holds
+
+
+def pos_label(i: str) -> str:
+    return labels[int(i)] if i.isdigit() and int(i) < T else i
+
+
+position = st.selectbox("Output position (the prediction to explain)", POSITIONS, index=T - 1, key="position",
+                        bind="query-params", format_func=pos_label,
+                        help="The position whose next-token prediction is traced back. Default: the last token.")
+position = int(position) if position is not None and position in POSITIONS else T - 1
+
+# ---------------------------------------------------------------- routes
+if view == "Routes":
+    if not info.has_lm_head or info.model_type == "bert":
+        st.warning(f"{info.name} is a BERT-style encoder: it normalises after each sub-block (post-LN) and has no "
+                   "language-model head, so routes and vocabulary projections do not apply. "
+                   "Attention patterns and rollout do: pick *Heads* or *Rollout & flow* above.")
+    elif T > ROUTE_MAX_TOKENS:
+        st.warning(f"Routes keep every layer's attention (layers × heads × T² numbers); they are limited to "
+                   f"{ROUTE_MAX_TOKENS} tokens and this prompt has {T}. Shorten the prompt.")
+    else:
+        st.caption("Routes to the chosen prediction. Edge width = importance; blue: attention from another position, "
+                   "grey: residual, orange: MLP (through the diamond). Click a node to drill down.")
+        threshold = st.slider("Threshold (drop edges below this importance)", 0.01, 0.10, 0.04, 0.01,
+                              key="threshold", bind="query-params")
+        graph = None
+        with in_section("Routes"):
+            with st.spinner("Tracing the routes…"):
+                graph = backend.route_graph(text, position, float(threshold))
+        if graph is not None:
+            # A click on a node selects it for the drill-down (before the drill-down widgets exist).
+            sel = (st.session_state.get("route-graph") or {}).get("selection", {}).get("points", [])
+            if sel and sel != st.session_state.get("_route_sel"):
+                st.session_state["_route_sel"] = sel
+                cd = sel[0].get("customdata")
+                if cd and cd[2] in ("attn", "mlp"):
+                    st.session_state["node_layer"] = int(cd[0])
+                    st.session_state["node_pos"] = str(int(cd[1]))
+                    st.session_state["node_block"] = "attention" if cd[2] == "attn" else "MLP"
+            cur = (st.session_state.get("node_layer"), st.session_state.get("node_pos"),
+                   "attn" if st.session_state.get("node_block", "attention") == "attention" else "mlp")
+            fig = route_figure(graph, cur if cur[0] else None)
+            st.plotly_chart(fig, key="route-graph", on_select="rerun", selection_mode="points", config=PLOT_CONFIG)
+            st.caption(f"{len(graph.edge_layer)} edges; {graph.targets_computed} attention-block nodes evaluated "
+                       f"(only what can reach the prediction is computed). Model's prediction here: "
+                       f"“{visible(graph.prediction)}”.")
+
+            st.subheader("Drill down into one node")
+            c1, c2, c3 = st.columns(3)
+            ss = st.session_state  # a clicked node set these keys: then no default is passed
+            layer = c1.number_input("Layer", 1, info.n_layers, key="node_layer", bind="query-params",
+                                    **({} if "node_layer" in ss else {"value": info.n_layers}))
+            npos = c2.selectbox("Position", POSITIONS, key="node_pos", bind="query-params", format_func=pos_label,
+                                **({} if "node_pos" in ss else {"index": position}))
+            npos = int(npos) if npos in POSITIONS else position
+            block = c3.segmented_control("Block", ["attention", "MLP"], key="node_block", bind="query-params",
+                                         **({} if "node_block" in ss else {"default": "attention"})) or "attention"
+            detail = None
+            with in_section("Drill-down"):
+                detail = backend.node_detail(text, int(layer), npos,
+                                             "attn" if block == "attention" else "mlp")
+            if detail is not None:
+                st.plotly_chart(node_bars_figure(detail), key="node-bars", config=PLOT_CONFIG)
+                st.markdown("**Logit lens of this node** (what the stream here would predict): " + " · ".join(
+                    f"`{visible(t)}` {p:.2f}" for t, p in zip(detail.lens_tokens, detail.lens_probs.tolist())))
+                rows = []
+                for it in sorted(detail.items, key=lambda it: -it["importance"]):
+                    row = {"head" if block == "attention" else "neuron": it.get("head", it.get("neuron")),
+                           "importance": round(it["importance"], 4)}
+                    if block == "attention":
+                        row["reads from"] = ", ".join(f"{j}·{visible(tokens[j])} ({w:.3f})"
+                                                      for j, w in it["top_sources"][:3])
+                    else:
+                        row["activation"] = round(it["activation"], 3)
+                    row["promotes"] = " ".join(visible(t) for t in it["promoted"][:6])
+                    row["suppresses"] = " ".join(visible(t) for t in it["suppressed"][:6])
+                    rows.append(row)
+                st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+                st.caption("Promotes / suppresses: the tokens whose logits the write raises / lowers most when it is "
+                           "projected onto the vocabulary (final norm's scale, then the unembedding). "
+                           + (detail.note or ""))
+                download(detail, "node")
+            download(graph, "routes")
+
+# ---------------------------------------------------------------- rollout and flow
+elif view == "Rollout & flow":
+    st.caption("Rollout: heads averaged, residual added, attention multiplied through the layers. "
+               "Each row sums to 1.")
+    roll = None
+    with in_section("Rollout"):
+        roll = backend.rollout(text, position)
+    if roll is not None:
+        st.plotly_chart(rollout_figure(roll), key="rollout", config=PLOT_CONFIG)
+        download(roll, "rollout")
+    L = info.n_layers
+    causal = info.has_lm_head
+    S = position + 1 if causal else T
+    all_layers = list(range(1, L + 1))
+    lim_all, lim_last = flow_limit(all_layers, causal), flow_limit([L], causal)
+    st.markdown("**Attention flow** (max-flow through the same graph, networkx)")
+    st.caption(f"Flow solves one max-flow problem per input token and layer on a graph of ~L·T²/2 edges, so it is "
+               f"limited: every layer's row up to {lim_all} tokens, the last layer's row up to {lim_last} tokens "
+               f"(counting up to the chosen position) for this {L}-layer model. Here: {S} tokens.")
+    if S > lim_last:
+        st.info(f"This prompt is too long for attention flow ({S} > {lim_last} tokens up to the chosen position). "
+                "Pick an earlier position or a shorter prompt; rollout above has no such limit.")
+    elif st.toggle("Compute attention flow", key="flow", bind="query-params",
+                   help="A few seconds on this CPU; the result is cached."):
+        layers = None if S <= lim_all else [L]
+        if layers:
+            st.caption(f"Only the last layer's row ({S} > {lim_all} tokens for every layer).")
+        flow = None
+        with in_section("Attention flow"):
+            with st.spinner("Solving max-flow problems…"):
+                flow = backend.attention_flow(text, position, layers)
+        if flow is not None:
+            if layers:
+                flow.flow, flow.layers = flow.flow[-1:], flow.layers[-1:]
+            st.plotly_chart(rollout_figure(flow), key="flow-chart", config=PLOT_CONFIG)
+            download(flow, "flow")
+
+# ---------------------------------------------------------------- heads
+else:
+    c1, c2 = st.columns([1, 2])
+    layer = c1.number_input("Layer", 1, info.n_layers, 1, key="head_layer", bind="query-params")
+    pats = None
+    with in_section("Head patterns"):
+        pats = backend.head_patterns(text, int(layer))
+    if pats is not None:
+        st.plotly_chart(head_grid_figure(pats), key="head-grid", config=PLOT_CONFIG)
+        heads = [str(h) for h in range(pats.n_heads)]
+        head = st.pills("Click a head to enlarge it", heads, default="0", key="head", bind="query-params",
+                        format_func=lambda h: f"head {h}")
+        head = int(head) if head in heads else 0
+        st.plotly_chart(pattern_figure(pats, head), key="head-pattern", config=PLOT_CONFIG)
+        download(pats, "head_patterns")
+    st.subheader("Every head at a glance")
+    metric = st.selectbox("Score", list(SUMMARY_METRICS), format_func=lambda k: SUMMARY_METRICS[k][0],
+                          key="head_metric", bind="query-params",
+                          help="\n\n".join(f"**{v[0]}**: {v[2]}" for v in SUMMARY_METRICS.values()))
+    summary = None
+    with in_section("Head scores"):
+        with st.spinner("Scoring every head…"):
+            summary = backend.head_summary(text)
+    if summary is not None:
+        st.caption(SUMMARY_METRICS[metric][2] + (
+            f" The repeated sequence: {summary.repeat_length} random tokens, twice." if metric != "entropy" else
+            f" Uniform attention over the whole prompt would be {summary.max_entropy:.2f} nats."))
+        st.plotly_chart(head_summary_figure(summary, metric), key="head-summary", config=PLOT_CONFIG)
+        download(summary, "head_summary")
+
+st.caption(f"{info.name} · {T} tokens · {info.n_layers} layers · {info.n_heads} heads. "
+           "Use the camera icon on a chart to save a PNG for slides.")

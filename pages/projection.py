@@ -1,0 +1,198 @@
+"""Projections page: how each token's representation moves through the layers, and the geometry in numbers."""
+import json
+import logging
+import time
+
+import streamlit as st
+
+from lens.errors import LensError
+from lens.examples import CORPORA
+from lens.figures.projection import (COLOR_BY, LINE_METRICS, aligned_figure, layer_similarity_figure, metric_figure,
+                                     trajectory_figure)
+from lens.geometry import EXPLANATIONS, GeometryOptions
+from lens.points import word_key
+from lens.projection import ProjectionOptions
+from lens.results import to_json_dict
+from ui import state
+from ui.routing import use_app_router
+
+use_app_router()
+
+log = logging.getLogger("layerlens")
+MAX_TEXTS = 100
+FIRST_CORPUS = next(iter(CORPORA))
+# Widget options are what the URL shows (?source=Corpus&mode=Layer+by+layer&method=UMAP).
+METHODS = {"PCA": "pca", "UMAP": "umap"}
+MODES = {"Trajectories": "joint", "Layer by layer": "aligned"}
+SOURCES = {"Prompt": "prompt", "Corpus": "corpus"}
+
+
+def soft(what: str, fn):
+    """Run ``fn``; a problem becomes a message in the page and the rest of the page still shows."""
+    try:
+        return fn()
+    except LensError as exc:
+        st.error(f"{what}: {exc}", icon="⚠️")
+    except Exception as exc:  # keep the page usable whatever went wrong
+        log.exception("%s failed", what)
+        st.error(f"{what} failed unexpectedly ({type(exc).__name__}: {exc}).", icon="⚠️")
+    return None
+
+
+def _use_corpus() -> None:
+    name = st.session_state.get("corpus_example")
+    if name in CORPORA:
+        word, sentences = CORPORA[name]
+        st.session_state["corpus"] = "\n".join(sentences)
+        st.session_state["corpus_word"] = word
+
+
+st.title("Projections")
+with st.expander("What am I looking at?", expanded=False):
+    st.markdown(
+        """
+At every layer the model keeps one vector per token (the *residual stream*), with hundreds of numbers.
+This page squeezes those vectors onto a flat (or 3-D) picture so you can watch them move as they pass through the layers.
+
+- **Trajectories**: one projection is fitted to the vectors of *all* layers at once. Each dot is one token at one layer;
+  the grey line joins the same token from the embeddings (`emb`) to the last layer, and the token's name sits at its last point.
+- **Layer by layer**: a separate projection per layer, each rotated to match the previous one, played as an animation.
+  Watch tokens that start apart (different words) cluster by meaning or by role as depth grows.
+- **PCA** keeps the directions of largest spread (axes show how much of the spread they keep); **UMAP** keeps neighbourhoods
+  but distorts distances. Each layer is scaled to the same overall size first (vectors grow with depth), and the first
+  token is left out: models park a huge vector there (an "attention sink") that would squash everything else.
+- **Corpus mode** traces several sentences separately and shows them together, to compare the *same word* in different
+  contexts: does "bank" by a river end up near "bank" with money?
+
+Below the picture, **geometry through depth** puts numbers on what you see, one chart per measure with a one-line reading.
+"""
+    )
+
+backend = state.backend()
+info = backend.info()
+
+source = st.segmented_control("Texts", list(SOURCES), default="Prompt", key="source", bind="query-params",
+                              help="**Prompt**: the sidebar prompt. **Corpus**: several sentences at once, "
+                                   "each run through the model separately, to compare a word across contexts.")
+source = SOURCES.get(source or "Prompt", "prompt")
+if source == "corpus":
+    c1, c2 = st.columns([1, 2])
+    c1.selectbox("Shipped corpus", list(CORPORA), index=None, key="corpus_example", placeholder="pick a corpus…",
+                 on_change=_use_corpus, help="Sentences that use one word in different senses.")
+    word_default = CORPORA[FIRST_CORPUS][0]
+    word = c1.text_input("Word to follow across sentences", value=word_default, key="corpus_word",
+                         bind="query-params", help="Matched token by token: leading space or ## ignored, any case.")
+    corpus = c2.text_area("Sentences, one per line", value="\n".join(CORPORA[FIRST_CORPUS][1]), key="corpus",
+                          bind="query-params", height=180)
+    texts = [line for line in corpus.splitlines() if line.strip()]
+    if len(texts) > MAX_TEXTS:
+        st.caption(f"Using the first {MAX_TEXTS} of {len(texts)} sentences.")
+        texts = texts[:MAX_TEXTS]
+    if not texts:
+        st.info("Type a few sentences, one per line, or pick a shipped corpus.")
+        st.stop()
+    inputs: str | list[str] = texts
+else:
+    text = state.prompt()
+    if not text:
+        st.info("Type a prompt in the sidebar to see its projection.")
+        st.stop()
+    word = st.text_input("Word to follow", key="word", bind="query-params",
+                         placeholder="optional: a word that occurs at least twice in the prompt",
+                         help="Its paths are drawn boldly, and its self-similarity is measured below. Matched token "
+                              "by token: leading space or ## ignored, any case.")
+    inputs = text
+
+c1, c2, c3, c4 = st.columns([2, 2, 1, 2])
+mode = MODES[c1.selectbox("Layout", list(MODES), key="mode", bind="query-params",
+                          help="**Trajectories**: one projection of all layers together; each token leaves a path "
+                               "through depth. **Layer by layer**: one PCA per layer, aligned to the previous one, "
+                               "played as an animation.")]
+method = METHODS[c2.selectbox("Method", list(METHODS), key="method", bind="query-params",
+                              help="**PCA** is exact and instant. **UMAP** keeps neighbourhoods; it takes a few "
+                                   "seconds (the first time in a server process 20-40 s, while its code compiles); "
+                                   "results are cached.")]
+dims = c3.selectbox("Dimensions", [2, 3], key="dims", bind="query-params")
+colour_options = [c for c in COLOR_BY if c != "text" or source == "corpus"]
+color_by = c4.selectbox("Colour by", colour_options,
+                        index=colour_options.index("text" if source == "corpus" else "layer"), key="color",
+                        bind="query-params", help="\n\n".join(f"**{k}**: {v}" for k, v in COLOR_BY.items()))
+t1, t2, t3 = st.columns(3)
+skip_first = t1.toggle("Leave out the first token", value=True, key="skip_first", bind="query-params",
+                       help="Its vector is huge (an attention sink) and squashes everything else.")
+skip_special = t2.toggle("Leave out special tokens", value=True, key="skip_special", bind="query-params",
+                         help="[CLS], [SEP], BOS and the like.")
+rms_scale = t3.toggle("Scale each layer to unit RMS", value=True, key="rms", bind="query-params",
+                      help="Vectors grow with depth; without scaling the last layers dominate the picture.")
+
+if mode == "aligned" and method == "umap":
+    st.info("Layer by layer uses PCA: one UMAP per layer would take minutes. Choose Trajectories for UMAP.")
+    method = "pca"
+options = ProjectionOptions(method=method, mode=mode, dims=int(dims), rms_scale=rms_scale, skip_first=skip_first,
+                            skip_special=skip_special)
+
+bar = st.empty()
+t0 = time.perf_counter()
+if method == "umap":
+    with st.spinner("Fitting UMAP…"):
+        result = soft("Projection", lambda: backend.projection(
+            inputs, options, progress=lambda f, m: bar.progress(min(1.0, f), text=f"UMAP: {m}")))
+else:
+    result = soft("Projection", lambda: backend.projection(inputs, options))
+elapsed = time.perf_counter() - t0
+bar.empty()
+
+if result is not None:
+    R = len(result.layers)
+    if mode == "joint":
+        labels = [("emb" if x == "emb" else f"L{x}") for x in result.layers]
+        lo, hi = st.select_slider("Layers shown", options=labels, value=(labels[0], labels[-1]), key="rows",
+                                  bind="query-params", help="Fewer layers make the paths easier to read.")
+        r0, r1 = sorted((labels.index(lo), labels.index(hi)))
+        key = word_key(word) if word and word.strip() else None
+        marked = [i for i, t in enumerate(result.tokens) if key and word_key(t) == key]
+        fig = trajectory_figure(result, color_by=color_by, rows=list(range(r0, r1 + 1)), highlight=marked)
+    else:
+        fig = aligned_figure(result, color_by=color_by)
+    st.plotly_chart(fig, key="projection", config={"toImageButtonOptions": {"format": "png", "scale": 2}})
+    cached = elapsed < 0.5 * result.seconds
+    fit = f"{result.method.upper()} fitted in {result.seconds:.2f} s" + (" (shown from the cache)" if cached else "")
+    left = [w for w, on in (("the first token", skip_first), ("special tokens", skip_special)) if on]
+    st.caption(
+        f"{info.name} · {len(result.tokens)} tokens"
+        + (f" from {result.n_texts} sentences" if result.n_texts > 1 else "")
+        + f" × {R} layers · {fit}"
+        + (f" · left out: {' and '.join(left)}" if left else "")
+        + ". Hover a dot for its token and layer; the camera icon saves a PNG."
+    )
+    st.download_button("Download the coordinates (JSON)", json.dumps(to_json_dict(result), ensure_ascii=False),
+                       file_name="projection.json", mime="application/json", key="dl-projection")
+
+st.header("Geometry through depth")
+gopts = GeometryOptions(skip_first=skip_first, skip_special=skip_special)
+geo = soft("Geometry", lambda: backend.geometry(inputs, gopts))
+geo_word = None
+if geo is not None and word and word.strip():
+    geo_word = soft(f"Self-similarity of {word.strip()!r}",
+                    lambda: backend.geometry(inputs, GeometryOptions(skip_first, skip_special, word.strip())))
+if geo is not None:
+    shown = geo_word or geo
+    keys = [k for k in LINE_METRICS if getattr(shown, k).size]
+    for i in range(0, len(keys), 2):
+        cols = st.columns(2)
+        for col, key in zip(cols, keys[i:i + 2]):
+            fig = metric_figure(shown, key)
+            col.plotly_chart(fig, key=f"metric-{key}")
+            col.caption(EXPLANATIONS[key][1])
+    if shown.word:
+        st.caption(f"“{shown.word}” occurs {shown.word_count} times in {shown.word_texts} "
+                   f"{'sentence' if shown.word_texts == 1 else 'sentences'}. Baseline-adjusted means minus the "
+                   "anisotropy baseline, so 0 = no more alike than two random tokens.")
+    c1, c2 = st.columns([3, 2])
+    c1.plotly_chart(layer_similarity_figure(shown), key="layer-similarity")
+    c2.markdown(EXPLANATIONS["layer_similarity"][1])
+    c2.caption("Each cell is the mean over tokens of the cosine between the token's vector at the two layers "
+               "(raw residual stream, no scaling). Compare with the trajectories above: long flat stretches "
+               "of a path match bright blocks here.")
+    c2.download_button("Download the metrics (JSON)", json.dumps(to_json_dict(shown), ensure_ascii=False),
+                       file_name="geometry.json", mime="application/json", key="dl-geometry")

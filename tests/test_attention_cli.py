@@ -1,0 +1,45 @@
+"""`python -m lens rollout` and `contributions`: JSON shape, agreement with the backend, clean errors."""
+import json
+
+import numpy as np
+
+
+def test_rollout_json(run_cli, tmp_path):
+    r = run_cli(["rollout", "--model", "tiny-llama", "--prompt", "hello there", "--json"], tmp_path)
+    assert r.returncode == 0, r.stderr.decode()
+    out = json.loads(r.stdout)
+    T = len(out["tokens"])
+    assert out["position"] == T - 1
+    roll = np.array(out["rollout"])
+    assert roll.shape == (3, T)
+    np.testing.assert_allclose(roll.sum(-1), 1.0, atol=1e-5)
+    r = run_cli(["rollout", "--model", "tiny-llama", "--prompt", "hello there", "--position", "2", "--json"], tmp_path)
+    assert json.loads(r.stdout)["position"] == 2
+
+
+def test_contributions_json(run_cli, tmp_path):
+    r = run_cli(["contributions", "--model", "tiny-gpt2", "--prompt", "hello there", "--layer", "2",
+                 "--position", "4", "--json"], tmp_path)
+    assert r.returncode == 0, r.stderr.decode()
+    out = json.loads(r.stdout)
+    heads = np.array(out["heads"])
+    assert heads.shape == (4, len(out["tokens"]))
+    np.testing.assert_allclose(heads.sum(0), out["sources"], atol=1e-6)
+    assert abs(out["residual"] + sum(out["sources"]) - 1) < 1e-5
+    assert all(v == 0 for v in out["sources"][5:])  # causal: nothing after the target
+
+
+def test_clean_errors(run_cli, tmp_path):
+    for args, msg in (
+        (["contributions", "--model", "tiny-llama", "--prompt", "hi", "--layer", "9"], "out of range"),
+        (["contributions", "--model", "tiny-llama", "--prompt", "hi", "--layer", "1", "--position", "7"], "outside"),
+        (["contributions", "--model", "tiny-gpt_neox", "--prompt", "hi", "--layer", "1"], "not supported"),
+        (["rollout", "--model", "tiny-llama", "--prompt", "x" * 40, "--flow"], None),
+    ):
+        r = run_cli(args, tmp_path)
+        err = r.stderr.decode()
+        assert "Traceback" not in err
+        if msg is None:
+            assert r.returncode == 0, err
+        else:
+            assert r.returncode == 2 and msg in err, err

@@ -1,0 +1,72 @@
+"""The attention-flow page in-process (AppTest) with the bundled model and the encoder."""
+import numpy as np
+from streamlit.testing.v1 import AppTest
+
+PROMPT = "The capital of France is"
+
+
+def open_page(repo_root, **params):
+    at = AppTest.from_file(str(repo_root / "app.py"), default_timeout=240)
+    at.query_params["prompt"] = params.pop("prompt", PROMPT)
+    for k, v in params.items():
+        at.query_params[k] = v
+    at.run()
+    at.switch_page("pages/attention.py").run()
+    assert not at.exception, at.exception
+    return at
+
+
+def charts(at):
+    return at.get("plotly_chart")
+
+
+def test_routes_view_and_drill_down(repo_root):
+    at = open_page(repo_root)
+    assert not at.error, [e.value for e in at.error]
+    assert at.title[0].value == "Attention flow"
+    assert len(charts(at)) == 2  # the route graph and the drill-down bars
+    assert any("Logit lens of this node" in m.value for m in at.markdown)
+    assert len(at.dataframe) == 1 and len(at.dataframe[0].value) == 9  # SmolLM2: 9 heads
+    # Another node: the MLP of layer 10 at position 3, then a higher threshold.
+    at.number_input(key="node_layer").set_value(10)
+    at.selectbox(key="node_pos").set_value("3")
+    at.run()
+    at.get("button_group")  # the block control exists
+    assert not at.exception and not at.error
+    at.slider(key="threshold").set_value(0.08).run()
+    assert not at.exception and not at.error
+    assert any("edges" in c.value for c in at.caption)
+
+
+def test_rollout_and_flow_view(repo_root):
+    at = open_page(repo_root, view="Rollout & flow")
+    assert not at.error, [e.value for e in at.error]
+    assert len(charts(at)) == 1
+    at.toggle(key="flow").set_value(True).run()
+    assert not at.exception and not at.error
+    assert len(charts(at)) == 2
+
+
+def test_heads_view(repo_root):
+    at = open_page(repo_root, view="Heads", head_layer="3")
+    assert not at.error, [e.value for e in at.error]
+    assert len(charts(at)) == 3  # grid, enlarged head, per-head summary
+    at.selectbox(key="head_metric").set_value("prev_token").run()
+    assert not at.exception and not at.error
+
+
+def test_flow_limit_is_stated_for_long_prompts(repo_root):
+    long = " ".join(["word"] * 60)
+    at = open_page(repo_root, view="Rollout & flow", prompt=long)
+    assert not at.exception
+    assert any("too long for attention flow" in i.value for i in at.info)
+    assert len(charts(at)) == 1  # rollout still shown
+
+
+def test_encoder_marks_routes_as_not_applicable(repo_root):
+    at = open_page(repo_root, model="minilm-l6")
+    assert any("routes and vocabulary projections do not apply" in w.value for w in at.warning)
+    at2 = open_page(repo_root, model="minilm-l6", view="Heads")
+    assert not at2.error and len(charts(at2)) == 3
+    at3 = open_page(repo_root, model="minilm-l6", view="Rollout & flow")
+    assert not at3.error and len(charts(at3)) >= 1

@@ -1,0 +1,100 @@
+"""The projection page, run in-process with Streamlit's AppTest on the bundled model."""
+import base64
+import json
+from pathlib import Path
+
+import numpy as np
+from streamlit.testing.v1 import AppTest
+
+from lens.examples import CORPORA
+from lens.models import load_model
+
+APP = str(Path(__file__).resolve().parent.parent / "app.py")
+PAGE = "pages/projection.py"
+PROMPT = "The capital of France is a city on the river Seine"
+
+
+def run(prompt: str, **params) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=300)
+    at.switch_page(PAGE)
+    at.query_params["prompt"] = prompt
+    for k, v in params.items():
+        at.query_params[k] = v
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def charts(at: AppTest) -> list[dict]:
+    return [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+
+
+def array(field) -> np.ndarray:
+    if isinstance(field, dict) and "bdata" in field:
+        a = np.frombuffer(base64.b64decode(field["bdata"]), dtype=np.dtype(field["dtype"]))
+        shape = field.get("shape")
+        if isinstance(shape, str):
+            shape = [int(n) for n in shape.split(",")]
+        return a.reshape(shape) if shape else a
+    return np.asarray(field, dtype=float)
+
+
+def titles(at: AppTest) -> list[str]:
+    return [(f["layout"].get("title") or {}).get("text", "") for f in charts(at)]
+
+
+def test_page_with_a_real_prompt():
+    at = run(PROMPT)
+    assert not at.error
+    tok = load_model("smollm2-135m").tokenizer
+    tokens = [tok.decode([i]).strip() for i in tok(PROMPT)["input_ids"]][1:]  # the first token is left out
+    fig = charts(at)[0]
+    assert fig["layout"]["title"]["text"].startswith("Token trajectories emb→L30")
+    markers = next(t for t in fig["data"] if t.get("mode") == "markers")
+    assert len(array(markers["x"])) == 31 * len(tokens)  # every kept token at every layer
+    labels = next(t for t in fig["data"] if t.get("mode") == "text")
+    assert labels["text"] == tokens
+    assert any("France" in h and "layer emb" in h for h in markers["hovertext"])
+    got = titles(at)
+    for expected in ("Anisotropy baseline", "Prompt entropy", "Curvature", "Norm of the residual stream",
+                     "Layer × layer similarity"):
+        assert any(t.startswith(expected) for t in got), (expected, got)
+    sim = next(f for f in charts(at) if f["layout"]["title"]["text"].startswith("Layer × layer"))
+    S = array(sim["data"][0]["z"])
+    assert S.shape == (31, 31) and np.allclose(np.diag(S), 1, atol=1e-4)
+    assert any("left out: the first token" in c.value for c in at.caption)
+
+
+def test_page_aligned_animation_and_word_in_prompt():
+    at = run("The cat sat on the mat and the cat slept", mode="Layer by layer", word="cat", color="position")
+    assert not at.error
+    fig = charts(at)[0]
+    assert len(fig["frames"]) == 31 and fig["layout"]["sliders"][0]["steps"][0]["label"] == "emb"
+    assert any(t.startswith("Self-similarity of the word") and "cat" in t for t in titles(at))
+
+
+def test_page_corpus_mode():
+    word, sentences = CORPORA["bank: river or money"]
+    at = run("unused", source="Corpus")
+    assert not at.error
+    assert at.text_area(key="corpus").value.splitlines() == sentences
+    got = titles(at)
+    assert any(t.startswith("Self-similarity of the word") and word in t for t in got), got
+    assert any(t.startswith("Word MEV") for t in got)
+    assert "6 texts" in got[0]
+    # The word's six occurrences are drawn as bold paths and named with their sentence number.
+    fig = charts(at)[0]
+    bold = [t for t in fig["data"] if t.get("mode") == "lines+markers"]
+    assert len(bold) == 6
+    labels = next(t for t in fig["data"] if t.get("mode") == "text")["text"]
+    assert labels == [f"{word} ({k})" for k in range(1, 7)]
+    assert any(f"occurs 6 times in 6 sentences" in c.value for c in at.caption)
+
+
+def test_page_bad_inputs_leave_the_page_usable():
+    at = run("unused", source="Corpus", corpus_word="zebra")
+    assert len(at.error) == 1 and "does not occur" in at.error[0].value
+    assert any(t.startswith("Anisotropy baseline") for t in titles(at))  # the other metrics still show
+    at = run("Hi")
+    assert at.error and all("at least 2" in e.value for e in at.error)
+    assert at.sidebar.text_area(key="prompt").value == "Hi"  # the sidebar is still there to fix it

@@ -1,0 +1,121 @@
+"""Attention rollout and flow against hand-computed examples, the published recursion and the model."""
+import numpy as np
+import pytest
+import torch
+
+from lens.backend import LocalBackend
+from lens.errors import LensError
+from lens.rollout import attention_flow, rollout, rollout_rows, with_residual
+from lens.trace import CaptureSpec, capture
+
+
+def recursion(mean_attn: np.ndarray) -> np.ndarray:
+    """The published recursion with full matrices: Â = (Ā + I)/rowsum, R_1 = Â_1, R_l = Â_l R_{l-1}."""
+    L, T, _ = mean_attn.shape
+    out = []
+    R = None
+    for l in range(L):
+        a = mean_attn[l] + np.eye(T)
+        a = a / a.sum(-1, keepdims=True)
+        R = a if R is None else a @ R
+        out.append(R)
+    return np.stack(out)
+
+
+def random_attention(L, T, causal, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(L, T, T, generator=g, dtype=torch.float64) * 2
+    if causal:
+        x = x + torch.triu(torch.full((T, T), -1e9, dtype=torch.float64), 1)
+    return torch.softmax(x, -1)
+
+
+def test_hand_computed_two_layers():
+    # Ā = [[1, 0], [1, 0]] in both layers: Â = [[1, 0], [0.5, 0.5]].
+    A = torch.tensor([[[1.0, 0.0], [1.0, 0.0]]] * 2, dtype=torch.float64)
+    np.testing.assert_allclose(with_residual(A)[0].numpy(), [[1, 0], [0.5, 0.5]])
+    r = rollout(A, ["a", "b"], position=1)
+    np.testing.assert_allclose(r.rollout[0], [0.5, 0.5], atol=1e-7)
+    np.testing.assert_allclose(r.rollout[1], [0.75, 0.25], atol=1e-7)  # 0.5·[1,0] + 0.5·[0.5,0.5]
+    f = attention_flow(A, ["a", "b"], position=1)
+    # Layer 1: one edge layer, flow = capacities 0.5 and 0.5. Layer 2: to input 0 through (1,0) [0.5]
+    # and (1,1) [0.5] = 1.0; to input 1 only through (1,1)→(0,1) = 0.5; normalised: 2/3, 1/3.
+    np.testing.assert_allclose(f.raw_flow[0], [0.5, 0.5], atol=1e-7)
+    np.testing.assert_allclose(f.raw_flow[1], [1.0, 0.5], atol=1e-7)
+    np.testing.assert_allclose(f.flow[1], [2 / 3, 1 / 3], atol=1e-6)
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_rollout_rows_match_recursion(causal):
+    A = random_attention(5, 7, causal)
+    ref = recursion(A.numpy())
+    for p in (0, 3, 6):
+        rows = rollout_rows(A, p).numpy()
+        np.testing.assert_allclose(rows, ref[:, p, :], atol=1e-12)
+        np.testing.assert_allclose(rows.sum(-1), 1.0, atol=1e-12)
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_flow_rows_sum_to_one_and_one_layer_is_the_attention(causal):
+    A = random_attention(3, 6, causal, seed=1)
+    f = attention_flow(A, list("abcdef"), position=4)
+    S = 5 if causal else 6
+    np.testing.assert_allclose(np.nansum(f.flow, -1), 1.0, atol=1e-6)
+    # One layer: max-flow from (1, i) to (0, j) is the single edge's capacity Â[i, j].
+    np.testing.assert_allclose(f.raw_flow[0, :S], with_residual(A)[0, 4, :S].numpy(), atol=1e-7)
+    # Flow to an input never exceeds what leaves the output node (1) and is at least the rollout's path mass bound 0.
+    assert np.all(f.raw_flow[:, :S] <= 1 + 1e-9) and np.all(f.raw_flow[:, :S] >= 0)
+    if causal:
+        assert np.all(f.flow[:, S:] == 0)
+
+
+def test_flow_subset_of_layers_and_size_limit():
+    A = random_attention(4, 5, True, seed=2)
+    full = attention_flow(A, list("abcde"))
+    last = attention_flow(A, list("abcde"), layers=[4])
+    np.testing.assert_allclose(last.flow[3], full.flow[3], atol=1e-6)
+    assert np.isnan(last.flow[:3]).all()
+    big = random_attention(30, 40, True)
+    with pytest.raises(LensError, match="limited to"):
+        attention_flow(big, ["x"] * 40)
+    with pytest.raises(LensError, match="outside"):
+        rollout(A, list("abcde"), position=5)
+
+
+def test_attention_mean_capture(tiny):
+    model, tok, adapter = tiny("llama")
+    ids = tok("mean of the heads")["input_ids"]
+    full = capture(model, adapter, ids, CaptureSpec(residual=False, attentions=True))
+    mean = capture(model, adapter, ids, CaptureSpec(residual=False, attentions=True, attention_mean=True))
+    for l in range(adapter.n_layers):
+        assert mean.attentions[l].shape == (len(ids), len(ids))
+        torch.testing.assert_close(mean.attentions[l], full.attentions[l].mean(0))
+
+
+@pytest.fixture(scope="module")
+def backend(bundled):
+    return LocalBackend(bundled, cache=None)
+
+
+def test_bundled_rollout_matches_model_attentions(backend, bundled):
+    text = "The capital of France is"
+    r = backend.rollout(text)
+    ids = bundled.tokenizer(text)["input_ids"]
+    with torch.no_grad():
+        out = bundled.model(input_ids=torch.tensor([ids]), output_attentions=True)
+    mean = np.stack([a[0].double().mean(0).numpy() for a in out.attentions])
+    ref = recursion(mean)
+    assert r.position == len(ids) - 1
+    np.testing.assert_allclose(r.rollout, ref[:, -1, :], atol=1e-5)
+    np.testing.assert_allclose(r.rollout.sum(-1), 1.0, atol=1e-5)
+    f = backend.attention_flow(text, position=3)
+    np.testing.assert_allclose(np.nansum(f.flow, -1), 1.0, atol=1e-5)
+
+
+def test_encoder_rollout():
+    from lens.models import load_model
+
+    enc = LocalBackend(load_model("minilm-l6"), cache=None)
+    r = enc.rollout("attention goes both ways here", position=1)
+    np.testing.assert_allclose(r.rollout.sum(-1), 1.0, atol=1e-5)
+    assert r.rollout[:, 2:].sum() > 0  # bidirectional: later tokens feed position 1
