@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 SIZES = (32, 128, 512, 2048)
 QUICK_SIZES = (128,)
-QUICK_SKIP = ("umap",)  # its first call compiles numba code (~15 s)
+QUICK_SKIP = ("umap", "trace+lens+rollout")  # UMAP compiles numba code on its first call (~15 s)
 # Timed calls after the warm-up, by prompt length; 0: the warm-up call is the measurement.
 REPEATS = {32: 5, 128: 4, 512: 2, 2048: 0}
 TARGETS = {
@@ -228,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     from bench.steps import STEP_NAMES, STEPS
 
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="128 tokens only, 2 calls each, no UMAP, 2 browser prompts, 1 cold start (~2 min)")
+    ap.add_argument("--quick", action="store_true", help="128 tokens only, 2 calls each, no UMAP and no combined step, 2 browser prompts, 1 cold start (~2 min)")
     ap.add_argument("--sizes", type=lambda s: tuple(int(x) for x in s.split(",")), help="prompt lengths, e.g. 32,128")
     ap.add_argument("--steps", type=lambda s: s.split(","), help=f"some of: {','.join(STEP_NAMES)}")
     ap.add_argument("--repeats", type=int, help="timed calls per step (default by length: %s)" % REPEATS)

@@ -12,7 +12,6 @@ Results go to a fresh temporary cache folder (the converted model is linked in),
 from __future__ import annotations
 
 import os
-import statistics
 import sys
 import tempfile
 import time
