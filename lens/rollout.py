@@ -62,18 +62,26 @@ def mean_attention_stack(attentions: dict[int, torch.Tensor], n_layers: int) -> 
     """[L, T, T] from a trace's attentions (head-averaged if they are still [H, T, T])."""
     if len(attentions) != n_layers:
         raise LensError("this trace holds no attention weights for every layer; capture them to run rollout")
-    mats = []
+    first = attentions[0]
+    T = first.shape[-1]
+    stack = torch.empty(n_layers, T, T, dtype=torch.float32, device=first.device)
     for l in range(n_layers):
         a = attentions[l]
-        mats.append(a.mean(0) if a.dim() == 3 else a)
-    return torch.stack(mats).double()
+        if a.dim() == 3:
+            torch.mean(a, 0, out=stack[l])
+        else:
+            stack[l].copy_(a)
+            # Already head-averaged: let the trace share the stack's memory instead of holding
+            # a second copy (L·T² floats, 0.5 GB at 2048 tokens on the bundled model).
+            attentions[l] = stack[l]
+    return stack
 
 
 def with_residual(mean_attn: torch.Tensor) -> torch.Tensor:
-    """``Â = (Ā + I) / rowsum`` for each layer of an [L, T, T] stack."""
-    T = mean_attn.shape[-1]
-    a = mean_attn + torch.eye(T, dtype=mean_attn.dtype, device=mean_attn.device)
-    return a / a.sum(-1, keepdim=True)
+    """``Â = (Ā + I) / rowsum`` for each layer of an [L, T, T] stack (one new stack, built in place)."""
+    a = mean_attn.clone()
+    a.diagonal(dim1=-2, dim2=-1).add_(1.0)
+    return a.div_(a.sum(-1, keepdim=True))
 
 
 def check_position(position: int | None, n_tokens: int) -> int:
@@ -88,17 +96,27 @@ def check_position(position: int | None, n_tokens: int) -> int:
 
 
 def rollout_rows(mean_attn: torch.Tensor, position: int, residual: bool = True) -> torch.Tensor:
-    """Row ``position`` of every R_l, [L, T], without forming any R_l.
+    """Row ``position`` of every R_l, [L, T], without forming any R_l or any normalised copy.
 
-    ``row_l = e_i Â_l Â_{l−1} … Â_1``: a chain of vector–matrix products per layer.
+    ``row_l = e_i Â_l Â_{l−1} … Â_1``: a chain of vector–matrix products per layer. With
+    ``Â = D⁻¹(Ā + I)`` and ``d`` the row sums of ``Ā + I``, ``v Â = (v/d) Ā + v/d``: only the
+    [L, T] row sums are stored beside the attention itself.
     """
-    A = with_residual(mean_attn) if residual else mean_attn / mean_attn.sum(-1, keepdim=True)
-    L, T, _ = A.shape
-    rows = torch.empty(L, T, dtype=A.dtype)
+    L, T, _ = mean_attn.shape
+    eye = 1.0 if residual else 0.0
+    d = mean_attn.sum(-1) + eye  # [L, T]
+
+    def times_hat(v: torch.Tensor, m: int) -> torch.Tensor:
+        w = v / d[m]
+        return w @ mean_attn[m] + eye * w
+
+    rows = torch.empty(L, T, dtype=mean_attn.dtype)
     for l in range(L):
-        v = A[l, position]
+        v = mean_attn[l, position].clone()
+        v[position] += eye
+        v /= d[l, position]
         for m in range(l - 1, -1, -1):
-            v = v @ A[m]
+            v = times_hat(v, m)
         rows[l] = v
     return rows
 
