@@ -1,11 +1,9 @@
 """Attention flow: where the information behind a prediction came from, layer by layer."""
-import contextlib
 import json
 
 import pandas as pd
 import streamlit as st
 
-from lens.errors import LensError
 from lens.figures.attention import (SUMMARY_METRICS, head_grid_figure, head_summary_figure, node_bars_figure,
                                     pattern_figure, rollout_figure, route_figure, token_labels)
 from lens.results import to_json_dict
@@ -20,17 +18,6 @@ from ui.errors import shown_in_page  # noqa: E402
 
 PLOT_CONFIG = {"toImageButtonOptions": {"format": "png", "scale": 2}}
 VIEWS = ["Routes", "Rollout & flow", "Heads"]
-
-
-@contextlib.contextmanager
-def in_section(what: str):
-    """Show a problem in this section and go on with the rest of the page."""
-    try:
-        yield
-    except LensError as exc:
-        st.error(f"{what}: {exc}", icon="⚠️")
-    except Exception as exc:  # keep the page usable
-        st.error(f"{what} failed unexpectedly ({type(exc).__name__}: {exc}).", icon="⚠️")
 
 
 def download(result, name: str) -> None:
@@ -101,7 +88,7 @@ if view == "Routes":
         threshold = st.slider("Threshold (drop edges below this importance)", 0.01, 0.10, 0.04, 0.01,
                               key="threshold", bind="query-params")
         graph = None
-        with in_section("Routes"):
+        with shown_in_page("Routes", stop=False):
             with st.spinner("Tracing the routes…"):
                 graph = backend.route_graph(text, position, float(threshold))
         if graph is not None:
@@ -133,7 +120,7 @@ if view == "Routes":
             block = c3.segmented_control("Block", ["attention", "MLP"], key="node_block", bind="query-params",
                                          **({} if "node_block" in ss else {"default": "attention"})) or "attention"
             detail = None
-            with in_section("Drill-down"):
+            with shown_in_page("Drill-down", stop=False):
                 detail = backend.node_detail(text, int(layer), npos,
                                              "attn" if block == "attention" else "mlp")
             if detail is not None:
@@ -164,7 +151,7 @@ elif view == "Rollout & flow":
     st.caption("Rollout: heads averaged, residual added, attention multiplied through the layers. "
                "Each row sums to 1.")
     roll = None
-    with in_section("Rollout"):
+    with shown_in_page("Rollout", stop=False):
         roll = backend.rollout(text, position)
     if roll is not None:
         st.plotly_chart(rollout_figure(roll), key="rollout", config=PLOT_CONFIG)
@@ -187,7 +174,7 @@ elif view == "Rollout & flow":
         if layers:
             st.caption(f"Only the last layer's row ({S} > {lim_all} tokens for every layer).")
         flow = None
-        with in_section("Attention flow"):
+        with shown_in_page("Attention flow", stop=False):
             with st.spinner("Solving max-flow problems…"):
                 flow = backend.attention_flow(text, position, layers)
         if flow is not None:
@@ -201,7 +188,7 @@ else:
     c1, c2 = st.columns([1, 2])
     layer = c1.number_input("Layer", 1, info.n_layers, 1, key="head_layer", bind="query-params")
     pats = None
-    with in_section("Head patterns"):
+    with shown_in_page("Head patterns", stop=False):
         pats = backend.head_patterns(text, int(layer))
     if pats is not None:
         st.plotly_chart(head_grid_figure(pats), key="head-grid", config=PLOT_CONFIG)
@@ -216,7 +203,7 @@ else:
                           key="head_metric", bind="query-params",
                           help="\n\n".join(f"**{v[0]}**: {v[2]}" for v in SUMMARY_METRICS.values()))
     summary = None
-    with in_section("Head scores"):
+    with shown_in_page("Head scores", stop=False):
         with st.spinner("Scoring every head…"):
             summary = backend.head_summary(text)
     if summary is not None:

@@ -1,12 +1,12 @@
 """The home and logit-lens pages, run in-process with Streamlit's AppTest on the bundled model."""
-import base64
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from streamlit.testing.v1 import AppTest
+
+from plotly_json import array, charts
 
 from lens.models import load_model
 from lens.tokens import visible
@@ -44,18 +44,7 @@ def app(prompt: str | None, page: str | None = None, **params) -> AppTest:
 
 
 def figure(at: AppTest, index: int = 0) -> dict:
-    return json.loads(at.get("plotly_chart")[index].proto.spec)
-
-
-def array(field) -> np.ndarray:
-    """Plotly 7 stores arrays as base64 with a dtype and shape."""
-    if isinstance(field, dict) and "bdata" in field:
-        a = np.frombuffer(base64.b64decode(field["bdata"]), dtype=np.dtype(field["dtype"]))
-        shape = field.get("shape")
-        if isinstance(shape, str):
-            shape = [int(n) for n in shape.split(",")]
-        return a.reshape(shape) if shape else a
-    return np.asarray(field, dtype=float)
+    return charts(at)[index]
 
 
 def test_home_shows_model_tokens_and_next_token_prediction(reference):

@@ -1,10 +1,10 @@
 """The projection page, run in-process with Streamlit's AppTest on the bundled model."""
-import base64
-import json
 from pathlib import Path
 
 import numpy as np
 from streamlit.testing.v1 import AppTest
+
+from plotly_json import array, charts
 
 from lens.examples import CORPORA
 from lens.models import load_model
@@ -23,20 +23,6 @@ def run(prompt: str, **params) -> AppTest:
     at.run()
     assert not at.exception, at.exception
     return at
-
-
-def charts(at: AppTest) -> list[dict]:
-    return [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
-
-
-def array(field) -> np.ndarray:
-    if isinstance(field, dict) and "bdata" in field:
-        a = np.frombuffer(base64.b64decode(field["bdata"]), dtype=np.dtype(field["dtype"]))
-        shape = field.get("shape")
-        if isinstance(shape, str):
-            shape = [int(n) for n in shape.split(",")]
-        return a.reshape(shape) if shape else a
-    return np.asarray(field, dtype=float)
 
 
 def titles(at: AppTest) -> list[str]:
