@@ -1,19 +1,24 @@
-"""LayerLens dashboard: `streamlit run app.py`. This file is the home page and the page router."""
+"""LayerLens dashboard: `streamlit run app.py`. This file is the page router and the home page."""
 import streamlit as st
 
-from ui.routing import use_app_router  # noqa: E402
+from ui import routing
 
-use_app_router()
+routing.start_app()
 st.set_page_config(page_title="LayerLens", page_icon="🔬", layout="wide")
 
-import plotly.graph_objects as go  # noqa: E402
-
-from lens.logit_lens import LensOptions  # noqa: E402
-from lens.tokens import visible  # noqa: E402
+from lens.figures.logit_lens import prediction_figure  # noqa: E402
+from lens.model.tokens import visible  # noqa: E402
+from lens.options import LensOptions  # noqa: E402
 from ui import state  # noqa: E402
 from ui.errors import shown_in_page  # noqa: E402
+from ui.widgets import chart  # noqa: E402
 
-LOGIT_LENS_PAGE = "pages/logit_lens.py"
+VIEWS = [  # (file, title, icon, what it shows)
+    ("pages/logit_lens.py", "Logit lens", ":material/layers:", "what every layer would predict at every position"),
+    ("pages/projection.py", "Projections", ":material/scatter_plot:",
+     "how token representations move and reorganise through the layers"),
+    ("pages/attention.py", "Attention flow", ":material/hub:", "where the information behind a prediction came from"),
+]
 
 
 def home() -> None:
@@ -24,9 +29,10 @@ def home() -> None:
     )
     backend = state.backend()
     info = backend.info()
-    st.caption(f"Model: **{info.name}** ({info.source}, {info.model_type} architecture)")
+    st.caption(f"Model: **{info.name}** ({info.source}, {info.model_type} architecture) · "
+               f"prompts up to {info.token_limit:,} tokens here")
     cols = st.columns(5)
-    cols[0].metric("Context", f"{info.context_length:,}")
+    cols[0].metric("Context", f"{info.context_length:,}", help="The model's own context window, in tokens.")
     cols[1].metric("Layers", info.n_layers)
     cols[2].metric("Width d", info.d_model)
     cols[3].metric("Heads", info.n_heads)
@@ -46,30 +52,17 @@ def home() -> None:
         return
     with shown_in_page("Running the model"):
         result = backend.logit_lens(text, LensOptions(top_k=10))
-    last = len(result.positions) - 1
-    final = len(result.layers) - 1
     st.subheader(f"What it predicts next, after “{visible(result.tokens[-1])}”")
-    labels = [visible(t) for t in result.top_tokens[final][last]]
-    probs = result.top_probs[final, last].tolist()
-    bar = go.Figure(go.Bar(x=probs[::-1], y=[f"{l} " for l in labels[::-1]], orientation="h",
-                           marker_color="#2f6db5", text=[f"{p:.1%}" for p in probs[::-1]], textposition="auto"))
-    bar.update_layout(height=320, margin=dict(l=10, r=10, t=10, b=30), xaxis=dict(title="probability", range=[0, 1]))
-    st.plotly_chart(bar, key="next-token")
+    chart(prediction_figure(result), key="next-token")
 
     st.subheader("Views")
-    st.page_link(LOGIT_LENS_PAGE, label="Logit lens: what every layer would predict at every position", icon=":material/layers:")
-    st.page_link("pages/projection.py", label="Projections: how token representations move and reorganise through the layers",
-                 icon=":material/scatter_plot:")
-    st.page_link("pages/attention.py", label="Attention flow: where the information behind a prediction came from",
-                 icon=":material/hub:")
+    for path, title, icon, what in VIEWS:
+        st.page_link(path, label=f"{title}: {what}", icon=icon)
 
 
-pages = [
-    st.Page(home, title="Home", icon=":material/home:", default=True),
-    st.Page(LOGIT_LENS_PAGE, title="Logit lens", icon=":material/layers:"),
-    st.Page("pages/projection.py", title="Projections", icon=":material/scatter_plot:"),
-    st.Page("pages/attention.py", title="Attention flow", icon=":material/hub:"),
-]
+pages = [st.Page(home, title="Home", icon=":material/home:", default=True)]
+pages += [st.Page(path, title=title, icon=icon) for path, title, icon, _ in VIEWS]
 navigation = st.navigation(pages)
 state.sidebar()
-navigation.run()
+with routing.routed():
+    navigation.run()

@@ -215,7 +215,7 @@ def check_targets(report: dict) -> list[dict]:
 
 def prompt_tokens(text: str) -> int | None:
     try:
-        from lens.registry import default_cache_root
+        from lens.model.registry import default_cache_root
         from transformers import AutoTokenizer
 
         folder = sorted((default_cache_root() / "models").glob("smollm2-135m-*"))[-1]

@@ -52,7 +52,7 @@ def _submit(page, text: str, word: str, prev: str) -> float:
 
 
 def _cache_env(tmp: Path) -> dict:
-    from lens.registry import default_cache_root
+    from lens.model.registry import default_cache_root
 
     (tmp / "models").symlink_to(default_cache_root().resolve() / "models", target_is_directory=True)
     return {"LAYERLENS_CACHE": str(tmp)}

@@ -17,7 +17,7 @@ FLOOR_ONE_MAX_BYTES = 2**30  # the floor is one big matmul when its [(L+1)·T, V
 
 @dataclass
 class Ctx:
-    loaded: object  # lens.models.LoadedModel
+    loaded: object  # lens.model.loading.LoadedModel
     ids: list[int]
     tokens: list[str]
 
@@ -32,7 +32,7 @@ class Ctx:
         return self._residual
 
     def trace(self, **spec):
-        from lens.trace import CaptureSpec, capture
+        from lens.model.trace import CaptureSpec, capture
 
         lm = self.loaded
         return capture(lm.model, lm.adapter, self.ids, CaptureSpec(**spec), model_name=lm.name,
@@ -79,7 +79,8 @@ def _trace(ctx: Ctx):
 
 
 def _lens(ctx: Ctx):
-    from lens.logit_lens import LensOptions, logit_lens
+    from lens.analysis.logit_lens import logit_lens
+from lens.options import LensOptions
 
     trace = ctx.residual_trace()
     tok = ctx.loaded.tokenizer
@@ -105,7 +106,7 @@ def _floor_one(ctx: Ctx):
 
 def _floor_chunked(ctx: Ctx):
     """The same matmul in the lens's own chunks (positions × all rows), into one reused buffer."""
-    import lens.logit_lens as ll
+    import lens.analysis.logit_lens as ll
 
     X, W = _floor_inputs(ctx)
     R = ctx.loaded.n_layers + 1
@@ -123,7 +124,7 @@ def _floor_chunked(ctx: Ctx):
 
 
 def _rollout(ctx: Ctx):
-    from lens.rollout import mean_attention_stack, rollout
+    from lens.analysis.rollout import mean_attention_stack, rollout
 
     def run():
         tr = ctx.trace(residual=False, attentions=True, attention_mean=True)
@@ -132,25 +133,28 @@ def _rollout(ctx: Ctx):
 
 
 def _routes(ctx: Ctx):
-    from lens.routes import DEFAULT_THRESHOLD, capture_route_data, route_graph
+    from lens.analysis.routes import RouteData, route_capture, route_graph
+    from lens.model.trace import capture
+    from lens.options import DEFAULT_THRESHOLD
 
     lm = ctx.loaded
 
     def run():
-        data = capture_route_data(lm.model, lm.adapter, ctx.ids, model_name=lm.name, tokens=ctx.tokens)
-        return route_graph(data, None, DEFAULT_THRESHOLD, tokenizer=lm.tokenizer)
+        tr = capture(lm.model, lm.adapter, ctx.ids, route_capture(lm.n_layers), model_name=lm.name, tokens=ctx.tokens)
+        return route_graph(RouteData.from_trace(tr), None, DEFAULT_THRESHOLD, tokenizer=lm.tokenizer)
     return run
 
 
 def _routes_max(ctx: Ctx) -> int | None:
-    from lens.routes import ROUTE_MAX_TOKENS
+    from lens.options import ROUTE_MAX_TOKENS
 
     return ROUTE_MAX_TOKENS
 
 
 def _projection(method: str):
     def prepare(ctx: Ctx):
-        from lens.projection import ProjectionOptions, project
+        from lens.analysis.projection import project
+        from lens.options import ProjectionOptions
 
         trace = ctx.residual_trace()
         special = sorted(getattr(ctx.loaded.tokenizer, "all_special_ids", None) or [])
@@ -159,14 +163,15 @@ def _projection(method: str):
 
 
 def _umap_max(ctx: Ctx) -> int | None:
-    from lens.projection import MAX_UMAP_POINTS
+    from lens.options import MAX_UMAP_POINTS
 
     return MAX_UMAP_POINTS // (ctx.loaded.n_layers + 1)
 
 
 def _trace_lens_rollout(ctx: Ctx):
     """What the dashboard holds at once for one long prompt: the trace, the full lens, the rollout."""
-    from lens.logit_lens import LensOptions, logit_lens
+    from lens.analysis.logit_lens import logit_lens
+from lens.options import LensOptions
 
     import time
 
@@ -192,15 +197,15 @@ STEPS: list[Step] = [
     Step("trace", "trace capture (residual stream)", _trace),
     Step("lens", "full-grid logit lens (top-5, entropy, KL, rank)", _lens,
          companions={"floor_one": _floor_one, "floor_chunked": _floor_chunked}),
-    Step("rollout", "attention rollout (capture + rollout)", _rollout, modules=("lens.rollout",)),
-    Step("routes", "information-flow graph (capture + routes)", _routes, modules=("lens.routes",),
+    Step("rollout", "attention rollout (capture + rollout)", _rollout, modules=("lens.analysis.rollout",)),
+    Step("routes", "information-flow graph (capture + routes)", _routes, modules=("lens.analysis.routes",),
          max_tokens=_routes_max),
-    Step("pca", "PCA projection (joint)", _projection("pca"), modules=("lens.projection",)),
-    Step("umap", "UMAP projection (joint)", _projection("umap"), modules=("lens.projection",),
+    Step("pca", "PCA projection (joint)", _projection("pca"), modules=("lens.analysis.projection",)),
+    Step("umap", "UMAP projection (joint)", _projection("umap"), modules=("lens.analysis.projection",),
          max_tokens=_umap_max),
     # The largest prompt only: its parts are timed one by one, and the lens's floor after them.
     Step("trace+lens+rollout", "trace + full lens + rollout, one process", _trace_lens_rollout,
-         modules=("lens.rollout",), largest_only=True, bench_max_tokens=None,
+         modules=("lens.analysis.rollout",), largest_only=True, bench_max_tokens=None,
          companions={"floor_one": _floor_one, "floor_chunked": _floor_chunked}),
 ]
 STEP_NAMES = [s.name for s in STEPS]

@@ -54,7 +54,7 @@ def main(argv: list[str]) -> dict:
         torch.set_num_threads(int(os.environ["BENCH_THREADS"]))
     from bench.prompts import prompt_ids
     from bench.steps import Ctx, available, by_name
-    from lens.models import load_model
+    from lens.model.loading import load_model
 
     step = by_name(name)
     out = {"step": name, "tokens": n_tokens, "threads": torch.get_num_threads()}

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
-FORMAT_VERSION = "1"
+FORMAT_VERSION = "2"  # 2: flow rows are the solved layers only
 
 
 def make_key(kind: str, **parts) -> str:

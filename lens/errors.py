@@ -11,3 +11,7 @@ class LensError(Exception):
 
 class UnsupportedArchitecture(LensError):
     """The model's architecture has no adapter, or its modules are not where the adapter expects."""
+
+
+class AttentionWeightsUnavailable(LensError):
+    """The model's attention returned no weights (it was not loaded with eager attention)."""

@@ -1,38 +1,266 @@
-"""Moving typed results to and from the cache and JSON, field by field."""
+"""The typed results of every analysis: small dataclasses of numpy arrays, lists and numbers.
+
+Imports nothing heavy (no torch), so figure builders, pages and a remote client can
+use them. ``lens/serialize.py`` moves them to and from the cache and JSON.
+"""
 from __future__ import annotations
 
-import dataclasses
-import math
+from dataclasses import dataclass, field
 
 import numpy as np
 
-
-def split(result) -> tuple[dict[str, np.ndarray], dict]:
-    """Arrays (for safetensors) and everything else (for JSON)."""
-    arrays, fields = {}, {}
-    for f in dataclasses.fields(result):
-        value = getattr(result, f.name)
-        (arrays if isinstance(value, np.ndarray) else fields)[f.name] = value
-    return arrays, fields
+# RouteGraph edges: ``edge_block`` indexes BLOCKS, ``edge_kind`` indexes KINDS.
+BLOCKS = ("attn", "mlp")
+KINDS = ("residual", "attention", "mlp")
 
 
-def join(cls, arrays: dict[str, np.ndarray], fields: dict):
-    return cls(**arrays, **fields)
+# ---------------------------------------------------------------- logit lens
+
+@dataclass
+class LogitLensResult:
+    """Rows follow ``layers`` (row 0: embeddings); columns follow ``positions``."""
+
+    model: str
+    n_layers: int
+    tokens: list[str]  # every token of the prompt, decoded one by one
+    token_ids: list[int]
+    layers: list[str]
+    positions: list[int]  # the absolute positions the columns stand for
+    top_ids: np.ndarray  # [R, P, k] int64
+    top_tokens: list[list[list[str]]]  # [R][P][k]
+    top_probs: np.ndarray  # [R, P, k] float32
+    entropy: np.ndarray  # [R, P] nats
+    kl_to_final: np.ndarray  # [R, P] nats, KL(p_final || p_row)
+    target_ids: np.ndarray  # [P]
+    target_tokens: list[str]  # [P]
+    target_rank: np.ndarray  # [R, P] 1 = top
+    target_prob: np.ndarray  # [R, P]
+    next_token_loss: np.ndarray  # [R, P] nats, -log p(actual next token); NaN at the last position
+    final_prediction: list[str]  # [P] the model's own top-1 output, decoded
+    target_note: str = ""
+    options: dict = field(default_factory=dict)
+
+    @property
+    def top1_tokens(self) -> list[list[str]]:
+        return [[cell[0] for cell in row] for row in self.top_tokens]
 
 
-def _plain(value):
-    if isinstance(value, np.ndarray):
-        return _plain(value.tolist())
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, float) and not math.isfinite(value):
-        return None  # JSON has no NaN
-    if isinstance(value, np.generic):
-        return _plain(value.item())
-    return value
+# ---------------------------------------------------------------- projections and geometry
+
+@dataclass
+class ProjectionResult:
+    """``coords[row][point]``: rows follow ``layers`` (row 0: embeddings), points follow ``tokens``."""
+
+    model: str
+    n_layers: int
+    layers: list[str]
+    tokens: list[str]  # [N] the projected tokens (left-out ones are not here)
+    token_ids: list[int]
+    positions: list[int]  # [N] position of each point inside its text
+    text_index: list[int]  # [N] which text each point comes from (0 for a single prompt)
+    n_texts: int
+    coords: np.ndarray  # [R, N, dims] float32
+    norms: np.ndarray  # [R, N] float32, L2 norm of the raw residual vector
+    rms: np.ndarray  # [R] the per-layer RMS each layer was divided by (1 when rms_scale is off)
+    explained: np.ndarray  # [R, dims] share of variance per component (PCA; NaN for UMAP)
+    method: str
+    mode: str
+    seconds: float  # time to fit, excluding the forward pass
+    options: dict = field(default_factory=dict)
 
 
-def to_json_dict(result) -> dict:
-    return {f.name: _plain(getattr(result, f.name)) for f in dataclasses.fields(result)}
+EXPLANATIONS: dict[str, tuple[str, str]] = {
+    # key: (chart title, one-line explanation)
+    "anisotropy": ("Anisotropy baseline",
+                   "Mean cosine between two different tokens: 0 means directions are spread evenly, near 1 means "
+                   "every vector points the same way (a narrow cone)."),
+    "intra_similarity": ("Intra-text similarity (baseline-adjusted)",
+                         "How much the tokens of one text resemble their text's average, beyond the baseline: "
+                         "high means the text's words have been pulled together by context."),
+    "self_similarity": ("Self-similarity of the word (baseline-adjusted)",
+                        "How alike the same word is in different contexts, beyond the baseline: 1 = context changes "
+                        "nothing, low = each context gives it its own representation."),
+    "word_mev": ("Word MEV",
+                 "Share of the word's variation across contexts captured by one direction (first principal "
+                 "component): near 1 means a single static vector would do."),
+    "pc1_share": ("Variance on the first principal component",
+                  "Share of the variance of all tokens along one direction: high means one dominant direction "
+                  "(often a rogue dimension) shapes the layer."),
+    "prompt_entropy": ("Prompt entropy",
+                       "Spread of the tokens over directions (entropy of the Gram-matrix eigenvalues, 0..1): "
+                       "1 = every token in its own direction, low = compressed onto a few."),
+    "curvature": ("Curvature (degrees)",
+                  "Mean turning angle of the token sequence's path: 90° = unrelated steps, lower = a straighter, "
+                  "more predictable trajectory."),
+    "norm_mean": ("Norm of the residual stream",
+                  "Mean length of the token vectors: in pre-norm models it grows with depth as every block adds to it."),
+    "norm_ratio": ("Norm growth per layer",
+                   "Mean ratio ‖h_l‖ / ‖h_(l−1)‖: above 1 the block made the vectors longer."),
+    "layer_similarity": ("Layer × layer similarity",
+                         "Mean cosine between a token's vectors at two layers: blocks of bright cells are runs of "
+                         "layers that keep the representation nearly unchanged."),
+}
+
+
+@dataclass
+class GeometryResult:
+    """Per-layer metrics: every [R] array follows ``layers`` (row 0: embeddings)."""
+
+    model: str
+    n_layers: int
+    layers: list[str]
+    tokens: list[str]  # [N] the kept tokens the metrics use
+    positions: list[int]
+    text_index: list[int]
+    n_texts: int
+    anisotropy: np.ndarray  # [R]
+    intra_similarity: np.ndarray  # [R] baseline-adjusted
+    intra_similarity_raw: np.ndarray  # [R]
+    pc1_share: np.ndarray  # [R]
+    prompt_entropy: np.ndarray  # [R] in [0, 1]
+    curvature: np.ndarray  # [R] degrees; NaN when no text has 3 kept tokens
+    layer_similarity: np.ndarray  # [R, R]
+    norm_mean: np.ndarray  # [R]
+    norm_ratio: np.ndarray  # [R]; NaN at row 0
+    first_token_norm: np.ndarray  # [R] mean norm of each text's first token (left out or not)
+    self_similarity: np.ndarray  # [R] baseline-adjusted; empty without a word
+    self_similarity_raw: np.ndarray  # [R]; empty without a word
+    word_mev: np.ndarray  # [R]; empty without a word
+    word: str | None = None
+    word_count: int = 0  # kept occurrences of the word
+    word_texts: int = 0  # texts it occurs in
+    options: dict = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------- attention: heads, rollout, flow
+
+@dataclass
+class HeadPatterns:
+    model: str
+    tokens: list[str]
+    layer: int  # 1-based
+    n_heads: int
+    attention: np.ndarray  # [H, T, T] query × key
+
+
+@dataclass
+class HeadSummary:
+    model: str
+    n_layers: int
+    n_heads: int
+    entropy: np.ndarray  # [L, H] mean attention entropy (nats) on the prompt
+    max_entropy: float  # log(T): the entropy of uniform attention over the whole prompt
+    prev_token: np.ndarray  # [L, H] on the repeated random sequence
+    induction: np.ndarray  # [L, H] on the repeated random sequence
+    repeat_tokens: list[str]  # the random sequence, decoded (both copies)
+    repeat_length: int
+    repeat_offset: int  # special tokens before the first copy
+    causal: bool = True
+    options: dict = field(default_factory=dict)
+
+
+@dataclass
+class RolloutResult:
+    """Rows follow ``layers`` (block 1..L, the state after that block); columns the input tokens."""
+
+    model: str
+    tokens: list[str]
+    position: int  # the output position whose rollout row is shown
+    layers: list[str]  # "1".."L"
+    rollout: np.ndarray  # [L, T] row ``position`` of R_l
+    attention: np.ndarray  # [L, T] row ``position`` of the head-averaged Ā_l (no residual), for comparison
+    method: str = "rollout"
+    note: str = ""
+    options: dict = field(default_factory=dict)
+
+
+@dataclass
+class FlowResult:
+    model: str
+    tokens: list[str]
+    position: int
+    layers: list[str]  # the layer rows that were solved ("1".."L"), one per row below
+    flow: np.ndarray  # [rows, T] normalised max-flow from (l, position) to each input token
+    raw_flow: np.ndarray  # [rows, T] the max-flow values before normalising
+    method: str = "flow"
+    note: str = ""
+    options: dict = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------- information-flow routes
+
+@dataclass
+class AttentionContributions:
+    """Attention block ``layer`` (1-based) at target ``position``, before any threshold."""
+
+    model: str
+    tokens: list[str]
+    layer: int
+    position: int
+    residual: float  # importance of the residual part
+    sources: np.ndarray  # [T] importance of each source position, summed over heads
+    heads: np.ndarray  # [H, T] importance of each (head, source)
+    n_kv_heads: int = 0
+    options: dict = field(default_factory=dict)
+
+
+@dataclass
+class RouteGraph:
+    """The route subgraph reachable backwards from the prediction at ``position``.
+
+    Nodes: ("emb", 0, j) the embeddings; ("attn", l, i) the residual stream after
+    block l's attention; ("mlp", l, i) after block l (its MLP). Each edge enters a
+    node of its ``edge_block`` in ``edge_layer`` (1-based) at ``edge_dst``:
+    attention block: from the stream after block l−1 (embeddings for l = 1) at
+    ``edge_src``; MLP block: from the attention node of the same layer and position,
+    either directly (kind residual) or through the MLP (kind mlp).
+    """
+
+    model: str
+    tokens: list[str]
+    n_layers: int
+    n_heads: int
+    position: int
+    threshold: float
+    prediction: str  # the model's own top-1 next token at ``position``
+    edge_layer: np.ndarray  # [E] int, 1-based
+    edge_block: np.ndarray  # [E] int, index into BLOCKS
+    edge_kind: np.ndarray  # [E] int, index into KINDS
+    edge_src: np.ndarray  # [E] source position
+    edge_dst: np.ndarray  # [E] target position
+    edge_importance: np.ndarray  # [E] normalised importance (before thresholding)
+    edge_share: np.ndarray  # [E] renormalised over the edges kept into the same node
+    targets_computed: int = 0  # attention-block (layer, position) targets evaluated
+    options: dict = field(default_factory=dict)
+
+    def nodes(self) -> set[tuple[str, int, int]]:
+        out = set()
+        for l, b, s, t in zip(self.edge_layer.tolist(), self.edge_block.tolist(),
+                              self.edge_src.tolist(), self.edge_dst.tolist()):
+            if BLOCKS[b] == "attn":
+                out.add(("attn", l, t))
+                out.add(("emb", 0, s) if l == 1 else ("mlp", l - 1, s))
+            else:
+                out.add(("mlp", l, t))
+                out.add(("attn", l, s))
+        return out
+
+
+@dataclass
+class NodeDetail:
+    """One node of the route graph: who wrote into it, and what it reads as."""
+
+    model: str
+    tokens: list[str]
+    layer: int  # 1-based
+    position: int
+    block: str  # "attn" or "mlp"
+    residual_importance: float
+    block_importance: float  # attn: Σ over heads and sources; mlp: the MLP's importance
+    head_importance: np.ndarray  # [H] Σ over sources (attn); empty for mlp
+    head_sources: np.ndarray  # [H, T] (attn); empty for mlp
+    items: list[dict]  # heads (attn) or top neurons (mlp): importance and promoted / suppressed tokens
+    lens_tokens: list[str]  # logit-lens top tokens of the node's state
+    lens_probs: np.ndarray  # [k]
+    note: str = ""
+    options: dict = field(default_factory=dict)

@@ -1,28 +1,25 @@
 """Attention flow: where the information behind a prediction came from, layer by layer."""
-import json
-
-import pandas as pd
 import streamlit as st
 
-from lens.figures.attention import (SUMMARY_METRICS, head_grid_figure, head_summary_figure, node_bars_figure,
-                                    pattern_figure, rollout_figure, route_figure, token_labels)
-from lens.results import to_json_dict
-from lens.rollout import flow_limit
-from lens.routes import ROUTE_MAX_TOKENS
-from lens.tokens import visible
-from ui import state
-from ui.routing import use_app_router
+from ui.routing import require_app_router
 
-use_app_router()
+require_app_router()
+
+from lens.analysis.flow_plan import plan_flow  # noqa: E402
+from lens.figures.attention import (SUMMARY_METRICS, clicked_node, head_grid_figure, head_summary_figure,  # noqa: E402
+                                    node_bars_figure, node_table, pattern_figure, rollout_figure, route_figure,
+                                    token_labels)
+from lens.model.tokens import visible  # noqa: E402
+from lens.options import ROUTE_MAX_TOKENS  # noqa: E402
+from ui import state  # noqa: E402
 from ui.errors import shown_in_page  # noqa: E402
+from ui.widgets import chart, download_json  # noqa: E402
 
-PLOT_CONFIG = {"toImageButtonOptions": {"format": "png", "scale": 2}}
 VIEWS = ["Routes", "Rollout & flow", "Heads"]
 
 
 def download(result, name: str) -> None:
-    st.download_button(f"Download the numbers (JSON): {name}", json.dumps(to_json_dict(result), ensure_ascii=False),
-                       file_name=f"{name}.json", mime="application/json", key=f"dl-{name}")
+    download_json(result, name, f"Download the numbers (JSON): {name}")
 
 
 st.title("Attention flow")
@@ -75,9 +72,8 @@ position = int(position) if position is not None and position in POSITIONS else 
 
 # ---------------------------------------------------------------- routes
 if view == "Routes":
-    if not info.has_lm_head or info.model_type == "bert":
-        st.warning(f"{info.name} is a BERT-style encoder: it normalises after each sub-block (post-LN) and has no "
-                   "language-model head, so routes and vocabulary projections do not apply. "
+    if not info.supports_routes:
+        st.warning(f"Routes do not apply to {info.name}: {info.routes_note}. "
                    "Attention patterns and rollout do: pick *Heads* or *Rollout & flow* above.")
     elif T > ROUTE_MAX_TOKENS:
         st.warning(f"Routes keep every layer's attention (layers × heads × T² numbers); they are limited to "
@@ -96,15 +92,15 @@ if view == "Routes":
             sel = (st.session_state.get("route-graph") or {}).get("selection", {}).get("points", [])
             if sel and sel != st.session_state.get("_route_sel"):
                 st.session_state["_route_sel"] = sel
-                cd = sel[0].get("customdata")
-                if cd and cd[2] in ("attn", "mlp"):
-                    st.session_state["node_layer"] = int(cd[0])
-                    st.session_state["node_pos"] = str(int(cd[1]))
-                    st.session_state["node_block"] = "attention" if cd[2] == "attn" else "MLP"
+                node = clicked_node(sel)
+                if node is not None:
+                    st.session_state["node_layer"] = node[0]
+                    st.session_state["node_pos"] = str(node[1])
+                    st.session_state["node_block"] = "attention" if node[2] == "attn" else "MLP"
             cur = (st.session_state.get("node_layer"), st.session_state.get("node_pos"),
                    "attn" if st.session_state.get("node_block", "attention") == "attention" else "mlp")
             fig = route_figure(graph, cur if cur[0] else None)
-            st.plotly_chart(fig, key="route-graph", on_select="rerun", selection_mode="points", config=PLOT_CONFIG)
+            chart(fig, key="route-graph", on_select="rerun", selection_mode="points")
             st.caption(f"{len(graph.edge_layer)} edges; {graph.targets_computed} attention-block nodes evaluated "
                        f"(only what can reach the prediction is computed). Model's prediction here: "
                        f"“{visible(graph.prediction)}”.")
@@ -124,22 +120,10 @@ if view == "Routes":
                 detail = backend.node_detail(text, int(layer), npos,
                                              "attn" if block == "attention" else "mlp")
             if detail is not None:
-                st.plotly_chart(node_bars_figure(detail), key="node-bars", config=PLOT_CONFIG)
+                chart(node_bars_figure(detail), key="node-bars")
                 st.markdown("**Logit lens of this node** (what the stream here would predict): " + " · ".join(
                     f"`{visible(t)}` {p:.2f}" for t, p in zip(detail.lens_tokens, detail.lens_probs.tolist())))
-                rows = []
-                for it in sorted(detail.items, key=lambda it: -it["importance"]):
-                    row = {"head" if block == "attention" else "neuron": it.get("head", it.get("neuron")),
-                           "importance": round(it["importance"], 4)}
-                    if block == "attention":
-                        row["reads from"] = ", ".join(f"{j}·{visible(tokens[j])} ({w:.3f})"
-                                                      for j, w in it["top_sources"][:3])
-                    else:
-                        row["activation"] = round(it["activation"], 3)
-                    row["promotes"] = " ".join(visible(t) for t in it["promoted"][:6])
-                    row["suppresses"] = " ".join(visible(t) for t in it["suppressed"][:6])
-                    rows.append(row)
-                st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+                st.dataframe(node_table(detail), hide_index=True, width="stretch")
                 st.caption("Promotes / suppresses: the tokens whose logits the write raises / lowers most when it is "
                            "projected onto the vocabulary (final norm's scale, then the unembedding). "
                            + (detail.note or ""))
@@ -154,33 +138,27 @@ elif view == "Rollout & flow":
     with shown_in_page("Rollout", stop=False):
         roll = backend.rollout(text, position)
     if roll is not None:
-        st.plotly_chart(rollout_figure(roll), key="rollout", config=PLOT_CONFIG)
+        chart(rollout_figure(roll), key="rollout")
         download(roll, "rollout")
-    L = info.n_layers
-    causal = info.has_lm_head
-    S = position + 1 if causal else T
-    all_layers = list(range(1, L + 1))
-    lim_all, lim_last = flow_limit(all_layers, causal), flow_limit([L], causal)
+    plan = plan_flow(info.n_layers, T, position, info.is_causal)
     st.markdown("**Attention flow** (max-flow through the same graph, networkx)")
     st.caption(f"Flow solves one max-flow problem per input token and layer on a graph of ~L·T²/2 edges, so it is "
-               f"limited: every layer's row up to {lim_all} tokens, the last layer's row up to {lim_last} tokens "
-               f"(counting up to the chosen position) for this {L}-layer model. Here: {S} tokens.")
-    if S > lim_last:
-        st.info(f"This prompt is too long for attention flow ({S} > {lim_last} tokens up to the chosen position). "
-                "Pick an earlier position or a shorter prompt; rollout above has no such limit.")
+               f"limited: every layer's row up to {plan.limit_all} tokens, the last layer's row up to "
+               f"{plan.limit_last} tokens (counting up to the chosen position) for this {info.n_layers}-layer model. "
+               f"Here: {plan.sources} tokens.")
+    if not plan.feasible:
+        st.info(f"This prompt is too long for attention flow ({plan.sources} > {plan.limit_last} tokens up to the "
+                "chosen position). Pick an earlier position or a shorter prompt; rollout above has no such limit.")
     elif st.toggle("Compute attention flow", key="flow", bind="query-params",
                    help="A few seconds on this CPU; the result is cached."):
-        layers = None if S <= lim_all else [L]
-        if layers:
-            st.caption(f"Only the last layer's row ({S} > {lim_all} tokens for every layer).")
+        if plan.layers:
+            st.caption(f"Only the last layer's row ({plan.sources} > {plan.limit_all} tokens for every layer).")
         flow = None
         with shown_in_page("Attention flow", stop=False):
             with st.spinner("Solving max-flow problems…"):
-                flow = backend.attention_flow(text, position, layers)
+                flow = backend.attention_flow(text, position, plan.layers)
         if flow is not None:
-            if layers:
-                flow.flow, flow.layers = flow.flow[-1:], flow.layers[-1:]
-            st.plotly_chart(rollout_figure(flow), key="flow-chart", config=PLOT_CONFIG)
+            chart(rollout_figure(flow), key="flow-chart")
             download(flow, "flow")
 
 # ---------------------------------------------------------------- heads
@@ -191,12 +169,12 @@ else:
     with shown_in_page("Head patterns", stop=False):
         pats = backend.head_patterns(text, int(layer))
     if pats is not None:
-        st.plotly_chart(head_grid_figure(pats), key="head-grid", config=PLOT_CONFIG)
+        chart(head_grid_figure(pats), key="head-grid")
         heads = [str(h) for h in range(pats.n_heads)]
         head = st.pills("Click a head to enlarge it", heads, default="0", key="head", bind="query-params",
                         format_func=lambda h: f"head {h}")
         head = int(head) if head in heads else 0
-        st.plotly_chart(pattern_figure(pats, head), key="head-pattern", config=PLOT_CONFIG)
+        chart(pattern_figure(pats, head), key="head-pattern")
         download(pats, "head_patterns")
     st.subheader("Every head at a glance")
     metric = st.selectbox("Score", list(SUMMARY_METRICS), format_func=lambda k: SUMMARY_METRICS[k][0],
@@ -210,7 +188,7 @@ else:
         st.caption(SUMMARY_METRICS[metric][2] + (
             f" The repeated sequence: {summary.repeat_length} random tokens, twice." if metric != "entropy" else
             f" Uniform attention over the whole prompt would be {summary.max_entropy:.2f} nats."))
-        st.plotly_chart(head_summary_figure(summary, metric), key="head-summary", config=PLOT_CONFIG)
+        chart(head_summary_figure(summary, metric), key="head-summary")
         download(summary, "head_summary")
 
 st.caption(f"{info.name} · {T} tokens · {info.n_layers} layers · {info.n_heads} heads. "

@@ -1,16 +1,15 @@
 """Logit lens page: a layers × positions heatmap of what each layer would predict."""
-import json
-
 import streamlit as st
 
-from lens.figures.logit_lens import METRICS, logit_lens_figure
-from lens.logit_lens import LensOptions
-from lens.results import to_json_dict
-from ui import state
-from ui.routing import use_app_router
+from ui.routing import require_app_router
 
-use_app_router()
-from ui.errors import shown_in_page
+require_app_router()
+
+from lens.figures.logit_lens import METRICS, logit_lens_figure  # noqa: E402
+from lens.options import LensOptions  # noqa: E402
+from ui import state  # noqa: E402
+from ui.errors import shown_in_page  # noqa: E402
+from ui.widgets import chart, download_json  # noqa: E402
 
 WINDOW = 48  # positions shown at once by default on long prompts
 
@@ -67,14 +66,11 @@ if n > WINDOW:
     start = st.slider("Positions shown", 0, n - 1, (max(0, n - WINDOW), n - 1), key="window",
                       help="Long prompts: choose the stretch of positions to draw.")
     window = (start[0], start[1] + 1)
-show_tokens = window[1] - window[0] <= 64
-fig = logit_lens_figure(result, metric=metric, stride=int(stride), columns=window, show_tokens=show_tokens)
-st.plotly_chart(fig, key="lens-heatmap", config={"toImageButtonOptions": {"format": "png", "scale": 2}})
-final = [t for t in result.final_prediction]
+fig = logit_lens_figure(result, metric=metric, stride=int(stride), columns=window)
+chart(fig, key="lens-heatmap")
 st.caption(
     f"{info.name} · {len(result.tokens)} tokens · {info.n_layers} layers. "
-    f"The model's own next-token prediction at the last position: “{final[-1]}”. "
+    f"The model's own next-token prediction at the last position: “{result.final_prediction[-1]}”. "
     "Use the camera icon on the chart to save a PNG for slides."
 )
-st.download_button("Download the numbers (JSON)", json.dumps(to_json_dict(result), ensure_ascii=False),
-                   file_name="logit_lens.json", mime="application/json")
+download_json(result, "logit_lens")

@@ -1,42 +1,28 @@
 """Projections page: how each token's representation moves through the layers, and the geometry in numbers."""
-import json
-import logging
 import time
 
 import streamlit as st
 
-from lens.errors import LensError
-from lens.examples import CORPORA
-from lens.figures.projection import (COLOR_BY, LINE_METRICS, aligned_figure, layer_similarity_figure, metric_figure,
-                                     trajectory_figure)
-from lens.geometry import EXPLANATIONS, GeometryOptions
-from lens.points import word_key
-from lens.projection import ProjectionOptions
-from lens.results import to_json_dict
-from ui import state
-from ui.routing import use_app_router
+from ui.routing import require_app_router
 
-use_app_router()
+require_app_router()
 
-log = logging.getLogger("layerlens")
+from lens.examples import CORPORA  # noqa: E402
+from lens.figures.projection import (COLOR_BY, LINE_METRICS, aligned_figure, layer_similarity_figure,  # noqa: E402
+                                     metric_figure, trajectory_figure)
+from lens.model.tokens import word_matches  # noqa: E402
+from lens.options import GeometryOptions, ProjectionOptions  # noqa: E402
+from lens.results import EXPLANATIONS  # noqa: E402
+from ui import state  # noqa: E402
+from ui.errors import shown_in_page  # noqa: E402
+from ui.widgets import chart, download_json  # noqa: E402
+
 MAX_TEXTS = 100
 FIRST_CORPUS = next(iter(CORPORA))
 # Widget options are what the URL shows (?source=Corpus&mode=Layer+by+layer&method=UMAP).
 METHODS = {"PCA": "pca", "UMAP": "umap"}
 MODES = {"Trajectories": "joint", "Layer by layer": "aligned"}
 SOURCES = {"Prompt": "prompt", "Corpus": "corpus"}
-
-
-def soft(what: str, fn):
-    """Run ``fn``; a problem becomes a message in the page and the rest of the page still shows."""
-    try:
-        return fn()
-    except LensError as exc:
-        st.error(f"{what}: {exc}", icon="⚠️")
-    except Exception as exc:  # keep the page usable whatever went wrong
-        log.exception("%s failed", what)
-        st.error(f"{what} failed unexpectedly ({type(exc).__name__}: {exc}).", icon="⚠️")
-    return None
 
 
 def _use_corpus() -> None:
@@ -133,12 +119,14 @@ options = ProjectionOptions(method=method, mode=mode, dims=int(dims), rms_scale=
 
 bar = st.empty()
 t0 = time.perf_counter()
-if method == "umap":
-    with st.spinner("Fitting UMAP…"):
-        result = soft("Projection", lambda: backend.projection(
-            inputs, options, progress=lambda f, m: bar.progress(min(1.0, f), text=f"UMAP: {m}")))
-else:
-    result = soft("Projection", lambda: backend.projection(inputs, options))
+result = None
+with shown_in_page("Projection", stop=False):
+    if method == "umap":
+        with st.spinner("Fitting UMAP…"):
+            result = backend.projection(inputs, options,
+                                        progress=lambda f, m: bar.progress(min(1.0, f), text=f"UMAP: {m}"))
+    else:
+        result = backend.projection(inputs, options)
 elapsed = time.perf_counter() - t0
 bar.empty()
 
@@ -149,12 +137,11 @@ if result is not None:
         lo, hi = st.select_slider("Layers shown", options=labels, value=(labels[0], labels[-1]), key="rows",
                                   bind="query-params", help="Fewer layers make the paths easier to read.")
         r0, r1 = sorted((labels.index(lo), labels.index(hi)))
-        key = word_key(word) if word and word.strip() else None
-        marked = [i for i, t in enumerate(result.tokens) if key and word_key(t) == key]
-        fig = trajectory_figure(result, color_by=color_by, rows=list(range(r0, r1 + 1)), highlight=marked)
+        fig = trajectory_figure(result, color_by=color_by, rows=list(range(r0, r1 + 1)),
+                                highlight=word_matches(result.tokens, word))
     else:
         fig = aligned_figure(result, color_by=color_by)
-    st.plotly_chart(fig, key="projection", config={"toImageButtonOptions": {"format": "png", "scale": 2}})
+    chart(fig, key="projection")
     cached = elapsed < 0.5 * result.seconds
     fit = f"{result.method.upper()} fitted in {result.seconds:.2f} s" + (" (shown from the cache)" if cached else "")
     left = [w for w, on in (("the first token", skip_first), ("special tokens", skip_special)) if on]
@@ -165,16 +152,16 @@ if result is not None:
         + (f" · left out: {' and '.join(left)}" if left else "")
         + ". Hover a dot for its token and layer; the camera icon saves a PNG."
     )
-    st.download_button("Download the coordinates (JSON)", json.dumps(to_json_dict(result), ensure_ascii=False),
-                       file_name="projection.json", mime="application/json", key="dl-projection")
+    download_json(result, "projection", "Download the coordinates (JSON)")
 
 st.header("Geometry through depth")
 gopts = GeometryOptions(skip_first=skip_first, skip_special=skip_special)
-geo = soft("Geometry", lambda: backend.geometry(inputs, gopts))
-geo_word = None
+geo = geo_word = None
+with shown_in_page("Geometry", stop=False):
+    geo = backend.geometry(inputs, gopts)
 if geo is not None and word and word.strip():
-    geo_word = soft(f"Self-similarity of {word.strip()!r}",
-                    lambda: backend.geometry(inputs, GeometryOptions(skip_first, skip_special, word.strip())))
+    with shown_in_page(f"Self-similarity of {word.strip()!r}", stop=False):
+        geo_word = backend.geometry(inputs, GeometryOptions(skip_first, skip_special, word.strip()))
 if geo is not None:
     shown = geo_word or geo
     keys = [k for k in LINE_METRICS if getattr(shown, k).size]
@@ -182,17 +169,16 @@ if geo is not None:
         cols = st.columns(2)
         for col, key in zip(cols, keys[i:i + 2]):
             fig = metric_figure(shown, key)
-            col.plotly_chart(fig, key=f"metric-{key}")
+            chart(fig, key=f"metric-{key}", where=col)
             col.caption(EXPLANATIONS[key][1])
     if shown.word:
         st.caption(f"“{shown.word}” occurs {shown.word_count} times in {shown.word_texts} "
                    f"{'sentence' if shown.word_texts == 1 else 'sentences'}. Baseline-adjusted means minus the "
                    "anisotropy baseline, so 0 = no more alike than two random tokens.")
     c1, c2 = st.columns([3, 2])
-    c1.plotly_chart(layer_similarity_figure(shown), key="layer-similarity")
+    chart(layer_similarity_figure(shown), key="layer-similarity", where=c1)
     c2.markdown(EXPLANATIONS["layer_similarity"][1])
     c2.caption("Each cell is the mean over tokens of the cosine between the token's vector at the two layers "
                "(raw residual stream, no scaling). Compare with the trajectories above: long flat stretches "
                "of a path match bright blocks here.")
-    c2.download_button("Download the metrics (JSON)", json.dumps(to_json_dict(shown), ensure_ascii=False),
-                       file_name="geometry.json", mime="application/json", key="dl-geometry")
+    download_json(shown, "geometry", "Download the metrics (JSON)", where=c2)

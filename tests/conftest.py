@@ -19,9 +19,28 @@ if str(REPO_ROOT) not in sys.path:
 warnings.filterwarnings("ignore")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
-from lens.adapters import adapt  # noqa: E402
-from lens.tiny import tiny_model  # noqa: E402
-from lens.trace import CaptureSpec, capture  # noqa: E402
+
+def _session_cache() -> Path:
+    """A results cache of the test session's own (in-process pages, servers and CLI runs alike), with the
+    converted models shared from the real cache/models: nothing a test computes lands in cache/results."""
+    import atexit
+    import shutil
+    import tempfile
+
+    root = Path(tempfile.mkdtemp(prefix="layerlens-tests-"))
+    models = REPO_ROOT / "cache" / "models"
+    models.mkdir(parents=True, exist_ok=True)
+    (root / "models").symlink_to(models, target_is_directory=True)
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
+    return root
+
+
+TEST_CACHE = _session_cache()
+os.environ["LAYERLENS_CACHE"] = str(TEST_CACHE)
+
+from lens.model.adapters import adapt  # noqa: E402
+from lens.model.tiny import tiny_model  # noqa: E402
+from lens.model.trace import CaptureSpec, capture  # noqa: E402
 
 # A prompt whose byte tokens repeat ("e" several times) so targets and next tokens are interesting.
 TINY_PROMPT = "hello there, the end; see me here"
@@ -31,7 +50,7 @@ TINY_PROMPT = "hello there, the end; see me here"
 def tiny():
     """``tiny(arch)`` -> (model, tokenizer, adapter), built once per architecture.
 
-    Tests that mutate a model must build their own with ``lens.tiny.tiny_model``.
+    Tests that mutate a model must build their own with ``lens.model.tiny.tiny_model``.
     """
     built: dict[str, tuple] = {}
 
@@ -138,6 +157,8 @@ def run_cli():
     def run(args, cache_dir, timeout: float = 300, extra_env: dict | None = None):
         env = dict(os.environ)
         env["LAYERLENS_CACHE"] = str(cache_dir)
+        if not (Path(cache_dir) / "models").exists():  # reuse the converted models
+            (Path(cache_dir) / "models").symlink_to(TEST_CACHE / "models", target_is_directory=True)
         env.pop("LAYERLENS_DEBUG", None)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
         env.update(extra_env or {})
@@ -150,6 +171,6 @@ def run_cli():
 @pytest.fixture(scope="session")
 def bundled():
     """The real bundled model, loaded once (converted into cache/ on first use)."""
-    from lens.models import load_model
+    from lens.model.loading import load_model
 
     return load_model("smollm2-135m")

@@ -7,10 +7,10 @@ import pytest
 import torch
 from torch import nn
 
-from lens.adapters import SPECS, adapt, supported_types
+from lens.model.adapters import SPECS, adapt, supported_types
 from lens.errors import LensError, UnsupportedArchitecture
-from lens.tiny import TINY_ARCHS, tiny_model
-from lens.trace import CaptureSpec, capture
+from lens.model.tiny import TINY_ARCHS, tiny_model
+from lens.model.trace import CaptureSpec, capture
 
 PROMPT = "The quick brown fox, 42 times!"
 ATOL = 1e-4

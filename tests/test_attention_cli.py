@@ -33,7 +33,7 @@ def test_clean_errors(run_cli, tmp_path):
     for args, msg in (
         (["contributions", "--model", "tiny-llama", "--prompt", "hi", "--layer", "9"], "out of range"),
         (["contributions", "--model", "tiny-llama", "--prompt", "hi", "--layer", "1", "--position", "7"], "outside"),
-        (["contributions", "--model", "tiny-gpt_neox", "--prompt", "hi", "--layer", "1"], "not supported"),
+        (["contributions", "--model", "tiny-gpt_neox", "--prompt", "hi", "--layer", "1"], "routes do not apply"),
         (["rollout", "--model", "tiny-llama", "--prompt", "x" * 40, "--flow"], None),
     ):
         r = run_cli(args, tmp_path)

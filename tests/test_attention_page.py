@@ -1,5 +1,6 @@
 """The attention-flow page in-process (AppTest) with the bundled model and the encoder."""
-import numpy as np
+import json
+
 from streamlit.testing.v1 import AppTest
 
 PROMPT = "The capital of France is"
@@ -26,16 +27,29 @@ def test_routes_view_and_drill_down(repo_root):
     assert at.title[0].value == "Attention flow"
     assert len(charts(at)) == 2  # the route graph and the drill-down bars
     assert any("Logit lens of this node" in m.value for m in at.markdown)
-    assert len(at.dataframe) == 1 and len(at.dataframe[0].value) == 9  # SmolLM2: 9 heads
-    # Another node: the MLP of layer 10 at position 3, then a higher threshold.
+    heads = at.dataframe[0].value
+    assert len(at.dataframe) == 1 and len(heads) == 9 and "head" in heads.columns  # SmolLM2: 9 heads
+    assert list(heads["importance"]) == sorted(heads["importance"], reverse=True)
+    edges_before = next(c.value for c in at.caption if "edges;" in c.value)
+
+    # Another node: the MLP of layer 10 at position 3.
     at.number_input(key="node_layer").set_value(10)
     at.selectbox(key="node_pos").set_value("3")
+    at.query_params["node_block"] = "MLP"
+    at.session_state["node_block"] = "MLP"
     at.run()
-    at.get("button_group")  # the block control exists
-    assert not at.exception and not at.error
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    neurons = at.dataframe[0].value
+    assert "neuron" in neurons.columns and "activation" in neurons.columns and len(neurons) == 10
+    bars = json.loads(charts(at)[1].proto.spec)["data"][0]
+    assert list(bars["x"][:2]) == ["residual", "MLP"] and "MLP at position 3" in json.loads(
+        charts(at)[1].proto.spec)["layout"]["title"]["text"]
+
+    # A higher threshold keeps fewer edges.
     at.slider(key="threshold").set_value(0.08).run()
     assert not at.exception and not at.error
-    assert any("edges" in c.value for c in at.caption)
+    edges_after = next(c.value for c in at.caption if "edges;" in c.value)
+    assert int(edges_after.split()[0]) < int(edges_before.split()[0])
 
 
 def test_rollout_and_flow_view(repo_root):
@@ -65,7 +79,7 @@ def test_flow_limit_is_stated_for_long_prompts(repo_root):
 
 def test_encoder_marks_routes_as_not_applicable(repo_root):
     at = open_page(repo_root, model="minilm-l6")
-    assert any("routes and vocabulary projections do not apply" in w.value for w in at.warning)
+    assert any("Routes do not apply to minilm-l6" in w.value and "post-LN" in w.value for w in at.warning)
     at2 = open_page(repo_root, model="minilm-l6", view="Heads")
     assert not at2.error and len(charts(at2)) == 3
     at3 = open_page(repo_root, model="minilm-l6", view="Rollout & flow")

@@ -95,3 +95,38 @@ def test_attention_page_draws_routes_and_rollout(page):
         timeout=120_000)
     assert "view=Rollout" in page.url
     assert page.locator("text=Traceback").count() == 0
+
+
+COLD_LINKS = {  # path -> (prompt, the page's title): each opened at once on a server that has served nothing yet
+    "/logit_lens": ("The opposite of hot is", "Logit lens"),
+    "/attention": ("The capital of France is", "Attention flow"),
+    "/projection": ("One two three four five", "Projections"),
+    "/": ("The capital of Italy is", "LayerLens"),
+}
+
+
+def test_shared_links_on_a_cold_server_keep_their_view():
+    """Deep links opened together on a freshly started server: each shows its own view, with the shared
+    sidebar holding the link's prompt. (Streamlit serves pages/ files directly until the router has run once:
+    this fails if the rerouting in ui/routing.py stops working.)"""
+    with streamlit_server() as url, sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        tabs = {}
+        for path, (prompt, _) in COLD_LINKS.items():
+            tab = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
+            tab.goto(f"{url}{path}?prompt={quote(prompt)}", wait_until="commit")  # all four in flight at once
+            tabs[path] = tab
+        for path, tab in tabs.items():
+            prompt, title = COLD_LINKS[path]
+            tab.wait_for_selector(PLOT, timeout=240_000)
+            wait_idle(tab, timeout=240_000)
+            name = path.strip("/") or "home"
+            tab.screenshot(path=str(ARTIFACTS / f"cold_{name}.png"))
+            box = tab.get_by_role("textbox", name="Prompt", exact=True)
+            assert box.input_value() == prompt, (path, box.input_value())
+            assert tab.get_by_role("heading", name=title).count() >= 1, path
+            assert tab.locator("[data-testid=stSidebar]").get_by_text("Model", exact=True).count() == 1, path
+            alerts = " ".join(tab.locator("[data-testid=stAlert]").all_inner_texts())
+            assert "Type a prompt" not in alerts, (path, alerts)
+            assert tab.locator("text=Traceback").count() == 0, path
+        browser.close()

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from lens.logit_lens import LensOptions, logit_lens
-from lens.models import default_cache_root
-from lens.trace import CaptureSpec, capture
+from lens.analysis.logit_lens import logit_lens
+from lens.options import LensOptions
+from lens.model.trace import CaptureSpec, capture
 
 FRANCE = "The capital of France is"
 LONGER = "When Mary and John went to the store, John gave a drink to Mary because she was thirsty"
@@ -86,8 +86,7 @@ def test_full_lens_against_float64_reference(bundled, reference, topk_matches):
 
 
 def test_cli_json_on_bundled_model(bundled, run_cli, tmp_path):
-    # Results go to a fresh cache; the converted model is reused from the real cache.
-    (tmp_path / "models").symlink_to(default_cache_root() / "models", target_is_directory=True)
+    # Results go to a fresh cache; run_cli links the converted model from the real cache.
     proc = run_cli(["logit-lens", "--model", "smollm2-135m", "--prompt", FRANCE, "--json", "--top-k", "3"],
                    tmp_path)
     err = proc.stderr.decode("utf-8", "replace")

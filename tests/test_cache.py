@@ -11,11 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import lens.backend as backend_mod
-from lens.backend import LocalBackend
+import lens.local_backend as backend_mod
+from lens.local_backend import LocalBackend
 from lens.cache import ResultCache, make_key
-from lens.logit_lens import LensOptions, LogitLensResult
-from lens.models import load_model
+from lens.options import LensOptions
+from lens.results import LogitLensResult
+from lens.model.loading import load_model
 
 LENS_DIR = Path(__file__).resolve().parent.parent / "lens"
 

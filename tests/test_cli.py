@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from lens.cli import _read_prompt
-from lens.tiny import tiny_model
+from lens.cli.common import read_prompt as _read_prompt
+from lens.model.tiny import tiny_model
 
 PROMPT = "hello there"
 ODD = "héllo 👋🏽 e\u0301 שלום עולם\n\tend\u200f"

@@ -10,12 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-from lens.backend import LocalBackend
+from lens.local_backend import LocalBackend
 from lens.errors import LensError
 from lens.examples import CORPORA
-from lens.geometry import GeometryOptions, geometry_points, mean_pair_cosine, unit
-from lens.models import load_model
-from lens.points import PointSet, word_key
+from lens.analysis.geometry import geometry_points, mean_pair_cosine, unit
+from lens.options import GeometryOptions
+from lens.model.loading import load_model
+from lens.analysis.points import PointSet
+from lens.model.tokens import word_key
 
 RNG = np.random.default_rng(1)
 

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from lens.backend import LocalBackend
+from lens.local_backend import LocalBackend
 from lens.errors import LensError
-from lens.heads import attention_entropy, repeat_scores, repeated_random_ids
-from lens.models import load_model
+from lens.analysis.heads import attention_entropy, repeat_scores, repeated_random_ids
+from lens.model.loading import load_model
 
 
 def model_attentions(loaded, text):

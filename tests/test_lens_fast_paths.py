@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-import lens.logit_lens as ll
-from lens.logit_lens import LensOptions, logit_lens
+import lens.analysis.logit_lens as ll
+from lens.analysis.logit_lens import logit_lens
+from lens.options import LensOptions
 
 
 @pytest.mark.parametrize("V", [4096, 4096 + 37, 49152])

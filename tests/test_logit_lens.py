@@ -5,11 +5,12 @@ import numpy as np
 import pytest
 import torch
 
-import lens.logit_lens as ll
+import lens.analysis.logit_lens as ll
 from lens.errors import LensError
-from lens.logit_lens import LensOptions, logit_lens, resolve_target
-from lens.tiny import TINY_ARCHS
-from lens.trace import CaptureSpec, capture
+from lens.analysis.logit_lens import logit_lens, resolve_target
+from lens.options import LensOptions
+from lens.model.tiny import TINY_ARCHS
+from lens.model.trace import CaptureSpec, capture
 
 ATOL = 2e-5  # float32 chunked statistics against float64
 

@@ -8,8 +8,8 @@ from streamlit.testing.v1 import AppTest
 
 from plotly_json import array, charts
 
-from lens.models import load_model
-from lens.tokens import visible
+from lens.model.loading import load_model
+from lens.model.tokens import visible
 
 FRANCE = "The capital of France is"
 APP = str(Path(__file__).resolve().parent.parent / "app.py")

@@ -8,14 +8,15 @@ import numpy as np
 import pytest
 import torch
 
-import lens.projection as projection
-from lens.backend import LocalBackend
+import lens.analysis.projection as projection
+from lens.local_backend import LocalBackend
 from lens.cache import ResultCache
 from lens.errors import LensError
-from lens.models import load_model
-from lens.points import select_points, word_key
-from lens.projection import (ProjectionOptions, align_layers, knn, pca, procrustes_rotation, project,
-                             project_points)
+from lens.model.loading import load_model
+from lens.analysis.points import select_points
+from lens.model.tokens import word_key
+from lens.analysis.projection import align_layers, knn, pca, procrustes_rotation, project, project_points
+from lens.options import ProjectionOptions
 
 RNG = np.random.default_rng(0)
 
@@ -113,7 +114,7 @@ def test_point_selection(tiny_trace, tiny):
     assert len(select_points([trace], skip_first=False, skip_special=False,
                              special_ids=[trace.token_ids[2]]).tokens) == T
     model, tok, adapter = tiny("llama")
-    from lens.trace import CaptureSpec, capture
+    from lens.model.trace import CaptureSpec, capture
     one = capture(model, adapter, tok("a")["input_ids"], CaptureSpec(), tokens=["a"])
     with pytest.raises(LensError, match="at least 2"):
         select_points([one])

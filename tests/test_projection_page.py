@@ -7,7 +7,7 @@ from streamlit.testing.v1 import AppTest
 from plotly_json import array, charts
 
 from lens.examples import CORPORA
-from lens.models import load_model
+from lens.model.loading import load_model
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 PAGE = "pages/projection.py"

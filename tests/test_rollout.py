@@ -3,10 +3,10 @@ import numpy as np
 import pytest
 import torch
 
-from lens.backend import LocalBackend
+from lens.local_backend import LocalBackend
 from lens.errors import LensError
-from lens.rollout import attention_flow, rollout, rollout_rows, with_residual
-from lens.trace import CaptureSpec, capture
+from lens.analysis.rollout import attention_flow, rollout, rollout_rows, with_residual
+from lens.model.trace import CaptureSpec, capture
 
 
 def recursion(mean_attn: np.ndarray) -> np.ndarray:
@@ -73,8 +73,13 @@ def test_flow_subset_of_layers_and_size_limit():
     A = random_attention(4, 5, True, seed=2)
     full = attention_flow(A, list("abcde"))
     last = attention_flow(A, list("abcde"), layers=[4])
-    np.testing.assert_allclose(last.flow[3], full.flow[3], atol=1e-6)
-    assert np.isnan(last.flow[:3]).all()
+    # Only the solved rows come back, flow and raw flow alike, labelled with their layers.
+    assert last.layers == ["4"] and last.flow.shape == last.raw_flow.shape == (1, 5)
+    np.testing.assert_allclose(last.flow[0], full.flow[3], atol=1e-6)
+    np.testing.assert_allclose(last.raw_flow[0], full.raw_flow[3], atol=1e-6)
+    two = attention_flow(A, list("abcde"), layers=[3, 1])
+    assert two.layers == ["1", "3"]
+    np.testing.assert_allclose(two.flow, full.flow[[0, 2]], atol=1e-6)
     big = random_attention(30, 40, True)
     with pytest.raises(LensError, match="limited to"):
         attention_flow(big, ["x"] * 40)
@@ -113,7 +118,7 @@ def test_bundled_rollout_matches_model_attentions(backend, bundled):
 
 
 def test_encoder_rollout():
-    from lens.models import load_model
+    from lens.model.loading import load_model
 
     enc = LocalBackend(load_model("minilm-l6"), cache=None)
     r = enc.rollout("attention goes both ways here", position=1)

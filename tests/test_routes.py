@@ -3,17 +3,21 @@ import numpy as np
 import pytest
 import torch
 
-from lens.backend import LocalBackend
+from lens.local_backend import LocalBackend
 from lens.errors import LensError
-from lens.routes import (BLOCKS, KINDS, attention_contributions, attention_importance, capture_route_data,
-                         down_projection, mlp_importance, node_detail, output_projection, route_graph)
+from lens.analysis.routes import (RouteData, attention_contributions, attention_importance, mlp_importance,
+                                  node_detail, route_capture, route_graph)
+from lens.model.trace import capture
+from lens.results import BLOCKS, KINDS
 
 PROMPT = "hello there, the end; see me here"
 
 
-def data_for(model, tok, adapter, text=PROMPT, **kw):
+def data_for(model, tok, adapter, text=PROMPT, layers=None, neurons=False):
     ids = tok(text)["input_ids"]
-    return capture_route_data(model, adapter, ids, model_name="m", tokens=[tok.decode([i]) for i in ids], **kw)
+    tr = capture(model, adapter, ids, route_capture(adapter.n_layers, layers, neurons), model_name="m",
+                 tokens=[tok.decode([i]) for i in ids])
+    return RouteData.from_trace(tr)
 
 
 @torch.no_grad()
@@ -22,32 +26,38 @@ def independent_parts(model, adapter, data, l):
     values = pre-attention norm of h_{l-1}, then the value projection; per head A·v·W_O^h."""
     attn = adapter.attn[l]
     x = adapter.attn_norm[l](data.residual[l])
-    sh = data.shape
+    H, KV, hd = adapter.n_heads, adapter.n_kv_heads, adapter.head_dim
     if adapter.model_type == "gpt2":
         d = x.shape[-1]
         v = (x @ attn.c_attn.weight + attn.c_attn.bias)[:, 2 * d:]
         Wo = attn.c_proj.weight  # [H*hd, d]
+    elif adapter.model_type == "phi3":  # fused q (H·hd), k (KV·hd), v (KV·hd)
+        v = attn.qkv_proj(x)[:, (H + KV) * hd:]
+        Wo = attn.o_proj.weight.T
+    elif adapter.model_type == "opt":
+        v = attn.v_proj(x)
+        Wo = attn.out_proj.weight.T
     else:
         v = attn.v_proj(x)
         Wo = attn.o_proj.weight.T
-    v = v.reshape(len(x), sh.n_kv, sh.head_dim).double()
+    v = v.reshape(len(x), KV, hd).double()
     A = data.attentions[l].double()
     T = len(x)
-    z = torch.zeros(T, T, sh.n_heads, Wo.shape[1], dtype=torch.float64)  # fine for a tiny model
-    for h in range(sh.n_heads):
-        g = h // (sh.n_heads // sh.n_kv)
-        vo = v[:, g] @ Wo[h * sh.head_dim:(h + 1) * sh.head_dim].double()  # [T, d]
+    z = torch.zeros(T, T, H, Wo.shape[1], dtype=torch.float64)  # fine for a tiny model
+    for h in range(H):
+        g = h // (H // KV)
+        vo = v[:, g] @ Wo[h * hd:(h + 1) * hd].double()  # [T, d]
         z[:, :, h] = A[h].unsqueeze(-1) * vo.unsqueeze(0)
     return z
 
 
-@pytest.mark.parametrize("arch", ["gpt2", "llama", "qwen2"])
+@pytest.mark.parametrize("arch", ["gpt2", "llama", "qwen2", "phi3", "opt", "gemma"])
 def test_decomposition_sums_to_block_output_tiny(tiny, arch):
     model, tok, adapter = tiny(arch)
     data = data_for(model, tok, adapter)
     for l in range(adapter.n_layers):
         z = independent_parts(model, adapter, data, l)
-        _, b = output_projection(adapter, data.shape, l)
+        _, b = adapter.output_projection(l)
         target = data.attn_out[l].double() - (0 if b is None else b.double())
         torch.testing.assert_close(z.sum((1, 2)), target, atol=1e-5, rtol=1e-5)
         # The fast path's value-outputs give the same parts.
@@ -59,11 +69,11 @@ def test_decomposition_sums_to_block_output_tiny(tiny, arch):
 def test_decomposition_bundled(bundled):
     tok = bundled.tokenizer
     data = data_for(bundled.model, tok, bundled.adapter, "The capital of France is")
-    assert data.shape.n_kv < data.shape.n_heads  # grouped-query attention
+    assert bundled.adapter.n_kv_heads < bundled.adapter.n_heads  # grouped-query attention
     for l in (0, 14, bundled.n_layers - 1):
         VO = data.value_outputs(l)
         s = torch.einsum("hij,jhd->id", data.attentions[l], VO)
-        _, b = output_projection(bundled.adapter, data.shape, l)
+        _, b = bundled.adapter.output_projection(l)
         target = data.attn_out[l] - (0 if b is None else b)
         torch.testing.assert_close(s, target, atol=1e-4 * float(target.abs().max()), rtol=1e-4)
 
@@ -168,7 +178,7 @@ def test_node_detail_sums(tiny):
     data = data_for(model, tok, adapter, neurons=True)
     p = 7
     d = node_detail(data, tok, 2, p, "attn", top_k=5)
-    assert len(d.items) == data.shape.n_heads
+    assert len(d.items) == adapter.n_heads
     assert d.residual_importance + d.block_importance == pytest.approx(1.0, abs=1e-5)
     np.testing.assert_allclose(d.head_sources.sum(1), d.head_importance, atol=1e-6)
     # The projected tokens are the top of W_U·(γ ⊙ centred write), computed here directly.
@@ -177,12 +187,12 @@ def test_node_detail_sums(tiny):
     w = torch.einsum("hs,shd->hd", data.attentions[l][:, p, :p + 1], VO[:p + 1])
     x = (w - w.mean(-1, keepdim=True)) * adapter.final_norm.weight
     logits = x @ adapter.unembed.weight.T
-    for h in range(data.shape.n_heads):
+    for h in range(adapter.n_heads):
         top = logits[h].topk(5).indices.tolist()
         assert d.items[h]["promoted"] == [tok.decode([i]) for i in top]
     m = node_detail(data, tok, 2, p, "mlp", n_neurons=4)
     # Neuron writes add up to the MLP output minus the down-projection bias.
-    Wd = down_projection(adapter, l)
+    Wd = adapter.down_projection(l)
     total = data.neurons[l][p] @ Wd + adapter.mlp[l].c_proj.bias
     torch.testing.assert_close(total, data.mlp_out[l][p], atol=1e-4, rtol=1e-4)
     assert len(m.items) == 4 and m.residual_importance + m.block_importance == pytest.approx(1.0, abs=1e-6)
@@ -191,11 +201,13 @@ def test_node_detail_sums(tiny):
 
 
 def test_unsupported_models(tiny):
-    from lens.models import load_model
+    from lens.model.loading import load_model
 
-    model, tok, adapter = tiny("gpt_neox")
-    with pytest.raises(LensError, match="not supported for gpt_neox yet"):
-        data_for(model, tok, adapter)
+    for arch, why in (("gpt_neox", "in parallel"), ("phi", "in parallel"), ("gemma2", "normalises each sub-block")):
+        model, tok, adapter = tiny(arch)
+        assert not adapter.supports_routes
+        with pytest.raises(LensError, match=why):
+            data_for(model, tok, adapter)
     enc = LocalBackend(load_model("minilm-l6"), cache=None)
     with pytest.raises(LensError, match="post-LN"):
         enc.route_graph("hello world")

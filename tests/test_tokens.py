@@ -6,8 +6,8 @@ import unicodedata
 import pytest
 
 from lens.errors import LensError
-from lens.tiny import tiny_tokenizer
-from lens.tokens import check_prompt, encode, token_strings, visible
+from lens.model.tiny import tiny_tokenizer
+from lens.model.tokens import check_prompt, encode, token_strings, visible
 
 
 @pytest.mark.parametrize("token, shown", [

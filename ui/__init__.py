@@ -1,1 +1,1 @@
-"""Front-end helpers shared by app.py and pages/: state, model loading, error display."""
+"""Front-end helpers shared by app.py and pages/: routing, state, model loading, widgets, error display."""

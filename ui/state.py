@@ -5,9 +5,9 @@ import streamlit as st
 
 from lens.backend import Backend
 from lens.examples import DEFAULT_PROMPT, EXAMPLES
-from lens.models import BUNDLED, DEFAULT_MODEL
+from lens.model.registry import BUNDLED, DEFAULT_MODEL
 
-from .backends import UI_MAX_TOKENS, get_backend
+from .backends import UI_TOKEN_LIMIT, get_backend
 from .errors import shown_in_page
 
 MODEL_KEY, PROMPT_KEY = "model", "prompt"
@@ -31,7 +31,7 @@ def sidebar() -> None:
                      placeholder="pick an example…", on_change=_use_example)
         st.text_area(
             "Prompt", value=DEFAULT_PROMPT, key=PROMPT_KEY, bind="query-params", height=110,
-            help=f"Ctrl+Enter (⌘+Enter) runs it. Up to {UI_MAX_TOKENS} tokens.",
+            help=f"Ctrl+Enter (⌘+Enter) runs it. Up to {UI_TOKEN_LIMIT} tokens.",
         )
         st.caption("Ctrl+Enter to run · the URL keeps model and prompt: copy it to share this view.")
 

@@ -7,10 +7,8 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from ..heads import HeadPatterns, HeadSummary
-from ..rollout import FlowResult, RolloutResult
-from ..routes import BLOCKS, KINDS, NodeDetail, RouteGraph
-from ..tokens import visible
+from ..model.tokens import visible
+from ..results import BLOCKS, KINDS, FlowResult, HeadPatterns, HeadSummary, NodeDetail, RolloutResult, RouteGraph
 
 FONT = dict(family="Inter, Helvetica, Arial, sans-serif")
 KIND_COLOURS = {"residual": "rgba(120,120,120,0.55)", "attention": "rgba(47,109,181,0.85)",
@@ -149,7 +147,7 @@ def route_figure(g: RouteGraph, selected: tuple[int, int, str] | None = None) ->
                                  showlegend=k not in shown,
                                  line=dict(color=KIND_COLOURS[k], width=0.8 + 0.9 * wb)))
         shown.add(k)
-    # Reached nodes: hover text and click targets (customdata: layer, position, block).
+    # Reached nodes: hover text and click targets (customdata: layer, position, block; see clicked_node).
     nodes = sorted(g.nodes(), key=lambda n: (n[1], n[0], n[2]))
     incoming: dict[tuple, list[str]] = {}
     for e in range(len(g.edge_layer)):
@@ -214,3 +212,32 @@ def node_bars_figure(d: NodeDetail) -> go.Figure:
                            textposition="outside", hovertemplate="%{x}: %{y:.3f}<extra></extra>"))
     fig.update_yaxes(title="importance (share of the node)", range=[0, max(0.05, max(vals) * 1.2)])
     return _layout(fig, title, 360)
+
+
+def clicked_node(points: list[dict]) -> tuple[int, int, str] | None:
+    """(layer, position, block) of a route-graph node from a plotly selection's points, or
+    None when the click was not on an attention or MLP node (``route_figure``'s customdata)."""
+    for pt in points or []:
+        cd = pt.get("customdata") if isinstance(pt, dict) else None
+        if isinstance(cd, (list, tuple)) and len(cd) == 3 and cd[2] in BLOCKS:
+            try:
+                return int(cd[0]), int(cd[1]), str(cd[2])
+            except (TypeError, ValueError):
+                return None
+    return None
+
+
+def node_table(d: NodeDetail, width: int = 6) -> list[dict]:
+    """The drill-down table, one row per head (attention) or top neuron (MLP), most important first."""
+    rows = []
+    for it in sorted(d.items, key=lambda it: -it["importance"]):
+        row = {"head" if d.block == "attn" else "neuron": it.get("head", it.get("neuron")),
+               "importance": round(it["importance"], 4)}
+        if d.block == "attn":
+            row["reads from"] = ", ".join(f"{j}·{visible(d.tokens[j])} ({w:.3f})" for j, w in it["top_sources"][:3])
+        else:
+            row["activation"] = round(it["activation"], 3)
+        row["promotes"] = " ".join(visible(t) for t in it["promoted"][:width])
+        row["suppresses"] = " ".join(visible(t) for t in it["suppressed"][:width])
+        rows.append(row)
+    return rows

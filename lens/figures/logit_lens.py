@@ -7,8 +7,10 @@ from dataclasses import dataclass
 import numpy as np
 import plotly.graph_objects as go
 
-from ..logit_lens import LogitLensResult
-from ..tokens import visible
+from ..model.tokens import visible
+from ..results import LogitLensResult
+
+MAX_CELL_TEXT_COLUMNS = 64  # wider windows get hover-only cells: their text could not be read
 
 
 @dataclass(frozen=True)
@@ -70,12 +72,17 @@ def position_labels(result: LogitLensResult) -> list[str]:
 
 
 def logit_lens_figure(result: LogitLensResult, metric: str = "probability", stride: int = 1,
-                      columns: tuple[int, int] | None = None, show_tokens: bool = True) -> go.Figure:
-    """Heatmap of ``metric``; ``columns`` is a [start, stop) window into the result's positions."""
+                      columns: tuple[int, int] | None = None, show_tokens: bool | None = None) -> go.Figure:
+    """Heatmap of ``metric``; ``columns`` is a [start, stop) window into the result's positions.
+
+    ``show_tokens`` writes each cell's top-1 token into it; by default only while the
+    window has at most MAX_CELL_TEXT_COLUMNS columns (beyond that they cannot be read)."""
     spec = METRICS[metric]
     rows = strided_rows(len(result.layers), stride)
     c0, c1 = columns or (0, len(result.positions))
     cols = list(range(c0, c1))
+    if show_tokens is None:
+        show_tokens = len(cols) <= MAX_CELL_TEXT_COLUMNS
     values = metric_values(result, metric)[np.ix_(rows, cols)]
     z = np.log10(np.maximum(values, 1.0)) if spec.log else values
     k = result.top_ids.shape[-1]
@@ -124,4 +131,16 @@ def logit_lens_figure(result: LogitLensResult, metric: str = "probability", stri
         font=dict(family="Inter, Helvetica, Arial, sans-serif"),
         plot_bgcolor="white",
     )
+    return fig
+
+
+def prediction_figure(result: LogitLensResult, height: int = 320) -> go.Figure:
+    """The model's own top-k next tokens after the last position, as horizontal bars (largest on top)."""
+    final, last = len(result.layers) - 1, len(result.positions) - 1
+    labels = [visible(t) for t in result.top_tokens[final][last]]
+    probs = result.top_probs[final, last].tolist()
+    fig = go.Figure(go.Bar(x=probs[::-1], y=[f"{label} " for label in labels[::-1]], orientation="h",
+                           marker_color="#2f6db5", text=[f"{p:.1%}" for p in probs[::-1]], textposition="auto"))
+    fig.update_layout(height=height, margin=dict(l=10, r=10, t=10, b=30),
+                      xaxis=dict(title="probability", range=[0, 1]))
     return fig

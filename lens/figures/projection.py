@@ -8,10 +8,8 @@ import hashlib
 import numpy as np
 import plotly.graph_objects as go
 
-from ..geometry import EXPLANATIONS, GeometryResult
-from ..points import word_key
-from ..projection import ProjectionResult
-from ..tokens import visible
+from ..model.tokens import visible, word_key
+from ..results import EXPLANATIONS, GeometryResult, ProjectionResult
 
 FONT = dict(family="Inter, Helvetica, Arial, sans-serif")
 COLOR_BY = {

@@ -1,22 +1,23 @@
 """Where each architecture keeps its blocks, norms, attention, MLP and unembedding.
 
-One table entry per Hugging Face ``model_type``. An unknown architecture, or a
-module missing from where its entry says it is, raises UnsupportedArchitecture
-naming what is missing: a lens that guesses is silently wrong.
+All architecture knowledge of LayerLens lives here: one table entry per Hugging
+Face ``model_type``, so adding an architecture is one entry in ``SPECS``. An
+unknown architecture, or a module missing from where its entry says it is, raises
+UnsupportedArchitecture naming what is missing: a lens that guesses is silently wrong.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import nn
 
-from .errors import UnsupportedArchitecture
+from ..errors import UnsupportedArchitecture
 
 
 @dataclass(frozen=True)
 class ArchSpec:
-    """Dotted paths (from the top model) and child names (inside one block)."""
+    """Dotted paths (from the top model) and child paths (inside one block)."""
 
     layers: str
     final_norm: str | None
@@ -34,28 +35,37 @@ class ArchSpec:
     is_encoder: bool = False
     # Post-LN OPT (opt-350m, do_layer_norm_before=False) has no final norm: blocks already end normed.
     final_norm_optional: bool = False
+    # What information-flow routes read inside a block (None: routes are not available):
+    value_proj: str | None = None  # the module whose output holds the value vectors
+    value_fused: bool = False  # ... as the last KV·head_dim features of a fused q, k, v output
+    out_proj: str | None = None  # attention's output projection (per-head slices of its input)
+    down_proj: str | None = None  # the MLP's down projection (its input: the neuron activations)
+    # RMSNorm scales by (norm_offset + weight): Gemma stores the weight minus 1.
+    norm_offset: float = 0.0
 
 
 _LLAMA_LIKE = ArchSpec(
     layers="model.layers", final_norm="model.norm", unembed="lm_head",
     attn="self_attn", mlp="mlp", attn_norm="input_layernorm",
+    value_proj="self_attn.v_proj", out_proj="self_attn.o_proj", down_proj="mlp.down_proj",
 )
 _GEMMA_SANDWICH = ArchSpec(
     layers="model.layers", final_norm="model.norm", unembed="lm_head",
     attn="self_attn", mlp="mlp", attn_norm="input_layernorm",
-    attn_write="post_attention_layernorm", mlp_write="post_feedforward_layernorm",
+    attn_write="post_attention_layernorm", mlp_write="post_feedforward_layernorm", norm_offset=1.0,
 )
 
 SPECS: dict[str, ArchSpec] = {
     "gpt2": ArchSpec(
         layers="transformer.h", final_norm="transformer.ln_f", unembed="lm_head",
         attn="attn", mlp="mlp", attn_norm="ln_1",
+        value_proj="attn.c_attn", value_fused=True, out_proj="attn.c_proj", down_proj="mlp.c_proj",
     ),
     "llama": _LLAMA_LIKE,
     "mistral": _LLAMA_LIKE,
     "qwen2": _LLAMA_LIKE,
     "qwen3": _LLAMA_LIKE,
-    "gemma": _LLAMA_LIKE,
+    "gemma": replace(_LLAMA_LIKE, norm_offset=1.0),
     "gemma2": _GEMMA_SANDWICH,
     "gemma3_text": _GEMMA_SANDWICH,
     "gpt_neox": ArchSpec(
@@ -66,12 +76,13 @@ SPECS: dict[str, ArchSpec] = {
         layers="model.decoder.layers", final_norm="model.decoder.final_layer_norm",
         unembed="lm_head", attn="self_attn", mlp="fc2", attn_norm="self_attn_layer_norm",
         project_out="model.decoder.project_out", final_norm_optional=True,
+        value_proj="self_attn.v_proj", out_proj="self_attn.out_proj", down_proj="fc2",
     ),
     "phi": ArchSpec(
         layers="model.layers", final_norm="model.final_layernorm", unembed="lm_head",
         attn="self_attn", mlp="mlp", attn_norm="input_layernorm", parallel_residual=True,
     ),
-    "phi3": _LLAMA_LIKE,
+    "phi3": replace(_LLAMA_LIKE, value_proj="self_attn.qkv_proj", value_fused=True),
     "bert": ArchSpec(
         layers="encoder.layer", final_norm=None, unembed=None,
         attn="attention", mlp="output", attn_norm=None, is_encoder=True,
@@ -91,9 +102,26 @@ def _get(root: nn.Module, path: str) -> nn.Module | None:
     return obj if isinstance(obj, nn.Module) else None
 
 
+def _config_int(config, *names: str) -> int | None:
+    for name in names:
+        v = getattr(config, name, None)
+        if isinstance(v, int) and v > 0:
+            return v
+    return None
+
+
+def linear_in_out(mod: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(weight as [in, out], bias) of an ``nn.Linear`` (``x @ W.T``) or a GPT-2 ``Conv1D`` (``x @ W``)."""
+    if isinstance(mod, nn.Linear):
+        return mod.weight.T, mod.bias
+    if type(mod).__name__ == "Conv1D" and hasattr(mod, "nf"):
+        return mod.weight, mod.bias
+    raise UnsupportedArchitecture(f"{type(mod).__name__} is neither a linear layer nor a Conv1D")
+
+
 @dataclass
 class Adapter:
-    """The modules of one loaded model that the lens and the trace need."""
+    """The modules of one loaded model that the lens, the trace and the routes need."""
 
     model_type: str
     spec: ArchSpec
@@ -102,11 +130,19 @@ class Adapter:
     project_out: nn.Module | None
     unembed: nn.Linear | None
     softcap: float | None
+    n_heads: int = 0
+    n_kv_heads: int = 0
+    head_dim: int = 0
+    d_model: int = 0
+    post_ln: bool = False  # every block ends with a norm after its residual add (BERT, OPT-350m)
     attn: list[nn.Module] = field(default_factory=list)
     mlp: list[nn.Module] = field(default_factory=list)
     attn_write: list[nn.Module] = field(default_factory=list)
     mlp_write: list[nn.Module] = field(default_factory=list)
     attn_norm: list[nn.Module | None] = field(default_factory=list)
+    value_proj: list[nn.Module] = field(default_factory=list)  # empty where routes are unavailable
+    out_proj: list[nn.Module] = field(default_factory=list)
+    down_proj: list[nn.Module] = field(default_factory=list)
 
     @property
     def n_layers(self) -> int:
@@ -115,6 +151,35 @@ class Adapter:
     @property
     def has_lm_head(self) -> bool:
         return self.unembed is not None
+
+    @property
+    def is_causal(self) -> bool:
+        return not self.spec.is_encoder
+
+    @property
+    def kv_group(self) -> int:
+        """Query heads per key/value head (grouped-query attention; 1 without it)."""
+        return self.n_heads // self.n_kv_heads
+
+    def routes_unavailable(self) -> str | None:
+        """Why information-flow routes do not apply to this model (a clause), or None when they do."""
+        if self.post_ln:
+            return ("it normalises after each sub-block (post-LN), so its blocks do not add to a residual "
+                    "stream (attention patterns and rollout still apply)")
+        if not self.has_lm_head:
+            return "it has no language-model head, so there is no prediction to trace back"
+        if self.spec.parallel_residual:
+            return "it runs attention and the MLP in parallel on the same input; routes follow one after the other"
+        if self.spec.attn_write or self.spec.mlp_write:
+            return ("it normalises each sub-block's output before adding it, so the heads' writes do not add up "
+                    "to what reaches the residual stream")
+        if not self.value_proj:
+            return f"{self.model_type} is not supported yet (supported: {', '.join(route_types())})"
+        return None
+
+    @property
+    def supports_routes(self) -> bool:
+        return self.routes_unavailable() is None
 
     @torch.no_grad()
     def readout(self, hidden: torch.Tensor) -> torch.Tensor:
@@ -138,6 +203,41 @@ class Adapter:
         if self.project_out is not None:
             x = self.project_out(x)
         return x
+
+    @torch.no_grad()
+    def linearised_final_norm(self, writes: torch.Tensor) -> torch.Tensor:
+        """A write direction [n, d] through the final norm with the norm's division left out:
+        LayerNorm's centring and the elementwise scale (``norm_offset + weight``)."""
+        x = writes.float()
+        norm = self.final_norm
+        if norm is None:
+            return x
+        if isinstance(norm, nn.LayerNorm):
+            x = x - x.mean(-1, keepdim=True)
+        w = getattr(norm, "weight", None)
+        if w is not None:
+            x = x * (self.spec.norm_offset + w.detach().float())
+        return x
+
+    # ---------------------------------------------------------- what routes read
+
+    def values_from_output(self, out: torch.Tensor) -> torch.Tensor:
+        """[T, KV, head_dim] value vectors from the value module's output [1, T, *]."""
+        x = out[0]
+        if self.spec.value_fused:
+            x = x[..., -self.n_kv_heads * self.head_dim:]
+        return x.reshape(x.shape[0], self.n_kv_heads, self.head_dim)
+
+    def output_projection(self, layer: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(W_O as [H, head_dim, d], bias [d] or None) of block ``layer`` (0-based)."""
+        W, b = linear_in_out(self.out_proj[layer])
+        W = W.detach().float().reshape(self.n_heads, self.head_dim, -1)
+        return W, (None if b is None else b.detach().float())
+
+    def down_projection(self, layer: int) -> torch.Tensor:
+        """[N, d]: row n is what MLP neuron n of block ``layer`` (0-based) writes per unit of activation."""
+        W, _ = linear_in_out(self.down_proj[layer])
+        return W.detach().float()
 
 
 def supported_types() -> list[str]:
@@ -193,10 +293,19 @@ def adapt(model: nn.Module) -> Adapter:
     project_out = _get(model, spec.project_out) if spec.project_out else None
     softcap = getattr(config, "final_logit_softcapping", None) or None
 
+    n_heads = _config_int(config, "num_attention_heads", "n_head")
+    d_model = _config_int(config, "hidden_size", "n_embd", "d_model")
+    if n_heads is None or d_model is None:
+        raise UnsupportedArchitecture(f"{model_type}: the config names no number of heads or width")
+    n_kv = _config_int(config, "num_key_value_heads") or n_heads
     adapter = Adapter(
         model_type=model_type, spec=spec, blocks=blocks, final_norm=final_norm,
         project_out=project_out, unembed=unembed, softcap=softcap,
+        n_heads=n_heads, n_kv_heads=n_kv, head_dim=_config_int(config, "head_dim") or d_model // n_heads,
+        d_model=d_model,
+        post_ln=spec.is_encoder or getattr(config, "do_layer_norm_before", True) is False,
     )
+    routes = bool(spec.value_proj and spec.out_proj and spec.down_proj)
     for i, block in enumerate(blocks):
         def child(name: str, what: str) -> nn.Module:
             mod = _get(block, name)
@@ -211,4 +320,13 @@ def adapt(model: nn.Module) -> Adapter:
         adapter.attn_write.append(child(spec.attn_write or spec.attn, "attention output"))
         adapter.mlp_write.append(child(spec.mlp_write or spec.mlp, "MLP output"))
         adapter.attn_norm.append(child(spec.attn_norm, "pre-attention norm") if spec.attn_norm else None)
+        if routes:
+            adapter.value_proj.append(child(spec.value_proj, "value projection"))
+            adapter.out_proj.append(child(spec.out_proj, "attention output projection"))
+            adapter.down_proj.append(child(spec.down_proj, "MLP down projection"))
     return adapter
+
+
+def route_types() -> list[str]:
+    """The architectures whose table entry says where routes read (post-LN variants excepted)."""
+    return sorted(t for t, s in SPECS.items() if s.value_proj and not (s.parallel_residual or s.attn_write))

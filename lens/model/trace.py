@@ -1,4 +1,7 @@
-"""One forward pass with hooks: the residual stream, sub-block writes and attention."""
+"""One forward pass with hooks: the residual stream, sub-block writes, attention, values and MLP neurons.
+
+Every analysis gets its data from one ``capture()``: a CaptureSpec says what to keep.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -6,8 +9,8 @@ from typing import Sequence
 
 import torch
 
+from ..errors import AttentionWeightsUnavailable, LensError
 from .adapters import Adapter
-from .errors import LensError
 
 
 @dataclass(frozen=True)
@@ -18,13 +21,25 @@ class CaptureSpec:
     sublayers: bool = False  # attention-block and MLP-block writes to the residual
     attentions: bool | tuple[int, ...] = False  # True: every layer; a tuple: those blocks (0-based)
     attention_mean: bool = False  # keep the head-averaged [T, T] per layer instead of [H, T, T]
+    values: bool | tuple[int, ...] = False  # value vectors [T, KV, head_dim] of these blocks
+    neurons: bool | tuple[int, ...] = False  # MLP neuron activations (the down projection's input) [T, N]
+
+    @staticmethod
+    def _layers(which: bool | tuple[int, ...], n_layers: int) -> tuple[int, ...]:
+        if which is True:
+            return tuple(range(n_layers))
+        if not which:
+            return ()
+        return tuple(sorted(set(int(l) for l in which)))
 
     def attention_layers(self, n_layers: int) -> tuple[int, ...]:
-        if self.attentions is True:
-            return tuple(range(n_layers))
-        if not self.attentions:
-            return ()
-        return tuple(sorted(set(self.attentions)))
+        return self._layers(self.attentions, n_layers)
+
+    def value_layers(self, n_layers: int) -> tuple[int, ...]:
+        return self._layers(self.values, n_layers)
+
+    def neuron_layers(self, n_layers: int) -> tuple[int, ...]:
+        return self._layers(self.neurons, n_layers)
 
 
 @dataclass
@@ -45,6 +60,8 @@ class Trace:
     attn_out: torch.Tensor | None = None  # [L, T, d]
     mlp_out: torch.Tensor | None = None  # [L, T, d]
     attentions: dict[int, torch.Tensor] = field(default_factory=dict)  # block -> [H, T, T] ([T, T] if attention_mean)
+    values: dict[int, torch.Tensor] = field(default_factory=dict)  # block -> [T, KV, head_dim]
+    neurons: dict[int, torch.Tensor] = field(default_factory=dict)  # block -> [T, N]
     adapter: Adapter | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -74,6 +91,11 @@ def capture(model, adapter: Adapter, token_ids: Sequence[int], spec: CaptureSpec
     attn_out: list[torch.Tensor | None] = [None] * L
     mlp_out: list[torch.Tensor | None] = [None] * L
     attentions: dict[int, torch.Tensor] = {}
+    values: dict[int, torch.Tensor] = {}
+    neurons: dict[int, torch.Tensor] = {}
+    value_layers, neuron_layers = spec.value_layers(L), spec.neuron_layers(L)
+    if (value_layers or neuron_layers) and not adapter.value_proj:
+        raise LensError(f"{adapter.model_type} keeps no value or neuron data: {adapter.routes_unavailable()}")
     handles = []
 
     def on_block_input(module, args, kwargs):
@@ -91,11 +113,23 @@ def capture(model, adapter: Adapter, token_ids: Sequence[int], spec: CaptureSpec
         def hook(module, args, out):
             weights = out[1] if isinstance(out, (tuple, list)) and len(out) > 1 else None
             if weights is None:
-                raise RuntimeError(
-                    "the attention module returned no weights: load the model with eager attention"
+                raise AttentionWeightsUnavailable(
+                    f"{model_name or adapter.model_type} returned no attention weights "
+                    "(it must be loaded with eager attention)"
                 )
             w = weights[0].detach().float()
             attentions[index] = w.mean(0) if spec.attention_mean else w
+        return hook
+
+    def store_values(index: int):
+        def hook(module, args, out):
+            values[index] = adapter.values_from_output(out.detach().float())
+        return hook
+
+    def store_neurons(index: int):
+        def hook(module, args):
+            x = args[0].detach().float()
+            neurons[index] = x.reshape(-1, x.shape[-1])
         return hook
 
     try:
@@ -109,6 +143,10 @@ def capture(model, adapter: Adapter, token_ids: Sequence[int], spec: CaptureSpec
                 handles.append(adapter.mlp_write[i].register_forward_hook(store(mlp_out, i)))
         for i in spec.attention_layers(L):
             handles.append(adapter.attn[i].register_forward_hook(store_attention(i)))
+        for i in value_layers:
+            handles.append(adapter.value_proj[i].register_forward_hook(store_values(i)))
+        for i in neuron_layers:
+            handles.append(adapter.down_proj[i].register_forward_pre_hook(store_neurons(i)))
 
         device = next(model.parameters()).device
         ids = torch.tensor([list(token_ids)], device=device)
@@ -130,5 +168,7 @@ def capture(model, adapter: Adapter, token_ids: Sequence[int], spec: CaptureSpec
         attn_out=torch.stack(attn_out) if spec.sublayers else None,
         mlp_out=torch.stack(mlp_out) if spec.sublayers else None,
         attentions=attentions,
+        values=values,
+        neurons=neurons,
         adapter=adapter,
     )

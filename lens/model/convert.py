@@ -15,11 +15,11 @@ import os
 import shutil
 import sys
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
-from .errors import LensError
+from ..errors import LensError
+from ..options import Progress
 
-Progress = Callable[[float, str], None]
 MANIFEST = "layerlens.json"
 
 

@@ -32,110 +32,49 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .adapters import Adapter
-from .errors import LensError
-from .heads import check_layer
-from .rollout import check_position
-from .trace import CaptureSpec, capture
+from ..errors import LensError
+from ..model.adapters import Adapter
+from ..model.trace import CaptureSpec, Trace
+from ..options import DEFAULT_THRESHOLD, ROUTE_MAX_TOKENS
+from ..results import BLOCKS, AttentionContributions, NodeDetail, RouteGraph
+from .checks import check_layer, check_position
 
-ROUTE_MAX_TOKENS = 512
-DEFAULT_THRESHOLD = 0.04
 SMALL_COORDS = 64
 _CHUNK_ELEMENTS = 1 << 22  # ~16 MB of float32 per distance chunk
 
-LLAMA_LIKE = ("llama", "mistral", "qwen2", "qwen3", "gemma", "phi3")
-SUPPORTED = ("gpt2",) + LLAMA_LIKE
-
-BLOCKS = ("attn", "mlp")
-KINDS = ("residual", "attention", "mlp")
-
-
-# ---------------------------------------------------------------- architecture access
-
-@dataclass(frozen=True)
-class HeadShape:
-    n_heads: int
-    n_kv: int
-    head_dim: int
-
-    @property
-    def group(self) -> int:
-        return self.n_heads // self.n_kv
-
 
 def check_supported(adapter: Adapter) -> None:
-    if adapter.spec.is_encoder:
+    reason = adapter.routes_unavailable()
+    if reason is not None:
+        raise LensError(f"information-flow routes do not apply to {adapter.model_type}: {reason}")
+
+
+def check_length(n_tokens: int, n_layers: int, max_tokens: int = ROUTE_MAX_TOKENS) -> None:
+    if n_tokens > max_tokens:
         raise LensError(
-            f"{adapter.model_type} normalises after each sub-block (post-LN): its blocks do not add to a "
-            "residual stream, so routes do not apply (attention patterns and rollout do)"
+            f"the route graph keeps every layer's attention ({n_layers} layers × heads × T² floats); "
+            f"it is limited to {max_tokens} tokens and this prompt has {n_tokens}"
         )
-    if adapter.model_type not in SUPPORTED:
-        raise LensError(f"information-flow routes are not supported for {adapter.model_type} yet "
-                        f"(supported: {', '.join(SUPPORTED)})")
 
 
-def head_shape(model) -> HeadShape:
-    cfg = model.config
-    H = int(getattr(cfg, "num_attention_heads", None) or getattr(cfg, "n_head"))
-    d = int(getattr(cfg, "hidden_size", None) or getattr(cfg, "n_embd"))
-    kv = int(getattr(cfg, "num_key_value_heads", None) or H)
-    hd = int(getattr(cfg, "head_dim", None) or d // H)
-    return HeadShape(H, kv, hd)
+def route_capture(n_layers: int, layers: Sequence[int] | None = None, neurons: bool = False) -> CaptureSpec:
+    """What a trace must keep for routes: the residual stream, the block writes, and the
+    attention and values (and with ``neurons`` the MLP activations) of ``layers`` (default: all)."""
+    want = tuple(range(n_layers)) if layers is None else tuple(sorted(set(int(l) for l in layers)))
+    return CaptureSpec(residual=True, sublayers=True, attentions=want, values=want,
+                       neurons=want if neurons else False)
 
 
-def _value_module(adapter: Adapter, l: int):
-    attn = adapter.attn[l]
-    if adapter.model_type == "gpt2":
-        return attn.c_attn
-    if adapter.model_type == "phi3":
-        return attn.qkv_proj
-    return attn.v_proj
-
-
-def _values_from_output(adapter: Adapter, shape: HeadShape, out: torch.Tensor) -> torch.Tensor:
-    """[T, KV, hd] value vectors from the value module's output [1, T, *]."""
-    x = out[0]
-    kvw = shape.n_kv * shape.head_dim
-    if adapter.model_type == "gpt2":  # fused q, k, v of width d each
-        x = x[..., -kvw:]
-    elif adapter.model_type == "phi3":  # fused q (H·hd), k (KV·hd), v (KV·hd)
-        x = x[..., -kvw:]
-    return x.reshape(x.shape[0], shape.n_kv, shape.head_dim)
-
-
-def output_projection(adapter: Adapter, shape: HeadShape, l: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(W_O as [H, hd, d], bias [d] or None) of block ``l`` (0-based)."""
-    attn = adapter.attn[l]
-    if adapter.model_type == "gpt2":  # Conv1D: out = x @ W + b, W [H·hd, d]
-        W, b = attn.c_proj.weight, attn.c_proj.bias
-    else:  # nn.Linear: out = x @ W.T + b, W [d, H·hd]
-        W, b = attn.o_proj.weight.T, attn.o_proj.bias
-    return W.detach().float().reshape(shape.n_heads, shape.head_dim, -1), (None if b is None else b.detach().float())
-
-
-def _down_module(adapter: Adapter, l: int):
-    mlp = adapter.mlp[l]
-    return mlp.c_proj if adapter.model_type == "gpt2" else mlp.down_proj
-
-
-def down_projection(adapter: Adapter, l: int) -> torch.Tensor:
-    """[N, d]: row n is what neuron n writes per unit of activation."""
-    mod = _down_module(adapter, l)
-    W = mod.weight.detach().float()
-    return W if adapter.model_type == "gpt2" else W.T
-
-
-# ---------------------------------------------------------------- one forward pass
+# ---------------------------------------------------------------- the data routes read
 
 @dataclass
 class RouteData:
-    """What the route computations read, from one forward pass (not cached on disk)."""
+    """A route-ready view of one trace (see ``route_capture``); not cached on disk."""
 
     model: str
     tokens: list[str]
     token_ids: list[int]
     n_layers: int
-    shape: HeadShape
     residual: torch.Tensor  # [L+1, T, d]
     attn_out: torch.Tensor  # [L, T, d]
     mlp_out: torch.Tensor  # [L, T, d]
@@ -145,9 +84,26 @@ class RouteData:
     output_top1: torch.Tensor  # [T]
     adapter: Adapter = field(repr=False, compare=False)
 
+    @classmethod
+    def from_trace(cls, trace: Trace) -> "RouteData":
+        adapter = trace.adapter
+        check_supported(adapter)
+        if trace.residual is None or trace.attn_out is None or not trace.values:
+            raise LensError("this trace was not captured for routes (see route_capture)")
+        return cls(
+            model=trace.model_name, tokens=list(trace.tokens), token_ids=list(trace.token_ids),
+            n_layers=trace.n_layers, residual=trace.residual, attn_out=trace.attn_out, mlp_out=trace.mlp_out,
+            attentions=trace.attentions, values=trace.values, neurons=trace.neurons,
+            output_top1=trace.output_top1, adapter=adapter,
+        )
+
     @property
     def n_tokens(self) -> int:
         return len(self.token_ids)
+
+    @property
+    def n_heads(self) -> int:
+        return self.adapter.n_heads
 
     def mid(self, l: int) -> torch.Tensor:
         """[T, d] residual after block ``l``'s attention (0-based block)."""
@@ -156,64 +112,9 @@ class RouteData:
     def value_outputs(self, l: int, upto: int | None = None) -> torch.Tensor:
         """[S, H, d]: VO[j, h] = v_j^{g(h)} W_O^h for sources j < ``upto``."""
         v = self.values[l] if upto is None else self.values[l][:upto]
-        sh = self.shape
-        v = v.repeat_interleave(sh.group, dim=1)  # [S, H, hd]: head h reads KV group h // group
-        W, _ = output_projection(self.adapter, sh, l)
+        v = v.repeat_interleave(self.adapter.kv_group, dim=1)  # [S, H, hd]: head h reads KV group h // group
+        W, _ = self.adapter.output_projection(l)
         return torch.einsum("shk,hkd->shd", v, W)
-
-
-def capture_route_data(model, adapter: Adapter, token_ids: Sequence[int], *, layers: Sequence[int] | None = None,
-                       neurons: bool = False, model_name: str = "", tokens: list[str] | None = None,
-                       max_tokens: int | None = ROUTE_MAX_TOKENS) -> RouteData:
-    """One forward pass keeping the residual stream, block writes, and for ``layers``
-    (0-based; default all) the attention weights and value vectors (and with
-    ``neurons`` the MLP down-projection inputs)."""
-    check_supported(adapter)
-    T = len(token_ids)
-    if max_tokens is not None and layers is None and T > max_tokens:
-        raise LensError(
-            f"the route graph keeps every layer's attention ({adapter.n_layers} layers × heads × T² floats); "
-            f"it is limited to {max_tokens} tokens and this prompt has {T}"
-        )
-    shape = head_shape(model)
-    L = adapter.n_layers
-    want = tuple(range(L)) if layers is None else tuple(sorted(set(int(l) for l in layers)))
-    values: dict[int, torch.Tensor] = {}
-    acts: dict[int, torch.Tensor] = {}
-
-    def keep_values(l):
-        def hook(module, args, out):
-            values[l] = _values_from_output(adapter, shape, out.detach().float())
-        return hook
-
-    def keep_acts(l):
-        def hook(module, args):
-            x = args[0].detach().float()
-            acts[l] = x.reshape(-1, x.shape[-1])
-        return hook
-
-    handles = []
-    try:
-        for l in want:
-            handles.append(_value_module(adapter, l).register_forward_hook(keep_values(l)))
-            if neurons:
-                handles.append(_down_module(adapter, l).register_forward_pre_hook(keep_acts(l)))
-        try:
-            tr = capture(model, adapter, token_ids, CaptureSpec(residual=True, sublayers=True, attentions=want),
-                         model_name=model_name, tokens=tokens)
-        except RuntimeError as exc:
-            if "returned no weights" in str(exc):
-                raise LensError(f"{model_name or adapter.model_type} returned no attention weights "
-                                "(it must be loaded with eager attention)") from None
-            raise
-    finally:
-        for h in handles:
-            h.remove()
-    return RouteData(
-        model=model_name, tokens=list(tr.tokens), token_ids=list(token_ids), n_layers=L, shape=shape,
-        residual=tr.residual, attn_out=tr.attn_out, mlp_out=tr.mlp_out, attentions=tr.attentions,
-        values=values, neurons=acts, output_top1=tr.output_top1, adapter=adapter,
-    )
 
 
 # ---------------------------------------------------------------- importances
@@ -287,74 +188,18 @@ def mlp_importance(data: RouteData, l: int, targets: Sequence[int] | None = None
 
 # ---------------------------------------------------------------- results
 
-@dataclass
-class AttentionContributions:
-    """Attention block ``layer`` (1-based) at target ``position``, before any threshold."""
-
-    model: str
-    tokens: list[str]
-    layer: int
-    position: int
-    residual: float  # importance of the residual part
-    sources: np.ndarray  # [T] importance of each source position, summed over heads
-    heads: np.ndarray  # [H, T] importance of each (head, source)
-    n_kv_heads: int = 0
-    options: dict = field(default_factory=dict)
-
-
 def attention_contributions(data: RouteData, layer: int, position: int | None) -> AttentionContributions:
+    """Attention block ``layer`` (1-based) at target ``position``, before any threshold."""
     layer = check_layer(layer, data.n_layers)
     p = check_position(position, data.n_tokens)
     res, parts, S = attention_importance(data, layer - 1, [p])
     T = data.n_tokens
-    heads = np.zeros((data.shape.n_heads, T), np.float32)
+    heads = np.zeros((data.n_heads, T), np.float32)
     heads[:, :S] = parts[0].T.numpy()
     return AttentionContributions(
         model=data.model, tokens=list(data.tokens), layer=layer, position=p, residual=float(res[0]),
-        sources=heads.sum(0), heads=heads, n_kv_heads=data.shape.n_kv,
+        sources=heads.sum(0), heads=heads, n_kv_heads=data.adapter.n_kv_heads,
     )
-
-
-@dataclass
-class RouteGraph:
-    """The route subgraph reachable backwards from the prediction at ``position``.
-
-    Nodes: ("emb", 0, j) the embeddings; ("attn", l, i) the residual stream after
-    block l's attention; ("mlp", l, i) after block l (its MLP). Each edge enters a
-    node of its ``edge_block`` in ``edge_layer`` (1-based) at ``edge_dst``:
-    attention block: from the stream after block l−1 (embeddings for l = 1) at
-    ``edge_src``; MLP block: from the attention node of the same layer and position,
-    either directly (kind residual) or through the MLP (kind mlp).
-    """
-
-    model: str
-    tokens: list[str]
-    n_layers: int
-    n_heads: int
-    position: int
-    threshold: float
-    prediction: str  # the model's own top-1 next token at ``position``
-    edge_layer: np.ndarray  # [E] int, 1-based
-    edge_block: np.ndarray  # [E] int, index into BLOCKS
-    edge_kind: np.ndarray  # [E] int, index into KINDS
-    edge_src: np.ndarray  # [E] source position
-    edge_dst: np.ndarray  # [E] target position
-    edge_importance: np.ndarray  # [E] normalised importance (before thresholding)
-    edge_share: np.ndarray  # [E] renormalised over the edges kept into the same node
-    targets_computed: int = 0  # attention-block (layer, position) targets evaluated
-    options: dict = field(default_factory=dict)
-
-    def nodes(self) -> set[tuple[str, int, int]]:
-        out = set()
-        for l, b, s, t in zip(self.edge_layer.tolist(), self.edge_block.tolist(),
-                              self.edge_src.tolist(), self.edge_dst.tolist()):
-            if BLOCKS[b] == "attn":
-                out.add(("attn", l, t))
-                out.add(("emb", 0, s) if l == 1 else ("mlp", l - 1, s))
-            else:
-                out.add(("mlp", l, t))
-                out.add(("attn", l, s))
-        return out
 
 
 def route_graph(data: RouteData, position: int | None = None, threshold: float = DEFAULT_THRESHOLD,
@@ -409,7 +254,7 @@ def route_graph(data: RouteData, position: int | None = None, threshold: float =
     if tokenizer is not None and len(data.output_top1):
         pred = tokenizer.decode([int(data.output_top1[p])])
     return RouteGraph(
-        model=data.model, tokens=list(data.tokens), n_layers=L, n_heads=data.shape.n_heads, position=p,
+        model=data.model, tokens=list(data.tokens), n_layers=L, n_heads=data.n_heads, position=p,
         threshold=threshold, prediction=pred,
         edge_layer=arr[:, 0].astype(np.int32), edge_block=arr[:, 1].astype(np.int8),
         edge_kind=arr[:, 2].astype(np.int8), edge_src=arr[:, 3].astype(np.int32),
@@ -424,17 +269,7 @@ def route_graph(data: RouteData, position: int | None = None, threshold: float =
 def vocab_projection(adapter: Adapter, writes: torch.Tensor) -> torch.Tensor:
     """[n, V] logits of write directions [n, d] through the unembedding, with the final
     norm linearised to its elementwise scale (LayerNorm also centres)."""
-    x = writes.float()
-    norm = adapter.final_norm
-    if norm is not None:
-        if isinstance(norm, torch.nn.LayerNorm):
-            x = x - x.mean(-1, keepdim=True)
-        w = getattr(norm, "weight", None)
-        if w is not None:
-            g = w.detach().float()
-            if adapter.model_type.startswith("gemma"):  # Gemma's RMSNorm scales by (1 + weight)
-                g = 1.0 + g
-            x = x * g
+    x = adapter.linearised_final_norm(writes)
     W = adapter.unembed.weight
     return x.to(W.dtype) @ W.T
 
@@ -445,26 +280,6 @@ def _top_tokens(tokenizer, logits: torch.Tensor, k: int) -> tuple[list[list[str]
     dn_v, dn_i = (-logits).topk(k, -1)
     dec = lambda ids: [[tokenizer.decode([int(i)]) for i in row] for row in ids.tolist()]  # noqa: E731
     return dec(up_i), up_v.tolist(), dec(dn_i), (-dn_v).tolist()
-
-
-@dataclass
-class NodeDetail:
-    """One node of the route graph: who wrote into it, and what it reads as."""
-
-    model: str
-    tokens: list[str]
-    layer: int  # 1-based
-    position: int
-    block: str  # "attn" or "mlp"
-    residual_importance: float
-    block_importance: float  # attn: Σ over heads and sources; mlp: the MLP's importance
-    head_importance: np.ndarray  # [H] Σ over sources (attn); empty for mlp
-    head_sources: np.ndarray  # [H, T] (attn); empty for mlp
-    items: list[dict]  # heads (attn) or top neurons (mlp): importance and promoted / suppressed tokens
-    lens_tokens: list[str]  # logit-lens top tokens of the node's state
-    lens_probs: np.ndarray  # [k]
-    note: str = ""
-    options: dict = field(default_factory=dict)
 
 
 @torch.no_grad()
@@ -479,7 +294,8 @@ def node_detail(data: RouteData, tokenizer, layer: int, position: int | None, bl
         raise LensError(f"block must be one of {', '.join(BLOCKS)}, not {block!r}")
     l = layer - 1
     T = data.n_tokens
-    H = data.shape.n_heads
+    H = data.n_heads
+    group = adapter.kv_group
     items: list[dict] = []
     if block == "attn":
         if l not in data.values:
@@ -494,7 +310,7 @@ def node_detail(data: RouteData, tokenizer, layer: int, position: int | None, bl
         for h in range(H):
             top_src = np.argsort(-hs[h])[:5]
             items.append({
-                "head": h, "kv_group": h // data.shape.group, "importance": float(hs[h].sum()),
+                "head": h, "kv_group": h // group, "importance": float(hs[h].sum()),
                 "write_norm": float(writes[h].norm()),
                 "top_sources": [[int(j), float(hs[h, j])] for j in top_src if hs[h, j] > 0],
                 "promoted": up[h], "promoted_logits": upv[h], "suppressed": dn[h], "suppressed_logits": dnv[h],
@@ -502,14 +318,14 @@ def node_detail(data: RouteData, tokenizer, layer: int, position: int | None, bl
         state = data.mid(l)[p]
         residual_imp, block_imp = float(res[0]), float(parts[0].sum())
         head_imp = hs.sum(1)
-        note = (f"{H} heads share {data.shape.n_kv} key/value groups" if data.shape.group > 1 else "")
+        note = (f"{H} heads share {adapter.n_kv_heads} key/value groups" if group > 1 else "")
     else:
         r, m = mlp_importance(data, l, [p])
         residual_imp, block_imp = float(r[0]), float(m[0])
         if l not in data.neurons:
             raise LensError(f"no MLP activations were kept for layer {layer}")
         act = data.neurons[l][p]  # [N]
-        Wd = down_projection(adapter, l)  # [N, d]
+        Wd = adapter.down_projection(l)  # [N, d]
         mid = data.mid(l)[p]
         y = mid + data.mlp_out[l][p]
         ny = _l1(y)

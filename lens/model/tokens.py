@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import unicodedata
 
-from .errors import LensError
+from ..errors import LensError
 
 _VISIBLE = {" ": "␣", "\n": "↵", "\t": "⇥", "\r": "␍"}
 
@@ -54,3 +54,18 @@ def visible(token: str) -> str:
         else:
             out.append(ch)
     return "".join(out)
+
+
+def word_key(token: str) -> str:
+    """The matching rule for a "word": the decoded token with surrounding whitespace and a
+    leading WordPiece "##" removed, compared case-insensitively (" Bank", "bank", "##bank" match "bank")."""
+    s = token.strip()
+    if s.startswith("##"):
+        s = s[2:]
+    return s.casefold()
+
+
+def word_matches(tokens: list[str], word: str | None) -> list[int]:
+    """Indices of the tokens that match ``word`` by ``word_key`` (none for an empty word)."""
+    key = word_key(word) if word and word.strip() else None
+    return [i for i, t in enumerate(tokens) if key and word_key(t) == key]

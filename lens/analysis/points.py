@@ -13,8 +13,8 @@ from typing import Iterable, Sequence
 
 import torch
 
-from .errors import LensError
-from .trace import Trace
+from ..errors import LensError
+from ..model.trace import Trace
 
 
 @dataclass
@@ -29,15 +29,6 @@ class PointSet:
     model: str
     n_layers: int
     first_norms: torch.Tensor  # [R, n_texts] norm of each text's first token (kept or not)
-
-
-def word_key(token: str) -> str:
-    """The matching rule for a "word": the decoded token with surrounding whitespace and a
-    leading WordPiece "##" removed, compared case-insensitively (" Bank", "bank", "##bank" match "bank")."""
-    s = token.strip()
-    if s.startswith("##"):
-        s = s[2:]
-    return s.casefold()
 
 
 def select_points(traces: Sequence[Trace], *, skip_first: bool = True, skip_special: bool = True,

@@ -21,7 +21,7 @@ not depend on a per-layer rescaling, so RMS scaling plays no part here.
 - layer similarity S_ij: mean over tokens of cos(h_i, h_j) ("Transformer layers as painters");
 - norm growth: mean ‖h_l‖ and mean ‖h_l‖/‖h_{l−1}‖ over tokens.
 
-Word matching rule (``lens.points.word_key``): a token matches a word when, with
+Word matching rule (``lens.model.tokens.word_key``): a token matches a word when, with
 surrounding whitespace and a leading "##" removed, it equals the word
 case-insensitively. A word the tokenizer splits into several tokens does not match.
 """
@@ -29,89 +29,18 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field
 from typing import Sequence
 
 import numpy as np
 import torch
 
-from .errors import LensError
+from ..errors import LensError
+from ..model.trace import Trace
+from ..options import GeometryOptions
+from ..results import GeometryResult
 from .linalg import serial
-from .points import PointSet, select_points, word_key
-from .trace import Trace
-
-EXPLANATIONS: dict[str, tuple[str, str]] = {
-    # key: (chart title, one-line explanation)
-    "anisotropy": ("Anisotropy baseline",
-                   "Mean cosine between two different tokens: 0 means directions are spread evenly, near 1 means "
-                   "every vector points the same way (a narrow cone)."),
-    "intra_similarity": ("Intra-text similarity (baseline-adjusted)",
-                         "How much the tokens of one text resemble their text's average, beyond the baseline: "
-                         "high means the text's words have been pulled together by context."),
-    "self_similarity": ("Self-similarity of the word (baseline-adjusted)",
-                        "How alike the same word is in different contexts, beyond the baseline: 1 = context changes "
-                        "nothing, low = each context gives it its own representation."),
-    "word_mev": ("Word MEV",
-                 "Share of the word's variation across contexts captured by one direction (first principal "
-                 "component): near 1 means a single static vector would do."),
-    "pc1_share": ("Variance on the first principal component",
-                  "Share of the variance of all tokens along one direction: high means one dominant direction "
-                  "(often a rogue dimension) shapes the layer."),
-    "prompt_entropy": ("Prompt entropy",
-                       "Spread of the tokens over directions (entropy of the Gram-matrix eigenvalues, 0..1): "
-                       "1 = every token in its own direction, low = compressed onto a few."),
-    "curvature": ("Curvature (degrees)",
-                  "Mean turning angle of the token sequence's path: 90° = unrelated steps, lower = a straighter, "
-                  "more predictable trajectory."),
-    "norm_mean": ("Norm of the residual stream",
-                  "Mean length of the token vectors: in pre-norm models it grows with depth as every block adds to it."),
-    "norm_ratio": ("Norm growth per layer",
-                   "Mean ratio ‖h_l‖ / ‖h_(l−1)‖: above 1 the block made the vectors longer."),
-    "layer_similarity": ("Layer × layer similarity",
-                         "Mean cosine between a token's vectors at two layers: blocks of bright cells are runs of "
-                         "layers that keep the representation nearly unchanged."),
-}
-
-
-@dataclass(frozen=True)
-class GeometryOptions:
-    skip_first: bool = True
-    skip_special: bool = True
-    word: str | None = None  # for self-similarity and word MEV
-
-    def key(self) -> dict:
-        return asdict(self)
-
-
-@dataclass
-class GeometryResult:
-    """Per-layer metrics: every [R] array follows ``layers`` (row 0: embeddings)."""
-
-    model: str
-    n_layers: int
-    layers: list[str]
-    tokens: list[str]  # [N] the kept tokens the metrics use
-    positions: list[int]
-    text_index: list[int]
-    n_texts: int
-    anisotropy: np.ndarray  # [R]
-    intra_similarity: np.ndarray  # [R] baseline-adjusted
-    intra_similarity_raw: np.ndarray  # [R]
-    pc1_share: np.ndarray  # [R]
-    prompt_entropy: np.ndarray  # [R] in [0, 1]
-    curvature: np.ndarray  # [R] degrees; NaN when no text has 3 kept tokens
-    layer_similarity: np.ndarray  # [R, R]
-    norm_mean: np.ndarray  # [R]
-    norm_ratio: np.ndarray  # [R]; NaN at row 0
-    first_token_norm: np.ndarray  # [R] mean norm of each text's first token (left out or not)
-    self_similarity: np.ndarray  # [R] baseline-adjusted; empty without a word
-    self_similarity_raw: np.ndarray  # [R]; empty without a word
-    word_mev: np.ndarray  # [R]; empty without a word
-    word: str | None = None
-    word_count: int = 0  # kept occurrences of the word
-    word_texts: int = 0  # texts it occurs in
-    options: dict = field(default_factory=dict)
-
+from ..model.tokens import word_key
+from .points import PointSet, select_points
 
 def unit(X: torch.Tensor) -> torch.Tensor:
     return X / X.norm(dim=-1, keepdim=True).clamp_min(1e-12)

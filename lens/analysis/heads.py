@@ -14,54 +14,15 @@
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import numpy as np
 import torch
 
-from .errors import LensError
+from ..errors import LensError
+from ..results import HeadPatterns, HeadSummary
+from .checks import check_layer
 
 REPEAT_LENGTH = 40  # random tokens per copy
 REPEAT_SEED = 0
-
-
-@dataclass
-class HeadPatterns:
-    model: str
-    tokens: list[str]
-    layer: int  # 1-based
-    n_heads: int
-    attention: np.ndarray  # [H, T, T] query × key
-
-
-@dataclass
-class HeadSummary:
-    model: str
-    n_layers: int
-    n_heads: int
-    entropy: np.ndarray  # [L, H] mean attention entropy (nats) on the prompt
-    max_entropy: float  # log(T): the entropy of uniform attention over the whole prompt
-    prev_token: np.ndarray  # [L, H] on the repeated random sequence
-    induction: np.ndarray  # [L, H] on the repeated random sequence
-    repeat_tokens: list[str]  # the random sequence, decoded (both copies)
-    repeat_length: int
-    repeat_offset: int  # special tokens before the first copy
-    causal: bool = True
-    options: dict = field(default_factory=dict)
-
-
-def check_layer(layer: int, n_layers: int) -> int:
-    layer = int(layer)
-    if not 1 <= layer <= n_layers:
-        raise LensError(f"layer {layer} is out of range: this model has layers 1..{n_layers}")
-    return layer
-
-
-def check_head(head: int, n_heads: int) -> int:
-    head = int(head)
-    if not 0 <= head < n_heads:
-        raise LensError(f"head {head} is out of range: this model has heads 0..{n_heads - 1}")
-    return head
 
 
 def head_patterns(attentions: dict[int, torch.Tensor], tokens: list[str], layer: int, n_layers: int,

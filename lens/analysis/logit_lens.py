@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import threading
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 import numpy as np
 import torch
 
-from .errors import LensError
-from .trace import Trace
+from ..errors import LensError
+from ..model.trace import Trace
+from ..options import LensOptions
+from ..results import LogitLensResult
 
 ROWS_PER_CHUNK = 512  # rows of logits decoded by one matmul: ~100 MB for a 49k vocabulary
 MAX_CHUNK_FLOATS = 512 * 49152  # larger vocabularies get fewer rows per chunk
@@ -77,46 +78,6 @@ def _topk(z: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         idx = torch.cat([idx, tail], dim=-1)
     vals, j = flat.gather(-1, idx).topk(k, dim=-1)
     return vals.view(*lead, k), idx.gather(-1, j).view(*lead, k)
-
-
-@dataclass(frozen=True)
-class LensOptions:
-    top_k: int = 5
-    target: str | None = None  # text whose first token is tracked; None: the final top-1
-    positions: tuple[int, int] | None = None  # [start, stop) window; None: all
-
-    def key(self) -> dict:
-        return {"top_k": self.top_k, "target": self.target,
-                "positions": list(self.positions) if self.positions else None}
-
-
-@dataclass
-class LogitLensResult:
-    """Rows follow ``layers`` (row 0: embeddings); columns follow ``positions``."""
-
-    model: str
-    n_layers: int
-    tokens: list[str]  # every token of the prompt, decoded one by one
-    token_ids: list[int]
-    layers: list[str]
-    positions: list[int]  # the absolute positions the columns stand for
-    top_ids: np.ndarray  # [R, P, k] int64
-    top_tokens: list[list[list[str]]]  # [R][P][k]
-    top_probs: np.ndarray  # [R, P, k] float32
-    entropy: np.ndarray  # [R, P] nats
-    kl_to_final: np.ndarray  # [R, P] nats, KL(p_final || p_row)
-    target_ids: np.ndarray  # [P]
-    target_tokens: list[str]  # [P]
-    target_rank: np.ndarray  # [R, P] 1 = top
-    target_prob: np.ndarray  # [R, P]
-    next_token_loss: np.ndarray  # [R, P] nats, -log p(actual next token); NaN at the last position
-    final_prediction: list[str]  # [P] the model's own top-1 output, decoded
-    target_note: str = ""
-    options: dict = field(default_factory=dict)
-
-    @property
-    def top1_tokens(self) -> list[list[str]]:
-        return [[cell[0] for cell in row] for row in self.top_tokens]
 
 
 def resolve_target(tokenizer, target: str | None) -> tuple[int | None, str]:

@@ -13,49 +13,17 @@ L·T² floats (30 layers × 128 tokens: 2 MB; × 2048 tokens: 500 MB).
   capacity ``Â_l[i, j]``; the value of input ``j`` is the max-flow from (l, i) to
   (0, j), and each row is normalised to sum to 1. That is T max-flow problems per
   layer on a graph of about L·T²/2 edges, so it is limited to short prompts
-  (``flow_limit``).
+  (lens/analysis/flow_plan.py).
 """
 from __future__ import annotations
-
-from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from .errors import LensError
-
-# Max-flow work budget, in units of (sources × edges of the graph searched), summed over
-# the layers asked for: ~5 s of networkx on one core. With 30 layers the final layer's
-# row alone allows ~29 tokens and every layer's row ~12; with 6 layers (MiniLM) ~26.
-FLOW_WORK_LIMIT = 400_000
-
-
-@dataclass
-class RolloutResult:
-    """Rows follow ``layers`` (block 1..L, the state after that block); columns the input tokens."""
-
-    model: str
-    tokens: list[str]
-    position: int  # the output position whose rollout row is shown
-    layers: list[str]  # "1".."L"
-    rollout: np.ndarray  # [L, T] row ``position`` of R_l
-    attention: np.ndarray  # [L, T] row ``position`` of the head-averaged Ā_l (no residual), for comparison
-    method: str = "rollout"
-    note: str = ""
-    options: dict = field(default_factory=dict)
-
-
-@dataclass
-class FlowResult:
-    model: str
-    tokens: list[str]
-    position: int
-    layers: list[str]
-    flow: np.ndarray  # [L, T] normalised max-flow from (l, position) to each input token
-    raw_flow: np.ndarray  # [L, T] the max-flow values before normalising
-    method: str = "flow"
-    note: str = ""
-    options: dict = field(default_factory=dict)
+from ..errors import LensError
+from ..results import FlowResult, RolloutResult
+from .checks import check_position
+from .flow_plan import FLOW_WORK_LIMIT, flow_limit, flow_work
 
 
 def mean_attention_stack(attentions: dict[int, torch.Tensor], n_layers: int) -> torch.Tensor:
@@ -82,17 +50,6 @@ def with_residual(mean_attn: torch.Tensor) -> torch.Tensor:
     a = mean_attn.clone()
     a.diagonal(dim1=-2, dim2=-1).add_(1.0)
     return a.div_(a.sum(-1, keepdim=True))
-
-
-def check_position(position: int | None, n_tokens: int) -> int:
-    if position is None:
-        return n_tokens - 1
-    p = int(position)
-    if p < 0:
-        p += n_tokens  # -1: the last token
-    if not 0 <= p < n_tokens:
-        raise LensError(f"position {position} is outside the prompt's {n_tokens} tokens (0..{n_tokens - 1})")
-    return p
 
 
 def rollout_rows(mean_attn: torch.Tensor, position: int, residual: bool = True) -> torch.Tensor:
@@ -133,25 +90,11 @@ def rollout(mean_attn: torch.Tensor, tokens: list[str], position: int | None = N
     )
 
 
-def flow_work(n_sources: int, layers: list[int], causal: bool = True) -> int:
-    """Rough max-flow work for one output position: sources × edges searched, over ``layers`` (1-based)."""
-    edges_per_layer = n_sources * (n_sources + 1) // 2 if causal else n_sources * n_sources
-    return sum(n_sources * l * edges_per_layer for l in layers)
-
-
-def flow_limit(layers: list[int], causal: bool = True) -> int:
-    """The most tokens (up to the chosen position) attention flow accepts for these layers."""
-    t = 1
-    while flow_work(t + 1, layers, causal) <= FLOW_WORK_LIMIT:
-        t += 1
-    return t
-
-
 def attention_flow(mean_attn: torch.Tensor, tokens: list[str], position: int | None = None,
                    model: str = "", layers: list[int] | None = None, residual: bool = True,
                    causal: bool | None = None, work_limit: int | None = FLOW_WORK_LIMIT) -> FlowResult:
-    """Normalised max-flow from (l, position) to every input token, for each l in ``layers``
-    (1-based; default every layer). Rows not asked for are NaN. Uses networkx."""
+    """Normalised max-flow from (l, position) to every input token, one row for each l in
+    ``layers`` (1-based; default every layer), in increasing order. Uses networkx."""
     import networkx as nx
     from networkx.algorithms.flow import shortest_augmenting_path
     from networkx.algorithms.flow.utils import build_residual_network
@@ -172,10 +115,10 @@ def attention_flow(mean_attn: torch.Tensor, tokens: list[str], position: int | N
             f"{L}-layer model it is limited to {flow_limit(wanted, causal)} tokens (up to the chosen position) "
             f"and this is {S}. Use rollout, fewer layers, or a shorter prompt or an earlier position"
         )
-    flow = np.full((L, T), np.nan)
+    flow = np.zeros((len(wanted), T))
     G = nx.DiGraph()
     built = 0
-    for l in wanted:
+    for row, l in enumerate(wanted):
         while built < l:  # add the edges of layers built+1 .. l
             built += 1
             a = A[built - 1]
@@ -184,15 +127,14 @@ def attention_flow(mean_attn: torch.Tensor, tokens: list[str], position: int | N
                     if a[i, j] > 0:
                         G.add_edge((built, i), (built - 1, j), capacity=float(a[i, j]))
         R = build_residual_network(G, "capacity")
-        flow[l - 1, :] = 0.0
         for j in range(S):
             if G.has_node((0, j)):
                 out = shortest_augmenting_path(G, (l, p), (0, j), residual=R, value_only=True)
-                flow[l - 1, j] = out.graph["flow_value"]
+                flow[row, j] = out.graph["flow_value"]
     sums = flow.sum(-1, keepdims=True)
-    norm = np.divide(flow, sums, out=np.full_like(flow, np.nan), where=sums > 0)
+    norm = np.divide(flow, sums, out=np.full_like(flow, np.nan), where=sums > 0)  # NaN: nothing flows
     return FlowResult(
-        model=model, tokens=list(tokens), position=p, layers=[str(l) for l in range(1, L + 1)],
+        model=model, tokens=list(tokens), position=p, layers=[str(l) for l in wanted],
         flow=norm.astype(np.float32), raw_flow=flow.astype(np.float32),
         options={"residual": residual, "layers": wanted},
     )

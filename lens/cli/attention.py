@@ -1,70 +1,55 @@
-"""Attention-flow commands of ``python -m lens`` (registered in lens/cli.py):
-``rollout``, ``contributions``, ``routes`` and ``heads``."""
+"""Attention-flow commands: ``rollout``, ``contributions``, ``routes`` and ``heads``."""
 from __future__ import annotations
 
-import json
+from .common import backend, bar, checked_prompt, model_args, print_json
 
 
 def _setup(args):
-    from .cli import _backend, _read_prompt
-    from .tokens import check_prompt
-
-    prompt = check_prompt(_read_prompt(args))
-    return prompt, _backend(args)
-
-
-def _print_json(result) -> int:
-    from .results import to_json_dict
-
-    print(json.dumps(to_json_dict(result), ensure_ascii=False))
-    return 0
-
-
-def _bar(x: float, width: int = 30) -> str:
-    return "█" * int(round(max(0.0, min(1.0, x)) * width))
+    prompt = checked_prompt(args)
+    return prompt, backend(args)
 
 
 def cmd_rollout(args) -> int:
-    from .tokens import visible
+    from ..model.tokens import visible
 
     prompt, backend = _setup(args)
     result = backend.attention_flow(prompt, args.position) if args.flow else backend.rollout(prompt, args.position)
     if args.json:
-        return _print_json(result)
+        return print_json(result)
     values = result.flow if args.flow else result.rollout
     print(f"{result.model}: {'attention flow' if args.flow else 'attention rollout'} for position {result.position} "
           f"({visible(result.tokens[result.position])!r}), last layer's row:")
     row = values[-1]
     for j, t in enumerate(result.tokens):
-        print(f"{j:>4} {visible(t):<16} {row[j]:7.4f} {_bar(float(row[j]))}")
+        print(f"{j:>4} {visible(t):<16} {row[j]:7.4f} {bar(float(row[j]))}")
     return 0
 
 
 def cmd_contributions(args) -> int:
-    from .tokens import visible
+    from ..model.tokens import visible
 
     prompt, backend = _setup(args)
     result = backend.contributions(prompt, args.layer, args.position)
     if args.json:
-        return _print_json(result)
+        return print_json(result)
     print(f"{result.model}: attention block of layer {result.layer} at position {result.position} "
           f"({visible(result.tokens[result.position])!r})")
-    print(f"residual: {result.residual:.4f} {_bar(result.residual)}")
+    print(f"residual: {result.residual:.4f} {bar(result.residual)}")
     for j in range(result.position + 1):
         top_h = int(result.heads[:, j].argmax())
         print(f"{j:>4} {visible(result.tokens[j]):<16} {result.sources[j]:7.4f} (most from head {top_h}) "
-              f"{_bar(float(result.sources[j]))}")
+              f"{bar(float(result.sources[j]))}")
     return 0
 
 
 def cmd_routes(args) -> int:
-    from .routes import BLOCKS, KINDS
-    from .tokens import visible
+    from ..results import BLOCKS, KINDS
+    from ..model.tokens import visible
 
     prompt, backend = _setup(args)
     g = backend.route_graph(prompt, args.position, args.threshold)
     if args.json:
-        return _print_json(g)
+        return print_json(g)
     print(f"{g.model}: routes to the prediction {visible(g.prediction)!r} at position {g.position}, "
           f"threshold {g.threshold}: {len(g.edge_layer)} edges")
     for e in range(len(g.edge_layer)):
@@ -80,7 +65,7 @@ def cmd_heads(args) -> int:
     if args.layer is not None:
         result = backend.head_patterns(prompt, args.layer)
         if args.json:
-            return _print_json(result)
+            return print_json(result)
         print(f"{result.model}: layer {result.layer}, {result.n_heads} heads, attention of the last position:")
         for h in range(result.n_heads):
             j = int(result.attention[h, -1].argmax())
@@ -88,14 +73,14 @@ def cmd_heads(args) -> int:
         return 0
     s = backend.head_summary(prompt)
     if args.json:
-        return _print_json(s)
+        return print_json(s)
     for name, m in (("previous-token", s.prev_token), ("induction", s.induction), ("entropy", s.entropy)):
         l, h = np.unravel_index(int(np.argmax(m)), m.shape)
         print(f"highest {name} score: layer {l + 1} head {h} ({m[l, h]:.3f})")
     return 0
 
 
-def add_attention_commands(sub, model_args) -> None:
+def register(sub) -> None:
     p = sub.add_parser("rollout", help="attention rollout (or --flow: attention flow) for one output position")
     model_args(p)
     p.add_argument("--position", type=int, default=None, help="output position, 0-based (default: the last)")

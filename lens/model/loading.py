@@ -16,10 +16,11 @@ from pathlib import Path
 
 import torch
 
+from ..errors import LensError
+from ..options import Progress
 from .adapters import Adapter, adapt
-from .convert import Progress, convert_gguf, converted_dir, is_complete
-from .errors import LensError
-from .registry import BUNDLED, DEFAULT_MODEL, ModelEntry, bundled_file, default_cache_root, known_models  # noqa: F401
+from .convert import convert_gguf, converted_dir, is_complete
+from .registry import BUNDLED, DEFAULT_MODEL, bundled_file, default_cache_root
 from .tiny import TINY_ARCHS, tiny_model
 
 ENCODER_TYPES = {"bert"}

@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import LensError
+from ..errors import LensError
 
 TINY_ARCHS = ("gpt2", "llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text",
               "gpt_neox", "opt", "phi", "phi3")
@@ -44,7 +44,7 @@ def known_models() -> list[ModelEntry]:
 
 
 def default_cache_root() -> Path:
-    return Path(os.environ.get("LAYERLENS_CACHE", Path(__file__).resolve().parent.parent / "cache"))
+    return Path(os.environ.get("LAYERLENS_CACHE", Path(__file__).resolve().parents[2] / "cache"))
 
 
 def _dist_files(package: str):

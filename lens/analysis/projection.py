@@ -17,71 +17,18 @@ precomputed by torch.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 
-from .errors import LensError
+from ..errors import LensError
+from ..model.trace import Trace
+from ..options import MAX_UMAP_POINTS, Progress, ProjectionOptions
+from ..results import ProjectionResult
 from .linalg import serial
 from .points import PointSet, select_points
-from .trace import Trace
 
-Progress = Callable[[float, str], None]
-METHODS = ("pca", "umap")
-MODES = ("joint", "aligned")
-MAX_UMAP_POINTS = 10_000  # layers × tokens; beyond this UMAP takes minutes on a laptop
-
-
-@dataclass(frozen=True)
-class ProjectionOptions:
-    method: str = "pca"  # pca | umap
-    mode: str = "joint"  # joint | aligned
-    dims: int = 2  # 2 or 3
-    rms_scale: bool = True  # divide each layer by its RMS before fitting
-    skip_first: bool = True  # leave out each text's first token (BOS / attention sink)
-    skip_special: bool = True  # leave out the tokenizer's special tokens ([CLS], [SEP], ...)
-    n_neighbors: int = 15  # UMAP only
-    min_dist: float = 0.1  # UMAP only
-    seed: int | None = None  # UMAP only; None: parallel and faster, but not bit-for-bit repeatable
-
-    def key(self) -> dict:
-        return asdict(self)
-
-    def check(self) -> None:
-        if self.method not in METHODS:
-            raise LensError(f"unknown projection method {self.method!r}; choose {' or '.join(METHODS)}")
-        if self.mode not in MODES:
-            raise LensError(f"unknown projection mode {self.mode!r}; choose {' or '.join(MODES)}")
-        if self.dims not in (2, 3):
-            raise LensError(f"a projection has 2 or 3 dimensions, not {self.dims}")
-        if self.method == "umap" and self.mode == "aligned":
-            raise LensError("UMAP is fitted jointly over all layers only; use PCA for per-layer aligned projections")
-        if not 2 <= self.n_neighbors <= 200:
-            raise LensError(f"UMAP neighbours must be between 2 and 200, not {self.n_neighbors}")
-
-
-@dataclass
-class ProjectionResult:
-    """``coords[row][point]``: rows follow ``layers`` (row 0: embeddings), points follow ``tokens``."""
-
-    model: str
-    n_layers: int
-    layers: list[str]
-    tokens: list[str]  # [N] the projected tokens (left-out ones are not here)
-    token_ids: list[int]
-    positions: list[int]  # [N] position of each point inside its text
-    text_index: list[int]  # [N] which text each point comes from (0 for a single prompt)
-    n_texts: int
-    coords: np.ndarray  # [R, N, dims] float32
-    norms: np.ndarray  # [R, N] float32, L2 norm of the raw residual vector
-    rms: np.ndarray  # [R] the per-layer RMS each layer was divided by (1 when rms_scale is off)
-    explained: np.ndarray  # [R, dims] share of variance per component (PCA; NaN for UMAP)
-    method: str
-    mode: str
-    seconds: float  # time to fit, excluding the forward pass
-    options: dict = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------- maths

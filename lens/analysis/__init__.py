@@ -1,0 +1,1 @@
+"""Analyses: plain functions from a Trace (and options) to a typed result (lens/results.py)."""

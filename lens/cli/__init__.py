@@ -1,0 +1,46 @@
+"""Command line: ``python -m lens COMMAND``. Errors are one line on stderr, never a traceback.
+
+One module per group of commands, each with a ``register(subparsers)``; ``common``
+holds what they share. Nothing heavy is imported until a command runs, so
+``python -m lens models`` starts without torch.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from ..errors import LensError
+from . import attention, logit_lens, models, projection
+from .common import quiet_libraries, terminal_progress
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m lens",
+                                     description="LayerLens: look inside transformer LMs, layer by layer.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for group in (models, logit_lens, attention, projection):
+        group.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        quiet_libraries()
+        return args.func(args)
+    except LensError as exc:
+        terminal_progress.close()
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        terminal_progress.close()
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # the last guard: one line, no traceback unless asked
+        terminal_progress.close()
+        if os.environ.get("LAYERLENS_DEBUG"):
+            raise
+        print(f"error: unexpected {type(exc).__name__}: {exc} (set LAYERLENS_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 1

@@ -1,0 +1,92 @@
+"""What every command of ``python -m lens`` shares: arguments, reading prompts, the backend, output."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+from ..errors import LensError
+
+
+def quiet_libraries() -> None:
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    # Set before transformers is imported (lazily, by the commands that need it).
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+
+def model_args(p) -> None:
+    p.add_argument("--model", default=None, help="bundled name, tiny-ARCH, folder, .gguf file or hub id (default: smollm2-135m)")
+    p.add_argument("--prompt", default=None)
+    p.add_argument("--prompt-file", default=None, metavar="PATH")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
+    p.add_argument("--no-cache", action="store_true", help="neither read nor write cached results")
+    p.add_argument("--trust-remote-code", action="store_true", help="allow a hub model's own Python code to run")
+
+
+def read_prompt(args) -> str:
+    if args.prompt is not None and args.prompt_file is not None:
+        raise LensError("give --prompt or --prompt-file, not both")
+    if args.prompt_file is not None:
+        try:
+            # Bytes, not read_text(): newline translation would change the prompt's tokens.
+            return Path(args.prompt_file).read_bytes().decode("utf-8")
+        except UnicodeDecodeError:
+            raise LensError(f"cannot read {args.prompt_file}: it is not UTF-8 text") from None
+        except OSError as exc:
+            raise LensError(f"cannot read {args.prompt_file}: {exc.strerror or exc}") from None
+    if args.prompt is None:
+        raise LensError("give a prompt with --prompt TEXT or --prompt-file PATH")
+    return args.prompt
+
+
+def checked_prompt(args) -> str:
+    from ..model.tokens import check_prompt
+
+    return check_prompt(read_prompt(args))
+
+
+class _Progress:
+    """One progress line on stderr, rewritten in place; ``close()`` ends a line left open."""
+
+    open = False
+
+    def __call__(self, fraction: float, message: str) -> None:
+        done = fraction >= 1.0
+        print(f"\r[{fraction:4.0%}] {message:<60}", end="\n" if done else "", file=sys.stderr, flush=True)
+        self.open = not done
+
+    def close(self) -> None:
+        if self.open:
+            print(file=sys.stderr, flush=True)
+            self.open = False
+
+
+terminal_progress = _Progress()
+
+
+def backend(args):
+    from ..cache import ResultCache
+    from ..local_backend import LocalBackend
+    from ..model.loading import load_model
+    from ..model.registry import default_cache_root
+
+    loaded = load_model(args.model, device=args.device, trust_remote_code=args.trust_remote_code,
+                        progress=terminal_progress)
+    cache = None if args.no_cache else ResultCache(default_cache_root() / "results")
+    return LocalBackend(loaded, cache)
+
+
+def print_json(result) -> int:
+    from ..serialize import to_json_dict
+
+    print(json.dumps(to_json_dict(result), ensure_ascii=False))
+    return 0
+
+
+def bar(x: float, width: int = 30) -> str:
+    return "█" * int(round(max(0.0, min(1.0, x)) * width))

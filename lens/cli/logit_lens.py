@@ -1,0 +1,35 @@
+"""``logit-lens``: what every layer predicts at every position, as a table or JSON."""
+from __future__ import annotations
+
+from .common import backend, checked_prompt, model_args, print_json
+
+
+def cmd_logit_lens(args) -> int:
+    from ..model.tokens import visible
+    from ..options import LensOptions
+
+    prompt = checked_prompt(args)
+    options = LensOptions(top_k=args.top_k, target=args.target)
+    options.check()  # before the model loads: a bad option costs no wait
+    result = backend(args).logit_lens(prompt, options)
+    if args.json:
+        return print_json(result)
+    last = len(result.positions) - 1
+    print(f"{result.model}: {len(result.tokens)} tokens, {result.n_layers} layers")
+    print("prompt: " + " ".join(visible(t) for t in result.tokens))
+    print(f"at the last position (next token after {visible(result.tokens[-1])!r}):")
+    print(f"{'layer':>5}  {'top-1':<16} {'prob':>6} {'entropy':>8} {'KL→final':>9}  target {visible(result.target_tokens[last])!r} rank")
+    for r, label in enumerate(result.layers):
+        print(f"{label:>5}  {visible(result.top_tokens[r][last][0]):<16} {result.top_probs[r, last, 0]:6.3f} "
+              f"{result.entropy[r, last]:8.3f} {result.kl_to_final[r, last]:9.3f}  {result.target_rank[r, last]}")
+    if result.target_note:
+        print(f"note: {result.target_note}")
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("logit-lens", help="what every layer predicts at every position")
+    model_args(p)
+    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--target", default=None, help="token to track (default: the final top-1 at each position)")
+    p.set_defaults(func=cmd_logit_lens)

@@ -1,0 +1,222 @@
+"""``LocalBackend``: the Backend (lens/backend.py) that runs one loaded model in this process.
+
+Every method goes through ``_cached``: a result is looked up in the optional disk
+cache under one key scheme (kind, model fingerprint, prompt, options), else computed
+from one forward pass that keeps only what the analysis needs. The route analyses
+also keep the last prompt's route data in memory, so moving the threshold slider or
+picking another node costs no new forward pass.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Callable, Sequence
+
+from .analysis.geometry import geometry
+from .analysis.heads import head_patterns, head_summary, repeated_random_ids
+from .analysis.logit_lens import logit_lens
+from .analysis.projection import project
+from .analysis.rollout import attention_flow, mean_attention_stack, rollout
+from .analysis.checks import check_layer
+from .analysis.routes import (RouteData, attention_contributions, check_length, check_supported, node_detail,
+                              route_capture, route_graph)
+from .backend import ModelInfo
+from .cache import ResultCache, make_key
+from .errors import LensError
+from .model.loading import LoadedModel
+from .model.tokens import encode, token_strings
+from .model.trace import CaptureSpec, Trace, capture
+from .options import DEFAULT_THRESHOLD, GeometryOptions, LensOptions, Progress, ProjectionOptions
+from .results import (AttentionContributions, FlowResult, GeometryResult, HeadPatterns, HeadSummary,
+                      LogitLensResult, NodeDetail, ProjectionResult, RolloutResult, RouteGraph)
+from .serialize import NotThisType, join, split
+
+log = logging.getLogger("layerlens")
+
+# Cache kind -> the result type its entries rebuild into.
+RESULT_TYPES: dict[str, type] = {
+    "lens": LogitLensResult, "projection": ProjectionResult, "geometry": GeometryResult,
+    "rollout": RolloutResult, "flow": FlowResult, "head-patterns": HeadPatterns, "head-summary": HeadSummary,
+    "contributions": AttentionContributions, "routes": RouteGraph, "node": NodeDetail,
+}
+
+
+class LocalBackend:
+    """Runs one loaded model in this process; results go through an optional disk cache."""
+
+    def __init__(self, loaded: LoadedModel, cache: ResultCache | None = None, token_limit: int | None = None):
+        self.loaded = loaded
+        self.cache = cache
+        self.token_limit = min(token_limit or loaded.context_length, loaded.context_length)
+        # Hooks live on shared modules: one capture at a time per model.
+        self._lock = threading.Lock()
+        self._route_memo: tuple[str, RouteData] | None = None
+
+    # ------------------------------------------------------------ model, tokens, traces
+
+    def info(self) -> ModelInfo:
+        a = self.loaded.adapter
+        reason = a.routes_unavailable()
+        return ModelInfo(
+            name=self.loaded.name, source=self.loaded.source, model_type=a.model_type, n_layers=a.n_layers,
+            n_heads=a.n_heads, n_kv_heads=a.n_kv_heads, head_dim=a.head_dim, d_model=a.d_model,
+            vocab_size=int(self.loaded.model.get_input_embeddings().weight.shape[0]),
+            context_length=self.loaded.context_length, token_limit=self.token_limit,
+            has_lm_head=a.has_lm_head, is_causal=a.is_causal, post_ln=a.post_ln,
+            supports_routes=reason is None, routes_note=reason or "", fingerprint=self.loaded.fingerprint,
+        )
+
+    def _ids(self, text: str) -> list[int]:
+        return encode(self.loaded.tokenizer, text, self.token_limit)
+
+    def tokenize(self, text: str) -> list[str]:
+        return token_strings(self.loaded.tokenizer, self._ids(text))
+
+    def _capture(self, ids: list[int], spec: CaptureSpec) -> Trace:
+        with self._lock:
+            return capture(self.loaded.model, self.loaded.adapter, ids, spec, model_name=self.loaded.name,
+                           fingerprint=self.loaded.fingerprint, tokens=token_strings(self.loaded.tokenizer, ids))
+
+    def trace(self, text: str, spec: CaptureSpec = CaptureSpec()) -> Trace:
+        return self._capture(self._ids(text), spec)
+
+    def _traces(self, texts: str | Sequence[str]) -> list[Trace]:
+        """One residual-stream trace per text (a corpus is traced text by text)."""
+        items = [texts] if isinstance(texts, str) else list(texts)
+        if not items:
+            raise LensError("no text given: type a prompt or at least one sentence")
+        return [self.trace(t, CaptureSpec(residual=True)) for t in items]
+
+    def _special_ids(self) -> list[int]:
+        return sorted(int(i) for i in (getattr(self.loaded.tokenizer, "all_special_ids", None) or []))
+
+    # ------------------------------------------------------------ the one cache path
+
+    def _cached(self, kind: str, key: dict, compute: Callable[[], object]):
+        """The cached ``kind`` result for ``key`` (prompt and options), else ``compute()``'s, stored.
+
+        An entry that cannot be rebuilt into its result type (another version's fields,
+        a damaged file) is a miss: recomputed and overwritten, never an error.
+        """
+        cls = RESULT_TYPES[kind]
+        cache_key = make_key(kind, model=self.loaded.fingerprint, **key)
+        if self.cache is not None:
+            hit = self.cache.get(cache_key)
+            if hit is not None:
+                try:
+                    return join(cls, *hit)
+                except (NotThisType, TypeError, ValueError) as exc:
+                    log.warning("cache entry %s is not a %s (%s): recomputing", cache_key, cls.__name__, exc)
+        result = compute()
+        if self.cache is not None:
+            self.cache.put(cache_key, *split(result))
+        return result
+
+    @staticmethod
+    def _prompt_key(texts: str | Sequence[str]) -> str | list[str]:
+        return texts if isinstance(texts, str) else list(texts)
+
+    # ------------------------------------------------------------ logit lens, projections, geometry
+
+    def logit_lens(self, text: str, options: LensOptions = LensOptions(),
+                   progress: Progress | None = None) -> LogitLensResult:
+        options.check()
+        if not self.loaded.adapter.has_lm_head:
+            raise LensError(f"{self.loaded.name} has no language-model head: the logit lens does not apply")
+        return self._cached("lens", {"prompt": text, "options": options.key()}, lambda: logit_lens(
+            self.trace(text, CaptureSpec(residual=True)), self.loaded.tokenizer, options, progress))
+
+    def projection(self, texts: str | Sequence[str], options: ProjectionOptions = ProjectionOptions(),
+                   progress: Progress | None = None) -> ProjectionResult:
+        """Every kept token at every layer projected to 2-D/3-D; ``texts`` is a prompt or a corpus."""
+        options.check()
+        return self._cached("projection", {"prompt": self._prompt_key(texts), "options": options.key()},
+                            lambda: project(self._traces(texts), options, self._special_ids(), progress))
+
+    def geometry(self, texts: str | Sequence[str], options: GeometryOptions = GeometryOptions()) -> GeometryResult:
+        """Per-layer geometry metrics of a prompt or a corpus."""
+        return self._cached("geometry", {"prompt": self._prompt_key(texts), "options": options.key()},
+                            lambda: geometry(self._traces(texts), options, self._special_ids()))
+
+    # ------------------------------------------------------------ rollout and flow
+
+    def _mean_attention(self, text: str):
+        tr = self.trace(text, CaptureSpec(residual=False, attentions=True, attention_mean=True))
+        return tr, mean_attention_stack(tr.attentions, tr.n_layers)
+
+    def rollout(self, text: str, position: int | None = None) -> RolloutResult:
+        def compute():
+            tr, A = self._mean_attention(text)
+            return rollout(A, tr.tokens, position, model=self.loaded.name)
+        return self._cached("rollout", {"prompt": text, "options": {"position": position}}, compute)
+
+    def attention_flow(self, text: str, position: int | None = None,
+                       layers: list[int] | None = None) -> FlowResult:
+        def compute():
+            tr, A = self._mean_attention(text)
+            return attention_flow(A, tr.tokens, position, model=self.loaded.name, layers=layers)
+        options = {"position": position, "layers": sorted(layers) if layers else None}
+        return self._cached("flow", {"prompt": text, "options": options}, compute)
+
+    # ------------------------------------------------------------ heads
+
+    def head_patterns(self, text: str, layer: int) -> HeadPatterns:
+        L = self.loaded.n_layers
+        layer = check_layer(layer, L)
+
+        def compute():
+            tr = self.trace(text, CaptureSpec(residual=False, attentions=(layer - 1,)))
+            return head_patterns(tr.attentions, tr.tokens, layer, L, model=self.loaded.name)
+        return self._cached("head-patterns", {"prompt": text, "options": {"layer": layer}}, compute)
+
+    def head_summary(self, text: str) -> HeadSummary:
+        def compute():
+            tok = self.loaded.tokenizer
+            vocab = int(self.loaded.model.get_input_embeddings().weight.shape[0])
+            ids, n, offset = repeated_random_ids(tok, vocab, max_tokens=self.token_limit)
+            rep = self._capture(ids, CaptureSpec(residual=False, attentions=True))
+            tr = self.trace(text, CaptureSpec(residual=False, attentions=True))
+            return head_summary(tr.attentions, rep.attentions, tr.n_layers, n, offset,
+                                token_strings(tok, ids), model=self.loaded.name)
+        return self._cached("head-summary", {"prompt": text, "options": {}}, compute)
+
+    # ------------------------------------------------------------ routes
+
+    def _route_trace(self, text: str, layers: Sequence[int] | None = None, neurons: bool = False) -> RouteData:
+        ids = self._ids(text)
+        check_length(len(ids), self.loaded.n_layers)
+        return RouteData.from_trace(self._capture(ids, route_capture(self.loaded.n_layers, layers, neurons)))
+
+    def _route_data(self, text: str) -> RouteData:
+        memo_key = f"{self.loaded.fingerprint}:{text}"
+        memo = self._route_memo
+        if memo is not None and memo[0] == memo_key:
+            return memo[1]
+        data = self._route_trace(text)
+        self._route_memo = (memo_key, data)
+        return data
+
+    def contributions(self, text: str, layer: int, position: int | None = None) -> AttentionContributions:
+        check_supported(self.loaded.adapter)
+        return self._cached("contributions", {"prompt": text, "options": {"layer": layer, "position": position}},
+                            lambda: attention_contributions(self._route_data(text), layer, position))
+
+    def route_graph(self, text: str, position: int | None = None,
+                    threshold: float = DEFAULT_THRESHOLD) -> RouteGraph:
+        check_supported(self.loaded.adapter)
+        options = {"position": position, "threshold": round(float(threshold), 6)}
+        return self._cached("routes", {"prompt": text, "options": options}, lambda: route_graph(
+            self._route_data(text), position, threshold, tokenizer=self.loaded.tokenizer))
+
+    def node_detail(self, text: str, layer: int, position: int | None, block: str = "attn",
+                    top_k: int = 8) -> NodeDetail:
+        check_supported(self.loaded.adapter)
+        layer = check_layer(layer, self.loaded.n_layers)
+
+        def compute():
+            # MLP neurons: one more pass that keeps only this layer (every layer's would be L·T·N floats).
+            data = (self._route_trace(text, layers=(layer - 1,), neurons=True) if block == "mlp"
+                    else self._route_data(text))
+            return node_detail(data, self.loaded.tokenizer, layer, position, block, top_k=top_k)
+        options = {"layer": layer, "position": position, "block": block, "top_k": top_k}
+        return self._cached("node", {"prompt": text, "options": options}, compute)

@@ -1,0 +1,76 @@
+"""What a request to an analysis may ask for: options and their limits. Imports nothing heavy.
+
+Each options class has ``key()``, the part of the cache key that names it, and,
+where a value can be wrong, ``check()``, which raises LensError before any model work.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+from .errors import LensError
+
+Progress = Callable[[float, str], None]  # (fraction done, what is being done)
+
+# Projections
+METHODS = ("pca", "umap")
+MODES = ("joint", "aligned")
+MAX_UMAP_POINTS = 10_000  # layers × tokens; beyond this UMAP takes minutes on a laptop
+
+# Routes keep every layer's attention: L·H·T² floats (SmolLM2 at 512 tokens: 280 MB).
+ROUTE_MAX_TOKENS = 512
+DEFAULT_THRESHOLD = 0.04
+MAX_TOP_K = 100
+
+
+@dataclass(frozen=True)
+class LensOptions:
+    top_k: int = 5
+    target: str | None = None  # text whose first token is tracked; None: the final top-1
+    positions: tuple[int, int] | None = None  # [start, stop) window; None: all
+
+    def check(self) -> None:
+        if not isinstance(self.top_k, int) or not 1 <= self.top_k <= MAX_TOP_K:
+            raise LensError(f"top-k must be a whole number from 1 to {MAX_TOP_K}, not {self.top_k!r}")
+
+    def key(self) -> dict:
+        return {"top_k": self.top_k, "target": self.target,
+                "positions": list(self.positions) if self.positions else None}
+
+
+@dataclass(frozen=True)
+class ProjectionOptions:
+    method: str = "pca"  # pca | umap
+    mode: str = "joint"  # joint | aligned
+    dims: int = 2  # 2 or 3
+    rms_scale: bool = True  # divide each layer by its RMS before fitting
+    skip_first: bool = True  # leave out each text's first token (BOS / attention sink)
+    skip_special: bool = True  # leave out the tokenizer's special tokens ([CLS], [SEP], ...)
+    n_neighbors: int = 15  # UMAP only
+    min_dist: float = 0.1  # UMAP only
+    seed: int | None = None  # UMAP only; None: parallel and faster, but not bit-for-bit repeatable
+
+    def key(self) -> dict:
+        return asdict(self)
+
+    def check(self) -> None:
+        if self.method not in METHODS:
+            raise LensError(f"unknown projection method {self.method!r}; choose {' or '.join(METHODS)}")
+        if self.mode not in MODES:
+            raise LensError(f"unknown projection mode {self.mode!r}; choose {' or '.join(MODES)}")
+        if self.dims not in (2, 3):
+            raise LensError(f"a projection has 2 or 3 dimensions, not {self.dims}")
+        if self.method == "umap" and self.mode == "aligned":
+            raise LensError("UMAP is fitted jointly over all layers only; use PCA for per-layer aligned projections")
+        if not 2 <= self.n_neighbors <= 200:
+            raise LensError(f"UMAP neighbours must be between 2 and 200, not {self.n_neighbors}")
+
+
+@dataclass(frozen=True)
+class GeometryOptions:
+    skip_first: bool = True
+    skip_special: bool = True
+    word: str | None = None  # for self-similarity and word MEV
+
+    def key(self) -> dict:
+        return asdict(self)
