@@ -224,3 +224,48 @@ def test_post_ln_opt_without_final_norm_reads_out_like_the_model():
     with torch.no_grad():
         expected = model(torch.tensor([ids])).logits[0]
     torch.testing.assert_close(adapter.readout(trace.residual[-1]), expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama", "phi3", "opt"])
+def test_capture_keeps_values_and_neurons_as_the_model_computes_them(arch, tiny):
+    """Values: the value projection of the pre-attention norm of the stream; neurons: the MLP's down
+    projection input, which the down projection turns back into the MLP's write (plus its bias)."""
+    model, tok, adapter = tiny(arch)
+    ids = tok("values and neurons")["input_ids"]
+    tr = capture(model, adapter, ids, CaptureSpec(residual=True, sublayers=True, values=(1,), neurons=(0, 2)))
+    assert set(tr.values) == {1} and set(tr.neurons) == {0, 2}
+    T, H, KV, hd = len(ids), adapter.n_heads, adapter.n_kv_heads, adapter.head_dim
+    assert tr.values[1].shape == (T, KV, hd)
+    with torch.no_grad():
+        out = adapter.value_proj[1](adapter.attn_norm[1](tr.residual[1]).unsqueeze(0))[0]
+    v = out[:, -KV * hd:] if adapter.spec.value_fused else out
+    torch.testing.assert_close(tr.values[1], v.reshape(T, KV, hd))
+    for l in (0, 2):
+        W, b = adapter.down_projection(l), adapter.down_proj[l].bias
+        torch.testing.assert_close(tr.neurons[l] @ W + (0 if b is None else b), tr.mlp_out[l], atol=1e-4, rtol=1e-4)
+
+
+def test_a_model_without_attention_weights_raises_a_lens_error():
+    from lens.errors import AttentionWeightsUnavailable
+
+    model, tok = tiny_model("llama")
+    model.set_attn_implementation("sdpa")  # fused attention returns no weights
+    adapter = adapt(model)
+    with pytest.raises(AttentionWeightsUnavailable, match="eager attention"):
+        capture(model, adapter, tok("hi")["input_ids"], CaptureSpec(attentions=True))
+    assert issubclass(AttentionWeightsUnavailable, LensError)
+
+
+def test_values_need_an_architecture_that_names_them(tiny):
+    model, tok, adapter = tiny("gpt_neox")
+    assert not adapter.value_proj and not adapter.supports_routes
+    with pytest.raises(LensError, match="in parallel"):
+        capture(model, adapter, tok("hi")["input_ids"], CaptureSpec(values=True))
+
+
+def test_head_shapes_come_from_the_config(tiny):
+    for arch in ("gpt2", "llama", "gemma", "opt"):
+        _, _, a = tiny(arch)
+        assert (a.n_heads, a.d_model, a.head_dim) == (4, 32, 8)
+        assert a.n_kv_heads == (2 if a.spec.grouped_kv else 4)
+        assert a.kv_group == a.n_heads // a.n_kv_heads

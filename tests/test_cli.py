@@ -47,6 +47,8 @@ def _cases(f):
         "binary file": LENS + ["--prompt-file", str(f["binary"])],
         "both": LENS + ["--prompt", "hi", "--prompt-file", str(f["odd"])],
         "top-k 0": LENS + ["--prompt", "hi", "--top-k", "0"],
+        # Options are checked before the model loads: the bad option is named, not the unknown model.
+        "top-k before loading": ["logit-lens", "--model", "no-such-model-xyz", "--prompt", "hi", "--top-k", "-3"],
         "invalid utf-8 argv": [*LENS, "--prompt", b"ab\xff\xfe"],
     }
     return ok, bad
@@ -169,6 +171,7 @@ def test_bad_input_messages_say_why(runs, files):
     assert "UTF-8" in msg("binary file")
     assert "not both" in msg("both")
     assert "top-k" in msg("top-k 0")
+    assert "top-k" in msg("top-k before loading") and "no-such-model" not in msg("top-k before loading")
 
 
 def test_prompt_file_is_read_byte_for_byte(tmp_path):
@@ -180,3 +183,19 @@ def test_prompt_file_is_read_byte_for_byte(tmp_path):
     path.write_bytes(text.encode("utf-8"))
     args = argparse.Namespace(prompt=None, prompt_file=str(path))
     assert _read_prompt(args) == text
+
+
+def test_an_error_after_progress_starts_on_its_own_line(capsys, monkeypatch):
+    """A failure while a progress line is open (e.g. a conversion) does not glue the error onto it."""
+    import lens.cli as cli
+    from lens.cli.common import terminal_progress
+    from lens.errors import LensError
+
+    def failing(args):
+        terminal_progress(0.2, "converting")
+        raise LensError("disk full")
+
+    monkeypatch.setattr(cli.models, "cmd_models", failing)
+    assert cli.main(["models"]) == 2
+    err = capsys.readouterr().err
+    assert "converting" in err and err.endswith("\nerror: disk full\n"), repr(err)

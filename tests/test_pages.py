@@ -54,6 +54,7 @@ def test_home_shows_model_tokens_and_next_token_prediction(reference):
     assert not at.error
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Layers"] == str(lm.n_layers)
+    assert metrics["Context"] == f"{lm.context_length:,}"  # the model's own context, not the page's cap
     assert metrics["Vocabulary"] == f"{lm.model.config.vocab_size:,}"
     tokens = [lm.tokenizer.decode([i]) for i in lm.tokenizer(FRANCE)["input_ids"]]
     assert any(" ".join(f"`{visible(t)}`" for t in tokens) in m.value for m in at.markdown)

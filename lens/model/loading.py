@@ -19,11 +19,11 @@ import torch
 from ..errors import LensError
 from ..options import Progress
 from .adapters import Adapter, adapt
+from .architectures import is_encoder_type
 from .convert import convert_gguf, converted_dir, is_complete
 from .registry import BUNDLED, DEFAULT_MODEL, bundled_file, default_cache_root
 from .tiny import TINY_ARCHS, tiny_model
 
-ENCODER_TYPES = {"bert"}
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
@@ -75,7 +75,7 @@ def _from_pretrained(where: str, trust_remote_code: bool, local_only: bool):
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
 
     config = AutoConfig.from_pretrained(where, trust_remote_code=trust_remote_code, local_files_only=local_only)
-    cls = AutoModel if config.model_type in ENCODER_TYPES else AutoModelForCausalLM
+    cls = AutoModel if is_encoder_type(config.model_type) else AutoModelForCausalLM
     model = cls.from_pretrained(
         where, config=config, trust_remote_code=trust_remote_code, local_files_only=local_only,
         attn_implementation="eager", dtype=torch.float32,

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import LensError
+from .architectures import decoder_types
 
-TINY_ARCHS = ("gpt2", "llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text",
-              "gpt_neox", "opt", "phi", "phi3")
+TINY_ARCHS = tuple(decoder_types())  # a tiny random model of every decoder in the architecture table
 DEFAULT_MODEL = "smollm2-135m"
 
 

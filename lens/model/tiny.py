@@ -9,7 +9,8 @@ import torch
 import transformers as tf
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
-from .registry import TINY_ARCHS  # noqa: F401  (the list lives with the other model names)
+from .architectures import SPECS
+from .registry import TINY_ARCHS
 
 _VOCAB = 256 + 2  # every byte, then <bos> and <eos>
 _D, _HEADS, _KV, _FF, _LAYERS, _CTX = 32, 4, 2, 64, 3, 128
@@ -32,30 +33,18 @@ def tiny_tokenizer() -> tf.PreTrainedTokenizerFast:
 
 
 def tiny_config(arch: str) -> tf.PretrainedConfig:
-    common = dict(vocab_size=_VOCAB, bos_token_id=256, eos_token_id=257, pad_token_id=257)
-    llama_like = dict(num_hidden_layers=_LAYERS, hidden_size=_D, num_attention_heads=_HEADS,
-                      num_key_value_heads=_KV, intermediate_size=_FF, max_position_embeddings=_CTX)
-    if arch == "gpt2":
-        cfg = tf.GPT2Config(n_layer=_LAYERS, n_embd=_D, n_head=_HEADS, n_positions=_CTX, **common)
-    elif arch in ("llama", "mistral", "qwen2", "qwen3", "phi3"):
-        cls = {"llama": tf.LlamaConfig, "mistral": tf.MistralConfig, "qwen2": tf.Qwen2Config,
-               "qwen3": tf.Qwen3Config, "phi3": tf.Phi3Config}[arch]
-        cfg = cls(**llama_like, **common)
-    elif arch in ("gemma", "gemma2", "gemma3_text"):
-        cls = {"gemma": tf.GemmaConfig, "gemma2": tf.Gemma2Config, "gemma3_text": tf.Gemma3TextConfig}[arch]
-        cfg = cls(**llama_like, head_dim=_D // _HEADS, **common)
-    elif arch == "gpt_neox":
-        cfg = tf.GPTNeoXConfig(num_hidden_layers=_LAYERS, hidden_size=_D, num_attention_heads=_HEADS,
-                               intermediate_size=_FF, max_position_embeddings=_CTX, **common)
-    elif arch == "opt":
-        cfg = tf.OPTConfig(num_hidden_layers=_LAYERS, hidden_size=_D, num_attention_heads=_HEADS,
-                           ffn_dim=_FF, max_position_embeddings=_CTX, word_embed_proj_dim=_D, **common)
-    elif arch == "phi":
-        cfg = tf.PhiConfig(num_hidden_layers=_LAYERS, hidden_size=_D, num_attention_heads=_HEADS,
-                           intermediate_size=_FF, max_position_embeddings=_CTX, **common)
-    else:
-        raise ValueError(f"no tiny config for {arch!r}; choose from {', '.join(TINY_ARCHS)}")
-    return cfg
+    """A 3-layer, 32-wide config of ``arch``, from the same names for every architecture
+    (Hugging Face maps them to each config's own, e.g. GPT-2's ``n_embd``)."""
+    if arch not in TINY_ARCHS:
+        raise ValueError(f"no tiny model for {arch!r}; choose from {', '.join(TINY_ARCHS)}")
+    kv = {"num_key_value_heads": _KV} if SPECS[arch].grouped_kv else {}  # grouped-query attention where it exists
+    return tf.AutoConfig.for_model(
+        arch, vocab_size=_VOCAB, bos_token_id=256, eos_token_id=257, pad_token_id=257,
+        num_hidden_layers=_LAYERS, hidden_size=_D, num_attention_heads=_HEADS, **kv,
+        head_dim=_D // _HEADS, max_position_embeddings=_CTX,
+        # the MLP's width goes by three names; each config reads its own and keeps the others unused
+        intermediate_size=_FF, ffn_dim=_FF, n_inner=_FF, word_embed_proj_dim=_D,
+    )
 
 
 def tiny_model(arch: str, seed: int = 0) -> tuple[torch.nn.Module, tf.PreTrainedTokenizerFast]:

@@ -1,0 +1,94 @@
+"""What the pages used to compute themselves, now in lens/figures: route clicks, the drill-down table,
+the home page's prediction bars, the heatmap's cell text, and the flow plan."""
+import numpy as np
+import pytest
+
+from lens.analysis.flow_plan import FLOW_WORK_LIMIT, flow_work, plan_flow
+from lens.analysis.rollout import attention_flow
+from lens.errors import LensError
+from lens.figures.attention import clicked_node, node_table, route_figure
+from lens.figures.logit_lens import MAX_CELL_TEXT_COLUMNS, logit_lens_figure, prediction_figure
+from lens.local_backend import LocalBackend
+from lens.model.loading import load_model
+from lens.model.tokens import visible
+from lens.options import LensOptions
+
+PROMPT = "hello there, the end; see me here"
+
+
+@pytest.fixture(scope="module")
+def backend():
+    return LocalBackend(load_model("tiny-llama"), None)
+
+
+def test_a_click_on_a_route_node_names_that_node(backend):
+    g = backend.route_graph(PROMPT, None, 0.05)
+    fig = route_figure(g)
+    nodes = next(t for t in fig.data if t.name == "nodes")
+    for cd in nodes.customdata:
+        got = clicked_node([{"customdata": list(cd), "x": 0}])
+        if cd[2] == "emb":
+            assert got is None  # the embeddings have no drill-down
+        else:
+            assert got == (int(cd[0]), int(cd[1]), cd[2])
+    for junk in ([], None, [{}], [{"customdata": None}], [{"customdata": [1, 2]}], [{"customdata": ["x", 2, "attn"]}],
+                 [{"customdata": [1, 2, "head"]}], ["not a point"]):
+        assert clicked_node(junk) is None
+
+
+def test_drill_down_table_rows(backend):
+    d = backend.node_detail(PROMPT, 2, 7, "attn", top_k=4)
+    rows = node_table(d)
+    assert [r["head"] for r in rows] == sorted(range(len(d.items)), key=lambda h: -d.items[h]["importance"])
+    top = max(d.items, key=lambda it: it["importance"])
+    assert rows[0]["importance"] == round(top["importance"], 4)
+    assert rows[0]["promotes"] == " ".join(visible(t) for t in top["promoted"][:6])
+    j, w = top["top_sources"][0]
+    assert rows[0]["reads from"].startswith(f"{j}·{visible(d.tokens[j])} ({w:.3f})")
+    m = backend.node_detail(PROMPT, 2, 7, "mlp", top_k=4)
+    mrows = node_table(m)
+    assert {"neuron", "activation"} <= set(mrows[0]) and "head" not in mrows[0]
+    assert [r["neuron"] for r in mrows] == [it["neuron"] for it in sorted(m.items, key=lambda it: -it["importance"])]
+
+
+def test_prediction_bars_are_the_final_rows_top_k(backend):
+    r = backend.logit_lens(PROMPT, LensOptions(top_k=6))
+    bar = prediction_figure(r).data[0]
+    np.testing.assert_allclose(np.asarray(bar.x)[::-1], r.top_probs[-1, -1], rtol=1e-6)
+    assert [y.strip() for y in bar.y][::-1] == [visible(t) for t in r.top_tokens[-1][-1]]
+
+
+def test_cell_text_only_while_it_can_be_read():
+    lm = LocalBackend(load_model("tiny-gpt2"), None)
+    r = lm.logit_lens("x" * 100, LensOptions(top_k=2))
+    narrow = logit_lens_figure(r, columns=(0, MAX_CELL_TEXT_COLUMNS)).data[0]
+    wide = logit_lens_figure(r, columns=(0, MAX_CELL_TEXT_COLUMNS + 1)).data[0]
+    assert narrow.texttemplate and not wide.texttemplate
+
+
+def random_attention(L, T, seed=0):
+    g = np.random.default_rng(seed)
+    a = np.tril(g.random((L, T, T))) + 1e-3 * np.tril(np.ones((T, T)))
+    import torch
+
+    return torch.tensor(a / a.sum(-1, keepdims=True), dtype=torch.float32)
+
+
+def test_flow_plan_matches_what_the_backend_accepts():
+    L = 4
+    plan = plan_flow(L, n_tokens=100, position=99)
+    assert plan.sources == 100 and not plan.feasible
+    assert flow_work(plan.limit_all, list(range(1, L + 1))) <= FLOW_WORK_LIMIT < flow_work(plan.limit_all + 1, list(range(1, L + 1)))
+    assert flow_work(plan.limit_last, [L]) <= FLOW_WORK_LIMIT < flow_work(plan.limit_last + 1, [L])
+    assert plan.limit_last >= plan.limit_all
+    A = random_attention(L, plan.limit_last + 1)
+    tokens = list("x" * (plan.limit_last + 1))
+    with pytest.raises(LensError, match="limited to"):  # one past the plan's limit: refused
+        attention_flow(A, tokens, position=plan.limit_last, layers=[L])
+    short = plan_flow(L, n_tokens=plan.limit_all, position=plan.limit_all - 1)
+    assert short.feasible and short.layers is None  # every layer's row
+    mid = plan_flow(L, n_tokens=plan.limit_all + 1, position=plan.limit_all)
+    assert mid.feasible and mid.layers == [L]  # only the last layer's row
+    got = attention_flow(random_attention(L, 8), list("abcdefgh"), position=7, layers=mid.layers)
+    assert got.layers == [str(L)] and got.flow.shape == (1, 8)
+    assert plan_flow(L, n_tokens=10, position=3, causal=False).sources == 10  # an encoder reads every token
