@@ -249,11 +249,40 @@ def test_a_model_without_attention_weights_raises_a_lens_error():
     from lens.errors import AttentionWeightsUnavailable
 
     model, tok = tiny_model("llama")
-    model.set_attn_implementation("sdpa")  # fused attention returns no weights
     adapter = adapt(model)
-    with pytest.raises(AttentionWeightsUnavailable, match="eager attention"):
-        capture(model, adapter, tok("hi")["input_ids"], CaptureSpec(attentions=True))
+    # An attention module that returns no weights (as a fused kernel does).
+    handle = adapter.attn[1].register_forward_hook(lambda module, args, out: (out[0], None))
+    try:
+        with pytest.raises(AttentionWeightsUnavailable, match="eager attention"):
+            capture(model, adapter, tok("hi")["input_ids"], CaptureSpec(attentions=True))
+    finally:
+        handle.remove()
     assert issubclass(AttentionWeightsUnavailable, LensError)
+
+
+@pytest.mark.parametrize("arch", TINY_ARCHS)
+def test_traces_without_attention_weights_use_sdpa_and_agree_with_eager(arch, tiny):
+    """A pass that keeps no attention weights runs fused SDPA attention; its residual stream equals the
+    eager pass's to float tolerance, and the model is left as it was (eager)."""
+    model, tok, adapter = tiny(arch)
+    ids = tok(TINY_PROMPT_FOR_SDPA)["input_ids"]
+    seen = []
+    handle = adapter.blocks[0].register_forward_pre_hook(lambda m, a: seen.append(model.config._attn_implementation))
+    try:
+        fast = capture(model, adapter, ids, CaptureSpec(residual=True, sublayers=True))
+        slow = capture(model, adapter, ids, CaptureSpec(residual=True, sublayers=True, attentions=(0,)))
+    finally:
+        handle.remove()
+    # (Gemma 2 has no SDPA path in transformers: it stays eager.)
+    assert seen == ["sdpa" if getattr(model, "_supports_sdpa", False) else "eager", "eager"]
+    assert model.config._attn_implementation == "eager"
+    scale = float(slow.residual.abs().max())
+    torch.testing.assert_close(fast.residual, slow.residual, atol=1e-5 * scale, rtol=1e-4)
+    torch.testing.assert_close(fast.attn_out, slow.attn_out, atol=1e-5 * scale, rtol=1e-4)
+    assert torch.equal(fast.output_top1, slow.output_top1)
+
+
+TINY_PROMPT_FOR_SDPA = "the same stream, two kinds of attention"
 
 
 def test_values_need_an_architecture_that_names_them(tiny):

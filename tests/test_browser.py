@@ -10,9 +10,16 @@ PLOT = ".js-plotly-plot"
 
 
 @pytest.fixture(scope="module")
-def page():
+def pw():
+    """One Playwright per module: the sync API allows only one running at a time."""
     ARTIFACTS.mkdir(exist_ok=True)
-    with streamlit_server() as url, sync_playwright() as pw:
+    with sync_playwright() as p:
+        yield p
+
+
+@pytest.fixture(scope="module")
+def page(pw):
+    with streamlit_server() as url:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         pg = browser.new_page(viewport={"width": 1400, "height": 1000})
         pg.base_url = url
@@ -105,11 +112,11 @@ COLD_LINKS = {  # path -> (prompt, the page's title): each opened at once on a s
 }
 
 
-def test_shared_links_on_a_cold_server_keep_their_view():
+def test_shared_links_on_a_cold_server_keep_their_view(pw):
     """Deep links opened together on a freshly started server: each shows its own view, with the shared
     sidebar holding the link's prompt. (Streamlit serves pages/ files directly until the router has run once:
     this fails if the rerouting in ui/routing.py stops working.)"""
-    with streamlit_server() as url, sync_playwright() as pw:
+    with streamlit_server() as url:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         tabs = {}
         for path, (prompt, _) in COLD_LINKS.items():

@@ -1,7 +1,7 @@
 """How the geometry of the token representations changes with depth: one number per layer.
 
 All metrics use the raw residual stream (row 0 = embeddings, row l = after
-block l) of the kept tokens (see ``lens.points``: first token and special tokens
+block l) of the kept tokens (see ``lens.analysis.points``: first token and special tokens
 left out by default). Cosines, the Gram-matrix entropy and curvature angles do
 not depend on a per-layer rescaling, so RMS scaling plays no part here.
 

@@ -87,8 +87,7 @@ class Adapter:
     def routes_unavailable(self) -> str | None:
         """Why information-flow routes do not apply to this model (a clause), or None when they do."""
         if self.post_ln:
-            return ("it normalises after each sub-block (post-LN), so its blocks do not add to a residual "
-                    "stream (attention patterns and rollout still apply)")
+            return "it normalises after each sub-block (post-LN), so its blocks do not add to a residual stream"
         if not self.has_lm_head:
             return "it has no language-model head, so there is no prediction to trace back"
         if self.spec.parallel_residual:

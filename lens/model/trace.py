@@ -4,6 +4,7 @@ Every analysis gets its data from one ``capture()``: a CaptureSpec says what to 
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -71,6 +72,30 @@ class Trace:
     @property
     def layer_labels(self) -> list[str]:
         return ["emb"] + [str(i) for i in range(1, self.n_layers + 1)]
+
+
+@contextlib.contextmanager
+def attention_implementation(model, wanted: str):
+    """Run the block with ``wanted`` attention ("sdpa" or "eager"), then restore the model's own.
+
+    Only eager attention returns the weights, and it builds every [heads, T, T] score
+    matrix; a pass that keeps no weights uses PyTorch's fused SDPA instead (at 2048
+    tokens several times faster and without the T² memory). Models that cannot switch
+    stay as they are.
+    """
+    current = getattr(model.config, "_attn_implementation", None)
+    if current == wanted or current not in ("eager", "sdpa") or not hasattr(model, "set_attn_implementation"):
+        yield
+        return
+    try:
+        model.set_attn_implementation(wanted)
+    except Exception:  # this architecture has no SDPA path: stay eager
+        yield
+        return
+    try:
+        yield
+    finally:
+        model.set_attn_implementation(current)
 
 
 def _first_tensor(out):
@@ -150,7 +175,8 @@ def capture(model, adapter: Adapter, token_ids: Sequence[int], spec: CaptureSpec
 
         device = next(model.parameters()).device
         ids = torch.tensor([list(token_ids)], device=device)
-        out = model(input_ids=ids, use_cache=False)
+        with attention_implementation(model, "eager" if spec.attention_layers(L) else "sdpa"):
+            out = model(input_ids=ids, use_cache=False)
     finally:
         for h in handles:
             h.remove()
