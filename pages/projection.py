@@ -154,22 +154,31 @@ if result is not None:
     )
     download_json(result, "projection", "Download the coordinates (JSON)")
 
-st.header("Geometry through depth")
-gopts = GeometryOptions(skip_first=skip_first, skip_special=skip_special)
-geo = geo_word = None
-with shown_in_page("Geometry", stop=False):
-    geo = backend.geometry(inputs, gopts)
-if geo is not None and word and word.strip():
-    with shown_in_page(f"Self-similarity of {word.strip()!r}", stop=False):
-        geo_word = backend.geometry(inputs, GeometryOptions(skip_first, skip_special, word.strip()))
-if geo is not None:
+@st.fragment
+def geometry_section(inputs, skip_first: bool, skip_special: bool, word: str | None) -> None:
+    """The per-layer metrics: computed (and cached) once per result, drawn only when asked for.
+    A fragment: switching it on or off reruns this section, not the projection above."""
+    st.header("Geometry through depth")
+    if not st.toggle("Show the geometry through depth", value=False, key="geometry", bind="query-params",
+                     help="Anisotropy, similarity, entropy, curvature, norms and the layer × layer similarity: "
+                          "nine charts that put numbers on the picture above."):
+        st.caption("Switch on to see, layer by layer, how alike, how spread out and how long the token vectors are.")
+        return
+    gopts = GeometryOptions(skip_first=skip_first, skip_special=skip_special)
+    geo = geo_word = None
+    with shown_in_page("Geometry", stop=False):
+        geo = backend.geometry(inputs, gopts)
+    if geo is not None and word and word.strip():
+        with shown_in_page(f"Self-similarity of {word.strip()!r}", stop=False):
+            geo_word = backend.geometry(inputs, GeometryOptions(skip_first, skip_special, word.strip()))
+    if geo is None:
+        return
     shown = geo_word or geo
     keys = [k for k in LINE_METRICS if getattr(shown, k).size]
     for i in range(0, len(keys), 2):
         cols = st.columns(2)
         for col, key in zip(cols, keys[i:i + 2]):
-            fig = metric_figure(shown, key)
-            chart(fig, key=f"metric-{key}", where=col)
+            chart(metric_figure(shown, key), key=f"metric-{key}", where=col)
             col.caption(EXPLANATIONS[key][1])
     if shown.word:
         st.caption(f"“{shown.word}” occurs {shown.word_count} times in {shown.word_texts} "
@@ -182,3 +191,6 @@ if geo is not None:
                "(raw residual stream, no scaling). Compare with the trajectories above: long flat stretches "
                "of a path match bright blocks here.")
     download_json(shown, "geometry", "Download the metrics (JSON)", where=c2)
+
+
+geometry_section(inputs, skip_first, skip_special, word)

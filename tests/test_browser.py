@@ -68,7 +68,8 @@ def test_home_page_shows_prediction_and_links(page):
 
 
 def test_projection_page_draws_token_trajectories(page):
-    page.goto(page.base_url + "/projection?prompt=" + quote("The capital of France is a city on the river Seine"))
+    prompt = quote("The capital of France is a city on the river Seine")
+    page.goto(f"{page.base_url}/projection?geometry=true&prompt={prompt}")
     wait_idle(page)
     page.wait_for_selector(f"{PLOT} .scatterlayer .point", timeout=120_000)
     page.wait_for_timeout(500)

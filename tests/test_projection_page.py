@@ -14,10 +14,12 @@ PAGE = "pages/projection.py"
 PROMPT = "The capital of France is a city on the river Seine"
 
 
-def run(prompt: str, **params) -> AppTest:
+def run(prompt: str, geometry: bool = True, **params) -> AppTest:
     at = AppTest.from_file(APP, default_timeout=300)
     at.switch_page(PAGE)
     at.query_params["prompt"] = prompt
+    if geometry:
+        at.query_params["geometry"] = "true"
     for k, v in params.items():
         at.query_params[k] = v
     at.run()
@@ -84,3 +86,12 @@ def test_page_bad_inputs_leave_the_page_usable():
     at = run("Hi")
     assert at.error and all("at least 2" in e.value for e in at.error)
     assert at.sidebar.text_area(key="prompt").value == "Hi"  # the sidebar is still there to fix it
+
+
+def test_geometry_is_drawn_only_when_asked_for():
+    at = run(PROMPT, geometry=False)
+    assert not at.error and len(charts(at)) == 1  # the projection only
+    assert any("Switch on" in c.value for c in at.caption)
+    at.toggle(key="geometry").set_value(True).run()
+    assert not at.exception and not at.error
+    assert any(t.startswith("Anisotropy baseline") for t in titles(at)) and len(charts(at)) >= 9
