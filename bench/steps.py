@@ -80,7 +80,7 @@ def _trace(ctx: Ctx):
 
 def _lens(ctx: Ctx):
     from lens.analysis.logit_lens import logit_lens
-from lens.options import LensOptions
+    from lens.options import LensOptions
 
     trace = ctx.residual_trace()
     tok = ctx.loaded.tokenizer
@@ -171,7 +171,7 @@ def _umap_max(ctx: Ctx) -> int | None:
 def _trace_lens_rollout(ctx: Ctx):
     """What the dashboard holds at once for one long prompt: the trace, the full lens, the rollout."""
     from lens.analysis.logit_lens import logit_lens
-from lens.options import LensOptions
+    from lens.options import LensOptions
 
     import time
 

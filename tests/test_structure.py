@@ -148,3 +148,13 @@ def test_readme_layout_table_matches_the_folders():
     named = " ".join(paths)
     for sub in sorted(d.name for d in LENS.iterdir() if d.is_dir() and not d.name.startswith("__")):
         assert f"lens/{sub}/" in named, f"lens/{sub}/ is missing from the README's Layout table"
+
+
+def test_the_benchmark_imports_and_knows_every_step():
+    """bench/ runs only by hand (make bench): at least its modules must import and name real lens modules."""
+    r = _run_python("import importlib\nimport bench.__main__ as m, bench.steps as s, bench.browser, bench.worker\n"
+                    "missing = [mod for st in s.STEPS for mod in st.modules if importlib.util.find_spec(mod) is None]\n"
+                    "print(len(s.STEPS), missing)")
+    assert r.returncode == 0, r.stderr
+    n, missing = r.stdout.split(" ", 1)
+    assert int(n) >= 8 and missing.strip() == "[]", r.stdout
