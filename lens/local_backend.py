@@ -51,6 +51,7 @@ class LocalBackend:
         # Hooks live on shared modules: one capture at a time per model.
         self._lock = threading.Lock()
         self._route_memo: tuple[str, RouteData] | None = None
+        self._residual_memo: tuple[str, Trace] | None = None  # the last prompt's residual stream
 
     # ------------------------------------------------------------ model, tokens, traces
 
@@ -85,7 +86,8 @@ class LocalBackend:
         items = [texts] if isinstance(texts, str) else list(texts)
         if not items:
             raise LensError("no text given: type a prompt or at least one sentence")
-        return [self.trace(t, CaptureSpec(residual=True)) for t in items]
+        return [self._residual_trace(t) if len(items) == 1 else self.trace(t, CaptureSpec(residual=True))
+                for t in items]
 
     def _special_ids(self) -> list[int]:
         return sorted(int(i) for i in (getattr(self.loaded.tokenizer, "all_special_ids", None) or []))
@@ -118,13 +120,25 @@ class LocalBackend:
 
     # ------------------------------------------------------------ logit lens, projections, geometry
 
+    def _residual_trace(self, text: str) -> Trace:
+        """The residual stream of ``text``, kept for the next call: a long prompt's lens is decoded
+        window by window as the page scrolls, and each window reuses the one forward pass."""
+        memo_key = f"{self.loaded.fingerprint}:{text}"
+        memo = self._residual_memo
+        if memo is not None and memo[0] == memo_key:
+            return memo[1]
+        tr = self.trace(text, CaptureSpec(residual=True))
+        self._residual_memo = (memo_key, tr)
+        return tr
+
     def logit_lens(self, text: str, options: LensOptions = LensOptions(),
                    progress: Progress | None = None) -> LogitLensResult:
+        """The lens of every row at the positions of ``options.positions`` (default: all)."""
         options.check()
         if not self.loaded.adapter.has_lm_head:
             raise LensError(f"{self.loaded.name} has no language-model head: the logit lens does not apply")
         return self._cached("lens", {"prompt": text, "options": options.key()}, lambda: logit_lens(
-            self.trace(text, CaptureSpec(residual=True)), self.loaded.tokenizer, options, progress))
+            self._residual_trace(text), self.loaded.tokenizer, options, progress))
 
     def projection(self, texts: str | Sequence[str], options: ProjectionOptions = ProjectionOptions(),
                    progress: Progress | None = None) -> ProjectionResult:

@@ -50,27 +50,34 @@ top_k = c3.number_input("Top-k in hover", min_value=1, max_value=20, value=5, ke
 stride = c4.number_input("Layer stride", min_value=1, max_value=max(1, info.n_layers), value=1, key="stride",
                          bind="query-params", help="Show every n-th layer (the final layer is always shown).")
 
+with shown_in_page("Reading the prompt"):
+    n = len(backend.tokenize(text))
+# Long prompts: only the positions on screen are decoded (the rest when the window moves there),
+# so a 2048-token prompt shows its last 48 positions in seconds instead of decoding all of them.
+window = None
+if n > WINDOW:
+    lo, hi = st.slider("Positions shown", 0, n - 1, (n - WINDOW, n - 1), key=f"window-{n}",
+                       help=f"Long prompts: choose the stretch of positions to decode and draw ({WINDOW} at first).")
+    window = (lo, hi + 1)
+
 bar = st.empty()
 with shown_in_page("Logit lens"):
     result = backend.logit_lens(
-        text, LensOptions(top_k=int(top_k), target=target or None),
+        text, LensOptions(top_k=int(top_k), target=target or None, positions=window),
         progress=lambda f, m: bar.progress(f, text=f"Decoding every layer: {m}"),
     )
 bar.empty()
 if result.target_note:
     st.caption(f"ℹ️ {result.target_note}")
 
-n = len(result.positions)
-window = (0, n)
-if n > WINDOW:
-    start = st.slider("Positions shown", 0, n - 1, (max(0, n - WINDOW), n - 1), key="window",
-                      help="Long prompts: choose the stretch of positions to draw.")
-    window = (start[0], start[1] + 1)
-fig = logit_lens_figure(result, metric=metric, stride=int(stride), columns=window)
+fig = logit_lens_figure(result, metric=metric, stride=int(stride))
 chart(fig, key="lens-heatmap")
+last = result.positions[-1]
 st.caption(
-    f"{info.name} · {len(result.tokens)} tokens · {info.n_layers} layers. "
-    f"The model's own next-token prediction at the last position: “{result.final_prediction[-1]}”. "
-    "Use the camera icon on the chart to save a PNG for slides."
+    f"{info.name} · {len(result.tokens)} tokens · {info.n_layers} layers"
+    + (f" · positions {window[0]}–{window[1] - 1} shown" if window else "") + ". "
+    f"The model's own next-token prediction "
+    + ("at the last position" if last == n - 1 else f"at position {last}")
+    + f": “{result.final_prediction[-1]}”. Use the camera icon on the chart to save a PNG for slides."
 )
-download_json(result, "logit_lens")
+download_json(result, "logit_lens", "Download the numbers (JSON)" + (" of the positions shown" if window else ""))

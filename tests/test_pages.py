@@ -160,3 +160,33 @@ def test_encoder_has_no_lens_but_says_so():
     at.switch_page("pages/logit_lens.py").run()
     assert not at.exception
     assert any("does not apply" in w.value for w in at.warning)
+
+
+def test_long_prompt_decodes_only_the_window_shown(reference, monkeypatch):
+    """A long prompt shows its last 48 positions first, decoded alone; moving the window decodes the new
+    positions from the same forward pass. The numbers are the independent lens's at those positions."""
+    import lens.local_backend as local_backend
+
+    lm, probs = reference
+    prompt = "one two three four five six seven eight nine ten " * 12
+    T = len(lm.tokenizer(prompt)["input_ids"])
+    assert T > 100
+    passes = []
+    real = local_backend.capture
+    monkeypatch.setattr(local_backend, "capture", lambda *a, **k: passes.append(1) or real(*a, **k))
+    at = app(prompt, page="pages/logit_lens.py").run()
+    assert not at.exception and not at.error
+    p = probs(prompt)
+    heat = figure(at)["data"][0]
+    z = array(heat["z"])
+    assert z.shape == (lm.n_layers + 1, 48)
+    np.testing.assert_allclose(z, p[:, T - 48:].max(-1), atol=2e-4)
+    assert any(f"positions {T - 48}–{T - 1} shown" in c.value for c in at.caption)
+
+    at.slider(key=f"window-{T}").set_value((0, 29)).run()
+    assert not at.exception and not at.error
+    z = array(figure(at)["data"][0]["z"])
+    assert z.shape == (lm.n_layers + 1, 30)
+    np.testing.assert_allclose(z, p[:, :30].max(-1), atol=2e-4)
+    assert any("at position 29" in c.value for c in at.caption)
+    assert len(passes) == 1, "moving the window ran the model again"
