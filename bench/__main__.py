@@ -28,10 +28,12 @@ QUICK_SKIP = ("umap", "trace+lens+rollout")  # UMAP compiles numba code on its f
 REPEATS = {32: 5, 128: 4, 512: 2, 2048: 0}
 TARGETS = {
     "lens_ratio_128": 1.5,  # full-grid lens / floor at ~128 tokens
-    "peak_trace_lens_rollout_2048_mb": 2048,
+    "trace_2048_over_512": 5.0,  # a trace needing no attention weights (SDPA) grows about linearly
+    "lens_window_2048_s": 3.0,  # the lens page's first view of a 2048-token prompt
+    "peak_trace_lens_rollout_2048_mb": 1536,
     "browser_submit_s": 1.0,
     "browser_cached_s": 0.3,
-    "browser_cold_start_s": 10.0,
+    "browser_cold_start_s": 6.0,
 }
 
 
@@ -197,12 +199,19 @@ def check_targets(report: dict) -> list[dict]:
     combo = res.get(("trace+lens+rollout", big), {})
     peak = combo.get("peak_rss_mb") if big >= 2048 else None
     b = report.get("browser") or {}
+    t512 = res.get(("trace", 512), {}).get("times_s")
+    t2048 = (combo.get("parts_s") or {}).get("trace")
+    trace_ratio = statistics.median(t2048) / statistics.median(t512) if t512 and t2048 else None
+    window = res.get(("lens-window", 2048), {}).get("times_s")
 
     def med(key):
         return statistics.median(b[key]) if b.get(key) else None
 
     rows = [
         ("full-grid lens / floor at 128 tokens", ratio, TARGETS["lens_ratio_128"], "×"),
+        ("trace at 2048 tokens / trace at 512", trace_ratio, TARGETS["trace_2048_over_512"], "×"),
+        ("lens page, 2048 tokens: trace + the 48 positions on screen (s)",
+         statistics.median(window) if window else None, TARGETS["lens_window_2048_s"], ""),
         ("peak RSS of trace + full lens + rollout at 2048 tokens (MB)", peak,
          TARGETS["peak_trace_lens_rollout_2048_mb"], ""),
         ("browser: submit → heatmap, new prompt (s)", med("submit_s"), TARGETS["browser_submit_s"], ""),

@@ -168,6 +168,19 @@ def _umap_max(ctx: Ctx) -> int | None:
     return MAX_UMAP_POINTS // (ctx.loaded.n_layers + 1)
 
 
+def _lens_window(ctx: Ctx):
+    """What the lens page does first for a long prompt: one trace, then the 48 positions on screen."""
+    from lens.analysis.logit_lens import logit_lens
+    from lens.options import LensOptions
+
+    tok = ctx.loaded.tokenizer
+
+    def run():
+        T = ctx.n_tokens
+        return logit_lens(ctx.trace(residual=True), tok, LensOptions(top_k=5, positions=(max(0, T - 48), T)))
+    return run
+
+
 def _trace_lens_rollout(ctx: Ctx):
     """What the dashboard holds at once for one long prompt: the trace, the full lens, the rollout."""
     from lens.analysis.logit_lens import logit_lens
@@ -203,6 +216,8 @@ STEPS: list[Step] = [
     Step("pca", "PCA projection (joint)", _projection("pca"), modules=("lens.analysis.projection",)),
     Step("umap", "UMAP projection (joint)", _projection("umap"), modules=("lens.analysis.projection",),
          max_tokens=_umap_max),
+    Step("lens-window", "lens page, long prompt: trace + the 48 positions on screen", _lens_window,
+         largest_only=True, bench_max_tokens=None),
     # The largest prompt only: its parts are timed one by one, and the lens's floor after them.
     Step("trace+lens+rollout", "trace + full lens + rollout, one process", _trace_lens_rollout,
          modules=("lens.analysis.rollout",), largest_only=True, bench_max_tokens=None,
