@@ -136,7 +136,8 @@ elif view == "Rollout & flow":
                "Each row sums to 1.")
     roll = None
     with shown_in_page("Rollout", stop=False):
-        roll = backend.rollout(text, position)
+        with st.spinner("Multiplying the attention of every layer…"):
+            roll = backend.rollout(text, position)
     if roll is not None:
         chart(rollout_figure(roll), key="rollout")
         download(roll, "rollout")
@@ -167,7 +168,8 @@ else:
     layer = c1.number_input("Layer", 1, info.n_layers, 1, key="head_layer", bind="query-params")
     pats = None
     with shown_in_page("Head patterns", stop=False):
-        pats = backend.head_patterns(text, int(layer))
+        with st.spinner(f"Reading the attention of layer {int(layer)}…"):
+            pats = backend.head_patterns(text, int(layer))
     if pats is not None:
         chart(head_grid_figure(pats), key="head-grid")
         heads = [str(h) for h in range(pats.n_heads)]

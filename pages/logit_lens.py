@@ -41,43 +41,55 @@ if not info.has_lm_head:
     st.warning(f"{info.name} is an encoder without a language-model head: the logit lens does not apply to it.")
     st.stop()
 
-c1, c2, c3, c4 = st.columns([2, 2, 1, 1])
-metric = c1.selectbox("Colour by", list(METRICS), format_func=lambda k: METRICS[k].label, key="metric",
-                      bind="query-params", help="\n\n".join(f"**{m.label}**: {m.help}" for m in METRICS.values()))
-target = c2.text_input("Target token", key="target", bind="query-params", placeholder="default: final top-1",
-                       help="Type a token (e.g. ' Paris', with its leading space) to follow its rank and probability.")
-top_k = c3.number_input("Top-k in hover", min_value=1, max_value=20, value=5, key="top_k", bind="query-params")
-stride = c4.number_input("Layer stride", min_value=1, max_value=max(1, info.n_layers), value=1, key="stride",
-                         bind="query-params", help="Show every n-th layer (the final layer is always shown).")
-
 with shown_in_page("Reading the prompt"):
     n = len(backend.tokenize(text))
-# Long prompts: only the positions on screen are decoded (the rest when the window moves there),
-# so a 2048-token prompt shows its last 48 positions in seconds instead of decoding all of them.
-window = None
-if n > WINDOW:
-    lo, hi = st.slider("Positions shown", 0, n - 1, (n - WINDOW, n - 1), key=f"window-{n}",
-                       help=f"Long prompts: choose the stretch of positions to decode and draw ({WINDOW} at first).")
-    window = (lo, hi + 1)
 
-bar = st.empty()
-with shown_in_page("Logit lens"):
-    result = backend.logit_lens(
-        text, LensOptions(top_k=int(top_k), target=target or None, positions=window),
-        progress=lambda f, m: bar.progress(f, text=f"Decoding every layer: {m}"),
+
+@st.fragment
+def lens_view(n: int) -> None:
+    """The controls and the heatmap: changing a control reruns this view only, not the page."""
+    c1, c2, c3, c4 = st.columns([2, 2, 1, 1])
+    metric = c1.selectbox("Colour by", list(METRICS), format_func=lambda k: METRICS[k].label, key="metric",
+                          bind="query-params",
+                          help="\n\n".join(f"**{m.label}**: {m.help}" for m in METRICS.values()))
+    target = c2.text_input("Target token", key="target", bind="query-params", placeholder="default: final top-1",
+                           help="Type a token (e.g. ' Paris', with its leading space) to follow its rank and "
+                                "probability.")
+    top_k = c3.number_input("Top-k in hover", min_value=1, max_value=20, value=5, key="top_k", bind="query-params")
+    stride = c4.number_input("Layer stride", min_value=1, max_value=max(1, info.n_layers), value=1, key="stride",
+                             bind="query-params", help="Show every n-th layer (the final layer is always shown).")
+
+    # Long prompts: only the positions on screen are decoded (the rest when the window moves there),
+    # so a 2048-token prompt shows its last 48 positions in seconds instead of decoding all of them.
+    window = None
+    if n > WINDOW:
+        lo, hi = st.slider("Positions shown", 0, n - 1, (n - WINDOW, n - 1), key=f"window-{n}",
+                           help=f"Long prompts: choose the stretch of positions to decode and draw "
+                                f"({WINDOW} at first).")
+        window = (lo, hi + 1)
+
+    bar = st.empty()
+    with shown_in_page("Logit lens"):
+        result = backend.logit_lens(
+            text, LensOptions(top_k=int(top_k), target=target or None, positions=window),
+            progress=lambda f, m: bar.progress(f, text=f"Decoding every layer: {m}"),
+        )
+    bar.empty()
+    if result.target_note:
+        st.caption(f"ℹ️ {result.target_note}")
+
+    fig = logit_lens_figure(result, metric=metric, stride=int(stride))
+    chart(fig, key="lens-heatmap")
+    last = result.positions[-1]
+    st.caption(
+        f"{info.name} · {len(result.tokens)} tokens · {info.n_layers} layers"
+        + (f" · positions {window[0]}–{window[1] - 1} shown" if window else "") + ". "
+        f"The model's own next-token prediction "
+        + ("at the last position" if last == n - 1 else f"at position {last}")
+        + f": “{result.final_prediction[-1]}”. Use the camera icon on the chart to save a PNG for slides."
     )
-bar.empty()
-if result.target_note:
-    st.caption(f"ℹ️ {result.target_note}")
+    download_json(result, "logit_lens",
+                  "Download the numbers (JSON)" + (" of the positions shown" if window else ""))
 
-fig = logit_lens_figure(result, metric=metric, stride=int(stride))
-chart(fig, key="lens-heatmap")
-last = result.positions[-1]
-st.caption(
-    f"{info.name} · {len(result.tokens)} tokens · {info.n_layers} layers"
-    + (f" · positions {window[0]}–{window[1] - 1} shown" if window else "") + ". "
-    f"The model's own next-token prediction "
-    + ("at the last position" if last == n - 1 else f"at position {last}")
-    + f": “{result.final_prediction[-1]}”. Use the camera icon on the chart to save a PNG for slides."
-)
-download_json(result, "logit_lens", "Download the numbers (JSON)" + (" of the positions shown" if window else ""))
+
+lens_view(n)

@@ -126,7 +126,9 @@ with shown_in_page("Projection", stop=False):
             result = backend.projection(inputs, options,
                                         progress=lambda f, m: bar.progress(min(1.0, f), text=f"UMAP: {m}"))
     else:
-        result = backend.projection(inputs, options)
+        n_texts = 1 if isinstance(inputs, str) else len(inputs)
+        with st.spinner(f"Tracing {n_texts} {'text' if n_texts == 1 else 'texts'} and fitting PCA…"):
+            result = backend.projection(inputs, options)
 elapsed = time.perf_counter() - t0
 bar.empty()
 
@@ -167,7 +169,8 @@ def geometry_section(inputs, skip_first: bool, skip_special: bool, word: str | N
     gopts = GeometryOptions(skip_first=skip_first, skip_special=skip_special)
     geo = geo_word = None
     with shown_in_page("Geometry", stop=False):
-        geo = backend.geometry(inputs, gopts)
+        with st.spinner("Measuring every layer…"):
+            geo = backend.geometry(inputs, gopts)
     if geo is not None and word and word.strip():
         with shown_in_page(f"Self-similarity of {word.strip()!r}", stop=False):
             geo_word = backend.geometry(inputs, GeometryOptions(skip_first, skip_special, word.strip()))

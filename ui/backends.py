@@ -22,14 +22,20 @@ _loaded: OrderedDict[str, Backend] = OrderedDict()
 
 
 def _load(ref: str) -> Backend:
-    from lens.cache import ResultCache
-    from lens.local_backend import LocalBackend
-    from lens.model.loading import load_model
-    from lens.model.registry import default_cache_root
-
     box = st.empty()
     with box.container():
-        bar = st.progress(0.0, text=f"Loading {ref}…")
+        # The first model of a server process also imports PyTorch and transformers (several
+        # seconds): say so, rather than leave the page blank.
+        bar = st.progress(0.02, text=f"Loading {ref}: importing PyTorch…")
+        import torch  # noqa: F401
+
+        bar.progress(0.3, text=f"Loading {ref}: importing transformers…")
+        from lens.cache import ResultCache
+        from lens.local_backend import LocalBackend
+        from lens.model.loading import load_model
+        from lens.model.registry import default_cache_root
+
+        bar.progress(0.5, text=f"Loading {ref}: the model code and its weights…")
 
         def progress(fraction: float, message: str) -> None:
             bar.progress(min(1.0, max(0.0, fraction)), text=f"{ref}: {message}")
