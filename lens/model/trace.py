@@ -98,6 +98,21 @@ def attention_implementation(model, wanted: str):
         model.set_attn_implementation(current)
 
 
+def _keeps_some_logits(model) -> bool:
+    import inspect
+
+    try:
+        return "logits_to_keep" in inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+@torch.no_grad()
+def _top1(adapter: Adapter, last: torch.Tensor, rows: int = 256) -> torch.Tensor:
+    """[T] argmax of the model's logits, from the last block's output, ``rows`` positions at a time."""
+    return torch.cat([adapter.readout(last[i:i + rows]).argmax(-1) for i in range(0, len(last), rows)]).cpu()
+
+
 def _first_tensor(out):
     return out[0] if isinstance(out, (tuple, list)) else out
 
@@ -175,14 +190,22 @@ def capture(model, adapter: Adapter, token_ids: Sequence[int], spec: CaptureSpec
 
         device = next(model.parameters()).device
         ids = torch.tensor([list(token_ids)], device=device)
+        # The model's own [T, vocab] logits (0.4 GB at 2048 tokens) are not needed: only their
+        # argmax, which the kept residual stream gives in small chunks. Keep the last row only.
+        extra = {"logits_to_keep": 1} if _keeps_some_logits(model) else {}
         with attention_implementation(model, "eager" if spec.attention_layers(L) else "sdpa"):
-            out = model(input_ids=ids, use_cache=False)
+            out = model(input_ids=ids, use_cache=False, **extra)
     finally:
         for h in handles:
             h.remove()
 
     logits = getattr(out, "logits", None)
-    output_top1 = logits[0].argmax(-1).cpu() if logits is not None else torch.empty(0, dtype=torch.long)
+    if spec.residual and adapter.has_lm_head:
+        output_top1 = _top1(adapter, residual[L])
+    elif logits is not None and logits.shape[1] == len(token_ids):
+        output_top1 = logits[0].argmax(-1).cpu()
+    else:  # kept only the last row and no residual stream: nobody asked for the predictions
+        output_top1 = torch.empty(0, dtype=torch.long)
     return Trace(
         model_name=model_name,
         fingerprint=fingerprint,
