@@ -98,6 +98,20 @@ def attention_implementation(model, wanted: str):
         model.set_attn_implementation(current)
 
 
+class _Rows:
+    """[n, T, d] float32 filled row by row as the hooks fire: one allocation, no stacked copy
+    (which would double the residual stream's 146 MB at 2048 tokens for a moment)."""
+
+    def __init__(self, n: int):
+        self.n = n
+        self.rows: torch.Tensor | None = None
+
+    def __setitem__(self, i: int, x: torch.Tensor) -> None:
+        if self.rows is None:
+            self.rows = torch.empty(self.n, *x.shape, dtype=torch.float32, device=x.device)
+        self.rows[i].copy_(x.detach())
+
+
 def _keeps_some_logits(model) -> bool:
     import inspect
 
@@ -127,9 +141,7 @@ def capture(model, adapter: Adapter, token_ids: Sequence[int], spec: CaptureSpec
             f"{adapter.model_type} normalises after each sub-block (post-LN): its attention and MLP "
             "outputs are not additive writes to a residual stream"
         )
-    residual: list[torch.Tensor | None] = [None] * (L + 1)
-    attn_out: list[torch.Tensor | None] = [None] * L
-    mlp_out: list[torch.Tensor | None] = [None] * L
+    residual, attn_out, mlp_out = _Rows(L + 1), _Rows(L), _Rows(L)
     attentions: dict[int, torch.Tensor] = {}
     values: dict[int, torch.Tensor] = {}
     neurons: dict[int, torch.Tensor] = {}
@@ -140,13 +152,13 @@ def capture(model, adapter: Adapter, token_ids: Sequence[int], spec: CaptureSpec
 
     def on_block_input(module, args, kwargs):
         hidden = args[0] if args else kwargs["hidden_states"]
-        residual[0] = hidden[0].detach().float()
+        residual[0] = hidden[0]
 
     def store(target: list, index: int):
         def hook(module, args, out):
             # Batch is 1; OPT's MLP works on a flattened [B*T, d] view.
             t = _first_tensor(out)
-            target[index] = t.reshape(-1, t.shape[-1]).detach().float()
+            target[index] = t.reshape(-1, t.shape[-1])
         return hook
 
     def store_attention(index: int):
@@ -201,7 +213,7 @@ def capture(model, adapter: Adapter, token_ids: Sequence[int], spec: CaptureSpec
 
     logits = getattr(out, "logits", None)
     if spec.residual and adapter.has_lm_head:
-        output_top1 = _top1(adapter, residual[L])
+        output_top1 = _top1(adapter, residual.rows[L])
     elif logits is not None and logits.shape[1] == len(token_ids):
         output_top1 = logits[0].argmax(-1).cpu()
     else:  # kept only the last row and no residual stream: nobody asked for the predictions
@@ -213,9 +225,9 @@ def capture(model, adapter: Adapter, token_ids: Sequence[int], spec: CaptureSpec
         tokens=tokens if tokens is not None else [],
         n_layers=L,
         output_top1=output_top1,
-        residual=torch.stack(residual) if spec.residual else None,
-        attn_out=torch.stack(attn_out) if spec.sublayers else None,
-        mlp_out=torch.stack(mlp_out) if spec.sublayers else None,
+        residual=residual.rows if spec.residual else None,
+        attn_out=attn_out.rows if spec.sublayers else None,
+        mlp_out=mlp_out.rows if spec.sublayers else None,
         attentions=attentions,
         values=values,
         neurons=neurons,
