@@ -4,7 +4,9 @@
   page drawn and idle (prediction chart shown);
 - submit: on the logit-lens page, from pressing Ctrl+Enter on a new ~20-token prompt to its
   heatmap drawn (its x axis shows the new prompt's tokens), after a warm-up prompt;
-- cached: the same for a prompt computed before (the result comes from the disk cache).
+- cached: the same for a prompt computed before (the result comes from the disk cache);
+- switch: on the same page, from picking another "Colour by" metric to the heatmap recoloured
+  (its colour bar names the new metric): a view option that needs no new computation.
 
 Results go to a fresh temporary cache folder (the converted model is linked in), so every
 "new" prompt really is computed.
@@ -33,6 +35,9 @@ SHOWS_WORD = """([word, prev]) => {
   return ticks.some(t => t.includes(word)) && (prev === '' || !ticks.some(t => t.includes(prev)));
 }"""
 IDLE = "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')"
+SHOWS_COLOURBAR = """(title) => [...document.querySelectorAll('.js-plotly-plot .cbtitle text')]
+  .some(e => e.textContent.startsWith(title))"""
+SWITCHES = ["entropy", "KL to final", "top-1 probability"]  # "Colour by" labels, in turn
 
 
 def _wait_idle(page, timeout=180_000):
@@ -46,6 +51,17 @@ def _submit(page, text: str, word: str, prev: str) -> float:
     t0 = time.perf_counter()
     box.press("Control+Enter")
     page.wait_for_function(SHOWS_WORD, arg=[word, prev], polling="raf", timeout=180_000)
+    dt = time.perf_counter() - t0
+    _wait_idle(page)
+    return dt
+
+
+def _switch(page, label: str) -> float:
+    page.get_by_role("combobox", name="Colour by").click()
+    option = page.get_by_role("option", name=label, exact=True)
+    t0 = time.perf_counter()
+    option.click()
+    page.wait_for_function(SHOWS_COLOURBAR, arg=label, polling="raf", timeout=60_000)
     dt = time.perf_counter() - t0
     _wait_idle(page)
     return dt
@@ -68,6 +84,7 @@ def run(runs: int = 5, cold_runs: int = 2, say=print) -> dict:
     cold: list[float] = []
     fresh: list[float] = []
     cached: list[float] = []
+    switched: list[float] = []
     n_servers = max(1, cold_runs)
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
@@ -97,10 +114,13 @@ def run(runs: int = 5, cold_runs: int = 2, say=print) -> dict:
                         cached.append(_submit(page, prompt_for(w), w, prev))
                         say(f"  browser submit (cached prompt) {cached[-1]:.2f} s")
                         prev = w
+                    for label in (SWITCHES * runs)[:max(3, runs)]:
+                        switched.append(_switch(page, label))
+                        say(f"  browser switch colour to {label!r} {switched[-1]:.2f} s")
                     page.screenshot(path=str(ARTIFACTS / "bench-logit-lens.png"), full_page=True)
                     page.close()
         browser.close()
-    out.update(cold_start_s=cold, submit_s=fresh, cached_s=cached)
+    out.update(cold_start_s=cold, submit_s=fresh, cached_s=cached, switch_s=switched)
     return out
 
 
