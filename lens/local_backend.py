@@ -2,9 +2,9 @@
 
 Every method goes through ``_cached``: a result is looked up in the optional disk
 cache under one key scheme (kind, model fingerprint, prompt, options), else computed
-from one forward pass that keeps only what the analysis needs. The route analyses
-also keep the last prompt's route data in memory, so moving the threshold slider or
-picking another node costs no new forward pass.
+from one forward pass that keeps only what the analysis needs. ``_memo`` keeps the
+last pass of each kind in memory, so the calls a page makes in a row (the threshold
+slider, another node, another window, rollout then flow) cost no new forward pass.
 """
 from __future__ import annotations
 
@@ -32,6 +32,7 @@ from .results import (AttentionContributions, FlowResult, GeometryResult, HeadPa
 from .serialize import NotThisType, join, split
 
 log = logging.getLogger("layerlens")
+MEMO_ATTENTION_TOKENS = 512  # longer prompts' head-averaged attention is not kept between calls
 
 # Cache kind -> the result type its entries rebuild into.
 RESULT_TYPES: dict[str, type] = {
@@ -50,8 +51,8 @@ class LocalBackend:
         self.token_limit = min(token_limit or loaded.context_length, loaded.context_length)
         # Hooks live on shared modules: one capture at a time per model.
         self._lock = threading.Lock()
-        self._route_memo: tuple[str, RouteData] | None = None
-        self._residual_memo: tuple[str, Trace] | None = None  # the last prompt's residual stream
+        # In memory, the last result of each kind of forward pass (see _memo).
+        self._memos: dict[str, tuple[str, object]] = {}
 
     # ------------------------------------------------------------ model, tokens, traces
 
@@ -120,16 +121,23 @@ class LocalBackend:
 
     # ------------------------------------------------------------ logit lens, projections, geometry
 
-    def _residual_trace(self, text: str) -> Trace:
-        """The residual stream of ``text``, kept for the next call: a long prompt's lens is decoded
-        window by window as the page scrolls, and each window reuses the one forward pass."""
-        memo_key = f"{self.loaded.fingerprint}:{text}"
-        memo = self._residual_memo
-        if memo is not None and memo[0] == memo_key:
+    def _memo(self, kind: str, key: str, compute: Callable[[], object]):
+        """The last ``kind`` value, if it was made for ``key``; else ``compute()``'s, kept in its place.
+
+        One forward pass serves the calls a page makes in a row: the windows of a long prompt's
+        lens, the threshold slider and drill-down of routes, rollout then flow, a new prompt's head
+        scores (the repeated sequence's pass is the same for every prompt).
+        """
+        memo = self._memos.get(kind)
+        if memo is not None and memo[0] == key:
             return memo[1]
-        tr = self.trace(text, CaptureSpec(residual=True))
-        self._residual_memo = (memo_key, tr)
-        return tr
+        value = compute()
+        self._memos[kind] = (key, value)
+        return value
+
+    def _residual_trace(self, text: str) -> Trace:
+        """The residual stream of ``text`` (kept: a long prompt's lens is decoded window by window)."""
+        return self._memo("residual", text, lambda: self.trace(text, CaptureSpec(residual=True)))
 
     def logit_lens(self, text: str, options: LensOptions = LensOptions(),
                    progress: Progress | None = None) -> LogitLensResult:
@@ -155,8 +163,13 @@ class LocalBackend:
     # ------------------------------------------------------------ rollout and flow
 
     def _mean_attention(self, text: str):
-        tr = self.trace(text, CaptureSpec(residual=False, attentions=True, attention_mean=True))
-        return tr, mean_attention_stack(tr.attentions, tr.n_layers)
+        def compute():
+            tr = self.trace(text, CaptureSpec(residual=False, attentions=True, attention_mean=True))
+            return tr, mean_attention_stack(tr.attentions, tr.n_layers)
+        # Kept for short prompts only (L·T² floats: 31 MB at 512 tokens, 0.5 GB at 2048).
+        if len(self._ids(text)) > MEMO_ATTENTION_TOKENS:
+            return compute()
+        return self._memo("mean-attention", text, compute)
 
     def rollout(self, text: str, position: int | None = None) -> RolloutResult:
         def compute():
@@ -188,7 +201,8 @@ class LocalBackend:
             tok = self.loaded.tokenizer
             vocab = int(self.loaded.model.get_input_embeddings().weight.shape[0])
             ids, n, offset = repeated_random_ids(tok, vocab, max_tokens=self.token_limit)
-            rep = self._capture(ids, CaptureSpec(residual=False, attentions=True))
+            rep = self._memo("repeated-sequence", str(ids),
+                             lambda: self._capture(ids, CaptureSpec(residual=False, attentions=True)))
             tr = self.trace(text, CaptureSpec(residual=False, attentions=True))
             return head_summary(tr.attentions, rep.attentions, tr.n_layers, n, offset,
                                 token_strings(tok, ids), model=self.loaded.name)
@@ -202,13 +216,7 @@ class LocalBackend:
         return RouteData.from_trace(self._capture(ids, route_capture(self.loaded.n_layers, layers, neurons)))
 
     def _route_data(self, text: str) -> RouteData:
-        memo_key = f"{self.loaded.fingerprint}:{text}"
-        memo = self._route_memo
-        if memo is not None and memo[0] == memo_key:
-            return memo[1]
-        data = self._route_trace(text)
-        self._route_memo = (memo_key, data)
-        return data
+        return self._memo("routes", text, lambda: self._route_trace(text))
 
     def contributions(self, text: str, layer: int, position: int | None = None) -> AttentionContributions:
         check_supported(self.loaded.adapter)

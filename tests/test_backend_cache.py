@@ -104,3 +104,27 @@ def test_an_entry_that_is_not_its_type_is_recomputed(damage, tiny_gpt2, tmp_path
     assert calls == [1]
     assert_same(again, good)
     assert_same(join(type(good), *be.cache.get(key)), good)  # the entry was rewritten whole
+
+
+def test_calls_in_a_row_share_one_forward_pass(tiny_gpt2, monkeypatch):
+    """What a page asks for in a row runs the model once: rollout then flow, the route graph at two
+    thresholds then a drill-down, two windows of the lens, and the repeated sequence of the head scores
+    (the same for every prompt)."""
+    passes = []
+    real = backend_mod.capture
+    monkeypatch.setattr(backend_mod, "capture", lambda *a, **k: passes.append(1) or real(*a, **k))
+    be = LocalBackend(tiny_gpt2, None)
+    be.rollout(PROMPT, 3)
+    be.attention_flow("hello you", None, [3])
+    be.rollout("hello you", 2)
+    assert len(passes) == 2
+    be.route_graph(PROMPT, None, 0.05)
+    be.route_graph(PROMPT, None, 0.1)
+    be.node_detail(PROMPT, 2, 5, "attn")
+    assert len(passes) == 3
+    be.logit_lens(PROMPT, LensOptions(positions=(0, 10)))
+    be.logit_lens(PROMPT, LensOptions(positions=(10, 20)))
+    assert len(passes) == 4
+    be.head_summary(PROMPT)
+    be.head_summary("another prompt entirely")
+    assert len(passes) == 4 + 3  # the repeated sequence once, then each prompt's own pass
