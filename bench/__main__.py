@@ -179,6 +179,8 @@ def table(report: dict) -> str:
             for key, label in (("submit_s", "submit → heatmap, new prompt (after warm-up)"),
                                ("cached_s", "submit → heatmap, cached prompt"),
                                ("switch_s", "switch the colour metric → heatmap recoloured"),
+                               ("projection_submit_s", "projection page: submit → trajectories, new prompt"),
+                               ("attention_submit_s", "attention page: submit → route graph, new prompt"),
                                ("cold_start_s", "cold start: launch streamlit → home page drawn")):
                 if b.get(key):
                     st = stats(b[key])

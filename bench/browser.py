@@ -6,7 +6,9 @@
   heatmap drawn (its x axis shows the new prompt's tokens), after a warm-up prompt;
 - cached: the same for a prompt computed before (the result comes from the disk cache);
 - switch: on the same page, from picking another "Colour by" metric to the heatmap recoloured
-  (its colour bar names the new metric): a view option that needs no new computation.
+  (its colour bar names the new metric): a view option that needs no new computation;
+- the projection and attention pages: submit → chart for a new prompt (the projection names the
+  new word at its last point; the route graph shows it on its x axis), after a warm-up prompt.
 
 Results go to a fresh temporary cache folder (the converted model is linked in), so every
 "new" prompt really is computed.
@@ -23,6 +25,7 @@ from urllib.parse import quote
 ROOT = Path(__file__).resolve().parent.parent
 WORDS = ["apple", "river", "garden", "window", "silver", "orange", "forest", "castle", "doctor", "pencil",
          "bottle", "camera"]
+OTHER_WORDS = ["lemon", "rabbit", "mirror", "jacket", "candle", "ticket"]  # new to the server's cache
 
 
 def prompt_for(word: str) -> str:
@@ -34,6 +37,11 @@ SHOWS_WORD = """([word, prev]) => {
   const ticks = [...document.querySelectorAll('.js-plotly-plot .xtick text')].map(e => e.textContent);
   return ticks.some(t => t.includes(word)) && (prev === '' || !ticks.some(t => t.includes(prev)));
 }"""
+LABELS_WORD = """([word, prev]) => {
+  const labels = [...document.querySelectorAll('.js-plotly-plot .textpoint')].map(e => e.textContent);
+  return labels.some(t => t.includes(word)) && (prev === '' || !labels.some(t => t.includes(prev)));
+}"""
+OTHER_PAGES = {"projection": LABELS_WORD, "attention": SHOWS_WORD}  # page -> how its chart shows the word
 IDLE = "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')"
 SHOWS_COLOURBAR = """(title) => [...document.querySelectorAll('.js-plotly-plot .cbtitle text')]
   .some(e => e.textContent.startsWith(title))"""
@@ -45,12 +53,12 @@ def _wait_idle(page, timeout=180_000):
     page.wait_for_function(IDLE, timeout=timeout)
 
 
-def _submit(page, text: str, word: str, prev: str) -> float:
+def _submit(page, text: str, word: str, prev: str, shows: str = SHOWS_WORD) -> float:
     box = page.get_by_role("textbox", name="Prompt", exact=True)
     box.fill(text)
     t0 = time.perf_counter()
     box.press("Control+Enter")
-    page.wait_for_function(SHOWS_WORD, arg=[word, prev], polling="raf", timeout=180_000)
+    page.wait_for_function(shows, arg=[word, prev], polling="raf", timeout=180_000)
     dt = time.perf_counter() - t0
     _wait_idle(page)
     return dt
@@ -85,6 +93,7 @@ def run(runs: int = 5, cold_runs: int = 2, say=print) -> dict:
     fresh: list[float] = []
     cached: list[float] = []
     switched: list[float] = []
+    pages: dict[str, list[float]] = {name: [] for name in OTHER_PAGES}
     n_servers = max(1, cold_runs)
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
@@ -118,9 +127,19 @@ def run(runs: int = 5, cold_runs: int = 2, say=print) -> dict:
                         switched.append(_switch(page, label))
                         say(f"  browser switch colour to {label!r} {switched[-1]:.2f} s")
                     page.screenshot(path=str(ARTIFACTS / "bench-logit-lens.png"), full_page=True)
+                    for name, shows in OTHER_PAGES.items():
+                        page.goto(f"{url}/{name}?prompt=" + quote(prompt_for("teacher")))  # warm-up
+                        page.wait_for_selector(PLOT, timeout=180_000)
+                        _wait_idle(page)
+                        prev = "teacher"
+                        for w in OTHER_WORDS[:max(2, runs // 2)]:
+                            pages[name].append(_submit(page, prompt_for(w), w, prev, shows))
+                            say(f"  browser {name} page submit (new prompt) {pages[name][-1]:.2f} s")
+                            prev = w
                     page.close()
         browser.close()
-    out.update(cold_start_s=cold, submit_s=fresh, cached_s=cached, switch_s=switched)
+    out.update(cold_start_s=cold, submit_s=fresh, cached_s=cached, switch_s=switched,
+               **{f"{name}_submit_s": v for name, v in pages.items()})
     return out
 
 
