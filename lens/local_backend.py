@@ -163,11 +163,13 @@ class LocalBackend:
     # ------------------------------------------------------------ rollout and flow
 
     def _mean_attention(self, text: str):
+        ids = self._ids(text)
+
         def compute():
-            tr = self.trace(text, CaptureSpec(residual=False, attentions=True, attention_mean=True))
+            tr = self._capture(ids, CaptureSpec(residual=False, attentions=True, attention_mean=True))
             return tr, mean_attention_stack(tr.attentions, tr.n_layers)
         # Kept for short prompts only (L·T² floats: 31 MB at 512 tokens, 0.5 GB at 2048).
-        if len(self._ids(text)) > MEMO_ATTENTION_TOKENS:
+        if len(ids) > MEMO_ATTENTION_TOKENS:
             return compute()
         return self._memo("mean-attention", text, compute)
 

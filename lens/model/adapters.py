@@ -188,10 +188,11 @@ def adapt(model: nn.Module) -> Adapter:
         raise UnsupportedArchitecture(f"{model_type}: `{spec.layers}` is not a non-empty list of blocks")
     blocks = list(layers)
 
+    # Post-LN: BERT, and OPT-350m (do_layer_norm_before=False), whose blocks end normed.
+    post_ln = spec.is_encoder or getattr(config, "do_layer_norm_before", True) is False
     final_norm = None
     if spec.final_norm:
         final_norm = _get(model, spec.final_norm)
-        post_ln = getattr(config, "do_layer_norm_before", True) is False
         if final_norm is None and not (spec.final_norm_optional and post_ln):
             need(spec.final_norm, "final norm")
     unembed = None
@@ -220,8 +221,7 @@ def adapt(model: nn.Module) -> Adapter:
         model_type=model_type, spec=spec, blocks=blocks, final_norm=final_norm,
         project_out=project_out, unembed=unembed, softcap=softcap,
         n_heads=n_heads, n_kv_heads=n_kv, head_dim=_config_int(config, "head_dim") or d_model // n_heads,
-        d_model=d_model,
-        post_ln=spec.is_encoder or getattr(config, "do_layer_norm_before", True) is False,
+        d_model=d_model, post_ln=post_ln,
     )
     routes = bool(spec.value_proj and spec.out_proj and spec.down_proj)
     for i, block in enumerate(blocks):

@@ -154,7 +154,7 @@ def capture(model, adapter: Adapter, token_ids: Sequence[int], spec: CaptureSpec
         hidden = args[0] if args else kwargs["hidden_states"]
         residual[0] = hidden[0]
 
-    def store(target: list, index: int):
+    def store(target: _Rows, index: int):
         def hook(module, args, out):
             # Batch is 1; OPT's MLP works on a flattened [B*T, d] view.
             t = _first_tensor(out)
