@@ -19,7 +19,7 @@ setup: $(STAMP)
 
 run: setup
 	$(BIN)/python -m lens prepare
-	$(BIN)/streamlit run app.py --server.address 127.0.0.1 --server.port $(PORT)
+	$(BIN)/python -m ui.launch --server.address 127.0.0.1 --server.port $(PORT)
 
 # Debian's Chromium for the browser test (never a downloaded browser build).
 browser:

@@ -8,7 +8,6 @@ st.set_page_config(page_title="LayerLens", page_icon="🔬", layout="wide")
 
 from lens.figures.logit_lens import prediction_figure  # noqa: E402
 from lens.model.tokens import visible  # noqa: E402
-from lens.options import LensOptions  # noqa: E402
 from ui import state  # noqa: E402
 from ui.errors import shown_in_page  # noqa: E402
 from ui.widgets import chart  # noqa: E402
@@ -51,7 +50,7 @@ def home() -> None:
         st.info(f"{info.name} is an encoder without a language-model head: it predicts no next token.")
         return
     with shown_in_page("Running the model"):
-        result = backend.logit_lens(text, LensOptions(top_k=10))
+        result = backend.logit_lens(text, state.HOME_LENS)
     st.subheader(f"What it predicts next, after “{visible(result.tokens[-1])}”")
     chart(prediction_figure(result), key="next-token")
 

@@ -181,7 +181,9 @@ def table(report: dict) -> str:
                                ("switch_s", "switch the colour metric → heatmap recoloured"),
                                ("projection_submit_s", "projection page: submit → trajectories, new prompt"),
                                ("attention_submit_s", "attention page: submit → route graph, new prompt"),
-                               ("cold_start_s", "cold start: launch streamlit → home page drawn")):
+                               ("cold_start_s", "cold start: launch → home page drawn, page opened at once"),
+                               ("warm_up_s", "launch → warm-up done (model loaded, home page computed)"),
+                               ("warm_start_s", "page opened after the warm-up → home page drawn")):
                 if b.get(key):
                     st = stats(b[key])
                     out.append(f"| {label} | {fmt_s(st['median'])} | {fmt_s(st['min'])}–{fmt_s(st['max'])} | {st['n']} |")

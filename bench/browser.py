@@ -1,7 +1,9 @@
 """The dashboard end to end in headless Chromium (Playwright + Debian's /usr/bin/chromium).
 
-- cold start: from launching ``streamlit run app.py`` (model already converted) to the home
-  page drawn and idle (prediction chart shown);
+- cold start: from launching ``python -m ui.launch`` (what ``make run`` runs; model already
+  converted) to the home page drawn and idle (prediction chart shown), the page opened at once;
+- warm start: the same, the page opened once the launch warm-up has loaded the model (the
+  speaker who starts the server, then switches to the browser); also the warm-up's own time;
 - submit: on the logit-lens page, from pressing Ctrl+Enter on a new ~20-token prompt to its
   heatmap drawn (its x axis shows the new prompt's tokens), after a warm-up prompt;
 - cached: the same for a prompt computed before (the result comes from the disk cache);
@@ -94,9 +96,26 @@ def run(runs: int = 5, cold_runs: int = 2, say=print) -> dict:
     cached: list[float] = []
     switched: list[float] = []
     pages: dict[str, list[float]] = {name: [] for name in OTHER_PAGES}
+    warm, warmed = [], []
     n_servers = max(1, cold_runs)
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        for _ in range(n_servers):
+            with tempfile.TemporaryDirectory(prefix="layerlens-bench-") as tmp:
+                page = browser.new_page(viewport={"width": 1400, "height": 1000})
+                t0 = time.perf_counter()
+                with streamlit_server(env=_cache_env(Path(tmp)), timeout=120) as url:
+                    log = ARTIFACTS / f"streamlit-{url.rsplit(':', 1)[1]}.log"
+                    while "home page computed" not in log.read_text() and time.perf_counter() - t0 < 120:
+                        time.sleep(0.1)
+                    warmed.append(time.perf_counter() - t0)
+                    t1 = time.perf_counter()
+                    page.goto(url + "/?prompt=" + quote("The capital of France is"))
+                    page.wait_for_selector(PLOT, timeout=180_000)
+                    _wait_idle(page)
+                    warm.append(time.perf_counter() - t1)
+                    say(f"  browser warm start: warm-up {warmed[-1]:.2f} s, then the page {warm[-1]:.2f} s")
+                    page.close()
         for i in range(n_servers):
             with tempfile.TemporaryDirectory(prefix="layerlens-bench-") as tmp:
                 page = browser.new_page(viewport={"width": 1400, "height": 1000})
@@ -138,7 +157,7 @@ def run(runs: int = 5, cold_runs: int = 2, say=print) -> dict:
                             prev = w
                     page.close()
         browser.close()
-    out.update(cold_start_s=cold, submit_s=fresh, cached_s=cached, switch_s=switched,
+    out.update(cold_start_s=cold, warm_up_s=warmed, warm_start_s=warm, submit_s=fresh, cached_s=cached, switch_s=switched,
                **{f"{name}_submit_s": v for name, v in pages.items()})
     return out
 

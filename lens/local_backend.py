@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from concurrent.futures import Future
 from typing import Callable, Sequence
 
 from .analysis.geometry import geometry
@@ -53,6 +54,9 @@ class LocalBackend:
         self._lock = threading.Lock()
         # In memory, the last result of each kind of forward pass (see _memo).
         self._memos: dict[str, tuple[str, object]] = {}
+        # Results being computed, by cache key: a second caller waits for the first's.
+        self._pending: dict[str, Future] = {}
+        self._pending_lock = threading.Lock()
 
     # ------------------------------------------------------------ model, tokens, traces
 
@@ -99,21 +103,43 @@ class LocalBackend:
         """The cached ``kind`` result for ``key`` (prompt and options), else ``compute()``'s, stored.
 
         An entry that cannot be rebuilt into its result type (another version's fields,
-        a damaged file) is a miss: recomputed and overwritten, never an error.
+        a damaged file) is a miss: recomputed and overwritten, never an error. Callers
+        asking for the same result at once (several sessions, a warm-up) share one
+        computation: the later ones wait for the first's result or error.
         """
         cls = RESULT_TYPES[kind]
         cache_key = make_key(kind, model=self.loaded.fingerprint, **key)
-        if self.cache is not None:
-            hit = self.cache.get(cache_key)
-            if hit is not None:
-                try:
-                    return join(cls, *hit)
-                except (NotThisType, TypeError, ValueError) as exc:
-                    log.warning("cache entry %s is not a %s (%s): recomputing", cache_key, cls.__name__, exc)
-        result = compute()
-        if self.cache is not None:
-            self.cache.put(cache_key, *split(result))
-        return result
+        with self._pending_lock:
+            pending = self._pending.get(cache_key)
+            if pending is None:
+                mine = self._pending[cache_key] = Future()
+        if pending is not None:
+            return pending.result()
+        try:
+            result = self._stored(cls, cache_key)
+            if result is None:
+                result = compute()
+                if self.cache is not None:
+                    self.cache.put(cache_key, *split(result))
+            mine.set_result(result)
+            return result
+        except BaseException as exc:
+            mine.set_exception(exc)
+            raise
+        finally:
+            with self._pending_lock:
+                del self._pending[cache_key]
+
+    def _stored(self, cls: type, cache_key: str):
+        """The cache's entry for ``cache_key`` as a ``cls``, or None."""
+        hit = self.cache.get(cache_key) if self.cache is not None else None
+        if hit is None:
+            return None
+        try:
+            return join(cls, *hit)
+        except (NotThisType, TypeError, ValueError) as exc:
+            log.warning("cache entry %s is not a %s (%s): recomputing", cache_key, cls.__name__, exc)
+            return None
 
     @staticmethod
     def _prompt_key(texts: str | Sequence[str]) -> str | list[str]:

@@ -128,3 +128,42 @@ def test_calls_in_a_row_share_one_forward_pass(tiny_gpt2, monkeypatch):
     be.head_summary(PROMPT)
     be.head_summary("another prompt entirely")
     assert len(passes) == 4 + 3  # the repeated sequence once, then each prompt's own pass
+
+
+def test_callers_asking_at_once_share_one_computation(tiny_gpt2, tmp_path, monkeypatch):
+    """Ten sessions asking for the same lens at the same moment: one lens is computed, all ten get it;
+    an error is handed to every waiter and nothing is kept, so the next call computes again."""
+    import threading
+    import time
+
+    calls = []
+    real = backend_mod.logit_lens
+
+    def slow_lens(*a, **k):
+        calls.append(1)
+        time.sleep(0.3)  # long enough that every caller arrives while it runs
+        if len(calls) == 2:
+            raise backend_mod.LensError("failed on purpose")
+        return real(*a, **k)
+
+    monkeypatch.setattr(backend_mod, "logit_lens", slow_lens)
+    backend = LocalBackend(tiny_gpt2, ResultCache(tmp_path))
+    got, errors = [], []
+
+    def ask(text):
+        try:
+            got.append(backend.logit_lens(text, LensOptions(top_k=3)))
+        except backend_mod.LensError as exc:
+            errors.append(str(exc))
+
+    for text, n in ((PROMPT, 10), ("another prompt", 4)):
+        threads = [threading.Thread(target=ask, args=(text,)) for _ in range(n)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+    assert len(calls) == 2
+    assert len(got) == 10 and all(r is got[0] for r in got)
+    assert errors == ["failed on purpose"] * 4
+    backend.logit_lens("another prompt", LensOptions(top_k=3))  # the failure was not kept
+    assert len(calls) == 3

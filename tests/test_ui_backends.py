@@ -1,13 +1,38 @@
-"""ui/backends.py keeps at most MAX_LOADED models, dropping the least recently used, never the one asked for."""
+"""ui/backends.py: at most MAX_LOADED models, dropping the least recently used, never the one asked
+for; one load per model however many sessions (or the launch warm-up) ask at once; a failed load is
+reported to every waiter and tried again on the next request."""
+import threading
+
+import pytest
+
 import ui.backends as backends
 
 
-def test_least_recently_used_model_is_unloaded(monkeypatch):
-    loads = []
-    monkeypatch.setattr(backends, "_loaded", type(backends._loaded)())
-    monkeypatch.setattr(backends, "MAX_LOADED", 2)
-    monkeypatch.setattr(backends, "_load", lambda ref: loads.append(ref) or f"backend:{ref}")
+@pytest.fixture
+def loads(monkeypatch):
+    """Loads recorded instead of run; "slow" waits for the test's go, "bad" fails."""
+    class Made(list):
+        go = threading.Event()
 
+    made = Made()
+    go = made.go
+
+    def fake_load(self):
+        made.append(self.ref)
+        if self.ref.startswith("slow"):
+            assert go.wait(10)
+        if self.ref.startswith("bad"):
+            raise RuntimeError(f"cannot load {self.ref}")
+        return f"backend:{self.ref}"
+
+    monkeypatch.setattr(backends, "_loaded", type(backends._loaded)())
+    monkeypatch.setattr(backends, "_loading", {})
+    monkeypatch.setattr(backends._Load, "_load", fake_load)
+    return made
+
+
+def test_least_recently_used_model_is_unloaded(loads, monkeypatch):
+    monkeypatch.setattr(backends, "MAX_LOADED", 2)
     assert backends.get_backend("a") == "backend:a"
     assert backends.get_backend("b") == "backend:b"
     assert backends.get_backend("a") == "backend:a"  # a is now the most recently used
@@ -19,10 +44,37 @@ def test_least_recently_used_model_is_unloaded(monkeypatch):
     assert loads == ["a", "b", "c", "b"]
 
 
-def test_a_single_slot_still_serves_the_model_asked_for(monkeypatch):
-    monkeypatch.setattr(backends, "_loaded", type(backends._loaded)())
+def test_a_single_slot_still_serves_the_model_asked_for(loads, monkeypatch):
     monkeypatch.setattr(backends, "MAX_LOADED", 1)
-    monkeypatch.setattr(backends, "_load", lambda ref: f"backend:{ref}")
     for ref in ("a", "b", "a"):
         assert backends.get_backend(ref) == f"backend:{ref}"
         assert backends.loaded_models() == [ref]
+
+
+def test_sessions_asking_at_once_share_one_load(loads):
+    got: list[str] = []
+    sessions = [threading.Thread(target=lambda: got.append(backends.get_backend("slow"))) for _ in range(5)]
+    for s in sessions:
+        s.start()
+    assert not loads.go.is_set() and backends.loaded_models() == []  # still loading
+    loads.go.set()
+    for s in sessions:
+        s.join(10)
+    assert got == ["backend:slow"] * 5
+    assert loads == ["slow"]
+
+
+def test_a_preload_is_picked_up_by_the_page(loads):
+    future = backends.preload("slow-launch")
+    loads.go.set()
+    assert backends.get_backend("slow-launch") == "backend:slow-launch"
+    assert future.result(5) == "backend:slow-launch"
+    assert loads == ["slow-launch"]
+
+
+def test_a_failed_load_reaches_every_waiter_and_is_retried(loads):
+    for _ in range(2):
+        with pytest.raises(RuntimeError, match="cannot load bad"):
+            backends.get_backend("bad")
+    assert loads == ["bad", "bad"]  # nothing kept from the failure: the second request tried again
+    assert backends.loaded_models() == []

@@ -1,14 +1,18 @@
 """One Backend per model per process, shared by every browser session.
 
-Loaded models are kept least-recently-used first out: the model a session asks
-for is always the most recent, so it is never the one unloaded to make room.
-lens.local_backend (torch, transformers) is imported on first use, not when a
-page is imported, so the page can start drawing while it loads.
+A model loads once, on a thread of its own: a second session asking for it while it
+loads waits for that load (with its progress) instead of starting another, and a
+load started at server launch (``ui.launch``) is picked up by the first page.
+Loaded models are kept least-recently-used first out: the model a session asks for
+is always the most recent, so it is never the one unloaded to make room.
+lens.local_backend (torch, transformers) is imported on first use, not when a page
+is imported, so the page can start drawing while it loads.
 """
 from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from concurrent.futures import Future
 
 import streamlit as st
 
@@ -17,45 +21,98 @@ from lens.backend import Backend
 UI_TOKEN_LIMIT = 2048  # the page stays interactive; the CLI takes the model's full context
 MAX_LOADED = 2  # models kept in memory at once
 
-_lock = threading.Lock()
-_loaded: OrderedDict[str, Backend] = OrderedDict()
 
+class _Load:
+    """A model load under way: its result to come, and how far it has got."""
 
-def _load(ref: str) -> Backend:
-    box = st.empty()
-    with box.container():
-        # The first model of a server process also imports PyTorch and transformers (several
-        # seconds): say so, rather than leave the page blank.
-        bar = st.progress(0.02, text=f"Loading {ref}: importing PyTorch…")
-        import torch  # noqa: F401
+    def __init__(self, ref: str):
+        self.ref = ref
+        self.future: Future[Backend] = Future()
+        self.fraction, self.message = 0.02, "importing PyTorch…"
 
-        bar.progress(0.3, text=f"Loading {ref}: importing transformers…")
+    def report(self, fraction: float, message: str) -> None:
+        self.fraction, self.message = min(1.0, max(0.0, fraction)), message
+
+    def run(self) -> None:
+        try:
+            self.future.set_result(self._load())
+        except BaseException as exc:  # handed to every waiting page, which shows it
+            self.future.set_exception(exc)
+        finally:
+            _finished(self)
+
+    def _load(self) -> Backend:
+        import torch  # noqa: F401  (the first model of a process imports it: seconds)
+
+        self.report(0.3, "importing transformers…")
         from lens.cache import ResultCache
         from lens.local_backend import LocalBackend
         from lens.model.loading import load_model
         from lens.model.registry import default_cache_root
 
-        bar.progress(0.5, text=f"Loading {ref}: the model code and its weights…")
-
-        def progress(fraction: float, message: str) -> None:
-            bar.progress(min(1.0, max(0.0, fraction)), text=f"{ref}: {message}")
-
-        loaded = load_model(ref, progress=progress)
-    box.empty()
-    return LocalBackend(loaded, ResultCache(default_cache_root() / "results"), token_limit=UI_TOKEN_LIMIT)
+        self.report(0.5, "the model code and its weights…")
+        loaded = load_model(self.ref, progress=self.report)
+        return LocalBackend(loaded, ResultCache(default_cache_root() / "results"), token_limit=UI_TOKEN_LIMIT)
 
 
-def get_backend(ref: str) -> Backend:
-    """The backend for ``ref``, loading (and on first use converting) it with a progress bar."""
+_lock = threading.Lock()
+_loaded: OrderedDict[str, Backend] = OrderedDict()
+_loading: dict[str, _Load] = {}
+
+
+def _finished(load: _Load) -> None:
+    with _lock:
+        _loading.pop(load.ref, None)
+        if load.future.exception() is not None:
+            return  # nothing kept: the next request tries again
+        _loaded[load.ref] = load.future.result()
+        _loaded.move_to_end(load.ref)
+        while len(_loaded) > MAX_LOADED:
+            _loaded.popitem(last=False)  # the least recently used; never the one just loaded
+
+
+def _start(ref: str) -> Backend | _Load:
+    """The loaded backend for ``ref``, else its load (started here if none is under way)."""
     with _lock:
         if ref in _loaded:
             _loaded.move_to_end(ref)
             return _loaded[ref]
-        backend = _load(ref)
-        _loaded[ref] = backend
-        while len(_loaded) > MAX_LOADED:
-            _loaded.popitem(last=False)  # the least recently used; never ``ref``, just added
-        return backend
+        load = _loading.get(ref)
+        if load is None:
+            load = _loading[ref] = _Load(ref)
+            threading.Thread(target=load.run, name=f"load {ref}", daemon=True).start()
+        return load
+
+
+def preload(ref: str) -> Future[Backend]:
+    """Start loading ``ref`` in the background (no page needed); its result as a future."""
+    got = _start(ref)
+    if isinstance(got, _Load):
+        return got.future
+    done: Future[Backend] = Future()
+    done.set_result(got)
+    return done
+
+
+def get_backend(ref: str) -> Backend:
+    """The backend for ``ref``, loading (and on first use converting) it with a progress bar."""
+    got = _start(ref)
+    if not isinstance(got, _Load):
+        return got
+    box = st.empty()
+    with box.container():
+        bar = st.progress(got.fraction, text=f"Loading {ref}: {got.message}")
+        while True:
+            try:
+                backend = got.future.result(timeout=0.1)
+                break
+            except TimeoutError:
+                bar.progress(got.fraction, text=f"Loading {ref}: {got.message}")
+            except BaseException:
+                box.empty()  # the error is shown in the page, not under a stale progress bar
+                raise
+    box.empty()
+    return backend
 
 
 def loaded_models() -> list[str]:

@@ -6,11 +6,13 @@ import streamlit as st
 from lens.backend import Backend
 from lens.examples import DEFAULT_PROMPT, EXAMPLES
 from lens.model.registry import BUNDLED, DEFAULT_MODEL
+from lens.options import LensOptions
 
 from .backends import UI_TOKEN_LIMIT, get_backend
 from .errors import shown_in_page
 
 MODEL_KEY, PROMPT_KEY = "model", "prompt"
+HOME_LENS = LensOptions(top_k=10)  # the home page's next-token chart (warmed at launch)
 
 
 def _use_example() -> None:

@@ -1,0 +1,46 @@
+"""`python -m ui.launch [streamlit options]`: the dashboard, with its default model warm.
+
+``streamlit run app.py`` imports PyTorch and transformers and loads the model only
+when the first browser asks (several seconds on a laptop). This starts that load,
+and the home page's first result, on a background thread as the server starts, so
+the first visitor waits for less of it. The options go to ``streamlit run``.
+"""
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from pathlib import Path
+
+APP = Path(__file__).resolve().parent.parent / "app.py"
+
+
+def warm() -> None:
+    """Load the default model and compute what the home page shows first."""
+    t0 = time.perf_counter()
+    try:
+        from lens.examples import DEFAULT_PROMPT
+        from lens.model.registry import DEFAULT_MODEL
+        from ui.backends import preload
+        from ui.state import HOME_LENS
+
+        backend = preload(DEFAULT_MODEL).result()
+        backend.logit_lens(DEFAULT_PROMPT, HOME_LENS)
+        import lens.figures.logit_lens  # noqa: F401  (plotly, for the first page's figure)
+    except Exception as exc:  # the page will load it again and show the error there
+        print(f"LayerLens: warm start failed ({exc}); the page will load the model", file=sys.stderr)
+        return
+    print(f"LayerLens: {DEFAULT_MODEL} loaded and the home page computed, "
+          f"{time.perf_counter() - t0:.1f} s after launch", file=sys.stderr, flush=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    threading.Thread(target=warm, name="warm start", daemon=True).start()
+    from streamlit.web import cli
+
+    sys.argv = ["streamlit", "run", str(APP), *(sys.argv[1:] if argv is None else argv)]
+    cli.main()
+
+
+if __name__ == "__main__":
+    main()
