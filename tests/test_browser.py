@@ -55,6 +55,24 @@ def test_type_prompt_and_see_logit_lens(page):
     assert page.locator("text=Traceback").count() == 0
 
 
+def test_lens_hover_and_download_state_the_same_numbers(page):
+    """After the test above: the hover over the top-right cell (last layer, last position) and the
+    downloaded JSON give the same top-1 token and probability."""
+    import json
+    from pathlib import Path
+
+    area = page.locator(f"{PLOT} .nsewdrag").first.bounding_box()
+    page.mouse.move(area["x"] + area["width"] - 3, area["y"] + 3)
+    hover = page.wait_for_selector(f"{PLOT} .hovertext", timeout=10_000).text_content()
+    assert "layer L" in hover and "entropy" in hover and "KL→final" in hover, hover
+    with page.expect_download() as got:
+        page.get_by_role("button", name="Download the numbers (JSON)").click()
+    data = json.loads(Path(got.value.path()).read_text())
+    top_token, top_prob = data["top_tokens"][-1][-1][0], data["top_probs"][-1][-1][0]
+    assert f"layer L{data['layers'][-1]}" in hover, hover
+    assert f"1. {top_token.replace(' ', '␣')}  {top_prob:.3f}" in hover, (hover, top_token, top_prob)
+
+
 def test_home_page_shows_prediction_and_links(page):
     page.goto(page.base_url + "/?prompt=" + quote("The capital of France is"))
     wait_idle(page)

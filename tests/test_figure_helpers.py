@@ -66,6 +66,41 @@ def test_cell_text_only_while_it_can_be_read():
     assert narrow.texttemplate and not wide.texttemplate
 
 
+def fill(template: str, point: dict) -> str:
+    """Plotly's hover template filled the way the browser does it (the subset the figures use)."""
+    import re
+
+    def one(m):
+        name, index, fmt = m.group(1), m.group(2), m.group(3)
+        value = point[name] if index is None else point[name][int(index)]
+        return format(value, fmt[1:]) if fmt else str(value)
+
+    return re.sub(r"%\{(\w+)(?:\[(\d+)\])?(:[^}]*)?\}", one, template).replace("<extra></extra>", "")
+
+
+def test_heatmap_hover_states_each_cells_numbers():
+    """The hover is filled in the browser from per-cell values: filled in here the same way, it
+    states the top-k, entropy, KL and target of the cell under the pointer, read from the result."""
+    r = LocalBackend(load_model("tiny-gpt2"), None).logit_lens(PROMPT, LensOptions(top_k=3))
+    heat = logit_lens_figure(r, "kl", stride=2).data[0]
+    rows = list(range(0, len(r.layers), 2)) + ([len(r.layers) - 1] if (len(r.layers) - 1) % 2 else [])
+    assert len(heat.customdata) == len(rows) == len(heat.y)
+    for i, row in enumerate(rows):
+        for c, pos in enumerate(r.positions):
+            shown = fill(heat.hovertemplate, {"y": heat.y[i], "customdata": heat.customdata[i][c]})
+            lines = shown.split("<br>")
+            assert lines[0] == (f"<b>layer {heat.y[i]}</b>, position {pos} (after "
+                                f"{visible(r.tokens[pos]).replace('&', '&amp;').replace('<', '&lt;').replace('>', '&gt;')})")
+            for j in range(3):
+                token, prob = lines[1 + j][3:].rsplit("  ", 1)
+                assert lines[1 + j].startswith(f"{j + 1}. ")
+                assert abs(float(prob) - r.top_probs[row, c, j]) <= 5e-4
+            assert lines[4] == f"entropy {r.entropy[row, c]:.3f} nats · KL→final {r.kl_to_final[row, c]:.3f}"
+            rank, p = lines[5].rsplit(": rank ", 1)[1].split(", p=")
+            assert int(rank) == r.target_rank[row, c]
+            assert float(p) == pytest.approx(float(r.target_prob[row, c]), rel=5e-3, abs=1e-12)  # 3 significant digits
+
+
 def random_attention(L, T, seed=0):
     g = np.random.default_rng(seed)
     a = np.tril(g.random((L, T, T))) + 1e-3 * np.tril(np.ones((T, T)))

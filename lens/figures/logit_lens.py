@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from html import escape
 from dataclasses import dataclass
 
 import numpy as np
@@ -71,6 +72,33 @@ def position_labels(result: LogitLensResult) -> list[str]:
     return [f"{p}·{_short(result.tokens[p], 10)}" for p in result.positions]
 
 
+def _hover(result: LogitLensResult, rows: list[int], cols: list[int]) -> tuple[list, str]:
+    """Per-cell hover values and the one template that lays them out.
+
+    The browser fills the template, so the figure carries numbers and tokens, not a
+    formatted paragraph per cell (a third of the bytes, and the bytes are what a redraw costs).
+    Per cell: the top-k tokens, their probabilities, entropy, KL, target rank and probability."""
+    k = result.top_ids.shape[-1]
+    target = [escape(visible(t), quote=False) for t in result.target_tokens]
+    after = [escape(visible(result.tokens[p]), quote=False) for p in result.positions]
+    probs = np.round(result.top_probs.astype(np.float64), 3)  # as shown: no second rounding
+    ent, kl = np.round(result.entropy.astype(np.float64), 3), np.round(result.kl_to_final.astype(np.float64), 3)
+    tp = result.target_prob.astype(np.float64)
+    data = [[[*(escape(visible(t), quote=False) for t in result.top_tokens[r][c]), *probs[r, c].tolist(),
+              float(ent[r, c]), float(kl[r, c]), int(result.target_rank[r, c]), float(f"{tp[r, c]:.3g}"),
+              target[c], after[c], str(result.positions[c])]
+             for c in cols] for r in rows]
+    i = 2 * k  # where the per-cell numbers start
+    template = (
+        f"<b>layer %{{y}}</b>, position %{{customdata[{i + 6}]}} (after %{{customdata[{i + 5}]}})<br>"
+        + "<br>".join(f"{j + 1}. %{{customdata[{j}]}}  %{{customdata[{k + j}]:.3f}}" for j in range(k))
+        + f"<br>entropy %{{customdata[{i}]:.3f}} nats · KL→final %{{customdata[{i + 1}]:.3f}}"
+        + f"<br>target %{{customdata[{i + 4}]}}: rank %{{customdata[{i + 2}]}}, p=%{{customdata[{i + 3}]}}"
+        + "<extra></extra>"
+    )
+    return data, template
+
+
 def logit_lens_figure(result: LogitLensResult, metric: str = "probability", stride: int = 1,
                       columns: tuple[int, int] | None = None, show_tokens: bool | None = None) -> go.Figure:
     """Heatmap of ``metric``; ``columns`` is a [start, stop) window into the result's positions.
@@ -85,24 +113,9 @@ def logit_lens_figure(result: LogitLensResult, metric: str = "probability", stri
         show_tokens = len(cols) <= MAX_CELL_TEXT_COLUMNS
     values = metric_values(result, metric)[np.ix_(rows, cols)]
     z = np.log10(np.maximum(values, 1.0)) if spec.log else values
-    k = result.top_ids.shape[-1]
 
     text = [[_short(result.top_tokens[r][c][0]) for c in cols] for r in rows]
-    hover = []
-    for r in rows:
-        line = []
-        for c in cols:
-            tops = "<br>".join(
-                f"{i + 1}. {visible(result.top_tokens[r][c][i])!s:<12} {result.top_probs[r, c, i]:.3f}" for i in range(k)
-            )
-            line.append(
-                f"<b>layer {result.layers[r]}</b>, position {result.positions[c]} "
-                f"(after {visible(result.tokens[result.positions[c]])!s})<br>{tops}<br>"
-                f"entropy {result.entropy[r, c]:.3f} nats · KL→final {result.kl_to_final[r, c]:.3f}<br>"
-                f"target {visible(result.target_tokens[c])}: rank {result.target_rank[r, c]}, "
-                f"p={result.target_prob[r, c]:.3g}"
-            )
-        hover.append(line)
+    customdata, hovertemplate = _hover(result, rows, cols)
 
     labels = position_labels(result)
     x = [labels[c] for c in cols]
@@ -117,7 +130,7 @@ def logit_lens_figure(result: LogitLensResult, metric: str = "probability", stri
         z=z, x=x, y=y, text=text if show_tokens else None,
         texttemplate="%{text}" if show_tokens else None,
         textfont=dict(size=11 if len(cols) <= 24 else 9),
-        customdata=hover, hovertemplate="%{customdata}<extra></extra>",
+        customdata=customdata, hovertemplate=hovertemplate,
         colorscale=spec.colorscale, zmin=zmin, zmax=zmax, colorbar=colorbar, xgap=1, ygap=1,
     )
     fig = go.Figure(heat)
