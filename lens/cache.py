@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
-FORMAT_VERSION = "2"  # 2: flow rows are the solved layers only
+FORMAT_VERSION = "3"  # 2: flow rows are the solved layers only; 3: byte pieces written as <0xNN>
 
 
 def make_key(kind: str, **parts) -> str:

@@ -41,6 +41,7 @@ os.environ["LAYERLENS_CACHE"] = str(TEST_CACHE)
 from lens.model.adapters import adapt  # noqa: E402
 from lens.model.tiny import tiny_model  # noqa: E402
 from lens.model.trace import CaptureSpec, capture  # noqa: E402
+from shown import as_shown
 
 # A prompt whose byte tokens repeat ("e" several times) so targets and next tokens are interesting.
 TINY_PROMPT = "hello there, the end; see me here"
@@ -73,7 +74,7 @@ def tiny_trace(tiny):
             model, tok, adapter = tiny(arch)
             ids = tok(prompt)["input_ids"]
             trace = capture(model, adapter, ids, CaptureSpec(residual=True), model_name=f"tiny-{arch}",
-                            tokens=[tok.decode([i]) for i in ids])
+                            tokens=[as_shown(tok, i) for i in ids])
             done[(arch, prompt)] = (trace, tok)
         return done[(arch, prompt)]
 

@@ -10,6 +10,7 @@ import torch
 from lens.analysis.logit_lens import logit_lens
 from lens.options import LensOptions
 from lens.model.trace import CaptureSpec, capture
+from shown import as_shown
 
 FRANCE = "The capital of France is"
 LONGER = "When Mary and John went to the store, John gave a drink to Mary because she was thirsty"
@@ -20,7 +21,7 @@ def france(bundled):
     tok = bundled.tokenizer
     ids = tok(FRANCE)["input_ids"]
     trace = capture(bundled.model, bundled.adapter, ids, CaptureSpec(sublayers=True),
-                    model_name=bundled.name, tokens=[tok.decode([i]) for i in ids])
+                    model_name=bundled.name, tokens=[as_shown(tok, i) for i in ids])
     with torch.no_grad():
         logits = bundled.model(input_ids=torch.tensor([ids]), use_cache=False).logits[0].double()
     return trace, logits, logit_lens(trace, tok, LensOptions(top_k=5))
@@ -96,6 +97,6 @@ def test_cli_json_on_bundled_model(bundled, run_cli, tmp_path):
     assert data["model"] == "smollm2-135m" and data["n_layers"] == 30
     assert data["final_prediction"][-1] == " Paris"
     assert data["top_tokens"][-1][-1][0] == " Paris"
-    assert data["tokens"] == [bundled.tokenizer.decode([i]) for i in bundled.tokenizer(FRANCE)["input_ids"]]
+    assert data["tokens"] == [as_shown(bundled.tokenizer, i) for i in bundled.tokenizer(FRANCE)["input_ids"]]
     assert np.array(data["top_probs"]).shape == (31, len(data["tokens"]), 3)
     assert list((tmp_path / "results").glob("*.safetensors")), "the result was not cached"

@@ -12,6 +12,7 @@ import torch
 
 from lens.cli.common import read_prompt as _read_prompt
 from lens.model.tiny import tiny_model
+from shown import as_shown
 
 PROMPT = "hello there"
 ODD = "héllo 👋🏽 e\u0301 שלום עולם\n\tend\u200f"
@@ -99,7 +100,7 @@ def independent(prompt: str, k: int = 5):
         "entropy": (-(p * logp).sum(-1)).numpy(),
         "kl": (p[-1] * (logp[-1] - logp)).sum(-1).numpy(),
         "top_p": top_p.numpy(), "top_i": top_i.numpy(),
-        "final": [tok.decode([int(i)]) for i in out.logits[0].argmax(-1)],
+        "final": [as_shown(tok, int(i)) for i in out.logits[0].argmax(-1)],
     }
 
 
@@ -112,7 +113,7 @@ def test_logit_lens_json_matches_independent_computation(runs, name, prompt):
     T = len(ref["ids"])
     assert data["model"] == "tiny-llama"
     assert data["n_layers"] == L == 3
-    assert data["tokens"] == [tok.decode([i]) for i in tok(prompt).input_ids]
+    assert data["tokens"] == [as_shown(tok, i) for i in tok(prompt).input_ids]
     assert data["token_ids"] == ref["ids"]
     assert data["layers"] == ["emb", "1", "2", "3"]
     top_probs = np.array(data["top_probs"], dtype=np.float64)
@@ -122,7 +123,7 @@ def test_logit_lens_json_matches_independent_computation(runs, name, prompt):
     np.testing.assert_allclose(top_probs, ref["top_p"], atol=1e-5)
     np.testing.assert_allclose(np.array(data["entropy"]), ref["entropy"], atol=1e-4)
     np.testing.assert_allclose(np.array(data["kl_to_final"]), ref["kl"], atol=1e-4)
-    expected_tokens = [[[tok.decode([int(i)]) for i in cell] for cell in row] for row in ref["top_i"]]
+    expected_tokens = [[[as_shown(tok, int(i)) for i in cell] for cell in row] for row in ref["top_i"]]
     assert data["top_tokens"] == expected_tokens
     assert data["final_prediction"] == ref["final"]
     # NaN (no next token at the end) is written as null, not as the non-JSON NaN.

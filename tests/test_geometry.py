@@ -18,6 +18,7 @@ from lens.options import GeometryOptions
 from lens.model.loading import load_model
 from lens.analysis.points import PointSet
 from lens.model.tokens import word_key
+from shown import as_shown
 
 RNG = np.random.default_rng(1)
 
@@ -207,7 +208,7 @@ def test_bundled_geometry_against_an_independent_computation(smol):
     g = smol.geometry(texts, GeometryOptions(word=word))
     Hs = [hidden(smol.loaded, t)[:, 1:] for t in texts]  # first token left out; SmolLM2 adds no special tokens
     X = np.concatenate(Hs, axis=1)
-    tokens = [smol.loaded.tokenizer.decode([i]) for t in texts for i in smol.loaded.tokenizer(t)["input_ids"][1:]]
+    tokens = [as_shown(smol.loaded.tokenizer, i) for t in texts for i in smol.loaded.tokenizer(t)["input_ids"][1:]]
     text_index = [k for k, H in enumerate(Hs) for _ in range(H.shape[1])]
     assert g.tokens == tokens and g.text_index == text_index and g.word_count == 4
     check_against_reference(g, reference_metrics(X, tokens, text_index, word), atol=2e-4)

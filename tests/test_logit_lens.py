@@ -11,6 +11,7 @@ from lens.analysis.logit_lens import logit_lens, resolve_target
 from lens.options import LensOptions
 from lens.model.tiny import TINY_ARCHS
 from lens.model.trace import CaptureSpec, capture
+from shown import as_shown
 
 ATOL = 2e-5  # float32 chunked statistics against float64
 
@@ -30,8 +31,8 @@ def check_against_reference(res, trace, tok, ref, k, cols=slice(None), topk_matc
     assert np.all(res.target_rank <= ref["rank_hi"][:, cols])
     np.testing.assert_allclose(res.target_prob, ref["target_prob"][:, cols], atol=ATOL, rtol=0)
     np.testing.assert_allclose(res.next_token_loss, ref["next_loss"][:, cols], atol=1e-4, rtol=1e-5)
-    assert res.top_tokens == [[[tok.decode([int(i)]) for i in cell] for cell in row] for row in res.top_ids]
-    assert res.target_tokens == [tok.decode([int(i)]) for i in res.target_ids]
+    assert res.top_tokens == [[[as_shown(tok, int(i)) for i in cell] for cell in row] for row in res.top_ids]
+    assert res.target_tokens == [as_shown(tok, int(i)) for i in res.target_ids]
     assert res.top1_tokens == [[cell[0] for cell in row] for row in res.top_tokens]
 
 
@@ -51,7 +52,7 @@ def test_lens_matches_reference_default_target(arch, tiny_trace, reference, topk
     np.testing.assert_allclose(res.target_prob[-1], res.top_probs[-1, :, 0], atol=1e-6)
     # The final row is the model itself: KL 0 and the same top-1 as the model's output.
     assert np.all(np.abs(res.kl_to_final[-1]) < 1e-5)
-    assert res.final_prediction == [tok.decode([i]) for i in trace.output_top1.tolist()]
+    assert res.final_prediction == [as_shown(tok, i) for i in trace.output_top1.tolist()]
     np.testing.assert_array_equal(res.top_ids[-1, :, 0], trace.output_top1.numpy())
     # Next-token loss: NaN only at the last position.
     assert np.all(np.isnan(res.next_token_loss[:, -1]))

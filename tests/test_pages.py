@@ -10,6 +10,7 @@ from plotly_json import array, charts
 
 from lens.model.loading import load_model
 from lens.model.tokens import visible
+from shown import as_shown
 
 FRANCE = "The capital of France is"
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
@@ -56,7 +57,7 @@ def test_home_shows_model_tokens_and_next_token_prediction(reference):
     assert metrics["Layers"] == str(lm.n_layers)
     assert metrics["Context"] == f"{lm.context_length:,}"  # the model's own context, not the page's cap
     assert metrics["Vocabulary"] == f"{lm.model.config.vocab_size:,}"
-    tokens = [lm.tokenizer.decode([i]) for i in lm.tokenizer(FRANCE)["input_ids"]]
+    tokens = [as_shown(lm.tokenizer, i) for i in lm.tokenizer(FRANCE)["input_ids"]]
     assert any(" ".join(f"`{visible(t)}`" for t in tokens) in m.value for m in at.markdown)
 
     bar = figure(at)["data"][0]
@@ -64,7 +65,7 @@ def test_home_shows_model_tokens_and_next_token_prediction(reference):
     top = np.argsort(-p_last)[:10]
     labels = [y.strip() for y in bar["y"]][::-1]  # drawn bottom-up
     assert labels[0] == visible(" Paris")
-    assert labels == [visible(lm.tokenizer.decode([int(i)])) for i in top]
+    assert labels == [visible(as_shown(lm.tokenizer, int(i))) for i in top]
     np.testing.assert_allclose(array(bar["x"])[::-1], p_last[top], atol=2e-4)
 
 
@@ -82,7 +83,7 @@ def test_logit_lens_page_heatmap_matches_independent_lens(reference):
     top1 = p.argmax(-1)
     for r in (0, lm.n_layers // 2, lm.n_layers):
         for c in range(p.shape[1]):
-            shown = visible(lm.tokenizer.decode([int(top1[r, c])]))
+            shown = visible(as_shown(lm.tokenizer, int(top1[r, c])))
             assert heat["text"][r][c].rstrip("…") == shown[: len(heat["text"][r][c].rstrip("…"))]
     assert heat["text"][-1][-1] == visible(" Paris")
     assert any("Paris" in c.value for c in at.caption)

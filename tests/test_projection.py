@@ -17,6 +17,7 @@ from lens.analysis.points import select_points
 from lens.model.tokens import word_key
 from lens.analysis.projection import align_layers, knn, pca, procrustes_rotation, project, project_points
 from lens.options import ProjectionOptions
+from shown import as_shown
 
 RNG = np.random.default_rng(0)
 
@@ -221,7 +222,7 @@ def test_bundled_projection_against_independent_pca(smol_backend):
     scaled = H / np.sqrt((H ** 2).mean(axis=(1, 2)))[:, None, None]
     ref, ratio = svd_reference(scaled.reshape(R * N, d), 2)
     result = smol_backend.projection(FRANCE)
-    assert result.tokens == [lm.tokenizer.decode([i]) for i in lm.tokenizer(FRANCE)["input_ids"]][1:]
+    assert result.tokens == [as_shown(lm.tokenizer, i) for i in lm.tokenizer(FRANCE)["input_ids"]][1:]
     assert result.layers[0] == "emb" and len(result.layers) == 31
     same_up_to_sign(result.coords.reshape(R * N, 2).astype(np.float64), ref, atol=2e-3 * np.abs(ref).max())
     np.testing.assert_allclose(result.explained[0], ratio, rtol=1e-3)

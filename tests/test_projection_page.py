@@ -8,6 +8,7 @@ from plotly_json import array, charts
 
 from lens.examples import CORPORA
 from lens.model.loading import load_model
+from shown import as_shown
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 PAGE = "pages/projection.py"
@@ -35,7 +36,7 @@ def test_page_with_a_real_prompt():
     at = run(PROMPT)
     assert not at.error
     tok = load_model("smollm2-135m").tokenizer
-    tokens = [tok.decode([i]).strip() for i in tok(PROMPT)["input_ids"]][1:]  # the first token is left out
+    tokens = [as_shown(tok, i).strip() for i in tok(PROMPT)["input_ids"]][1:]  # the first token is left out
     fig = charts(at)[0]
     assert fig["layout"]["title"]["text"].startswith("Token trajectories emb→L30")
     markers = next(t for t in fig["data"] if t.get("mode") == "markers")

@@ -9,6 +9,7 @@ from lens.analysis.routes import (RouteData, attention_contributions, attention_
                                   node_detail, route_capture, route_graph)
 from lens.model.trace import capture
 from lens.results import BLOCKS, KINDS
+from shown import as_shown
 
 PROMPT = "hello there, the end; see me here"
 
@@ -16,7 +17,7 @@ PROMPT = "hello there, the end; see me here"
 def data_for(model, tok, adapter, text=PROMPT, layers=None, neurons=False):
     ids = tok(text)["input_ids"]
     tr = capture(model, adapter, ids, route_capture(adapter.n_layers, layers, neurons), model_name="m",
-                 tokens=[tok.decode([i]) for i in ids])
+                 tokens=[as_shown(tok, i) for i in ids])
     return RouteData.from_trace(tr)
 
 
@@ -189,7 +190,7 @@ def test_node_detail_sums(tiny):
     logits = x @ adapter.unembed.weight.T
     for h in range(adapter.n_heads):
         top = logits[h].topk(5).indices.tolist()
-        assert d.items[h]["promoted"] == [tok.decode([i]) for i in top]
+        assert d.items[h]["promoted"] == [as_shown(tok, i) for i in top]
     m = node_detail(data, tok, 2, p, "mlp", n_neurons=4)
     # Neuron writes add up to the MLP output minus the down-projection bias.
     Wd = adapter.down_projection(l)
@@ -197,7 +198,7 @@ def test_node_detail_sums(tiny):
     torch.testing.assert_close(total, data.mlp_out[l][p], atol=1e-4, rtol=1e-4)
     assert len(m.items) == 4 and m.residual_importance + m.block_importance == pytest.approx(1.0, abs=1e-6)
     probs = torch.softmax(adapter.readout(data.residual[2][p]), -1)
-    assert m.lens_tokens[0] == tok.decode([int(probs.argmax())])
+    assert m.lens_tokens[0] == as_shown(tok, int(probs.argmax()))
 
 
 def test_unsupported_models(tiny):

@@ -8,6 +8,7 @@ import pytest
 from lens.errors import LensError
 from lens.model.tiny import tiny_tokenizer
 from lens.model.tokens import check_prompt, encode, token_strings, visible
+from shown import as_shown
 
 
 @pytest.mark.parametrize("token, shown", [
@@ -45,16 +46,39 @@ def test_visible_shows_unicode_spaces():
 
 def test_check_prompt():
     assert check_prompt("hello") == "hello"
-    assert check_prompt(" ") == " "
+    assert check_prompt(" x") == " x"
     assert check_prompt("👋\n") == "👋\n"
     with pytest.raises(LensError, match="empty"):
         check_prompt("")
+    for blank in (" ", "\n\t ", "\u00a0\u3000"):  # white space only: nothing to analyse
+        with pytest.raises(LensError, match="white space"):
+            check_prompt(blank)
     for bad in ("\ud800", "ok \udfff then", "\udcff"):
         with pytest.raises(LensError, match="surrogate"):
             check_prompt(bad)
     for bad in (None, b"bytes", 3):
         with pytest.raises(LensError):
             check_prompt(bad)
+
+
+@pytest.mark.parametrize("text", ["naïve — “quoted” 日本語 👋🏽 a\u00a0b", "\u200b\ufeffx", "é\u0301 ﷺ 𝔘𝔫𝔦"])
+@pytest.mark.parametrize("model", ["smollm2-135m", "tiny-llama", "tiny-gpt2"])
+def test_byte_pieces_are_shown_as_their_bytes(model, text):
+    """A token holding part of a character shows its bytes (<0xE6>), never "�"; read back as bytes,
+    the shown pieces give exactly the prompt's bytes."""
+    import re
+
+    from lens.model.loading import load_model
+
+    tok = load_model(model).tokenizer
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    shown = token_strings(tok, ids)
+    assert shown == [as_shown(tok, i) for i in ids]
+    assert not any("\ufffd" in s for s in shown), shown
+    raw = b"".join(bytes([int(part[3:5], 16)]) if re.fullmatch(r"<0x[0-9A-F]{2}>", part) else part.encode("utf-8")
+                   for s in shown for part in re.split(r"(<0x[0-9A-F]{2}>)", s) if part)
+    assert raw.decode("utf-8") == tok.decode(ids)
+    assert visible("a\u00a0b") == "a⍽b"
 
 
 def test_encode_limits_and_messages():
@@ -78,7 +102,7 @@ def test_token_strings_are_single_token_decodes():
     text = "a é\n👋"
     ids = encode(tok, text, 128)
     strings = token_strings(tok, ids)
-    assert strings == [tok.decode([i]) for i in ids]
+    assert strings == [as_shown(tok, i) for i in ids]
     assert len(strings) == len(text.encode("utf-8"))
     assert strings[:2] == ["a", " "] and strings[4] == "\n"
     assert tok.decode(ids) == text

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from ..errors import LensError
+from ..model.tokens import decode_token
 from ..model.trace import Trace
 from ..options import LensOptions
 from ..results import LogitLensResult
@@ -95,7 +96,7 @@ def resolve_target(tokenizer, target: str | None) -> tuple[int | None, str]:
 
 
 def _decode_table(tokenizer, ids: np.ndarray) -> dict[int, str]:
-    return {int(i): tokenizer.decode([int(i)]) for i in np.unique(ids)}
+    return {int(i): decode_token(tokenizer, int(i)) for i in np.unique(ids)}
 
 
 @torch.no_grad()
@@ -222,7 +223,7 @@ def logit_lens(trace: Trace, tokenizer, options: LensOptions = LensOptions(),
         target_rank=t_rank,
         target_prob=t_prob,
         next_token_loss=next_loss,
-        final_prediction=[tokenizer.decode([i]) for i in out_top1],
+        final_prediction=[decode_token(tokenizer, i) for i in out_top1],
         target_note=note,
         options=options.key(),
     )

@@ -35,6 +35,7 @@ import torch
 from ..errors import LensError
 from ..model.adapters import Adapter
 from ..model.trace import CaptureSpec, Trace
+from ..model.tokens import decode_token
 from ..options import DEFAULT_THRESHOLD, ROUTE_MAX_TOKENS
 from ..results import BLOCKS, AttentionContributions, NodeDetail, RouteGraph
 from .checks import check_layer, check_position
@@ -252,7 +253,7 @@ def route_graph(data: RouteData, position: int | None = None, threshold: float =
             share[e] = imp[e] / tot if tot > 0 else 0.0
     pred = ""
     if tokenizer is not None and len(data.output_top1):
-        pred = tokenizer.decode([int(data.output_top1[p])])
+        pred = decode_token(tokenizer, int(data.output_top1[p]))
     return RouteGraph(
         model=data.model, tokens=list(data.tokens), n_layers=L, n_heads=data.n_heads, position=p,
         threshold=threshold, prediction=pred,
@@ -278,7 +279,7 @@ def _top_tokens(tokenizer, logits: torch.Tensor, k: int) -> tuple[list[list[str]
                                                                     list[list[str]], list[list[float]]]:
     up_v, up_i = logits.topk(k, -1)
     dn_v, dn_i = (-logits).topk(k, -1)
-    dec = lambda ids: [[tokenizer.decode([int(i)]) for i in row] for row in ids.tolist()]  # noqa: E731
+    dec = lambda ids: [[decode_token(tokenizer, i) for i in row] for row in ids.tolist()]  # noqa: E731
     return dec(up_i), up_v.tolist(), dec(dn_i), (-dn_v).tolist()
 
 
@@ -349,6 +350,6 @@ def node_detail(data: RouteData, tokenizer, layer: int, position: int | None, bl
     return NodeDetail(
         model=data.model, tokens=list(data.tokens), layer=layer, position=p, block=block,
         residual_importance=residual_imp, block_importance=block_imp, head_importance=head_imp.astype(np.float32),
-        head_sources=hs, items=items, lens_tokens=[tokenizer.decode([int(i)]) for i in pi.tolist()],
+        head_sources=hs, items=items, lens_tokens=[decode_token(tokenizer, i) for i in pi.tolist()],
         lens_probs=pv.numpy().astype(np.float32), note=note, options={"top_k": top_k},
     )

@@ -1,11 +1,17 @@
 """Turning a prompt into token ids, and token strings into something visible."""
 from __future__ import annotations
 
+import re
 import unicodedata
+from functools import lru_cache
 
 from ..errors import LensError
 
-_VISIBLE = {" ": "␣", "\n": "↵", "\t": "⇥", "\r": "␍"}
+_VISIBLE = {" ": "␣", "\n": "↵", "\t": "⇥", "\r": "␍", "\u00a0": "⍽"}
+# What the symbols mean, for the interface's legends.
+SYMBOLS = ("␣ a space", "↵ a new line", "⇥ a tab", "⍽ a non-breaking space",
+           "<0xE2> one byte of a character that is split over several tokens", "∅ an empty token")
+_BYTE_PIECE = re.compile(r"<0x[0-9A-Fa-f]{2}>")
 
 
 def check_prompt(text: object) -> str:
@@ -14,6 +20,8 @@ def check_prompt(text: object) -> str:
         raise LensError("the prompt must be text")
     if text == "":
         raise LensError("the prompt is empty: type some text")
+    if not text.strip():
+        raise LensError("the prompt is only white space: type some text")
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
@@ -34,9 +42,41 @@ def encode(tokenizer, text: str, max_tokens: int) -> list[int]:
     return ids
 
 
+@lru_cache(maxsize=1)
+def _byte_of_char() -> dict[str, int]:
+    """Byte-level BPE (GPT-2 and its heirs) writes byte b as one printable character; the inverse."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs, n = bs[:], 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return {chr(c): b for b, c in zip(bs, cs)}
+
+
+def decode_token(tokenizer, token_id: int) -> str:
+    """The plain string of one token; a token that holds only part of a character's UTF-8 bytes
+    (which decodes to "�") is written as its bytes instead, e.g. ``<0xE2><0x80>``."""
+    text = tokenizer.decode([int(token_id)])
+    if "\ufffd" not in text:
+        return text
+    piece = tokenizer.convert_ids_to_tokens(int(token_id))
+    if not isinstance(piece, str):
+        return text
+    if _BYTE_PIECE.fullmatch(piece):  # SentencePiece byte fallback names its bytes already
+        return piece.upper().replace("0X", "0x")
+    table = _byte_of_char()
+    if not piece or any(c not in table for c in piece):
+        return text
+    raw = bytes(table[c] for c in piece)
+    decoded = raw.decode("utf-8", errors="backslashreplace")
+    return re.sub(r"\\x([0-9a-f]{2})", lambda m: f"<0x{m.group(1).upper()}>", decoded)
+
+
 def token_strings(tokenizer, ids: list[int]) -> list[str]:
-    """``tokenizer.decode([id])`` for each id: the plain string of each token."""
-    return [tokenizer.decode([i]) for i in ids]
+    """The plain string of each token (``decode_token``)."""
+    return [decode_token(tokenizer, i) for i in ids]
 
 
 def visible(token: str) -> str:
