@@ -35,11 +35,13 @@ class _Load:
 
     def run(self) -> None:
         try:
-            self.future.set_result(self._load())
+            backend = self._load()
         except BaseException as exc:  # handed to every waiting page, which shows it
+            _finished(self, None)
             self.future.set_exception(exc)
-        finally:
-            _finished(self)
+            return
+        _finished(self, backend)  # kept before anyone is told, so a waiter finds it loaded
+        self.future.set_result(backend)
 
     def _load(self) -> Backend:
         import torch  # noqa: F401  (the first model of a process imports it: seconds)
@@ -60,12 +62,12 @@ _loaded: OrderedDict[str, Backend] = OrderedDict()
 _loading: dict[str, _Load] = {}
 
 
-def _finished(load: _Load) -> None:
+def _finished(load: _Load, backend: Backend | None) -> None:
     with _lock:
         _loading.pop(load.ref, None)
-        if load.future.exception() is not None:
-            return  # nothing kept: the next request tries again
-        _loaded[load.ref] = load.future.result()
+        if backend is None:
+            return  # nothing kept from a failure: the next request tries again
+        _loaded[load.ref] = backend
         _loaded.move_to_end(load.ref)
         while len(_loaded) > MAX_LOADED:
             _loaded.popitem(last=False)  # the least recently used; never the one just loaded
