@@ -126,6 +126,12 @@ def logit_lens_figure(result: LogitLensResult, metric: str = "probability", stri
         ticks = list(range(0, int(math.ceil(top)) + 1))
         colorbar.update(tickvals=ticks, ticktext=[f"{10 ** t:,}" for t in ticks])
     zmin, zmax = (0.0, 1.0) if metric in ("probability", "target_prob") else (0.0, None)
+    title = f"Logit lens · {result.model} · colour: {spec.title}"
+    if metric == "kl" and rows[0] == 0 and len(rows) > 1 and np.isfinite(z[1:]).any():
+        # The embeddings' KL (~100 nats) would leave every other row the same colour.
+        zmax = float(np.nanmax(z[1:]))
+        if np.nanmax(z[0]) > zmax:
+            title += f" · the emb row (up to {np.nanmax(z[0]):.0f} nats) is beyond the scale"
     heat = go.Heatmap(
         z=z, x=x, y=y, text=text if show_tokens else None,
         texttemplate="%{text}" if show_tokens else None,
@@ -140,7 +146,7 @@ def logit_lens_figure(result: LogitLensResult, metric: str = "probability", stri
         xaxis=dict(title="input position · token (the cell predicts the token after it)", tickangle=-45,
                    type="category"),
         yaxis=dict(title="layer", type="category"),
-        title=dict(text=f"Logit lens · {result.model} · colour: {spec.title}", x=0.01, font=dict(size=15)),
+        title=dict(text=title, x=0.01, font=dict(size=15)),
         font=dict(family="Inter, Helvetica, Arial, sans-serif"),
         plot_bgcolor="white",
     )
