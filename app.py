@@ -1,10 +1,11 @@
 """LayerLens dashboard: `streamlit run app.py`. This file is the page router and the home page."""
 import streamlit as st
 
-from ui import routing
+from ui import present, routing
 
 routing.start_app()
 st.set_page_config(page_title="LayerLens", page_icon="🔬", layout="wide")
+present.apply()
 
 from lens.figures.logit_lens import prediction_figure  # noqa: E402
 from lens.model.tokens import visible  # noqa: E402
@@ -13,6 +14,7 @@ from ui.errors import shown_in_page  # noqa: E402
 from ui.widgets import chart  # noqa: E402
 
 VIEWS = [  # (file, title, icon, what it shows)
+    ("pages/tour.py", "Guided tour", ":material/tour:", "eight short stories about what the layers do, one screen each"),
     ("pages/logit_lens.py", "Logit lens", ":material/layers:", "what every layer would predict at every position"),
     ("pages/projection.py", "Projections", ":material/scatter_plot:",
      "how token representations move and reorganise through the layers"),
@@ -65,3 +67,4 @@ navigation = st.navigation(pages)
 state.sidebar()
 with routing.routed():
     navigation.run()
+present.exit_button()

@@ -8,6 +8,7 @@ from lens.examples import DEFAULT_PROMPT, EXAMPLES
 from lens.model.registry import BUNDLED, DEFAULT_MODEL
 from lens.options import LensOptions
 
+from . import present
 from .backends import UI_TOKEN_LIMIT, get_backend
 from .errors import shown_in_page
 
@@ -36,6 +37,7 @@ def sidebar() -> None:
             help=f"Ctrl+Enter (⌘+Enter) runs it. Up to {UI_TOKEN_LIMIT} tokens.",
         )
         st.caption("Ctrl+Enter to run · the URL keeps model and prompt: copy it to share this view.")
+        present.sidebar_switch()
 
 
 def model_ref() -> str:

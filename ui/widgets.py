@@ -1,4 +1,4 @@
-"""Widgets every view uses the same way: chart config and downloads of the numbers."""
+"""Widgets every view uses the same way: charts (with their exports) and downloads of the numbers."""
 from __future__ import annotations
 
 import json
@@ -7,14 +7,45 @@ import streamlit as st
 
 from lens.serialize import to_json_dict
 
+from . import present
+
 # The chart's camera button saves a PNG at twice the screen resolution (for slides).
-PLOT_CONFIG = {"toImageButtonOptions": {"format": "png", "scale": 2}}
+PLOT_CONFIG = {"toImageButtonOptions": {"format": "png", "scale": 2}, "displaylogo": False}
 
 
-def chart(fig, key: str, where=st, **kwargs):
+def chart(fig, key: str, where=st, export: dict | None = None, **kwargs):
     """A plotly chart with the shared config (in ``where``: a column, a container); returns what
-    ``st.plotly_chart`` returns (the selection, for a chart that reruns on select)."""
-    return where.plotly_chart(fig, key=key, config=PLOT_CONFIG, theme=None, **kwargs)
+    ``st.plotly_chart`` returns (the selection, for a chart that reruns on select).
+
+    ``export``: ``{"view": name in lens.views.VIEWS, "numbers": result(s), "texts": prompt, "model": name}``
+    adds an Export menu under the chart (slide PNG, SVG, and one self-contained HTML file)."""
+    out = where.plotly_chart(present.styled(fig), key=key, config=PLOT_CONFIG, theme=None, **kwargs)
+    if export is not None and not present.is_on():
+        export_menu(fig, key, where=where, **export)
+    return out
+
+
+def export_menu(fig, key: str, view: str, numbers, texts, model: str, where=st) -> None:
+    """Downloads of one chart, each made when clicked: PNG and SVG at slide size (drawn by a local
+    Chromium), and an HTML file with the chart, its numbers, the prompt and the explanation."""
+    from lens.export import Section, html_page, static_image
+    from lens.views import VIEWS
+
+    v = VIEWS[view]
+    name = f"{view}-{key}"
+
+    def html() -> str:
+        section = Section(v.title, paragraphs=v.about, figures=(fig,), numbers=numbers, prompt=texts)
+        return html_page(f"{v.title} · {model}", [section], subtitle=f"LayerLens · {model}")
+
+    with where.popover("Export", icon=":material/download:"):
+        st.caption("For slides and handouts. The HTML file opens offline in any browser, with the numbers.")
+        st.download_button("HTML (interactive, offline)", html, file_name=f"{name}.html", mime="text/html",
+                           key=f"x-html-{key}", on_click="ignore")
+        st.download_button("PNG (1600×900 ×1.2)", lambda: static_image(fig, "png"), file_name=f"{name}.png",
+                           mime="image/png", key=f"x-png-{key}", on_click="ignore")
+        st.download_button("SVG (vector)", lambda: static_image(fig, "svg"), file_name=f"{name}.svg",
+                           mime="image/svg+xml", key=f"x-svg-{key}", on_click="ignore")
 
 
 def download_json(result, name: str, label: str = "Download the numbers (JSON)", where=st) -> None:

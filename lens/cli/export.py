@@ -1,0 +1,76 @@
+"""``export``: a view as one self-contained HTML file (figure, numbers, prompt, explanation;
+opens offline) or as a static SVG / PNG at slide size; ``tour`` writes the guided tour as one
+offline HTML handout."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import LensError
+from .common import backend, model_args
+from .projection import read_texts
+
+OPTIONS = ("metric", "target", "stride", "position", "threshold", "layer", "method", "word")
+
+
+def cmd_export(args) -> int:
+    from ..export import export_view
+    from ..views import render_view, view_named
+
+    view = view_named(args.view)
+    out = Path(args.out)
+    if out.suffix.lower() not in (".html", ".htm", ".svg", ".png"):
+        raise LensError(f"cannot export to {out.name!r}: name a .html, .svg or .png file")
+    if not out.parent.is_dir():
+        raise LensError(f"cannot write {out}: no folder {out.parent}")
+    texts = read_texts(args)
+    given = {k: getattr(args, k) for k in OPTIONS if getattr(args, k) is not None and k in view.params}
+    ignored = [k for k in OPTIONS if getattr(args, k) is not None and k not in view.params]
+    if ignored:
+        raise LensError(f"the {view.name} view takes no --{', --'.join(ignored)}")
+    rendered = render_view(backend(args), view.name, texts, **given)
+    for path in export_view(rendered, out):
+        print(path)
+    return 0
+
+
+def cmd_tour(args) -> int:
+    from ..export import write_file
+    from ..tour import handout
+
+    out = Path(args.out)
+    if out.suffix.lower() not in (".html", ".htm"):
+        raise LensError(f"the tour handout is an HTML file, not {out.name!r}")
+    if not out.parent.is_dir():
+        raise LensError(f"cannot write {out}: no folder {out.parent}")
+    write_file(out, handout(backend(args)))
+    print(out)
+    return 0
+
+
+def register(sub) -> None:
+    from ..views import VIEWS
+
+    p = sub.add_parser("export", help="write a view as an offline HTML file, or an SVG / PNG image")
+    p.add_argument("--view", required=True, choices=list(VIEWS))
+    p.add_argument("--out", required=True, metavar="FILE", help="FILE.html (self-contained), FILE.svg or FILE.png")
+    model_args(p)
+    p.add_argument("--corpus-file", default=None, metavar="PATH",
+                   help="projection and geometry: several texts, one per line, instead of a prompt")
+    p.add_argument("--metric", default=None, help="logit-lens: probability, entropy, kl, target_prob, target_rank; "
+                                                  "heads: induction, prev_token or entropy")
+    p.add_argument("--target", default=None, help="logit-lens: the token to follow (e.g. ' Paris')")
+    p.add_argument("--stride", type=int, default=None, help="logit-lens: show every n-th layer")
+    p.add_argument("--position", type=int, default=None, help="rollout, flow, routes: the position to explain")
+    p.add_argument("--threshold", type=float, default=None, help="routes: drop edges below this importance")
+    p.add_argument("--layer", type=int, default=None, help="heads: that layer's patterns instead of every head's scores")
+    p.add_argument("--method", default=None, choices=["pca", "umap"], help="projection: pca (default) or umap")
+    p.add_argument("--word", default=None, help="projection, geometry: a word to follow")
+    p.set_defaults(func=cmd_export)
+
+    t = sub.add_parser("tour", help="write the guided tour as one offline HTML handout")
+    t.add_argument("--out", required=True, metavar="FILE.html")
+    t.add_argument("--model", default=None, help="the tour's stories are written for the bundled smollm2-135m")
+    t.add_argument("--device", default="cpu")
+    t.add_argument("--no-cache", action="store_true")
+    t.add_argument("--trust-remote-code", action="store_true")
+    t.set_defaults(func=cmd_tour)

@@ -1,0 +1,28 @@
+"""The slide look: large type, black text and strong gridlines that survive a projector."""
+from __future__ import annotations
+
+SLIDE_FONT = 18  # px: the smallest chart text on a slide
+SLIDE_TITLE = 22
+
+
+def for_slides(fig, max_height: int | None = None):
+    """``fig`` restyled in place for presenting (and returned): every label at least SLIDE_FONT px,
+    black on white, darker gridlines, and no taller than ``max_height``."""
+    fig.update_layout(
+        font=dict(size=SLIDE_FONT, color="#000000"),
+        title_font=dict(size=SLIDE_TITLE, color="#000000"),
+        hoverlabel=dict(font_size=SLIDE_FONT),
+        legend=dict(font=dict(size=SLIDE_FONT)),
+        paper_bgcolor="#ffffff", plot_bgcolor="#ffffff",
+    )
+    fig.update_xaxes(tickfont_size=SLIDE_FONT, title_font_size=SLIDE_FONT, gridcolor="#9a9a9a", linecolor="#000000")
+    fig.update_yaxes(tickfont_size=SLIDE_FONT, title_font_size=SLIDE_FONT, gridcolor="#9a9a9a", linecolor="#000000")
+    for trace in fig.data:
+        if hasattr(trace, "colorbar"):
+            trace.colorbar.tickfont = dict(size=SLIDE_FONT)
+            trace.colorbar.title.font = dict(size=SLIDE_FONT)
+        if getattr(trace, "textfont", None) is not None and trace.type != "heatmap":
+            trace.textfont.size = max(SLIDE_FONT, trace.textfont.size or 0)
+    if max_height is not None and (fig.layout.height or 450) > max_height:
+        fig.update_layout(height=max_height)
+    return fig
