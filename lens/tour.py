@@ -30,6 +30,7 @@ class Shown:
     texts: str | tuple[str, ...]
     params: dict = field(default_factory=dict)
     query: dict = field(default_factory=dict)  # the page's own URL parameters for the same settings
+    title: str = ""  # the chart's title in the tour (short: two charts share a screen)
 
 
 @dataclass(frozen=True)
@@ -160,45 +161,50 @@ STEPS: tuple[Step, ...] = (
          "Follow the last column upwards: the colour is the rank of “ Paris” among all 49,152 tokens. For most "
          "of the depth it is lost among thousands; in a small model like this one the answer arrives late, in "
          "the last few layers.",
-         (Shown("logit-lens", FACTUAL, {"metric": "target_rank", "target": " Paris"},
-                {"prompt": FACTUAL, "metric": "target_rank", "target": " Paris"}),),
+         (Shown("logit-lens", FACTUAL, {"metric": "target_rank", "target": " Paris", "stride": 3},
+                {"prompt": FACTUAL, "metric": "target_rank", "target": " Paris"},
+                "Rank of “ Paris” at every layer (every 3rd layer shown)"),),
          paris_fact),
     Step("Early layers echo the input",
          "At the bottom the vector is little more than the token's own embedding, and this model reads its output "
          "with the same matrix: so the first rows mostly predict the token they sit on.",
          "The bottom row repeats the column's own token (“ three” under “ three”); from the first block on, the "
          "guesses turn into continuations, and near the top into the next number.",
-         (Shown("logit-lens", COUNTING, {"metric": "probability"}, {"prompt": COUNTING}),),
+         (Shown("logit-lens", COUNTING, {"metric": "probability", "stride": 3}, {"prompt": COUNTING},
+                "Top-1 guess and its probability (every 3rd layer shown)"),),
          echo_fact),
-    Step("Sure, but not yet right: entropy and the distance to the answer",
+    Step("Sure, but not yet right",
          "Entropy says how spread out a layer's guess is (0 nats: one certain token; all 49,152 tokens at once "
          "would be 10.8). KL to final says how far the guess is from the model's final answer.",
          "Left, entropy: the middle layers are already fairly sure of something. Right, KL: what they are sure of "
          "is not the final answer, which only forms in the last layers. Read early rows of a logit lens with care.",
-         (Shown("logit-lens", SUBJECT, {"metric": "entropy"}, {"prompt": SUBJECT, "metric": "entropy"}),
-          Shown("logit-lens", SUBJECT, {"metric": "kl"}, {"prompt": SUBJECT, "metric": "kl"})),
+         (Shown("logit-lens", SUBJECT, {"metric": "entropy", "stride": 3}, {"prompt": SUBJECT, "metric": "entropy"},
+                "Entropy (nats)"),
+          Shown("logit-lens", SUBJECT, {"metric": "kl", "stride": 3}, {"prompt": SUBJECT, "metric": "kl"},
+                "KL to the final answer (nats)")),
          entropy_fact),
     Step("The attention sink",
          "Attention must go somewhere: a head that has nothing useful to read parks its attention on the first "
          "token, whose vector is built to be harmless. Rollout multiplies those attention maps through the layers.",
          "The first column: most of the attention, and so most of the rollout, lands on the first token, whatever "
          "it says. It is a resting place, not a sign that the first word matters.",
-         (Shown("rollout", FACTUAL, {}, {"prompt": FACTUAL}),),
+         (Shown("rollout", FACTUAL, {}, {"prompt": FACTUAL}, "Attention rollout into the last position"),),
          sink_fact),
     Step("Previous-token and induction heads",
          "Feed the model a random sequence of tokens twice. A previous-token head looks one step back; an induction "
          "head looks at what followed the last occurrence of the current token, so it can copy the continuation.",
          "Bright cells are heads with a job. An induction head needs a previous-token head in an earlier layer to "
-         "work: compare the layers of the strongest of each, below.",
-         (Shown("heads", FACTUAL, {"metric": "induction"}, {"prompt": FACTUAL, "head_metric": "induction"}),),
+         "work: compare the layers of the strongest of each, above.",
+         (Shown("heads", FACTUAL, {"metric": "induction"}, {"prompt": FACTUAL, "head_metric": "induction"},
+                "Induction score of every head"),),
          heads_fact),
     Step("Rollout and routes on the same prompt",
          "Two answers to “where did this prediction come from?”. Rollout only multiplies attention weights; routes "
          "measure how much each attention block and MLP actually changed the vector they wrote into.",
          "Rollout (left) is dominated by the sink; the routes (right) skip it and show which words the answer's "
          "information was moved from, and how much the MLPs added on the way.",
-         (Shown("rollout", SUBJECT, {}, {"prompt": SUBJECT}),
-          Shown("routes", SUBJECT, {}, {"prompt": SUBJECT})),
+         (Shown("rollout", SUBJECT, {}, {"prompt": SUBJECT}, "Rollout"),
+          Shown("routes", SUBJECT, {}, {"prompt": SUBJECT}, "Routes")),
          rollout_routes_fact),
     Step("One word, two meanings: “bank”",
          "Six sentences use “bank” for a river side or for money. Each is run through the model on its own, and "
@@ -206,16 +212,18 @@ STEPS: tuple[Step, ...] = (
          "The bold paths are the six “bank”s: they start together at the embeddings and drift apart as context is "
          "mixed in; the self-similarity (right) puts a number on it, layer by layer.",
          (Shown("projection", tuple(BANK), {"word": BANK_WORD},
-                {"source": "Corpus", "corpus_word": BANK_WORD, "corpus": "\n".join(BANK)}),
+                {"source": "Corpus", "corpus_word": BANK_WORD, "corpus": "\n".join(BANK)}, "Six sentences, PCA"),
           Shown("geometry", tuple(BANK), {"word": BANK_WORD, "metric": "self_similarity"},
-                {"source": "Corpus", "corpus_word": BANK_WORD, "corpus": "\n".join(BANK), "geometry": "true"})),
+                {"source": "Corpus", "corpus_word": BANK_WORD, "corpus": "\n".join(BANK)},
+                "Self-similarity of “bank”")),
          bank_fact),
     Step("Where information about the subject flows",
          "To answer “… located in the city of”, the model must bring what it knows about the subject, the Eiffel "
          "Tower, to the last position. The route graph draws the edges that carried it.",
          "Blue edges that leave the subject's tokens and reach the last column are attention moving the subject's "
          "information; orange diamonds are MLPs adding to it.",
-         (Shown("routes", SUBJECT, {"threshold": 0.04}, {"prompt": SUBJECT, "threshold": "0.04"}),),
+         (Shown("routes", SUBJECT, {"threshold": 0.04}, {"prompt": SUBJECT, "threshold": "0.04"},
+                "Routes to the prediction"),),
          subject_fact),
 )
 
@@ -228,6 +236,13 @@ def step_link(shown: Shown) -> str:
     path, _, fixed = page.partition("?")
     query = urlencode(shown.query)
     return "/" + path + "?" + "&".join(q for q in (fixed, query) if q)
+
+
+def titled(fig, title: str):
+    """``fig`` with the tour's short title (when the step gives one)."""
+    if title:
+        fig.update_layout(title_text=title)
+    return fig
 
 
 def render_step(backend, step: Step) -> tuple[list, str]:
@@ -250,7 +265,7 @@ def handout(backend, progress=None) -> str:
         views, fact = render_step(backend, step)
         sections.append(Section(
             f"{i + 1}. {step.title}", paragraphs=(step.story, fact),
-            figures=tuple(fig for v in views for fig in v.figures[:1]),
+            figures=tuple(titled(v.figures[0], s.title) for s, v in zip(step.shows, views)),
             numbers=[r for v in views for r in v.results], notice=step.notice, prompt=views[0].texts))
     if progress:
         progress(1.0, "done")

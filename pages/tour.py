@@ -9,7 +9,7 @@ from ui.routing import require_app_router
 require_app_router()
 
 from lens.model.registry import DEFAULT_MODEL  # noqa: E402
-from lens.tour import STEPS, render_step, step_link  # noqa: E402
+from lens.tour import STEPS, render_step, step_link, titled  # noqa: E402
 from ui import present  # noqa: E402
 from ui.backends import get_backend  # noqa: E402
 from ui.errors import shown_in_page  # noqa: E402
@@ -57,8 +57,8 @@ with shown_in_page("This step's chart"):
 
 height = present.tour_chart_height()
 cols = st.columns(len(views)) if len(views) > 1 else [st]
-for i, (where, view) in enumerate(zip(cols, views)):
-    fig = view.figures[0]
+for i, (where, view, shown) in enumerate(zip(cols, views, step.shows)):
+    fig = titled(view.figures[0], shown.title)
     fig.update_layout(height=height)
     chart(fig, key=f"tour-{n}-{i}", where=where)
 

@@ -156,3 +156,71 @@ def test_shared_links_on_a_cold_server_keep_their_view(pw):
             assert "Type a prompt" not in alerts, (path, alerts)
             assert tab.locator("text=Traceback").count() == 0, path
         browser.close()
+
+
+def _fits(pg, selector: str, height: int = 720) -> float:
+    """The bottom edge (px) of the last element matching ``selector``, page scrolled to the top."""
+    return pg.evaluate("""(sel) => { window.scrollTo(0, 0);
+        const els = [...document.querySelectorAll(sel)];
+        return Math.max(...els.map(e => e.getBoundingClientRect().bottom)); }""", selector)
+
+
+def test_tour_in_presenter_mode_fits_the_screen_and_walks_with_the_arrow_keys(page):
+    from lens.tour import STEPS
+
+    pg = page.context.browser.new_page(viewport={"width": 1280, "height": 720})
+    try:
+        pg.goto(page.base_url + "/tour?step=1&present=1")
+        for n in range(1, len(STEPS) + 1):
+            wait_idle(pg)
+            pg.wait_for_selector(f"text=step {n} of {len(STEPS)}", timeout=120_000)
+            # The step's own charts (not the previous step's): their titles are the step's.
+            pg.wait_for_function("""(titles) => { const got = [...document.querySelectorAll('.js-plotly-plot .gtitle')]
+                .map(e => e.textContent); return titles.every(t => got.includes(t)); }""",
+                                 arg=[s.title for s in STEPS[n - 1].shows], timeout=120_000)
+            pg.wait_for_timeout(400)
+            pg.screenshot(path=str(ARTIFACTS / f"tour-step-{n}.png"))
+            assert not pg.locator('[data-testid="stSidebar"]').is_visible()
+            assert f"step={n}" in pg.url and "present=1" in pg.url
+            bottom = _fits(pg, f"{PLOT}, [data-testid='stAlert']")
+            assert bottom <= 720, f"step {n}: its chart and notice end at {bottom:.0f} px, below a 720 px screen"
+            sizes = pg.eval_on_selector_all(f"{PLOT} .xtick text, {PLOT} .ytick text",
+                                            "els => els.map(e => parseFloat(getComputedStyle(e).fontSize))")
+            assert sizes and min(sizes) >= 18, f"step {n}: axis text {min(sizes)} px"
+            assert pg.locator("text=Traceback").count() == 0
+            if n < len(STEPS):
+                pg.locator("body").press("ArrowRight")
+        pg.locator("body").press("ArrowLeft")
+        pg.wait_for_selector(f"text=step {len(STEPS) - 1} of {len(STEPS)}", timeout=120_000)
+        wait_idle(pg)
+        pg.locator("body").press("Escape")  # leaves presenter mode
+        pg.wait_for_function("() => !location.search.includes('present=1')", timeout=30_000)
+        pg.goto(page.base_url + "/tour?step=99")
+        wait_idle(pg)
+        pg.wait_for_selector(f"text=here is step {len(STEPS)}, the nearest to 99", timeout=60_000)
+    finally:
+        pg.close()
+
+
+def test_an_exported_view_opens_offline(page, tmp_path):
+    """The HTML export draws its chart with the network off and asks for nothing outside the file."""
+    from lens.export import export_view
+    from lens.local_backend import LocalBackend
+    from lens.model.loading import load_model
+    from lens.views import render_view
+
+    rendered = render_view(LocalBackend(load_model("tiny-llama"), None), "routes", "hello there, the end")
+    (path,) = export_view(rendered, tmp_path / "routes.html")
+    ctx = page.context.browser.new_context(offline=True)
+    requests = []
+    ctx.on("request", lambda r: requests.append(r.url))
+    try:
+        pg = ctx.new_page()
+        pg.goto(path.as_uri())
+        pg.wait_for_selector(f"{PLOT} .main-svg", timeout=30_000)
+        assert pg.locator("text=Information-flow routes").count() >= 1
+        assert pg.locator("a.numbers").get_attribute("href").startswith("blob:")
+        pg.screenshot(path=str(ARTIFACTS / "export-offline.png"), full_page=True)
+    finally:
+        ctx.close()
+    assert [u for u in requests if not u.startswith("file:")] == []

@@ -85,7 +85,7 @@ def head_summary_figure(s: HeadSummary, metric: str = "induction") -> go.Figure:
         colorbar=dict(title=dict(text=label, side="right")),
         hovertemplate="layer %{y}, head %{x}<br>" + label + ": %{z:.3f}<extra></extra>"))
     fig.update_xaxes(title="head", type="category")
-    fig.update_yaxes(title="layer", type="category", autorange="reversed")
+    fig.update_yaxes(title="layer", type="category")  # layer 1 at the bottom, as in the lens and rollout
     return _layout(fig, f"Per-head {label}", max(320, 18 * s.n_layers + 140))
 
 
@@ -180,10 +180,11 @@ def route_figure(g: RouteGraph, selected: tuple[int, int, str] | None = None) ->
         l, i, b = selected
         fig.add_trace(go.Scatter(x=[i], y=[_row(l, b)], mode="markers", showlegend=False, hoverinfo="skip",
                                  marker=dict(size=18, symbol="circle-open", color="#c0392b", line=dict(width=3))))
-    ticks = [0] + [v for l in range(1, L + 1) for v in (2 * l - 1, 2 * l)]
-    text = ["emb"] + [t for l in range(1, L + 1) for t in (f"L{l} attn", f"L{l} mlp")]
-    step = 1 if L <= 12 else 2
-    fig.update_yaxes(tickvals=ticks[::step], ticktext=text[::step], range=[-0.8, 2 * L + 1.4], title="layer",
+    # One label per layer, between its attention node (lower) and its MLP node (upper).
+    every = 1 if L <= 16 else 2 if L <= 32 else 4
+    layers = [l for l in range(1, L + 1) if l % every == 0 or l == 1]
+    fig.update_yaxes(tickvals=[0] + [2 * l - 0.5 for l in layers], ticktext=["emb"] + [f"L{l}" for l in layers],
+                     range=[-0.8, 2 * L + 1.4], title="layer (lower dot: attention, upper: MLP)",
                      showgrid=False, zeroline=False)
     fig.update_xaxes(tickvals=list(range(P)), ticktext=token_labels(g.tokens, P), tickangle=-45,
                      range=[-0.6, P - 0.4], title="position · token", showgrid=False, zeroline=False)

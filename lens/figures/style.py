@@ -25,4 +25,19 @@ def for_slides(fig, max_height: int | None = None):
             trace.textfont.size = max(SLIDE_FONT, trace.textfont.size or 0)
     if max_height is not None and (fig.layout.height or 450) > max_height:
         fig.update_layout(height=max_height)
+    _thin_ticks(fig)
     return fig
+
+
+def _thin_ticks(fig) -> None:
+    """Keep every n-th explicit y tick, so that labels at SLIDE_FONT do not overlap."""
+    y = fig.layout.yaxis
+    if not y.tickvals or not y.ticktext:
+        return
+    margin = fig.layout.margin
+    room = (fig.layout.height or 450) - (margin.t or 80) - (margin.b or 80)
+    fits = max(2, int(room / (SLIDE_FONT * 1.5)))
+    n = len(y.tickvals)
+    if n > fits:
+        k = -(-n // fits)
+        fig.update_yaxes(tickvals=list(y.tickvals)[::k], ticktext=list(y.ticktext)[::k])
