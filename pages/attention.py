@@ -100,7 +100,8 @@ if view == "Routes":
             cur = (st.session_state.get("node_layer"), st.session_state.get("node_pos"),
                    "attn" if st.session_state.get("node_block", "attention") == "attention" else "mlp")
             fig = route_figure(graph, cur if cur[0] else None)
-            chart(fig, key="route-graph", on_select="rerun", selection_mode="points")
+            chart(fig, key="route-graph", on_select="rerun", selection_mode="points",
+                  export={"view": "routes", "numbers": graph, "texts": text, "model": info.name})
             st.caption(f"{len(graph.edge_layer)} edges; {graph.targets_computed} attention-block nodes evaluated "
                        f"(only what can reach the prediction is computed). Model's prediction here: "
                        f"“{visible(graph.prediction)}”.")
@@ -139,7 +140,8 @@ elif view == "Rollout & flow":
         with st.spinner("Multiplying the attention of every layer…"):
             roll = backend.rollout(text, position)
     if roll is not None:
-        chart(rollout_figure(roll), key="rollout")
+        chart(rollout_figure(roll), key="rollout",
+              export={"view": "rollout", "numbers": roll, "texts": text, "model": info.name})
         download(roll, "rollout")
     plan = plan_flow(info.n_layers, T, position, info.is_causal)
     st.markdown("**Attention flow** (max-flow through the same graph, networkx)")
@@ -159,7 +161,8 @@ elif view == "Rollout & flow":
             with st.spinner("Solving max-flow problems…"):
                 flow = backend.attention_flow(text, position, plan.layers)
         if flow is not None:
-            chart(rollout_figure(flow), key="flow-chart")
+            chart(rollout_figure(flow), key="flow-chart",
+                  export={"view": "flow", "numbers": flow, "texts": text, "model": info.name})
             download(flow, "flow")
 
 # ---------------------------------------------------------------- heads
@@ -171,7 +174,8 @@ else:
         with st.spinner(f"Reading the attention of layer {int(layer)}…"):
             pats = backend.head_patterns(text, int(layer))
     if pats is not None:
-        chart(head_grid_figure(pats), key="head-grid")
+        chart(head_grid_figure(pats), key="head-grid",
+              export={"view": "heads", "numbers": pats, "texts": text, "model": info.name})
         heads = [str(h) for h in range(pats.n_heads)]
         head = st.pills("Click a head to enlarge it", heads, default="0", key="head", bind="query-params",
                         format_func=lambda h: f"head {h}")
@@ -190,7 +194,8 @@ else:
         st.caption(SUMMARY_METRICS[metric][2] + (
             f" The repeated sequence: {summary.repeat_length} random tokens, twice." if metric != "entropy" else
             f" Uniform attention over the whole prompt would be {summary.max_entropy:.2f} nats."))
-        chart(head_summary_figure(summary, metric), key="head-summary")
+        chart(head_summary_figure(summary, metric), key="head-summary",
+              export={"view": "heads", "numbers": summary, "texts": text, "model": info.name})
         download(summary, "head_summary")
 
 st.caption(f"{info.name} · {T} tokens · {info.n_layers} layers · {info.n_heads} heads. "

@@ -79,7 +79,7 @@ def lens_view(n: int) -> None:
         st.caption(f"ℹ️ {result.target_note}")
 
     fig = logit_lens_figure(result, metric=metric, stride=int(stride))
-    chart(fig, key="lens-heatmap")
+    chart(fig, key="lens-heatmap", export={"view": "logit-lens", "numbers": result, "texts": text, "model": info.name})
     last = result.positions[-1]
     st.caption(
         f"{info.name} · {len(result.tokens)} tokens · {info.n_layers} layers"

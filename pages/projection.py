@@ -143,7 +143,7 @@ if result is not None:
                                 highlight=word_matches(result.tokens, word))
     else:
         fig = aligned_figure(result, color_by=color_by)
-    chart(fig, key="projection")
+    chart(fig, key="projection", export={"view": "projection", "numbers": result, "texts": inputs, "model": info.name})
     cached = elapsed < 0.5 * result.seconds
     fit = f"{result.method.upper()} fitted in {result.seconds:.2f} s" + (" (shown from the cache)" if cached else "")
     left = [w for w, on in (("the first token", skip_first), ("special tokens", skip_special)) if on]
@@ -188,7 +188,8 @@ def geometry_section(inputs, skip_first: bool, skip_special: bool, word: str | N
                    f"{'sentence' if shown.word_texts == 1 else 'sentences'}. Baseline-adjusted means minus the "
                    "anisotropy baseline, so 0 = no more alike than two random tokens.")
     c1, c2 = st.columns([3, 2])
-    chart(layer_similarity_figure(shown), key="layer-similarity", where=c1)
+    chart(layer_similarity_figure(shown), key="layer-similarity", where=c1,
+          export={"view": "geometry", "numbers": shown, "texts": inputs, "model": backend.info().name})
     c2.markdown(EXPLANATIONS["layer_similarity"][1])
     c2.caption("Each cell is the mean over tokens of the cosine between the token's vector at the two layers "
                "(raw residual stream, no scaling). Compare with the trajectories above: long flat stretches "

@@ -71,6 +71,17 @@ def test_lens_hover_and_download_state_the_same_numbers(page):
     top_token, top_prob = data["top_tokens"][-1][-1][0], data["top_probs"][-1][-1][0]
     assert f"layer L{data['layers'][-1]}" in hover, hover
     assert f"1. {top_token.replace(' ', '␣')}  {top_prob:.3f}" in hover, (hover, top_token, top_prob)
+    # The chart's Export menu: one offline HTML file with the same numbers, and a vector image.
+    page.get_by_role("button", name="Export").first.click()
+    with page.expect_download() as got:
+        page.get_by_role("button", name="HTML (interactive, offline)").click()
+    html = Path(got.value.path()).read_text(encoding="utf-8")
+    assert "Logit lens" in html and "opposite" in html and "<script src" not in html
+    assert f'"top_probs": [' in html and json.dumps(top_token, ensure_ascii=False) in html
+    with page.expect_download(timeout=60_000) as got:
+        page.get_by_role("button", name="SVG (vector)").click()
+    assert Path(got.value.path()).read_bytes().startswith(b"<svg")
+    page.keyboard.press("Escape")
 
 
 def test_home_page_shows_prediction_and_links(page):

@@ -3,10 +3,13 @@
 ``streamlit run app.py`` imports PyTorch and transformers and loads the model only
 when the first browser asks (several seconds on a laptop). This starts that load,
 and the home page's first result, on a background thread as the server starts, so
-the first visitor waits for less of it. The options go to ``streamlit run``.
+the first visitor waits for less of it; then the guided tour's charts, so a talk's
+steps come from the cache (``LAYERLENS_WARM=home`` stops after the home page). The
+options go to ``streamlit run``.
 """
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
@@ -32,6 +35,18 @@ def warm() -> None:
         return
     print(f"LayerLens: {DEFAULT_MODEL} loaded and the home page computed, "
           f"{time.perf_counter() - t0:.1f} s after launch", file=sys.stderr, flush=True)
+    if os.environ.get("LAYERLENS_WARM", "tour") != "tour":
+        return
+    try:
+        from lens.tour import STEPS, render_step
+
+        for step in STEPS:
+            render_step(backend, step)
+    except Exception as exc:
+        print(f"LayerLens: warming the tour failed ({exc}); its pages will compute their charts", file=sys.stderr)
+        return
+    print(f"LayerLens: the tour's {len(STEPS)} steps computed, {time.perf_counter() - t0:.1f} s after launch",
+          file=sys.stderr, flush=True)
 
 
 def main(argv: list[str] | None = None) -> None:
