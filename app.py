@@ -19,6 +19,8 @@ VIEWS = [  # (file, title, icon, what it shows)
     ("pages/projection.py", "Projections", ":material/scatter_plot:",
      "how token representations move and reorganise through the layers"),
     ("pages/attention.py", "Attention flow", ":material/hub:", "where the information behind a prediction came from"),
+    ("pages/generate.py", "Watch it generate", ":material/play_circle:",
+     "the model writes on, and the logit lens follows every new token"),
 ]
 
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, Sequence, runtime_checkable
 
-from .options import DEFAULT_THRESHOLD, GeometryOptions, LensOptions, Progress, ProjectionOptions
-from .results import (AttentionContributions, FlowResult, GeometryResult, HeadPatterns, HeadSummary,
+from .options import (DEFAULT_THRESHOLD, GenerateOptions, GeometryOptions, LensOptions, Progress,
+                      ProjectionOptions)
+from .results import (AttentionContributions, FlowResult, Generation, GeometryResult, HeadPatterns, HeadSummary,
                       LogitLensResult, NodeDetail, ProjectionResult, RolloutResult, RouteGraph)
 
 if TYPE_CHECKING:  # a local backend's extra; a remote one need not offer it
@@ -50,6 +51,11 @@ class Backend(Protocol):
 
     def logit_lens(self, text: str, options: LensOptions = LensOptions(),
                    progress: Progress | None = None) -> LogitLensResult: ...
+
+    def generate(self, text: str, options: GenerateOptions = GenerateOptions()) -> Generation: ...
+
+    def generation_lens(self, text: str, options: GenerateOptions = GenerateOptions(),
+                        lens: LensOptions = LensOptions()) -> LogitLensResult: ...
 
     def projection(self, texts: str | Sequence[str], options: ProjectionOptions = ProjectionOptions(),
                    progress: Progress | None = None) -> ProjectionResult: ...

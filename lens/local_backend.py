@@ -13,6 +13,8 @@ import threading
 from concurrent.futures import Future
 from typing import Callable, Sequence
 
+import numpy as np
+
 from .analysis.geometry import geometry
 from .analysis.heads import head_patterns, head_summary, repeated_random_ids
 from .analysis.logit_lens import logit_lens
@@ -27,8 +29,9 @@ from .errors import LensError
 from .model.loading import LoadedModel
 from .model.tokens import encode, token_strings
 from .model.trace import CaptureSpec, Trace, capture
-from .options import DEFAULT_THRESHOLD, GeometryOptions, LensOptions, Progress, ProjectionOptions
-from .results import (AttentionContributions, FlowResult, GeometryResult, HeadPatterns, HeadSummary,
+from .options import (DEFAULT_THRESHOLD, GenerateOptions, GeometryOptions, LensOptions, Progress,
+                      ProjectionOptions)
+from .results import (AttentionContributions, FlowResult, Generation, GeometryResult, HeadPatterns, HeadSummary,
                       LogitLensResult, NodeDetail, ProjectionResult, RolloutResult, RouteGraph)
 from .serialize import NotThisType, join, split
 
@@ -40,6 +43,7 @@ RESULT_TYPES: dict[str, type] = {
     "lens": LogitLensResult, "projection": ProjectionResult, "geometry": GeometryResult,
     "rollout": RolloutResult, "flow": FlowResult, "head-patterns": HeadPatterns, "head-summary": HeadSummary,
     "contributions": AttentionContributions, "routes": RouteGraph, "node": NodeDetail,
+    "generation": Generation, "generation-lens": LogitLensResult,
 }
 
 
@@ -164,6 +168,45 @@ class LocalBackend:
     def _residual_trace(self, text: str) -> Trace:
         """The residual stream of ``text`` (kept: a long prompt's lens is decoded window by window)."""
         return self._memo("residual", text, lambda: self.trace(text, CaptureSpec(residual=True)))
+
+    # ------------------------------------------------------------ watch it generate
+
+    def generate(self, text: str, options: GenerateOptions = GenerateOptions()) -> Generation:
+        """``text`` continued by up to ``options.max_new_tokens`` tokens (greedy, or sampled with a seed)."""
+        options.check()
+        if not (self.loaded.adapter.has_lm_head and self.loaded.adapter.is_causal):
+            raise LensError(f"{self.loaded.name} is not a causal language model: it does not generate text")
+        return self._cached("generation", {"prompt": text, "options": options.key()},
+                            lambda: self._generate(text, options))
+
+    def _generate(self, text: str, options: GenerateOptions) -> Generation:
+        from .model.generate import generate_ids
+
+        ids = self._ids(text)
+        room = self.token_limit - len(ids)
+        if room < 1:
+            raise LensError(f"the prompt already fills the {self.token_limit} tokens allowed here: shorten it")
+        stop = [i for i in [getattr(self.loaded.tokenizer, "eos_token_id", None)] if i is not None]
+        with self._lock:
+            new, probs, stopped = generate_ids(self.loaded.model, ids, min(options.max_new_tokens, room),
+                                               float(options.temperature), options.seed, stop)
+        all_ids = ids + new
+        return Generation(
+            model=self.loaded.name, token_ids=all_ids, tokens=token_strings(self.loaded.tokenizer, all_ids),
+            n_prompt=len(ids), chosen_probs=np.asarray(probs, np.float32), temperature=float(options.temperature),
+            seed=options.seed if options.temperature > 0 else None, stopped=stopped,
+            text=self.loaded.tokenizer.decode(all_ids, skip_special_tokens=True))
+
+    def generation_lens(self, text: str, options: GenerateOptions = GenerateOptions(),
+                        lens: LensOptions = LensOptions()) -> LogitLensResult:
+        """The logit lens over the prompt and its generated continuation, from the exact token ids
+        generated (re-tokenising the decoded text could give other tokens). The model is causal, so
+        column p is what the model saw and predicted when it had read the first p + 1 tokens."""
+        lens.check()
+        gen = self.generate(text, options)
+        return self._cached("generation-lens", {"prompt": text, "options": options.key(), "lens": lens.key()},
+                            lambda: logit_lens(self._capture(gen.token_ids, CaptureSpec(residual=True)),
+                                               self.loaded.tokenizer, lens))
 
     def logit_lens(self, text: str, options: LensOptions = LensOptions(),
                    progress: Progress | None = None) -> LogitLensResult:

@@ -38,6 +38,29 @@ class LensOptions:
                 "positions": list(self.positions) if self.positions else None}
 
 
+MAX_NEW_TOKENS = 64  # "watch it generate": one lens over prompt + new tokens stays interactive
+
+
+@dataclass(frozen=True)
+class GenerateOptions:
+    max_new_tokens: int = 20
+    temperature: float = 0.0  # 0: greedy (the top-1 each time); above 0: sampled with ``seed``
+    seed: int = 0
+
+    def check(self) -> None:
+        if not isinstance(self.max_new_tokens, int) or not 1 <= self.max_new_tokens <= MAX_NEW_TOKENS:
+            raise LensError(f"new tokens must be a whole number from 1 to {MAX_NEW_TOKENS}, not {self.max_new_tokens!r}")
+        if not 0.0 <= float(self.temperature) <= 5.0:
+            raise LensError(f"the temperature must be from 0 (greedy) to 5, not {self.temperature!r}")
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise LensError(f"the seed must be a whole number ≥ 0, not {self.seed!r}")
+
+    def key(self) -> dict:
+        # A greedy run does not depend on the seed: one cache entry for all of them.
+        return {"max_new_tokens": self.max_new_tokens, "temperature": float(self.temperature),
+                "seed": self.seed if self.temperature > 0 else None}
+
+
 @dataclass(frozen=True)
 class ProjectionOptions:
     method: str = "pca"  # pca | umap

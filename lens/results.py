@@ -17,6 +17,21 @@ KINDS = ("residual", "attention", "mlp")
 # ---------------------------------------------------------------- logit lens
 
 @dataclass
+class Generation:
+    """A prompt continued token by token: ``token_ids`` are the prompt's then the new ones."""
+
+    model: str
+    token_ids: list[int]
+    tokens: list[str]
+    n_prompt: int  # the first n_prompt tokens are the prompt
+    chosen_probs: np.ndarray  # [new] the probability the model gave each new token when it chose it
+    temperature: float  # 0: greedy
+    seed: int | None
+    stopped: str  # "length" or "end of text"
+    text: str  # prompt and continuation, decoded
+
+
+@dataclass
 class LogitLensResult:
     """Rows follow ``layers`` (row 0: embeddings); columns follow ``positions``."""
 

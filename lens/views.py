@@ -34,6 +34,12 @@ VIEWS: dict[str, View] = {v.name: v for v in (
         "measure (confidence, entropy, KL divergence to the final layer, or a target token's rank or probability).",
         "Token symbols: ␣ a space, ↵ a new line, ⇥ a tab, <0xE2> one byte of a character split over several tokens."),
         {"metric": "probability", "target": None, "stride": 1, "top_k": 5}),
+    View("generate", "Watch it generate", "generate", (
+        "The model continues the prompt one token at a time (greedy: its top-1 each time; sampled: drawn from "
+        "its probabilities with a fixed seed). Press Play: the logit lens grows one column per new token, and the "
+        "boxed column is the position whose prediction became the newest token.",
+        "Read a column from the bottom up to see at which layer the model settled on the word it wrote."),
+        {"max_new_tokens": 20, "temperature": 0.0, "seed": 0, "metric": "probability", "stride": 2}),
     View("rollout", "Attention rollout", "attention?view=Rollout+%26+flow", (
         "Rollout (Abnar & Zuidema, 2020) averages each layer's heads, adds the residual connection and multiplies "
         "the attention matrices of all layers: row l says how much of the chosen position after layer l comes from "
@@ -120,7 +126,19 @@ def render_view(backend: Backend, name: str, texts: str | Sequence[str], **given
     texts = list(texts) if corpus else texts
     out = RenderedView(view, info.name, texts, p, [])
 
-    if name == "logit-lens":
+    if name == "generate":
+        from .figures.generation import generation_figure
+        from .options import GenerateOptions
+
+        if p["metric"] not in METRICS or p["metric"].startswith("target"):
+            raise LensError(f"unknown colour metric {p['metric']!r}; choose probability, entropy or kl")
+        options = GenerateOptions(int(p["max_new_tokens"]), float(p["temperature"]), int(p["seed"]))
+        gen = backend.generate(texts, options)
+        lens = backend.generation_lens(texts, options, LensOptions(top_k=1))
+        out.results = [gen, lens]
+        out.figures = [generation_figure(gen, lens, metric=p["metric"], stride=int(p["stride"]))]
+        out.caption = f"{len(gen.token_ids) - gen.n_prompt} new tokens: “{gen.text}”"
+    elif name == "logit-lens":
         if p["metric"] not in METRICS:
             raise LensError(f"unknown colour metric {p['metric']!r}; choose from {', '.join(METRICS)}")
         r = backend.logit_lens(texts, LensOptions(top_k=int(p["top_k"]), target=p["target"]))

@@ -56,7 +56,11 @@ with shown_in_page("Reading the prompt"):
     tokens = backend.tokenize(text)
 T = len(tokens)
 
-view = st.segmented_control("View", VIEWS, default=VIEWS[0], key="view", bind="query-params") or VIEWS[0]
+# An encoder (post-LN) has no routes: open it on rollout, which applies.
+first_view = VIEWS[0] if info.supports_routes else VIEWS[1]
+# One row of controls, so that the chart starts high on the screen (a talk's 1280×720).
+view_col, pos_col, extra_col = st.columns([2, 2, 2], vertical_alignment="bottom")
+view = view_col.segmented_control("View", VIEWS, default=first_view, key="view", bind="query-params") or first_view
 labels = token_labels(tokens, width=14)
 POSITIONS = [str(i) for i in range(T)]  # strings: what the URL holds
 
@@ -65,10 +69,12 @@ def pos_label(i: str) -> str:
     return labels[int(i)] if i.isdigit() and int(i) < T else i
 
 
-position = st.selectbox("Output position (the prediction to explain)", POSITIONS, index=T - 1, key="position",
-                        bind="query-params", format_func=pos_label,
-                        help="The position whose next-token prediction is traced back. Default: the last token.")
-position = int(position) if position is not None and position in POSITIONS else T - 1
+position = T - 1
+if view != "Heads":  # the head views show every position at once
+    position = pos_col.selectbox("Output position (the prediction to explain)", POSITIONS, index=T - 1, key="position",
+                            bind="query-params", format_func=pos_label,
+                            help="The position whose next-token prediction is traced back. Default: the last token.")
+    position = int(position) if position is not None and position in POSITIONS else T - 1
 
 # ---------------------------------------------------------------- routes
 if view == "Routes":
@@ -79,10 +85,8 @@ if view == "Routes":
         st.warning(f"Routes keep every layer's attention (layers × heads × T² numbers); they are limited to "
                    f"{ROUTE_MAX_TOKENS} tokens and this prompt has {T}. Shorten the prompt.")
     else:
-        st.caption("Routes to the chosen prediction. Edge width = importance; blue: attention from another position, "
-                   "grey: residual, orange: MLP (through the diamond). Click a node to drill down.")
-        threshold = st.slider("Threshold (drop edges below this importance)", 0.01, 0.10, 0.04, 0.01,
-                              key="threshold", bind="query-params")
+        threshold = extra_col.slider("Threshold (drop edges below this importance)", 0.01, 0.10, 0.04, 0.01,
+                                     key="threshold", bind="query-params")
         graph = None
         with shown_in_page("Routes", stop=False):
             with st.spinner("Tracing the routes…"):
@@ -102,7 +106,9 @@ if view == "Routes":
             fig = route_figure(graph, cur if cur[0] else None)
             chart(fig, key="route-graph", on_select="rerun", selection_mode="points",
                   export={"view": "routes", "numbers": graph, "texts": text, "model": info.name})
-            st.caption(f"{len(graph.edge_layer)} edges; {graph.targets_computed} attention-block nodes evaluated "
+            st.caption("Edge width = importance; blue: attention from another position, grey: residual, orange: MLP "
+                       "(through the diamond). Click a node to drill down, below. "
+                       f"{len(graph.edge_layer)} edges; {graph.targets_computed} attention-block nodes evaluated "
                        f"(only what can reach the prediction is computed). Model's prediction here: "
                        f"“{visible(graph.prediction)}”.")
 
@@ -139,8 +145,11 @@ elif view == "Rollout & flow":
     with shown_in_page("Rollout", stop=False):
         with st.spinner("Multiplying the attention of every layer…"):
             roll = backend.rollout(text, position)
+    skip_sink = extra_col.toggle("Leave out the first token", value=False, key="rollout_skip_first", bind="query-params",
+                          help="Most attention parks on the first token (an attention sink); leaving its column out "
+                               "lets the colour scale show how the rest is shared. The numbers are not renormalised.")
     if roll is not None:
-        chart(rollout_figure(roll), key="rollout",
+        chart(rollout_figure(roll, skip_first=skip_sink), key="rollout",
               export={"view": "rollout", "numbers": roll, "texts": text, "model": info.name})
         download(roll, "rollout")
     plan = plan_flow(info.n_layers, T, position, info.is_causal)
@@ -161,14 +170,13 @@ elif view == "Rollout & flow":
             with st.spinner("Solving max-flow problems…"):
                 flow = backend.attention_flow(text, position, plan.layers)
         if flow is not None:
-            chart(rollout_figure(flow), key="flow-chart",
+            chart(rollout_figure(flow, skip_first=skip_sink), key="flow-chart",
                   export={"view": "flow", "numbers": flow, "texts": text, "model": info.name})
             download(flow, "flow")
 
 # ---------------------------------------------------------------- heads
 else:
-    c1, c2 = st.columns([1, 2])
-    layer = c1.number_input("Layer", 1, info.n_layers, 1, key="head_layer", bind="query-params")
+    layer = pos_col.number_input("Layer", 1, info.n_layers, 1, key="head_layer", bind="query-params")
     pats = None
     with shown_in_page("Head patterns", stop=False):
         with st.spinner(f"Reading the attention of layer {int(layer)}…"):

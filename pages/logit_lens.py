@@ -7,7 +7,7 @@ require_app_router()
 
 from lens.figures.logit_lens import METRICS, logit_lens_figure  # noqa: E402
 from lens.options import LensOptions  # noqa: E402
-from ui import state  # noqa: E402
+from ui import present, state  # noqa: E402
 from ui.errors import shown_in_page  # noqa: E402
 from ui.widgets import chart, download_json  # noqa: E402
 
@@ -56,7 +56,8 @@ def lens_view(n: int) -> None:
                            help="Type a token (e.g. ' Paris', with its leading space) to follow its rank and "
                                 "probability.")
     top_k = c3.number_input("Top-k in hover", min_value=1, max_value=20, value=5, key="top_k", bind="query-params")
-    stride = c4.number_input("Layer stride", min_value=1, max_value=max(1, info.n_layers), value=1, key="stride",
+    stride = c4.number_input("Layer stride", min_value=1, max_value=max(1, info.n_layers),
+                             value=2 if present.is_on() else 1, key="stride",
                              bind="query-params", help="Show every n-th layer (the final layer is always shown).")
 
     # Long prompts: only the positions on screen are decoded (the rest when the window moves there),

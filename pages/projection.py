@@ -57,19 +57,22 @@ Below the picture, **geometry through depth** puts numbers on what you see, one 
 backend = state.backend()
 info = backend.info()
 
-source = st.segmented_control("Texts", list(SOURCES), default="Prompt", key="source", bind="query-params",
+# Few rows of controls, so that the picture starts high on the screen (a talk's 1280×720).
+src_col, a_col, b_col = st.columns([1.2, 2, 2], vertical_alignment="bottom")
+source = src_col.segmented_control("Texts", list(SOURCES), default="Prompt", key="source", bind="query-params",
                               help="**Prompt**: the sidebar prompt. **Corpus**: several sentences at once, "
                                    "each run through the model separately, to compare a word across contexts.")
 source = SOURCES.get(source or "Prompt", "prompt")
 if source == "corpus":
-    c1, c2 = st.columns([1, 2])
-    c1.selectbox("Shipped corpus", list(CORPORA), index=None, key="corpus_example", placeholder="pick a corpus…",
-                 on_change=_use_corpus, help="Sentences that use one word in different senses.")
+    a_col.selectbox("Shipped corpus", list(CORPORA), index=None, key="corpus_example", placeholder="pick a corpus…",
+                    on_change=_use_corpus, help="Sentences that use one word in different senses.")
     word_default = CORPORA[FIRST_CORPUS][0]
-    word = c1.text_input("Word to follow across sentences", value=word_default, key="corpus_word",
-                         bind="query-params", help="Matched token by token: leading space or ## ignored, any case.")
-    corpus = c2.text_area("Sentences, one per line", value="\n".join(CORPORA[FIRST_CORPUS][1]), key="corpus",
-                          bind="query-params", height=180)
+    w_col, e_col = b_col.columns([3, 2], vertical_alignment="bottom")
+    word = w_col.text_input("Word to follow across sentences", value=word_default, key="corpus_word",
+                            bind="query-params", help="Matched token by token: leading space or ## ignored, any case.")
+    with e_col.popover("Sentences", icon=":material/edit_note:"):
+        corpus = st.text_area("Sentences, one per line", value="\n".join(CORPORA[FIRST_CORPUS][1]), key="corpus",
+                              bind="query-params", height=220)
     texts = [line for line in corpus.splitlines() if line.strip()]
     if len(texts) > MAX_TEXTS:
         st.caption(f"Using the first {MAX_TEXTS} of {len(texts)} sentences.")
@@ -83,13 +86,13 @@ else:
     if not text:
         st.info("Type a prompt in the sidebar to see its projection.")
         st.stop()
-    word = st.text_input("Word to follow", key="word", bind="query-params",
+    word = a_col.text_input("Word to follow", key="word", bind="query-params",
                          placeholder="optional: a word that occurs at least twice in the prompt",
                          help="Its paths are drawn boldly, and its self-similarity is measured below. Matched token "
                               "by token: leading space or ## ignored, any case.")
     inputs = text
 
-c1, c2, c3, c4 = st.columns([2, 2, 1, 2])
+c1, c2, c3, c4, c5 = st.columns([2, 2, 1, 2, 1.3], vertical_alignment="bottom")
 mode = MODES[c1.selectbox("Layout", list(MODES), key="mode", bind="query-params",
                           help="**Trajectories**: one projection of all layers together; each token leaves a path "
                                "through depth. **Layer by layer**: one PCA per layer, aligned to the previous one, "
@@ -103,7 +106,8 @@ colour_options = [c for c in COLOR_BY if c != "text" or source == "corpus"]
 color_by = c4.selectbox("Colour by", colour_options,
                         index=colour_options.index("text" if source == "corpus" else "layer"), key="color",
                         bind="query-params", help="\n\n".join(f"**{k}**: {v}" for k, v in COLOR_BY.items()))
-t1, t2, t3 = st.columns(3)
+options_box = c5.popover("Options", icon=":material/tune:")
+t1 = t2 = t3 = options_box
 skip_first = t1.toggle("Leave out the first token", value=True, key="skip_first", bind="query-params",
                        help="Its vector is huge (an attention sink) and squashes everything else.")
 skip_special = t2.toggle("Leave out special tokens", value=True, key="skip_special", bind="query-params",
@@ -136,8 +140,8 @@ if result is not None:
     R = len(result.layers)
     if mode == "joint":
         labels = [("emb" if x == "emb" else f"L{x}") for x in result.layers]
-        lo, hi = st.select_slider("Layers shown", options=labels, value=(labels[0], labels[-1]), key="rows",
-                                  bind="query-params", help="Fewer layers make the paths easier to read.")
+        lo, hi = options_box.select_slider("Layers shown", options=labels, value=(labels[0], labels[-1]), key="rows",
+                                           bind="query-params", help="Fewer layers make the paths easier to read.")
         r0, r1 = sorted((labels.index(lo), labels.index(hi)))
         fig = trajectory_figure(result, color_by=color_by, rows=list(range(r0, r1 + 1)),
                                 highlight=word_matches(result.tokens, word))

@@ -72,6 +72,7 @@ def test_lens_hover_and_download_state_the_same_numbers(page):
     assert f"layer L{data['layers'][-1]}" in hover, hover
     assert f"1. {top_token.replace(' ', '␣')}  {top_prob:.3f}" in hover, (hover, top_token, top_prob)
     # The chart's Export menu: one offline HTML file with the same numbers, and a vector image.
+    wait_idle(page)
     page.get_by_role("button", name="Export").first.click()
     with page.expect_download() as got:
         page.get_by_role("button", name="HTML (interactive, offline)").click()
@@ -235,3 +236,19 @@ def test_an_exported_view_opens_offline(page, tmp_path):
     finally:
         ctx.close()
     assert [u for u in requests if not u.startswith("file:")] == []
+
+
+def test_watch_it_generate_plays_in_the_browser(page):
+    """▶ Play steps the lens through the new tokens without the server: the title names each one."""
+    from urllib.parse import quote
+
+    page.goto(page.base_url + "/generate?new_tokens=4&prompt=" + quote("The capital of France is"))
+    wait_idle(page)
+    page.wait_for_selector(f"{PLOT} .gtitle", timeout=120_000)
+    title = lambda: page.locator(f"{PLOT} .gtitle").first.text_content()  # noqa: E731
+    assert title().startswith("Step 0 of 4") and "Paris" in title()
+    page.locator(f"{PLOT} .updatemenu-button").first.click()  # ▶ Play
+    page.wait_for_function("() => document.querySelector('.js-plotly-plot .gtitle').textContent.startsWith('All 4')",
+                           timeout=30_000)
+    assert page.locator("text=Paris").count() >= 1
+    assert page.locator("text=Traceback").count() == 0

@@ -55,7 +55,8 @@ def test_prediction_bars_are_the_final_rows_top_k(backend):
     r = backend.logit_lens(PROMPT, LensOptions(top_k=6))
     bar = prediction_figure(r).data[0]
     np.testing.assert_allclose(np.asarray(bar.x)[::-1], r.top_probs[-1, -1], rtol=1e-6)
-    assert [y.strip() for y in bar.y][::-1] == [visible(t) for t in r.top_tokens[-1][-1]]
+    assert [y.strip() for y in bar.y][::-1] == [f"{i + 1}. {visible(t)}" for i, t in enumerate(r.top_tokens[-1][-1])]
+    assert len(set(bar.y)) == len(bar.y)  # tokens that look alike still get a bar each
 
 
 def test_cell_text_only_while_it_can_be_read():
@@ -127,3 +128,30 @@ def test_flow_plan_matches_what_the_backend_accepts():
     got = attention_flow(random_attention(L, 8), list("abcdefgh"), position=7, layers=mid.layers)
     assert got.layers == [str(L)] and got.flow.shape == (1, 8)
     assert plan_flow(L, n_tokens=10, position=3, causal=False).sources == 10  # an encoder reads every token
+
+
+def test_kl_colour_scale_leaves_out_the_embeddings_row():
+    r = LocalBackend(load_model("tiny-gpt2"), None).logit_lens(PROMPT, LensOptions(top_k=2))
+    heat = logit_lens_figure(r, "kl").data[0]
+    assert heat.zmax == pytest.approx(float(np.nanmax(r.kl_to_final[1:])))
+    fig = logit_lens_figure(r, "kl")
+    if np.nanmax(r.kl_to_final[0]) > heat.zmax:
+        assert "emb row" in fig.layout.title.text and "beyond the scale" in fig.layout.title.text
+    assert logit_lens_figure(r, "entropy").data[0].zmax is None  # other measures keep their full range
+
+
+def test_rollout_can_leave_out_the_sink_column(backend):
+    from lens.figures.attention import rollout_figure
+
+    roll = backend.rollout(PROMPT)
+    full, cut = rollout_figure(roll).data[0], rollout_figure(roll, skip_first=True).data[0]
+    assert len(cut.x) == len(full.x) - 1 and list(cut.x) == list(full.x)[1:]
+    np.testing.assert_allclose(np.asarray(cut.z), np.asarray(full.z)[:, 1:])  # not renormalised
+    assert "first token left out" in rollout_figure(roll, skip_first=True).layout.title.text
+
+
+def test_a_target_without_its_space_gets_a_hint(bundled):
+    r = LocalBackend(bundled, None).logit_lens("The capital of France is", LensOptions(target="Paris"))
+    assert "' Paris'" in r.target_note
+    assert LocalBackend(bundled, None).logit_lens("The capital of France is",
+                                                  LensOptions(target=" Paris")).target_note == ""

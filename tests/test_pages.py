@@ -64,8 +64,8 @@ def test_home_shows_model_tokens_and_next_token_prediction(reference):
     p_last = probs(FRANCE)[-1, -1]
     top = np.argsort(-p_last)[:10]
     labels = [y.strip() for y in bar["y"]][::-1]  # drawn bottom-up
-    assert labels[0] == visible(" Paris")
-    assert labels == [visible(as_shown(lm.tokenizer, int(i))) for i in top]
+    assert labels[0] == "1. " + visible(" Paris")
+    assert labels == [f"{n + 1}. {visible(as_shown(lm.tokenizer, int(i)))}" for n, i in enumerate(top)]
     np.testing.assert_allclose(array(bar["x"])[::-1], p_last[top], atol=2e-4)
 
 

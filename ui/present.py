@@ -7,7 +7,7 @@ import streamlit as st
 from lens.figures.style import for_slides
 
 KEY = "present"
-SCREEN_CHART = 520  # px: the tallest chart in presenter mode (a 720 px screen, less the controls)
+SCREEN_CHART = 480  # px: the tallest chart in presenter mode (a 720 px screen, less the controls)
 TOUR_CHART = (430, 470)  # px: a tour step's charts, presenting / not
 
 _CSS = """<style>
@@ -18,6 +18,8 @@ _CSS = """<style>
 [data-testid="stMarkdownContainer"] p, [data-testid="stMarkdownContainer"] li { font-size: 18px; }
 [data-testid="stMarkdownContainer"] h1 { font-size: 1.8rem; padding: 0.2rem 0; }
 [data-testid="stVerticalBlock"] { gap: 0.55rem; }
+/* The speaker explains; the "What am I looking at?" texts stay in the normal view and the exports. */
+[data-testid="stExpander"] { display: none !important; }
 </style>"""
 
 

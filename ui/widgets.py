@@ -52,4 +52,4 @@ def download_json(result, name: str, label: str = "Download the numbers (JSON)",
     """A download button for the numbers behind a chart, as ``name``.json (written when clicked,
     not on every redraw)."""
     where.download_button(label, lambda: json.dumps(to_json_dict(result), ensure_ascii=False), file_name=f"{name}.json",
-                          mime="application/json", key=f"dl-{name}")
+                          mime="application/json", key=f"dl-{name}", on_click="ignore")

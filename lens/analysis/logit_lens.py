@@ -90,8 +90,15 @@ def resolve_target(tokenizer, target: str | None) -> tuple[int | None, str]:
         raise LensError(f"the target {target!r} has no tokens")
     note = ""
     if len(ids) > 1:
-        first = tokenizer.decode([ids[0]])
+        first = decode_token(tokenizer, ids[0])
         note = f"the target {target!r} is {len(ids)} tokens; tracking its first token {first!r}"
+    if not target[:1].isspace():
+        spaced = tokenizer(" " + target, add_special_tokens=False)["input_ids"]
+        if len(spaced) == 1 and spaced[0] != ids[0]:
+            # Most tokenizers spell a word after a space as another token: " Paris" is not "Paris".
+            note = (note + "; " if note else "") + (
+                f"{target!r} without a leading space is the word glued to what comes before; after a space it "
+                f"is the one token {' ' + target!r}: type that to follow the word")
     return int(ids[0]), note
 
 

@@ -9,7 +9,8 @@ from ..errors import LensError
 from .common import backend, model_args
 from .projection import read_texts
 
-OPTIONS = ("metric", "target", "stride", "position", "threshold", "layer", "method", "word")
+OPTIONS = ("metric", "target", "stride", "position", "threshold", "layer", "method", "word", "max_new_tokens",
+           "temperature", "seed")
 
 
 def cmd_export(args) -> int:
@@ -26,7 +27,7 @@ def cmd_export(args) -> int:
     given = {k: getattr(args, k) for k in OPTIONS if getattr(args, k) is not None and k in view.params}
     ignored = [k for k in OPTIONS if getattr(args, k) is not None and k not in view.params]
     if ignored:
-        raise LensError(f"the {view.name} view takes no --{', --'.join(ignored)}")
+        raise LensError(f"the {view.name} view takes no --{', --'.join(k.replace('_', '-') for k in ignored)}")
     rendered = render_view(backend(args), view.name, texts, **given)
     for path in export_view(rendered, out):
         print(path)
@@ -65,6 +66,9 @@ def register(sub) -> None:
     p.add_argument("--layer", type=int, default=None, help="heads: that layer's patterns instead of every head's scores")
     p.add_argument("--method", default=None, choices=["pca", "umap"], help="projection: pca (default) or umap")
     p.add_argument("--word", default=None, help="projection, geometry: a word to follow")
+    p.add_argument("--max-new-tokens", type=int, default=None, help="generate: how many tokens to write (default 20)")
+    p.add_argument("--temperature", type=float, default=None, help="generate: 0 greedy (default), above 0 sampled")
+    p.add_argument("--seed", type=int, default=None, help="generate: the sampling seed")
     p.set_defaults(func=cmd_export)
 
     t = sub.add_parser("tour", help="write the guided tour as one offline HTML handout")

@@ -91,7 +91,9 @@ def head_summary_figure(s: HeadSummary, metric: str = "induction") -> go.Figure:
 
 # ---------------------------------------------------------------- rollout and flow
 
-def rollout_figure(r: RolloutResult | FlowResult) -> go.Figure:
+def rollout_figure(r: RolloutResult | FlowResult, skip_first: bool = False) -> go.Figure:
+    """Layers × input tokens; ``skip_first`` leaves out the first token's column (the attention sink),
+    so the colour scale spreads over the others (the shares are not renormalised)."""
     flow = isinstance(r, FlowResult)
     z = r.flow if flow else r.rollout
     causal = np.allclose(z[:, r.position + 1:], 0) if r.position + 1 < z.shape[1] else True
@@ -99,6 +101,11 @@ def rollout_figure(r: RolloutResult | FlowResult) -> go.Figure:
     z = z[:, :n]
     labels = token_labels(r.tokens, n)
     name = "attention flow" if flow else "attention rollout"
+    skip_first = skip_first and n > 1
+    if skip_first:
+        sink = float(np.nanmean(z[:, 0]))
+        z, labels = z[:, 1:], labels[1:]
+        name += f" (first token left out: its mean share {sink:.2f})"
     fig = go.Figure(go.Heatmap(
         z=z, x=labels, y=[f"L{l}" for l in r.layers], zmin=0, zmax=float(np.nanmax(z)) if np.isfinite(z).any() else 1,
         colorscale="YlGnBu", xgap=1, ygap=1, colorbar=dict(title=dict(text="share", side="right")),

@@ -156,7 +156,8 @@ def logit_lens_figure(result: LogitLensResult, metric: str = "probability", stri
 def prediction_figure(result: LogitLensResult, height: int = 320) -> go.Figure:
     """The model's own top-k next tokens after the last position, as horizontal bars (largest on top)."""
     final, last = len(result.layers) - 1, len(result.positions) - 1
-    labels = [visible(t) for t in result.top_tokens[final][last]]
+    # Numbered: two tokens that look the same ("a" and "a" with another byte) stay two bars.
+    labels = [f"{i + 1}. {visible(t)}" for i, t in enumerate(result.top_tokens[final][last])]
     probs = result.top_probs[final, last].tolist()
     fig = go.Figure(go.Bar(x=probs[::-1], y=[f"{label} " for label in labels[::-1]], orientation="h",
                            marker_color="#2f6db5", text=[f"{p:.1%}" for p in probs[::-1]], textposition="auto"))

@@ -15,8 +15,11 @@ def for_slides(fig, max_height: int | None = None):
         legend=dict(font=dict(size=SLIDE_FONT)),
         paper_bgcolor="#ffffff", plot_bgcolor="#ffffff",
     )
-    fig.update_xaxes(tickfont_size=SLIDE_FONT, title_font_size=SLIDE_FONT, gridcolor="#9a9a9a", linecolor="#000000")
-    fig.update_yaxes(tickfont_size=SLIDE_FONT, title_font_size=SLIDE_FONT, gridcolor="#9a9a9a", linecolor="#000000")
+    axes = dict(tickfont_size=SLIDE_FONT, title_font_size=SLIDE_FONT, gridcolor="#9a9a9a", linecolor="#000000")
+    if any(t.type == "heatmap" for t in fig.data):
+        axes["showgrid"] = False  # a heatmap's cells are its grid
+    fig.update_xaxes(**axes)
+    fig.update_yaxes(**axes)
     for trace in fig.data:
         if hasattr(trace, "colorbar"):
             trace.colorbar.tickfont = dict(size=SLIDE_FONT)
@@ -25,6 +28,8 @@ def for_slides(fig, max_height: int | None = None):
             trace.textfont.size = max(SLIDE_FONT, trace.textfont.size or 0)
     if max_height is not None and (fig.layout.height or 450) > max_height:
         fig.update_layout(height=max_height)
+    if (fig.layout.margin.b or 80) < 120:
+        fig.update_layout(margin_b=120)  # rotated token labels at SLIDE_FONT need the room
     _thin_ticks(fig)
     return fig
 

@@ -1,0 +1,100 @@
+"""Watch it generate: the logit lens growing one column per new token, played in the browser.
+
+One figure with a frame per step and a play button: the frames run client-side, so a
+talk's animation never waits for the server. Frame k shows the prompt and the first k
+new tokens; its newest column (boxed) is the position whose prediction became token k + 1.
+"""
+from __future__ import annotations
+
+import numpy as np
+import plotly.graph_objects as go
+
+from ..model.tokens import visible
+from ..results import Generation, LogitLensResult
+from .logit_lens import METRICS, metric_values, strided_rows
+
+_HIDDEN = ""  # the label of a position not generated yet
+
+
+def _short(token: str, width: int = 7) -> str:
+    s = visible(token)
+    return s if len(s) <= width else s[: width - 1] + "…"
+
+
+def generation_figure(gen: Generation, lens: LogitLensResult, metric: str = "probability", stride: int = 1,
+                      height: int | None = None) -> go.Figure:
+    spec = METRICS[metric]
+    P, T = gen.n_prompt, len(gen.token_ids)
+    N = T - P
+    rows = strided_rows(len(lens.layers), stride)
+    values = np.asarray(metric_values(lens, metric)[rows], float)
+    z_all = np.log10(np.maximum(values, 1.0)) if spec.log else values
+    text_all = [[_short(lens.top_tokens[r][c][0]) for c in range(T)] for r in rows]
+    labels = [f"{p}·{_short(t, 10)}" for p, t in enumerate(gen.tokens)]
+    y = [("emb" if lens.layers[r] == "emb" else f"L{lens.layers[r]}") for r in rows]
+    zmin, zmax = (0.0, 1.0) if metric in ("probability", "target_prob") else (0.0, float(np.nanmax(z_all[1:] if len(rows) > 1 else z_all)))
+
+    def frame(k: int):
+        shown = P + k  # columns 0..shown-1 are visible
+        z = z_all.copy()
+        z[:, shown:] = np.nan
+        text = [[t if c < shown else "" for c, t in enumerate(row)] for row in text_all]
+        ticktext = [label if c < shown else _HIDDEN for c, label in enumerate(labels)]
+        if k < N:
+            title = (f"Step {k} of {N} · after “{visible(gen.tokens[shown - 1])}” the model writes "
+                     f"“{visible(gen.tokens[shown])}” (p = {gen.chosen_probs[k]:.2f})")
+        else:
+            title = f"All {N} new tokens · colour: {spec.title}"
+        box = dict(type="rect", xref="x", yref="paper", x0=shown - 1.5, x1=shown - 0.5, y0=0, y1=1,
+                   line=dict(color="#c0392b", width=3))
+        data = [go.Heatmap(z=z, text=text)]
+        layout = dict(title=dict(text=title), shapes=[box], xaxis=dict(ticktext=ticktext, tickvals=list(range(T))))
+        return data, layout
+
+    data, layout = frame(0)
+    heat = go.Heatmap(
+        z=data[0].z, x=list(range(T)), y=y, text=data[0].text, texttemplate="%{text}",
+        textfont=dict(size=11 if T <= 24 else 9), colorscale=spec.colorscale, zmin=zmin, zmax=zmax,
+        colorbar=dict(title=dict(text=spec.title, side="right")), xgap=1, ygap=1,
+        hovertemplate="layer %{y}, position %{x}<br>top-1: %{text}<br>" + spec.label + ": %{z:.3f}<extra></extra>")
+    frames = []
+    for k in range(N + 1):
+        d, lay = frame(k)
+        frames.append(go.Frame(name=str(k), data=d, layout=lay))
+    fig = go.Figure(heat, frames=frames)
+    fig.update_layout(
+        height=height or max(420, 20 * len(rows) + 260), margin=dict(l=60, r=20, t=120, b=110),
+        title=dict(text=layout["title"]["text"], x=0.01, y=0.985, yanchor="top", font=dict(size=15)),
+        shapes=layout["shapes"],
+        xaxis=dict(title="position · token (the boxed column chose the newest token)", tickangle=-45,
+                   tickvals=list(range(T)), ticktext=layout["xaxis"]["ticktext"], range=[-0.5, T - 0.5]),
+        yaxis=dict(title="layer", type="category"), plot_bgcolor="white",
+        # Play and the step slider above the plot: below it they would meet the rotated token labels.
+        updatemenus=[dict(type="buttons", direction="left", x=0, y=1.02, xanchor="left", yanchor="bottom",
+                          buttons=[dict(label="▶ Play", method="animate",
+                                        args=[None, dict(frame=dict(duration=700, redraw=True), fromcurrent=True,
+                                                         transition=dict(duration=0))]),
+                                   dict(label="❚❚ Pause", method="animate",
+                                        args=[[None], dict(mode="immediate", frame=dict(duration=0, redraw=False))])])],
+        sliders=[dict(active=0, x=0.2, len=0.8, y=1.02, yanchor="bottom", pad=dict(t=0, b=0),
+                      currentvalue=dict(prefix="new tokens: ", xanchor="right"),
+                      steps=[dict(label=str(k), method="animate",
+                                  args=[[str(k)], dict(mode="immediate", frame=dict(duration=0, redraw=True),
+                                                       transition=dict(duration=0))]) for k in range(N + 1)])],
+    )
+    return fig
+
+
+def token_table(gen: Generation, lens: LogitLensResult) -> list[dict]:
+    """One row per new token: the probability it had when chosen, and the first layer from which
+    the lens's top-1 at the position that chose it was that token all the way up."""
+    rows = []
+    for k in range(len(gen.token_ids) - gen.n_prompt):
+        pos = gen.n_prompt + k - 1  # the column whose prediction chose new token k
+        tok = gen.token_ids[pos + 1]
+        tops = [int(lens.top_ids[r, pos, 0]) for r in range(len(lens.layers))]
+        settled = next((r for r in range(len(tops)) if all(t == tok for t in tops[r:])), None)
+        rows.append({"step": k + 1, "token": visible(gen.tokens[pos + 1]),
+                     "probability": round(float(gen.chosen_probs[k]), 3),
+                     "top-1 from layer": ("–" if settled is None else lens.layers[settled])})
+    return rows
