@@ -209,8 +209,9 @@ STEPS: tuple[Step, ...] = (
     Step("One word, two meanings: “bank”",
          "Six sentences use “bank” for a river side or for money. Each is run through the model on its own, and "
          "every token's vector at every layer is projected onto one picture.",
-         "The bold paths are the six “bank”s: they start together at the embeddings and drift apart as context is "
-         "mixed in; the self-similarity (right) puts a number on it, layer by layer.",
+         "The bold paths are the six “bank”s, one colour per sentence (the full view names them): they start "
+         "together at the embeddings and drift apart as context is mixed in; the self-similarity (right, solid; "
+         "dotted: before the baseline is taken off) puts a number on it, layer by layer.",
          (Shown("projection", tuple(BANK), {"word": BANK_WORD},
                 {"source": "Corpus", "corpus_word": BANK_WORD, "corpus": "\n".join(BANK)}, "Six sentences, PCA"),
           Shown("geometry", tuple(BANK), {"word": BANK_WORD, "metric": "self_similarity"},
@@ -245,13 +246,26 @@ def titled(fig, title: str):
     return fig
 
 
-def render_step(backend, step: Step) -> tuple[list, str]:
-    """The rendered views of ``step`` and its fact sentence."""
+def editable(step: Step) -> str | None:
+    """The step's prompt, when a speaker may swap in another one (every chart of it reads one prompt)."""
+    prompts = {s.texts for s in step.shows}
+    return next(iter(prompts)) if len(prompts) == 1 and isinstance(next(iter(prompts)), str) else None
+
+
+def render_step(backend, step: Step, prompt: str | None = None) -> tuple[list, str]:
+    """The rendered views of ``step`` (on ``prompt`` instead of the step's own, when given) and its
+    fact sentence. A fact written for the step's prompt may not apply to another: then it is ""."""
     from .views import render_view
 
-    views = [render_view(backend, s.view, list(s.texts) if isinstance(s.texts, tuple) else s.texts, **s.params)
+    views = [render_view(backend, s.view, prompt if prompt is not None else
+                         (list(s.texts) if isinstance(s.texts, tuple) else s.texts), **s.params)
              for s in step.shows]
-    return views, step.fact(views)
+    if prompt is None:
+        return views, step.fact(views)
+    try:
+        return views, step.fact(views)
+    except (ValueError, IndexError, KeyError, StopIteration):
+        return views, ""
 
 
 def handout(backend, progress=None) -> str:

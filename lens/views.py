@@ -169,7 +169,8 @@ def render_view(backend: Backend, name: str, texts: str | Sequence[str], **given
             raise LensError(f"unknown colouring {color_by!r}; choose from {', '.join(COLOR_BY)}")
         r = backend.projection(texts, ProjectionOptions(method=p["method"], dims=int(p["dims"])))
         highlight = word_matches(r.tokens, p["word"]) if p["word"] else None
-        out.results, out.figures = [r], [trajectory_figure(r, color_by=color_by, highlight=highlight)]
+        out.results, out.figures = [r], [trajectory_figure(r, color_by=color_by, highlight=highlight,
+                                                           sentences=texts if corpus else None)]
         out.caption = f"{len(r.tokens)} tokens × {len(r.layers)} layers, {r.method.upper()}."
     else:  # geometry
         g = backend.geometry(texts, GeometryOptions(word=p["word"]))

@@ -98,6 +98,8 @@ if view == "Routes":
                 st.session_state["_route_sel"] = sel
                 node = clicked_node(sel)
                 if node is not None:
+                    st.toast(f"Drill-down below: layer {node[0]}, position {node[1]}, "
+                             f"{'attention' if node[2] == 'attn' else 'MLP'}", icon=":material/arrow_downward:")
                     st.session_state["node_layer"] = node[0]
                     st.session_state["node_pos"] = str(node[1])
                     st.session_state["node_block"] = "attention" if node[2] == "attn" else "MLP"

@@ -6,6 +6,7 @@ from ui.routing import require_app_router
 require_app_router()
 
 from lens.figures.logit_lens import METRICS, logit_lens_figure  # noqa: E402
+from lens.model.tokens import SYMBOLS  # noqa: E402
 from lens.options import LensOptions  # noqa: E402
 from ui import present, state  # noqa: E402
 from ui.errors import shown_in_page  # noqa: E402
@@ -28,7 +29,8 @@ as if the layer were the last one, and asks *"what next token would you predict 
   KL divergence to the final layer (how far from the final answer), or the rank / probability of a target token.
 
 Typical picture: early layers echo the input token, middle layers are unsure, and late layers settle on the answer.
-"""
+
+Token symbols: """ + " · ".join(f"`{s.split(' ', 1)[0]}` {s.split(' ', 1)[1]}" for s in SYMBOLS) + "."
     )
 
 text = state.prompt()

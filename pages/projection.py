@@ -103,6 +103,10 @@ method = METHODS[c2.selectbox("Method", list(METHODS), key="method", bind="query
                                    "results are cached.")]
 dims = c3.selectbox("Dimensions", [2, 3], key="dims", bind="query-params")
 colour_options = [c for c in COLOR_BY if c != "text" or source == "corpus"]
+previous = st.session_state.get("_projection_source")
+if previous is not None and previous != source:
+    st.session_state.pop("color", None)  # a switch of texts brings its own colouring (corpus: by sentence)
+st.session_state["_projection_source"] = source
 color_by = c4.selectbox("Colour by", colour_options,
                         index=colour_options.index("text" if source == "corpus" else "layer"), key="color",
                         bind="query-params", help="\n\n".join(f"**{k}**: {v}" for k, v in COLOR_BY.items()))
@@ -144,7 +148,8 @@ if result is not None:
                                            bind="query-params", help="Fewer layers make the paths easier to read.")
         r0, r1 = sorted((labels.index(lo), labels.index(hi)))
         fig = trajectory_figure(result, color_by=color_by, rows=list(range(r0, r1 + 1)),
-                                highlight=word_matches(result.tokens, word))
+                                highlight=word_matches(result.tokens, word),
+                                sentences=inputs if isinstance(inputs, list) else None)
     else:
         fig = aligned_figure(result, color_by=color_by)
     chart(fig, key="projection", export={"view": "projection", "numbers": result, "texts": inputs, "model": info.name})

@@ -85,6 +85,21 @@ def test_lens_hover_and_download_state_the_same_numbers(page):
     page.keyboard.press("Escape")
 
 
+def test_the_launch_warms_the_model_and_the_tour(page):
+    """``python -m ui.launch`` (what ``make run`` starts) loads the model and computes the home page,
+    the tour and UMAP's compilation in the background, and says so on stderr."""
+    import time
+
+    log = ARTIFACTS / f"streamlit-{page.base_url.rsplit(':', 1)[1]}.log"
+    deadline = time.time() + 300
+    while "UMAP compiled" not in log.read_text() and time.time() < deadline:
+        time.sleep(1)
+    text = log.read_text()
+    assert "smollm2-135m loaded and the home page computed" in text, text[-2000:]
+    assert "the tour's 8 steps and the examples computed, UMAP compiled" in text, text[-2000:]
+    assert "failed" not in text
+
+
 def test_home_page_shows_prediction_and_links(page):
     page.goto(page.base_url + "/?prompt=" + quote("The capital of France is"))
     wait_idle(page)

@@ -71,12 +71,14 @@ def test_page_corpus_mode():
     assert any(t.startswith("Self-similarity of the word") and word in t for t in got), got
     assert any(t.startswith("Word MEV") for t in got)
     assert "6 texts" in got[0]
-    # The word's six occurrences are drawn as bold paths and named with their sentence number.
+    # The word's six occurrences are drawn as bold paths, each named in the legend by its sentence
+    # (end labels would pile up where the paths meet).
     fig = charts(at)[0]
     bold = [t for t in fig["data"] if t.get("mode") == "lines+markers"]
-    assert len(bold) == 6
-    labels = next(t for t in fig["data"] if t.get("mode") == "text")["text"]
-    assert labels == [f"{word} ({k})" for k in range(1, 7)]
+    assert len(bold) == 6 and all(t["showlegend"] for t in bold)
+    for k, (trace, sentence) in enumerate(zip(bold, sentences), start=1):
+        assert trace["name"].startswith(f"{word} ({k}): {sentence[:25]}")
+    assert not [t for t in fig["data"] if t.get("mode") == "text"]
     assert any(f"occurs 6 times in 6 sentences" in c.value for c in at.caption)
 
 
@@ -96,3 +98,14 @@ def test_geometry_is_drawn_only_when_asked_for():
     at.toggle(key="geometry").set_value(True).run()
     assert not at.exception and not at.error
     assert any(t.startswith("Anisotropy baseline") for t in titles(at)) and len(charts(at)) >= 9
+
+
+def test_switching_to_a_corpus_colours_by_sentence():
+    at = run(PROMPT, geometry=False)
+    assert at.selectbox(key="color").value == "layer"
+    at.segmented_control(key="source").set_value("Corpus").run()
+    assert not at.exception and at.selectbox(key="color").value == "text"
+    at.selectbox(key="color").set_value("layer").run()  # a colouring picked by hand stays
+    assert at.selectbox(key="color").value == "layer"
+    shared = run("unused", geometry=False, source="Corpus", color="position")  # and so does one from a link
+    assert shared.selectbox(key="color").value == "position"

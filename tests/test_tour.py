@@ -93,3 +93,18 @@ def test_links_open_existing_pages_with_their_settings():
             query = parse_qs(url.query)
             for key, value in shown.query.items():
                 assert query[key] == [value]
+
+
+def test_the_handout_is_the_whole_tour_in_one_offline_file(run_cli, tmp_path):
+    out = tmp_path / "tour.html"
+    (tmp_path / "cache").mkdir()
+    run = run_cli(["tour", "--out", str(out)], tmp_path / "cache", timeout=600)
+    assert run.returncode == 0, run.stderr.decode()
+    html = out.read_text(encoding="utf-8")
+    for i, step in enumerate(STEPS, start=1):
+        assert f"<h2>{i}. " in html and "What to notice." in html
+    assert html.count("Plotly.newPlot") == sum(len(s.shows) for s in STEPS)
+    assert html.count('<script type="application/json"') == len(STEPS)
+    assert "<script src" not in html and "<link" not in html
+    bad = run_cli(["tour", "--out", str(tmp_path / "tour.txt")], tmp_path / "cache")
+    assert bad.returncode == 2 and b"HTML file" in bad.stderr

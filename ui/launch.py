@@ -4,7 +4,8 @@
 when the first browser asks (several seconds on a laptop). This starts that load,
 and the home page's first result, on a background thread as the server starts, so
 the first visitor waits for less of it; then the guided tour's charts, so a talk's
-steps come from the cache (``LAYERLENS_WARM=home`` stops after the home page). The
+steps come from the cache, and UMAP's compilation (``LAYERLENS_WARM=home`` stops after
+the home page). The
 options go to ``streamlit run``.
 """
 from __future__ import annotations
@@ -42,10 +43,20 @@ def warm() -> None:
 
         for step in STEPS:
             render_step(backend, step)
+        from lens.examples import EXAMPLES
+
+        for text in EXAMPLES.values():  # the sidebar's examples, as the home page and the lens show them
+            backend.logit_lens(text, HOME_LENS)
+            backend.logit_lens(text)
+        from lens.options import ProjectionOptions
+
+        # UMAP compiles its code (numba) on its first call in a process: 10 s or more.
+        backend.projection(DEFAULT_PROMPT, ProjectionOptions(method="umap"))
     except Exception as exc:
         print(f"LayerLens: warming the tour failed ({exc}); its pages will compute their charts", file=sys.stderr)
         return
-    print(f"LayerLens: the tour's {len(STEPS)} steps computed, {time.perf_counter() - t0:.1f} s after launch",
+    print(f"LayerLens: the tour's {len(STEPS)} steps and the examples computed, UMAP compiled, "
+          f"{time.perf_counter() - t0:.1f} s after launch",
           file=sys.stderr, flush=True)
 
 

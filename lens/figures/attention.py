@@ -197,9 +197,10 @@ def route_figure(g: RouteGraph, selected: tuple[int, int, str] | None = None) ->
                      range=[-0.6, P - 0.4], title="position · token", showgrid=False, zeroline=False)
     fig.update_layout(legend=dict(orientation="h", y=1.02, x=1, xanchor="right", yanchor="bottom"),
                       clickmode="event+select", dragmode="pan")
-    return _layout(fig, f"Routes to the prediction {visible(g.prediction)!r} at position {g.position} "
-                        f"(threshold {g.threshold:g}, {len(g.edge_layer)} edges)",
-                   max(480, 15 * (2 * L + 1) + 170))
+    _layout(fig, f"Routes to the prediction {visible(g.prediction)!r} at position {g.position} "
+                 f"(threshold {g.threshold:g}, {len(g.edge_layer)} edges)",
+            min(680, max(480, 15 * (2 * L + 1) + 170)))  # the token axis stays on a 720 px screen
+    return fig.update_layout(margin_t=70)  # room for the legend and the prediction's label above the star
 
 
 # ---------------------------------------------------------------- drill-down

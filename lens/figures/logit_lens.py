@@ -11,7 +11,9 @@ import plotly.graph_objects as go
 from ..model.tokens import visible
 from ..results import LogitLensResult
 
-MAX_CELL_TEXT_COLUMNS = 64  # wider windows get hover-only cells: their text could not be read
+MAX_CELL_TEXT_COLUMNS = 48  # wider windows get hover-only cells: their text could not be read
+# Cell text width and size by the number of columns, so that neighbours do not overlap at ~1200 px.
+CELL_TEXT = ((24, 7, 11), (36, 5, 9), (MAX_CELL_TEXT_COLUMNS, 3, 8))  # (up to n columns, characters, px)
 
 
 @dataclass(frozen=True)
@@ -114,7 +116,8 @@ def logit_lens_figure(result: LogitLensResult, metric: str = "probability", stri
     values = metric_values(result, metric)[np.ix_(rows, cols)]
     z = np.log10(np.maximum(values, 1.0)) if spec.log else values
 
-    text = [[_short(result.top_tokens[r][c][0]) for c in cols] for r in rows]
+    width, size = next((w, px) for n, w, px in CELL_TEXT if len(cols) <= n) if show_tokens else (7, 11)
+    text = [[_short(result.top_tokens[r][c][0], width) for c in cols] for r in rows]
     customdata, hovertemplate = _hover(result, rows, cols)
 
     labels = position_labels(result)
@@ -135,7 +138,7 @@ def logit_lens_figure(result: LogitLensResult, metric: str = "probability", stri
     heat = go.Heatmap(
         z=z, x=x, y=y, text=text if show_tokens else None,
         texttemplate="%{text}" if show_tokens else None,
-        textfont=dict(size=11 if len(cols) <= 24 else 9),
+        textfont=dict(size=size),
         customdata=customdata, hovertemplate=hovertemplate,
         colorscale=spec.colorscale, zmin=zmin, zmax=zmax, colorbar=colorbar, xgap=1, ygap=1,
     )

@@ -35,6 +35,11 @@ def _label(token: str, width: int = 12) -> str:
     return _short(s if s else token, width)
 
 
+def _clip(text: str, width: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
 def _row_label(label: str) -> str:
     return "emb" if label == "emb" else f"L{label}"
 
@@ -98,11 +103,13 @@ def _axis_names(result: ProjectionResult, row: int | None = None) -> list[str]:
 
 
 def trajectory_figure(result: ProjectionResult, color_by: str = "layer", rows: list[int] | None = None,
-                      labels: bool | None = None, highlight: list[int] | None = None) -> go.Figure:
+                      labels: bool | None = None, highlight: list[int] | None = None,
+                      sentences: list[str] | None = None) -> go.Figure:
     """Every kept token at every row in one shared projection; a grey line follows each token through depth.
 
     ``highlight``: indices of tokens (e.g. one word's occurrences) whose paths are drawn boldly and named;
-    the other tokens are then faded and unnamed.
+    the other tokens are then faded and unnamed. ``sentences`` (a corpus's texts): each bold path is named
+    in the legend by its sentence, instead of labels at its end that would pile up where the paths meet.
     """
     R, N, k = result.coords.shape
     rows = list(range(R)) if rows is None else list(rows)
@@ -120,9 +127,13 @@ def trajectory_figure(result: ProjectionResult, color_by: str = "layer", rows: l
     hover = _hover(result, rows)
     last = pts[-1]
     texts = [_label(t) for t in result.tokens]
+    legend = bool(highlight) and sentences is not None and result.n_texts > 1
     if highlight:  # only the highlighted tokens are named, with their text number in a corpus
         last = last[highlight]
         texts = [texts[i] + (f" ({result.text_index[i] + 1})" if result.n_texts > 1 else "") for i in highlight]
+        if legend:
+            names = [f"{texts[j]}: {_clip(sentences[result.text_index[i]], 32)}" for j, i in enumerate(highlight)]
+            labels = False
     if k == 2:
         traces = [
             go.Scatter(x=path[:, 0], y=path[:, 1], mode="lines", line=dict(color="rgba(120,120,120,0.35)", width=1),
@@ -131,11 +142,12 @@ def trajectory_figure(result: ProjectionResult, color_by: str = "layer", rows: l
                        hovertemplate="%{hovertext}<extra></extra>", showlegend=False, name="tokens"),
         ]
         for j, i in enumerate(highlight):
-            traces.append(go.Scatter(x=pts[:, i, 0], y=pts[:, i, 1], mode="lines+markers", name=texts[j],
+            traces.append(go.Scatter(x=pts[:, i, 0], y=pts[:, i, 1], mode="lines+markers",
+                                     name=names[j] if legend else texts[j],
                                      line=dict(color=_PALETTE[j % len(_PALETTE)], width=3),
                                      marker=dict(size=7, color=_PALETTE[j % len(_PALETTE)]),
                                      hovertext=[hover[r * N + i] for r in range(len(rows))],
-                                     hovertemplate="%{hovertext}<extra></extra>", showlegend=False))
+                                     hovertemplate="%{hovertext}<extra></extra>", showlegend=legend))
         if labels:
             traces.append(go.Scatter(x=last[:, 0], y=last[:, 1], mode="text", text=texts, textposition="top center",
                                      textfont=dict(size=13, color="#222"), hoverinfo="skip", showlegend=False,
@@ -158,12 +170,16 @@ def trajectory_figure(result: ProjectionResult, color_by: str = "layer", rows: l
             traces.append(go.Scatter3d(x=last[:, 0], y=last[:, 1], z=last[:, 2], mode="text", text=texts,
                                        textfont=dict(size=12, color="#222"), hoverinfo="skip", showlegend=False))
     fig = go.Figure(traces)
+    if legend:
+        fig.update_layout(legend=dict(title=dict(text="bold paths, by sentence"), orientation="v", x=1.02, y=1,
+                                      bgcolor="rgba(255,255,255,0.85)"))
     names = _axis_names(result)
     first, final = _row_label(result.layers[rows[0]]), _row_label(result.layers[rows[-1]])
     fig.update_layout(
         title=dict(text=_title(result, f"Token trajectories {first}→{final}"), x=0.01, font=dict(size=15)),
         height=620, margin=dict(l=40, r=20, t=50, b=80), font=FONT, plot_bgcolor="white",
-        annotations=[dict(text=(f"bold paths: the highlighted word, named at {final}" if highlight else
+        annotations=[dict(text=("bold paths: the highlighted word, one per sentence (legend)" if legend else
+                                f"bold paths: the highlighted word, named at {final}" if highlight else
                                 f"labels mark each token at {final}") + f"; colour: {COLOR_BY[color_by]}", xref="paper",
                           yref="paper", x=0, y=-0.13, showarrow=False, font=dict(size=12, color="#555"))] if k == 2 else [],
     )
@@ -209,7 +225,7 @@ def aligned_figure(result: ProjectionResult, color_by: str = "position", labels:
               for r in range(R)]
     fig = go.Figure(data=frame_data(start), frames=frames)
     steps = [dict(method="animate", label=_row_label(result.layers[r]),
-                  args=[[result.layers[r]], dict(mode="immediate", frame=dict(duration=0, redraw=k == 3),
+                  args=[[result.layers[r]], dict(mode="immediate", frame=dict(duration=0, redraw=True),
                                                  transition=dict(duration=0))]) for r in range(R)]
     fig.update_layout(
         title=dict(text=frames[start].layout.title.text, x=0.01, font=dict(size=15)),
@@ -217,7 +233,7 @@ def aligned_figure(result: ProjectionResult, color_by: str = "position", labels:
         updatemenus=[dict(type="buttons", direction="left", x=0.0, y=-0.12, xanchor="left", yanchor="top",
                           showactive=False, buttons=[
                               dict(label="▶ play", method="animate",
-                                   args=[None, dict(frame=dict(duration=450, redraw=k == 3), fromcurrent=True,
+                                   args=[None, dict(frame=dict(duration=450, redraw=True), fromcurrent=True,
                                                     transition=dict(duration=250))]),
                               dict(label="❚❚ pause", method="animate",
                                    args=[[None], dict(mode="immediate", frame=dict(duration=0, redraw=False))]),
