@@ -184,13 +184,14 @@ else:
         with st.spinner(f"Reading the attention of layer {int(layer)}…"):
             pats = backend.head_patterns(text, int(layer))
     if pats is not None:
-        chart(head_grid_figure(pats), key="head-grid",
+        grid_col, head_col = st.columns(2)  # side by side: both on one screen
+        chart(head_grid_figure(pats), key="head-grid", where=grid_col,
               export={"view": "heads", "numbers": pats, "texts": text, "model": info.name})
         heads = [str(h) for h in range(pats.n_heads)]
-        head = st.pills("Click a head to enlarge it", heads, default="0", key="head", bind="query-params",
-                        format_func=lambda h: f"head {h}")
+        head = head_col.pills("Click a head to enlarge it", heads, default="0", key="head", bind="query-params",
+                              format_func=lambda h: f"head {h}")
         head = int(head) if head in heads else 0
-        chart(pattern_figure(pats, head), key="head-pattern")
+        chart(pattern_figure(pats, head), key="head-pattern", where=head_col)
         download(pats, "head_patterns")
     st.subheader("Every head at a glance")
     metric = st.selectbox("Score", list(SUMMARY_METRICS), format_func=lambda k: SUMMARY_METRICS[k][0],

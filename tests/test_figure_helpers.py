@@ -155,3 +155,19 @@ def test_a_target_without_its_space_gets_a_hint(bundled):
     assert "' Paris'" in r.target_note
     assert LocalBackend(bundled, None).logit_lens("The capital of France is",
                                                   LensOptions(target=" Paris")).target_note == ""
+
+
+def test_slide_style_sets_every_label_to_at_least_18_px(backend):
+    from lens.figures.attention import route_figure
+    from lens.figures.style import SLIDE_FONT, for_slides
+
+    lens_fig = for_slides(logit_lens_figure(backend.logit_lens(PROMPT, LensOptions(top_k=2)), "kl"), 480)
+    routes = for_slides(route_figure(backend.route_graph(PROMPT, None, 0.05)), 300)
+    for fig in (lens_fig, routes):
+        assert fig.layout.font.size >= SLIDE_FONT and fig.layout.title.font.size >= SLIDE_FONT
+        assert fig.layout.xaxis.tickfont.size >= SLIDE_FONT and fig.layout.yaxis.tickfont.size >= SLIDE_FONT
+        assert fig.layout.height <= 480
+    assert lens_fig.data[0].colorbar.tickfont.size >= SLIDE_FONT
+    # 300 px of route graph hold only so many 18 px layer labels: the rest are thinned out.
+    room = 300 - routes.layout.margin.t - routes.layout.margin.b
+    assert len(routes.layout.yaxis.tickvals) <= max(2, room // (SLIDE_FONT * 1.5))

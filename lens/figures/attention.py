@@ -191,7 +191,7 @@ def route_figure(g: RouteGraph, selected: tuple[int, int, str] | None = None) ->
     every = 1 if L <= 16 else 2 if L <= 32 else 4
     layers = [l for l in range(1, L + 1) if l % every == 0 or l == 1]
     fig.update_yaxes(tickvals=[0] + [2 * l - 0.5 for l in layers], ticktext=["emb"] + [f"L{l}" for l in layers],
-                     range=[-0.8, 2 * L + 1.4], title="layer (lower dot: attention, upper: MLP)",
+                     range=[-0.8, 2 * L + 1.4], title="layer",
                      showgrid=False, zeroline=False)
     fig.update_xaxes(tickvals=list(range(P)), ticktext=token_labels(g.tokens, P), tickangle=-45,
                      range=[-0.6, P - 0.4], title="position · token", showgrid=False, zeroline=False)

@@ -15,7 +15,8 @@ def for_slides(fig, max_height: int | None = None):
         legend=dict(font=dict(size=SLIDE_FONT)),
         paper_bgcolor="#ffffff", plot_bgcolor="#ffffff",
     )
-    axes = dict(tickfont_size=SLIDE_FONT, title_font_size=SLIDE_FONT, gridcolor="#9a9a9a", linecolor="#000000")
+    axes = dict(tickfont_size=SLIDE_FONT, title_font_size=SLIDE_FONT, gridcolor="#9a9a9a", linecolor="#000000",
+                automargin=True)  # larger labels push the margins out instead of overlapping the titles
     if any(t.type == "heatmap" for t in fig.data):
         axes["showgrid"] = False  # a heatmap's cells are its grid
     fig.update_xaxes(**axes)
