@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING, Protocol, Sequence, runtime_checkable
 
 from .options import (DEFAULT_THRESHOLD, GenerateOptions, GeometryOptions, LensOptions, Progress,
                       ProjectionOptions)
-from .results import (AttentionContributions, FlowResult, Generation, GeometryResult, HeadPatterns, HeadSummary,
-                      LogitLensResult, NodeDetail, ProjectionResult, RolloutResult, RouteGraph)
+from .results import (AttentionContributions, FlowResult, Generation, GenerationAttention, GeometryResult,
+                      HeadPatterns, HeadSummary, LogitLensResult, NodeDetail, ProjectionResult, RolloutResult,
+                      RouteGraph)
 
 if TYPE_CHECKING:  # a local backend's extra; a remote one need not offer it
     from .model.trace import CaptureSpec, Trace
@@ -56,6 +57,8 @@ class Backend(Protocol):
 
     def generation_lens(self, text: str, options: GenerateOptions = GenerateOptions(),
                         lens: LensOptions = LensOptions()) -> LogitLensResult: ...
+
+    def generation_attention(self, text: str, options: GenerateOptions = GenerateOptions()) -> GenerationAttention: ...
 
     def projection(self, texts: str | Sequence[str], options: ProjectionOptions = ProjectionOptions(),
                    progress: Progress | None = None) -> ProjectionResult: ...

@@ -31,8 +31,9 @@ from .model.tokens import encode, token_strings
 from .model.trace import CaptureSpec, Trace, capture
 from .options import (DEFAULT_THRESHOLD, GenerateOptions, GeometryOptions, LensOptions, Progress,
                       ProjectionOptions)
-from .results import (AttentionContributions, FlowResult, Generation, GeometryResult, HeadPatterns, HeadSummary,
-                      LogitLensResult, NodeDetail, ProjectionResult, RolloutResult, RouteGraph)
+from .results import (AttentionContributions, FlowResult, Generation, GenerationAttention, GeometryResult,
+                      HeadPatterns, HeadSummary, LogitLensResult, NodeDetail, ProjectionResult, RolloutResult,
+                      RouteGraph)
 from .serialize import NotThisType, join, split
 
 log = logging.getLogger("layerlens")
@@ -43,7 +44,7 @@ RESULT_TYPES: dict[str, type] = {
     "lens": LogitLensResult, "projection": ProjectionResult, "geometry": GeometryResult,
     "rollout": RolloutResult, "flow": FlowResult, "head-patterns": HeadPatterns, "head-summary": HeadSummary,
     "contributions": AttentionContributions, "routes": RouteGraph, "node": NodeDetail,
-    "generation": Generation, "generation-lens": LogitLensResult,
+    "generation": Generation, "generation-lens": LogitLensResult, "generation-attention": GenerationAttention,
 }
 
 
@@ -207,6 +208,20 @@ class LocalBackend:
         return self._cached("generation-lens", {"prompt": text, "options": options.key(), "lens": lens.key()},
                             lambda: logit_lens(self._capture(gen.token_ids, CaptureSpec(residual=True)),
                                                self.loaded.tokenizer, lens))
+
+    def generation_attention(self, text: str, options: GenerateOptions = GenerateOptions()) -> GenerationAttention:
+        """For each new token, the attention of the position that chose it, averaged over heads and
+        layers: one attention pass over prompt and continuation, since the model is causal."""
+        gen = self.generate(text, options)
+
+        def compute():
+            tr = self._capture(gen.token_ids, CaptureSpec(residual=False, attentions=True, attention_mean=True))
+            A = mean_attention_stack(tr.attentions, tr.n_layers)
+            positions = list(range(gen.n_prompt - 1, len(gen.token_ids) - 1))
+            rows = A[:, positions, :].double().mean(0).cpu().numpy().astype(np.float32)
+            return GenerationAttention(model=self.loaded.name, tokens=gen.tokens, n_prompt=gen.n_prompt,
+                                       positions=positions, attention=rows)
+        return self._cached("generation-attention", {"prompt": text, "options": options.key()}, compute)
 
     def logit_lens(self, text: str, options: LensOptions = LensOptions(),
                    progress: Progress | None = None) -> LogitLensResult:

@@ -17,6 +17,19 @@ KINDS = ("residual", "attention", "mlp")
 # ---------------------------------------------------------------- logit lens
 
 @dataclass
+class GenerationAttention:
+    """Where each new token looked: row k is the attention of the position whose prediction became
+    new token k, averaged over heads and layers (columns: every token of prompt and continuation).
+    (Rollout after the last layer would put ~all of it on the first token in models with a sink.)"""
+
+    model: str
+    tokens: list[str]
+    n_prompt: int
+    positions: list[int]  # [new] the choosing position of each new token (n_prompt − 1 + k)
+    attention: np.ndarray  # [new, T]; rows sum to 1; zero right of each row's position (causal)
+
+
+@dataclass
 class Generation:
     """A prompt continued token by token: ``token_ids`` are the prompt's then the new ones."""
 

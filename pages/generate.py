@@ -1,13 +1,14 @@
 """Watch it generate: the model continues the prompt, and the logit lens follows each new token."""
+from html import escape
+
 import streamlit as st
 
 from ui.routing import require_app_router
 
 require_app_router()
 
-from lens.figures.generation import generation_figure, token_table  # noqa: E402
+from lens.figures.generation import generation_figure, generation_attention_figure, token_table  # noqa: E402
 from lens.figures.logit_lens import METRICS  # noqa: E402
-from lens.model.tokens import visible  # noqa: E402
 from lens.options import MAX_NEW_TOKENS, GenerateOptions, LensOptions  # noqa: E402
 from ui import state  # noqa: E402
 from ui.errors import shown_in_page  # noqa: E402
@@ -60,9 +61,24 @@ with shown_in_page("Generating"):
 chart(generation_figure(gen, lens, metric=metric, stride=int(stride)), key="generation",
       export={"view": "generate", "numbers": [gen, lens], "texts": text, "model": info.name})
 new = gen.tokens[gen.n_prompt:]
-st.markdown("**The text:** " + "".join(visible(t) if i < gen.n_prompt else f"**{visible(t)}**"
-                                       for i, t in enumerate(gen.tokens)).replace("␣", " "))
+# Escaped text in one styled block: markdown would mangle tokens such as "*" or a bold run that
+# starts with a space.
+st.markdown('<div style="white-space: pre-wrap; font-size: 1.05rem"><b>The text:</b> '
+            f'{escape("".join(gen.tokens[:gen.n_prompt]))}<span style="color:#2f6db5; font-weight:600">'
+            f'{escape("".join(new))}</span></div>', unsafe_allow_html=True)
 st.caption(f"{len(new)} new tokens ({'greedy' if gen.temperature == 0 else f'sampled at temperature {gen.temperature:g}, seed {gen.seed}'}; "
-           f"stopped: {gen.stopped}). Bold: what the model wrote.")
+           f"stopped: {gen.stopped}). In blue: what the model wrote.")
 st.dataframe(token_table(gen, lens), hide_index=True, width="stretch")
 download_json(gen, "generation", "Download the generated tokens (JSON)")
+
+st.subheader("Where each new token looked")
+skip = st.toggle("Leave out the first token", value=True, key="gen_skip_first", bind="query-params",
+                 help="Most attention parks on the first token (an attention sink); without it the colours show "
+                      "how the rest is shared. The shares are not renormalised.")
+flow = None
+with shown_in_page("Attention of the generated text", stop=False):
+    with st.spinner("Reading the attention of every layer…"):
+        flow = backend.generation_attention(text, options)
+if flow is not None:
+    chart(generation_attention_figure(flow, skip_first=skip), key="generation-attention",
+          export={"view": "generate", "numbers": [gen, flow], "texts": text, "model": info.name})

@@ -99,3 +99,28 @@ def test_bad_requests_are_refused(smol):
             smol.generate(PROMPT, bad)
     with pytest.raises(LensError, match="does not generate"):
         LocalBackend(load_model("minilm-l6"), None).generate("hello", GenerateOptions())
+
+
+def test_each_new_tokens_attention_is_its_prefixs_attention(smol, bundled):
+    """Row k is where the position that chose new token k looked, averaged over heads and layers: equal
+    to the same average over the model's own attention weights for that prefix alone (causal)."""
+    from lens.figures.generation import generation_attention_figure
+
+    options = GenerateOptions(max_new_tokens=4)
+    gen = smol.generate(PROMPT, options)
+    r = smol.generation_attention(PROMPT, options)
+    assert r.positions == list(range(gen.n_prompt - 1, len(gen.token_ids) - 1))
+    model = bundled.model
+    old = model.config._attn_implementation
+    model.set_attn_implementation("eager")
+    try:
+        for k, p in enumerate(r.positions):
+            with torch.no_grad():
+                att = model(torch.tensor([gen.token_ids[:p + 1]]), output_attentions=True).attentions
+            ref = torch.stack([a[0, :, -1, :].double().mean(0) for a in att]).mean(0).numpy()
+            np.testing.assert_allclose(r.attention[k, :p + 1], ref, atol=1e-5)
+            assert np.allclose(r.attention[k, p + 1:], 0) and abs(r.attention[k].sum() - 1) < 1e-4
+    finally:
+        model.set_attn_implementation(old)
+    fig = generation_attention_figure(r)
+    assert len(fig.data[0].y) == 4 and len(fig.data[0].x) == len(gen.token_ids) - 1  # first token left out

@@ -10,7 +10,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from ..model.tokens import visible
-from ..results import Generation, LogitLensResult
+from ..results import Generation, GenerationAttention, LogitLensResult
 from .logit_lens import METRICS, metric_values, strided_rows
 
 _HIDDEN = ""  # the label of a position not generated yet
@@ -98,3 +98,26 @@ def token_table(gen: Generation, lens: LogitLensResult) -> list[dict]:
                      "probability": round(float(gen.chosen_probs[k]), 3),
                      "top-1 from layer": ("–" if settled is None else lens.layers[settled])})
     return rows
+
+
+def generation_attention_figure(r: GenerationAttention, skip_first: bool = True) -> go.Figure:
+    """New tokens × source tokens: where the position that chose each new token looked (attention
+    averaged over heads and layers). ``skip_first`` leaves out the first token (the attention sink)."""
+    start = 1 if skip_first and len(r.tokens) > 1 else 0
+    z = np.asarray(r.attention, float)[:, start:]
+    z = np.where(np.arange(start, len(r.tokens))[None, :] <= np.asarray(r.positions)[:, None], z, np.nan)
+    x = [f"{p}·{_short(t, 10)}" for p, t in enumerate(r.tokens)][start:]
+    y = [f"{k + 1}. {_short(r.tokens[p + 1], 10)}" for k, p in enumerate(r.positions)]
+    fig = go.Figure(go.Heatmap(
+        z=z, x=x, y=y, colorscale="YlGnBu", zmin=0, xgap=1, ygap=1,
+        colorbar=dict(title=dict(text="share", side="right")),
+        hovertemplate="new token %{y}<br>from %{x}<br>share %{z:.3f}<extra></extra>"))
+    n_prompt = r.n_prompt - start
+    fig.add_vline(x=n_prompt - 0.5, line=dict(color="#c0392b", width=2, dash="dot"))
+    fig.update_layout(
+        title=dict(text="Where each new token looked (attention, averaged over heads and layers"
+                        + ("; first token left out)" if start else ")"), x=0.01, font=dict(size=15)),
+        height=max(300, 22 * len(y) + 200), margin=dict(l=110, r=20, t=50, b=110), plot_bgcolor="white",
+        xaxis=dict(title="source token (dotted line: end of the prompt)", type="category", tickangle=-45),
+        yaxis=dict(title="new token", type="category", autorange="reversed"))
+    return fig
