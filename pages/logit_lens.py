@@ -66,10 +66,16 @@ def lens_view(n: int) -> None:
     # so a 2048-token prompt shows its last 48 positions in seconds instead of decoding all of them.
     window = None
     if n > WINDOW:
-        lo, hi = st.slider("Positions shown", 0, n - 1, (n - WINDOW, n - 1), key=f"window-{n}",
+        # In the URL, so that a shared link shows the same stretch; a new prompt starts again at its end.
+        stale = st.session_state.get("window")
+        if st.session_state.get("_window_n") not in (None, n) or (
+                stale is not None and not 0 <= min(stale) <= max(stale) <= n - 1):
+            st.session_state.pop("window", None)
+        st.session_state["_window_n"] = n
+        lo, hi = st.slider("Positions shown", 0, n - 1, (n - WINDOW, n - 1), key="window", bind="query-params",
                            help=f"Long prompts: choose the stretch of positions to decode and draw "
                                 f"({WINDOW} at first).")
-        window = (lo, hi + 1)
+        window = (min(lo, hi), max(lo, hi) + 1)
 
     bar = st.empty()
     with shown_in_page("Logit lens"):

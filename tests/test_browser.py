@@ -267,3 +267,16 @@ def test_watch_it_generate_plays_in_the_browser(page):
                            timeout=30_000)
     assert page.locator("text=Paris").count() >= 1
     assert page.locator("text=Traceback").count() == 0
+
+
+def test_the_positions_window_is_in_the_link(page):
+    """A long prompt's window of positions travels in the URL (?window=A&window=B); one that does not
+    fit the prompt falls back to the last 48 positions."""
+    from urllib.parse import quote
+
+    prompt = quote("one two three four five six seven eight nine ten " * 12)
+    for query, shown in (("&window=0&window=29", "positions 0–29 shown"), ("&window=500&window=900", "positions 73–120 shown")):
+        page.goto(f"{page.base_url}/logit_lens?prompt={prompt}{query}")
+        wait_idle(page)
+        page.wait_for_selector(f"text={shown}", timeout=120_000)
+        assert page.locator("text=Traceback").count() == 0

@@ -182,7 +182,7 @@ def route_figure(g: RouteGraph, selected: tuple[int, int, str] | None = None) ->
     # The prediction, and the selected node.
     fig.add_trace(go.Scatter(x=[g.position], y=[_row(L, "mlp")], mode="markers+text", showlegend=False,
                              text=[f"→ {visible(g.prediction)}"], textposition="top center", hoverinfo="skip",
-                             marker=dict(size=16, symbol="star", color="#c0392b")))
+                             marker=dict(size=16, symbol="star", color="#c0392b"), cliponaxis=False))
     if selected is not None:
         l, i, b = selected
         fig.add_trace(go.Scatter(x=[i], y=[_row(l, b)], mode="markers", showlegend=False, hoverinfo="skip",
