@@ -274,9 +274,13 @@ def test_the_positions_window_is_in_the_link(page):
     fit the prompt falls back to the last 48 positions."""
     from urllib.parse import quote
 
-    prompt = quote("one two three four five six seven eight nine ten " * 12)
-    for query, shown in (("&window=0&window=29", "positions 0–29 shown"), ("&window=500&window=900", "positions 73–120 shown")):
-        page.goto(f"{page.base_url}/logit_lens?prompt={prompt}{query}")
+    from lens.model.loading import load_model
+
+    text = "alpha beta gamma delta epsilon zeta eta theta iota kappa " * 12  # a prompt no other test uses
+    T = len(load_model("smollm2-135m").tokenizer(text)["input_ids"])
+    for query, shown in (("&window=0&window=29", "positions 0–29 shown"),
+                         ("&window=900&window=950", f"positions {T - 48}–{T - 1} shown")):
+        page.goto(f"{page.base_url}/logit_lens?prompt={quote(text)}{query}")
         wait_idle(page)
         page.wait_for_selector(f"text={shown}", timeout=120_000)
         assert page.locator("text=Traceback").count() == 0
