@@ -56,11 +56,12 @@ def home() -> None:
     with shown_in_page("Running the model"):
         result = backend.logit_lens(text, state.HOME_LENS)
     st.subheader(f"What it predicts next, after “{visible(result.tokens[-1])}”")
-    chart(prediction_figure(result), key="next-token")
+    chart(prediction_figure(result, height=370 if present.is_on() else 320), key="next-token")
 
-    st.subheader("Views")
-    for path, title, icon, what in VIEWS:
-        st.page_link(path, label=f"{title}: {what}", icon=icon)
+    with st.container(key="home-views"):  # hidden in presenter mode, to fit the screen
+        st.subheader("Views")
+        for path, title, icon, what in VIEWS:
+            st.page_link(path, label=f"{title}: {what}", icon=icon)
 
 
 pages = [st.Page(home, title="Home", icon=":material/home:", default=True)]

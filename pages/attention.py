@@ -114,29 +114,32 @@ if view == "Routes":
                        f"(only what can reach the prediction is computed). Model's prediction here: "
                        f"“{visible(graph.prediction)}”.")
 
-            st.subheader("Drill down into one node")
-            c1, c2, c3 = st.columns(3)
-            ss = st.session_state  # a clicked node set these keys: then no default is passed
-            layer = c1.number_input("Layer", 1, info.n_layers, key="node_layer", bind="query-params",
-                                    **({} if "node_layer" in ss else {"value": info.n_layers}))
-            npos = c2.selectbox("Position", POSITIONS, key="node_pos", bind="query-params", format_func=pos_label,
-                                **({} if "node_pos" in ss else {"index": position}))
-            npos = int(npos) if npos in POSITIONS else position
-            block = c3.segmented_control("Block", ["attention", "MLP"], key="node_block", bind="query-params",
-                                         **({} if "node_block" in ss else {"default": "attention"})) or "attention"
-            detail = None
-            with shown_in_page("Drill-down", stop=False):
-                detail = backend.node_detail(text, int(layer), npos,
-                                             "attn" if block == "attention" else "mlp")
-            if detail is not None:
-                chart(node_bars_figure(detail), key="node-bars")
-                st.markdown("**Logit lens of this node** (what the stream here would predict): " + " · ".join(
-                    f"`{visible(t)}` {p:.2f}" for t, p in zip(detail.lens_tokens, detail.lens_probs.tolist())))
-                st.dataframe(node_table(detail), hide_index=True, width="stretch")
-                st.caption("Promotes / suppresses: the tokens whose logits the write raises / lowers most when it is "
-                           "projected onto the vocabulary (final norm's scale, then the unembedding). "
-                           + (detail.note or ""))
-                download(detail, "node")
+            # In presenter mode the drill-down shows once a node is clicked (hidden until then, to fit).
+            opened = bool(st.session_state.get("_route_sel"))  # set by a click on the graph
+            with st.container(key="drill-down-open" if opened else "drill-down"):
+                st.subheader("Drill down into one node")
+                c1, c2, c3 = st.columns(3)
+                ss = st.session_state  # a clicked node set these keys: then no default is passed
+                layer = c1.number_input("Layer", 1, info.n_layers, key="node_layer", bind="query-params",
+                                        **({} if "node_layer" in ss else {"value": info.n_layers}))
+                npos = c2.selectbox("Position", POSITIONS, key="node_pos", bind="query-params", format_func=pos_label,
+                                    **({} if "node_pos" in ss else {"index": position}))
+                npos = int(npos) if npos in POSITIONS else position
+                block = c3.segmented_control("Block", ["attention", "MLP"], key="node_block", bind="query-params",
+                                             **({} if "node_block" in ss else {"default": "attention"})) or "attention"
+                detail = None
+                with shown_in_page("Drill-down", stop=False):
+                    detail = backend.node_detail(text, int(layer), npos,
+                                                 "attn" if block == "attention" else "mlp")
+                if detail is not None:
+                    chart(node_bars_figure(detail), key="node-bars")
+                    st.markdown("**Logit lens of this node** (what the stream here would predict): " + " · ".join(
+                        f"`{visible(t)}` {p:.2f}" for t, p in zip(detail.lens_tokens, detail.lens_probs.tolist())))
+                    st.dataframe(node_table(detail), hide_index=True, width="stretch")
+                    st.caption("Promotes / suppresses: the tokens whose logits the write raises / lowers most when it is "
+                               "projected onto the vocabulary (final norm's scale, then the unembedding). "
+                               + (detail.note or ""))
+                    download(detail, "node")
             download(graph, "routes")
 
 # ---------------------------------------------------------------- rollout and flow

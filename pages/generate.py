@@ -58,27 +58,32 @@ with shown_in_page("Generating"):
         gen = backend.generate(text, options)
         lens = backend.generation_lens(text, options, LensOptions(top_k=1))
 
-chart(generation_figure(gen, lens, metric=metric, stride=int(stride)), key="generation",
+# Tabs: on a projector each part fills the screen on its own.
+lens_tab, looked_tab, text_tab = st.tabs(["The lens, token by token", "Where each new token looked",
+                                          "The text, token by token"])
+chart(generation_figure(gen, lens, metric=metric, stride=int(stride)), key="generation", where=lens_tab,
       export={"view": "generate", "numbers": [gen, lens], "texts": text, "model": info.name})
-new = gen.tokens[gen.n_prompt:]
-# Escaped text in one styled block: markdown would mangle tokens such as "*" or a bold run that
-# starts with a space.
-st.markdown('<div style="white-space: pre-wrap; font-size: 1.05rem"><b>The text:</b> '
-            f'{escape("".join(gen.tokens[:gen.n_prompt]))}<span style="color:#2f6db5; font-weight:600">'
-            f'{escape("".join(new))}</span></div>', unsafe_allow_html=True)
-st.caption(f"{len(new)} new tokens ({'greedy' if gen.temperature == 0 else f'sampled at temperature {gen.temperature:g}, seed {gen.seed}'}; "
-           f"stopped: {gen.stopped}). In blue: what the model wrote.")
-st.dataframe(token_table(gen, lens), hide_index=True, width="stretch")
-download_json(gen, "generation", "Download the generated tokens (JSON)")
 
-st.subheader("Where each new token looked")
-skip = st.toggle("Leave out the first token", value=True, key="gen_skip_first", bind="query-params",
-                 help="Most attention parks on the first token (an attention sink); without it the colours show "
-                      "how the rest is shared. The shares are not renormalised.")
-flow = None
-with shown_in_page("Attention of the generated text", stop=False):
-    with st.spinner("Reading the attention of every layer…"):
-        flow = backend.generation_attention(text, options)
-if flow is not None:
-    chart(generation_attention_figure(flow, skip_first=skip), key="generation-attention",
-          export={"view": "generate", "numbers": [gen, flow], "texts": text, "model": info.name})
+with text_tab:
+    new = gen.tokens[gen.n_prompt:]
+    # Escaped text in one styled block: markdown would mangle tokens such as "*" or a bold run that
+    # starts with a space.
+    st.markdown('<div style="white-space: pre-wrap; font-size: 1.05rem"><b>The text:</b> '
+                f'{escape("".join(gen.tokens[:gen.n_prompt]))}<span style="color:#2f6db5; font-weight:600">'
+                f'{escape("".join(new))}</span></div>', unsafe_allow_html=True)
+    decoding = "greedy" if gen.temperature == 0 else f"sampled at temperature {gen.temperature:g}, seed {gen.seed}"
+    st.caption(f"{len(new)} new tokens ({decoding}; stopped: {gen.stopped}). In blue: what the model wrote.")
+    st.dataframe(token_table(gen, lens), hide_index=True, width="stretch")
+    download_json(gen, "generation", "Download the generated tokens (JSON)")
+
+with looked_tab:
+    skip = st.toggle("Leave out the first token", value=True, key="gen_skip_first", bind="query-params",
+                     help="Most attention parks on the first token (an attention sink); without it the colours "
+                          "show how the rest is shared. The shares are not renormalised.")
+    flow = None
+    with shown_in_page("Attention of the generated text", stop=False):
+        with st.spinner("Reading the attention of every layer…"):
+            flow = backend.generation_attention(text, options)
+    if flow is not None:
+        chart(generation_attention_figure(flow, skip_first=skip), key="generation-attention",
+              export={"view": "generate", "numbers": [gen, flow], "texts": text, "model": info.name})

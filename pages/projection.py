@@ -13,7 +13,7 @@ from lens.figures.projection import (COLOR_BY, LINE_METRICS, aligned_figure, lay
 from lens.model.tokens import word_matches  # noqa: E402
 from lens.options import GeometryOptions, ProjectionOptions  # noqa: E402
 from lens.results import EXPLANATIONS  # noqa: E402
-from ui import state  # noqa: E402
+from ui import present, state  # noqa: E402
 from ui.errors import shown_in_page  # noqa: E402
 from ui.widgets import chart, download_json  # noqa: E402
 
@@ -206,4 +206,5 @@ def geometry_section(inputs, skip_first: bool, skip_special: bool, word: str | N
     download_json(shown, "geometry", "Download the metrics (JSON)", where=c2)
 
 
-geometry_section(inputs, skip_first, skip_special, word)
+if not present.is_on() or st.session_state.get("geometry"):  # on a projector: only when asked for
+    geometry_section(inputs, skip_first, skip_special, word)

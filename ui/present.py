@@ -7,8 +7,8 @@ import streamlit as st
 from lens.figures.style import for_slides
 
 KEY = "present"
-SCREEN_CHART = 480  # px: the tallest chart in presenter mode (a 720 px screen, less the controls)
-TOUR_CHART = (430, 470)  # px: a tour step's charts, presenting / not
+SCREEN_CHART = 450  # px: the tallest chart in presenter mode (a 720 px screen, less the controls)
+TOUR_CHART = (370, 470)  # px: a tour step's charts, presenting / not
 
 _CSS = """<style>
 [data-testid="stSidebar"], [data-testid="stSidebarCollapsedControl"], [data-testid="stHeader"],
@@ -16,10 +16,12 @@ _CSS = """<style>
 [data-testid="stMainBlockContainer"] { padding: 0.6rem 2rem 0 2rem !important; max-width: 100% !important; }
 [data-testid="stMain"] { font-size: 18px; color: #000; }
 [data-testid="stMarkdownContainer"] p, [data-testid="stMarkdownContainer"] li { font-size: 18px; }
-[data-testid="stMarkdownContainer"] h1 { font-size: 1.8rem; padding: 0.2rem 0; }
+[data-testid="stMarkdownContainer"] h1, h1 { font-size: 1.6rem !important; padding: 0.1rem 0 !important; }
 [data-testid="stVerticalBlock"] { gap: 0.55rem; }
 /* The speaker explains; the "What am I looking at?" texts stay in the normal view and the exports. */
-[data-testid="stExpander"] { display: none !important; }
+[data-testid="stExpander"], [data-testid="stDownloadButton"], .st-key-drill-down,
+.st-key-home-views { display: none !important; }
+.st-key-present-off { position: fixed; bottom: 0.4rem; right: 1rem; z-index: 1000; width: auto !important; }
 </style>"""
 
 
