@@ -101,12 +101,17 @@ def html_page(title: str, sections: list[Section], subtitle: str = "") -> str:
             + f"\n<script>{_DOWNLOAD_SCRIPT}</script>\n</body></html>\n")
 
 
+def chart_page(view, model: str, texts, figures, numbers, caption: str = "") -> str:
+    """One view's charts (``view``: a lens.views.View), numbers, prompt and explanation as one page."""
+    section = Section(view.title, paragraphs=view.about + ((caption,) if caption else ()), figures=tuple(figures),
+                      numbers=numbers, prompt=texts)
+    return html_page(f"{view.title} · {model}", [section], subtitle=f"LayerLens · {model}")
+
+
 def view_page(rendered) -> str:
     """A rendered view (lens.views.RenderedView) as one self-contained HTML page."""
-    v = rendered.view
-    section = Section(v.title, paragraphs=v.about + ((rendered.caption,) if rendered.caption else ()),
-                      figures=tuple(rendered.figures), numbers=rendered.results, prompt=rendered.texts)
-    return html_page(f"{v.title} · {rendered.model}", [section], subtitle=f"LayerLens · {rendered.model}")
+    return chart_page(rendered.view, rendered.model, rendered.texts, rendered.figures, rendered.results,
+                      rendered.caption)
 
 
 def _browser_path() -> None:

@@ -28,15 +28,13 @@ def chart(fig, key: str, where=st, export: dict | None = None, **kwargs):
 def export_menu(fig, key: str, view: str, numbers, texts, model: str, where=st) -> None:
     """Downloads of one chart, each made when clicked: PNG and SVG at slide size (drawn by a local
     Chromium), and an HTML file with the chart, its numbers, the prompt and the explanation."""
-    from lens.export import Section, html_page, static_image
+    from lens.export import chart_page, static_image
     from lens.views import VIEWS
 
-    v = VIEWS[view]
     name = f"{view}-{key}"
 
     def html() -> str:
-        section = Section(v.title, paragraphs=v.about, figures=(fig,), numbers=numbers, prompt=texts)
-        return html_page(f"{v.title} · {model}", [section], subtitle=f"LayerLens · {model}")
+        return chart_page(VIEWS[view], model, texts, [fig], numbers)
 
     with where.popover("Export", icon=":material/download:"):
         st.caption("For slides and handouts. The HTML file opens offline in any browser, with the numbers.")
