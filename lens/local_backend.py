@@ -124,8 +124,7 @@ class LocalBackend:
             result = self._stored(cls, cache_key)
             if result is None:
                 result = compute()
-                if self.cache is not None:
-                    self.cache.put(cache_key, *split(result))
+                self._store(cache_key, result)
             mine.set_result(result)
             return result
         except BaseException as exc:
@@ -135,9 +134,21 @@ class LocalBackend:
             with self._pending_lock:
                 del self._pending[cache_key]
 
+    def _store(self, cache_key: str, result) -> None:
+        if self.cache is None:
+            return
+        try:
+            self.cache.put(cache_key, *split(result))
+        except Exception as exc:  # a cache is a speed-up: failing to write one is not an error
+            log.warning("could not cache %s (%s): going on without it", cache_key, exc)
+
     def _stored(self, cls: type, cache_key: str):
-        """The cache's entry for ``cache_key`` as a ``cls``, or None."""
-        hit = self.cache.get(cache_key) if self.cache is not None else None
+        """The cache's entry for ``cache_key`` as a ``cls``, or None (also when the cache fails)."""
+        try:
+            hit = self.cache.get(cache_key) if self.cache is not None else None
+        except Exception as exc:
+            log.warning("could not read cache entry %s (%s): recomputing", cache_key, exc)
+            hit = None
         if hit is None:
             return None
         try:

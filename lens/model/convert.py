@@ -3,8 +3,10 @@
 Loading a GGUF with transformers de-quantises every tensor (~30 s for the
 bundled model); the converted folder loads in about half a second. The folder
 is written under a temporary name and renamed when complete, so an interrupted
-conversion never looks finished; a folder whose files do not load is removed
-and converted again.
+conversion never looks finished (a writer killed half-way leaves only its
+temporary folder, which the next conversion sweeps away); a folder whose files do
+not load is removed and converted again. Converted folders of GGUF files other
+than the bundled ones are kept ``MAX_CONVERTED`` at most, least recently used out.
 """
 from __future__ import annotations
 
@@ -21,6 +23,8 @@ from ..errors import LensError
 from ..options import Progress
 
 MANIFEST = "layerlens.json"
+MAX_CONVERTED = int(os.environ.get("LAYERLENS_MAX_CONVERTED", "3"))  # besides the bundled models
+STALE_SECONDS = 3600  # a temporary folder this old belongs to a conversion that died
 
 
 def file_identity(path: Path) -> str:
@@ -67,6 +71,50 @@ def converted_dir(cache_root: Path, name: str, gguf_path: Path) -> Path:
     return cache_root / "models" / f"{name}-{file_identity(gguf_path)}"
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # someone else's process: alive
+    return True
+
+
+def sweep_unfinished(models_dir: Path) -> None:
+    """Remove the temporary folders of conversions whose process has died (or that are old)."""
+    import time
+
+    if not models_dir.is_dir():
+        return
+    for tmp in models_dir.glob("*.tmp-*"):
+        pid = tmp.name.rsplit(".tmp-", 1)[-1]
+        try:
+            old = time.time() - tmp.stat().st_mtime > STALE_SECONDS
+        except OSError:
+            continue
+        if old or not (pid.isdigit() and _pid_alive(int(pid))):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def prune_converted(models_dir: Path, keep: Path, protected: set[str], limit: int = MAX_CONVERTED) -> list[Path]:
+    """Keep at most ``limit`` converted folders besides ``protected`` names (the bundled models)
+    and ``keep`` (the one just used); least recently converted or used go first."""
+    found = []
+    for d in models_dir.glob("*"):
+        if not d.is_dir() or ".tmp-" in d.name or d == keep or d.name.rsplit("-", 1)[0] in protected:
+            continue
+        try:
+            found.append((d.stat().st_mtime, d))
+        except OSError:
+            continue
+    removed = []
+    for _, d in sorted(found, reverse=True)[max(0, limit - 1):]:
+        shutil.rmtree(d, ignore_errors=True)
+        removed.append(d)
+    return removed
+
+
 def is_complete(folder: Path) -> bool:
     try:
         manifest = json.loads((folder / MANIFEST).read_text())
@@ -82,6 +130,7 @@ def convert_gguf(gguf_path: Path, out_dir: Path, progress: Progress | None = Non
 
     say = progress or (lambda frac, msg: print(f"[{frac:4.0%}] {msg}", file=sys.stderr))
     say(0.0, f"converting {gguf_path.name} once (about half a minute)")
+    sweep_unfinished(out_dir.parent)
     tmp = out_dir.with_name(out_dir.name + f".tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     try:

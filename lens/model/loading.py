@@ -20,7 +20,7 @@ from ..errors import LensError
 from ..options import Progress
 from .adapters import Adapter, adapt
 from .architectures import is_encoder_type
-from .convert import convert_gguf, converted_dir, is_complete
+from .convert import convert_gguf, converted_dir, is_complete, prune_converted
 from .registry import BUNDLED, DEFAULT_MODEL, bundled_file, default_cache_root
 from .tiny import TINY_ARCHS, tiny_model
 
@@ -116,6 +116,9 @@ def _load_gguf(name: str, source: str, gguf: Path, cache_root: Path, progress: P
         # A damaged conversion (disk full, edited files): convert again once.
         convert_gguf(gguf, folder, progress)
         model, tokenizer = _from_pretrained(str(folder), False, True)
+    if source != "bundled":  # any .gguf a user points at is converted: keep their number bounded
+        os.utime(folder)
+        prune_converted(folder.parent, keep=folder, protected=set(BUNDLED))
     return _finish(name, source, model, tokenizer, device)
 
 
