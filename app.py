@@ -9,7 +9,7 @@ present.apply()
 
 from lens.figures.logit_lens import prediction_figure  # noqa: E402
 from lens.model.tokens import visible  # noqa: E402
-from ui import state  # noqa: E402
+from ui import asking, state  # noqa: E402
 from ui.errors import shown_in_page  # noqa: E402
 from ui.widgets import chart  # noqa: E402
 
@@ -68,6 +68,7 @@ pages = [st.Page(home, title="Home", icon=":material/home:", default=True)]
 pages += [st.Page(path, title=title, icon=icon) for path, title, icon, _ in VIEWS]
 navigation = st.navigation(pages)
 state.sidebar()
-with routing.routed():
+state.refusal()
+with routing.routed(), asking.for_this_session():
     navigation.run()
 present.exit_button()

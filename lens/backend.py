@@ -42,6 +42,8 @@ class ModelInfo:
     supports_routes: bool
     routes_note: str  # why routes do not apply ("" when they do)
     fingerprint: str
+    corpus_limit: int = 100  # sentences in one projection corpus
+    corpus_token_limit: int = 4096  # their tokens together
 
 
 @runtime_checkable

@@ -26,6 +26,8 @@ from .analysis.routes import (RouteData, attention_contributions, check_length, 
 from .backend import ModelInfo
 from .cache import ResultCache, make_key
 from .errors import LensError
+from .hosting import Limits
+from .jobs import Cancelled, JobQueue, checkpoint
 from .model.loading import LoadedModel
 from .model.tokens import encode, token_strings
 from .model.trace import CaptureSpec, Trace, capture
@@ -51,10 +53,15 @@ RESULT_TYPES: dict[str, type] = {
 class LocalBackend:
     """Runs one loaded model in this process; results go through an optional disk cache."""
 
-    def __init__(self, loaded: LoadedModel, cache: ResultCache | None = None, token_limit: int | None = None):
+    def __init__(self, loaded: LoadedModel, cache: ResultCache | None = None, token_limit: int | None = None,
+                 limits: Limits | None = None, jobs: JobQueue | None = None):
+        """``limits``: what one request may ask (default: the model's whole context, corpora as in
+        ``Limits``); ``jobs``: the queue every computation waits in (default: none, run at once)."""
         self.loaded = loaded
         self.cache = cache
-        self.token_limit = min(token_limit or loaded.context_length, loaded.context_length)
+        self.limits = limits or Limits(max_prompt_tokens=token_limit or loaded.context_length)
+        self.token_limit = min(token_limit or self.limits.max_prompt_tokens, loaded.context_length)
+        self.jobs = jobs
         # Hooks live on shared modules: one capture at a time per model.
         self._lock = threading.Lock()
         # In memory, the last result of each kind of forward pass (see _memo).
@@ -75,7 +82,12 @@ class LocalBackend:
             context_length=self.loaded.context_length, token_limit=self.token_limit,
             has_lm_head=a.has_lm_head, is_causal=a.is_causal, post_ln=a.post_ln,
             supports_routes=reason is None, routes_note=reason or "", fingerprint=self.loaded.fingerprint,
+            corpus_limit=self.limits.max_corpus_texts, corpus_token_limit=self.limits.max_corpus_tokens,
         )
+
+    def busy(self) -> bool:
+        """Whether a computation is under way (a model in use is not unloaded)."""
+        return bool(self._pending) or self._lock.locked()
 
     def _ids(self, text: str) -> list[int]:
         return encode(self.loaded.tokenizer, text, self.token_limit)
@@ -84,6 +96,7 @@ class LocalBackend:
         return token_strings(self.loaded.tokenizer, self._ids(text))
 
     def _capture(self, ids: list[int], spec: CaptureSpec) -> Trace:
+        checkpoint()  # an asker who has left starts no new forward pass
         with self._lock:
             return capture(self.loaded.model, self.loaded.adapter, ids, spec, model_name=self.loaded.name,
                            fingerprint=self.loaded.fingerprint, tokens=token_strings(self.loaded.tokenizer, ids))
@@ -96,8 +109,17 @@ class LocalBackend:
         items = [texts] if isinstance(texts, str) else list(texts)
         if not items:
             raise LensError("no text given: type a prompt or at least one sentence")
-        return [self._residual_trace(t) if len(items) == 1 else self.trace(t, CaptureSpec(residual=True))
-                for t in items]
+        if len(items) == 1:
+            return [self._residual_trace(items[0])]
+        lim = self.limits
+        if len(items) > lim.max_corpus_texts:
+            raise LensError(f"the corpus has {len(items)} sentences; at most {lim.max_corpus_texts} are allowed here")
+        ids = [self._ids(t) for t in items]  # every sentence checked before any is run
+        total = sum(map(len, ids))
+        if total > lim.max_corpus_tokens:
+            raise LensError(f"the corpus has {total:,} tokens in all; at most {lim.max_corpus_tokens:,} are allowed "
+                            "here: use fewer or shorter sentences")
+        return [self._capture(i, CaptureSpec(residual=True)) for i in ids]
 
     def _special_ids(self) -> list[int]:
         return sorted(int(i) for i in (getattr(self.loaded.tokenizer, "all_special_ids", None) or []))
@@ -119,20 +141,35 @@ class LocalBackend:
             if pending is None:
                 mine = self._pending[cache_key] = Future()
         if pending is not None:
-            return pending.result()
+            return self._wait_for(pending, lambda: self._cached(kind, key, compute))
         try:
             result = self._stored(cls, cache_key)
             if result is None:
-                result = compute()
+                result = self.jobs.run(compute) if self.jobs is not None else compute()
                 self._store(cache_key, result)
             mine.set_result(result)
             return result
+        except Cancelled:
+            mine.set_exception(Cancelled())  # its waiters compute it themselves
+            raise
         except BaseException as exc:
             mine.set_exception(exc)
             raise
         finally:
             with self._pending_lock:
                 del self._pending[cache_key]
+
+    @staticmethod
+    def _wait_for(pending: Future, again: Callable[[], object]):
+        """``pending``'s result; if the asker computing it left, compute it ourselves (``again``)."""
+        while True:
+            checkpoint()
+            try:
+                return pending.result(timeout=0.25)
+            except TimeoutError:
+                continue
+            except Cancelled:
+                return again()
 
     def _store(self, cache_key: str, result) -> None:
         if self.cache is None:
@@ -248,7 +285,8 @@ class LocalBackend:
         """Every kept token at every layer projected to 2-D/3-D; ``texts`` is a prompt or a corpus."""
         options.check()
         return self._cached("projection", {"prompt": self._prompt_key(texts), "options": options.key()},
-                            lambda: project(self._traces(texts), options, self._special_ids(), progress))
+                            lambda: project(self._traces(texts), options, self._special_ids(), progress,
+                                            max_umap_points=self.limits.max_umap_points))
 
     def geometry(self, texts: str | Sequence[str], options: GeometryOptions = GeometryOptions()) -> GeometryResult:
         """Per-layer geometry metrics of a prompt or a corpus."""

@@ -17,7 +17,6 @@ from ui import present, state  # noqa: E402
 from ui.errors import shown_in_page  # noqa: E402
 from ui.widgets import chart, download_json  # noqa: E402
 
-MAX_TEXTS = 100
 FIRST_CORPUS = next(iter(CORPORA))
 # Widget options are what the URL shows (?source=Corpus&mode=Layer+by+layer&method=UMAP).
 METHODS = {"PCA": "pca", "UMAP": "umap"}
@@ -74,9 +73,9 @@ if source == "corpus":
         corpus = st.text_area("Sentences, one per line", value="\n".join(CORPORA[FIRST_CORPUS][1]), key="corpus",
                               bind="query-params", height=220)
     texts = [line for line in corpus.splitlines() if line.strip()]
-    if len(texts) > MAX_TEXTS:
-        st.caption(f"Using the first {MAX_TEXTS} of {len(texts)} sentences.")
-        texts = texts[:MAX_TEXTS]
+    if len(texts) > info.corpus_limit:
+        st.caption(f"Using the first {info.corpus_limit} of {len(texts)} sentences.")
+        texts = texts[:info.corpus_limit]
     if not texts:
         st.info("Type a few sentences, one per line, or pick a shipped corpus.")
         st.stop()

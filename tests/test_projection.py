@@ -167,9 +167,8 @@ def test_projection_options_are_checked(tiny_trace):
 
 def test_umap_too_many_points_is_refused_before_importing_umap(tiny_trace, monkeypatch):
     trace, _ = tiny_trace("llama")
-    monkeypatch.setattr(projection, "MAX_UMAP_POINTS", 50)
-    with pytest.raises(LensError, match="limit is 50"):
-        project([trace], ProjectionOptions(method="umap"))
+    with pytest.raises(LensError, match="limit here is 50"):
+        project([trace], ProjectionOptions(method="umap"), max_umap_points=50)
 
 
 def test_umap_runs_reports_progress_and_is_cached(tmp_path, monkeypatch):

@@ -78,3 +78,45 @@ def test_a_failed_load_reaches_every_waiter_and_is_retried(loads):
             backends.get_backend("bad")
     assert loads == ["bad", "bad"]  # nothing kept from the failure: the second request tried again
     assert backends.loaded_models() == []
+
+
+class Busy(str):
+    """A fake backend that says whether it is computing."""
+    computing = False
+
+    def busy(self):
+        return self.computing
+
+
+def test_a_model_still_computing_is_not_unloaded_until_idle(monkeypatch):
+    made = {}
+
+    def fake_load(self):
+        made[self.ref] = Busy(f"backend:{self.ref}")
+        return made[self.ref]
+
+    monkeypatch.setattr(backends, "_loaded", type(backends._loaded)())
+    monkeypatch.setattr(backends, "_loading", {})
+    monkeypatch.setattr(backends._Load, "_load", fake_load)
+    monkeypatch.setattr(backends, "MAX_LOADED", 1)
+    backends.get_backend("a")
+    made["a"].computing = True  # a session is still computing with model a
+    backends.get_backend("b")
+    assert backends.loaded_models() == ["a", "b"]  # over the bound for now: a is in use
+    made["a"].computing = False
+    backends.get_backend("b")
+    assert backends.loaded_models() == ["b"]  # a goes at the next request, once idle
+
+
+def test_in_demo_mode_a_model_off_the_allowlist_is_refused_before_any_load(loads, monkeypatch):
+    from lens.errors import LensError
+    from lens.hosting import Hosting
+
+    monkeypatch.setattr(backends, "HOSTING", Hosting(demo=True, models=("a",)))
+    assert backends.get_backend("a") == "backend:a"
+    for ref in ("/etc", "../../", "b", "gpt2", "/etc/x.gguf"):
+        with pytest.raises(LensError, match="does not offer the model .* it offers a$"):
+            backends.get_backend(ref)
+        with pytest.raises(LensError):
+            backends.preload(ref)
+    assert loads == ["a"]

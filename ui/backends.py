@@ -4,7 +4,10 @@ A model loads once, on a thread of its own: a second session asking for it while
 loads waits for that load (with its progress) instead of starting another, and a
 load started at server launch (``ui.launch``) is picked up by the first page.
 Loaded models are kept least-recently-used first out: the model a session asks for
-is always the most recent, so it is never the one unloaded to make room.
+is always the most recent, so it is never the one unloaded to make room, and a model
+still computing for someone is kept until it is idle. In demo mode (lens/hosting.py)
+a model off the allowlist is refused before anything is loaded or looked up. Every
+computation of every model waits in one queue (``JOBS``).
 lens.local_backend (torch, transformers) is imported on first use, not when a page
 is imported, so the page can start drawing while it loads.
 """
@@ -17,9 +20,12 @@ from concurrent.futures import Future
 import streamlit as st
 
 from lens.backend import Backend
+from lens.hosting import hosting
+from lens.jobs import JobQueue
 
-UI_TOKEN_LIMIT = 2048  # the page stays interactive; the CLI takes the model's full context
-MAX_LOADED = 2  # models kept in memory at once
+HOSTING = hosting()
+MAX_LOADED = HOSTING.max_loaded_models  # models kept in memory at once
+JOBS = JobQueue(HOSTING.slots, HOSTING.max_waiting, HOSTING.rate_per_minute)
 
 
 class _Load:
@@ -54,7 +60,7 @@ class _Load:
 
         self.report(0.5, "the model code and its weights…")
         loaded = load_model(self.ref, progress=self.report)
-        return LocalBackend(loaded, ResultCache(default_cache_root() / "results"), token_limit=UI_TOKEN_LIMIT)
+        return LocalBackend(loaded, ResultCache(default_cache_root() / "results"), limits=HOSTING.limits, jobs=JOBS)
 
 
 _lock = threading.Lock()
@@ -69,15 +75,29 @@ def _finished(load: _Load, backend: Backend | None) -> None:
             return  # nothing kept from a failure: the next request tries again
         _loaded[load.ref] = backend
         _loaded.move_to_end(load.ref)
-        while len(_loaded) > MAX_LOADED:
-            _loaded.popitem(last=False)  # the least recently used; never the one just loaded
+        _trim(load.ref)
+
+
+def _trim(keep: str) -> None:
+    """Unload least recently used models beyond MAX_LOADED: never ``keep`` (the one asked for),
+    nor one still computing (it goes at a later request, once idle). Called under ``_lock``."""
+    idle = [r for r in _loaded if r != keep and not _busy(_loaded[r])]  # least recently used first
+    while len(_loaded) > MAX_LOADED and idle:
+        del _loaded[idle.pop(0)]
+
+
+def _busy(backend: Backend) -> bool:
+    busy = getattr(backend, "busy", None)
+    return bool(busy()) if callable(busy) else False
 
 
 def _start(ref: str) -> Backend | _Load:
     """The loaded backend for ``ref``, else its load (started here if none is under way)."""
+    ref = HOSTING.check_model(ref)
     with _lock:
         if ref in _loaded:
             _loaded.move_to_end(ref)
+            _trim(ref)
             return _loaded[ref]
         load = _loading.get(ref)
         if load is None:

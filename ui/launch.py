@@ -24,17 +24,20 @@ def warm() -> None:
     t0 = time.perf_counter()
     try:
         from lens.examples import DEFAULT_PROMPT
-        from lens.model.registry import DEFAULT_MODEL
-        from ui.backends import preload
-        from ui.state import HOME_LENS
+        from ui.backends import HOSTING, preload
+        from ui.state import HOME_LENS, default_model
 
-        backend = preload(DEFAULT_MODEL).result()
+        model = default_model()
+        if HOSTING.demo:
+            print(f"LayerLens: demo mode, offering {', '.join(HOSTING.models)}; prompts up to "
+                  f"{HOSTING.limits.max_prompt_tokens} tokens", file=sys.stderr, flush=True)
+        backend = preload(model).result()
         backend.logit_lens(DEFAULT_PROMPT, HOME_LENS)
         import lens.figures.logit_lens  # noqa: F401  (plotly, for the first page's figure)
     except Exception as exc:  # the page will load it again and show the error there
         print(f"LayerLens: warm start failed ({exc}); the page will load the model", file=sys.stderr)
         return
-    print(f"LayerLens: {DEFAULT_MODEL} loaded and the home page computed, "
+    print(f"LayerLens: {model} loaded and the home page computed, "
           f"{time.perf_counter() - t0:.1f} s after launch", file=sys.stderr, flush=True)
     if os.environ.get("LAYERLENS_WARM", "tour") != "tour":
         return

@@ -1,4 +1,8 @@
-"""The model and prompt every page shares; both live in the URL so a link reproduces a view."""
+"""The model and prompt every page shares; both live in the URL so a link reproduces a view.
+
+In demo mode (lens/hosting.py) the model box offers only the host's allowlist, and a
+link naming another model is refused in the page, with the models on offer named:
+the text is compared with the list, nothing is loaded and no path is looked at."""
 from __future__ import annotations
 
 import streamlit as st
@@ -9,10 +13,12 @@ from lens.model.registry import BUNDLED, DEFAULT_MODEL
 from lens.options import LensOptions
 
 from . import present
-from .backends import UI_TOKEN_LIMIT, get_backend
+from .backends import HOSTING, get_backend
 from .errors import shown_in_page
+from lens.errors import LensError
 
 MODEL_KEY, PROMPT_KEY = "model", "prompt"
+REFUSED_KEY = "refused_model"
 HOME_LENS = LensOptions(top_k=10)  # the home page's next-token chart (warmed at launch)
 
 
@@ -22,26 +28,59 @@ def _use_example() -> None:
         st.session_state[PROMPT_KEY] = EXAMPLES[name]
 
 
+def _refuse_unlisted_model() -> None:
+    """Demo mode: a model in the URL that is not on offer is dropped (and the refusal kept to show)."""
+    asked = st.query_params.get(MODEL_KEY)
+    if asked is not None and asked.strip() not in HOSTING.models:
+        st.session_state[REFUSED_KEY] = asked
+        del st.query_params[MODEL_KEY]
+        st.session_state.pop(MODEL_KEY, None)
+
+
+def _model_box() -> None:
+    if HOSTING.demo:
+        _refuse_unlisted_model()
+        st.selectbox("Model", list(HOSTING.models), key=MODEL_KEY, bind="query-params",
+                     on_change=lambda: st.session_state.pop(REFUSED_KEY, None),
+                     help="The models this demo server offers.")
+        return
+    st.selectbox(
+        "Model", list(BUNDLED), key=MODEL_KEY, bind="query-params", accept_new_options=True,
+        help="A bundled model, or type a local folder, a .gguf file, a hub id (needs network) "
+             "or a tiny test model such as tiny-gpt2.",
+    )
+
+
+def refusal() -> None:
+    """At the top of the page: why the model in the link was not loaded (demo mode)."""
+    asked = st.session_state.get(REFUSED_KEY)
+    if asked is not None:
+        try:
+            HOSTING.check_model(asked)
+        except LensError as exc:
+            st.warning(f"{str(exc)[:1].upper()}{str(exc)[1:]}. Showing {model_ref()} instead.", icon="🔒")
+
+
 def sidebar() -> None:
     """Model picker, example picker and prompt box, on every page (bound to the URL)."""
     with st.sidebar:
-        st.selectbox(
-            "Model", list(BUNDLED), key=MODEL_KEY, bind="query-params", accept_new_options=True,
-            help="A bundled model, or type a local folder, a .gguf file, a hub id (needs network) "
-                 "or a tiny test model such as tiny-gpt2.",
-        )
+        _model_box()
         st.selectbox("Example prompt", list(EXAMPLES), index=None, key="example",
                      placeholder="pick an example…", on_change=_use_example)
         st.text_area(
             "Prompt", value=DEFAULT_PROMPT, key=PROMPT_KEY, bind="query-params", height=110,
-            help=f"Ctrl+Enter (⌘+Enter) runs it. Up to {UI_TOKEN_LIMIT} tokens.",
+            help=f"Ctrl+Enter (⌘+Enter) runs it. Up to {HOSTING.limits.max_prompt_tokens:,} tokens.",
         )
         st.caption("Ctrl+Enter to run · the URL keeps model and prompt: copy it to share this view.")
         present.sidebar_switch()
 
 
+def default_model() -> str:
+    return HOSTING.models[0] if HOSTING.demo else DEFAULT_MODEL
+
+
 def model_ref() -> str:
-    return (st.session_state.get(MODEL_KEY) or DEFAULT_MODEL).strip()
+    return (st.session_state.get(MODEL_KEY) or default_model()).strip()
 
 
 def prompt() -> str:

@@ -97,12 +97,12 @@ def knn(X: torch.Tensor, k: int, chunk: int = 2048) -> tuple[np.ndarray, np.ndar
 
 
 def umap_fit(X: torch.Tensor, dims: int, n_neighbors: int, min_dist: float, seed: int | None,
-             progress: Progress | None = None) -> np.ndarray:
+             progress: Progress | None = None, max_points: int = MAX_UMAP_POINTS) -> np.ndarray:
     say = progress or (lambda f, m: None)
     n = X.shape[0]
-    if n > MAX_UMAP_POINTS:
+    if n > max_points:
         raise LensError(
-            f"UMAP on {n:,} points (layers × tokens) would take minutes; the limit is {MAX_UMAP_POINTS:,}. "
+            f"UMAP on {n:,} points (layers × tokens) would take minutes; the limit here is {max_points:,}. "
             "Use PCA, or a shorter prompt or corpus"
         )
     if n < 4:
@@ -130,7 +130,7 @@ def umap_fit(X: torch.Tensor, dims: int, n_neighbors: int, min_dist: float, seed
 
 
 def project_points(pts: PointSet, options: ProjectionOptions = ProjectionOptions(),
-                   progress: Progress | None = None) -> ProjectionResult:
+                   progress: Progress | None = None, max_umap_points: int = MAX_UMAP_POINTS) -> ProjectionResult:
     options.check()
     X = pts.X  # [R, N, d]
     R, N, d = X.shape
@@ -145,7 +145,7 @@ def project_points(pts: PointSet, options: ProjectionOptions = ProjectionOptions
     explained = np.full((R, k), np.nan, np.float32)
     if options.method == "umap":
         coords = umap_fit(Xs.reshape(R * N, d), k, options.n_neighbors, options.min_dist, options.seed,
-                          progress).reshape(R, N, k)
+                          progress, max_points=max_umap_points).reshape(R, N, k)
     elif options.mode == "joint":
         c, ratio = pca(Xs.reshape(R * N, d), k)
         coords = c.reshape(R, N, k)
@@ -168,9 +168,9 @@ def project_points(pts: PointSet, options: ProjectionOptions = ProjectionOptions
 
 
 def project(traces: Sequence[Trace], options: ProjectionOptions = ProjectionOptions(),
-            special_ids=(), progress: Progress | None = None) -> ProjectionResult:
+            special_ids=(), progress: Progress | None = None, max_umap_points: int = MAX_UMAP_POINTS) -> ProjectionResult:
     """Projection of the residual streams of one or more traced texts."""
     options.check()
     pts = select_points(traces, skip_first=options.skip_first, skip_special=options.skip_special,
                         special_ids=special_ids)
-    return project_points(pts, options, progress)
+    return project_points(pts, options, progress, max_umap_points)

@@ -142,6 +142,11 @@ def load_model(ref: str | None = None, *, progress: Progress | None = None,
                device: str | None = "cpu") -> LoadedModel:
     """Load ``ref`` (default: the bundled model) with eager attention, in float32, for inference."""
     ref = (ref or DEFAULT_MODEL).strip()
+    if trust_remote_code:
+        from ..hosting import hosting
+
+        if hosting().demo:
+            raise LensError("remote code cannot run on a demo server (LAYERLENS_DEMO): leave out --trust-remote-code")
     cache_root = Path(cache_root) if cache_root else default_cache_root()
     if not ref:
         raise LensError("no model given")

@@ -37,7 +37,7 @@ def encode(tokenizer, text: str, max_tokens: int) -> list[int]:
         raise LensError("the prompt has no tokens")
     if len(ids) > max_tokens:
         raise LensError(
-            f"the prompt is {len(ids)} tokens long; this model takes at most {max_tokens}"
+            f"the prompt is {len(ids):,} tokens long; at most {max_tokens:,} are allowed here: shorten it"
         )
     return ids
 

@@ -1,0 +1,55 @@
+"""Who is asking: each script run's computations wait in the server's job queue (lens/jobs.py)
+on behalf of its browser session, which sees its place in line, and leaves the line when it
+closes its tab or asks for something else (Streamlit stops the old run at its next redraw)."""
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import Iterator
+
+import streamlit as st
+
+from lens.jobs import Asker, Cancelled, asking, place_text
+
+log = logging.getLogger("layerlens")
+
+
+def _session_id() -> str | None:
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    ctx = get_script_run_ctx()
+    return ctx.session_id if ctx is not None else None
+
+
+def _connected(session_id: str | None):
+    def alive() -> bool:
+        try:
+            from streamlit.runtime import Runtime
+
+            return session_id is None or not Runtime.exists() or Runtime.instance().is_active_session(session_id)
+        except Exception:  # a Streamlit without this test: assume still there
+            return True
+    return alive
+
+
+@contextlib.contextmanager
+def for_this_session() -> Iterator[None]:
+    """Around a page run: its computations wait in line as this session, with the place shown."""
+    box = None
+
+    def on_wait(place: int, running: int) -> None:
+        nonlocal box
+        if place == 0:
+            if box is not None:
+                box.empty()
+            return
+        if box is None:
+            box = st.empty()
+        box.info(place_text(place, running), icon=":material/hourglass_top:")  # redrawn at every poll: a stopped run ends here
+
+    sid = _session_id()
+    with asking(Asker(who=sid, on_wait=on_wait, alive=_connected(sid))):
+        try:
+            yield
+        except Cancelled:  # the session has gone: nobody to show anything to
+            log.info("session %s left; its work was dropped", sid)
