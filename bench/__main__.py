@@ -240,6 +240,26 @@ def prompt_tokens(text: str) -> int | None:
         return None
 
 
+def load_test(args) -> int:
+    from bench import load
+
+    if args.load < 1:
+        say("bench: --load needs at least 1 session")
+        return 2
+    report = {"when": time.strftime("%Y-%m-%d %H:%M:%S"), "model": "smollm2-135m", "machine": machine(),
+              "load": load.run(args.load, demo=not args.load_open, say=say)}
+    text = load.table(report["load"])
+    report["table"] = text
+    print(text)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    paths = [args.out] if args.out else [RESULTS / f"load-{time.strftime('%Y%m%d-%H%M%S')}.json", RESULTS / "load-latest.json"]
+    for p in paths:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(json.dumps(report, indent=1, ensure_ascii=False))
+    say(f"bench: wrote {', '.join(str(p) for p in paths)}")
+    return 0 if report["load"]["errors"] == 0 else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     from bench.steps import STEP_NAMES, STEPS
 
@@ -252,7 +272,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--browser-runs", type=int, help="prompts submitted in the browser (default 5; quick 2)")
     ap.add_argument("--threads", type=int, help="torch threads in the workers (default: torch's own)")
     ap.add_argument("--out", type=Path, help="JSON file (default bench/results/bench-<time>.json and latest.json)")
+    ap.add_argument("--load", type=int, metavar="N", help="only the load test: N browser sessions at once on one server")
+    ap.add_argument("--load-open", action="store_true", help="the load test's server in open mode (default: demo mode)")
     args = ap.parse_args(argv)
+    if args.load is not None:
+        return load_test(args)
     if args.threads:
         os.environ["BENCH_THREADS"] = str(args.threads)
     sizes = args.sizes or (QUICK_SIZES if args.quick else SIZES)

@@ -23,6 +23,14 @@ DEFAULT_THRESHOLD = 0.04
 MAX_TOP_K = 100
 
 
+def check_threshold(threshold: float) -> float:
+    """A route graph's edge threshold: a share of a node's importance, above 0 and below 0.5."""
+    t = float(threshold)
+    if not 0.0 < t < 0.5:
+        raise LensError(f"the threshold must be between 0 and 0.5, not {threshold}")
+    return t
+
+
 @dataclass(frozen=True)
 class LensOptions:
     top_k: int = 5
@@ -38,6 +46,7 @@ class LensOptions:
                 "positions": list(self.positions) if self.positions else None}
 
 
+MIN_TEMPERATURE = 0.01
 MAX_NEW_TOKENS = 64  # "watch it generate": one lens over prompt + new tokens stays interactive
 
 
@@ -50,8 +59,9 @@ class GenerateOptions:
     def check(self) -> None:
         if not isinstance(self.max_new_tokens, int) or not 1 <= self.max_new_tokens <= MAX_NEW_TOKENS:
             raise LensError(f"new tokens must be a whole number from 1 to {MAX_NEW_TOKENS}, not {self.max_new_tokens!r}")
-        if not 0.0 <= float(self.temperature) <= 5.0:
-            raise LensError(f"the temperature must be from 0 (greedy) to 5, not {self.temperature!r}")
+        t = float(self.temperature)
+        if not (t == 0.0 or MIN_TEMPERATURE <= t <= 5.0):  # below the minimum, logits / t overflow to inf
+            raise LensError(f"the temperature must be 0 (greedy) or from {MIN_TEMPERATURE} to 5, not {self.temperature!r}")
         if not isinstance(self.seed, int) or self.seed < 0:
             raise LensError(f"the seed must be a whole number ≥ 0, not {self.seed!r}")
 

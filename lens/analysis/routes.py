@@ -36,7 +36,7 @@ from ..errors import LensError
 from ..model.adapters import Adapter
 from ..model.trace import CaptureSpec, Trace
 from ..model.tokens import decode_token
-from ..options import DEFAULT_THRESHOLD, ROUTE_MAX_TOKENS
+from ..options import DEFAULT_THRESHOLD, ROUTE_MAX_TOKENS, check_threshold
 from ..results import BLOCKS, AttentionContributions, NodeDetail, RouteGraph
 from .checks import check_layer, check_position
 
@@ -205,9 +205,7 @@ def attention_contributions(data: RouteData, layer: int, position: int | None) -
 
 def route_graph(data: RouteData, position: int | None = None, threshold: float = DEFAULT_THRESHOLD,
                 tokenizer=None) -> RouteGraph:
-    threshold = float(threshold)
-    if not 0.0 < threshold < 0.5:
-        raise LensError(f"the threshold must be between 0 and 0.5, not {threshold}")
+    threshold = check_threshold(threshold)
     p = check_position(position, data.n_tokens)
     L = data.n_layers
     rows: list[tuple[int, int, int, int, int, float]] = []  # layer, block, kind, src, dst, importance

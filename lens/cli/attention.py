@@ -5,7 +5,15 @@ from .common import backend, bar, checked_prompt, model_args, print_json
 
 
 def _setup(args):
+    """The prompt and the backend, with the options that need no model checked first (a bad one costs no load)."""
+    from ..errors import LensError
+    from ..options import check_threshold
+
     prompt = checked_prompt(args)
+    if getattr(args, "layer", None) is not None and args.layer < 1:
+        raise LensError(f"layer {args.layer} is out of range: layers are numbered from 1")
+    if getattr(args, "threshold", None) is not None:
+        check_threshold(args.threshold)
     return prompt, backend(args)
 
 
@@ -83,19 +91,19 @@ def cmd_heads(args) -> int:
 def register(sub) -> None:
     p = sub.add_parser("rollout", help="attention rollout (or --flow: attention flow) for one output position")
     model_args(p)
-    p.add_argument("--position", type=int, default=None, help="output position, 0-based (default: the last)")
+    p.add_argument("--position", type=int, default=None, help="output position, 0-based; negative counts from the end, -1 the last (default: the last)")
     p.add_argument("--flow", action="store_true", help="attention flow (max-flow) instead of rollout; short prompts only")
     p.set_defaults(func=cmd_rollout)
 
     p = sub.add_parser("contributions", help="who the attention block of one layer reads from, at one position")
     model_args(p)
     p.add_argument("--layer", type=int, required=True, help="layer, 1-based (as in the lens rows)")
-    p.add_argument("--position", type=int, default=None, help="target position, 0-based (default: the last)")
+    p.add_argument("--position", type=int, default=None, help="target position, 0-based; negative counts from the end, -1 the last (default: the last)")
     p.set_defaults(func=cmd_contributions)
 
     p = sub.add_parser("routes", help="information-flow routes to one prediction (Ferrando & Voita)")
     model_args(p)
-    p.add_argument("--position", type=int, default=None, help="the prediction's position (default: the last)")
+    p.add_argument("--position", type=int, default=None, help="the prediction's position, 0-based; negative counts from the end (default: the last)")
     p.add_argument("--threshold", type=float, default=0.04, help="drop edges less important than this (default 0.04)")
     p.set_defaults(func=cmd_routes)
 
