@@ -34,7 +34,7 @@ READ = """() => {
   const alerts = [...document.querySelectorAll('[data-testid="stAlert"], [data-testid="stException"]')]
     .map(e => e.innerText);
   const captions = [...document.querySelectorAll('[data-testid="stCaptionContainer"]')].map(e => e.innerText);
-  return {alerts, captions, data: plots.length ? plots[0].data.map(t => ({type: t.type, x: plain(t.x), y: plain(t.y), z: plain(t.z)}))
+  return {alerts, captions, data: plots.length ? plots[0]._fullData.map(t => ({type: t.type, x: plain(t.x), y: plain(t.y), z: plain(t.z)}))
           : null};
 }"""
 WAITED = "() => document.body.innerText.includes('in line')"
@@ -48,6 +48,10 @@ def prompt_for(i: int) -> str:
 def _url(base: str, view: str, prompt: str) -> str:
     path = "" if view == "home" else f"/{view}"
     return f"{base}{path}?prompt={quote(prompt)}"
+
+
+def waiting(got: dict) -> bool:
+    return any("in line" in a for a in got["alerts"])
 
 
 def _shown(data) -> bool:
@@ -67,9 +71,10 @@ async def _session(browser, base: str, i: int, start: asyncio.Event, say) -> dic
         while True:  # the chart drawn and the page idle; note any "in line" message meanwhile
             waited = waited or await page.evaluate(WAITED)
             got = await page.evaluate(READ)
-            if await page.evaluate(IDLE) and (_shown(got["data"]) or got["alerts"]):
+            final = [a for a in got["alerts"] if "in line" not in a]  # an error or a note, not the queue's
+            if not waiting(got) and (_shown(got["data"]) or final) and await page.evaluate(IDLE):
                 await page.wait_for_timeout(300)
-                if await page.evaluate(IDLE):
+                if await page.evaluate(IDLE) and not waiting(await page.evaluate(READ)):
                     break
             if time.perf_counter() - t0 > 300:
                 raise TimeoutError("no chart after 300 s")
@@ -84,7 +89,7 @@ async def _session(browser, base: str, i: int, start: asyncio.Event, say) -> dic
     return out
 
 
-async def _sessions(base: str, n: int, say) -> list[dict]:
+async def _sessions(base: str, n: int, say, before_close=lambda: None) -> list[dict]:
     from playwright.async_api import async_playwright
 
     sys.path.insert(0, str(ROOT / "tests"))
@@ -97,6 +102,7 @@ async def _sessions(base: str, n: int, say) -> list[dict]:
         await asyncio.sleep(2)  # every context made; then all open their links at once
         start.set()
         results = await asyncio.gather(*tasks)
+        before_close()
         await browser.close()
     return list(results)
 
@@ -174,6 +180,28 @@ def check(session: dict) -> list[str]:
     return problems
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of these processes and their children (those still running)."""
+    import psutil
+
+    total = 0.0
+    for pid in pids:
+        try:
+            root = psutil.Process(pid)
+            for p in [root, *root.children(recursive=True)]:
+                t = p.cpu_times()
+                total += t.user + t.system
+        except psutil.Error:
+            continue
+    return total
+
+
+def chromium_pids() -> list[int]:
+    import psutil
+
+    return [p.pid for p in psutil.process_iter(["name"]) if (p.info["name"] or "").startswith("chrom")]
+
+
 def run(n: int = 10, demo: bool = True, say=print) -> dict:
     sys.path.insert(0, str(ROOT / "tests"))
     from browser import ARTIFACTS, streamlit_server
@@ -195,11 +223,17 @@ def run(n: int = 10, demo: bool = True, say=print) -> dict:
             server = next(p for p in psutil.process_iter(["cmdline"])
                           if "ui.launch" in " ".join(p.info["cmdline"] or []) and base.rsplit(":", 1)[1]
                           in " ".join(p.info["cmdline"] or []))
+            browser_cpu: dict = {}
+            server_cpu0, browser_cpu0 = cpu_seconds([server.pid]), cpu_seconds(chromium_pids())
             with PeakRSS(server.pid) as rss:
                 t1 = time.perf_counter()
-                sessions = asyncio.run(_sessions(base, n, say))
+                sessions = asyncio.run(_sessions(base, n, say, lambda: browser_cpu.update(
+                    s=cpu_seconds(chromium_pids()) - browser_cpu0)))
                 wall = time.perf_counter() - t1
+            server_cpu = cpu_seconds([server.pid]) - server_cpu0
+    (ARTIFACTS / "load-sessions.json").write_text(json.dumps(sessions, ensure_ascii=False))
     say("load: checking every session against the CLI…")
+    # (browser_cpu is filled just before the browser closes)
     for s in sessions:
         s["problems"] = [s["error"]] if "error" in s else check(s)
     times = sorted(s["seconds"] for s in sessions if "seconds" in s)
@@ -210,7 +244,8 @@ def run(n: int = 10, demo: bool = True, say=print) -> dict:
         "sessions": n, "demo": demo, "wall_s": wall, "p50_s": statistics.median(times) if times else None,
         "p95_s": pct(0.95), "max_s": times[-1] if times else None,
         "errors": sum(bool(s["problems"]) for s in sessions), "waited_in_line": sum(s["waited_in_line"] for s in sessions),
-        "server_peak_rss_mb": rss.peak / 2**20,
+        "server_peak_rss_mb": rss.peak / 2**20, "server_cpu_s": server_cpu, "browser_cpu_s": browser_cpu.get("s"),
+        "cores": __import__("os").cpu_count(),
         "per_session": [{k: s.get(k) for k in ("session", "view", "seconds", "waited_in_line", "problems")}
                         for s in sessions],
     }
@@ -224,7 +259,9 @@ def table(r: dict) -> str:
              f"| slowest session | {r['max_s']:.2f} s |", f"| all sessions done | {r['wall_s']:.2f} s |",
              f"| sessions that waited in line | {r['waited_in_line']} |",
              f"| sessions with errors or numbers unlike the CLI's | {r['errors']} |",
-             f"| server peak RSS | {r['server_peak_rss_mb']:.0f} MB |"]
+             f"| server peak RSS | {r['server_peak_rss_mb']:.0f} MB |",
+             f"| CPU time: server / browsers ({r['cores']} cores shared) | {r['server_cpu_s']:.1f} s / "
+             f"{r['browser_cpu_s'] or 0:.1f} s |"]
     for s in r["per_session"]:
         if s["problems"]:
             lines.append(f"- session {s['session']} ({s['view']}): {'; '.join(s['problems'])}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from typing import Iterator
 
 import streamlit as st
@@ -35,21 +36,26 @@ def _connected(session_id: str | None):
 @contextlib.contextmanager
 def for_this_session() -> Iterator[None]:
     """Around a page run: its computations wait in line as this session, with the place shown."""
-    box = None
+    box, drawn, at = None, None, 0.0
 
     def on_wait(place: int, running: int) -> None:
-        nonlocal box
+        nonlocal box, drawn, at
         if place == 0:
             if box is not None:
                 box.empty()
             return
         if box is None:
             box = st.empty()
-        box.info(place_text(place, running), icon=":material/hourglass_top:")  # redrawn at every poll: a stopped run ends here
+        text = place_text(place, running)
+        # Redrawn when it changes, and each second anyway: a run Streamlit has been asked to
+        # stop (the visitor typed a new prompt) ends at its next redraw, leaving the line.
+        if text != drawn or time.monotonic() - at >= 1.0:
+            box.info(text, icon=":material/hourglass_top:")
+            drawn, at = text, time.monotonic()
 
     sid = _session_id()
     with asking(Asker(who=sid, on_wait=on_wait, alive=_connected(sid))):
         try:
             yield
         except Cancelled:  # the session has gone: nobody to show anything to
-            log.info("session %s left; its work was dropped", sid)
+            log.info("a visitor left (session %s); the work they were waiting for was dropped", sid)

@@ -63,7 +63,21 @@ def warm() -> None:
           file=sys.stderr, flush=True)
 
 
+def _log_to_stderr() -> None:
+    """LayerLens's own log lines (a visitor who left the line, a cache that could not be written) on
+    the server's stderr, beside Streamlit's."""
+    import logging
+
+    log = logging.getLogger("layerlens")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("LayerLens: %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+
+
 def main(argv: list[str] | None = None) -> None:
+    _log_to_stderr()
     threading.Thread(target=warm, name="warm start", daemon=True).start()
     from streamlit.web import cli
 
