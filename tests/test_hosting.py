@@ -134,3 +134,14 @@ def test_a_prompt_over_the_cap_is_refused_with_nothing_computed(demo, monkeypatc
     run(at)
     assert any("at most 12 are allowed here" in e.value for e in at.error)
     assert computed == []
+
+
+def test_a_wrong_setting_stops_the_server_with_its_name(tmp_path):
+    cfg = tmp_path / "layerlens.toml"
+    cfg.write_text("[layerlens]\nmax_prompt_tokens = -1\n")
+    env = {**__import__("os").environ, "LAYERLENS_CONFIG": str(cfg)}
+    out = subprocess.run([sys.executable, "-m", "ui.launch", "--server.headless", "true"], cwd=REPO, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines()[-1] == (
+        f"LayerLens: {cfg}: max_prompt_tokens must be a whole number ≥ 2, not -1")

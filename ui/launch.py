@@ -78,6 +78,14 @@ def _log_to_stderr() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     _log_to_stderr()
+    from lens.errors import LensError
+    from lens.hosting import hosting
+
+    try:
+        hosting()  # a wrong setting stops the server here, named, before any visitor sees it
+    except LensError as exc:
+        print(f"LayerLens: {exc}", file=sys.stderr)
+        sys.exit(2)
     threading.Thread(target=warm, name="warm start", daemon=True).start()
     from streamlit.web import cli
 
