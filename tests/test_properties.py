@@ -116,3 +116,17 @@ def test_options_are_checked_before_the_model_loads(capsys, monkeypatch, argv, m
     assert cli_main([*argv, "--prompt", "hi"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"error: {message}") and "\n" not in err
+
+
+@SETTINGS
+@given(ref=st.text(max_size=30) | st.sampled_from(["x" * 5000, "a\u0000b", "/etc", "../../", "~nobody/x.gguf",
+                                                   "/proc/self/mem", "::", "a/b/c/d", "tiny-", "smollm2-135m/.."]))
+def test_any_model_reference_loads_or_is_one_line(ref, monkeypatch):
+    from lens.model.loading import load_model
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # no network here: a hub id fails at once
+    from lens.model.registry import known_models
+
+    if ref.strip() in {"", *(m.name for m in known_models())}:
+        return  # the real models load (tested elsewhere); an empty one means the default
+    result_or_lens_error(lambda: load_model(ref))

@@ -24,6 +24,7 @@ from .convert import convert_gguf, converted_dir, is_complete, prune_converted
 from .registry import BUNDLED, DEFAULT_MODEL, bundled_file, default_cache_root
 from .tiny import TINY_ARCHS, tiny_model
 
+MAX_REF_CHARS = 1024  # longer than any path or hub id in use
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
@@ -150,6 +151,9 @@ def load_model(ref: str | None = None, *, progress: Progress | None = None,
     cache_root = Path(cache_root) if cache_root else default_cache_root()
     if not ref:
         raise LensError("no model given")
+    if len(ref) > MAX_REF_CHARS or "\x00" in ref:
+        raise LensError(f"{_short(ref)!r} is not a model name, folder, .gguf file or hub id "
+                        f"({len(ref):,} characters{', with a NUL' if chr(0) in ref else ''})")
     if ref in BUNDLED:
         found = bundled_file(BUNDLED[ref])
         if found.suffix == ".gguf":
@@ -160,6 +164,19 @@ def load_model(ref: str | None = None, *, progress: Progress | None = None,
         model, tokenizer = tiny_model(ref[5:])
         return _finish(ref, "tiny", model, tokenizer, device)
 
+    try:
+        return _load_path(ref, cache_root, progress, trust_remote_code, device)
+    except OSError as exc:  # a name the file system cannot take (too long, bad characters, no permission)
+        raise LensError(f"cannot use {_short(ref)!r} as a model: {exc.strerror or exc}") from None
+
+
+def _short(ref: str) -> str:
+    return ref if len(ref) <= 80 else ref[:77] + "…"
+
+
+def _load_path(ref: str, cache_root: Path, progress: Progress | None, trust_remote_code: bool,
+               device: str | None) -> LoadedModel:
+    """A .gguf file, a model folder or a hub id."""
     path = Path(ref).expanduser()
     if path.suffix == ".gguf":
         if not path.is_file():
