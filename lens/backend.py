@@ -11,11 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, Sequence, runtime_checkable
 
-from .options import (DEFAULT_THRESHOLD, GenerateOptions, GeometryOptions, LensOptions, Progress,
+from .options import (DEFAULT_THRESHOLD, GenerateOptions, GeometryOptions, LensOptions, PatchOptions, Progress,
                       ProjectionOptions)
 from .results import (AttentionContributions, FlowResult, Generation, GenerationAttention, GeometryResult,
-                      HeadPatterns, HeadSummary, LogitLensResult, NodeDetail, ProjectionResult, RolloutResult,
-                      RouteGraph)
+                      HeadPatterns, HeadSummary, LogitLensResult, NodeDetail, PatchResult, ProjectionResult,
+                      RolloutResult, RouteGraph)
 
 if TYPE_CHECKING:  # a local backend's extra; a remote one need not offer it
     from .model.trace import CaptureSpec, Trace
@@ -83,3 +83,6 @@ class Backend(Protocol):
 
     def node_detail(self, text: str, layer: int, position: int | None, block: str = "attn",
                     top_k: int = 8) -> NodeDetail: ...
+
+    def patch(self, clean: str, corrupt: str, options: PatchOptions,
+              progress: Progress | None = None) -> PatchResult: ...

@@ -29,13 +29,13 @@ from .errors import LensError
 from .hosting import Limits
 from .jobs import Cancelled, JobQueue, checkpoint
 from .model.loading import LoadedModel
-from .model.tokens import encode, token_strings
+from .model.tokens import encode, token_strings, visible
 from .model.trace import CaptureSpec, Trace, capture
-from .options import (DEFAULT_THRESHOLD, GenerateOptions, GeometryOptions, LensOptions, Progress,
+from .options import (DEFAULT_THRESHOLD, GenerateOptions, GeometryOptions, LensOptions, PatchOptions, Progress,
                       ProjectionOptions)
 from .results import (AttentionContributions, FlowResult, Generation, GenerationAttention, GeometryResult,
-                      HeadPatterns, HeadSummary, LogitLensResult, NodeDetail, ProjectionResult, RolloutResult,
-                      RouteGraph)
+                      HeadPatterns, HeadSummary, LogitLensResult, NodeDetail, PatchResult, ProjectionResult,
+                      RolloutResult, RouteGraph)
 from .serialize import NotThisType, join, split
 
 log = logging.getLogger("layerlens")
@@ -47,6 +47,7 @@ RESULT_TYPES: dict[str, type] = {
     "rollout": RolloutResult, "flow": FlowResult, "head-patterns": HeadPatterns, "head-summary": HeadSummary,
     "contributions": AttentionContributions, "routes": RouteGraph, "node": NodeDetail,
     "generation": Generation, "generation-lens": LogitLensResult, "generation-attention": GenerationAttention,
+    "patch": PatchResult,
 }
 
 
@@ -377,3 +378,48 @@ class LocalBackend:
             return node_detail(data, self.loaded.tokenizer, layer, position, block, top_k=top_k)
         options = {"layer": layer, "position": position, "block": block, "top_k": top_k}
         return self._cached("node", {"prompt": text, "options": options}, compute)
+
+    # ------------------------------------------------------------ causal experiments
+
+    def _one_token(self, text: str, what: str) -> int:
+        ids = self.loaded.tokenizer(text, add_special_tokens=False)["input_ids"]
+        if len(ids) != 1:
+            shown = [visible(t) for t in token_strings(self.loaded.tokenizer, ids)]
+            raise LensError(f"the {what} {text!r} is {len(ids)} tokens here ({shown}), not one: "
+                            "give a single token, e.g. with its leading space")
+        return int(ids[0])
+
+    def patch(self, clean: str, corrupt: str, options: PatchOptions,
+              progress: Progress | None = None) -> PatchResult:
+        """Activation patching of ``clean``'s activations at ``options.site`` into ``corrupt``'s run."""
+        from .analysis.patching import check_pair, check_site, normalised, patch_grid, record_pair
+
+        options.check()
+        a = self.loaded.adapter
+        check_site(options.site, a)
+        target = self._one_token(options.target, "target")
+        foil = None if options.foil is None else self._one_token(options.foil, "foil")
+        if foil == target:
+            raise LensError("the target and the foil are the same token: the logit difference is always 0")
+        clean_ids, corrupt_ids = self._ids(clean), self._ids(corrupt)
+        tok = self.loaded.tokenizer
+        check_pair(clean_ids, corrupt_ids, [visible(t) for t in token_strings(tok, clean_ids)],
+                   [visible(t) for t in token_strings(tok, corrupt_ids)])
+
+        def compute():
+            checkpoint()
+            with self._lock:
+                c, k = record_pair(self.loaded.model, a, clean_ids, corrupt_ids, options.site)
+                raw, m_clean, m_corrupt = patch_grid(self.loaded.model, a, c, k, target, foil, options.site, progress)
+            L, T = a.n_layers, len(corrupt_ids)
+            rows = ["emb", *(f"L{i}" for i in range(1, L + 1))] if options.site == "resid" else \
+                [f"L{i}" for i in range(1, L + 1)]
+            cols = [f"head {h}" for h in range(a.n_heads)] if options.site == "head" else [str(p) for p in range(T)]
+            return PatchResult(
+                model=self.loaded.name, site=options.site, tokens=token_strings(tok, clean_ids),
+                corrupt_tokens=token_strings(tok, corrupt_ids), layers=rows, columns=cols,
+                target=options.target, foil=options.foil,
+                metric_name="logit difference" if foil is not None else "log-probability",
+                metric_clean=m_clean, metric_corrupt=m_corrupt, patch=normalised(raw, m_clean, m_corrupt),
+                raw=raw.astype(np.float64))
+        return self._cached("patch", {"prompt": [clean, corrupt], "options": options.key()}, compute)

@@ -107,3 +107,24 @@ class GeometryOptions:
 
     def key(self) -> dict:
         return asdict(self)
+
+
+PATCH_SITES = ("resid", "attn", "mlp", "head")
+
+
+@dataclass(frozen=True)
+class PatchOptions:
+    target: str  # the answer of the clean prompt, one token (e.g. " Paris")
+    foil: str | None = None  # the corrupted prompt's answer (e.g. " Rome"); None: the target's log-probability
+    site: str = "resid"
+
+    def check(self) -> None:
+        if not isinstance(self.target, str) or self.target == "":
+            raise LensError("give a target token, e.g. ' Paris' (with its leading space)")
+        if self.foil == "":
+            raise LensError("the foil is empty: give a token, e.g. ' Rome', or leave it out")
+        if self.site not in PATCH_SITES:
+            raise LensError(f"unknown patching site {self.site!r}; choose {', '.join(PATCH_SITES)}")
+
+    def key(self) -> dict:
+        return asdict(self)

@@ -292,3 +292,29 @@ class NodeDetail:
     lens_probs: np.ndarray  # [k]
     note: str = ""
     options: dict = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------- causal experiments
+
+@dataclass
+class PatchResult:
+    """Activation patching of a clean prompt's activations into a corrupted prompt's run.
+
+    ``patch[row][column]`` is ``(m(patched) − m(corrupt)) / (m(clean) − m(corrupt))``: 0 the patch
+    changes nothing, 1 it restores the clean answer. Rows follow ``layers`` (resid: ``emb`` first,
+    as in the lens; attn, mlp, head: one per block); columns are positions (resid, attn, mlp) or
+    heads (head: each patched at every position)."""
+
+    model: str
+    site: str  # resid | attn | mlp | head
+    tokens: list[str]  # the clean prompt's
+    corrupt_tokens: list[str]
+    layers: list[str]
+    columns: list[str]  # "0".."T-1" or "head 0".."head H-1"
+    target: str
+    foil: str | None
+    metric_name: str  # "logit difference" | "log-probability"
+    metric_clean: float
+    metric_corrupt: float
+    patch: np.ndarray  # [rows, columns] float32, normalised
+    raw: np.ndarray  # [rows, columns] float64, the metric of each patched run

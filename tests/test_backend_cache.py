@@ -13,7 +13,7 @@ import lens.local_backend as backend_mod
 from lens.cache import ResultCache
 from lens.local_backend import RESULT_TYPES, LocalBackend
 from lens.model.loading import load_model
-from lens.options import GeometryOptions, LensOptions, ProjectionOptions
+from lens.options import GeometryOptions, LensOptions, ProjectionOptions, PatchOptions
 from lens.results import FlowResult
 from lens.serialize import join, split
 
@@ -31,6 +31,7 @@ CALLS = {  # method -> (kind, call)
     "route_graph": ("routes", lambda b: b.route_graph(PROMPT, None, 0.05)),
     "node_detail_attn": ("node", lambda b: b.node_detail(PROMPT, 3, 7, "attn", top_k=4)),
     "node_detail_mlp": ("node", lambda b: b.node_detail(PROMPT, 2, 7, "mlp", top_k=4)),
+    "patch": ("patch", lambda b: b.patch(PROMPT, PROMPT.replace("there", "where"), PatchOptions(target="e", foil="a"))),
 }
 
 

@@ -1,0 +1,63 @@
+"""``patch``: activation patching of a clean prompt into a corrupted one, as a table or JSON."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import LensError
+from .common import backend, print_json, terminal_progress
+
+
+def _text(args, name: str) -> str:
+    from ..model.tokens import check_prompt
+
+    given, path = getattr(args, f"{name}_prompt"), getattr(args, f"{name}_file")
+    flag = name.replace("_", "-")
+    if (given is None) == (path is None):
+        raise LensError(f"give --{flag}-prompt TEXT or --{flag}-file PATH (one of them)")
+    if path is not None:
+        try:
+            given = Path(path).read_bytes().decode("utf-8")
+        except UnicodeDecodeError:
+            raise LensError(f"cannot read {path}: it is not UTF-8 text") from None
+        except OSError as exc:
+            raise LensError(f"cannot read {path}: {exc.strerror or exc}") from None
+    return check_prompt(given)
+
+
+def cmd_patch(args) -> int:
+    from ..model.tokens import visible
+    from ..options import PatchOptions
+
+    clean, corrupt = _text(args, "clean"), _text(args, "corrupt")
+    options = PatchOptions(target=args.target, foil=args.foil, site=args.site)
+    options.check()  # before the model loads
+    result = backend(args).patch(clean, corrupt, options, progress=terminal_progress)
+    terminal_progress.close()
+    if args.json:
+        return print_json(result)
+    print(f"{result.model}: patching {result.site} of the clean prompt into the corrupted one; "
+          f"{result.metric_name} clean {result.metric_clean:.3f}, corrupted {result.metric_corrupt:.3f}")
+    cols = result.columns if result.site == "head" else [visible(t) for t in result.corrupt_tokens]
+    print(f"{'':>5} " + " ".join(f"{c[:7]:>7}" for c in cols))
+    for label, row in zip(result.layers, result.patch):
+        print(f"{label:>5} " + " ".join(f"{v:7.2f}" for v in row))
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("patch", help="activation patching: which activations of a clean prompt restore its answer")
+    p.add_argument("--model", default=None, help="bundled name, tiny-ARCH, folder, .gguf file or hub id (default: smollm2-135m)")
+    p.add_argument("--clean-prompt", default=None)
+    p.add_argument("--clean-file", default=None, metavar="PATH")
+    p.add_argument("--corrupt-prompt", default=None)
+    p.add_argument("--corrupt-file", default=None, metavar="PATH")
+    p.add_argument("--target", required=True, help="the clean prompt's answer, one token (e.g. ' Paris')")
+    p.add_argument("--foil", default=None, help="the corrupted prompt's answer (e.g. ' Rome'); default: the "
+                                                "target's log-probability is the metric")
+    p.add_argument("--site", choices=["resid", "attn", "mlp", "head"], default="resid",
+                   help="what to patch: the residual stream (default), attention or MLP outputs, or heads")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
+    p.add_argument("--no-cache", action="store_true", help="neither read nor write cached results")
+    p.add_argument("--trust-remote-code", action="store_true", help="allow a hub model's own Python code to run")
+    p.set_defaults(func=cmd_patch)
