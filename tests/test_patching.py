@@ -149,7 +149,7 @@ def test_fast_patching_equals_one_run_per_cell(tiny_models, arch, site, foil):
     assert r.patch.shape == (n_rows, n_cols) and len(r.layers) == n_rows and len(r.columns) == n_cols
     if site == "resid":
         assert r.patch[-1, -1] == 1.0  # the last row at the last position is the clean answer itself
-        np.testing.assert_allclose(r.patch[:, :4], 0, atol=1e-4)  # "The " is the same in both prompts
+        np.testing.assert_allclose(r.patch[:, :4], 0, atol=1e-3)  # "The " is the same in both prompts
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ import torch
 
 from ..errors import LensError
 from ..model.adapters import Adapter
-from ..model.intervene import Recording, record, run_from
+from ..model.intervene import Recording, packed_residual_logits, packs, record, run_from
 
 from ..options import PATCH_SITES as SITES
 MIN_METRIC_GAP = 1e-6  # |m(clean) − m(corrupt)| below this: nothing to restore
@@ -87,6 +87,14 @@ def patch_grid(model, adapter: Adapter, clean: Recording, corrupt: Recording, ta
     L, T = adapter.n_layers, corrupt.n_tokens
     say = progress or (lambda f, m: None)
     m_clean, m_corrupt = _last_metric(adapter, clean, target, foil), _last_metric(adapter, corrupt, target, foil)
+    if site == "resid" and packs(corrupt):
+        grid = np.empty((L + 1, T))
+        z = packed_residual_logits(model, adapter, clean, corrupt)
+        grid[:L] = metric(z.reshape(L * T, -1), target, foil).reshape(L, T).cpu().numpy()
+        grid[L] = m_corrupt
+        grid[L, T - 1] = m_clean
+        say(1.0, "patched every row")
+        return grid, m_clean, m_corrupt
     if site == "resid":
         grid = np.empty((L + 1, T))
         for r in range(L):

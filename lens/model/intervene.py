@@ -28,6 +28,8 @@ class Recording:
     residual: torch.Tensor  # [L+1, T, d]: row 0 the input of block 1, row l the output of block l
     calls: list[tuple[tuple, dict]]  # per block: the positional and keyword arguments after the hidden state
     last_logits: torch.Tensor  # [V] the model's own logits at the last position
+    keys_values: list[tuple[torch.Tensor, torch.Tensor]] | None = None  # per block: its attention's keys, values
+    cache_names: list[list[str]] | None = None  # per block: the keyword its cache came by ("past_key_values", ...)
     attn_out: list[torch.Tensor] | None = None  # per block [T, d]: what its attention writes
     mlp_out: list[torch.Tensor] | None = None  # per block [T, d]: what its MLP writes
     head_in: list[torch.Tensor] | None = None  # per block [T, H·head_dim]: the output projection's input
@@ -35,6 +37,12 @@ class Recording:
     @property
     def n_tokens(self) -> int:
         return self.residual.shape[1]
+
+
+def _is_cache(value) -> bool:
+    from transformers.cache_utils import Cache
+
+    return isinstance(value, Cache)
 
 
 def _first(out):
@@ -49,6 +57,7 @@ def record(model, adapter: Adapter, token_ids: Sequence[int], sublayers: bool = 
     T = len(token_ids)
     residual: list[torch.Tensor | None] = [None] * (L + 1)
     calls: list = [None] * L
+    cache_names: list = [[] for _ in range(L)]
     attn_out: list = [None] * L
     mlp_out: list = [None] * L
     head_in: list = [None] * L
@@ -65,8 +74,12 @@ def record(model, adapter: Adapter, token_ids: Sequence[int], sublayers: bool = 
             hidden = args[0] if args else kwargs["hidden_states"]
             if i == 0:
                 residual[0] = hidden[0].detach().float().clone()
-            rest = args[1:] if args else ()
-            kw = {k: v for k, v in kwargs.items() if k != "hidden_states"}
+            # The run's own cache (kept below) is no argument for patched runs: they get their own, or none.
+            rest = tuple(None if _is_cache(a) else a for a in (args[1:] if args else ()))
+            kw = {k: (None if _is_cache(v) else v) for k, v in kwargs.items() if k != "hidden_states"}
+            cache_names[i] = [k for k, v in kwargs.items() if _is_cache(v)]
+            if "use_cache" in kw:
+                kw["use_cache"] = False
             calls[i] = (rest, kw)
         return hook
 
@@ -87,12 +100,16 @@ def record(model, adapter: Adapter, token_ids: Sequence[int], sublayers: bool = 
         device = next(model.parameters()).device
         ids = torch.tensor([list(token_ids)], device=device)
         with attention_implementation(model, "sdpa"):
-            out = model(input_ids=ids, use_cache=False)
+            out = model(input_ids=ids, use_cache=True)
     finally:
         for h in handles:
             h.remove()
+    cache = getattr(out, "past_key_values", None)
+    layers = getattr(cache, "layers", None)
+    keys_values = ([(layer.keys.detach(), layer.values.detach()) for layer in layers]
+                   if layers is not None and len(layers) == L and all(hasattr(x, "keys") for x in layers) else None)
     return Recording(token_ids=list(token_ids), residual=torch.stack(residual), calls=calls,
-                     last_logits=out.logits[0, -1].detach().float(),
+                     last_logits=out.logits[0, -1].detach().float(), keys_values=keys_values, cache_names=cache_names,
                      attn_out=attn_out if sublayers else None, mlp_out=mlp_out if sublayers else None,
                      head_in=head_in if sublayers and adapter.out_proj else None)
 
@@ -140,3 +157,68 @@ def _replace_first(out, fn):
     if isinstance(out, tuple):
         return (fn(out[0]), *out[1:])
     return fn(out)
+
+
+class _Prefix:
+    """The cache of a packed run: at every block, the corrupted run's keys and values come first."""
+
+    def __init__(self, keys_values: list[tuple[torch.Tensor, torch.Tensor]]):
+        self.keys_values = keys_values
+
+    def update(self, keys, values, layer_idx, *args, **kwargs):
+        k, v = self.keys_values[layer_idx]
+        return torch.cat([k.to(keys.dtype), keys], 2), torch.cat([v.to(values.dtype), values], 2)
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        return self.keys_values[layer_idx][0].shape[2]
+
+
+def packs(rec: Recording) -> bool:
+    """Whether the residual grid can run packed: blocks that take their positions as rotary embeddings
+    (the Llama family) and a kept cache. Other blocks see positions only through the embeddings."""
+    return (rec.keys_values is not None and rec.cache_names is not None
+            and all(not rest and "position_embeddings" in kw and names
+                    for (rest, kw), names in zip(rec.calls, rec.cache_names)))
+
+
+@torch.no_grad()
+def packed_residual_logits(model, adapter: Adapter, clean: Recording, corrupt: Recording) -> torch.Tensor:
+    """[L, T, V] last-position logits of every residual-stream patch (row r < L, position p).
+
+    A patch at row r, position p leaves positions before p as in the corrupted run at every block, so
+    only positions p… are run, attending to the corrupted run's keys and values before p. All these
+    runs are packed into one sequence per block (the runs of rows r ≤ l at block l), each token masked
+    to see the corrupted prefix of its own run and its own run's earlier tokens."""
+    L, T = adapter.n_layers, corrupt.n_tokens
+    device = corrupt.residual.device
+    seg_p = torch.arange(T, device=device)
+    lengths = T - seg_p
+    one_pos = torch.cat([torch.arange(p, T, device=device) for p in range(T)])  # the tokens of one row's T runs
+    one_run = torch.repeat_interleave(seg_p, lengths)  # which run (its position p) each token belongs to
+    starts = torch.cumsum(lengths, 0) - lengths  # where each run begins
+    hidden = torch.empty(0, corrupt.residual.shape[-1], device=device)
+    tok_pos = torch.empty(0, dtype=torch.long, device=device)
+    tok_run = torch.empty(0, dtype=torch.long, device=device)  # run id: row·T + position
+    prefix = _Prefix(corrupt.keys_values)
+    with attention_implementation(model, "sdpa"):
+        for l in range(L):
+            new = corrupt.residual[l][one_pos].clone()
+            new[starts] = clean.residual[l]  # each run's first token is the patched one
+            hidden = torch.cat([hidden, new])
+            tok_pos = torch.cat([tok_pos, one_pos])
+            tok_run = torch.cat([tok_run, one_run + l * T])
+            run_p = tok_run % T  # the patched position of each token's run
+            sees_prefix = torch.arange(T, device=device)[None, :] < run_p[:, None]
+            sees_new = (tok_run[None, :] == tok_run[:, None]) & (tok_pos[None, :] <= tok_pos[:, None])
+            allowed = torch.cat([sees_prefix, sees_new], 1)
+            mask = torch.zeros(allowed.shape, dtype=hidden.dtype, device=device)
+            mask.masked_fill_(~allowed, torch.finfo(hidden.dtype).min)
+            rest, kw = corrupt.calls[l]
+            cos, sin = kw["position_embeddings"]
+            call = {**kw, "position_embeddings": (cos[:, tok_pos], sin[:, tok_pos]), "position_ids": tok_pos[None],
+                    "attention_mask": mask[None, None], "use_cache": False,
+                    **{name: prefix for name in corrupt.cache_names[l]}}
+            call.pop("cache_position", None)
+            hidden = _first(adapter.blocks[l](hidden[None], **call))[0]
+    last = tok_pos == T - 1  # each run's last token, runs in order of row then position
+    return adapter.readout(hidden[last]).float().reshape(L, T, -1)
