@@ -260,6 +260,24 @@ def load_test(args) -> int:
     return 0 if report["load"]["errors"] == 0 else 1
 
 
+def patching_bench(args) -> int:
+    from bench import patching
+
+    report = {"when": time.strftime("%Y-%m-%d %H:%M:%S"), "model": "smollm2-135m", "machine": machine(),
+              "patching": patching.run(repeats=args.repeats or 3, say=say)}
+    text = patching.table(report["patching"])
+    report["table"] = text
+    print(text)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    paths = [args.out] if args.out else [RESULTS / f"patching-{time.strftime('%Y%m%d-%H%M%S')}.json",
+                                         RESULTS / "patching-latest.json"]
+    for p in paths:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(json.dumps(report, indent=1, ensure_ascii=False))
+    say(f"bench: wrote {', '.join(str(p) for p in paths)}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     from bench.steps import STEP_NAMES, STEPS
 
@@ -274,9 +292,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, help="JSON file (default bench/results/bench-<time>.json and latest.json)")
     ap.add_argument("--load", type=int, metavar="N", help="only the load test: N browser sessions at once on one server")
     ap.add_argument("--load-open", action="store_true", help="the load test's server in open mode (default: demo mode)")
+    ap.add_argument("--patching", action="store_true", help="only the activation-patching grid, beside nnsight's")
     args = ap.parse_args(argv)
     if args.load is not None:
         return load_test(args)
+    if args.patching:
+        return patching_bench(args)
     if args.threads:
         os.environ["BENCH_THREADS"] = str(args.threads)
     sizes = args.sizes or (QUICK_SIZES if args.quick else SIZES)

@@ -89,8 +89,12 @@ def patch_grid(model, adapter: Adapter, clean: Recording, corrupt: Recording, ta
     m_clean, m_corrupt = _last_metric(adapter, clean, target, foil), _last_metric(adapter, corrupt, target, foil)
     if site == "resid" and packs(corrupt):
         grid = np.empty((L + 1, T))
-        z = packed_residual_logits(model, adapter, clean, corrupt)
-        grid[:L] = metric(z.reshape(L * T, -1), target, foil).reshape(L, T).cpu().numpy()
+        if foil is None:  # the log-probability needs every logit
+            z = packed_residual_logits(model, adapter, clean, corrupt)
+            grid[:L] = metric(z.reshape(L * T, -1), target, foil).reshape(L, T).cpu().numpy()
+        else:
+            z = packed_residual_logits(model, adapter, clean, corrupt, [target, foil]).double()
+            grid[:L] = (z[..., 0] - z[..., 1]).cpu().numpy()
         grid[L] = m_corrupt
         grid[L, T - 1] = m_clean
         say(1.0, "patched every row")

@@ -104,12 +104,16 @@ class Adapter:
         return self.routes_unavailable() is None
 
     @torch.no_grad()
-    def readout(self, hidden: torch.Tensor) -> torch.Tensor:
-        """Logits the model would produce if ``hidden`` were its last residual stream."""
+    def readout(self, hidden: torch.Tensor, token_ids: list[int] | None = None) -> torch.Tensor:
+        """Logits the model would produce if ``hidden`` were its last residual stream (only the
+        columns of ``token_ids``, in that order, when given: a metric of two logits needs no more)."""
         x = self.normed(hidden)
-        z = x @ self.unembed.weight.T
-        if self.unembed.bias is not None:
-            z = z + self.unembed.bias
+        W, bias = self.unembed.weight, self.unembed.bias
+        if token_ids is not None:
+            W, bias = W[token_ids], (None if bias is None else bias[token_ids])
+        z = x @ W.T
+        if bias is not None:
+            z = z + bias
         if self.softcap:
             z = torch.tanh(z / self.softcap) * self.softcap
         return z

@@ -181,44 +181,67 @@ def packs(rec: Recording) -> bool:
                     for (rest, kw), names in zip(rec.calls, rec.cache_names)))
 
 
+ROWS_PER_PACK = 8  # rows whose runs share one block call: fewer calls, but attention grows with the pack
+
+
+def _pack_mask(tok_run: torch.Tensor, tok_pos: torch.Tensor, run_p: torch.Tensor, T: int) -> torch.Tensor:
+    """[1, 1, Q, T + Q] additive mask: a token sees the corrupted keys before its run's patched position,
+    and its own run's tokens up to itself."""
+    sees_prefix = torch.arange(T, device=tok_pos.device)[None, :] < run_p[:, None]
+    sees_own = (tok_run[None, :] == tok_run[:, None]) & (tok_pos[None, :] <= tok_pos[:, None])
+    allowed = torch.cat([sees_prefix, sees_own], 1)
+    mask = torch.zeros(allowed.shape, dtype=torch.float32, device=tok_pos.device)
+    return mask.masked_fill_(~allowed, torch.finfo(torch.float32).min)[None, None]
+
+
 @torch.no_grad()
-def packed_residual_logits(model, adapter: Adapter, clean: Recording, corrupt: Recording) -> torch.Tensor:
-    """[L, T, V] last-position logits of every residual-stream patch (row r < L, position p).
+def packed_residual_logits(model, adapter: Adapter, clean: Recording, corrupt: Recording,
+                           token_ids: list[int] | None = None) -> torch.Tensor:
+    """[L, T, V] last-position logits of every residual-stream patch (row r < L, position p); only the
+    columns of ``token_ids`` when given.
 
     A patch at row r, position p leaves positions before p as in the corrupted run at every block, so
-    only positions p… are run, attending to the corrupted run's keys and values before p. All these
-    runs are packed into one sequence per block (the runs of rows r ≤ l at block l), each token masked
-    to see the corrupted prefix of its own run and its own run's earlier tokens."""
+    only positions p… are run, attending to the corrupted run's keys and values before p; a patch that
+    puts in the vector already there is not run at all (its logits are the corrupted run's). The runs of
+    up to ROWS_PER_PACK rows go through each block as one sequence, each token masked to see the
+    corrupted prefix of its own run and its own run's earlier tokens."""
     L, T = adapter.n_layers, corrupt.n_tokens
     device = corrupt.residual.device
-    seg_p = torch.arange(T, device=device)
-    lengths = T - seg_p
-    one_pos = torch.cat([torch.arange(p, T, device=device) for p in range(T)])  # the tokens of one row's T runs
-    one_run = torch.repeat_interleave(seg_p, lengths)  # which run (its position p) each token belongs to
-    starts = torch.cumsum(lengths, 0) - lengths  # where each run begins
-    hidden = torch.empty(0, corrupt.residual.shape[-1], device=device)
-    tok_pos = torch.empty(0, dtype=torch.long, device=device)
-    tok_run = torch.empty(0, dtype=torch.long, device=device)  # run id: row·T + position
     prefix = _Prefix(corrupt.keys_values)
+    base = adapter.readout(corrupt.residual[L, -1:], token_ids)[0].float()
+    out = base.expand(L, T, -1).clone()
+    # Per row: the runs to make (positions whose clean vector differs), their tokens and hidden states.
+    runs: list[dict] = []
+    for r in range(L):
+        ps = [p for p in range(T) if not torch.equal(clean.residual[r][p], corrupt.residual[r][p])]
+        if not ps:
+            runs.append(None)
+            continue
+        pos = torch.cat([torch.arange(p, T, device=device) for p in ps])
+        run_p = torch.cat([torch.full((T - p,), p, device=device) for p in ps])
+        hidden = corrupt.residual[r][pos].clone()
+        starts = torch.cumsum(torch.tensor([T - p for p in ps], device=device), 0) - torch.tensor(
+            [T - p for p in ps], device=device)
+        hidden[starts] = clean.residual[r][ps]
+        runs.append({"ps": ps, "pos": pos, "run_p": run_p, "run": run_p + r * T, "hidden": hidden})
     with attention_implementation(model, "sdpa"):
         for l in range(L):
-            new = corrupt.residual[l][one_pos].clone()
-            new[starts] = clean.residual[l]  # each run's first token is the patched one
-            hidden = torch.cat([hidden, new])
-            tok_pos = torch.cat([tok_pos, one_pos])
-            tok_run = torch.cat([tok_run, one_run + l * T])
-            run_p = tok_run % T  # the patched position of each token's run
-            sees_prefix = torch.arange(T, device=device)[None, :] < run_p[:, None]
-            sees_new = (tok_run[None, :] == tok_run[:, None]) & (tok_pos[None, :] <= tok_pos[:, None])
-            allowed = torch.cat([sees_prefix, sees_new], 1)
-            mask = torch.zeros(allowed.shape, dtype=hidden.dtype, device=device)
-            mask.masked_fill_(~allowed, torch.finfo(hidden.dtype).min)
             rest, kw = corrupt.calls[l]
             cos, sin = kw["position_embeddings"]
-            call = {**kw, "position_embeddings": (cos[:, tok_pos], sin[:, tok_pos]), "position_ids": tok_pos[None],
-                    "attention_mask": mask[None, None], "use_cache": False,
-                    **{name: prefix for name in corrupt.cache_names[l]}}
-            call.pop("cache_position", None)
-            hidden = _first(adapter.blocks[l](hidden[None], **call))[0]
-    last = tok_pos == T - 1  # each run's last token, runs in order of row then position
-    return adapter.readout(hidden[last]).float().reshape(L, T, -1)
+            active = [r for r in range(l + 1) if runs[r] is not None]
+            for g in range(0, len(active), ROWS_PER_PACK):
+                group = [runs[r] for r in active[g:g + ROWS_PER_PACK]]
+                pos = torch.cat([x["pos"] for x in group])
+                hidden = torch.cat([x["hidden"] for x in group])
+                call = {**kw, "position_embeddings": (cos[:, pos], sin[:, pos]), "position_ids": pos[None],
+                        "attention_mask": _pack_mask(torch.cat([x["run"] for x in group]), pos,
+                                                     torch.cat([x["run_p"] for x in group]), T),
+                        "use_cache": False, **{name: prefix for name in corrupt.cache_names[l]}}
+                call.pop("cache_position", None)
+                hidden = _first(adapter.blocks[l](hidden[None], **call))[0]
+                for x, h in zip(group, torch.split(hidden, [len(x["pos"]) for x in group])):
+                    x["hidden"] = h
+    for r, x in enumerate(runs):
+        if x is not None:
+            out[r, x["ps"]] = adapter.readout(x["hidden"][x["pos"] == T - 1], token_ids).float()
+    return out
