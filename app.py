@@ -21,6 +21,8 @@ VIEWS = [  # (file, title, icon, what it shows)
     ("pages/attention.py", "Attention flow", ":material/hub:", "where the information behind a prediction came from"),
     ("pages/generate.py", "Watch it generate", ":material/play_circle:",
      "the model writes on, and the logit lens follows every new token"),
+    ("pages/patching.py", "Compare & patch", ":material/compare_arrows:",
+     "which activations of one prompt restore its answer in another (causal tracing)"),
 ]
 
 

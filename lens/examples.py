@@ -40,3 +40,16 @@ CORPORA: dict[str, tuple[str, list[str]]] = {
         "Press play to start the video.",
     ]),
 }
+
+# Clean / corrupted prompt pairs for activation patching: (clean, corrupted, target, foil). Each pair has
+# the same number of tokens in the bundled model, and target and foil are one token each.
+PATCH_PAIRS: dict[str, tuple[str, str, str, str]] = {
+    "Factual recall: the Eiffel Tower / the Colosseum": (
+        "The Eiffel Tower is located in the city of", "The Colosseum is located in the city of", " Paris", " Rome"),
+    "A capital: France / Italy": ("The capital of France is", "The capital of Italy is", " Paris", " Rome"),
+    "A landmark's country: the Great Wall / the Taj Mahal": (
+        "The Great Wall is in the country of", "The Taj Mahal is in the country of", " China", " India"),
+    "Indirect object: who gets the drink": (
+        "When Mary and John went to the store, John gave a drink to",
+        "When Mary and John went to the store, Mary gave a drink to", " Mary", " John"),
+}

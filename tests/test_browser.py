@@ -290,7 +290,7 @@ def test_every_view_fits_a_projector_in_presenter_mode(page):
     """At 1280×720 with ?present=1, each page's first screen is all there is: nothing to scroll."""
     pg = page.context.browser.new_page(viewport={"width": 1280, "height": 720})
     try:
-        for path in ("", "logit_lens", "attention", "projection", "generate"):
+        for path in ("", "logit_lens", "attention", "projection", "generate", "patching"):
             pg.goto(f"{page.base_url}/{path}?present=1")
             wait_idle(pg)
             pg.wait_for_selector(f"{PLOT} .main-svg", timeout=120_000)
