@@ -128,3 +128,39 @@ class PatchOptions:
 
     def key(self) -> dict:
         return asdict(self)
+
+
+ABLATION_MODES = ("zero", "mean")
+
+
+@dataclass(frozen=True)
+class Ablation:
+    """What to take out of the model: heads ((layer, head), layers 1-based), MLP blocks, whole layers
+    (skipped: the block passes its input on), or two layers run in each other's place."""
+
+    heads: tuple[tuple[int, int], ...] = ()
+    mlp: tuple[int, ...] = ()
+    skip: tuple[int, ...] = ()
+    swap: tuple[int, int] | None = None
+    mode: str = "zero"  # zero | mean: the ablated output replaced by zeros, or by its mean over the prompt's positions
+
+    @property
+    def empty(self) -> bool:
+        return not (self.heads or self.mlp or self.skip or self.swap)
+
+    def check(self, n_layers: int, n_heads: int) -> None:
+        if self.mode not in ABLATION_MODES:
+            raise LensError(f"unknown ablation mode {self.mode!r}; choose zero or mean")
+        layers = [l for l, _ in self.heads] + list(self.mlp) + list(self.skip) + list(self.swap or ())
+        for l in layers:
+            if not isinstance(l, int) or not 1 <= l <= n_layers:
+                raise LensError(f"layer {l} is out of range: this model has layers 1..{n_layers}")
+        for l, h in self.heads:
+            if not isinstance(h, int) or not 0 <= h < n_heads:
+                raise LensError(f"head {l}.{h} is out of range: layer {l} has heads 0..{n_heads - 1}")
+        if self.swap is not None and self.swap[0] == self.swap[1]:
+            raise LensError(f"swapping layer {self.swap[0]} with itself changes nothing: give two layers")
+
+    def key(self) -> dict:
+        return {"heads": [list(h) for h in sorted(self.heads)], "mlp": sorted(self.mlp), "skip": sorted(self.skip),
+                "swap": list(self.swap) if self.swap else None, "mode": self.mode}

@@ -301,8 +301,8 @@ class PatchResult:
     """Activation patching of a clean prompt's activations into a corrupted prompt's run.
 
     ``patch[row][column]`` is ``(m(patched) − m(corrupt)) / (m(clean) − m(corrupt))``: 0 the patch
-    changes nothing, 1 it restores the clean answer. Rows follow ``layers`` (resid: ``emb`` first,
-    as in the lens; attn, mlp, head: one per block); columns are positions (resid, attn, mlp) or
+    changes nothing, 1 it restores the clean answer. Rows follow ``layers`` (resid: ``emb`` then
+    "1".."L", as in the lens; attn, mlp, head: "1".."L", one per block); columns are positions (resid, attn, mlp) or
     heads (head: each patched at every position)."""
 
     model: str

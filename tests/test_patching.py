@@ -190,7 +190,7 @@ def test_cli_json_equals_the_backend(tiny_models):
     want = LocalBackend(tiny_models["llama"], None).patch("The cat sat on", "The dog ran on",
                                                           PatchOptions(target="t", foil="a", site="mlp"))
     assert got["tokens"] == want.tokens and got["corrupt_tokens"] == want.corrupt_tokens
-    assert got["layers"] == ["L1", "L2", "L3"]
+    assert got["layers"] == ["1", "2", "3"]  # as the lens labels its rows
     np.testing.assert_allclose(np.array(got["patch"]), want.patch, atol=1e-6)
     assert got["metric_clean"] == pytest.approx(want.metric_clean)
 

@@ -40,14 +40,14 @@ def test_default_pair_shows_the_patching_grid(backend):
     want = backend.patch(clean, corrupt, PatchOptions(target=target, foil=foil))
     z = array(fig["data"][0]["z"])
     np.testing.assert_allclose(z, want.patch, atol=1e-5)
-    assert fig["data"][0]["y"] == want.layers and len(fig["data"][0]["x"]) == len(want.tokens)
+    assert fig["data"][0]["y"] == ["emb"] + [f"L{l}" for l in want.layers[1:]] and len(fig["data"][0]["x"]) == len(want.tokens)
     assert "2·␣Eiff→␣Col" in fig["data"][0]["x"][1] + fig["data"][0]["x"][2] or any(
         "→" in x for x in fig["data"][0]["x"])  # the positions where the prompts differ are named both ways
     caption = " ".join(c.value for c in at.caption)
     r, c = np.unravel_index(int(np.argmax(want.patch[:, :-1])), want.patch[:, :-1].shape)
-    assert f"the strongest cell is row {want.layers[r]} at position {c}" in caption
+    assert f"the strongest cell is row L{want.layers[r]} at position {c}" in caption
     first = int(np.nonzero(want.patch[:, -1] >= 0.5)[0][0])
-    assert f"more than half of it from row {want.layers[first]} on" in caption
+    assert f"more than half of it from row L{want.layers[first]} on" in caption
 
 
 @pytest.mark.parametrize("site, rows, cols", [("Heads", 30, 9), ("MLP", 30, 5)])

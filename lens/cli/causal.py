@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import LensError
-from .common import backend, print_json, terminal_progress
+from .common import backend, checked_prompt, model_args, print_json, terminal_progress
 
 
 def _text(args, name: str) -> str:
@@ -44,7 +44,73 @@ def cmd_patch(args) -> int:
     return 0
 
 
+def _numbers(text: str | None, flag: str) -> tuple[int, ...]:
+    if not text:
+        return ()
+    try:
+        return tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise LensError(f"{flag} takes layer numbers separated by commas (e.g. 3,12), not {text!r}") from None
+
+
+def parse_ablation(args):
+    from ..options import Ablation
+
+    heads = []
+    for item in (args.heads or "").split(","):
+        if not item.strip():
+            continue
+        try:
+            l, h = item.split(".")
+            heads.append((int(l), int(h)))
+        except ValueError:
+            raise LensError(f"--heads takes LAYER.HEAD pairs separated by commas (e.g. 20.3,21.0), not {item!r}") from None
+    swap = None
+    if args.swap:
+        try:
+            a, b = args.swap.split(":")
+            swap = (int(a), int(b))
+        except ValueError:
+            raise LensError(f"--swap takes two layers as L:M (e.g. 10:11), not {args.swap!r}") from None
+    ablation = Ablation(heads=tuple(heads), mlp=_numbers(args.mlp, "--mlp"), skip=_numbers(args.skip, "--skip"),
+                        swap=swap, mode=args.mode)
+    if ablation.empty:
+        raise LensError("say what to take out: --heads L.H,…, --mlp L,…, --skip L,… or --swap L:M")
+    return ablation
+
+
+def cmd_ablate(args) -> int:
+    import json
+
+    from ..model.tokens import visible
+    from ..serialize import to_json_dict
+
+    prompt = checked_prompt(args)
+    ablation = parse_ablation(args)
+    b = backend(args)
+    result = b.ablated_lens(prompt, ablation)
+    original = b.logit_lens(prompt)
+    if args.json:
+        print(json.dumps({**to_json_dict(result), "final_prediction_original": original.final_prediction},
+                         ensure_ascii=False))
+        return 0
+    print(f"{result.model} with {ablation.key()}: next token after {visible(result.tokens[-1])!r}: "
+          f"{visible(result.final_prediction[-1])!r} ({result.top_probs[-1, -1, 0]:.3f}); "
+          f"unmodified: {visible(original.final_prediction[-1])!r} ({original.top_probs[-1, -1, 0]:.3f})")
+    return 0
+
+
 def register(sub) -> None:
+    a = sub.add_parser("ablate", help="the logit lens of the model with heads, MLPs or layers taken out (or swapped)")
+    model_args(a)
+    a.add_argument("--heads", default=None, metavar="L.H,…", help="heads to ablate, layer (1-based) dot head (0-based)")
+    a.add_argument("--mlp", default=None, metavar="L,…", help="MLP blocks to ablate (1-based layers)")
+    a.add_argument("--skip", default=None, metavar="L,…", help="layers to skip: each passes its input on")
+    a.add_argument("--swap", default=None, metavar="L:M", help="run layers L and M in each other's place")
+    a.add_argument("--mode", choices=["zero", "mean"], default="zero",
+                   help="replace an ablated output by zeros (default) or by its mean over the prompt's positions")
+    a.set_defaults(func=cmd_ablate)
+
     p = sub.add_parser("patch", help="activation patching: which activations of a clean prompt restore its answer")
     p.add_argument("--model", default=None, help="bundled name, tiny-ARCH, folder, .gguf file or hub id (default: smollm2-135m)")
     p.add_argument("--clean-prompt", default=None)

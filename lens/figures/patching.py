@@ -11,6 +11,10 @@ from ..results import PatchResult
 SITE_TITLES = {"resid": "residual stream", "attn": "attention output", "mlp": "MLP output", "head": "head output"}
 
 
+def row_label(label: str) -> str:
+    return "emb" if label == "emb" else f"L{label}"
+
+
 def column_labels(result: PatchResult) -> list[str]:
     """'p·token' per position; where the prompts differ, 'clean→corrupted'."""
     if result.site == "head":
@@ -33,7 +37,7 @@ def patch_figure(result: PatchResult, height: int = 560) -> go.Figure:
     span = max(1.0, float(np.nanmax(np.abs(z)))) if z.size else 1.0
     where = "head" if result.site == "head" else "position"
     fig = go.Figure(go.Heatmap(
-        z=z, x=x, y=result.layers, colorscale="RdBu", zmid=0, zmin=-span, zmax=span,
+        z=z, x=x, y=[row_label(l) for l in result.layers], colorscale="RdBu", zmid=0, zmin=-span, zmax=span,
         customdata=result.raw, xgap=1, ygap=1,
         colorbar=dict(title=dict(text="answer restored", side="right")),
         hovertemplate=(f"row %{{y}} · {where} %{{x}}<br>restores %{{z:.2f}} of the gap"
@@ -56,13 +60,13 @@ def reading(result: PatchResult) -> str:
         # The last row at the last position is the clean answer itself (1): say where else it is carried.
         r, c = np.unravel_index(int(np.nanargmax(z[:, :-1])), z[:, :-1].shape)
         last = np.nonzero(z[:, -1] >= 0.5)[0]
-        late = (f" At the last position, patching restores more than half of it from row {result.layers[last[0]]} on."
+        late = (f" At the last position, patching restores more than half of it from row {row_label(result.layers[last[0]])} on."
                 if len(last) else "")
-        return (f"Before the last position, the strongest cell is row {result.layers[r]} at position {c} "
+        return (f"Before the last position, the strongest cell is row {row_label(result.layers[r])} at position {c} "
                 f"({visible(result.tokens[c])} → {visible(result.corrupt_tokens[c])}), restoring {z[r, c]:.0%} of the "
                 f"gap between the corrupted ({result.metric_corrupt:.2f}) and the clean ({result.metric_clean:.2f}) "
                 f"{result.metric_name}.{late}")
     r, c = np.unravel_index(int(np.nanargmax(z)), z.shape)
     where = result.columns[c] if result.site == "head" else f"position {c} ({visible(result.corrupt_tokens[c])})"
-    return (f"The largest effect: layer {result.layers[r]}, {where}, restoring {z[r, c]:.0%} of the gap between "
+    return (f"The largest effect: layer {row_label(result.layers[r])}, {where}, restoring {z[r, c]:.0%} of the gap between "
             f"the corrupted ({result.metric_corrupt:.2f}) and the clean ({result.metric_clean:.2f}) {result.metric_name}.")

@@ -245,3 +245,65 @@ def packed_residual_logits(model, adapter: Adapter, clean: Recording, corrupt: R
         if x is not None:
             out[r, x["ps"]] = adapter.readout(x["hidden"][x["pos"] == T - 1], token_ids).float()
     return out
+
+
+def _replace_output(module: torch.nn.Module, fn) -> torch.utils.hooks.RemovableHandle:
+    return module.register_forward_hook(lambda m, a, out: _replace_first(out, fn))
+
+
+def ablation_hooks(adapter: Adapter, ablation, means: Recording | None) -> list:
+    """Hooks (to remove after the run) that make the model ``ablation`` describes (lens/options.py).
+    ``means``: a recording with sublayers of the same prompt, for mean ablation."""
+    handles = []
+    mean = ablation.mode == "mean"
+    by_layer: dict[int, list[int]] = {}
+    for l, h in ablation.heads:
+        by_layer.setdefault(l - 1, []).append(h)
+    hd = adapter.head_dim
+    for i, heads in by_layer.items():
+        src = means.head_in[i].mean(0) if mean else None
+
+        def pre(m, args, heads=heads, src=src):
+            x = args[0].clone()
+            for h in heads:
+                x[..., h * hd:(h + 1) * hd] = 0 if src is None else src[h * hd:(h + 1) * hd].to(x.dtype)
+            return (x, *args[1:])
+        handles.append(adapter.out_proj[i].register_forward_pre_hook(pre))
+    for l in ablation.mlp:
+        src = means.mlp_out[l - 1].mean(0) if mean else None
+        handles.append(_replace_output(adapter.mlp_write[l - 1],
+                                       lambda x, src=src: torch.zeros_like(x) if src is None else src.to(x.dtype).expand_as(x)))
+    for l in ablation.skip:  # the block's output is its input: the residual stream passes it by
+        block = adapter.blocks[l - 1]
+        handles.append(block.register_forward_hook(
+            lambda m, args, kwargs, out: _replace_first(out, lambda _: args[0] if args else kwargs["hidden_states"]),
+            with_kwargs=True))
+    if ablation.swap is not None:
+        handles += _swap_hooks(adapter, *(l - 1 for l in ablation.swap))
+    return handles
+
+
+def _swap_hooks(adapter: Adapter, a: int, b: int) -> list:
+    """Blocks a and b run in each other's place: block a's position applies b's weights, and the reverse
+    (each called with the arguments the model gives that position)."""
+    def other(j):
+        def hook(m, args, kwargs, out):
+            return adapter.blocks[j].forward(*args, **kwargs)  # .forward: no hooks of block j fire here
+        return hook
+    return [adapter.blocks[a].register_forward_hook(other(b), with_kwargs=True),
+            adapter.blocks[b].register_forward_hook(other(a), with_kwargs=True)]
+
+
+def cell_patch_hook(adapter: Adapter, clean: Recording, row: int, position: int):
+    """A hook putting the clean run's residual-stream vector at (``row``, ``position``) into a run."""
+    vector = clean.residual[row, position]
+
+    def fn(x):
+        x = x.clone()
+        x[:, position] = vector.to(x.dtype)
+        return x
+    if row == 0:
+        return adapter.blocks[0].register_forward_pre_hook(
+            lambda m, args, kwargs: ((fn(args[0]), *args[1:]), kwargs) if args
+            else (args, {**kwargs, "hidden_states": fn(kwargs["hidden_states"])}), with_kwargs=True)
+    return _replace_output(adapter.blocks[row - 1], fn)
