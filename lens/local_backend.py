@@ -392,7 +392,7 @@ class LocalBackend:
     def patch(self, clean: str, corrupt: str, options: PatchOptions,
               progress: Progress | None = None) -> PatchResult:
         """Activation patching of ``clean``'s activations at ``options.site`` into ``corrupt``'s run."""
-        from .analysis.patching import check_pair, check_site, normalised, patch_grid, record_pair
+        from .analysis.patching import check_pair, check_site, lens_metric, normalised, patch_grid, record_pair
 
         options.check()
         a = self.loaded.adapter
@@ -411,6 +411,7 @@ class LocalBackend:
             with self._lock:
                 c, k = record_pair(self.loaded.model, a, clean_ids, corrupt_ids, options.site)
                 raw, m_clean, m_corrupt = patch_grid(self.loaded.model, a, c, k, target, foil, options.site, progress)
+                read_clean, read_corrupt = lens_metric(a, c, target, foil), lens_metric(a, k, target, foil)
             L, T = a.n_layers, len(corrupt_ids)
             rows = (["emb"] if options.site == "resid" else []) + [str(i) for i in range(1, L + 1)]  # as the lens
             cols = [f"head {h}" for h in range(a.n_heads)] if options.site == "head" else [str(p) for p in range(T)]
@@ -420,7 +421,8 @@ class LocalBackend:
                 target=options.target, foil=options.foil,
                 metric_name="logit difference" if foil is not None else "log-probability",
                 metric_clean=m_clean, metric_corrupt=m_corrupt, patch=normalised(raw, m_clean, m_corrupt),
-                raw=raw.astype(np.float64))
+                raw=raw.astype(np.float64), lens_clean=read_clean.astype(np.float64),
+                lens_corrupt=read_corrupt.astype(np.float64))
         return self._cached("patch", {"prompt": [clean, corrupt], "options": options.key()}, compute)
 
     def _hooked_lens(self, ids: list[int], make_hooks: Callable[[], list], lens: LensOptions) -> LogitLensResult:

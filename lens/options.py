@@ -164,3 +164,35 @@ class Ablation:
     def key(self) -> dict:
         return {"heads": [list(h) for h in sorted(self.heads)], "mlp": sorted(self.mlp), "skip": sorted(self.skip),
                 "swap": list(self.swap) if self.swap else None, "mode": self.mode}
+
+
+def _numbers(text: str | None, flag: str) -> tuple[int, ...]:
+    if not text:
+        return ()
+    try:
+        return tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise LensError(f"{flag} are layer numbers separated by commas (e.g. 3,12), not {text.strip()!r}") from None
+
+
+def ablation_from_text(heads_text: str | None, mlp: str | None, skip: str | None, swap_text: str | None,
+                       mode: str = "zero"):
+    """An Ablation from the texts a person types: '20.3,21.0', '1,2', '15', '10:11'."""
+    heads = []
+    for item in (heads_text or "").split(","):
+        if not item.strip():
+            continue
+        try:
+            l, h = item.split(".")
+            heads.append((int(l), int(h)))
+        except ValueError:
+            raise LensError(f"heads are LAYER.HEAD pairs separated by commas (e.g. 20.3,21.0), not {item.strip()!r}") from None
+    swap = None
+    if swap_text and swap_text.strip():
+        try:
+            a, b = swap_text.split(":")
+            swap = (int(a), int(b))
+        except ValueError:
+            raise LensError(f"a swap is two layers as L:M (e.g. 10:11), not {swap_text.strip()!r}") from None
+    return Ablation(heads=tuple(heads), mlp=_numbers(mlp, "MLP blocks"), skip=_numbers(skip, "skipped layers"),
+                    swap=swap, mode=mode)

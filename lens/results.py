@@ -318,3 +318,7 @@ class PatchResult:
     metric_corrupt: float
     patch: np.ndarray  # [rows, columns] float32, normalised
     raw: np.ndarray  # [rows, columns] float64, the metric of each patched run
+    # The metric read by the logit lens from each residual-stream row at the last position (emb first):
+    # where each prompt's answer can be read, beside where patching says it is computed.
+    lens_clean: np.ndarray | None = None  # [L+1] float64
+    lens_corrupt: np.ndarray | None = None  # [L+1] float64

@@ -13,7 +13,7 @@ from lens.model.tokens import visible  # noqa: E402
 from lens.options import ROUTE_MAX_TOKENS  # noqa: E402
 from ui import state  # noqa: E402
 from ui.errors import shown_in_page  # noqa: E402
-from ui.widgets import chart, download_json  # noqa: E402
+from ui.widgets import chart, download_json, link_options  # noqa: E402
 
 VIEWS = ["Routes", "Rollout & flow", "Heads"]
 
@@ -71,7 +71,9 @@ def pos_label(i: str) -> str:
 
 position = T - 1
 if view != "Heads":  # the head views show every position at once
-    position = pos_col.selectbox("Output position (the prediction to explain)", POSITIONS, index=T - 1, key="position",
+    link_options("position", {i: pos_label(i) for i in POSITIONS})
+    position = pos_col.selectbox("Output position (the prediction to explain)", POSITIONS, key="position",
+                                 **({} if "position" in st.session_state else {"index": T - 1}),
                             bind="query-params", format_func=pos_label,
                             help="The position whose next-token prediction is traced back. Default: the last token.")
     position = int(position) if position is not None and position in POSITIONS else T - 1
@@ -122,6 +124,7 @@ if view == "Routes":
                 ss = st.session_state  # a clicked node set these keys: then no default is passed
                 layer = c1.number_input("Layer", 1, info.n_layers, key="node_layer", bind="query-params",
                                         **({} if "node_layer" in ss else {"value": info.n_layers}))
+                link_options("node_pos", {i: pos_label(i) for i in POSITIONS})
                 npos = c2.selectbox("Position", POSITIONS, key="node_pos", bind="query-params", format_func=pos_label,
                                     **({} if "node_pos" in ss else {"index": position}))
                 npos = int(npos) if npos in POSITIONS else position
@@ -191,12 +194,15 @@ else:
         chart(head_grid_figure(pats), key="head-grid", where=grid_col,
               export={"view": "heads", "numbers": pats, "texts": text, "model": info.name})
         heads = [str(h) for h in range(pats.n_heads)]
-        head = head_col.pills("Click a head to enlarge it", heads, default="0", key="head", bind="query-params",
+        link_options("head", {h: f"head {h}" for h in heads})
+        head = head_col.pills("Click a head to enlarge it", heads, key="head", bind="query-params",
+                              **({} if "head" in st.session_state else {"default": "0"}),
                               format_func=lambda h: f"head {h}")
         head = int(head) if head in heads else 0
         chart(pattern_figure(pats, head), key="head-pattern", where=head_col)
         download(pats, "head_patterns")
     st.subheader("Every head at a glance")
+    link_options("head_metric", {k: v[0] for k, v in SUMMARY_METRICS.items()})
     metric = st.selectbox("Score", list(SUMMARY_METRICS), format_func=lambda k: SUMMARY_METRICS[k][0],
                           key="head_metric", bind="query-params",
                           help="\n\n".join(f"**{v[0]}**: {v[2]}" for v in SUMMARY_METRICS.values()))

@@ -12,7 +12,7 @@ from lens.figures.logit_lens import METRICS  # noqa: E402
 from lens.options import MAX_NEW_TOKENS, GenerateOptions, LensOptions  # noqa: E402
 from ui import state  # noqa: E402
 from ui.errors import shown_in_page  # noqa: E402
-from ui.widgets import chart, download_json  # noqa: E402
+from ui.widgets import chart, download_json, link_options  # noqa: E402
 
 st.title("Watch it generate")
 with st.expander("What am I looking at?", expanded=False):
@@ -45,6 +45,7 @@ seed = c3.number_input("Seed", 0, 2**31 - 1, 0, key="seed", bind="query-params",
 temperature = c4.slider("Temperature", 0.1, 2.0, 0.8, 0.1, key="temperature", bind="query-params",
                         disabled=mode == "Greedy", help="Below 1 sharpens the distribution, above 1 flattens it.")
 d1, d2 = st.columns([2, 1])
+link_options("gen_metric", {k: m.label for k, m in METRICS.items()})
 metric = d1.selectbox("Colour by", [k for k in METRICS if not k.startswith("target")],
                       format_func=lambda k: METRICS[k].label, key="gen_metric", bind="query-params")
 stride = d2.number_input("Layer stride", 1, max(1, info.n_layers), 2, key="gen_stride", bind="query-params",

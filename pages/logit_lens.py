@@ -10,7 +10,7 @@ from lens.model.tokens import SYMBOLS  # noqa: E402
 from lens.options import LensOptions  # noqa: E402
 from ui import present, state  # noqa: E402
 from ui.errors import shown_in_page  # noqa: E402
-from ui.widgets import chart, download_json  # noqa: E402
+from ui.widgets import chart, download_json, link_options  # noqa: E402
 
 WINDOW = 48  # positions shown at once by default on long prompts
 
@@ -51,6 +51,7 @@ with shown_in_page("Reading the prompt"):
 def lens_view(n: int) -> None:
     """The controls and the heatmap: changing a control reruns this view only, not the page."""
     c1, c2, c3, c4 = st.columns([2, 2, 1, 1])
+    link_options("metric", {k: m.label for k, m in METRICS.items()})
     metric = c1.selectbox("Colour by", list(METRICS), format_func=lambda k: METRICS[k].label, key="metric",
                           bind="query-params",
                           help="\n\n".join(f"**{m.label}**: {m.help}" for m in METRICS.values()))

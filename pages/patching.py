@@ -6,8 +6,10 @@ from ui.routing import require_app_router
 require_app_router()
 
 from lens.examples import PATCH_PAIRS  # noqa: E402
-from lens.figures.patching import metric_text, patch_figure, reading  # noqa: E402
-from lens.options import PatchOptions  # noqa: E402
+from lens.figures.patching import lens_rows_figure, metric_text, patch_figure, reach_figure, reading  # noqa: E402
+from lens.model.tokens import visible  # noqa: E402
+from lens.figures.logit_lens import logit_lens_figure  # noqa: E402
+from lens.options import PatchOptions, ablation_from_text  # noqa: E402
 from ui import present, state  # noqa: E402
 from ui.errors import shown_in_page  # noqa: E402
 from ui.widgets import chart, download_json  # noqa: E402
@@ -77,7 +79,59 @@ with shown_in_page("Patching", stop=False):
 if result is None:
     st.stop()
 
-chart(patch_figure(result, height=present.SCREEN_CHART - 30 if present.is_on() else 480), key="patch")  # two prompt rows above
-st.caption(f"{reading(result)} Metric: {metric_text(result)} at the last position.")
-if not present.is_on():
-    download_json(result, f"patch-{site}")
+HEIGHT = present.SCREEN_CHART - 30 if present.is_on() else 480  # two prompt rows above
+grid_tab, rows_tab, cell_tab, ablate_tab = st.tabs(["Patching grid", "The lens of both prompts", "Patch one cell",
+                                                    "Ablate"])
+with grid_tab:
+    chart(patch_figure(result, height=HEIGHT), key="patch")
+    st.caption(f"{reading(result)} Metric: {metric_text(result)} at the last position.")
+    if not present.is_on():
+        download_json(result, f"patch-{site}")
+
+with rows_tab:
+    chart(lens_rows_figure(result, height=HEIGHT), key="patch-rows")
+    st.caption("Where each prompt's answer can be *read* (the logit lens at the last position), beside where "
+               "patching says it is *computed* (the grid). The lens often reads the answer only in the last layers, "
+               "while the grid shows the subject carrying it from the first ones.")
+
+with cell_tab:
+    L, T = info.n_layers, len(result.corrupt_tokens)
+    c_row, c_pos, c_out = st.columns([1, 1, 3], vertical_alignment="bottom")
+    rows = ["emb", *(f"L{r}" for r in range(1, L + 1))]  # what the URL shows: ?cell_row=L5&cell_pos=2
+    row = c_row.selectbox("Row", rows, index=min(L, L // 3), key="cell_row", bind="query-params",
+                          help="The residual-stream row whose vector comes from the clean run (emb: the input of L1).")
+    positions = [str(p) for p in range(T)]
+    first_diff = next((p for p in range(T) if result.tokens[p] != result.corrupt_tokens[p]), T - 1)
+    pos = c_pos.selectbox("Position", positions, index=first_diff, key="cell_pos", bind="query-params",
+                          help="0-based, as on the grid's axis.")
+    row_i = rows.index(row) if row in rows else L // 3
+    pos_i = int(pos) if pos in positions else first_diff
+    patched = plain = None
+    with shown_in_page("Patching one cell", stop=False):
+        patched = backend.patched_lens(clean, corrupt, row_i, pos_i)
+        plain = backend.logit_lens(corrupt)
+    if patched is not None:
+        before, after = visible(plain.final_prediction[-1]), visible(patched.final_prediction[-1])
+        c_out.markdown(f"Final prediction of the corrupted prompt: **{before}** "
+                       f"({plain.top_probs[-1, -1, 0]:.0%}) → after the patch **{after}** "
+                       f"({patched.top_probs[-1, -1, 0]:.0%})")
+        chart(reach_figure(patched, row_i, pos_i, height=HEIGHT - 40), key="patch-cell")
+
+with ablate_tab:
+    a1, a2, a3, a4, a5 = st.columns([2, 1.5, 1.5, 1.2, 1.2], vertical_alignment="bottom")
+    heads_text = a1.text_input("Heads (layer.head, …)", key="ablate_heads", bind="query-params", placeholder="e.g. 20.3, 21.0")
+    mlp_text = a2.text_input("MLP blocks", key="ablate_mlp", bind="query-params", placeholder="e.g. 1, 2")
+    skip_text = a3.text_input("Skip layers", key="ablate_skip", bind="query-params", placeholder="e.g. 15")
+    swap_text = a4.text_input("Swap L:M", key="ablate_swap", bind="query-params", placeholder="e.g. 10:11")
+    mode = a5.selectbox("Replace by", ["zero", "mean"], key="ablate_mode", bind="query-params")
+    with shown_in_page("Ablating", stop=False):
+        ablation = ablation_from_text(heads_text, mlp_text, skip_text, swap_text, mode or "zero")
+        if ablation.empty:
+            st.info("Name heads, MLP blocks or layers to take out of the model, or two layers to swap: the lens of the "
+                    "clean prompt on the modified model appears here, beside the unmodified prediction.")
+        else:
+            modified, original = backend.ablated_lens(clean, ablation), backend.logit_lens(clean)
+            st.markdown(f"Final prediction of the clean prompt: **{visible(original.final_prediction[-1])}** "
+                        f"({original.top_probs[-1, -1, 0]:.0%}) → on the modified model "
+                        f"**{visible(modified.final_prediction[-1])}** ({modified.top_probs[-1, -1, 0]:.0%})")
+            chart(logit_lens_figure(modified).update_layout(height=HEIGHT - 40), key="ablated-lens")

@@ -162,9 +162,9 @@ def test_cli_ablate_prints_the_lens_and_the_original_prediction(tiny):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--heads", "2"], "--heads takes LAYER.HEAD pairs"),
-    (["--swap", "1-2"], "--swap takes two layers as L:M"),
-    (["--mlp", "one"], "--mlp takes layer numbers"),
+    (["--heads", "2"], "heads are LAYER.HEAD pairs"),
+    (["--swap", "1-2"], "a swap is two layers as L:M"),
+    (["--mlp", "one"], "MLP blocks are layer numbers"),
     ([], "say what to take out"),
 ])
 def test_cli_ablate_bad_input_is_one_line(args, message):

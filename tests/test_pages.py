@@ -191,3 +191,16 @@ def test_long_prompt_decodes_only_the_window_shown(reference, monkeypatch):
     np.testing.assert_allclose(z, p[:, :30].max(-1), atol=2e-4)
     assert any("at position 29" in c.value for c in at.caption)
     assert len(passes) == 1, "moving the window ran the model again"
+
+
+@pytest.mark.parametrize("page, key, value, want", [
+    ("pages/logit_lens.py", "metric", "kl", "kl"),
+    ("pages/logit_lens.py", "metric", "target_rank", "target_rank"),
+    ("pages/logit_lens.py", "metric", "KL to final", "kl"),  # the label, as Streamlit writes it into the URL
+    ("pages/attention.py", "position", "2", "2"),
+])
+def test_links_naming_an_option_open_it(page, key, value, want):
+    """Links written by hand or by the tour name options by their value (?metric=kl, ?position=2)."""
+    at = app(FRANCE, page, **{key: value}).run()
+    assert not at.exception
+    assert at.selectbox(key=key).value == want

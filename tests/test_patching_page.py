@@ -35,7 +35,7 @@ def backend():
 
 def test_default_pair_shows_the_patching_grid(backend):
     at = page()
-    (fig,) = charts(at)
+    fig = charts(at)[0]  # the grid's tab comes first
     clean, corrupt, target, foil = next(iter(PATCH_PAIRS.values()))
     want = backend.patch(clean, corrupt, PatchOptions(target=target, foil=foil))
     z = array(fig["data"][0]["z"])
@@ -69,3 +69,41 @@ def test_bad_input_is_a_message_in_the_page(params, message):
     at = page(**params)
     assert any(message in e.value for e in at.error), [e.value for e in at.error]
     assert not charts(at)
+
+
+def test_the_lens_rows_chart_reads_what_the_logit_lens_reads(backend):
+    at = page()
+    rows = charts(at)[1]
+    clean, corrupt, target, foil = next(iter(PATCH_PAIRS.values()))
+    from lens.options import LensOptions
+
+    for i, text in ((0, clean), (1, corrupt)):
+        # logit(t) − logit(f) = log p(t) − log p(f): the softmax's normaliser cancels.
+        pt = backend.logit_lens(text, LensOptions(target=target)).target_prob[:, -1]
+        pf = backend.logit_lens(text, LensOptions(target=foil)).target_prob[:, -1]
+        # (row emb gives " Paris" a probability that underflows float32: compared from L1 on)
+        np.testing.assert_allclose(array(rows["data"][i]["y"])[1:], (np.log(pt) - np.log(pf))[1:], atol=2e-3)
+
+
+def test_one_cell_patch_tab_shows_the_patched_lens(backend):
+    clean, corrupt, _, _ = next(iter(PATCH_PAIRS.values()))
+    at = page(cell_row="L5", cell_pos="2")
+    fig = charts(at)[2]
+    want = backend.patched_lens(clean, corrupt, 5, 2)
+    np.testing.assert_allclose(array(fig["data"][0]["z"]), want.top_probs[:, :, 0], atol=1e-5)
+    shape = fig["layout"]["shapes"][0]
+    assert (shape["x0"], shape["y0"]) == (1.5, 4.5)  # the patched cell's corner: what it can reach is outlined
+    text = " ".join(m.value for m in at.markdown)
+    assert "after the patch **␣Paris**" in text  # the tower's subject restored at layer 5 brings back Paris
+
+
+def test_ablate_tab_shows_the_modified_models_lens(backend):
+    from lens.options import Ablation
+
+    clean = next(iter(PATCH_PAIRS.values()))[0]
+    at = page(ablate_skip="1")
+    fig = charts(at)[3]
+    want = backend.ablated_lens(clean, Ablation(skip=(1,)))
+    np.testing.assert_allclose(array(fig["data"][0]["z"]), want.top_probs[:, :, 0], atol=1e-5)
+    at = page(ablate_heads="2,3")
+    assert any("heads are LAYER.HEAD pairs" in e.value for e in at.error)

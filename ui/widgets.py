@@ -51,3 +51,12 @@ def download_json(result, name: str, label: str = "Download the numbers (JSON)",
     not on every redraw)."""
     where.download_button(label, lambda: json.dumps(to_json_dict(result), ensure_ascii=False), file_name=f"{name}.json",
                           mime="application/json", key=f"dl-{name}", on_click="ignore")
+
+
+def link_options(key: str, labels: dict[str, str]) -> None:
+    """Before a URL-bound widget with a ``format_func``: Streamlit keeps the option's *label* in the URL
+    (``?metric=KL+to+final``), while links written by hand or by the tour name the option itself
+    (``?metric=kl``, ``?position=3``): start the widget at that option, so the link is honoured."""
+    value = st.query_params.get(key)
+    if value is not None and value in labels and value not in labels.values() and key not in st.session_state:
+        st.session_state[key] = value  # the widget starts at this option (and writes its label into the URL)

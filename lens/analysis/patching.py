@@ -148,3 +148,13 @@ def normalised(grid: np.ndarray, m_clean: float, m_corrupt: float) -> np.ndarray
 def record_pair(model, adapter: Adapter, clean_ids, corrupt_ids, site: str) -> tuple[Recording, Recording]:
     sub = site != "resid"
     return record(model, adapter, clean_ids, sublayers=sub), record(model, adapter, corrupt_ids, sublayers=False)
+
+
+@torch.no_grad()
+def lens_metric(adapter: Adapter, rec: Recording, target: int, foil: int | None) -> np.ndarray:
+    """[L+1] the metric as the logit lens reads it from each row at the last position."""
+    rows = rec.residual[:, -1]
+    if foil is None:
+        return metric(adapter.readout(rows).float(), target, None).cpu().numpy()
+    z = adapter.readout(rows, [target, foil]).double()
+    return (z[:, 0] - z[:, 1]).cpu().numpy()

@@ -44,36 +44,10 @@ def cmd_patch(args) -> int:
     return 0
 
 
-def _numbers(text: str | None, flag: str) -> tuple[int, ...]:
-    if not text:
-        return ()
-    try:
-        return tuple(int(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        raise LensError(f"{flag} takes layer numbers separated by commas (e.g. 3,12), not {text!r}") from None
-
-
 def parse_ablation(args):
-    from ..options import Ablation
+    from ..options import ablation_from_text
 
-    heads = []
-    for item in (args.heads or "").split(","):
-        if not item.strip():
-            continue
-        try:
-            l, h = item.split(".")
-            heads.append((int(l), int(h)))
-        except ValueError:
-            raise LensError(f"--heads takes LAYER.HEAD pairs separated by commas (e.g. 20.3,21.0), not {item!r}") from None
-    swap = None
-    if args.swap:
-        try:
-            a, b = args.swap.split(":")
-            swap = (int(a), int(b))
-        except ValueError:
-            raise LensError(f"--swap takes two layers as L:M (e.g. 10:11), not {args.swap!r}") from None
-    ablation = Ablation(heads=tuple(heads), mlp=_numbers(args.mlp, "--mlp"), skip=_numbers(args.skip, "--skip"),
-                        swap=swap, mode=args.mode)
+    ablation = ablation_from_text(args.heads, args.mlp, args.skip, args.swap, args.mode)
     if ablation.empty:
         raise LensError("say what to take out: --heads L.H,…, --mlp L,…, --skip L,… or --swap L:M")
     return ablation

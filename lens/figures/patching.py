@@ -70,3 +70,37 @@ def reading(result: PatchResult) -> str:
     where = result.columns[c] if result.site == "head" else f"position {c} ({visible(result.corrupt_tokens[c])})"
     return (f"The largest effect: layer {row_label(result.layers[r])}, {where}, restoring {z[r, c]:.0%} of the gap between "
             f"the corrupted ({result.metric_corrupt:.2f}) and the clean ({result.metric_clean:.2f}) {result.metric_name}.")
+
+
+def lens_rows_figure(result: PatchResult, height: int = 300) -> go.Figure:
+    """The metric the logit lens reads at the last position, layer by layer, for both prompts."""
+    x = [row_label(str(l)) if l else "emb" for l in range(len(result.lens_clean))]
+    fig = go.Figure()
+    fig.add_scatter(x=x, y=result.lens_clean, name="clean prompt", mode="lines+markers", line=dict(color="#2f6db5"))
+    fig.add_scatter(x=x, y=result.lens_corrupt, name="corrupted prompt", mode="lines+markers",
+                    line=dict(color="#c0392b"))
+    fig.add_scatter(x=x, y=np.asarray(result.lens_clean) - np.asarray(result.lens_corrupt), name="difference",
+                    mode="lines", line=dict(color="#777", dash="dot"))
+    fig.update_layout(height=height, margin=dict(l=10, r=10, t=40, b=10), hovermode="x unified",
+                      title=dict(text=f"What the logit lens reads at the last position: {metric_text(result)}",
+                                 font=dict(size=14)),
+                      xaxis=dict(title="row"), yaxis=dict(title=result.metric_name),
+                      legend=dict(orientation="h", y=1.02, x=1, xanchor="right", yanchor="bottom"))
+    return fig
+
+
+def reach_figure(lens, row: int, position: int, height: int = 480) -> go.Figure:
+    """The corrupted prompt's lens after a one-cell patch, with the cells the patch can reach outlined:
+    its own row and every later one, at its position and every later one (a decoder reads only back)."""
+    from .logit_lens import logit_lens_figure
+
+    fig = logit_lens_figure(lens)
+    n_rows, n_cols = len(lens.layers), len(lens.positions)
+    fig.add_shape(type="rect", xref="x", yref="y", x0=position - 0.5, x1=n_cols - 0.5, y0=row - 0.5,
+                  y1=n_rows - 0.5, line=dict(color="#d35400", width=3), fillcolor="rgba(0,0,0,0)")
+    fig.add_annotation(x=position, y=row, xref="x", yref="y", text="★", showarrow=False,
+                       font=dict(size=18, color="#d35400"))
+    fig.update_layout(height=height, title=dict(
+        text=f"The corrupted prompt's lens with row {row_label(str(row)) if row else 'emb'}, position {position} "
+             "from the clean run (outlined: what the patch can reach)", font=dict(size=14)))
+    return fig
