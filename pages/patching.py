@@ -79,7 +79,7 @@ with shown_in_page("Patching", stop=False):
 if result is None:
     st.stop()
 
-HEIGHT = present.SCREEN_CHART - 30 if present.is_on() else 480  # two prompt rows above
+HEIGHT = present.SCREEN_CHART - 90 if present.is_on() else 480  # two rows of inputs and the tabs above
 grid_tab, rows_tab, cell_tab, ablate_tab = st.tabs(["Patching grid", "The lens of both prompts", "Patch one cell",
                                                     "Ablate"])
 with grid_tab:
