@@ -333,12 +333,24 @@ def main(argv: list[str] | None = None) -> int:
             report["browser"]["prompt_tokens"] = prompt_tokens(report["browser"]["prompt"])
         except Exception as exc:
             report["browser"] = {"error": f"{type(exc).__name__}: {exc}"}
+    if not args.quick and not args.steps:  # the patching grid beside nnsight's (also: --patching alone)
+        from bench import patching
+
+        try:
+            report["patching"] = patching.run(repeats=3, say=say)
+        except Exception as exc:
+            report["patching"] = {"error": f"{type(exc).__name__}: {exc}"}
     report["targets"] = check_targets(report)
     steal1 = steal_ticks()
     report["wall_s"] = time.perf_counter() - t_start
     if steal0 is not None and steal1 is not None:
         report["steal_s"] = (steal1 - steal0) / os.sysconf("SC_CLK_TCK")
     text = table(report)
+    if report.get("patching"):
+        from bench import patching
+
+        text += "\n\n" + (f"Patching: ERROR {report['patching']['error']}" if "error" in report["patching"]
+                           else patching.table(report["patching"]))
     report["table"] = text
     print(text)
     RESULTS.mkdir(parents=True, exist_ok=True)
