@@ -79,10 +79,10 @@ def test_the_lens_rows_chart_reads_what_the_logit_lens_reads(backend):
 
     for i, text in ((0, clean), (1, corrupt)):
         # logit(t) − logit(f) = log p(t) − log p(f): the softmax's normaliser cancels.
-        pt = backend.logit_lens(text, LensOptions(target=target)).target_prob[:, -1]
-        pf = backend.logit_lens(text, LensOptions(target=foil)).target_prob[:, -1]
+        pt = backend.logit_lens(text, LensOptions(target=target)).target_prob[1:, -1].astype(np.float64)
+        pf = backend.logit_lens(text, LensOptions(target=foil)).target_prob[1:, -1].astype(np.float64)
         # (row emb gives " Paris" a probability that underflows float32: compared from L1 on)
-        np.testing.assert_allclose(array(rows["data"][i]["y"])[1:], (np.log(pt) - np.log(pf))[1:], atol=2e-3)
+        np.testing.assert_allclose(array(rows["data"][i]["y"])[1:], np.log(pt) - np.log(pf), atol=2e-3)
 
 
 def test_one_cell_patch_tab_shows_the_patched_lens(backend):

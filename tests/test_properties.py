@@ -13,8 +13,9 @@ from lens.local_backend import LocalBackend
 from lens.model.loading import load_model
 from lens.options import GenerateOptions, GeometryOptions, LensOptions, ProjectionOptions
 
-SETTINGS = settings(max_examples=int(__import__("os").environ.get("LAYERLENS_EXAMPLES", "40")), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture],
-                    database=None)
+# Derandomised, so that CI sees the same examples each run; LAYERLENS_EXAMPLES=400 explores further.
+SETTINGS = settings(max_examples=int(__import__("os").environ.get("LAYERLENS_EXAMPLES", "40")), deadline=None,
+                    suppress_health_check=[HealthCheck.function_scoped_fixture], database=None, derandomize=True)
 prompts = st.text(max_size=40) | st.sampled_from(["", " ", "\n\t", "\u0000", "e\u0301\u200d", "שלום עולם",
                                                    "👋🏽🇫🇷", "\ufeff", "a" * 200])
 ints = st.integers(min_value=-50, max_value=50) | st.sampled_from([-(2**40), 2**40])
@@ -120,7 +121,8 @@ def test_options_are_checked_before_the_model_loads(capsys, monkeypatch, argv, m
 
 @SETTINGS
 @given(ref=st.text(max_size=30) | st.sampled_from(["x" * 5000, "a\u0000b", "/etc", "../../", "~nobody/x.gguf",
-                                                   "/proc/self/mem", "::", "a/b/c/d", "tiny-", "smollm2-135m/.."]))
+                                                   "/proc/self/mem", "::", "a/b/c/d", "tiny-", "smollm2-135m/..",
+                                                   "~0", "~nobody-here/x"]))
 def test_any_model_reference_loads_or_is_one_line(ref, monkeypatch):
     from lens.model.loading import load_model
 

@@ -177,7 +177,10 @@ def _short(ref: str) -> str:
 def _load_path(ref: str, cache_root: Path, progress: Progress | None, trust_remote_code: bool,
                device: str | None) -> LoadedModel:
     """A .gguf file, a model folder or a hub id."""
-    path = Path(ref).expanduser()
+    try:
+        path = Path(ref).expanduser()
+    except RuntimeError:  # "~name" of a user this machine does not have
+        raise LensError(f"no such file or folder: {_short(ref)} (there is no user {ref[1:].split('/')[0]!r} here)") from None
     if path.suffix == ".gguf":
         if not path.is_file():
             raise LensError(f"no such GGUF file: {ref}")
