@@ -14,7 +14,7 @@ from ui.errors import shown_in_page  # noqa: E402
 from ui.widgets import chart  # noqa: E402
 
 VIEWS = [  # (file, title, icon, what it shows)
-    ("pages/tour.py", "Guided tour", ":material/tour:", "eight short stories about what the layers do, one screen each"),
+    ("pages/tour.py", "Guided tour", ":material/tour:", "nine short stories about what the layers do, one screen each"),
     ("pages/logit_lens.py", "Logit lens", ":material/layers:", "what every layer would predict at every position"),
     ("pages/projection.py", "Projections", ":material/scatter_plot:",
      "how token representations move and reorganise through the layers"),

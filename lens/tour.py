@@ -19,6 +19,7 @@ from .examples import CORPORA
 FACTUAL = "The capital of France is"
 COUNTING = "one, two, three, four, five, six, seven,"
 SUBJECT = "The Eiffel Tower is located in the city of"
+COLOSSEUM = "The Colosseum is located in the city of"
 BANK_WORD, BANK = CORPORA["bank: river or money"]
 
 
@@ -152,6 +153,21 @@ def subject_fact(views) -> str:
     return f"Apart from the residual stream, most of what reaches the prediction “{g.prediction.strip()}” comes from {names}."
 
 
+def tracing_fact(views) -> str:
+    """Where patching restores the answer: the subject's tokens, then the last position."""
+    r = views[0].results[0]
+    z = r.patch
+    differ = [p for p in range(len(r.tokens)) if r.tokens[p] != r.corrupt_tokens[p]]
+    best = max(differ, key=lambda p: float(z[:, p].max()))
+    rows = np.nonzero(z[:, best] >= 0.5)[0]
+    late = np.nonzero(z[:, -1] >= 0.5)[0]
+    span = (f"from {_layer_name(r.layers[rows[0]])} to {_layer_name(r.layers[rows[-1]])}" if len(rows)
+            else "nowhere above half")
+    return (f"Patching the subject's token “{r.tokens[best].strip()}” restores more than half of the answer {span}; "
+            f"at the last position it takes from {_layer_name(r.layers[late[0]])} on. The logit difference goes from "
+            f"{r.metric_corrupt:.1f} (corrupted) to {r.metric_clean:.1f} (clean).")
+
+
 # ---------------------------------------------------------------- the steps
 
 STEPS: tuple[Step, ...] = (
@@ -226,6 +242,18 @@ STEPS: tuple[Step, ...] = (
          (Shown("routes", SUBJECT, {"threshold": 0.04}, {"prompt": SUBJECT, "threshold": "0.04"},
                 "Routes to the prediction"),),
          subject_fact),
+    Step("Where the answer is computed",
+         "The logit lens shows where the answer can be read; patching shows where it is made. Run the prompt about "
+         "the Colosseum, but put in one vector from the run about the Eiffel Tower, and see whether “ Paris” comes "
+         "back: each cell is one such run.",
+         "A blue band over the subject's tokens from the embeddings through the middle layers: that is where the "
+         "tower is looked up. "
+         "Higher up the band moves to the last position, after attention has carried the answer there, long before "
+         "the lens can read it.",
+         (Shown("patch", (SUBJECT, COLOSSEUM), {"target": " Paris", "foil": " Rome"},
+                {"clean": SUBJECT, "corrupt": COLOSSEUM, "patch_target": " Paris", "foil": " Rome"},
+                "Share of “ Paris” restored by one patched vector"),),
+         tracing_fact),
 )
 
 

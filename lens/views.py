@@ -79,6 +79,14 @@ VIEWS: dict[str, View] = {v.name: v for v in (
         "alike the occurrences of one word are (self-similarity), how spread out the vectors are, how long, and how "
         "similar each layer is to every other.",),
         {"word": None, "metric": None}),
+    View("patch", "Activation patching", "patching", (
+        "Two prompts that differ in a few tokens: a clean one the model answers with the target, a corrupted one it "
+        "answers with the foil. The corrupted prompt is run again with one activation taken from the clean run, "
+        "cell by cell; a cell shows how much of the answer that single patch restores: (m(patched) − m(corrupt)) / "
+        "(m(clean) − m(corrupt)), m the target's logit minus the foil's at the last position.",
+        "0 (white): the patch changes nothing; 1 (blue): it restores the clean answer; red pushes the other way. "
+        "Rows: emb (the input of layer 1) then each layer's output, as in the logit lens; columns: positions."),
+        {"target": None, "foil": None, "site": "resid"}),
 )}
 
 
@@ -121,8 +129,10 @@ def render_view(backend: Backend, name: str, texts: str | Sequence[str], **given
     p = _params(view, given)
     info = backend.info()
     corpus = not isinstance(texts, str)
-    if corpus and name not in ("projection", "geometry"):
+    if corpus and name not in ("projection", "geometry", "patch"):
         raise LensError(f"the {name} view takes one prompt, not a list of texts")
+    if name == "patch" and (not corpus or len(texts) != 2):
+        raise LensError("the patch view takes two prompts: the clean one and the corrupted one")
     texts = list(texts) if corpus else texts
     out = RenderedView(view, info.name, texts, p, [])
 
@@ -138,6 +148,14 @@ def render_view(backend: Backend, name: str, texts: str | Sequence[str], **given
         out.results = [gen, lens]
         out.figures = [generation_figure(gen, lens, metric=p["metric"], stride=int(p["stride"]))]
         out.caption = f"{len(gen.token_ids) - gen.n_prompt} new tokens: “{gen.text}”"
+    elif name == "patch":
+        from .figures.patching import patch_figure, reading
+        from .options import PatchOptions
+
+        if not p["target"]:
+            raise LensError("the patch view needs a target token (e.g. ' Paris')")
+        r = backend.patch(texts[0], texts[1], PatchOptions(target=p["target"], foil=p["foil"], site=p["site"]))
+        out.results, out.figures, out.caption = [r], [patch_figure(r)], reading(r)
     elif name == "logit-lens":
         if p["metric"] not in METRICS:
             raise LensError(f"unknown colour metric {p['metric']!r}; choose from {', '.join(METRICS)}")

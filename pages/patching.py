@@ -83,7 +83,8 @@ HEIGHT = present.SCREEN_CHART - 90 if present.is_on() else 480  # two rows of in
 grid_tab, rows_tab, cell_tab, ablate_tab = st.tabs(["Patching grid", "The lens of both prompts", "Patch one cell",
                                                     "Ablate"])
 with grid_tab:
-    chart(patch_figure(result, height=HEIGHT), key="patch")
+    chart(patch_figure(result, height=HEIGHT), key="patch",
+          export={"view": "patch", "numbers": result, "texts": [clean, corrupt], "model": info.name})
     st.caption(f"{reading(result)} Metric: {metric_text(result)} at the last position.")
     if not present.is_on():
         download_json(result, f"patch-{site}")

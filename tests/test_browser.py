@@ -89,6 +89,7 @@ def test_the_launch_warms_the_model_and_the_tour(page):
     """``python -m ui.launch`` (what ``make run`` starts) loads the model and computes the home page,
     the tour and UMAP's compilation in the background, and says so on stderr."""
     import time
+    from lens.tour import STEPS
 
     log = ARTIFACTS / f"streamlit-{page.base_url.rsplit(':', 1)[1]}.log"
     deadline = time.time() + 300
@@ -96,7 +97,7 @@ def test_the_launch_warms_the_model_and_the_tour(page):
         time.sleep(1)
     text = log.read_text()
     assert "smollm2-135m loaded and the home page computed" in text, text[-2000:]
-    assert "the tour's 8 steps and the examples computed, UMAP compiled" in text, text[-2000:]
+    assert f"the tour's {len(STEPS)} steps and the examples computed, UMAP compiled" in text, text[-2000:]
     assert "failed" not in text
 
 

@@ -38,8 +38,9 @@ def numbers_in(html: str) -> list:
 
 @pytest.mark.parametrize("name", list(VIEWS))
 def test_every_view_renders_and_exports_its_numbers(backend, name, tmp_path):
-    texts = CORPUS if name in ("projection", "geometry") else PROMPT
-    rendered = render_view(backend, name, texts)
+    texts = CORPUS if name in ("projection", "geometry") else ["The cat sat on", "The dog ran on"] if name == "patch" \
+        else PROMPT
+    rendered = render_view(backend, name, texts, **({"target": "t", "foil": "a"} if name == "patch" else {}))
     assert rendered.figures and rendered.results and rendered.view.about
     out = export_view(rendered, tmp_path / f"{name}.html")
     html = out[0].read_text(encoding="utf-8")

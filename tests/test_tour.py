@@ -85,7 +85,7 @@ def test_echo_fact_counts_the_embeddings_row(bundled, rendered):
 
 
 def test_links_open_existing_pages_with_their_settings():
-    pages = {"logit_lens", "projection", "attention"}
+    pages = {"logit_lens", "projection", "attention", "patching"}
     for step in STEPS:
         for shown in step.shows:
             url = urlparse(step_link(shown))
@@ -108,3 +108,26 @@ def test_the_handout_is_the_whole_tour_in_one_offline_file(run_cli, tmp_path):
     assert "<script src" not in html and "<link" not in html
     bad = run_cli(["tour", "--out", str(tmp_path / "tour.txt")], tmp_path / "cache")
     assert bad.returncode == 2 and b"HTML file" in bad.stderr
+
+
+def test_tracing_fact_matches_the_models_own_logits_and_the_grid(bundled, rendered):
+    """The causal-tracing step: its logit differences come from plain forward passes of both prompts, and the
+    layers it names are where its grid (checked cell by cell in test_patching.py) crosses one half."""
+    from lens.tour import COLOSSEUM, SUBJECT
+
+    i = next(k for k, s in enumerate(STEPS) if s.shows[0].view == "patch")
+    views, fact = rendered[i]
+    tok = bundled.tokenizer
+    paris, rome = (tok(t, add_special_tokens=False)["input_ids"][0] for t in (" Paris", " Rome"))
+    for text in (SUBJECT, COLOSSEUM):
+        with torch.no_grad():
+            z = bundled.model(tok(text, return_tensors="pt")["input_ids"]).logits[0, -1].double()
+        assert f"{float(z[paris] - z[rome]):.1f}" in fact
+    r = views[0].results[0]
+    assert re.search(r"subject's token “(.+?)”", fact).group(1) == r.tokens[2].strip()  # "iffel": the strongest
+    rows = np.nonzero(r.patch[:, 2] >= 0.5)[0]
+    name = {"emb": "the embeddings"}
+    first, last = (name.get(r.layers[k], f"layer {r.layers[k]}") for k in (rows[0], rows[-1]))
+    assert f"from {first} to {last}" in fact
+    late = np.nonzero(r.patch[:, -1] >= 0.5)[0]
+    assert f"last position it takes from layer {r.layers[late[0]]} on" in fact

@@ -10,7 +10,7 @@ from .common import backend, model_args
 from .projection import read_texts
 
 OPTIONS = ("metric", "target", "stride", "position", "threshold", "layer", "method", "word", "max_new_tokens",
-           "temperature", "seed")
+           "temperature", "seed", "foil", "site")
 
 
 def cmd_export(args) -> int:
@@ -24,6 +24,12 @@ def cmd_export(args) -> int:
     if not out.parent.is_dir():
         raise LensError(f"cannot write {out}: no folder {out.parent}")
     texts = read_texts(args)
+    if view.name == "patch":  # the prompt is the clean one; --corrupt-prompt the other
+        if not args.corrupt_prompt:
+            raise LensError("the patch view needs --corrupt-prompt TEXT besides the (clean) prompt")
+        texts = [texts, args.corrupt_prompt]
+    elif args.corrupt_prompt:
+        raise LensError(f"the {view.name} view takes no --corrupt-prompt")
     given = {k: getattr(args, k) for k in OPTIONS if getattr(args, k) is not None and k in view.params}
     ignored = [k for k in OPTIONS if getattr(args, k) is not None and k not in view.params]
     if ignored:
@@ -59,7 +65,7 @@ def register(sub) -> None:
                    help="projection and geometry: several texts, one per line, instead of a prompt")
     p.add_argument("--metric", default=None, help="logit-lens: probability, entropy, kl, target_prob, target_rank; "
                                                   "heads: induction, prev_token or entropy")
-    p.add_argument("--target", default=None, help="logit-lens: the token to follow (e.g. ' Paris')")
+    p.add_argument("--target", default=None, help="logit-lens: the token to follow; patch: the clean answer (e.g. ' Paris')")
     p.add_argument("--stride", type=int, default=None, help="logit-lens: show every n-th layer")
     p.add_argument("--position", type=int, default=None, help="rollout, flow, routes: the position to explain")
     p.add_argument("--threshold", type=float, default=None, help="routes: drop edges below this importance")
@@ -69,6 +75,9 @@ def register(sub) -> None:
     p.add_argument("--max-new-tokens", type=int, default=None, help="generate: how many tokens to write (default 20)")
     p.add_argument("--temperature", type=float, default=None, help="generate: 0 greedy (default), above 0 sampled")
     p.add_argument("--seed", type=int, default=None, help="generate: the sampling seed")
+    p.add_argument("--corrupt-prompt", default=None, help="patch: the corrupted prompt (the prompt is the clean one)")
+    p.add_argument("--foil", default=None, help="patch: the corrupted prompt's answer (e.g. ' Rome')")
+    p.add_argument("--site", default=None, choices=["resid", "attn", "mlp", "head"], help="patch: what to patch")
     p.set_defaults(func=cmd_export)
 
     t = sub.add_parser("tour", help="write the guided tour as one offline HTML handout")
