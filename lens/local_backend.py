@@ -34,7 +34,8 @@ from .model.tokens import encode, token_strings
 from .model.trace import CaptureSpec, Trace, capture
 from .options import DEFAULT_THRESHOLD, GenerateOptions, GeometryOptions, LensOptions, Progress, ProjectionOptions
 from .results import (AttentionContributions, FlowResult, Generation, GenerationAttention, GeometryResult,
-                      HeadPatterns, HeadSummary, LogitLensResult, NodeDetail, PatchResult, ProjectionResult,
+                      HeadPatterns, HeadSummary, LogitLensResult, ModelComparison, NodeDetail, PatchResult,
+                      ProjectionResult,
                       RolloutResult, RouteGraph)
 from .serialize import NotThisType, join, split
 
@@ -48,6 +49,7 @@ RESULT_TYPES: dict[str, type] = {
     "contributions": AttentionContributions, "routes": RouteGraph, "node": NodeDetail,
     "generation": Generation, "generation-lens": LogitLensResult, "generation-attention": GenerationAttention,
     "patch": PatchResult, "patched-lens": LogitLensResult, "ablated-lens": LogitLensResult,
+    "compare": ModelComparison,
 }
 
 

@@ -12,7 +12,7 @@ from .jobs import checkpoint
 from .model.tokens import token_strings, visible
 from .model.trace import CaptureSpec, capture
 from .options import Ablation, LensOptions, PatchOptions, Progress
-from .results import LogitLensResult, PatchResult
+from .results import LogitLensResult, ModelComparison, PatchResult
 
 
 class CausalMethods:
@@ -125,3 +125,14 @@ class CausalMethods:
             return self.logit_lens(text, lens)
         return self._cached("ablated-lens", {"prompt": text, "options": {"ablation": ablation.key(),
                                                                            "lens": lens.key()}}, compute)
+
+    def compare_with(self, other, text: str) -> ModelComparison:
+        """This model's logit lens of ``text`` beside ``other``'s (another LocalBackend), cell by cell."""
+        from .analysis.compare import compare_lenses
+
+        for b in (self, other):
+            if not b.loaded.adapter.has_lm_head:
+                raise LensError(f"{b.loaded.name} has no language-model head: the logit lens does not apply")
+        key = {"prompt": text, "options": {"other": other.loaded.fingerprint}}
+        return self._cached("compare", key, lambda: compare_lenses(
+            self._residual_trace(text), other._residual_trace(text), self.loaded.tokenizer))

@@ -322,3 +322,19 @@ class PatchResult:
     # where each prompt's answer can be read, beside where patching says it is computed.
     lens_clean: np.ndarray | None = None  # [L+1] float64
     lens_corrupt: np.ndarray | None = None  # [L+1] float64
+
+
+@dataclass
+class ModelComparison:
+    """Two models' logit lenses of one prompt, cell by cell (same tokenizer, same number of layers)."""
+
+    model_a: str
+    model_b: str
+    tokens: list[str]
+    layers: list[str]  # emb, 1..L, as in the lens
+    top1_a: list[list[str]]  # [R][T]
+    top1_b: list[list[str]]
+    prob_a: np.ndarray  # [R, T] top-1 probability of model a
+    prob_b: np.ndarray
+    kl: np.ndarray  # [R, T] KL(p_a || p_b) in nats, the two lens distributions of the cell
+    agree: np.ndarray  # [R, T] bool, the same top-1 token

@@ -6,7 +6,8 @@ from ui.routing import require_app_router
 require_app_router()
 
 from lens.examples import PATCH_PAIRS  # noqa: E402
-from lens.figures.patching import lens_rows_figure, metric_text, patch_figure, reach_figure, reading  # noqa: E402
+from lens.figures.patching import (comparison_figure, lens_rows_figure, metric_text, patch_figure,  # noqa: E402
+                                   reach_figure, reading)
 from lens.model.tokens import visible  # noqa: E402
 from lens.figures.logit_lens import logit_lens_figure  # noqa: E402
 from lens.options import PatchOptions, ablation_from_text  # noqa: E402
@@ -80,8 +81,8 @@ if result is None:
     st.stop()
 
 HEIGHT = present.SCREEN_CHART - 90 if present.is_on() else 480  # two rows of inputs and the tabs above
-grid_tab, rows_tab, cell_tab, ablate_tab = st.tabs(["Patching grid", "The lens of both prompts", "Patch one cell",
-                                                    "Ablate"])
+grid_tab, rows_tab, cell_tab, ablate_tab, models_tab = st.tabs(
+    ["Patching grid", "The lens of both prompts", "Patch one cell", "Ablate", "Two models"])
 with grid_tab:
     chart(patch_figure(result, height=HEIGHT), key="patch",
           export={"view": "patch", "numbers": result, "texts": [clean, corrupt], "model": info.name})
@@ -136,3 +137,21 @@ with ablate_tab:
                         f"({original.top_probs[-1, -1, 0]:.0%}) → on the modified model "
                         f"**{visible(modified.final_prediction[-1])}** ({modified.top_probs[-1, -1, 0]:.0%})")
             chart(logit_lens_figure(modified).update_layout(height=HEIGHT - 40), key="ablated-lens")
+
+with models_tab:
+    m1, m2 = st.columns([2, 3], vertical_alignment="bottom")
+    choices = [m for m in state.model_choices() if m != info.name] or state.model_choices()
+    other_ref = m1.selectbox("Compare the sidebar's model with", choices, key="other_model", bind="query-params",
+                             accept_new_options=not state.HOSTING.demo,
+                             help="Another model with the same tokenizer and depth: a fine-tuned local folder beside "
+                                  "its base, say.")
+    other = state.backend_for(other_ref) if other_ref else None
+    if other is not None and hasattr(backend, "compare_with"):
+        comparison = None
+        with shown_in_page("Comparing the models", stop=False):
+            comparison = backend.compare_with(other, clean)
+        if comparison is not None:
+            m2.markdown(f"On the clean prompt the two lenses pick the same top-1 token in "
+                        f"**{comparison.agree.mean():.0%}** of the cells; at the last row, "
+                        f"{comparison.agree[-1].mean():.0%}.")
+            chart(comparison_figure(comparison, height=HEIGHT - 40), key="compare-models")

@@ -107,3 +107,26 @@ def test_ablate_tab_shows_the_modified_models_lens(backend):
     np.testing.assert_allclose(array(fig["data"][0]["z"]), want.top_probs[:, :, 0], atol=1e-5)
     at = page(ablate_heads="2,3")
     assert any("heads are LAYER.HEAD pairs" in e.value for e in at.error)
+
+
+def test_two_models_tab_compares_the_lenses_cell_by_cell(backend):
+    """The sidebar's bundled model against minilm-l6 (another tokenizer): a message; against itself: KL 0."""
+    at = page(other_model="minilm-l6")
+    assert any("no language-model head" in e.value or "tokenize" in e.value for e in at.error), \
+        [e.value for e in at.error]
+    import torch
+
+    from lens.analysis.compare import compare_lenses
+    from lens.model.tiny import tiny_model  # noqa: F401
+
+    lm_a, lm_b = load_model("tiny-llama"), load_model("tiny-mistral")
+    a, b = LocalBackend(lm_a, None), LocalBackend(lm_b, None)
+    c = a.compare_with(b, "The cat sat")
+    ta, tb = a.trace("The cat sat"), b.trace("The cat sat")
+    with torch.no_grad():
+        la = torch.log_softmax(lm_a.adapter.readout(ta.residual).double(), -1)
+        lb = torch.log_softmax(lm_b.adapter.readout(tb.residual).double(), -1)
+    np.testing.assert_allclose(c.kl, (la.exp() * (la - lb)).sum(-1).numpy(), atol=1e-5)
+    assert (c.agree == (la.argmax(-1) == lb.argmax(-1)).numpy()).all()
+    same = compare_lenses(ta, ta, lm_a.tokenizer)
+    assert np.abs(same.kl).max() < 1e-6 and same.agree.all()

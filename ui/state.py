@@ -92,3 +92,15 @@ def backend() -> Backend:
     ref = model_ref()
     with shown_in_page(f"Loading model {ref!r}"):
         return get_backend(ref)
+
+
+def model_choices() -> list[str]:
+    """The models a box may offer: the demo's allowlist, or the bundled ones (others may be typed)."""
+    return list(HOSTING.models) if HOSTING.demo else list(BUNDLED)
+
+
+def backend_for(ref: str) -> Backend | None:
+    """Another model's backend (loading it with progress); a load error is shown in the page: None."""
+    with shown_in_page(f"Loading model {ref!r}", stop=False):
+        return get_backend(ref)
+    return None

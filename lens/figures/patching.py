@@ -104,3 +104,23 @@ def reach_figure(lens, row: int, position: int, height: int = 480) -> go.Figure:
         text=f"The corrupted prompt's lens with row {row_label(str(row)) if row else 'emb'}, position {position} "
              "from the clean run (outlined: what the patch can reach)", font=dict(size=14)))
     return fig
+
+
+def comparison_figure(c, height: int = 480) -> go.Figure:
+    """KL between the two models' lens distributions at every cell; each cell names the top-1 token, or
+    both when the models disagree."""
+    text = [[a if same else f"{a}|{b}" for a, b, same in zip(ra, rb, rs)]
+            for ra, rb, rs in zip(c.top1_a, c.top1_b, c.agree.tolist())]
+    text = [[visible(t)[:14] for t in row] for row in text]
+    x = [f"{i}·{visible(t)}" for i, t in enumerate(c.tokens)]
+    fig = go.Figure(go.Heatmap(
+        z=c.kl.astype(float), x=x, y=[row_label(l) for l in c.layers], text=text, texttemplate="%{text}",
+        textfont=dict(size=9), colorscale="Purples", zmin=0, xgap=1, ygap=1,
+        colorbar=dict(title=dict(text="KL (nats)", side="right")),
+        hovertemplate="row %{y} · %{x}<br>top-1: %{text}<br>KL = %{z:.3f} nats<extra></extra>"))
+    fig.update_layout(height=height, margin=dict(l=10, r=10, t=50, b=10),
+                      title=dict(text=f"{c.model_a} vs {c.model_b}: KL(lens of {c.model_a} ‖ lens of {c.model_b}) "
+                                      f"per cell; cells name the top-1 token (a|b where they differ)",
+                                 font=dict(size=14)),
+                      xaxis=dict(tickangle=-40, automargin=True), yaxis=dict(automargin=True))
+    return fig
