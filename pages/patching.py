@@ -6,8 +6,8 @@ from ui.routing import require_app_router
 require_app_router()
 
 from lens.examples import PATCH_PAIRS  # noqa: E402
-from lens.figures.patching import (comparison_figure, lens_rows_figure, metric_text, patch_figure,  # noqa: E402
-                                   reach_figure, reading)
+from lens.figures.patching import (clicked_cell, comparison_figure, lens_rows_figure, metric_text,  # noqa: E402
+                                   patch_figure, reach_figure, reading)
 from lens.model.tokens import visible  # noqa: E402
 from lens.figures.logit_lens import logit_lens_figure  # noqa: E402
 from lens.options import PatchOptions, ablation_from_text  # noqa: E402
@@ -80,12 +80,22 @@ with shown_in_page("Patching", stop=False):
 if result is None:
     st.stop()
 
+# A click on a cell of the grid picks it for "Patch one cell" (before that tab's widgets exist).
+picked = clicked_cell((st.session_state.get("patch") or {}).get("selection", {}).get("points", []))
+if picked is not None and picked != st.session_state.get("_patch_pick"):
+    st.session_state["_patch_pick"] = picked
+    st.session_state["cell_row"] = "emb" if picked[0] == 0 else f"L{picked[0]}"
+    st.session_state["cell_pos"] = str(picked[1])
+    st.toast(f"Row {st.session_state['cell_row']}, position {picked[1]}: see the tab “Patch one cell”",
+             icon=":material/touch_app:")
+
 HEIGHT = present.SCREEN_CHART - 90 if present.is_on() else 480  # two rows of inputs and the tabs above
 grid_tab, rows_tab, cell_tab, ablate_tab, models_tab = st.tabs(
     ["Patching grid", "The lens of both prompts", "Patch one cell", "Ablate", "Two models"])
 with grid_tab:
     chart(patch_figure(result, height=HEIGHT), key="patch",
-          export={"view": "patch", "numbers": result, "texts": [clean, corrupt], "model": info.name})
+          export={"view": "patch", "numbers": result, "texts": [clean, corrupt], "model": info.name},
+          **({"on_select": "rerun", "selection_mode": "points"} if site == "resid" else {}))
     st.caption(f"{reading(result)} Metric: {metric_text(result)} at the last position.")
     if not present.is_on():
         download_json(result, f"patch-{site}")
@@ -100,11 +110,13 @@ with cell_tab:
     L, T = info.n_layers, len(result.corrupt_tokens)
     c_row, c_pos, c_out = st.columns([1, 1, 3], vertical_alignment="bottom")
     rows = ["emb", *(f"L{r}" for r in range(1, L + 1))]  # what the URL shows: ?cell_row=L5&cell_pos=2
-    row = c_row.selectbox("Row", rows, index=min(L, L // 3), key="cell_row", bind="query-params",
+    row = c_row.selectbox("Row", rows, key="cell_row", bind="query-params",
+                          **({} if "cell_row" in st.session_state else {"index": min(L, L // 3)}),
                           help="The residual-stream row whose vector comes from the clean run (emb: the input of L1).")
     positions = [str(p) for p in range(T)]
     first_diff = next((p for p in range(T) if result.tokens[p] != result.corrupt_tokens[p]), T - 1)
-    pos = c_pos.selectbox("Position", positions, index=first_diff, key="cell_pos", bind="query-params",
+    pos = c_pos.selectbox("Position", positions, key="cell_pos", bind="query-params",
+                          **({} if "cell_pos" in st.session_state else {"index": first_diff}),
                           help="0-based, as on the grid's axis.")
     row_i = rows.index(row) if row in rows else L // 3
     pos_i = int(pos) if pos in positions else first_diff

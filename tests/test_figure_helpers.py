@@ -171,3 +171,16 @@ def test_slide_style_sets_every_label_to_at_least_18_px(backend):
     # 300 px of route graph hold only so many 18 px layer labels: the rest are thinned out.
     room = 300 - routes.layout.margin.t - routes.layout.margin.b
     assert len(routes.layout.yaxis.tickvals) <= max(2, room // (SLIDE_FONT * 1.5))
+
+
+def test_clicked_points_read_customdata_as_streamlit_sends_it():
+    """Streamlit hands a point's customdata row to the page as a dict keyed "0", "1", …: clicks on route
+    nodes and on patching cells are read either way."""
+    from lens.figures.attention import clicked_node
+    from lens.figures.patching import clicked_cell
+
+    assert clicked_node([{"customdata": {"0": 3, "1": 4, "2": "mlp"}}]) == (3, 4, "mlp")
+    assert clicked_node([{"customdata": [3, 4, "attn"]}]) == (3, 4, "attn")
+    assert clicked_node([{"customdata": {"0": 3, "1": 4, "2": "emb"}}]) is None
+    assert clicked_cell([{"customdata": {"0": 5, "1": 2, "2": 0.83, "3": 2.4}}]) == (5, 2)
+    assert clicked_cell([{"x": 1}]) is None

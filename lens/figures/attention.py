@@ -226,9 +226,11 @@ def node_bars_figure(d: NodeDetail) -> go.Figure:
 def clicked_node(points: list[dict]) -> tuple[int, int, str] | None:
     """(layer, position, block) of a route-graph node from a plotly selection's points, or
     None when the click was not on an attention or MLP node (``route_figure``'s customdata)."""
+    from .style import point_customdata
+
     for pt in points or []:
-        cd = pt.get("customdata") if isinstance(pt, dict) else None
-        if isinstance(cd, (list, tuple)) and len(cd) == 3 and cd[2] in BLOCKS:
+        cd = point_customdata(pt)
+        if cd is not None and len(cd) == 3 and cd[2] in BLOCKS:
             try:
                 return int(cd[0]), int(cd[1]), str(cd[2])
             except (TypeError, ValueError):

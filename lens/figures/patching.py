@@ -43,6 +43,22 @@ def patch_figure(result: PatchResult, height: int = 560) -> go.Figure:
         hovertemplate=(f"row %{{y}} · {where} %{{x}}<br>restores %{{z:.2f}} of the gap"
                        f"<br>{result.metric_name} after the patch: %{{customdata:.3f}}<extra></extra>"),
     ))
+    if result.site == "resid":
+        # Plotly heatmaps send no click selections to Streamlit: an invisible marker on every cell does, and
+        # carries the hover text (the heatmap's own hover is switched off to leave it to them).
+        rows, cols = np.meshgrid(np.arange(z.shape[0]), np.arange(z.shape[1]), indexing="ij")
+        ys = [row_label(l) for l in result.layers]
+        fig.data[0].hoverinfo = "skip"
+        fig.data[0].hovertemplate = None
+        fig.add_scatter(
+            x=[x[c] for c in cols.ravel()], y=[ys[r] for r in rows.ravel()], mode="markers",
+            marker=dict(size=14, symbol="square", opacity=0.01, color="black"), showlegend=False,
+            customdata=np.stack([rows.ravel(), cols.ravel(), z.ravel(), result.raw.ravel()], 1),
+            hovertemplate=(f"row %{{y}} · {where} %{{x}}<br>restores %{{customdata[2]:.2f}} of the gap"
+                           f"<br>{result.metric_name} after the patch: %{{customdata[3]:.3f}}"
+                           "<br><i>click: patch this cell alone</i><extra></extra>"),
+            selected=dict(marker=dict(opacity=0.01)), unselected=dict(marker=dict(opacity=0.01)))
+        fig.update_layout(clickmode="event+select")
     fig.update_layout(
         height=height, margin=dict(l=10, r=10, t=50, b=10),
         title=dict(text=(f"Patching the {SITE_TITLES[result.site]} · {result.model} · {metric_text(result)}: "
@@ -124,3 +140,14 @@ def comparison_figure(c, height: int = 480) -> go.Figure:
                                  font=dict(size=14)),
                       xaxis=dict(tickangle=-40, automargin=True), yaxis=dict(automargin=True))
     return fig
+
+
+def clicked_cell(points: list[dict]) -> tuple[int, int] | None:
+    """(row, position) of a patching-grid cell from a plotly selection's points (``patch_figure``'s markers)."""
+    from .style import point_customdata
+
+    for pt in points or []:
+        cd = point_customdata(pt)
+        if cd is not None and len(cd) == 4:
+            return int(cd[0]), int(cd[1])
+    return None

@@ -47,3 +47,15 @@ def _thin_ticks(fig) -> None:
     if n > fits:
         k = -(-n // fits)
         fig.update_yaxes(tickvals=list(y.tickvals)[::k], ticktext=list(y.ticktext)[::k])
+
+
+def point_customdata(point) -> list | None:
+    """A selected point's customdata as a list. Streamlit hands a row of customdata to the page as a dict
+    keyed "0", "1", … (as a list in other versions): both come back as a list."""
+    cd = point.get("customdata") if isinstance(point, dict) else None
+    if isinstance(cd, dict):
+        try:
+            return [cd[k] for k in sorted(cd, key=int)]
+        except (TypeError, ValueError):
+            return None
+    return list(cd) if isinstance(cd, (list, tuple)) else None
