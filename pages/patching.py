@@ -149,6 +149,10 @@ with ablate_tab:
                         f"({original.top_probs[-1, -1, 0]:.0%}) → on the modified model "
                         f"**{visible(modified.final_prediction[-1])}** ({modified.top_probs[-1, -1, 0]:.0%})")
             chart(logit_lens_figure(modified).update_layout(height=HEIGHT - 40), key="ablated-lens")
+            st.caption("The clean prompt's logit lens on the modified model. Zero ablation removes what a head or MLP "
+                       "writes; mean ablation puts in its average over the prompt's positions instead (the usual "
+                       "control: it keeps the part that does not depend on the token). A skipped layer passes its "
+                       "input on; swapped layers run in each other's place (Lad et al. 2024, \"layers as painters\").")
 
 with models_tab:
     m1, m2 = st.columns([2, 3], vertical_alignment="bottom")
@@ -166,4 +170,14 @@ with models_tab:
             m2.markdown(f"On the clean prompt the two lenses pick the same top-1 token in "
                         f"**{comparison.agree.mean():.0%}** of the cells; at the last row, "
                         f"{comparison.agree[-1].mean():.0%}.")
-            chart(comparison_figure(comparison, height=HEIGHT - 40), key="compare-models")
+            diff_tab, side_tab = st.tabs(["Difference per cell", "Both lenses side by side"])
+            with diff_tab:
+                chart(comparison_figure(comparison, height=HEIGHT - 80), key="compare-models")
+                st.caption("Each cell: the KL divergence between the two models' logit-lens distributions (0: they "
+                           "predict alike), with the top-1 token of each where they differ (first|second).")
+            with side_tab:
+                left, right = st.columns(2)
+                for where, b, key in ((left, backend, "lens-a"), (right, other, "lens-b")):
+                    lens = b.logit_lens(clean)
+                    fig = logit_lens_figure(lens).update_layout(height=HEIGHT - 80, title_text=f"{b.info().name}")
+                    chart(fig, key=key, where=where)

@@ -130,3 +130,15 @@ def test_two_models_tab_compares_the_lenses_cell_by_cell(backend):
     assert (c.agree == (la.argmax(-1) == lb.argmax(-1)).numpy()).all()
     same = compare_lenses(ta, ta, lm_a.tokenizer)
     assert np.abs(same.kl).max() < 1e-6 and same.agree.all()
+
+
+def test_two_models_side_by_side_in_the_page():
+    at = page(model="tiny-llama", other_model="tiny-mistral", clean="The cat sat on", corrupt="The dog ran on",
+              patch_target="t", foil="a")
+    figs = charts(at)
+    a, b = LocalBackend(load_model("tiny-llama"), None), LocalBackend(load_model("tiny-mistral"), None)
+    c = a.compare_with(b, "The cat sat on")
+    np.testing.assert_allclose(array(figs[-3]["data"][0]["z"]), c.kl, atol=1e-5)
+    np.testing.assert_allclose(array(figs[-2]["data"][0]["z"]), a.logit_lens("The cat sat on").top_probs[:, :, 0], atol=1e-5)
+    np.testing.assert_allclose(array(figs[-1]["data"][0]["z"]), b.logit_lens("The cat sat on").top_probs[:, :, 0], atol=1e-5)
+    assert any("pick the same top-1 token in" in m.value for m in at.markdown)
