@@ -240,6 +240,20 @@ def prompt_tokens(text: str) -> int | None:
         return None
 
 
+def write_report(report: dict, text: str, kind: str, out: Path | None, latest: str | None = None) -> None:
+    """Print the table and write the report as JSON: to ``out``, else a time-stamped file and the latest one."""
+    report["table"] = text
+    print(text)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    paths = [out] if out else [RESULTS / f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}.json",
+                               RESULTS / (latest or f"{kind}-latest.json")]
+    for p in paths:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(json.dumps(report, indent=1, ensure_ascii=False))
+    took = f" ({report['wall_s']:.0f} s)" if "wall_s" in report else ""
+    say(f"bench: wrote {', '.join(str(p) for p in paths)}{took}")
+
+
 def load_test(args) -> int:
     from bench import load
 
@@ -249,14 +263,7 @@ def load_test(args) -> int:
     report = {"when": time.strftime("%Y-%m-%d %H:%M:%S"), "model": "smollm2-135m", "machine": machine(),
               "load": load.run(args.load, demo=not args.load_open, say=say)}
     text = load.table(report["load"])
-    report["table"] = text
-    print(text)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    paths = [args.out] if args.out else [RESULTS / f"load-{time.strftime('%Y%m%d-%H%M%S')}.json", RESULTS / "load-latest.json"]
-    for p in paths:
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(json.dumps(report, indent=1, ensure_ascii=False))
-    say(f"bench: wrote {', '.join(str(p) for p in paths)}")
+    write_report(report, text, "load", args.out)
     return 0 if report["load"]["errors"] == 0 else 1
 
 
@@ -266,15 +273,7 @@ def patching_bench(args) -> int:
     report = {"when": time.strftime("%Y-%m-%d %H:%M:%S"), "model": "smollm2-135m", "machine": machine(),
               "patching": patching.run(repeats=args.repeats or 3, say=say)}
     text = patching.table(report["patching"])
-    report["table"] = text
-    print(text)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    paths = [args.out] if args.out else [RESULTS / f"patching-{time.strftime('%Y%m%d-%H%M%S')}.json",
-                                         RESULTS / "patching-latest.json"]
-    for p in paths:
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(json.dumps(report, indent=1, ensure_ascii=False))
-    say(f"bench: wrote {', '.join(str(p) for p in paths)}")
+    write_report(report, text, "patching", args.out)
     return 0
 
 
@@ -351,15 +350,7 @@ def main(argv: list[str] | None = None) -> int:
 
         text += "\n\n" + (f"Patching: ERROR {report['patching']['error']}" if "error" in report["patching"]
                            else patching.table(report["patching"]))
-    report["table"] = text
-    print(text)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    paths = [args.out] if args.out else [RESULTS / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json",
-                                         RESULTS / "latest.json"]
-    for p in paths:
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(json.dumps(report, indent=1, ensure_ascii=False))
-    say(f"bench: wrote {', '.join(str(p) for p in paths)} ({report['wall_s']:.0f} s)")
+    write_report(report, text, "bench", args.out, latest="latest.json")
     return 0
 
 

@@ -80,16 +80,10 @@ def naive_cell(lm, clean, corrupt_ids, target, foil, site, row, col):
         hook = (a.blocks[0], "pre", fn) if row == 0 else (a.blocks[row - 1], "post", fn)
     elif site in ("attn", "mlp"):
         def fn(x):
-            x = x.clone().reshape(T, -1)
-            x[col] = clean[site][row][col]
-            return x.reshape(first_shape[0])
-        first_shape = []
-        module = (a.attn_write if site == "attn" else a.mlp_write)[row]
-
-        def shaped(x):
-            first_shape[:] = [x.shape]
-            return fn(x)
-        hook = (module, "post", shaped)
+            x = x.clone()
+            x.view(T, -1)[col] = clean[site][row][col]  # OPT's MLP writes a flattened [T, d]
+            return x
+        hook = ((a.attn_write if site == "attn" else a.mlp_write)[row], "post", fn)
     else:
         hd = a.head_dim
 
@@ -97,14 +91,7 @@ def naive_cell(lm, clean, corrupt_ids, target, foil, site, row, col):
             x = x.clone()
             x[0, :, col * hd:(col + 1) * hd] = clean["head"][row][:, col * hd:(col + 1) * hd]
             return x
-        module = a.out_proj[row]
-        h = module.register_forward_pre_hook(lambda m, args: (fn(args[0]), *args[1:]))
-        try:
-            with torch.no_grad():
-                z = lm.model(input_ids=torch.tensor([corrupt_ids])).logits[0, -1].double()
-        finally:
-            h.remove()
-        return float(z[target] - z[foil]) if foil is not None else float(torch.log_softmax(z, -1)[target])
+        hook = (a.out_proj[row], "pre", fn)
     return naive_metric(lm, corrupt_ids, target, foil, hook)
 
 
