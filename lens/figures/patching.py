@@ -52,12 +52,12 @@ def patch_figure(result: PatchResult, height: int = 560) -> go.Figure:
         fig.data[0].hovertemplate = None
         fig.add_scatter(
             x=[x[c] for c in cols.ravel()], y=[ys[r] for r in rows.ravel()], mode="markers",
-            marker=dict(size=14, symbol="square", opacity=0.01, color="black"), showlegend=False,
+            marker=dict(size=14, symbol="square", color="rgba(0,0,0,0)", line=dict(width=0)), showlegend=False,
             customdata=np.stack([rows.ravel(), cols.ravel(), z.ravel(), result.raw.ravel()], 1),
             hovertemplate=(f"row %{{y}} · {where} %{{x}}<br>restores %{{customdata[2]:.2f}} of the gap"
                            f"<br>{result.metric_name} after the patch: %{{customdata[3]:.3f}}"
                            "<br><i>click: patch this cell alone</i><extra></extra>"),
-            selected=dict(marker=dict(opacity=0.01)), unselected=dict(marker=dict(opacity=0.01)))
+            selected=dict(marker=dict(opacity=1)), unselected=dict(marker=dict(opacity=1)))
         fig.update_layout(clickmode="event+select")
     fig.update_layout(
         height=height, margin=dict(l=10, r=10, t=50, b=10),
