@@ -29,7 +29,7 @@ from safetensors import safe_open
 from safetensors.numpy import load_file, save_file
 
 log = logging.getLogger("layerlens")
-FORMAT_VERSION = "4"  # 2: flow rows are the solved layers only; 3: byte pieces written as <0xNN>; 4: patch rows named as lens rows
+FORMAT_VERSION = "5"  # 2: flow rows are the solved layers only; 3: byte pieces written as <0xNN>; 4: patch rows named as lens rows; 5: lens results name their lens and exit rows
 STALE_TMP_SECONDS = 600  # a temporary file this old belongs to a writer that died
 
 

@@ -26,6 +26,7 @@ from .analysis.routes import (RouteData, attention_contributions, check_length, 
 from .backend import ModelInfo
 from .cache import ResultCache, make_key
 from .local_causal import CausalMethods
+from .local_fitted import FittedLensMethods
 from .errors import LensError
 from .hosting import Limits
 from .jobs import Cancelled, JobQueue, checkpoint
@@ -34,7 +35,8 @@ from .model.tokens import encode, token_strings
 from .model.trace import CaptureSpec, Trace, capture
 from .options import DEFAULT_THRESHOLD, GenerateOptions, GeometryOptions, LensOptions, Progress, ProjectionOptions
 from .results import (AttentionContributions, FlowResult, Generation, GenerationAttention, GeometryResult,
-                      HeadPatterns, HeadSummary, LogitLensResult, ModelComparison, NodeDetail, PatchResult,
+                      HeadPatterns, HeadSummary, LanguageMass, LogitLensResult, ModelComparison, NodeDetail,
+                      PatchResult,
                       ProjectionResult,
                       RolloutResult, RouteGraph)
 from .serialize import NotThisType, join, split
@@ -49,11 +51,11 @@ RESULT_TYPES: dict[str, type] = {
     "contributions": AttentionContributions, "routes": RouteGraph, "node": NodeDetail,
     "generation": Generation, "generation-lens": LogitLensResult, "generation-attention": GenerationAttention,
     "patch": PatchResult, "patched-lens": LogitLensResult, "ablated-lens": LogitLensResult,
-    "compare": ModelComparison,
+    "compare": ModelComparison, "language": LanguageMass,
 }
 
 
-class LocalBackend(CausalMethods):
+class LocalBackend(CausalMethods, FittedLensMethods):
     """Runs one loaded model in this process; results go through an optional disk cache."""
 
     def __init__(self, loaded: LoadedModel, cache: ResultCache | None = None, token_limit: int | None = None,
@@ -72,6 +74,8 @@ class LocalBackend(CausalMethods):
         # Results being computed, by cache key: a second caller waits for the first's.
         self._pending: dict[str, Future] = {}
         self._pending_lock = threading.Lock()
+        # Fitted lenses read from cache/lenses, by kind: (file mtime, lens or None).
+        self._lens_memo: dict[str, tuple[int, object]] = {}
 
     # ------------------------------------------------------------ model, tokens, traces
 
@@ -256,9 +260,12 @@ class LocalBackend(CausalMethods):
         column p is what the model saw and predicted when it had read the first p + 1 tokens."""
         lens.check()
         gen = self.generate(text, options)
-        return self._cached("generation-lens", {"prompt": text, "options": options.key(), "lens": lens.key()},
+        fitted = self._lens_for(lens.lens)
+        key = {"prompt": text, "options": options.key(), "lens": lens.key(),
+               "lens_id": fitted.lens_id if fitted else None}
+        return self._cached("generation-lens", key,
                             lambda: logit_lens(self._capture(gen.token_ids, CaptureSpec(residual=True)),
-                                               self.loaded.tokenizer, lens))
+                                               self.loaded.tokenizer, lens, fitted=fitted))
 
     def generation_attention(self, text: str, options: GenerateOptions = GenerateOptions()) -> GenerationAttention:
         """For each new token, the attention of the position that chose it, averaged over heads and
@@ -276,12 +283,15 @@ class LocalBackend(CausalMethods):
 
     def logit_lens(self, text: str, options: LensOptions = LensOptions(),
                    progress: Progress | None = None) -> LogitLensResult:
-        """The lens of every row at the positions of ``options.positions`` (default: all)."""
+        """The lens of every row at the positions of ``options.positions`` (default: all), read as
+        ``options.lens`` says (a linear lens not fitted yet is fitted first, on the shipped corpus)."""
         options.check()
         if not self.loaded.adapter.has_lm_head:
             raise LensError(f"{self.loaded.name} has no language-model head: the logit lens does not apply")
-        return self._cached("lens", {"prompt": text, "options": options.key()}, lambda: logit_lens(
-            self._residual_trace(text), self.loaded.tokenizer, options, progress))
+        fitted = self._lens_for(options.lens, progress)
+        key = {"prompt": text, "options": options.key(), "lens_id": fitted.lens_id if fitted else None}
+        return self._cached("lens", key, lambda: logit_lens(
+            self._residual_trace(text), self.loaded.tokenizer, options, progress, fitted=fitted))
 
     def projection(self, texts: str | Sequence[str], options: ProjectionOptions = ProjectionOptions(),
                    progress: Progress | None = None) -> ProjectionResult:

@@ -31,19 +31,30 @@ def check_threshold(threshold: float) -> float:
     return t
 
 
+LENSES = ("logit", "linear", "tuned")  # how a row is read: as it is, or through a fitted map (lens/fitted/)
+
+
+def check_lens(lens: str) -> str:
+    if lens not in LENSES:
+        raise LensError(f"unknown lens {lens!r}; choose {', '.join(LENSES)}")
+    return lens
+
+
 @dataclass(frozen=True)
 class LensOptions:
     top_k: int = 5
     target: str | None = None  # text whose first token is tracked; None: the final top-1
     positions: tuple[int, int] | None = None  # [start, stop) window; None: all
+    lens: str = "logit"  # logit | linear | tuned
 
     def check(self) -> None:
         if not isinstance(self.top_k, int) or not 1 <= self.top_k <= MAX_TOP_K:
             raise LensError(f"top-k must be a whole number from 1 to {MAX_TOP_K}, not {self.top_k!r}")
+        check_lens(self.lens)
 
     def key(self) -> dict:
         return {"top_k": self.top_k, "target": self.target,
-                "positions": list(self.positions) if self.positions else None}
+                "positions": list(self.positions) if self.positions else None, "lens": self.lens}
 
 
 MIN_TEMPERATURE = 0.01

@@ -65,12 +65,61 @@ class LogitLensResult:
     target_prob: np.ndarray  # [R, P]
     next_token_loss: np.ndarray  # [R, P] nats, -log p(actual next token); NaN at the last position
     final_prediction: list[str]  # [P] the model's own top-1 output, decoded
+    # [P] the saturation row per position: the first row from which the lens's top-1 is the model's own
+    # prediction at every later row (None: not even the last row agrees, as with a tie)
+    exit_layer: list[int | None]
+    lens: str = "logit"  # logit | linear | tuned: how each row was read (lens/fitted/)
     target_note: str = ""
     options: dict = field(default_factory=dict)
 
     @property
     def top1_tokens(self) -> list[list[str]]:
         return [[cell[0] for cell in row] for row in self.top_tokens]
+
+
+@dataclass
+class LensFit:
+    """A fitted lens of one model (lens/fitted/): what it is and where it came from."""
+
+    model: str
+    kind: str  # linear | tuned
+    lens_id: str  # names the fit in cache keys
+    source: str  # fitted (least squares) | trained (gradient descent) | checkpoint (a tuned-lens folder)
+    corpus: str  # "shipped", a file name, or "" for a checkpoint
+    tokens: int  # corpus tokens it learnt from (0 for a checkpoint)
+    seconds: float  # time to fit or train (0 for a checkpoint)
+    details: dict = field(default_factory=dict)  # everything else recorded with it (ridge, steps, losses, path)
+
+
+@dataclass
+class LensComparison:
+    """The lenses of one prompt side by side, per row: how close each row's reading is to the final one."""
+
+    model: str
+    tokens: list[str]
+    layers: list[str]  # rows, as in the lens
+    lenses: list[str]  # [K] logit, linear, tuned (those available)
+    mean_kl: np.ndarray  # [K, R] mean over positions of KL(p_final ‖ p_row), nats
+    top1_agreement: np.ndarray  # [K, R] share of positions whose top-1 is the model's own prediction
+    exit_fraction: np.ndarray  # [K, R] share of positions saturated at or before the row
+    lens_ids: list[str] = field(default_factory=list)  # [K] the fit of each ("" for the logit lens)
+
+
+@dataclass
+class LanguageMass:
+    """Which script (and which tracked words) each row's reading puts its probability on, at one position
+    (Wendler et al. 2024: a multilingual model's middle layers may "think" in English)."""
+
+    model: str
+    lens: str  # logit | linear | tuned
+    tokens: list[str]
+    position: int
+    layers: list[str]
+    scripts: list[str]  # [S] e.g. Latin, Cyrillic, Han, ..., "other" (digits, punctuation, spaces, byte pieces)
+    mass: np.ndarray  # [R, S] probability per script; rows sum to 1
+    words: list[str]  # [W] tracked words (each read by its first token)
+    word_tokens: list[str]  # [W] the token each word is read by
+    word_probs: np.ndarray  # [R, W]
 
 
 # ---------------------------------------------------------------- projections and geometry

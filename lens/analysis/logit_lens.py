@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 from contextlib import contextmanager
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
 import torch
@@ -22,6 +22,10 @@ from ..model.tokens import decode_token
 from ..model.trace import Trace
 from ..options import LensOptions
 from ..results import LogitLensResult
+from .early_exit import saturation_rows
+
+if TYPE_CHECKING:
+    from ..fitted.affine import AffineLens
 
 ROWS_PER_CHUNK = 512  # rows of logits decoded by one matmul: ~100 MB for a 49k vocabulary
 MAX_CHUNK_FLOATS = 512 * 49152  # larger vocabularies get fewer rows per chunk
@@ -108,10 +112,13 @@ def _decode_table(tokenizer, ids: np.ndarray) -> dict[int, str]:
 
 @torch.no_grad()
 def logit_lens(trace: Trace, tokenizer, options: LensOptions = LensOptions(),
-               progress: Callable[[float, str], None] | None = None) -> LogitLensResult:
+               progress: Callable[[float, str], None] | None = None,
+               fitted: "AffineLens | None" = None) -> LogitLensResult:
     """Full layer × position logit lens of ``trace`` (which must hold the residual stream).
 
-    ``progress(fraction, message)`` is called after each chunk of positions.
+    ``fitted``: a linear-shortcut or tuned lens (lens/fitted/) whose per-row maps are applied
+    before the read-out; None: the plain logit lens. ``progress(fraction, message)`` is
+    called after each chunk of positions.
     """
     if trace.residual is None:
         raise LensError("this trace holds no residual stream; capture it to run the lens")
@@ -152,7 +159,8 @@ def logit_lens(trace: Trace, tokenizer, options: LensOptions = LensOptions(),
         for c0 in range(start, stop, step):
             c1 = min(stop, c0 + step)
             n = c1 - c0
-            x = adapter.normed(trace.residual[:, c0:c1, :].to(W.device, W.dtype))  # [R, n, d]
+            h = trace.residual[:, c0:c1, :].to(W.device, W.dtype)  # [R, n, d]
+            x = adapter.normed(h if fitted is None else fitted.apply(h))
             z = zbuf[: R * n]
             torch.mm(x.reshape(R * n, -1), W.T, out=z)
             z = z.view(R, n, V)
@@ -231,6 +239,8 @@ def logit_lens(trace: Trace, tokenizer, options: LensOptions = LensOptions(),
         target_prob=t_prob,
         next_token_loss=next_loss,
         final_prediction=[decode_token(tokenizer, i) for i in out_top1],
+        exit_layer=saturation_rows(top_ids[:, :, 0], np.asarray(out_top1, np.int64)),
+        lens=fitted.kind if fitted is not None else "logit",
         target_note=note,
         options=options.key(),
     )

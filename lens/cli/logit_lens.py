@@ -1,7 +1,7 @@
 """``logit-lens``: what every layer predicts at every position, as a table or JSON."""
 from __future__ import annotations
 
-from .common import backend, checked_prompt, model_args, print_json
+from .common import backend, checked_prompt, model_args, print_json, terminal_progress
 
 
 def cmd_logit_lens(args) -> int:
@@ -9,19 +9,23 @@ def cmd_logit_lens(args) -> int:
     from ..options import LensOptions
 
     prompt = checked_prompt(args)
-    options = LensOptions(top_k=args.top_k, target=args.target)
+    options = LensOptions(top_k=args.top_k, target=args.target, lens=args.lens)
     options.check()  # before the model loads: a bad option costs no wait
-    result = backend(args).logit_lens(prompt, options)
+    # A linear lens not fitted yet is fitted first (about two minutes for the bundled model): progress on stderr.
+    result = backend(args).logit_lens(prompt, options, progress=terminal_progress if args.lens != "logit" else None)
+    terminal_progress.close()
     if args.json:
         return print_json(result)
     last = len(result.positions) - 1
-    print(f"{result.model}: {len(result.tokens)} tokens, {result.n_layers} layers")
+    print(f"{result.model}: {len(result.tokens)} tokens, {result.n_layers} layers, {result.lens} lens")
     print("prompt: " + " ".join(visible(t) for t in result.tokens))
     print(f"at the last position (next token after {visible(result.tokens[-1])!r}):")
     print(f"{'layer':>5}  {'top-1':<16} {'prob':>6} {'entropy':>8} {'KL→final':>9}  target {visible(result.target_tokens[last])!r} rank")
+    exit_row = result.exit_layer[last]
     for r, label in enumerate(result.layers):
+        mark = "  ← the final answer from here on" if r == exit_row else ""
         print(f"{label:>5}  {visible(result.top_tokens[r][last][0]):<16} {result.top_probs[r, last, 0]:6.3f} "
-              f"{result.entropy[r, last]:8.3f} {result.kl_to_final[r, last]:9.3f}  {result.target_rank[r, last]}")
+              f"{result.entropy[r, last]:8.3f} {result.kl_to_final[r, last]:9.3f}  {result.target_rank[r, last]}{mark}")
     if result.target_note:
         print(f"note: {result.target_note}")
     return 0
@@ -32,4 +36,6 @@ def register(sub) -> None:
     model_args(p)
     p.add_argument("--top-k", type=int, default=5)
     p.add_argument("--target", default=None, help="token to track (default: the final top-1 at each position)")
+    p.add_argument("--lens", default="logit", help="logit (default), linear (fitted first if needed) or tuned "
+                                                   "(see fit-lens)")
     p.set_defaults(func=cmd_logit_lens)

@@ -107,7 +107,11 @@ class Adapter:
     def readout(self, hidden: torch.Tensor, token_ids: list[int] | None = None) -> torch.Tensor:
         """Logits the model would produce if ``hidden`` were its last residual stream (only the
         columns of ``token_ids``, in that order, when given: a metric of two logits needs no more)."""
-        x = self.normed(hidden)
+        return self.logits(hidden, token_ids)
+
+    def logits(self, hidden: torch.Tensor, token_ids: list[int] | None = None) -> torch.Tensor:
+        """``readout`` with gradients (training a lens goes through the model's own read-out)."""
+        x = self._normed(hidden)
         W, bias = self.unembed.weight, self.unembed.bias
         if token_ids is not None:
             W, bias = W[token_ids], (None if bias is None else bias[token_ids])
@@ -121,6 +125,9 @@ class Adapter:
     @torch.no_grad()
     def normed(self, hidden: torch.Tensor) -> torch.Tensor:
         """Final norm (and OPT's down-projection): what the unembedding reads."""
+        return self._normed(hidden)
+
+    def _normed(self, hidden: torch.Tensor) -> torch.Tensor:
         if self.unembed is None:
             raise UnsupportedArchitecture(
                 f"{self.model_type} has no language-model head: the logit lens does not apply"
