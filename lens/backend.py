@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Protocol, Sequence, runtime_checkable
 from .options import (DEFAULT_THRESHOLD, GenerateOptions, GeometryOptions, LensOptions, PatchOptions, Progress,
                       ProjectionOptions)
 from .results import (AttentionContributions, FlowResult, Generation, GenerationAttention, GeometryResult,
-                      HeadPatterns, HeadSummary, LogitLensResult, NodeDetail, PatchResult, ProjectionResult,
-                      RolloutResult, RouteGraph)
+                      HeadPatterns, HeadSummary, LanguageMass, LensComparison, LensFit, LogitLensResult, NodeDetail,
+                      PatchResult, ProjectionResult, RolloutResult, RouteGraph)
 
 if TYPE_CHECKING:  # a local backend's extra; a remote one need not offer it
     from .model.trace import CaptureSpec, Trace
@@ -54,6 +54,16 @@ class Backend(Protocol):
 
     def logit_lens(self, text: str, options: LensOptions = LensOptions(),
                    progress: Progress | None = None) -> LogitLensResult: ...
+
+    def lens_fits(self) -> list[LensFit]: ...
+
+    def fit_lens(self, kind: str = "linear", corpus_file: str | None = None, checkpoint: str | None = None,
+                 steps: int | None = None, progress: Progress | None = None) -> LensFit: ...
+
+    def lens_comparison(self, text: str, positions: tuple[int, int] | None = None) -> LensComparison: ...
+
+    def latent_language(self, text: str, position: int | None = None, words: tuple[str, ...] = (),
+                        lens: str = "logit") -> LanguageMass: ...
 
     def generate(self, text: str, options: GenerateOptions = GenerateOptions()) -> Generation: ...
 

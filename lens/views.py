@@ -32,8 +32,32 @@ VIEWS: dict[str, View] = {v.name: v for v in (
         "Rows are layers (emb: the token embeddings; the top row is the model's real output). Columns are positions; "
         "a cell predicts the token after its column's token, and shows that layer's top-1 guess. Colour: the chosen "
         "measure (confidence, entropy, KL divergence to the final layer, or a target token's rank or probability).",
-        "Token symbols: ␣ a space, ↵ a new line, ⇥ a tab, <0xE2> one byte of a character split over several tokens."),
-        {"metric": "probability", "target": None, "stride": 1, "top_k": 5}),
+        "Token symbols: ␣ a space, ↵ a new line, ⇥ a tab, <0xE2> one byte of a character split over several tokens.",
+        "With the linear-shortcut or tuned lens, each layer's vector first goes through a map fitted to turn it into "
+        "the last layer's vector (Din et al. 2023; Belrose et al. 2023): early layers that look like noise to the "
+        "logit lens often already hold the answer in another basis. An orange line under a cell marks the layer "
+        "from which the column's top-1 is the model's final answer for good."),
+        {"metric": "probability", "target": None, "stride": 1, "top_k": 5, "lens": "logit", "exits": False}),
+    View("lens-comparison", "Lenses compared", "logit_lens?panel=compare", (
+        "The same prompt read by each lens the model has: the plain logit lens and the fitted ones (linear shortcut, "
+        "tuned). Left: per layer, the mean over positions of the KL divergence from the model's final distribution "
+        "to the layer's reading (lower is closer). Right: the share of positions whose top-1 is already the model's "
+        "own prediction.",
+        "A fitted lens that sits far below the logit lens in the early and middle layers shows that those layers "
+        "hold the answer in a basis the unembedding cannot read directly."),
+        {}),
+    View("early-exit", "Early exit", "logit_lens?panel=exit", (
+        "For each position, the saturation layer (Geva et al. 2022): the first layer from which the lens's top-1 "
+        "is the model's final prediction and stays so to the last layer. A model that stopped computing there "
+        "would write the same token (the idea behind early-exit models such as LayerSkip).",
+        "Right: the share of positions that could stop at or before each layer."),
+        {"lens": "logit"}),
+    View("language", "Language of each layer", "logit_lens?panel=language", (
+        "At one position, how each layer's reading spreads its probability over scripts (every vocabulary token "
+        "counted by the script of its letters) and over tracked words read by their first token. In translation "
+        "prompts, middle layers of multilingual models often favour the English word before the last layers "
+        "switch to the target language (Wendler et al. 2024)."),
+        {"position": None, "track": None, "lens": "logit"}),
     View("generate", "Watch it generate", "generate", (
         "The model continues the prompt one token at a time (greedy: its top-1 each time; sampled: drawn from "
         "its probabilities with a fixed seed). Press Play: the logit lens grows one column per new token, and the "
@@ -159,9 +183,31 @@ def render_view(backend: Backend, name: str, texts: str | Sequence[str], **given
     elif name == "logit-lens":
         if p["metric"] not in METRICS:
             raise LensError(f"unknown colour metric {p['metric']!r}; choose from {', '.join(METRICS)}")
-        r = backend.logit_lens(texts, LensOptions(top_k=int(p["top_k"]), target=p["target"]))
-        out.results, out.figures = [r], [logit_lens_figure(r, metric=p["metric"], stride=int(p["stride"]))]
+        r = backend.logit_lens(texts, LensOptions(top_k=int(p["top_k"]), target=p["target"], lens=p["lens"]))
+        out.results, out.figures = [r], [logit_lens_figure(r, metric=p["metric"], stride=int(p["stride"]),
+                                                           show_exit=bool(p["exits"]))]
         out.caption = f"{info.name} predicts “{visible(r.final_prediction[-1])}” after the last token."
+    elif name == "lens-comparison":
+        from .figures.lens_comparison import lens_comparison_figure
+
+        c = backend.lens_comparison(texts)
+        out.results, out.figures = [c], [lens_comparison_figure(c)]
+        out.caption = f"{', '.join(c.lenses)} lenses of {info.name} on {len(c.tokens)} tokens."
+    elif name == "early-exit":
+        from .figures.early_exit import early_exit_figure
+
+        r = backend.logit_lens(texts, LensOptions(top_k=1, lens=p["lens"]))
+        out.results, out.figures = [r], [early_exit_figure(r)]
+        done = sum(e is not None and e < len(r.layers) - 1 for e in r.exit_layer)
+        out.caption = f"{done} of {len(r.exit_layer)} positions have their final answer before the last layer."
+    elif name == "language":
+        from .figures.language import language_figure
+
+        words = tuple(w for w in (p["track"].split(",") if p["track"] else []) if w)
+        m = backend.latent_language(texts, position=None if p["position"] is None else int(p["position"]),
+                                    words=words, lens=p["lens"])
+        out.results, out.figures = [m], [language_figure(m)]
+        out.caption = f"Probability per script at position {m.position}, {m.lens} lens."
     elif name in ("rollout", "flow"):
         r = (backend.attention_flow(texts, p["position"]) if name == "flow"
              else backend.rollout(texts, p["position"]))

@@ -10,7 +10,7 @@ from .common import backend, model_args
 from .projection import read_texts
 
 OPTIONS = ("metric", "target", "stride", "position", "threshold", "layer", "method", "word", "max_new_tokens",
-           "temperature", "seed", "foil", "site")
+           "temperature", "seed", "foil", "site", "lens", "exits", "track")
 
 
 def cmd_export(args) -> int:
@@ -78,6 +78,10 @@ def register(sub) -> None:
     p.add_argument("--corrupt-prompt", default=None, help="patch: the corrupted prompt (the prompt is the clean one)")
     p.add_argument("--foil", default=None, help="patch: the corrupted prompt's answer (e.g. ' Rome')")
     p.add_argument("--site", default=None, choices=["resid", "attn", "mlp", "head"], help="patch: what to patch")
+    p.add_argument("--lens", default=None, help="logit-lens, early-exit, language: logit, linear or tuned")
+    p.add_argument("--exits", action="store_const", const=True, default=None,
+                   help="logit-lens: mark each position's saturation layer")
+    p.add_argument("--track", default=None, help="language: words to follow, comma-separated")
     p.set_defaults(func=cmd_export)
 
     t = sub.add_parser("tour", help="write the guided tour as one offline HTML handout")

@@ -101,12 +101,17 @@ def _hover(result: LogitLensResult, rows: list[int], cols: list[int]) -> tuple[l
     return data, template
 
 
+LENS_TITLES = {"logit": "Logit lens", "linear": "Linear-shortcut lens", "tuned": "Tuned lens"}
+
+
 def logit_lens_figure(result: LogitLensResult, metric: str = "probability", stride: int = 1,
-                      columns: tuple[int, int] | None = None, show_tokens: bool | None = None) -> go.Figure:
+                      columns: tuple[int, int] | None = None, show_tokens: bool | None = None,
+                      show_exit: bool = False) -> go.Figure:
     """Heatmap of ``metric``; ``columns`` is a [start, stop) window into the result's positions.
 
     ``show_tokens`` writes each cell's top-1 token into it; by default only while the
-    window has at most MAX_CELL_TEXT_COLUMNS columns (beyond that they cannot be read)."""
+    window has at most MAX_CELL_TEXT_COLUMNS columns (beyond that they cannot be read).
+    ``show_exit`` draws a line under each column's saturation cell (lens/analysis/early_exit.py)."""
     spec = METRICS[metric]
     rows = strided_rows(len(result.layers), stride)
     c0, c1 = columns or (0, len(result.positions))
@@ -129,7 +134,7 @@ def logit_lens_figure(result: LogitLensResult, metric: str = "probability", stri
         ticks = list(range(0, int(math.ceil(top)) + 1))
         colorbar.update(tickvals=ticks, ticktext=[f"{10 ** t:,}" for t in ticks])
     zmin, zmax = (0.0, 1.0) if metric in ("probability", "target_prob") else (0.0, None)
-    title = f"Logit lens · {result.model} · colour: {spec.title}"
+    title = f"{LENS_TITLES.get(result.lens, result.lens)} · {result.model} · colour: {spec.title}"
     if metric == "kl" and rows[0] == 0 and len(rows) > 1 and np.isfinite(z[1:]).any():
         # The embeddings' KL (~100 nats) would leave every other row the same colour.
         zmax = float(np.nanmax(z[1:]))
@@ -143,6 +148,11 @@ def logit_lens_figure(result: LogitLensResult, metric: str = "probability", stri
         colorscale=spec.colorscale, zmin=zmin, zmax=zmax, colorbar=colorbar, xgap=1, ygap=1,
     )
     fig = go.Figure(heat)
+    if show_exit:
+        from .early_exit import exit_marks
+
+        fig.update_layout(shapes=exit_marks(result, rows, cols))
+        title += " · <span style='color:#e4572e'>▁</span> final answer from here up"
     fig.update_layout(
         height=max(360, 22 * len(rows) + 140),
         margin=dict(l=60, r=20, t=40, b=90),
