@@ -53,3 +53,18 @@ PATCH_PAIRS: dict[str, tuple[str, str, str, str]] = {
         "When Mary and John went to the store, John gave a drink to",
         "When Mary and John went to the store, Mary gave a drink to", " Mary", " John"),
 }
+
+
+# Translation prompts for the language of each layer (Wendler et al. 2024): name -> (prompt, words to follow:
+# the answer in the target language, then the English word). Each prompt stops at the opening quote of the answer.
+TRANSLATIONS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "French → Chinese: eau (water)": (
+        'Français: "chien" - 中文: "狗"\nFrançais: "maison" - 中文: "房子"\nFrançais: "eau" - 中文: "',
+        ("水", "water")),
+    "French → Russian: eau (water)": (
+        'Français: "chien" - Русский: "собака"\nFrançais: "maison" - Русский: "дом"\nFrançais: "eau" - Русский: "',
+        ("вода", "water")),
+    "French → German: livre (book)": (
+        'Français: "fleur" - Deutsch: "Blume"\nFrançais: "montagne" - Deutsch: "Berg"\nFrançais: "livre" - Deutsch: "',
+        ("Buch", "book")),
+}

@@ -5,7 +5,11 @@ from ui.routing import require_app_router
 
 require_app_router()
 
+from lens.figures.early_exit import early_exit_figure  # noqa: E402
+from lens.figures.language import language_figure  # noqa: E402
+from lens.figures.lens_comparison import LENS_NAMES, lens_comparison_figure  # noqa: E402
 from lens.figures.logit_lens import METRICS, logit_lens_figure  # noqa: E402
+from lens.examples import TRANSLATIONS  # noqa: E402
 from lens.model.tokens import SYMBOLS  # noqa: E402
 from lens.options import LensOptions  # noqa: E402
 from ui import present, state  # noqa: E402
@@ -30,6 +34,13 @@ as if the layer were the last one, and asks *"what next token would you predict 
 
 Typical picture: early layers echo the input token, middle layers are unsure, and late layers settle on the answer.
 
+**Lens**: the logit lens reads every layer with the *last* layer's read-out, which suits late layers only.
+The **linear shortcut** (Din et al. 2023) first maps each layer's vector to the last layer's with a linear map
+fitted by least squares on a corpus; the **tuned lens** (Belrose et al. 2023) trains such maps to match the final
+distribution. With them, early rows that look like noise often already point at the answer.
+An **orange line** under a cell (*Mark early exit*) is the layer from which that column's top-1 is the model's
+final answer for good (its *saturation* layer).
+
 Token symbols: """ + " · ".join(f"`{s.split(' ', 1)[0]}` {s.split(' ', 1)[1]}" for s in SYMBOLS) + "."
     )
 
@@ -50,7 +61,11 @@ with shown_in_page("Reading the prompt"):
 @st.fragment
 def lens_view(n: int) -> None:
     """The controls and the heatmap: changing a control reruns this view only, not the page."""
-    c1, c2, c3, c4 = st.columns([2, 2, 1, 1])
+    c0, c1, c2, c3, c4 = st.columns([2, 2, 2, 1, 1])
+    link_options("lens", LENS_NAMES)
+    lens = c0.selectbox("Lens", list(LENS_NAMES), format_func=LENS_NAMES.get, key="lens", bind="query-params",
+                        help="How each layer is read: as it is (logit lens) or through a map fitted to the last "
+                             "layer (linear shortcut, tuned lens).")
     link_options("metric", {k: m.label for k, m in METRICS.items()})
     metric = c1.selectbox("Colour by", list(METRICS), format_func=lambda k: METRICS[k].label, key="metric",
                           bind="query-params",
@@ -62,6 +77,9 @@ def lens_view(n: int) -> None:
     stride = c4.number_input("Layer stride", min_value=1, max_value=max(1, info.n_layers),
                              value=2 if present.is_on() else 1, key="stride",
                              bind="query-params", help="Show every n-th layer (the final layer is always shown).")
+    st.toggle("Mark early exit", key="exits", bind="query-params",
+              help="An orange line under the layer from which each column's top-1 is the model's final answer "
+                   "for good.")
 
     # Long prompts: only the positions on screen are decoded (the rest when the window moves there),
     # so a 2048-token prompt shows its last 48 positions in seconds instead of decoding all of them.
@@ -78,17 +96,19 @@ def lens_view(n: int) -> None:
                                 f"({WINDOW} at first).")
         window = (min(lo, hi), max(lo, hi) + 1)
 
+    if lens != "logit" and not fitted_lens_ready(lens):
+        return
     bar = st.empty()
     with shown_in_page("Logit lens"):
         result = backend.logit_lens(
-            text, LensOptions(top_k=int(top_k), target=target or None, positions=window),
+            text, LensOptions(top_k=int(top_k), target=target or None, positions=window, lens=lens),
             progress=lambda f, m: bar.progress(f, text=f"Decoding every layer: {m}"),
         )
     bar.empty()
     if result.target_note:
         st.caption(f"ℹ️ {result.target_note}")
 
-    fig = logit_lens_figure(result, metric=metric, stride=int(stride))
+    fig = logit_lens_figure(result, metric=metric, stride=int(stride), show_exit=bool(st.session_state.get("exits")))
     chart(fig, key="lens-heatmap", export={"view": "logit-lens", "numbers": result, "texts": text, "model": info.name})
     last = result.positions[-1]
     st.caption(
@@ -102,4 +122,77 @@ def lens_view(n: int) -> None:
                   "Download the numbers (JSON)" + (" of the positions shown" if window else ""))
 
 
+def fitted_lens_ready(kind: str) -> bool:
+    """Whether this model has a lens of ``kind``; if not, say so and offer to fit it here (with progress)."""
+    if any(f.kind == kind for f in backend.lens_fits()):
+        return True
+    if kind == "linear":
+        st.info("This model's linear-shortcut lens is not fitted yet. Fitting reads the shipped corpus once "
+                "(about 17,000 tokens; about a minute and a half for the bundled model on a laptop CPU) and keeps the "
+                "maps in `cache/lenses/`, so it happens once per model. From a terminal: `python -m lens fit-lens`.")
+        label = "Fit the linear lens now"
+    else:
+        st.info("This model has no tuned lens yet. Training starts from the linear shortcut and runs 100 steps of "
+                "gradient descent on the KL to the final distribution (several minutes on a CPU). You can also load "
+                "a checkpoint of the tuned-lens package: `python -m lens fit-lens --kind tuned --checkpoint FOLDER`.")
+        label = "Train a tuned lens now"
+    if st.button(label, key=f"fit-{kind}", type="primary"):
+        bar = st.progress(0.0, text="Starting…")
+        with shown_in_page(f"Fitting the {kind} lens"):
+            backend.fit_lens(kind, progress=lambda f, m: bar.progress(min(f, 1.0), text=m))
+        bar.empty()
+        st.rerun()
+    return False
+
+
+PANELS = {"compare": "Compare lenses", "exit": "Early exit", "language": "Language of each layer"}
+
+
+@st.fragment
+def lens_panels() -> None:
+    """What the lens says beyond the heatmap: lenses side by side, exit layers, scripts per layer."""
+    link_options("panel", PANELS)
+    panel = st.segmented_control("More", list(PANELS), format_func=PANELS.get, key="panel", bind="query-params")
+    lens = st.session_state.get("lens") or "logit"
+    if panel == "compare":
+        st.caption("Each lens this model has, on your prompt: per layer, the mean KL divergence to the model's "
+                   "final distribution (lower: closer to the answer) and the share of positions whose top-1 is "
+                   "already the answer.")
+        with shown_in_page("Comparing lenses", stop=False):
+            cmp = backend.lens_comparison(text) if n <= 512 else None
+            if cmp is None:
+                st.info("The comparison reads every position; shorten the prompt to 512 tokens or fewer.")
+            else:
+                chart(lens_comparison_figure(cmp), key="lens-compare",
+                      export={"view": "lens-comparison", "numbers": cmp, "texts": text, "model": info.name})
+                if len(cmp.lenses) == 1:
+                    st.caption("Only the logit lens so far: pick *linear shortcut* above to fit one and compare.")
+    elif panel == "exit":
+        with shown_in_page("Early exit", stop=False):
+            r = backend.logit_lens(text, LensOptions(top_k=1, lens=lens, positions=(max(0, n - 48), n)))
+            chart(early_exit_figure(r), key="lens-exit",
+                  export={"view": "early-exit", "numbers": r, "texts": text, "model": info.name})
+            early = sum(e is not None and e < len(r.layers) - 1 for e in r.exit_layer)
+            st.caption(f"{LENS_NAMES[lens]}: {early} of {len(r.exit_layer)} positions"
+                       + (" (the last 48)" if n > 48 else "") + " have the model's final answer as their top-1 "
+                       "before the last layer, and keep it to the end.")
+    elif panel == "language":
+        c1, c2 = st.columns([3, 2])
+        pick = c2.selectbox("Translation example", ["(your prompt)"] + list(TRANSLATIONS), key="lang_example")
+        if pick != "(your prompt)":
+            prompt, words = TRANSLATIONS[pick]
+            c1.code(prompt, language=None)
+        else:
+            prompt = text
+            words = c1.text_input("Words to follow (comma-separated, as they would be written next)",
+                                  key="track", bind="query-params", placeholder="e.g. Blume,flower")
+            words = tuple(w for w in words.split(",") if w) if words else ()
+        with shown_in_page("Language of each layer", stop=False):
+            m = backend.latent_language(prompt, words=tuple(words), lens=lens)
+            chart(language_figure(m), key="lens-language",
+                  export={"view": "language", "numbers": m, "texts": prompt, "model": info.name})
+
+
 lens_view(n)
+if not present.is_on() or st.session_state.get("panel"):
+    lens_panels()

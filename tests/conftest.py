@@ -175,3 +175,15 @@ def bundled():
     from lens.model.loading import load_model
 
     return load_model("smollm2-135m")
+
+
+@pytest.fixture(scope="session")
+def bundled_linear_lens():
+    """A backend on the bundled model whose linear-shortcut lens is fitted on the shipped corpus (about 90 s,
+    once per test session; stored in the session's own cache, where pages run in-process find it too)."""
+    from lens.local_backend import LocalBackend
+    from lens.model.loading import load_model
+
+    backend = LocalBackend(load_model("smollm2-135m"))
+    backend.fit_lens("linear")
+    return backend

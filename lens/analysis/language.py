@@ -5,7 +5,7 @@ the last position of a translation prompt (French → German, say) and found the
 layers favouring the English word before the last layers switch to the German answer.
 Here each vocabulary token gets the script of its letters (by their Unicode names: Latin,
 Cyrillic, Han, ...; tokens with no letters, with letters of two scripts, or holding only
-part of a character's bytes are "other"), and a row's mass on a script is the sum of its
+part of a character's bytes are "pieces"), and a row's mass on a script is the sum of its
 probabilities over that script's tokens: the whole distribution, not its top-k. Words
 typed by the user (the answer, its English translation) are read by their first token.
 """
@@ -21,7 +21,8 @@ from ..model.tokens import decode_token
 from ..model.trace import Trace
 from ..results import LanguageMass
 
-SCRIPTS = ("Latin", "Cyrillic", "Greek", "Arabic", "Hebrew", "Devanagari", "Han", "Kana", "Hangul", "Thai", "other")
+SCRIPTS = ("Latin", "Cyrillic", "Greek", "Arabic", "Hebrew", "Devanagari", "Han", "Kana", "Hangul", "Thai",
+           "pieces", "other")
 _NAME_TO_SCRIPT = {"LATIN": "Latin", "CYRILLIC": "Cyrillic", "GREEK": "Greek", "ARABIC": "Arabic", "HEBREW": "Hebrew",
                    "DEVANAGARI": "Devanagari", "CJK": "Han", "HIRAGANA": "Kana", "KATAKANA": "Kana",
                    "HANGUL": "Hangul", "THAI": "Thai"}
@@ -34,9 +35,10 @@ def char_script(ch: str) -> str:
 
 
 def text_script(text: str) -> str:
-    """The one script of ``text``'s letters, else "other" (no letters, two scripts, a broken character)."""
+    """The one script of ``text``'s letters; "pieces" for part of a character's bytes (how a tokenizer
+    trained on English spells most other scripts); else "other" (no letters, or two scripts)."""
     if "\ufffd" in text:
-        return "other"
+        return "pieces"
     found = {char_script(c) for c in text if c.isalpha()}
     return found.pop() if len(found) == 1 else "other"
 

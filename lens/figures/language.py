@@ -10,7 +10,7 @@ from .lens_comparison import row_labels
 
 SCRIPT_COLOURS = {"Latin": "#2f6db5", "Cyrillic": "#d1495b", "Greek": "#8f2d56", "Arabic": "#00798c",
                   "Hebrew": "#edae49", "Devanagari": "#66a182", "Han": "#e4572e", "Kana": "#f29e4c",
-                  "Hangul": "#6a4c93", "Thai": "#1982c4", "other": "#c8c8c8"}
+                  "Hangul": "#6a4c93", "Thai": "#1982c4", "pieces": "#9e9e9e", "other": "#d6d6d6"}
 WORD_COLOURS = ("#e4572e", "#2f6db5", "#2a9d8f", "#6a4c93", "#edae49", "#8f2d56")
 MIN_SHOWN = 0.01  # a script under 1% in every row joins "other"
 
@@ -29,9 +29,10 @@ def language_figure(result: LanguageMass, height: int = 380) -> go.Figure:
         if result.mass[:, s].max() < MIN_SHOWN:
             rest += result.mass[:, s]
             continue
-        fig.add_trace(go.Scatter(x=x, y=result.mass[:, s], name=name, stackgroup="scripts", mode="lines",
+        shown = "pieces of characters" if name == "pieces" else name
+        fig.add_trace(go.Scatter(x=x, y=result.mass[:, s], name=shown, stackgroup="scripts", mode="lines",
                                  line=dict(width=0.5, color=SCRIPT_COLOURS.get(name)),
-                                 hovertemplate=f"{name}, layer %{{x}}: %{{y:.1%}}<extra></extra>"), 1, 1)
+                                 hovertemplate=f"{shown}, layer %{{x}}: %{{y:.1%}}<extra></extra>"), 1, 1)
     fig.add_trace(go.Scatter(x=x, y=rest, name="no letters / other", stackgroup="scripts", mode="lines",
                              line=dict(width=0.5, color=SCRIPT_COLOURS["other"]),
                              hovertemplate="other, layer %{x}: %{y:.1%}<extra></extra>"), 1, 1)
