@@ -277,6 +277,15 @@ def patching_bench(args) -> int:
     return 0
 
 
+def lenses_bench(args) -> int:
+    from bench import lenses
+
+    report = {"when": time.strftime("%Y-%m-%d %H:%M:%S"), "model": "smollm2-135m", "machine": machine(),
+              "lenses": lenses.run(tuned_steps=args.tuned_steps, say=say)}
+    write_report(report, lenses.table(report["lenses"]), "lenses", args.out)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     from bench.steps import STEP_NAMES, STEPS
 
@@ -292,11 +301,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--load", type=int, metavar="N", help="only the load test: N browser sessions at once on one server")
     ap.add_argument("--load-open", action="store_true", help="the load test's server in open mode (default: demo mode)")
     ap.add_argument("--patching", action="store_true", help="only the activation-patching grid, beside nnsight's")
+    ap.add_argument("--lenses", action="store_true", help="only the fitted lenses: fit, train, KL by layer on held-out prompts")
+    ap.add_argument("--tuned-steps", type=int, default=100, help="--lenses: tuned-lens training steps (0: none)")
     args = ap.parse_args(argv)
     if args.load is not None:
         return load_test(args)
     if args.patching:
         return patching_bench(args)
+    if args.lenses:
+        return lenses_bench(args)
     if args.threads:
         os.environ["BENCH_THREADS"] = str(args.threads)
     sizes = args.sizes or (QUICK_SIZES if args.quick else SIZES)

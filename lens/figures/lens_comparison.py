@@ -19,18 +19,19 @@ def lens_comparison_figure(result: LensComparison, height: int = 380) -> go.Figu
     is often ~100× the rest) and the share of positions whose top-1 is already the model's answer."""
     x = row_labels(result.layers)
     fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.1,
-                        subplot_titles=("mean KL to the final distribution (nats)",
+                        subplot_titles=("mean KL to the final distribution (nats, log scale)",
                                         "top-1 = the model's answer (share of positions)"))
     for k, lens in enumerate(result.lenses):
         style = dict(color=LENS_COLOURS.get(lens, "#333"), width=3)
         name = LENS_NAMES.get(lens, lens)
-        fig.add_trace(go.Scatter(x=x, y=result.mean_kl[k].clip(1e-4), name=name, mode="lines+markers",
+        # The last row is the output itself (KL 0 for every lens): left out of the log scale.
+        fig.add_trace(go.Scatter(x=x[:-1], y=result.mean_kl[k][:-1], name=name, mode="lines+markers",
                                  line=style, legendgroup=lens,
                                  hovertemplate=f"{name}<br>layer %{{x}}: %{{y:.3f}} nats<extra></extra>"), 1, 1)
         fig.add_trace(go.Scatter(x=x, y=result.top1_agreement[k], name=name, mode="lines+markers", line=style,
                                  legendgroup=lens, showlegend=False,
                                  hovertemplate=f"{name}<br>layer %{{x}}: %{{y:.0%}}<extra></extra>"), 1, 2)
-    fig.update_yaxes(type="log", row=1, col=1)
+    fig.update_yaxes(type="log", exponentformat="none", row=1, col=1)
     fig.update_yaxes(range=[0, 1.05], tickformat=".0%", row=1, col=2)
     fig.update_xaxes(title_text="layer", type="category", nticks=16)
     fig.update_layout(height=height, margin=dict(l=60, r=20, t=60, b=60), plot_bgcolor="white",
