@@ -1,9 +1,9 @@
 """The fitted lenses of ``LocalBackend`` (lens/local_backend.py): fitting, storing and using them, the lens
 comparison and the language of each layer. A mixin: it uses the backend's model, lock, cache and jobs.
 
-A model has at most one lens of each kind (``cache/lenses/<fingerprint>/<kind>.safetensors``):
-fitting on another corpus replaces it, fitting again on the same corpus returns the stored
-one at once. Results computed with a fitted lens carry its id in their cache key.
+A model's lenses are stored by kind and corpus (``cache/lenses/<fingerprint>/<kind>-<corpus>.safetensors``);
+the newest of a kind is the one in use. Fitting on a corpus already fitted returns that fit at once
+(and makes it the one in use). Results computed with a fitted lens carry its id in their cache key.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 from .analysis.language import language_mass, vocab_scripts
 from .analysis.lens_comparison import compare_lenses
 from .errors import LensError
-from .fitted.affine import FITTED_KINDS, AffineLens, lens_path, load_lens, save_lens
+from .fitted.affine import FITTED_KINDS, AffineLens, lens_path, load_lens, save_lens, stored_lenses, use_lens
 from .model.registry import default_cache_root
 from .options import LensOptions, Progress, check_lens
 from .results import LanguageMass, LensComparison, LensFit
@@ -21,34 +21,39 @@ from .results import LanguageMass, LensComparison, LensFit
 _fit_lock = threading.Lock()  # one fit at a time in a process: each takes the whole CPU for minutes
 
 
-def _as_fit(model: str, lens: AffineLens) -> LensFit:
+def _as_fit(model: str, lens: AffineLens, reused: bool = False) -> LensFit:
     m = lens.meta
     shown = {k: v for k, v in m.items() if k not in ("id", "source", "corpus", "tokens", "seconds", "kind")}
     return LensFit(model=model, kind=lens.kind, lens_id=lens.lens_id, source=m.get("source", ""),
                    corpus=m.get("corpus", ""), tokens=int(m.get("tokens", 0)), seconds=float(m.get("seconds", 0.0)),
-                   details=shown)
+                   reused=reused, details=shown)
 
 
 class FittedLensMethods:
-    def _lens_file(self, kind: str) -> Path:
-        return lens_path(default_cache_root(), self.loaded.fingerprint, kind)
+    def _lens_file(self, kind: str, source: str) -> Path:
+        return lens_path(default_cache_root(), self.loaded.fingerprint, kind, source)
 
-    def fitted_lens(self, kind: str) -> AffineLens | None:
-        """The stored lens of ``kind`` for this model, or None. Kept in memory while its file is unchanged."""
-        path = self._lens_file(kind)
+    def _read_lens(self, path: Path) -> AffineLens | None:
+        """The lens at ``path`` (None if absent or unusable), kept in memory while the file is unchanged."""
         try:
             stamp = path.stat().st_mtime_ns
         except OSError:
             return None
-        memo = self._lens_memo.get(kind)
+        memo = self._lens_memo.get(path)
         if memo is not None and memo[0] == stamp:
             return memo[1]
         a = self.loaded.adapter
         lens = load_lens(path, a.n_layers, a.d_model)
-        if lens is not None and lens.kind != kind:
-            lens = None
-        self._lens_memo[kind] = (stamp, lens)
+        self._lens_memo[path] = (stamp, lens)
         return lens
+
+    def fitted_lens(self, kind: str) -> AffineLens | None:
+        """The lens of ``kind`` in use for this model (the newest stored fit that can be read), or None."""
+        for path in stored_lenses(default_cache_root(), self.loaded.fingerprint, kind):
+            lens = self._read_lens(path)
+            if lens is not None and lens.kind == kind:
+                return lens
+        return None
 
     def lens_fits(self) -> list[LensFit]:
         """The fitted lenses this model has now."""
@@ -72,32 +77,36 @@ class FittedLensMethods:
             raise LensError("a checkpoint is a tuned lens: give --kind tuned and neither a corpus nor steps")
         if checkpoint is not None:
             lens = read_tuned_checkpoint(checkpoint, a.n_layers, a.d_model)
-            save_lens(self._lens_file("tuned"), lens)
+            save_lens(self._lens_file("tuned", f"checkpoint-{lens.lens_id}"), lens)
             return _as_fit(self.loaded.name, lens)
         steps = DEFAULT_STEPS if steps is None else steps
         corpus = load_corpus(self.loaded.tokenizer, corpus_file)
-        have = self.fitted_lens(kind)
-        if have is not None and have.meta.get("corpus_digest") == corpus.digest and (
-                kind == "linear" or have.meta.get("steps") == steps):
-            return _as_fit(self.loaded.name, have)
+        linear_file = self._lens_file("linear", corpus.digest)
+        target = linear_file if kind == "linear" else self._lens_file("tuned", f"{corpus.digest}-{steps}")
+        have = self._read_lens(target)
+        if have is not None:
+            use_lens(target)
+            return _as_fit(self.loaded.name, have, reused=True)
         if hosting().demo:
             raise LensError(f"this demo server does not fit lenses; its host can run "
                             f"`python -m lens fit-lens --kind {kind}` before the talk")
 
         def compute() -> AffineLens:
             with _fit_lock:
-                linear = self.fitted_lens("linear")
-                if kind == "tuned" or linear is None or linear.meta.get("corpus_digest") != corpus.digest:
-                    if linear is None or linear.meta.get("corpus_digest") != corpus.digest:
-                        part = (lambda f, m: progress(f / 2, m)) if progress and kind == "tuned" else progress
-                        linear = fit_linear(self.loaded.model, a, corpus, progress=part, lock=self._lock)
-                        save_lens(self._lens_file("linear"), linear)
+                done = self._read_lens(target)  # fitted meanwhile by another caller
+                if done is not None:
+                    return done
+                linear = self._read_lens(linear_file)
+                if linear is None:  # a tuned lens starts from the linear shortcut of the same corpus
+                    part = (lambda f, m: progress(f / 2, m)) if progress and kind == "tuned" else progress
+                    linear = fit_linear(self.loaded.model, a, corpus, progress=part, lock=self._lock)
+                    save_lens(linear_file, linear)
                 if kind == "linear":
                     return linear
                 part = (lambda f, m: progress(0.5 + f / 2, m)) if progress else None
                 tuned = train_tuned(self.loaded.model, a, corpus, init=linear, steps=steps, progress=part,
                                     lock=self._lock)
-                save_lens(self._lens_file("tuned"), tuned)
+                save_lens(target, tuned)
                 return tuned
         lens = self.jobs.run(compute) if self.jobs is not None else compute()
         return _as_fit(self.loaded.name, lens)

@@ -88,6 +88,7 @@ class LensFit:
     corpus: str  # "shipped", a file name, or "" for a checkpoint
     tokens: int  # corpus tokens it learnt from (0 for a checkpoint)
     seconds: float  # time to fit or train (0 for a checkpoint)
+    reused: bool = False  # fitted before on the same corpus: returned at once
     details: dict = field(default_factory=dict)  # everything else recorded with it (ridge, steps, losses, path)
 
 

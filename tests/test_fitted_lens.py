@@ -131,7 +131,7 @@ def test_store_round_trip_and_faults(tmp_path):
     L, d = 3, 8
     w, b = torch.randn(L, d, d), torch.randn(L, d)
     lens = AffineLens("linear", w, b, {"id": content_id(w, b), "corpus": "x"})
-    path = lens_path(tmp_path, "fp", "linear")
+    path = lens_path(tmp_path, "fp", "linear", "corpus")
     save_lens(path, lens)
     back = load_lens(path, L, d)
     assert back is not None and torch.equal(back.weight, w) and back.meta["corpus"] == "x"
@@ -253,6 +253,13 @@ def test_backend_fits_once_and_reads_through_the_lens(tmp_path):
     again = b.fit_lens("linear", corpus_file=str(f))
     assert again.lens_id == first.lens_id and first.corpus == "corpus.txt" and first.tokens > 100
     assert [x.kind for x in b.lens_fits()] == ["linear"]
+    # Another corpus: a second fit, now in use; the first corpus again: the first fit back at once.
+    g = tmp_path / "other.txt"
+    g.write_text("\n\n".join(TEXTS[::-1]) + " and more words here", encoding="utf-8")
+    other = b.fit_lens("linear", corpus_file=str(g))
+    assert other.lens_id != first.lens_id and b.lens_fits()[0].lens_id == other.lens_id
+    assert b.fit_lens("linear", corpus_file=str(f)).lens_id == first.lens_id
+    assert b.lens_fits()[0].lens_id == first.lens_id
     logit = b.logit_lens("hello there", LensOptions())
     linear = b.logit_lens("hello there", LensOptions(lens="linear"))
     assert linear.lens == "linear" and logit.lens == "logit"

@@ -13,14 +13,12 @@ def cmd_fit_lens(args) -> int:
         raise LensError(f"unknown lens kind {args.kind!r}; choose linear or tuned")
     if args.steps is not None and not 1 <= args.steps <= 100_000:
         raise LensError(f"steps must be from 1 to 100000, not {args.steps}")
-    b = backend(args)
-    before = {f.kind: f.lens_id for f in b.lens_fits()}
-    fit = b.fit_lens(args.kind, corpus_file=args.corpus_file, checkpoint=args.checkpoint, steps=args.steps,
+    fit = backend(args).fit_lens(args.kind, corpus_file=args.corpus_file, checkpoint=args.checkpoint, steps=args.steps,
                      progress=terminal_progress)
     terminal_progress.close()
     if args.json:
         return print_json(fit)
-    already = before.get(fit.kind) == fit.lens_id and args.checkpoint is None
+    already = fit.reused
     what = {"fitted": "fitted by least squares", "trained": "trained by gradient descent",
             "checkpoint": f"read from {fit.details.get('checkpoint')}"}.get(fit.source, fit.source)
     print(f"{fit.model}: {fit.kind} lens {what}" + (f" on {fit.tokens:,} tokens of the {fit.corpus} corpus"

@@ -10,8 +10,9 @@ model's own output, as in every lens. Both kinds are stored the same way:
   ``M_r = I + W_rᵀ``, trained by gradient descent on KL to the final distribution or
   read from a tuned-lens checkpoint.
 
-On disk: one safetensors file per model and kind, ``cache/lenses/<model fingerprint>/
-<kind>.safetensors``, whose metadata says where it came from. Nothing in it can run code.
+On disk: one safetensors file per model, kind and corpus (or checkpoint), ``cache/lenses/
+<model fingerprint>/<kind>-<corpus digest>.safetensors``, whose metadata says where it came from;
+the newest of a kind is the one in use. Nothing in it can run code.
 """
 from __future__ import annotations
 
@@ -70,8 +71,38 @@ def content_id(weight: torch.Tensor, bias: torch.Tensor) -> str:
     return h.hexdigest()[:16]
 
 
-def lens_path(cache_root: Path, fingerprint: str, kind: str) -> Path:
-    return Path(cache_root) / "lenses" / fingerprint / f"{kind}.safetensors"
+KEEP_PER_KIND = 3  # fits kept per model and kind (a 7B model's maps are ~2 GB each): the oldest go first
+
+
+def lens_path(cache_root: Path, fingerprint: str, kind: str, source: str) -> Path:
+    """Where the ``kind`` lens of a model fitted on ``source`` (a corpus digest, or a checkpoint's id) lives."""
+    return Path(cache_root) / "lenses" / fingerprint / f"{kind}-{source}.safetensors"
+
+
+def stored_lenses(cache_root: Path, fingerprint: str, kind: str) -> list[Path]:
+    """The stored fits of ``kind``, newest first (the first is the one in use)."""
+    folder = Path(cache_root) / "lenses" / fingerprint
+    found = []
+    for p in folder.glob(f"{kind}-*.safetensors"):
+        try:
+            found.append((p.stat().st_mtime_ns, p))
+        except OSError:  # removed by another process meanwhile
+            continue
+    return [p for _, p in sorted(found, reverse=True)]
+
+
+def use_lens(path: Path, keep: int = KEEP_PER_KIND) -> None:
+    """Make ``path`` the fit in use (the newest) and drop the oldest fits of its kind beyond ``keep``."""
+    try:
+        os.utime(path)
+    except OSError:
+        return
+    kind = path.name.split("-", 1)[0]
+    for old in stored_lenses(path.parent.parent.parent, path.parent.name, kind)[keep:]:
+        try:
+            old.unlink()
+        except OSError:
+            pass
 
 
 def save_lens(path: Path, lens: AffineLens) -> None:
@@ -84,6 +115,7 @@ def save_lens(path: Path, lens: AffineLens) -> None:
         save_file({"weight": lens.weight.float().contiguous(), "bias": lens.bias.float().contiguous()}, tmp,
                   metadata={"layerlens": json.dumps(meta)})
         os.replace(tmp, path)
+        use_lens(path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
