@@ -56,7 +56,7 @@ VIEWS: dict[str, View] = {v.name: v for v in (
         "At one position, how each layer's reading spreads its probability over scripts (every vocabulary token "
         "counted by the script of its letters) and over tracked words read by their first token. In translation "
         "prompts, middle layers of multilingual models often favour the English word before the last layers "
-        "switch to the target language (Wendler et al. 2024)."),
+        "switch to the target language (Wendler et al. 2024).",),
         {"position": None, "track": None, "lens": "logit"}),
     View("generate", "Watch it generate", "generate", (
         "The model continues the prompt one token at a time (greedy: its top-1 each time; sampled: drawn from "

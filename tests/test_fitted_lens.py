@@ -298,3 +298,26 @@ def test_cli_fit_lens_and_logit_lens_with_it(tmp_path):
     assert bad.returncode == 2 and "error:" in bad.stderr and "Traceback" not in bad.stderr
     missing = _cli("fit-lens", "--kind", "tuned", "--model", "tiny-gpt2", "--checkpoint", str(tmp_path / "none"))
     assert missing.returncode == 2 and "no such folder" in missing.stderr
+
+
+def test_cli_compare_lenses_and_language(tmp_path):
+    cmp = _cli("compare-lenses", "--model", "tiny-llama", "--prompt", "hello there", "--json")
+    assert cmp.returncode == 0, cmp.stderr
+    data = json.loads(cmp.stdout)
+    assert data["lenses"][0] == "logit" and len(data["mean_kl"][0]) == len(data["layers"])
+    lang = _cli("language", "--model", "tiny-llama", "--prompt", "hello there", "--track", "a,b", "--json")
+    assert lang.returncode == 0, lang.stderr
+    data = json.loads(lang.stdout)
+    assert data["words"] == ["a", "b"] and all(abs(sum(row) - 1) < 1e-6 for row in data["mass"])
+    table = _cli("language", "--model", "tiny-llama", "--prompt", "hello there")
+    assert table.returncode == 0 and "layer" in table.stdout
+    bad = _cli("language", "--model", "tiny-llama", "--prompt", "hello", "--position", "99")
+    assert bad.returncode == 2 and "outside the prompt" in bad.stderr
+
+
+def test_text_scripts():
+    from lens.analysis.language import text_script
+
+    assert text_script(" Paris") == "Latin" and text_script("вода") == "Cyrillic" and text_script("水") == "Han"
+    assert text_script("ひら") == "Kana" and text_script("한") == "Hangul" and text_script("\ufffd") == "pieces"
+    assert text_script(" 123,") == "other" and text_script("aб") == "other"
