@@ -23,7 +23,12 @@ def model_args(p) -> None:
     p.add_argument("--prompt", default=None)
     p.add_argument("--prompt-file", default=None, metavar="PATH")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, auto (a GPU if any) or multi (a model spread over "
+                                                   "every GPU) (default: cpu)")
+    p.add_argument("--backend", default="local", choices=["local", "nnsight"],
+                   help="local: hooks on the model in this process (default); nnsight: nnsight traces")
+    p.add_argument("--remote", action="store_true",
+                   help="with --backend nnsight: run on NDIF (the model is a hub id; needs NDIF_API_KEY)")
     p.add_argument("--no-cache", action="store_true", help="neither read nor write cached results")
     p.add_argument("--trust-remote-code", action="store_true", help="allow a hub model's own Python code to run")
 
@@ -75,9 +80,23 @@ def backend(args):
     from ..model.loading import load_model
     from ..model.registry import default_cache_root
 
+    kind, remote = getattr(args, "backend", "local"), getattr(args, "remote", False)
+    if remote and kind != "nnsight":
+        raise LensError("--remote runs through nnsight: add --backend nnsight")
+    cache = None if args.no_cache else ResultCache(default_cache_root() / "results")
+    if remote:
+        from ..model.remote import load_remote
+        from ..nnsight_backend import NnsightBackend
+
+        if not args.model:
+            raise LensError("--remote needs --model, a hub id NDIF serves (e.g. meta-llama/Llama-3.1-8B)")
+        return NnsightBackend(load_remote(args.model), cache, remote=True)
     loaded = load_model(args.model, device=args.device, trust_remote_code=args.trust_remote_code,
                         progress=terminal_progress)
-    cache = None if args.no_cache else ResultCache(default_cache_root() / "results")
+    if kind == "nnsight":
+        from ..nnsight_backend import NnsightBackend
+
+        return NnsightBackend(loaded, cache)
     return LocalBackend(loaded, cache)
 
 

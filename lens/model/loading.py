@@ -37,6 +37,7 @@ class LoadedModel:
     adapter: Adapter
     fingerprint: str
     context_length: int
+    nnsight_model: object = None  # a model on NDIF: nnsight's handle (its weights are not here)
 
     @property
     def n_layers(self) -> int:
@@ -72,7 +73,7 @@ def _context_length(model, tokenizer) -> int:
     return n if 0 < n < 10**7 else 2048
 
 
-def _from_pretrained(where: str, trust_remote_code: bool, local_only: bool):
+def _from_pretrained(where: str, trust_remote_code: bool, local_only: bool, device_map=None):
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
 
     config = AutoConfig.from_pretrained(where, trust_remote_code=trust_remote_code, local_files_only=local_only)
@@ -80,9 +81,24 @@ def _from_pretrained(where: str, trust_remote_code: bool, local_only: bool):
     model = cls.from_pretrained(
         where, config=config, trust_remote_code=trust_remote_code, local_files_only=local_only,
         attn_implementation="eager", dtype=torch.float32,
+        **({"device_map": device_map} if device_map is not None else {}),
     )
     tokenizer = AutoTokenizer.from_pretrained(where, trust_remote_code=trust_remote_code, local_files_only=local_only)
     return model, tokenizer
+
+
+MULTI = "multi"  # --device multi: the layers spread over every visible GPU (accelerate's device_map="auto")
+
+
+def device_map_for(device) -> str | dict | None:
+    """The ``device_map`` a load needs: "auto" for ``multi``, a given map as it is, else None (one device)."""
+    if isinstance(device, dict):
+        return device
+    if device == MULTI:
+        if torch.cuda.device_count() < 1:
+            raise LensError("device 'multi' spreads a model over the GPUs, but no CUDA GPU is available")
+        return "auto"
+    return None
 
 
 def pick_device(device: str | None) -> torch.device:
@@ -91,14 +107,23 @@ def pick_device(device: str | None) -> torch.device:
     try:
         dev = torch.device(device)
     except RuntimeError:
-        raise LensError(f"unknown device {device!r} (use cpu, cuda or auto)") from None
+        raise LensError(f"unknown device {device!r} (use cpu, cuda, auto or multi)") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise LensError("device 'cuda' asked for, but no CUDA GPU is available")
     return dev
 
 
-def _finish(name: str, source: str, model, tokenizer, device: str | None = None) -> LoadedModel:
-    model.to(pick_device(device)).eval().requires_grad_(False)
+def _finish(name: str, source: str, model, tokenizer, device=None) -> LoadedModel:
+    """``device``: one device, or a device map (``multi``, or a dict for accelerate): the blocks stay where
+    the map put them, and every capture gathers what it keeps onto one device."""
+    dmap = device_map_for(device)
+    if dmap is None:
+        model.to(pick_device(device))
+    elif not hasattr(model, "hf_device_map"):  # built here (tiny, converted): spread it now
+        from accelerate import dispatch_model, infer_auto_device_map
+
+        dispatch_model(model, infer_auto_device_map(model) if dmap == "auto" else dmap)
+    model.eval().requires_grad_(False)
     adapter = adapt(model)
     return LoadedModel(
         name=name, source=source, model=model, tokenizer=tokenizer, adapter=adapter,
@@ -112,11 +137,13 @@ def _load_gguf(name: str, source: str, gguf: Path, cache_root: Path, progress: P
     if not is_complete(folder):
         convert_gguf(gguf, folder, progress)
     try:
-        model, tokenizer = _from_pretrained(str(folder), False, True)
+        model, tokenizer = _from_pretrained(str(folder), False, True, device_map_for(device))
+    except LensError:
+        raise
     except Exception:
         # A damaged conversion (disk full, edited files): convert again once.
         convert_gguf(gguf, folder, progress)
-        model, tokenizer = _from_pretrained(str(folder), False, True)
+        model, tokenizer = _from_pretrained(str(folder), False, True, device_map_for(device))
     if source != "bundled":  # any .gguf a user points at is converted: keep their number bounded
         os.utime(folder)
         prune_converted(folder.parent, keep=folder, protected=set(BUNDLED))
@@ -140,8 +167,9 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
 
 def load_model(ref: str | None = None, *, progress: Progress | None = None,
                cache_root: Path | None = None, trust_remote_code: bool = False,
-               device: str | None = "cpu") -> LoadedModel:
-    """Load ``ref`` (default: the bundled model) with eager attention, in float32, for inference."""
+               device: str | dict | None = "cpu") -> LoadedModel:
+    """Load ``ref`` (default: the bundled model) with eager attention, in float32, for inference.
+    ``device``: cpu, cuda, auto (a GPU if there is one), multi (spread over every GPU), or a device map."""
     ref = (ref or DEFAULT_MODEL).strip()
     if trust_remote_code:
         from ..hosting import hosting
@@ -189,7 +217,7 @@ def _load_path(ref: str, cache_root: Path, progress: Progress | None, trust_remo
         if not (path / "config.json").is_file():
             raise LensError(f"{ref} is a folder but holds no config.json: not a model folder")
         try:
-            model, tokenizer = _from_pretrained(str(path), trust_remote_code, True)
+            model, tokenizer = _from_pretrained(str(path), trust_remote_code, True, device_map_for(device))
         except LensError:
             raise
         except Exception as exc:
@@ -202,14 +230,14 @@ def _load_path(ref: str, cache_root: Path, progress: Progress | None, trust_remo
                         "a local folder, a .gguf file or a hub id")
     try:
         try:  # the local Hugging Face cache first: no network needed
-            model, tokenizer = _from_pretrained(ref, trust_remote_code, True)
+            model, tokenizer = _from_pretrained(ref, trust_remote_code, True, device_map_for(device))
         except Exception:
             if not _hub_reachable():
                 raise LensError(
                     f"unknown model {ref!r}: not a bundled model (see `python -m lens models`), a local "
                     "folder or a .gguf file, and the Hugging Face hub is unreachable from here"
                 ) from None
-            model, tokenizer = _from_pretrained(ref, trust_remote_code, False)
+            model, tokenizer = _from_pretrained(ref, trust_remote_code, False, device_map_for(device))
     except LensError:
         raise
     except Exception as exc:
