@@ -87,10 +87,14 @@ class NnsightBackend(LocalBackend):
 
     def __init__(self, loaded, cache=None, remote: bool = False, **kwargs):
         super().__init__(loaded, cache, **kwargs)
+        import warnings
+
         from nnsight import LanguageModel
 
         self.remote = remote
-        self.nn = getattr(loaded, "nnsight_model", None) or LanguageModel(loaded.model, tokenizer=loaded.tokenizer)
+        with warnings.catch_warnings():  # nnsight 0.8 names LanguageModel deprecated; it still wraps a model object
+            warnings.simplefilter("ignore")
+            self.nn = getattr(loaded, "nnsight_model", None) or LanguageModel(loaded.model, tokenizer=loaded.tokenizer)
         paths = _module_paths(loaded.model)
         a = loaded.adapter
 

@@ -1,0 +1,121 @@
+"""NnsightBackend: every number equal to LocalBackend's, on a tiny model of every decoder architecture and on
+the bundled model (the CLI too); remote runs that cannot happen fail in one line; a model spread by a
+device map gives the same lens."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from lens.errors import LensError
+from lens.local_backend import LocalBackend
+from lens.model.loading import load_model
+from lens.model.registry import TINY_ARCHS
+from lens.nnsight_backend import NnsightBackend
+from lens.options import LensOptions, ProjectionOptions
+
+from conftest import REPO_ROOT
+
+PROMPT = "hello there, the end; see me here"
+
+
+def assert_same_lens(x, y, atol=2e-5):
+    np.testing.assert_allclose(x.top_probs, y.top_probs, atol=atol)
+    np.testing.assert_allclose(x.entropy, y.entropy, atol=atol * 5)
+    np.testing.assert_allclose(x.kl_to_final, y.kl_to_final, atol=atol * 5)
+    np.testing.assert_allclose(x.target_prob, y.target_prob, atol=atol)
+    np.testing.assert_allclose(x.next_token_loss, y.next_token_loss, atol=atol * 5)
+    assert (x.top_ids == y.top_ids).all() and (x.target_rank == y.target_rank).all()
+    assert x.exit_layer == y.exit_layer and x.top_tokens == y.top_tokens and x.final_prediction == y.final_prediction
+    assert x.layers == y.layers and x.positions == y.positions and x.tokens == y.tokens
+
+
+@pytest.mark.parametrize("arch", TINY_ARCHS)
+def test_every_view_equals_the_local_backend(arch):
+    lm = load_model(f"tiny-{arch}")
+    local, nn = LocalBackend(lm), NnsightBackend(lm)
+    assert_same_lens(local.logit_lens(PROMPT, LensOptions(top_k=4)), nn.logit_lens(PROMPT, LensOptions(top_k=4)))
+    window = LensOptions(top_k=2, target="e", positions=(3, 9))
+    assert_same_lens(local.logit_lens(PROMPT, window), nn.logit_lens(PROMPT, window))
+    np.testing.assert_allclose(local.rollout(PROMPT).rollout, nn.rollout(PROMPT).rollout, atol=1e-6)
+    np.testing.assert_allclose(local.attention_flow(PROMPT, layers=[3]).flow, nn.attention_flow(PROMPT, layers=[3]).flow,
+                               atol=1e-5)
+    np.testing.assert_allclose(local.head_patterns(PROMPT, 2).attention, nn.head_patterns(PROMPT, 2).attention, atol=1e-6)
+    a, b = local.head_summary(PROMPT), nn.head_summary(PROMPT)
+    np.testing.assert_allclose(a.induction, b.induction, atol=1e-6)
+    np.testing.assert_allclose(a.entropy, b.entropy, atol=1e-5)
+    pa, pb = local.projection(PROMPT, ProjectionOptions()), nn.projection(PROMPT, ProjectionOptions())
+    np.testing.assert_allclose(np.abs(pa.coords), np.abs(pb.coords), atol=1e-4)  # PCA signs may flip
+    if lm.adapter.supports_routes:
+        ga, gb = local.route_graph(PROMPT), nn.route_graph(PROMPT)
+        np.testing.assert_allclose(ga.edge_importance, gb.edge_importance, atol=1e-5)
+        ca, cb = local.contributions(PROMPT, 2), nn.contributions(PROMPT, 2)
+        np.testing.assert_allclose(ca.heads, cb.heads, atol=1e-5)
+
+
+def _cli(*args, env=None):
+    import os
+
+    return subprocess.run([sys.executable, "-m", "lens", *args], capture_output=True, text=True, cwd=REPO_ROOT,
+                          timeout=600, env={**os.environ, **(env or {})})
+
+
+def test_bundled_model_lens_and_rollout_from_the_cli_equal_the_local_backend(tmp_path):
+    prompt = tmp_path / "p.txt"
+    prompt.write_text("The Eiffel Tower is located in the city of", encoding="utf-8")
+    out = {}
+    for backend in ("local", "nnsight"):
+        lens = _cli("logit-lens", "--prompt-file", str(prompt), "--json", "--no-cache", "--backend", backend)
+        roll = _cli("rollout", "--prompt-file", str(prompt), "--json", "--no-cache", "--backend", backend)
+        assert lens.returncode == 0 and roll.returncode == 0, lens.stderr + roll.stderr
+        out[backend] = json.loads(lens.stdout), json.loads(roll.stdout)
+    (la, ra), (lb, rb) = out["local"], out["nnsight"]
+    for key in ("top_probs", "entropy", "kl_to_final", "target_prob"):
+        np.testing.assert_allclose(np.array(la[key], float), np.array(lb[key], float), rtol=1e-4, atol=1e-4, err_msg=key)
+    assert la["top_tokens"] == lb["top_tokens"] and la["exit_layer"] == lb["exit_layer"]
+    np.testing.assert_allclose(np.array(ra["rollout"]), np.array(rb["rollout"]), atol=1e-6)
+
+
+def test_remote_without_a_key_or_a_network_fails_in_one_line():
+    no_key = _cli("logit-lens", "--backend", "nnsight", "--remote", "--model", "meta-llama/Llama-3.1-8B",
+                  "--prompt", "hi", env={"NDIF_API_KEY": ""})
+    assert no_key.returncode == 2 and no_key.stderr.strip().count("\n") == 0 and "NDIF_API_KEY" in no_key.stderr
+    t = time.time()
+    closed = _cli("rollout", "--backend", "nnsight", "--remote", "--model", "meta-llama/Llama-3.1-8B", "--prompt",
+                  "hi", env={"NDIF_API_KEY": "not-a-real-key", "NDIF_HOST": "http://127.0.0.1:9"})
+    assert closed.returncode == 2 and "cannot reach NDIF" in closed.stderr and "not-a-real-key" not in closed.stderr
+    assert closed.stderr.strip().count("\n") == 0 and time.time() - t < 60
+    local = _cli("rollout", "--remote", "--prompt", "hi")
+    assert local.returncode == 2 and "--backend nnsight" in local.stderr
+
+
+def test_remote_backend_refuses_what_needs_the_weights_here():
+    nn = NnsightBackend(load_model("tiny-llama"), remote=True)
+    with pytest.raises(LensError, match="weights"):
+        nn.route_graph(PROMPT)
+    with pytest.raises(LensError, match="weights"):
+        nn.generate(PROMPT)
+    with pytest.raises(LensError, match="logit lens runs"):
+        nn.logit_lens(PROMPT, LensOptions(lens="linear"))
+    assert nn.info().source == "ndif"
+
+
+def test_a_model_spread_by_a_device_map_gives_the_same_lens(tmp_path):
+    from lens.model.tiny import tiny_model
+
+    model, tok = tiny_model("llama")
+    model.save_pretrained(tmp_path / "m")
+    tok.save_pretrained(tmp_path / "m")
+    plain = LocalBackend(load_model(str(tmp_path / "m")))
+    names = ["model.embed_tokens", "model.rotary_emb", "model.layers.0", "model.layers.1", "model.layers.2",
+             "model.norm", "lm_head"]
+    spread = load_model(str(tmp_path / "m"), device={n: "cpu" for n in names})
+    assert getattr(spread.model, "hf_device_map", None)  # loaded through accelerate's device map
+    assert_same_lens(plain.logit_lens(PROMPT), LocalBackend(spread).logit_lens(PROMPT), atol=1e-6)
+    np.testing.assert_allclose(plain.rollout(PROMPT).rollout, LocalBackend(spread).rollout(PROMPT).rollout, atol=1e-6)
+    with pytest.raises(LensError, match="no CUDA GPU"):
+        load_model("tiny-llama", device="multi")
