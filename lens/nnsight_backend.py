@@ -65,7 +65,7 @@ def ndif_ready(host: str | None = None) -> None:
         socket.create_connection((parsed.hostname, port), timeout=CONNECT_TIMEOUT_S).close()
     except OSError as exc:
         raise LensError(f"cannot reach NDIF at {parsed.hostname}:{port} ({exc.strerror or exc}); "
-                        "check the network, or run the model here with --backend local") from None
+                        "check the network, or run the model on this machine (--backend local)") from None
 
 
 def ndif_models() -> list[str]:

@@ -28,11 +28,20 @@ MAX_LOADED = HOSTING.max_loaded_models  # models kept in memory at once
 JOBS = JobQueue(HOSTING.slots, HOSTING.max_waiting, HOSTING.rate_per_minute)
 
 
+ENGINES = {"local": "this machine", "nnsight": "this machine, through nnsight", "ndif": "NDIF (remote GPUs)"}
+
+
+def engine_key(ref: str, engine: str = "local") -> str:
+    """What a loaded backend is kept under: the model alone when it runs here with hooks."""
+    return ref if engine == "local" else f"{engine}:{ref}"
+
+
 class _Load:
     """A model load under way: its result to come, and how far it has got."""
 
-    def __init__(self, ref: str):
-        self.ref = ref
+    def __init__(self, ref: str, engine: str = "local"):
+        self.ref, self.engine = engine_key(ref, engine), engine
+        self.model_ref = ref
         self.future: Future[Backend] = Future()
         self.fraction, self.message = 0.02, "importing PyTorch…"
 
@@ -58,9 +67,20 @@ class _Load:
         from lens.model.loading import load_model
         from lens.model.registry import default_cache_root
 
+        cache = ResultCache(default_cache_root() / "results")
+        if self.engine == "ndif":
+            from lens.model.remote import load_remote
+            from lens.nnsight_backend import NnsightBackend
+
+            self.report(0.5, "asking NDIF and the hub for the model's configuration…")
+            return NnsightBackend(load_remote(self.model_ref), cache, remote=True, limits=HOSTING.limits, jobs=JOBS)
         self.report(0.5, "the model code and its weights…")
-        loaded = load_model(self.ref, progress=self.report)
-        return LocalBackend(loaded, ResultCache(default_cache_root() / "results"), limits=HOSTING.limits, jobs=JOBS)
+        loaded = load_model(self.model_ref, progress=self.report)
+        if self.engine == "nnsight":
+            from lens.nnsight_backend import NnsightBackend
+
+            return NnsightBackend(loaded, cache, limits=HOSTING.limits, jobs=JOBS)
+        return LocalBackend(loaded, cache, limits=HOSTING.limits, jobs=JOBS)
 
 
 _lock = threading.Lock()
@@ -91,17 +111,23 @@ def _busy(backend: Backend) -> bool:
     return bool(busy()) if callable(busy) else False
 
 
-def _start(ref: str) -> Backend | _Load:
-    """The loaded backend for ``ref``, else its load (started here if none is under way)."""
+def _start(ref: str, engine: str = "local") -> Backend | _Load:
+    """The loaded backend for ``ref`` on ``engine``, else its load (started here if none is under way)."""
     ref = HOSTING.check_model(ref)
+    if engine not in ENGINES or (engine == "ndif" and HOSTING.demo):
+        from lens.errors import LensError
+
+        raise LensError(f"unknown engine {engine!r}" if engine not in ENGINES else
+                        "a demo server runs its models here, not on NDIF")
+    key = engine_key(ref, engine)
     with _lock:
-        if ref in _loaded:
-            _loaded.move_to_end(ref)
-            _trim(ref)
-            return _loaded[ref]
-        load = _loading.get(ref)
+        if key in _loaded:
+            _loaded.move_to_end(key)
+            _trim(key)
+            return _loaded[key]
+        load = _loading.get(key)
         if load is None:
-            load = _loading[ref] = _Load(ref)
+            load = _loading[key] = _Load(ref, engine)
             threading.Thread(target=load.run, name=f"load {ref}", daemon=True).start()
         return load
 
@@ -116,9 +142,9 @@ def preload(ref: str) -> Future[Backend]:
     return done
 
 
-def get_backend(ref: str) -> Backend:
-    """The backend for ``ref``, loading (and on first use converting) it with a progress bar."""
-    got = _start(ref)
+def get_backend(ref: str, engine: str = "local") -> Backend:
+    """The backend for ``ref`` on ``engine``, loading (and on first use converting) it with a progress bar."""
+    got = _start(ref, engine)
     if not isinstance(got, _Load):
         return got
     box = st.empty()

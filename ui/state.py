@@ -13,11 +13,11 @@ from lens.model.registry import BUNDLED, DEFAULT_MODEL
 from lens.options import LensOptions
 
 from . import present
-from .backends import HOSTING, get_backend
+from .backends import ENGINES, HOSTING, get_backend
 from .errors import shown_in_page
 from lens.errors import LensError
 
-MODEL_KEY, PROMPT_KEY = "model", "prompt"
+MODEL_KEY, PROMPT_KEY, ENGINE_KEY = "model", "prompt", "engine"
 REFUSED_KEY = "refused_model"
 HOME_LENS = LensOptions(top_k=10)  # the home page's next-token chart (warmed at launch)
 
@@ -44,11 +44,45 @@ def _model_box() -> None:
                      on_change=lambda: st.session_state.pop(REFUSED_KEY, None),
                      help="The models this demo server offers.")
         return
+    remote = engine() == "ndif"
     st.selectbox(
-        "Model", list(BUNDLED), key=MODEL_KEY, bind="query-params", accept_new_options=True,
-        help="A bundled model, or type a local folder, a .gguf file, a hub id (needs network) "
+        "Model", _ndif_models() if remote else list(BUNDLED), key=MODEL_KEY, bind="query-params",
+        accept_new_options=True,
+        help="A model NDIF serves (its hub id, e.g. meta-llama/Llama-3.1-8B)." if remote else
+             "A bundled model, or type a local folder, a .gguf file, a hub id (needs network) "
              "or a tiny test model such as tiny-gpt2.",
     )
+
+
+@st.cache_data(ttl=300, show_spinner=False)
+def _ndif_models() -> list[str]:
+    from lens.nnsight_backend import ndif_models
+
+    return ndif_models()
+
+
+def engines() -> list[str]:
+    """Where models may run: here (hooks or nnsight), and on NDIF when this server has an API key
+    (never on a demo server: visitors would spend the host's key)."""
+    import os
+
+    here = ["local", "nnsight"]
+    return here + (["ndif"] if os.environ.get("NDIF_API_KEY") and not HOSTING.demo else [])
+
+
+def engine() -> str:
+    chosen = st.session_state.get(ENGINE_KEY) or "local"
+    return chosen if chosen in engines() else "local"
+
+
+def _engine_box() -> None:
+    from .widgets import link_options
+
+    link_options(ENGINE_KEY, {k: ENGINES[k] for k in engines()})
+    st.selectbox("Run on", engines(), format_func=ENGINES.get, key=ENGINE_KEY, bind="query-params",
+                 help="This machine: hooks on the model in this process (fastest here). Through nnsight: the "
+                      "same numbers from nnsight traces. NDIF: models too big for this machine, on NDIF's GPUs "
+                      "(shown when NDIF_API_KEY is set; the key never leaves the server).")
 
 
 def refusal() -> None:
@@ -64,6 +98,7 @@ def refusal() -> None:
 def sidebar() -> None:
     """Model picker, example picker and prompt box, on every page (bound to the URL)."""
     with st.sidebar:
+        _engine_box()
         _model_box()
         st.selectbox("Example prompt", list(EXAMPLES), index=None, key="example",
                      placeholder="pick an example…", on_change=_use_example)
@@ -91,7 +126,7 @@ def backend() -> Backend:
     """The current model's backend; a load error is shown in the page and stops it."""
     ref = model_ref()
     with shown_in_page(f"Loading model {ref!r}"):
-        return get_backend(ref)
+        return get_backend(ref, engine())
 
 
 def model_choices() -> list[str]:
