@@ -38,19 +38,3 @@ def early_exit_figure(result: LogitLensResult, height: int = 360) -> go.Figure:
     fig.update_xaxes(gridcolor="#e5e5e5")
     fig.update_yaxes(gridcolor="#e5e5e5")
     return fig
-
-
-def exit_marks(result: LogitLensResult, rows: list[int], cols: list[int]) -> list[dict]:
-    """Plotly shapes: under each column's saturation cell, a line (above it the lens says the final answer).
-    On a strided heatmap the line goes under the first shown row at or above the saturation row."""
-    shapes = []
-    for i, c in enumerate(cols):
-        e = result.exit_layer[c]
-        if e is None or e == 0:
-            continue  # never saturated, or from the embeddings on: nothing below to mark
-        shown = next((j for j, r in enumerate(rows) if r >= e), None)
-        if shown is None:
-            continue
-        shapes.append(dict(type="line", xref="x", yref="y", x0=i - 0.5, x1=i + 0.5, y0=shown - 0.5,
-                           y1=shown - 0.5, line=dict(color="#e4572e", width=4)))
-    return shapes
