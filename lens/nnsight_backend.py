@@ -17,6 +17,7 @@ On NDIF the weights are not here: views that read weights beside the forward pas
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 from urllib.parse import urlparse
@@ -80,6 +81,28 @@ def ndif_models() -> list[str]:
         return sorted(n for n in names if isinstance(n, str))
     except Exception:  # the list is a convenience: typing a model id works without it
         return []
+
+
+@contextlib.contextmanager
+def ndif_status(progress: Progress | None):
+    """While a remote trace waits, NDIF's job updates (received, queued with its place in line, running)
+    go to ``progress`` as well as to nnsight's own display."""
+    if progress is None:
+        yield
+        return
+    from nnsight.intervention.backends.remote import RemoteBackend
+
+    original = RemoteBackend.note
+
+    def note(backend, response):
+        status = getattr(response.status, "name", str(response.status)).lower()
+        progress(0.0 if status != "completed" else 0.99, f"NDIF: {status} {response.description or ''}".strip())
+        return original(backend, response)
+    RemoteBackend.note = note
+    try:
+        yield
+    finally:
+        RemoteBackend.note = original
 
 
 class NnsightBackend(LocalBackend):
@@ -231,7 +254,8 @@ class NnsightBackend(LocalBackend):
         checkpoint()
         if progress is not None:
             progress(0.0, f"running {self.loaded.name}" + (" on NDIF" if self.remote else " through nnsight"))
-        with self._lock, torch.no_grad(), attention_implementation(self.loaded.model, "sdpa"):
+        with self._lock, torch.no_grad(), attention_implementation(self.loaded.model, "sdpa"), \
+                ndif_status(progress if self.remote else None):
             with self.nn.trace(torch.tensor([list(ids)]), remote=self.remote):
                 out = nnsight.save({"ids": [], "probs": [], "ent": [], "kl": [], "rank": [], "tprob": [], "loss": []})
                 first = blocks[0].inputs

@@ -13,6 +13,7 @@ from lens.examples import TRANSLATIONS  # noqa: E402
 from lens.model.tokens import SYMBOLS  # noqa: E402
 from lens.options import LensOptions  # noqa: E402
 from ui import present, state  # noqa: E402
+from ui.backends import HOSTING  # noqa: E402
 from ui.errors import shown_in_page  # noqa: E402
 from ui.widgets import chart, download_json, link_options  # noqa: E402
 
@@ -61,7 +62,7 @@ with shown_in_page("Reading the prompt"):
 @st.fragment
 def lens_view(n: int) -> None:
     """The controls and the heatmap: changing a control reruns this view only, not the page."""
-    c0, c1, c2, c3, c4 = st.columns([2, 2, 2, 1, 1])
+    c0, c1, c2, c3, c4, c5 = st.columns([2, 2, 2, 1, 1, 1.2], vertical_alignment="bottom")
     link_options("lens", LENS_NAMES)
     lens = c0.selectbox("Lens", list(LENS_NAMES), format_func=LENS_NAMES.get, key="lens", bind="query-params",
                         help="How each layer is read: as it is (logit lens) or through a map fitted to the last "
@@ -77,7 +78,7 @@ def lens_view(n: int) -> None:
     stride = c4.number_input("Layer stride", min_value=1, max_value=max(1, info.n_layers),
                              value=2 if present.is_on() else 1, key="stride",
                              bind="query-params", help="Show every n-th layer (the final layer is always shown).")
-    st.toggle("Mark early exit", key="exits", bind="query-params",
+    c5.toggle("Early exit", key="exits", bind="query-params",
               help="An orange line under the layer from which each column's top-1 is the model's final answer "
                    "for good.")
 
@@ -126,6 +127,10 @@ def fitted_lens_ready(kind: str) -> bool:
     """Whether this model has a lens of ``kind``; if not, say so and offer to fit it here (with progress)."""
     if any(f.kind == kind for f in backend.lens_fits()):
         return True
+    if HOSTING.demo:
+        st.info(f"This demo server has no {LENS_NAMES[kind]} for {info.name}: its host can fit one before the "
+                f"talk with `python -m lens fit-lens --kind {kind}`. The logit lens works as always.")
+        return False
     if kind == "linear":
         st.info("This model's linear-shortcut lens is not fitted yet. Fitting reads the shipped corpus once "
                 "(about 17,000 tokens; about a minute and a half for the bundled model on a laptop CPU) and keeps the "

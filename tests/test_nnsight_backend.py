@@ -119,3 +119,19 @@ def test_a_model_spread_by_a_device_map_gives_the_same_lens(tmp_path):
     np.testing.assert_allclose(plain.rollout(PROMPT).rollout, LocalBackend(spread).rollout(PROMPT).rollout, atol=1e-6)
     with pytest.raises(LensError, match="no CUDA GPU"):
         load_model("tiny-llama", device="multi")
+
+
+def test_ndif_job_updates_reach_the_progress_callback():
+    from types import SimpleNamespace
+
+    from nnsight.intervention.backends.remote import RemoteBackend
+
+    from lens.nnsight_backend import ndif_status
+
+    seen = []
+    original = RemoteBackend.note
+    backend = SimpleNamespace(display=SimpleNamespace(update=lambda r: None), meta=None)
+    queued = SimpleNamespace(status=SimpleNamespace(name="QUEUED"), description="position 3 in line", meta=None)
+    with ndif_status(lambda f, m: seen.append(m)):
+        assert RemoteBackend.note(backend, queued) is False
+    assert seen == ["NDIF: queued position 3 in line"] and RemoteBackend.note is original
