@@ -178,12 +178,17 @@ def bundled():
 
 
 @pytest.fixture(scope="session")
-def bundled_linear_lens():
-    """A backend on the bundled model whose linear-shortcut lens is fitted on the shipped corpus (about 90 s,
-    once per test session; stored in the session's own cache, where pages run in-process find it too)."""
+def bundled_linear_lens(tmp_path_factory):
+    """A backend on the bundled model whose linear-shortcut lens is fitted on the first quarter of the shipped
+    corpus (about 25 s, once per test session; stored in the session's own cache, where pages run in-process
+    and the browser tests' servers find it too). The full corpus's fit is measured by python -m bench --lenses."""
+    from lens.fitted.corpus import SHIPPED_FILE, read_jsonl, write_jsonl
     from lens.local_backend import LocalBackend
     from lens.model.loading import load_model
 
+    texts = read_jsonl(SHIPPED_FILE)
+    part = tmp_path_factory.mktemp("corpus") / "shipped-quarter.jsonl"
+    write_jsonl(part, texts[: len(texts) // 4])
     backend = LocalBackend(load_model("smollm2-135m"))
-    backend.fit_lens("linear")
+    backend.fit_lens("linear", corpus_file=str(part))
     return backend

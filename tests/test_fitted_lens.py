@@ -241,7 +241,8 @@ def test_corpus_files(tmp_path, tiny):
     assert a.digest == b.digest and all(len(c) == 32 for c in a.chunks[:-1])
 
 
-def test_backend_fits_once_and_reads_through_the_lens(tmp_path):
+def test_backend_fits_once_and_reads_through_the_lens(tmp_path, monkeypatch):
+    monkeypatch.setenv("LAYERLENS_CACHE", str(tmp_path / "cache"))  # its fits stay out of the session's cache
     from lens.local_backend import LocalBackend
     from lens.model.loading import load_model
     from lens.options import LensOptions
@@ -276,20 +277,25 @@ def test_backend_fits_once_and_reads_through_the_lens(tmp_path):
     assert (cmp.top1_agreement[:, -1] == 1).all() and (cmp.exit_fraction[:, -1] == 1).all()
 
 
-def _cli(*args, cwd=REPO_ROOT):
+def _cli(*args, cwd=REPO_ROOT, cache=None):
+    import os
+
+    env = {**os.environ, **({"LAYERLENS_CACHE": str(cache)} if cache else {})}
     return subprocess.run([sys.executable, "-m", "lens", *args], capture_output=True, text=True, cwd=cwd,
-                          timeout=300)
+                          timeout=300, env=env)
 
 
 def test_cli_fit_lens_and_logit_lens_with_it(tmp_path):
     f = tmp_path / "corpus.txt"
     f.write_text("\n\n".join(TEXTS), encoding="utf-8")
-    fit = _cli("fit-lens", "--kind", "linear", "--model", "tiny-gpt2", "--corpus-file", str(f))
+    cache = tmp_path / "cache"  # its fits stay out of the session's cache
+    fit = _cli("fit-lens", "--kind", "linear", "--model", "tiny-gpt2", "--corpus-file", str(f), cache=cache)
     assert fit.returncode == 0, fit.stderr
     assert "linear lens" in fit.stdout
-    again = _cli("fit-lens", "--kind", "linear", "--model", "tiny-gpt2", "--corpus-file", str(f))
+    again = _cli("fit-lens", "--kind", "linear", "--model", "tiny-gpt2", "--corpus-file", str(f), cache=cache)
     assert again.returncode == 0 and "already fitted" in again.stdout
-    out = _cli("logit-lens", "--model", "tiny-gpt2", "--prompt", "hello there", "--lens", "linear", "--json")
+    out = _cli("logit-lens", "--model", "tiny-gpt2", "--prompt", "hello there", "--lens", "linear", "--json",
+               cache=cache)
     assert out.returncode == 0, out.stderr
     data = json.loads(out.stdout)
     assert data["lens"] == "linear" and len(data["exit_layer"]) == len(data["positions"])

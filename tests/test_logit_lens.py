@@ -73,7 +73,7 @@ def test_lens_matches_reference_user_target(arch, tiny_trace, reference, topk_ma
     check_against_reference(res, trace, tok, ref, 3, topk_matches=topk_matches)
     assert set(res.target_tokens) == {"e"}
     assert res.target_note == ""
-    assert res.options == {"top_k": 3, "target": "e", "positions": None}
+    assert res.options == {"top_k": 3, "target": "e", "positions": None, "lens": "logit"}
     # Rank 1 exactly where "e" is the row's top-1.
     np.testing.assert_array_equal(res.target_rank == 1, res.top_ids[..., 0] == target_id[0])
 
