@@ -59,7 +59,7 @@ def ndif_ready(host: str | None = None) -> None:
         raise LensError("running on NDIF needs an API key: get one at https://login.ndif.us and set NDIF_API_KEY")
     from nnsight import CONFIG
 
-    url = host or CONFIG.API.HOST
+    url = host or os.environ.get("NDIF_HOST") or CONFIG.API.HOST
     parsed = urlparse(url if "//" in url else "https://" + url)
     port = parsed.port or (443 if parsed.scheme == "https" else 80)
     try:

@@ -4,8 +4,6 @@ by a small reference script, training, and the backend and CLI paths."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -18,7 +16,6 @@ from lens.fitted.linear import fit_linear
 from lens.fitted.tuned import read_tuned_checkpoint, train_tuned
 from lens.model.trace import CaptureSpec, capture
 
-from conftest import REPO_ROOT
 
 TEXTS = ["hello there, the end; see me here. " * 3, "the quick brown fox jumps over the lazy dog; " * 4,
          "one two three four five six seven eight nine ten " * 3, "abc def ghi jkl mno " * 6]
@@ -277,47 +274,57 @@ def test_backend_fits_once_and_reads_through_the_lens(tmp_path, monkeypatch):
     assert (cmp.top1_agreement[:, -1] == 1).all() and (cmp.exit_fraction[:, -1] == 1).all()
 
 
-def _cli(*args, cwd=REPO_ROOT, cache=None):
-    import os
+@pytest.fixture
+def cli(capsys, monkeypatch):
+    """``python -m lens ARGS`` in this process (no interpreter and torch start-up per call), as
+    (exit code, stdout, stderr); ``cache`` gives the call a cache folder of its own."""
+    from types import SimpleNamespace
 
-    env = {**os.environ, **({"LAYERLENS_CACHE": str(cache)} if cache else {})}
-    return subprocess.run([sys.executable, "-m", "lens", *args], capture_output=True, text=True, cwd=cwd,
-                          timeout=300, env=env)
+    from lens.cli import main
+
+    def run(*args, cache=None):
+        if cache is not None:
+            monkeypatch.setenv("LAYERLENS_CACHE", str(cache))
+        capsys.readouterr()
+        rc = main(list(args))
+        out = capsys.readouterr()
+        return SimpleNamespace(returncode=rc, stdout=out.out, stderr=out.err)
+    return run
 
 
-def test_cli_fit_lens_and_logit_lens_with_it(tmp_path):
+def test_cli_fit_lens_and_logit_lens_with_it(tmp_path, cli):
     f = tmp_path / "corpus.txt"
     f.write_text("\n\n".join(TEXTS), encoding="utf-8")
     cache = tmp_path / "cache"  # its fits stay out of the session's cache
-    fit = _cli("fit-lens", "--kind", "linear", "--model", "tiny-gpt2", "--corpus-file", str(f), cache=cache)
+    fit = cli("fit-lens", "--kind", "linear", "--model", "tiny-gpt2", "--corpus-file", str(f), cache=cache)
     assert fit.returncode == 0, fit.stderr
     assert "linear lens" in fit.stdout
-    again = _cli("fit-lens", "--kind", "linear", "--model", "tiny-gpt2", "--corpus-file", str(f), cache=cache)
+    again = cli("fit-lens", "--kind", "linear", "--model", "tiny-gpt2", "--corpus-file", str(f), cache=cache)
     assert again.returncode == 0 and "already fitted" in again.stdout
-    out = _cli("logit-lens", "--model", "tiny-gpt2", "--prompt", "hello there", "--lens", "linear", "--json",
+    out = cli("logit-lens", "--model", "tiny-gpt2", "--prompt", "hello there", "--lens", "linear", "--json",
                cache=cache)
     assert out.returncode == 0, out.stderr
     data = json.loads(out.stdout)
     assert data["lens"] == "linear" and len(data["exit_layer"]) == len(data["positions"])
     assert all(e is None or 0 <= e <= data["n_layers"] for e in data["exit_layer"])
-    bad = _cli("logit-lens", "--model", "tiny-gpt2", "--prompt", "hi", "--lens", "sideways")
+    bad = cli("logit-lens", "--model", "tiny-gpt2", "--prompt", "hi", "--lens", "sideways")
     assert bad.returncode == 2 and "error:" in bad.stderr and "Traceback" not in bad.stderr
-    missing = _cli("fit-lens", "--kind", "tuned", "--model", "tiny-gpt2", "--checkpoint", str(tmp_path / "none"))
+    missing = cli("fit-lens", "--kind", "tuned", "--model", "tiny-gpt2", "--checkpoint", str(tmp_path / "none"))
     assert missing.returncode == 2 and "no such folder" in missing.stderr
 
 
-def test_cli_compare_lenses_and_language(tmp_path):
-    cmp = _cli("compare-lenses", "--model", "tiny-llama", "--prompt", "hello there", "--json")
+def test_cli_compare_lenses_and_language(tmp_path, cli):
+    cmp = cli("compare-lenses", "--model", "tiny-llama", "--prompt", "hello there", "--json")
     assert cmp.returncode == 0, cmp.stderr
     data = json.loads(cmp.stdout)
     assert data["lenses"][0] == "logit" and len(data["mean_kl"][0]) == len(data["layers"])
-    lang = _cli("language", "--model", "tiny-llama", "--prompt", "hello there", "--track", "a,b", "--json")
+    lang = cli("language", "--model", "tiny-llama", "--prompt", "hello there", "--track", "a,b", "--json")
     assert lang.returncode == 0, lang.stderr
     data = json.loads(lang.stdout)
     assert data["words"] == ["a", "b"] and all(abs(sum(row) - 1) < 1e-6 for row in data["mass"])
-    table = _cli("language", "--model", "tiny-llama", "--prompt", "hello there")
+    table = cli("language", "--model", "tiny-llama", "--prompt", "hello there")
     assert table.returncode == 0 and "layer" in table.stdout
-    bad = _cli("language", "--model", "tiny-llama", "--prompt", "hello", "--position", "99")
+    bad = cli("language", "--model", "tiny-llama", "--prompt", "hello", "--position", "99")
     assert bad.returncode == 2 and "outside the prompt" in bad.stderr
 
 

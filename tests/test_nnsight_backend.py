@@ -4,8 +4,6 @@ device map gives the same lens."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 
 import numpy as np
@@ -18,7 +16,6 @@ from lens.model.registry import TINY_ARCHS
 from lens.nnsight_backend import NnsightBackend
 from lens.options import LensOptions, ProjectionOptions
 
-from conftest import REPO_ROOT
 
 PROMPT = "hello there, the end; see me here"
 
@@ -57,20 +54,30 @@ def test_every_view_equals_the_local_backend(arch):
         np.testing.assert_allclose(ca.heads, cb.heads, atol=1e-5)
 
 
-def _cli(*args, env=None):
-    import os
+@pytest.fixture
+def cli(capsys, monkeypatch):
+    """``python -m lens ARGS`` in this process, as (exit code, stdout, stderr); ``env`` is set for the call."""
+    from types import SimpleNamespace
 
-    return subprocess.run([sys.executable, "-m", "lens", *args], capture_output=True, text=True, cwd=REPO_ROOT,
-                          timeout=600, env={**os.environ, **(env or {})})
+    from lens.cli import main
+
+    def run(*args, env=None):
+        for k, v in (env or {}).items():
+            monkeypatch.setenv(k, v)
+        capsys.readouterr()
+        rc = main(list(args))
+        out = capsys.readouterr()
+        return SimpleNamespace(returncode=rc, stdout=out.out, stderr=out.err)
+    return run
 
 
-def test_bundled_model_lens_and_rollout_from_the_cli_equal_the_local_backend(tmp_path):
+def test_bundled_model_lens_and_rollout_from_the_cli_equal_the_local_backend(tmp_path, cli):
     prompt = tmp_path / "p.txt"
     prompt.write_text("The Eiffel Tower is located in the city of", encoding="utf-8")
     out = {}
     for backend in ("local", "nnsight"):
-        lens = _cli("logit-lens", "--prompt-file", str(prompt), "--json", "--no-cache", "--backend", backend)
-        roll = _cli("rollout", "--prompt-file", str(prompt), "--json", "--no-cache", "--backend", backend)
+        lens = cli("logit-lens", "--prompt-file", str(prompt), "--json", "--no-cache", "--backend", backend)
+        roll = cli("rollout", "--prompt-file", str(prompt), "--json", "--no-cache", "--backend", backend)
         assert lens.returncode == 0 and roll.returncode == 0, lens.stderr + roll.stderr
         out[backend] = json.loads(lens.stdout), json.loads(roll.stdout)
     (la, ra), (lb, rb) = out["local"], out["nnsight"]
@@ -80,16 +87,16 @@ def test_bundled_model_lens_and_rollout_from_the_cli_equal_the_local_backend(tmp
     np.testing.assert_allclose(np.array(ra["rollout"]), np.array(rb["rollout"]), atol=1e-6)
 
 
-def test_remote_without_a_key_or_a_network_fails_in_one_line():
-    no_key = _cli("logit-lens", "--backend", "nnsight", "--remote", "--model", "meta-llama/Llama-3.1-8B",
+def test_remote_without_a_key_or_a_network_fails_in_one_line(cli):
+    no_key = cli("logit-lens", "--backend", "nnsight", "--remote", "--model", "meta-llama/Llama-3.1-8B",
                   "--prompt", "hi", env={"NDIF_API_KEY": ""})
     assert no_key.returncode == 2 and no_key.stderr.strip().count("\n") == 0 and "NDIF_API_KEY" in no_key.stderr
     t = time.time()
-    closed = _cli("rollout", "--backend", "nnsight", "--remote", "--model", "meta-llama/Llama-3.1-8B", "--prompt",
+    closed = cli("rollout", "--backend", "nnsight", "--remote", "--model", "meta-llama/Llama-3.1-8B", "--prompt",
                   "hi", env={"NDIF_API_KEY": "not-a-real-key", "NDIF_HOST": "http://127.0.0.1:9"})
     assert closed.returncode == 2 and "cannot reach NDIF" in closed.stderr and "not-a-real-key" not in closed.stderr
     assert closed.stderr.strip().count("\n") == 0 and time.time() - t < 60
-    local = _cli("rollout", "--remote", "--prompt", "hi")
+    local = cli("rollout", "--remote", "--prompt", "hi")
     assert local.returncode == 2 and "--backend nnsight" in local.stderr
 
 
