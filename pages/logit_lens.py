@@ -39,7 +39,7 @@ Typical picture: early layers echo the input token, middle layers are unsure, an
 The **linear shortcut** (Din et al. 2023) first maps each layer's vector to the last layer's with a linear map
 fitted by least squares on a corpus; the **tuned lens** (Belrose et al. 2023) trains such maps to match the final
 distribution. With them, early rows that look like noise often already point at the answer.
-An **orange line** under a cell (*Mark early exit*) is the layer from which that column's top-1 is the model's
+An **orange line** under a cell (switch on *Exits*) is the layer from which that column's top-1 is the model's
 final answer for good (its *saturation* layer).
 
 Token symbols: """ + " · ".join(f"`{s.split(' ', 1)[0]}` {s.split(' ', 1)[1]}" for s in SYMBOLS) + "."
@@ -62,7 +62,7 @@ with shown_in_page("Reading the prompt"):
 @st.fragment
 def lens_view(n: int) -> None:
     """The controls and the heatmap: changing a control reruns this view only, not the page."""
-    c0, c1, c2, c3, c4, c5 = st.columns([2, 2, 2, 1, 1, 1.2], vertical_alignment="bottom")
+    c0, c1, c2, c3, c4, c5 = st.columns([2, 2, 2, 1, 1, 1.3], vertical_alignment="bottom")
     link_options("lens", LENS_NAMES)
     lens = c0.selectbox("Lens", list(LENS_NAMES), format_func=LENS_NAMES.get, key="lens", bind="query-params",
                         help="How each layer is read: as it is (logit lens) or through a map fitted to the last "
@@ -78,7 +78,7 @@ def lens_view(n: int) -> None:
     stride = c4.number_input("Layer stride", min_value=1, max_value=max(1, info.n_layers),
                              value=2 if present.is_on() else 1, key="stride",
                              bind="query-params", help="Show every n-th layer (the final layer is always shown).")
-    c5.toggle("Early exit", key="exits", bind="query-params",
+    c5.toggle("Exits", key="exits", bind="query-params",
               help="An orange line under the layer from which each column's top-1 is the model's final answer "
                    "for good.")
 
@@ -159,6 +159,8 @@ def lens_panels() -> None:
     link_options("panel", PANELS)
     panel = st.segmented_control("More", list(PANELS), format_func=PANELS.get, key="panel", bind="query-params")
     lens = st.session_state.get("lens") or "logit"
+    if lens != "logit" and not any(f.kind == lens for f in backend.lens_fits()):
+        lens = "logit"  # not fitted yet: the panels read the logit lens (fitting is offered above)
     if panel == "compare":
         st.caption("Each lens this model has, on your prompt: per layer, the mean KL divergence to the model's "
                    "final distribution (lower: closer to the answer) and the share of positions whose top-1 is "
@@ -183,7 +185,8 @@ def lens_panels() -> None:
                        "before the last layer, and keep it to the end.")
     elif panel == "language":
         c1, c2 = st.columns([3, 2])
-        pick = c2.selectbox("Translation example", ["(your prompt)"] + list(TRANSLATIONS), key="lang_example")
+        pick = c2.selectbox("Translation example", ["(your prompt)"] + list(TRANSLATIONS), key="lang_example",
+                            bind="query-params")
         if pick != "(your prompt)":
             prompt, words = TRANSLATIONS[pick]
             c1.code(prompt, language=None)

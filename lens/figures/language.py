@@ -41,7 +41,9 @@ def language_figure(result: LanguageMass, height: int = 380) -> go.Figure:
         fig.add_trace(go.Scatter(x=x, y=result.word_probs[:, w], name=label, mode="lines+markers",
                                  line=dict(width=3, color=WORD_COLOURS[w % len(WORD_COLOURS)]),
                                  hovertemplate=f"{label}, layer %{{x}}: %{{y:.2%}}<extra></extra>"), 1, 2)
-    fig.update_yaxes(range=[0, 1], tickformat=".0%")
+    fig.update_yaxes(range=[0, 1], tickformat=".0%", row=1, col=1)
+    if has_words:  # tracked words are often a few percent: their own scale, from 0
+        fig.update_yaxes(rangemode="tozero", tickformat=".1%", row=1, col=2)
     fig.update_xaxes(type="category", nticks=12, title_text="layer")
     fig.update_layout(height=height, margin=dict(l=60, r=20, t=60, b=60), plot_bgcolor="white",
                       legend=dict(orientation="h", y=-0.25, x=0),
