@@ -166,10 +166,10 @@ class NnsightBackend(LocalBackend):
         blocks, attn, value, down = self._blocks, self._attn, self._value, self._down
         attn_w = self._attn_write if spec.sublayers else []
         mlp_w = self._mlp_write if spec.sublayers else []
-        keep_res = spec.residual
+        keep_res, has_head, nnm = spec.residual, a.has_lm_head, self.nn  # plain locals: the trace may be shipped
         eager = "eager" if att_layers else "sdpa"  # only eager attention returns its weights
         with self._lock, torch.no_grad(), attention_implementation(self.loaded.model, eager):
-            with self.nn.trace(torch.tensor([list(ids)]), remote=self.remote):
+            with nnm.trace(torch.tensor([list(ids)]), remote=self.remote):
                 res, att, vals, neus = nnsight.save([]), nnsight.save({}), nnsight.save({}), nnsight.save({})
                 a_out, m_out = nnsight.save([]), nnsight.save([])
                 if keep_res:
@@ -198,7 +198,7 @@ class NnsightBackend(LocalBackend):
                         t = blocks[i].output
                         t = t[0] if isinstance(t, tuple) else t
                         res.append(t[0].float())
-                top1 = nnsight.save(self.nn.output.logits[0].argmax(-1)) if a.has_lm_head else None
+                top1 = nnsight.save(nnm.output.logits[0].argmax(-1)) if has_head else None
         tok = self.loaded.tokenizer
         from .model.tokens import token_strings
 
@@ -251,19 +251,20 @@ class NnsightBackend(LocalBackend):
         nxt = torch.tensor(list(ids[start + 1:stop + 1]) + [0] * (stop - start - len(ids[start + 1:stop + 1])))
         n_next = len(ids[start + 1:stop + 1])
         blocks, norm, proj, head, cap = self._blocks, self._norm, self._project_out, self._unembed, a.softcap
+        nnm = self.nn  # plain locals in the trace: its code may be shipped to NDIF
         checkpoint()
         if progress is not None:
             progress(0.0, f"running {self.loaded.name}" + (" on NDIF" if self.remote else " through nnsight"))
         with self._lock, torch.no_grad(), attention_implementation(self.loaded.model, "sdpa"), \
                 ndif_status(progress if self.remote else None):
-            with self.nn.trace(torch.tensor([list(ids)]), remote=self.remote):
+            with nnm.trace(torch.tensor([list(ids)]), remote=self.remote):
                 out = nnsight.save({"ids": [], "probs": [], "ent": [], "kl": [], "rank": [], "tprob": [], "loss": []})
                 first = blocks[0].inputs
                 hs = [(first[0][0] if first[0] else first[1]["hidden_states"])[0, start:stop]]
                 for i in range(L):
                     t = blocks[i].output
                     hs.append((t[0] if isinstance(t, tuple) else t)[0, start:stop])
-                top1 = nnsight.save(self.nn.output.logits[0, start:stop].argmax(-1))
+                top1 = nnsight.save(nnm.output.logits[0, start:stop].argmax(-1))
                 lp_final = None
                 for r in range(L, -1, -1):  # the last row first: every row's KL needs it
                     x = norm(hs[r]) if norm is not None else hs[r]
