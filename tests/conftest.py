@@ -192,3 +192,33 @@ def bundled_linear_lens(tmp_path_factory):
     backend = LocalBackend(load_model("smollm2-135m"))
     backend.fit_lens("linear", corpus_file=str(part))
     return backend
+
+
+@pytest.fixture
+def cli(capsys, monkeypatch):
+    """``python -m lens ARGS`` in this process (no interpreter and torch start-up per call), as
+    (returncode, stdout, stderr); ``env`` is set for the call (e.g. a cache folder of its own)."""
+    from types import SimpleNamespace
+
+    from lens.cli import main
+
+    def run(*args, env=None):
+        for k, v in (env or {}).items():
+            monkeypatch.setenv(k, str(v))
+        capsys.readouterr()
+        rc = main(list(args))
+        out = capsys.readouterr()
+        return SimpleNamespace(returncode=rc, stdout=out.out, stderr=out.err)
+    return run
+
+
+def lens_page(prompt: str = "The capital of France is", **params):
+    """The logit-lens page run in-process (AppTest) as a first visit with these URL query parameters."""
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(REPO_ROOT / "app.py"), default_timeout=300)
+    at.switch_page("pages/logit_lens.py")
+    at.query_params["prompt"] = prompt
+    for k, v in params.items():
+        at.query_params[k] = v
+    return at.run()

@@ -2,24 +2,13 @@
 offered only with an API key, and an unreachable NDIF is a message in the page."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
-from streamlit.testing.v1 import AppTest
 
+from conftest import lens_page
 from plotly_json import array, charts
 
-APP = str(Path(__file__).resolve().parent.parent / "app.py")
 PROMPT = "The capital of France is"
-
-
-def page(**params) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=300)
-    at.switch_page("pages/logit_lens.py")
-    at.query_params["prompt"] = PROMPT
-    for k, v in params.items():
-        at.query_params[k] = v
-    return at.run()
+page = lens_page
 
 
 def test_lens_through_nnsight_draws_the_same_numbers(monkeypatch):

@@ -274,35 +274,17 @@ def test_backend_fits_once_and_reads_through_the_lens(tmp_path, monkeypatch):
     assert (cmp.top1_agreement[:, -1] == 1).all() and (cmp.exit_fraction[:, -1] == 1).all()
 
 
-@pytest.fixture
-def cli(capsys, monkeypatch):
-    """``python -m lens ARGS`` in this process (no interpreter and torch start-up per call), as
-    (exit code, stdout, stderr); ``cache`` gives the call a cache folder of its own."""
-    from types import SimpleNamespace
-
-    from lens.cli import main
-
-    def run(*args, cache=None):
-        if cache is not None:
-            monkeypatch.setenv("LAYERLENS_CACHE", str(cache))
-        capsys.readouterr()
-        rc = main(list(args))
-        out = capsys.readouterr()
-        return SimpleNamespace(returncode=rc, stdout=out.out, stderr=out.err)
-    return run
-
-
 def test_cli_fit_lens_and_logit_lens_with_it(tmp_path, cli):
     f = tmp_path / "corpus.txt"
     f.write_text("\n\n".join(TEXTS), encoding="utf-8")
-    cache = tmp_path / "cache"  # its fits stay out of the session's cache
-    fit = cli("fit-lens", "--kind", "linear", "--model", "tiny-gpt2", "--corpus-file", str(f), cache=cache)
+    env = {"LAYERLENS_CACHE": tmp_path / "cache"}  # its fits stay out of the session's cache
+    fit = cli("fit-lens", "--kind", "linear", "--model", "tiny-gpt2", "--corpus-file", str(f), env=env)
     assert fit.returncode == 0, fit.stderr
     assert "linear lens" in fit.stdout
-    again = cli("fit-lens", "--kind", "linear", "--model", "tiny-gpt2", "--corpus-file", str(f), cache=cache)
+    again = cli("fit-lens", "--kind", "linear", "--model", "tiny-gpt2", "--corpus-file", str(f), env=env)
     assert again.returncode == 0 and "already fitted" in again.stdout
     out = cli("logit-lens", "--model", "tiny-gpt2", "--prompt", "hello there", "--lens", "linear", "--json",
-               cache=cache)
+               env=env)
     assert out.returncode == 0, out.stderr
     data = json.loads(out.stdout)
     assert data["lens"] == "linear" and len(data["exit_layer"]) == len(data["positions"])

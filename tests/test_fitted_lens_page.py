@@ -2,25 +2,14 @@
 backend's numbers and a read-out by hand; a lens not fitted yet is offered, not an error."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import torch
-from streamlit.testing.v1 import AppTest
 
+from conftest import lens_page
 from plotly_json import array, charts
 
-APP = str(Path(__file__).resolve().parent.parent / "app.py")
 PROMPT = "The capital of France is"
-
-
-def page(**params) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=300)
-    at.switch_page("pages/logit_lens.py")
-    at.query_params["prompt"] = PROMPT
-    for k, v in params.items():
-        at.query_params[k] = v
-    return at.run()
+page = lens_page
 
 
 def test_linear_lens_heatmap_is_the_read_out_by_hand(bundled_linear_lens):

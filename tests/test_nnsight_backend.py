@@ -54,23 +54,6 @@ def test_every_view_equals_the_local_backend(arch):
         np.testing.assert_allclose(ca.heads, cb.heads, atol=1e-5)
 
 
-@pytest.fixture
-def cli(capsys, monkeypatch):
-    """``python -m lens ARGS`` in this process, as (exit code, stdout, stderr); ``env`` is set for the call."""
-    from types import SimpleNamespace
-
-    from lens.cli import main
-
-    def run(*args, env=None):
-        for k, v in (env or {}).items():
-            monkeypatch.setenv(k, v)
-        capsys.readouterr()
-        rc = main(list(args))
-        out = capsys.readouterr()
-        return SimpleNamespace(returncode=rc, stdout=out.out, stderr=out.err)
-    return run
-
-
 def test_bundled_model_lens_and_rollout_from_the_cli_equal_the_local_backend(tmp_path, cli):
     prompt = tmp_path / "p.txt"
     prompt.write_text("The Eiffel Tower is located in the city of", encoding="utf-8")
