@@ -32,11 +32,11 @@ def run(tuned_steps: int = 100, say=print) -> dict:
     root = tempfile.mkdtemp(prefix="layerlens-bench-lenses-")
     os.symlink(models, os.path.join(root, "models"))  # the converted model is shared; the lenses are fitted afresh
     os.environ["LAYERLENS_CACHE"] = root
-    from lens.local_backend import LocalBackend
+    from lens.engine_backend import local_backend
     from lens.model.loading import load_model
     from lens.options import LensOptions
 
-    b = LocalBackend(load_model("smollm2-135m"))
+    b = local_backend(load_model("smollm2-135m"))
     t = time.perf_counter()
     linear = b.fit_lens("linear", progress=lambda f, m: say(f"  {m}") if f >= 1 else None)
     fit_s = time.perf_counter() - t

@@ -48,13 +48,13 @@ def run(repeats: int = 3, say=print) -> dict:
 
     import numpy as np
 
-    from lens.local_backend import LocalBackend
+    from lens.engine_backend import local_backend
     from lens.model.loading import load_model
     from lens.options import PatchOptions
 
     warnings.filterwarnings("ignore")
     lm = load_model("smollm2-135m")
-    be = LocalBackend(lm, None)
+    be = local_backend(lm, None)
     tok = lm.tokenizer
     target, foil = tok(TARGET, add_special_tokens=False)["input_ids"][0], tok(FOIL, add_special_tokens=False)["input_ids"][0]
     options = PatchOptions(target=TARGET, foil=FOIL)

@@ -32,10 +32,11 @@ class Ctx:
         return self._residual
 
     def trace(self, **spec):
-        from lens.model.trace import CaptureSpec, capture
+        from lens.engine.hooks import HookEngine
+from lens.engine.trace import CaptureSpec, capture
 
         lm = self.loaded
-        return capture(lm.model, lm.adapter, self.ids, CaptureSpec(**spec), model_name=lm.name,
+        return capture(HookEngine(lm.model, lm.adapter), self.ids, CaptureSpec(**spec), model_name=lm.name,
                        fingerprint=lm.fingerprint, tokens=self.tokens)
 
 
@@ -134,13 +135,14 @@ def _rollout(ctx: Ctx):
 
 def _routes(ctx: Ctx):
     from lens.analysis.routes import RouteData, route_capture, route_graph
-    from lens.model.trace import capture
+    from lens.engine.hooks import HookEngine
+from lens.engine.trace import capture
     from lens.options import DEFAULT_THRESHOLD
 
     lm = ctx.loaded
 
     def run():
-        tr = capture(lm.model, lm.adapter, ctx.ids, route_capture(lm.n_layers), model_name=lm.name, tokens=ctx.tokens)
+        tr = capture(HookEngine(lm.model, lm.adapter), ctx.ids, route_capture(lm.n_layers), model_name=lm.name, tokens=ctx.tokens)
         return route_graph(RouteData.from_trace(tr), None, DEFAULT_THRESHOLD, tokenizer=lm.tokenizer)
     return run
 

@@ -1,24 +1,22 @@
 """The narrow interface between the dashboard and whatever runs the model. Imports nothing heavy.
 
-Pages only call a Backend: "describe the model", "tokenize this", "run the logit lens
-on this", ... and get the typed results of lens/results.py back. ``LocalBackend``
-(lens/local_backend.py) runs a transformers model in this process; a backend on a
-GPU box or an NDIF/nnsight engine implements the same methods and no page changes.
+Pages and the CLI only call a Backend: "describe the model", "tokenize this", "run the logit
+lens on this", ... and get the typed results of lens/results.py back. ``EngineBackend``
+(lens/engine_backend.py) answers over any engine (lens/engine/: hooks here, nnsight here or on
+NDIF); a backend on a GPU box implements the same methods and no page changes.
 Layers are 1-based (as in the lens rows L1..Ln), positions 0-based (None: the last).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol, Sequence, runtime_checkable
+from typing import Protocol, Sequence, runtime_checkable
 
-from .options import (DEFAULT_THRESHOLD, GenerateOptions, GeometryOptions, LensOptions, PatchOptions, Progress,
+from .options import (DEFAULT_THRESHOLD, Ablation, GenerateOptions, GeometryOptions, LensOptions, PatchOptions, Progress,
                       ProjectionOptions)
 from .results import (AttentionContributions, FlowResult, Generation, GenerationAttention, GeometryResult,
-                      HeadPatterns, HeadSummary, LanguageMass, LensComparison, LensFit, LogitLensResult, NodeDetail,
+                      HeadPatterns, HeadSummary, LanguageMass, LensComparison, LensFit, LogitLensResult, ModelComparison,
+                      NodeDetail,
                       PatchResult, ProjectionResult, RolloutResult, RouteGraph)
-
-if TYPE_CHECKING:  # a local backend's extra; a remote one need not offer it
-    from .model.trace import CaptureSpec, Trace
 
 
 @dataclass(frozen=True)
@@ -44,10 +42,13 @@ class ModelInfo:
     fingerprint: str
     corpus_limit: int = 100  # sentences in one projection corpus
     corpus_token_limit: int = 4096  # their tokens together
+    has_head_sites: bool = False  # each head's output is a site of its own (patch or ablate one head)
 
 
 @runtime_checkable
 class Backend(Protocol):
+    """Exactly what pages and the CLI call (tests/test_structure.py holds them to it)."""
+
     def info(self) -> ModelInfo: ...
 
     def tokenize(self, text: str) -> list[str]: ...
@@ -96,3 +97,10 @@ class Backend(Protocol):
 
     def patch(self, clean: str, corrupt: str, options: PatchOptions,
               progress: Progress | None = None) -> PatchResult: ...
+
+    def patched_lens(self, clean: str, corrupt: str, row: int, position: int,
+                     lens: LensOptions = LensOptions()) -> LogitLensResult: ...
+
+    def ablated_lens(self, text: str, ablation: Ablation, lens: LensOptions = LensOptions()) -> LogitLensResult: ...
+
+    def compare_with(self, other: "Backend", text: str) -> ModelComparison: ...

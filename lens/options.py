@@ -123,6 +123,20 @@ class GeometryOptions:
 PATCH_SITES = ("resid", "attn", "mlp", "head")
 
 
+def check_patch_site(site: str, info) -> str:
+    """``site`` checked against the model ``info`` (a ModelInfo) describes."""
+    if site not in PATCH_SITES:
+        raise LensError(f"unknown patching site {site!r}; choose {', '.join(PATCH_SITES)}")
+    if not info.has_lm_head or not info.is_causal:
+        raise LensError(f"{info.model_type} is not a causal language model: patching its answer does not apply")
+    if site in ("attn", "mlp") and info.post_ln:
+        raise LensError(f"{info.model_type} normalises after each sub-block: its attention and MLP outputs "
+                        "are not separate writes to patch; patch the residual stream")
+    if site == "head" and not info.has_head_sites:
+        raise LensError(f"heads of {info.model_type} cannot be patched separately: {info.routes_note}")
+    return site
+
+
 @dataclass(frozen=True)
 class PatchOptions:
     target: str  # the answer of the clean prompt, one token (e.g. " Paris")

@@ -162,7 +162,7 @@ with models_tab:
                              help="Another model with the same tokenizer and depth: a fine-tuned local folder beside "
                                   "its base, say.")
     other = state.backend_for(other_ref) if other_ref else None
-    if other is not None and hasattr(backend, "compare_with"):
+    if other is not None:
         comparison = None
         with shown_in_page("Comparing the models", stop=False):
             comparison = backend.compare_with(other, clean)

@@ -40,7 +40,8 @@ os.environ["LAYERLENS_CACHE"] = str(TEST_CACHE)
 
 from lens.model.adapters import adapt  # noqa: E402
 from lens.model.tiny import tiny_model  # noqa: E402
-from lens.model.trace import CaptureSpec, capture  # noqa: E402
+from lens.engine.hooks import HookEngine
+from lens.engine.trace import CaptureSpec, capture  # noqa: E402
 from shown import as_shown
 
 # A prompt whose byte tokens repeat ("e" several times) so targets and next tokens are interesting.
@@ -73,7 +74,7 @@ def tiny_trace(tiny):
         if (arch, prompt) not in done:
             model, tok, adapter = tiny(arch)
             ids = tok(prompt)["input_ids"]
-            trace = capture(model, adapter, ids, CaptureSpec(residual=True), model_name=f"tiny-{arch}",
+            trace = capture(HookEngine(model, adapter), ids, CaptureSpec(residual=True), model_name=f"tiny-{arch}",
                             tokens=[as_shown(tok, i) for i in ids])
             done[(arch, prompt)] = (trace, tok)
         return done[(arch, prompt)]
@@ -183,13 +184,13 @@ def bundled_linear_lens(tmp_path_factory):
     corpus (about 25 s, once per test session; stored in the session's own cache, where pages run in-process
     and the browser tests' servers find it too). The full corpus's fit is measured by python -m bench --lenses."""
     from lens.fitted.corpus import SHIPPED_FILE, read_jsonl, write_jsonl
-    from lens.local_backend import LocalBackend
+    from lens.engine_backend import local_backend
     from lens.model.loading import load_model
 
     texts = read_jsonl(SHIPPED_FILE)
     part = tmp_path_factory.mktemp("corpus") / "shipped-quarter.jsonl"
     write_jsonl(part, texts[: len(texts) // 4])
-    backend = LocalBackend(load_model("smollm2-135m"))
+    backend = local_backend(load_model("smollm2-135m"))
     backend.fit_lens("linear", corpus_file=str(part))
     return backend
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from lens.errors import LensError
-from lens.local_backend import LocalBackend
+from lens.engine_backend import local_backend
 from lens.model.adapters import adapt
 from lens.model.loading import load_model
 from lens.options import Ablation, LensOptions
@@ -54,13 +54,13 @@ def assert_lens_equals(result, adapter, rows, ids, reference, topk_matches):
 
 
 def test_no_ablation_is_the_plain_lens(tiny):
-    be = LocalBackend(tiny, None)
+    be = local_backend(tiny, None)
     a, b = be.ablated_lens(PROMPT, Ablation()), be.logit_lens(PROMPT)
     assert a.final_prediction == b.final_prediction and np.array_equal(a.top_probs, b.top_probs)
 
 
 def test_zeroed_head_equals_its_output_weights_zeroed(tiny, reference, topk_matches):
-    be = LocalBackend(tiny, None)
+    be = local_backend(tiny, None)
     r = be.ablated_lens(PROMPT, Ablation(heads=((2, 1),)))
     m = copy.deepcopy(tiny.model)
     hd = tiny.adapter.head_dim
@@ -74,7 +74,7 @@ def test_zeroed_head_equals_its_output_weights_zeroed(tiny, reference, topk_matc
 
 
 def test_zeroed_mlp_equals_its_down_projection_zeroed(tiny, reference, topk_matches):
-    r = LocalBackend(tiny, None).ablated_lens(PROMPT, Ablation(mlp=(1,)))
+    r = local_backend(tiny, None).ablated_lens(PROMPT, Ablation(mlp=(1,)))
     m = copy.deepcopy(tiny.model)
     with torch.no_grad():
         m.model.layers[0].mlp.down_proj.weight.zero_()
@@ -84,7 +84,7 @@ def test_zeroed_mlp_equals_its_down_projection_zeroed(tiny, reference, topk_matc
 
 
 def test_mean_ablated_mlp_equals_a_hook_putting_in_the_mean(tiny, reference, topk_matches):
-    r = LocalBackend(tiny, None).ablated_lens(PROMPT, Ablation(mlp=(2,), mode="mean"))
+    r = local_backend(tiny, None).ablated_lens(PROMPT, Ablation(mlp=(2,), mode="mean"))
     ids = tiny.tokenizer(PROMPT)["input_ids"]
     seen = {}
     h = tiny.model.model.layers[1].mlp.register_forward_hook(lambda m, a, o: seen.__setitem__(0, o[0].mean(0)))
@@ -97,7 +97,7 @@ def test_mean_ablated_mlp_equals_a_hook_putting_in_the_mean(tiny, reference, top
 
 
 def test_skipped_layer_equals_the_model_without_it(tiny, reference, topk_matches):
-    r = LocalBackend(tiny, None).ablated_lens(PROMPT, Ablation(skip=(2,)))
+    r = local_backend(tiny, None).ablated_lens(PROMPT, Ablation(skip=(2,)))
     m = copy.deepcopy(tiny.model)
     del m.model.layers[1]
     ids = tiny.tokenizer(PROMPT)["input_ids"]
@@ -108,7 +108,7 @@ def test_skipped_layer_equals_the_model_without_it(tiny, reference, topk_matches
 
 
 def test_swapped_layers_equal_the_model_with_them_swapped(tiny, reference, topk_matches):
-    r = LocalBackend(tiny, None).ablated_lens(PROMPT, Ablation(swap=(1, 3)))
+    r = local_backend(tiny, None).ablated_lens(PROMPT, Ablation(swap=(1, 3)))
     m = copy.deepcopy(tiny.model)
     layers = m.model.layers
     layers[0], layers[2] = layers[2], layers[0]
@@ -119,7 +119,7 @@ def test_swapped_layers_equal_the_model_with_them_swapped(tiny, reference, topk_
 
 def test_one_cell_patch_equals_a_patched_run(tiny, reference, topk_matches):
     clean, corrupt = "The cat sat on", "The dog ran on"
-    be = LocalBackend(tiny, None)
+    be = local_backend(tiny, None)
     r = be.patched_lens(clean, corrupt, 2, 5)
     tok = tiny.tokenizer
     clean_ids, corrupt_ids = tok(clean)["input_ids"], tok(corrupt)["input_ids"]
@@ -146,7 +146,7 @@ def test_one_cell_patch_equals_a_patched_run(tiny, reference, topk_matches):
 ])
 def test_bad_ablations_are_named(tiny, ablation, message):
     with pytest.raises(LensError, match=message):
-        LocalBackend(tiny, None).ablated_lens(PROMPT, ablation)
+        local_backend(tiny, None).ablated_lens(PROMPT, ablation)
 
 
 def test_cli_ablate_prints_the_lens_and_the_original_prediction(tiny):
@@ -155,9 +155,9 @@ def test_cli_ablate_prints_the_lens_and_the_original_prediction(tiny):
                          timeout=300)
     assert out.returncode == 0, out.stderr
     got = json.loads(out.stdout)
-    want = LocalBackend(tiny, None).ablated_lens(PROMPT, Ablation(heads=((2, 1),)))
+    want = local_backend(tiny, None).ablated_lens(PROMPT, Ablation(heads=((2, 1),)))
     assert got["final_prediction"] == want.final_prediction
-    assert got["final_prediction_original"] == LocalBackend(tiny, None).logit_lens(PROMPT).final_prediction
+    assert got["final_prediction_original"] == local_backend(tiny, None).logit_lens(PROMPT).final_prediction
     np.testing.assert_allclose(np.array(got["top_probs"]), want.top_probs, atol=1e-6)
 
 

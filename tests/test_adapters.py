@@ -10,7 +10,8 @@ from torch import nn
 from lens.model.adapters import SPECS, adapt, supported_types
 from lens.errors import LensError, UnsupportedArchitecture
 from lens.model.tiny import TINY_ARCHS, tiny_model
-from lens.model.trace import CaptureSpec, capture
+from lens.engine.hooks import HookEngine
+from lens.engine.trace import CaptureSpec, capture
 
 PROMPT = "The quick brown fox, 42 times!"
 ATOL = 1e-4
@@ -28,7 +29,7 @@ def captured(tiny):
             with torch.no_grad():
                 out = model(input_ids=torch.tensor([ids]), output_hidden_states=True,
                             output_attentions=True, use_cache=False)
-            trace = capture(model, adapter, ids, CaptureSpec(sublayers=True, attentions=True))
+            trace = capture(HookEngine(model, adapter), ids, CaptureSpec(sublayers=True, attentions=True))
             done[arch] = (out, trace, ids)
         return done[arch]
 
@@ -121,13 +122,13 @@ def test_capture_only_what_is_asked(arch, tiny):
         return {id(m): (len(m._forward_hooks), len(m._forward_pre_hooks)) for m in model.modules()}
 
     before = hooks()
-    only1 = capture(model, adapter, ids, CaptureSpec(attentions=(1,)))
+    only1 = capture(HookEngine(model, adapter), ids, CaptureSpec(attentions=(1,)))
     assert list(only1.attentions) == [1]
     assert only1.attn_out is None and only1.mlp_out is None
     assert only1.residual is not None
-    full = capture(model, adapter, ids, CaptureSpec(attentions=True))
+    full = capture(HookEngine(model, adapter), ids, CaptureSpec(attentions=True))
     torch.testing.assert_close(only1.attentions[1], full.attentions[1], atol=0, rtol=0)
-    none = capture(model, adapter, ids, CaptureSpec(residual=False))
+    none = capture(HookEngine(model, adapter), ids, CaptureSpec(residual=False))
     assert none.residual is None and none.attentions == {} and none.attn_out is None
     # Hooks are removed afterwards: no module keeps a hook from a capture.
     assert hooks() == before
@@ -199,11 +200,11 @@ def test_hooks_are_removed_when_the_forward_fails():
 
     before = hooks()
     with pytest.raises(Exception):
-        capture(model, adapter, [10_000], CaptureSpec(sublayers=True, attentions=True))  # id out of range
+        capture(HookEngine(model, adapter), [10_000], CaptureSpec(sublayers=True, attentions=True))  # id out of range
     assert hooks() == before
     # The model still works and a later capture is unaffected.
     ids = tok("ok")["input_ids"]
-    trace = capture(model, adapter, ids, CaptureSpec())
+    trace = capture(HookEngine(model, adapter), ids, CaptureSpec())
     with torch.no_grad():
         logits = model(input_ids=torch.tensor([ids])).logits[0]
     torch.testing.assert_close(adapter.readout(trace.residual[-1]), logits, atol=ATOL, rtol=0)
@@ -220,7 +221,7 @@ def test_post_ln_opt_without_final_norm_reads_out_like_the_model():
     adapter = adapt(model)
     assert adapter.final_norm is None and adapter.project_out is not None
     ids = [5, 6, 7, 8, 9]
-    trace = capture(model, adapter, ids, CaptureSpec())
+    trace = capture(HookEngine(model, adapter), ids, CaptureSpec())
     with torch.no_grad():
         expected = model(torch.tensor([ids])).logits[0]
     torch.testing.assert_close(adapter.readout(trace.residual[-1]), expected, atol=1e-5, rtol=1e-5)
@@ -232,7 +233,7 @@ def test_capture_keeps_values_and_neurons_as_the_model_computes_them(arch, tiny)
     projection input, which the down projection turns back into the MLP's write (plus its bias)."""
     model, tok, adapter = tiny(arch)
     ids = tok("values and neurons")["input_ids"]
-    tr = capture(model, adapter, ids, CaptureSpec(residual=True, sublayers=True, values=(1,), neurons=(0, 2)))
+    tr = capture(HookEngine(model, adapter), ids, CaptureSpec(residual=True, sublayers=True, values=(1,), neurons=(0, 2)))
     assert set(tr.values) == {1} and set(tr.neurons) == {0, 2}
     T, H, KV, hd = len(ids), adapter.n_heads, adapter.n_kv_heads, adapter.head_dim
     assert tr.values[1].shape == (T, KV, hd)
@@ -254,7 +255,7 @@ def test_a_model_without_attention_weights_raises_a_lens_error():
     handle = adapter.attn[1].register_forward_hook(lambda module, args, out: (out[0], None))
     try:
         with pytest.raises(AttentionWeightsUnavailable, match="eager attention"):
-            capture(model, adapter, tok("hi")["input_ids"], CaptureSpec(attentions=True))
+            capture(HookEngine(model, adapter), tok("hi")["input_ids"], CaptureSpec(attentions=True))
     finally:
         handle.remove()
     assert issubclass(AttentionWeightsUnavailable, LensError)
@@ -269,8 +270,8 @@ def test_traces_without_attention_weights_use_sdpa_and_agree_with_eager(arch, ti
     seen = []
     handle = adapter.blocks[0].register_forward_pre_hook(lambda m, a: seen.append(model.config._attn_implementation))
     try:
-        fast = capture(model, adapter, ids, CaptureSpec(residual=True, sublayers=True))
-        slow = capture(model, adapter, ids, CaptureSpec(residual=True, sublayers=True, attentions=(0,)))
+        fast = capture(HookEngine(model, adapter), ids, CaptureSpec(residual=True, sublayers=True))
+        slow = capture(HookEngine(model, adapter), ids, CaptureSpec(residual=True, sublayers=True, attentions=(0,)))
     finally:
         handle.remove()
     # (Gemma 2 has no SDPA path in transformers: it stays eager.)
@@ -289,7 +290,7 @@ def test_values_need_an_architecture_that_names_them(tiny):
     model, tok, adapter = tiny("gpt_neox")
     assert not adapter.value_proj and not adapter.supports_routes
     with pytest.raises(LensError, match="in parallel"):
-        capture(model, adapter, tok("hi")["input_ids"], CaptureSpec(values=True))
+        capture(HookEngine(model, adapter), tok("hi")["input_ids"], CaptureSpec(values=True))
 
 
 def test_head_shapes_come_from_the_config(tiny):

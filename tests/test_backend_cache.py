@@ -1,4 +1,4 @@
-"""Every LocalBackend method through a ResultCache: a second backend on the same cache folder is served
+"""Every backend method through a ResultCache: a second backend on the same cache folder is served
 from disk, with results equal field by field to an uncached run; entries that no longer fit their type
 are recomputed."""
 from __future__ import annotations
@@ -9,9 +9,9 @@ import json
 import numpy as np
 import pytest
 
-import lens.local_backend as backend_mod
+import lens.engine_backend as backend_mod
 from lens.cache import ResultCache
-from lens.local_backend import RESULT_TYPES, LocalBackend
+from lens.engine_backend import RESULT_TYPES, local_backend
 from lens.model.loading import load_model
 from lens.options import GeometryOptions, LensOptions, ProjectionOptions, PatchOptions
 from lens.results import FlowResult
@@ -56,17 +56,17 @@ def assert_same(a, b, ignore=()):
 @pytest.mark.parametrize("method", list(CALLS))
 def test_every_method_round_trips_through_the_cache(method, tiny_gpt2, tmp_path, monkeypatch):
     kind, call = CALLS[method]
-    first = call(LocalBackend(tiny_gpt2, ResultCache(tmp_path)))
+    first = call(local_backend(tiny_gpt2, ResultCache(tmp_path)))
     assert isinstance(first, RESULT_TYPES[kind])
     assert len(list(tmp_path.glob(f"{kind}-*.safetensors"))) == 1
-    plain = call(LocalBackend(tiny_gpt2, None))
+    plain = call(local_backend(tiny_gpt2, None))
     assert_same(first, plain, ignore=("seconds",))  # a projection's fitting time differs run to run
 
     # A fresh backend (another server process) on the same folder computes nothing.
     def no_capture(*a, **k):
         raise AssertionError(f"{method} ran the model instead of reading the cache")
 
-    fresh = LocalBackend(tiny_gpt2, ResultCache(tmp_path))
+    fresh = local_backend(tiny_gpt2, ResultCache(tmp_path))
     monkeypatch.setattr(backend_mod, "capture", no_capture)
     assert_same(call(fresh), first)
 
@@ -85,7 +85,7 @@ def test_flow_rows_with_nan_survive_the_cache(tmp_path):
 @pytest.mark.parametrize("damage", ["renamed field", "missing field", "array as JSON"])
 def test_an_entry_that_is_not_its_type_is_recomputed(damage, tiny_gpt2, tmp_path, monkeypatch):
     """E.g. an entry written before a field was renamed: a miss, recomputed and overwritten, never a crash."""
-    be = LocalBackend(tiny_gpt2, ResultCache(tmp_path))
+    be = local_backend(tiny_gpt2, ResultCache(tmp_path))
     good = be.rollout(PROMPT, 5)
     (path,) = tmp_path.glob("rollout-*.safetensors")
     key = path.stem
@@ -114,7 +114,7 @@ def test_calls_in_a_row_share_one_forward_pass(tiny_gpt2, monkeypatch):
     passes = []
     real = backend_mod.capture
     monkeypatch.setattr(backend_mod, "capture", lambda *a, **k: passes.append(1) or real(*a, **k))
-    be = LocalBackend(tiny_gpt2, None)
+    be = local_backend(tiny_gpt2, None)
     be.rollout(PROMPT, 3)
     be.attention_flow("hello you", None, [3])
     be.rollout("hello you", 2)
@@ -148,7 +148,7 @@ def test_callers_asking_at_once_share_one_computation(tiny_gpt2, tmp_path, monke
         return real(*a, **k)
 
     monkeypatch.setattr(backend_mod, "logit_lens", slow_lens)
-    backend = LocalBackend(tiny_gpt2, ResultCache(tmp_path))
+    backend = local_backend(tiny_gpt2, ResultCache(tmp_path))
     got, errors = [], []
 
     def ask(text):

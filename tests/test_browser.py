@@ -233,11 +233,11 @@ def test_tour_in_presenter_mode_fits_the_screen_and_walks_with_the_arrow_keys(pa
 def test_an_exported_view_opens_offline(page, tmp_path):
     """The HTML export draws its chart with the network off and asks for nothing outside the file."""
     from lens.export import export_view
-    from lens.local_backend import LocalBackend
+    from lens.engine_backend import local_backend
     from lens.model.loading import load_model
     from lens.views import render_view
 
-    rendered = render_view(LocalBackend(load_model("tiny-llama"), None), "routes", "hello there, the end")
+    rendered = render_view(local_backend(load_model("tiny-llama"), None), "routes", "hello there, the end")
     (path,) = export_view(rendered, tmp_path / "routes.html")
     ctx = page.context.browser.new_context(offline=True)
     requests = []

@@ -9,7 +9,8 @@ import torch
 
 from lens.analysis.logit_lens import logit_lens
 from lens.options import LensOptions
-from lens.model.trace import CaptureSpec, capture
+from lens.engine.hooks import HookEngine
+from lens.engine.trace import CaptureSpec, capture
 from shown import as_shown
 
 FRANCE = "The capital of France is"
@@ -20,7 +21,7 @@ LONGER = "When Mary and John went to the store, John gave a drink to Mary becaus
 def france(bundled):
     tok = bundled.tokenizer
     ids = tok(FRANCE)["input_ids"]
-    trace = capture(bundled.model, bundled.adapter, ids, CaptureSpec(sublayers=True),
+    trace = capture(HookEngine(bundled.model, bundled.adapter), ids, CaptureSpec(sublayers=True),
                     model_name=bundled.name, tokens=[as_shown(tok, i) for i in ids])
     with torch.no_grad():
         logits = bundled.model(input_ids=torch.tensor([ids]), use_cache=False).logits[0].double()
@@ -70,7 +71,7 @@ def test_full_lens_against_float64_reference(bundled, reference, topk_matches):
     tok = bundled.tokenizer
     ids = tok(LONGER)["input_ids"]
     assert 15 <= len(ids) <= 25
-    trace = capture(bundled.model, bundled.adapter, ids, CaptureSpec())
+    trace = capture(HookEngine(bundled.model, bundled.adapter), ids, CaptureSpec())
     res = logit_lens(trace, tok, LensOptions(top_k=5, target=" Mary"))
     mary = tok(" Mary", add_special_tokens=False)["input_ids"]
     assert len(mary) == 1

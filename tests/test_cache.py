@@ -1,4 +1,4 @@
-"""The on-disk result cache: round trips, corruption, LRU bound, and use through LocalBackend."""
+"""The on-disk result cache: round trips, corruption, LRU bound, and use through the backend."""
 from __future__ import annotations
 
 import dataclasses
@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import lens.local_backend as backend_mod
-from lens.local_backend import LocalBackend
+import lens.engine_backend as backend_mod
+from lens.engine_backend import local_backend
 from lens.cache import ResultCache, make_key
 from lens.options import LensOptions
 from lens.results import LogitLensResult
@@ -199,7 +199,7 @@ def test_make_key_differs_in_every_part():
     assert re.fullmatch(r"lens-[0-9a-f]{32}", make_key("lens", prompt="../../etc/passwd\x00/"))
 
 
-# ---- through LocalBackend -------------------------------------------------------------
+# ---- through the backend -------------------------------------------------------------
 
 @pytest.fixture(scope="module")
 def tiny_llama():
@@ -220,7 +220,7 @@ PROMPT = "héllo wörld 👋 the end"
 
 
 def test_backend_serves_second_call_from_cache(tmp_path, tiny_llama, monkeypatch):
-    be = LocalBackend(tiny_llama, ResultCache(tmp_path))
+    be = local_backend(tiny_llama, ResultCache(tmp_path))
     opts = LensOptions(top_k=4, target="e")
     first = be.logit_lens(PROMPT, opts)
     assert len(list(tmp_path.glob("*.safetensors"))) == 1
@@ -239,15 +239,15 @@ def test_backend_serves_second_call_from_cache(tmp_path, tiny_llama, monkeypatch
 
 
 def test_backend_cache_equals_uncached(tmp_path, tiny_llama):
-    cached = LocalBackend(tiny_llama, ResultCache(tmp_path))
-    plain = LocalBackend(tiny_llama, None)
+    cached = local_backend(tiny_llama, ResultCache(tmp_path))
+    plain = local_backend(tiny_llama, None)
     opts = LensOptions(top_k=3, positions=(2, 9))
     cached.logit_lens(PROMPT, opts)
     assert_results_equal(cached.logit_lens(PROMPT, opts), plain.logit_lens(PROMPT, opts))
 
 
 def test_backend_recomputes_corrupt_entry(tmp_path, tiny_llama, monkeypatch):
-    be = LocalBackend(tiny_llama, ResultCache(tmp_path))
+    be = local_backend(tiny_llama, ResultCache(tmp_path))
     opts = LensOptions(top_k=3)
     first = be.logit_lens(PROMPT, opts)
     (path,) = tmp_path.glob("*.safetensors")

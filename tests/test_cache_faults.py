@@ -21,7 +21,7 @@ import pytest
 from safetensors.numpy import save_file
 
 from lens.cache import STALE_TMP_SECONDS, ResultCache
-from lens.local_backend import LocalBackend
+from lens.engine_backend import local_backend
 from lens.model.loading import load_model
 from lens.options import LensOptions
 
@@ -166,15 +166,15 @@ def tiny_llama():
 def test_a_cache_that_cannot_be_written_still_gives_results(tmp_path, tiny_llama):
     blocked = tmp_path / "file"
     blocked.write_text("not a folder")
-    be = LocalBackend(tiny_llama, ResultCache(blocked / "results"))
+    be = local_backend(tiny_llama, ResultCache(blocked / "results"))
     opts = LensOptions(top_k=3)
-    assert_results_equal(be.logit_lens(PROMPT, opts), LocalBackend(tiny_llama, None).logit_lens(PROMPT, opts))
+    assert_results_equal(be.logit_lens(PROMPT, opts), local_backend(tiny_llama, None).logit_lens(PROMPT, opts))
 
 
 @pytest.mark.parametrize("damage", ["truncate", "half", "folder", "fields"])
 def test_damaged_entries_are_recomputed_identical_to_an_uncached_run(tmp_path, tiny_llama, damage):
-    plain = LocalBackend(tiny_llama, None)
-    cached = LocalBackend(tiny_llama, ResultCache(tmp_path))
+    plain = local_backend(tiny_llama, None)
+    cached = local_backend(tiny_llama, ResultCache(tmp_path))
     options = [LensOptions(top_k=3), LensOptions(top_k=4, positions=(1, 5)), LensOptions(target=" the")]
     for o in options:
         cached.logit_lens(PROMPT, o)
@@ -188,7 +188,7 @@ def test_damaged_entries_are_recomputed_identical_to_an_uncached_run(tmp_path, t
             path.mkdir()
         else:
             _rewrite_fields(path, lambda f: f.__setitem__("tokens", ["x"] * len(f["tokens"])))
-    again = LocalBackend(tiny_llama, ResultCache(tmp_path))
+    again = local_backend(tiny_llama, ResultCache(tmp_path))
     for o in options:
         assert_results_equal(again.logit_lens(PROMPT, o), plain.logit_lens(PROMPT, o))
         assert_results_equal(again.logit_lens(PROMPT, o), plain.logit_lens(PROMPT, o))  # now from the rewritten entry

@@ -84,7 +84,7 @@ def lens_json(runs, name):
 
 
 def independent(prompt: str, k: int = 5):
-    """The lens computed without lens.model.trace/adapters: HF hidden states, norm, lm_head, float64."""
+    """The lens computed without lens.engine/adapters: HF hidden states, norm, lm_head, float64."""
     model, tok = tiny_model("llama")
     ids = tok(prompt).input_ids
     with torch.no_grad():

@@ -16,7 +16,7 @@ import pytest
 
 from lens.errors import LensError
 from lens.export import export_view, html_page, view_page
-from lens.local_backend import LocalBackend
+from lens.engine_backend import local_backend
 from lens.model.loading import load_model
 from lens.serialize import to_json_dict
 from lens.views import VIEWS, render_view
@@ -28,7 +28,7 @@ CORPUS = ["the bank of the river", "money in the bank"]
 
 @pytest.fixture(scope="module")
 def backend():
-    return LocalBackend(load_model("tiny-llama"), None)
+    return local_backend(load_model("tiny-llama"), None)
 
 
 def numbers_in(html: str) -> list:

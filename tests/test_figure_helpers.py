@@ -8,7 +8,7 @@ from lens.analysis.rollout import attention_flow
 from lens.errors import LensError
 from lens.figures.attention import clicked_node, node_table, route_figure
 from lens.figures.logit_lens import MAX_CELL_TEXT_COLUMNS, logit_lens_figure, prediction_figure
-from lens.local_backend import LocalBackend
+from lens.engine_backend import local_backend
 from lens.model.loading import load_model
 from lens.model.tokens import visible
 from lens.options import LensOptions
@@ -18,7 +18,7 @@ PROMPT = "hello there, the end; see me here"
 
 @pytest.fixture(scope="module")
 def backend():
-    return LocalBackend(load_model("tiny-llama"), None)
+    return local_backend(load_model("tiny-llama"), None)
 
 
 def test_a_click_on_a_route_node_names_that_node(backend):
@@ -60,7 +60,7 @@ def test_prediction_bars_are_the_final_rows_top_k(backend):
 
 
 def test_cell_text_only_while_it_can_be_read():
-    lm = LocalBackend(load_model("tiny-gpt2"), None)
+    lm = local_backend(load_model("tiny-gpt2"), None)
     r = lm.logit_lens("x" * 100, LensOptions(top_k=2))
     narrow = logit_lens_figure(r, columns=(0, MAX_CELL_TEXT_COLUMNS)).data[0]
     wide = logit_lens_figure(r, columns=(0, MAX_CELL_TEXT_COLUMNS + 1)).data[0]
@@ -82,7 +82,7 @@ def fill(template: str, point: dict) -> str:
 def test_heatmap_hover_states_each_cells_numbers():
     """The hover is filled in the browser from per-cell values: filled in here the same way, it
     states the top-k, entropy, KL and target of the cell under the pointer, read from the result."""
-    r = LocalBackend(load_model("tiny-gpt2"), None).logit_lens(PROMPT, LensOptions(top_k=3))
+    r = local_backend(load_model("tiny-gpt2"), None).logit_lens(PROMPT, LensOptions(top_k=3))
     heat = logit_lens_figure(r, "kl", stride=2).data[0]
     rows = list(range(0, len(r.layers), 2)) + ([len(r.layers) - 1] if (len(r.layers) - 1) % 2 else [])
     assert len(heat.customdata) == len(rows) == len(heat.y)
@@ -131,7 +131,7 @@ def test_flow_plan_matches_what_the_backend_accepts():
 
 
 def test_kl_colour_scale_leaves_out_the_embeddings_row():
-    r = LocalBackend(load_model("tiny-gpt2"), None).logit_lens(PROMPT, LensOptions(top_k=2))
+    r = local_backend(load_model("tiny-gpt2"), None).logit_lens(PROMPT, LensOptions(top_k=2))
     heat = logit_lens_figure(r, "kl").data[0]
     assert heat.zmax == pytest.approx(float(np.nanmax(r.kl_to_final[1:])))
     fig = logit_lens_figure(r, "kl")
@@ -151,9 +151,9 @@ def test_rollout_can_leave_out_the_sink_column(backend):
 
 
 def test_a_target_without_its_space_gets_a_hint(bundled):
-    r = LocalBackend(bundled, None).logit_lens("The capital of France is", LensOptions(target="Paris"))
+    r = local_backend(bundled, None).logit_lens("The capital of France is", LensOptions(target="Paris"))
     assert "' Paris'" in r.target_note
-    assert LocalBackend(bundled, None).logit_lens("The capital of France is",
+    assert local_backend(bundled, None).logit_lens("The capital of France is",
                                                   LensOptions(target=" Paris")).target_note == ""
 
 

@@ -14,7 +14,8 @@ from lens.fitted.affine import AffineLens, content_id, lens_path, load_lens, sav
 from lens.fitted.corpus import chunk_corpus, read_jsonl, read_seeds, read_text_file, SHIPPED_FILE
 from lens.fitted.linear import fit_linear
 from lens.fitted.tuned import read_tuned_checkpoint, train_tuned
-from lens.model.trace import CaptureSpec, capture
+from lens.engine.hooks import HookEngine
+from lens.engine.trace import CaptureSpec, capture
 
 
 TEXTS = ["hello there, the end; see me here. " * 3, "the quick brown fox jumps over the lazy dog; " * 4,
@@ -28,7 +29,7 @@ def _corpus(tok, chunk=48):
 
 def _rows_one_by_one(model, adapter, corpus):
     """Every chunk's residual stream through the ordinary batch-1 capture (another code path)."""
-    out = [capture(model, adapter, c, CaptureSpec(residual=True)).residual for c in corpus.chunks]
+    out = [capture(HookEngine(model, adapter), c, CaptureSpec(residual=True)).residual for c in corpus.chunks]
     return torch.cat(out, 1).double()  # [L+1, N, d]
 
 
@@ -37,7 +38,7 @@ def test_linear_fit_equals_lstsq(tiny, arch):
     model, tok, adapter = tiny(arch)
     corpus = _corpus(tok)
     ridge = 1e-3
-    lens = fit_linear(model, adapter, corpus, ridge=ridge)
+    lens = fit_linear(HookEngine(model, adapter), corpus, ridge=ridge)
     rows = _rows_one_by_one(model, adapter, corpus)
     L, N, d = rows.shape[0] - 1, rows.shape[1], rows.shape[2]
     y = rows[-1]
@@ -73,7 +74,7 @@ def test_lens_through_fitted_maps_equals_direct(tiny, tiny_trace, arch):
     from lens.options import LensOptions
 
     model, tok, adapter = tiny(arch)
-    lens = fit_linear(model, adapter, _corpus(tok))
+    lens = fit_linear(HookEngine(model, adapter), _corpus(tok))
     trace, tok = tiny_trace(arch)
     res = logit_lens(trace, tok, LensOptions(top_k=3), fitted=lens)
     logp = _direct_lens(adapter, trace.residual, lens)
@@ -212,7 +213,7 @@ def test_tuned_training_lowers_the_kl(tiny):
     corpus = _corpus(tok)
     start = AffineLens("linear", torch.eye(adapter.d_model).repeat(adapter.n_layers, 1, 1),
                        torch.zeros(adapter.n_layers, adapter.d_model))
-    tuned = train_tuned(model, adapter, corpus, init=start, steps=60, lr=3e-3)
+    tuned = train_tuned(HookEngine(model, adapter), corpus, init=start, steps=60, lr=3e-3)
     assert tuned.kind == "tuned" and tuned.meta["steps"] == 60
     before, after = _mean_kl(model, adapter, corpus, start), _mean_kl(model, adapter, corpus, tuned)
     assert after < 0.8 * before, (before, after)
@@ -240,11 +241,11 @@ def test_corpus_files(tmp_path, tiny):
 
 def test_backend_fits_once_and_reads_through_the_lens(tmp_path, monkeypatch):
     monkeypatch.setenv("LAYERLENS_CACHE", str(tmp_path / "cache"))  # its fits stay out of the session's cache
-    from lens.local_backend import LocalBackend
+    from lens.engine_backend import local_backend
     from lens.model.loading import load_model
     from lens.options import LensOptions
 
-    b = LocalBackend(load_model("tiny-llama"))
+    b = local_backend(load_model("tiny-llama"))
     f = tmp_path / "corpus.txt"
     f.write_text("\n\n".join(TEXTS), encoding="utf-8")
     first = b.fit_lens("linear", corpus_file=str(f))

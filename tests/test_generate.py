@@ -8,10 +8,10 @@ import torch
 
 from lens.errors import LensError
 from lens.figures.generation import generation_figure, token_table
-from lens.local_backend import LocalBackend
+from lens.engine_backend import local_backend
 from lens.model.loading import load_model
 from lens.model.tokens import visible
-from lens.model.trace import CaptureSpec
+from lens.engine.trace import CaptureSpec
 from lens.analysis.logit_lens import logit_lens
 from lens.options import GenerateOptions, LensOptions
 
@@ -20,7 +20,7 @@ PROMPT = "The capital of France is"
 
 @pytest.fixture(scope="module")
 def smol(bundled):
-    return LocalBackend(bundled, None)
+    return local_backend(bundled, None)
 
 
 def model_probs(loaded, ids: list[int]) -> torch.Tensor:
@@ -46,7 +46,7 @@ def test_greedy_matches_hugging_face_generate(smol, bundled):
 
 @pytest.mark.parametrize("arch", ["tiny-gpt2", "tiny-llama", "tiny-opt"])
 def test_sampling_is_fixed_by_its_seed(arch):
-    b = LocalBackend(load_model(arch), None)
+    b = local_backend(load_model(arch), None)
     runs = {seed: b.generate("hello there", GenerateOptions(max_new_tokens=16, temperature=1.0, seed=seed))
             for seed in (1, 2)}
     again = b.generate("hello there", GenerateOptions(max_new_tokens=16, temperature=1.0, seed=1))
@@ -98,7 +98,7 @@ def test_bad_requests_are_refused(smol):
         with pytest.raises(LensError):
             smol.generate(PROMPT, bad)
     with pytest.raises(LensError, match="does not generate"):
-        LocalBackend(load_model("minilm-l6"), None).generate("hello", GenerateOptions())
+        local_backend(load_model("minilm-l6"), None).generate("hello", GenerateOptions())
 
 
 def test_each_new_tokens_attention_is_its_prefixs_attention(smol, bundled):

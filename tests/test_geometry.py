@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from lens.local_backend import LocalBackend
+from lens.engine_backend import local_backend
 from lens.errors import LensError
 from lens.examples import CORPORA
 from lens.analysis.geometry import geometry_points, mean_pair_cosine, unit
@@ -186,7 +186,7 @@ def test_word_problems_are_clear_errors():
 
 @pytest.fixture(scope="module")
 def smol():
-    return LocalBackend(load_model("smollm2-135m"))
+    return local_backend(load_model("smollm2-135m"))
 
 
 def hidden(lm, text: str) -> np.ndarray:
@@ -219,7 +219,7 @@ def test_bundled_geometry_against_an_independent_computation(smol):
 
 
 def test_encoder_geometry_and_self_similarity(tmp_path):
-    backend = LocalBackend(load_model("minilm-l6"))
+    backend = local_backend(load_model("minilm-l6"))
     word, sentences = CORPORA["bank: river or money"]
     g = backend.geometry(sentences, GeometryOptions(word=word))
     assert len(g.layers) == 7 and g.word_count == 6 and g.word_texts == 6

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from lens.local_backend import LocalBackend
+from lens.engine_backend import local_backend
 from lens.errors import LensError
 from lens.analysis.heads import attention_entropy, repeat_scores, repeated_random_ids
 from lens.model.loading import load_model
@@ -20,12 +20,12 @@ def model_attentions(loaded, text):
 
 @pytest.fixture(scope="module")
 def backend(bundled):
-    return LocalBackend(bundled, cache=None)
+    return local_backend(bundled, cache=None)
 
 
 @pytest.fixture(scope="module")
 def encoder():
-    return LocalBackend(load_model("minilm-l6"), cache=None)
+    return local_backend(load_model("minilm-l6"), cache=None)
 
 
 @pytest.mark.parametrize("which", ["decoder", "encoder"])

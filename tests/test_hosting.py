@@ -124,7 +124,7 @@ def test_an_allowed_model_in_a_link_is_used(demo):
 
 
 def test_a_prompt_over_the_cap_is_refused_with_nothing_computed(demo, monkeypatch):
-    import lens.local_backend as backend_mod
+    import lens.engine_backend as backend_mod
 
     computed = []
     monkeypatch.setattr(backend_mod, "logit_lens", lambda *a, **k: computed.append(1))

@@ -1,4 +1,4 @@
-"""The job queue (lens/jobs.py) and its use by LocalBackend: first come first served with the
+"""The job queue (lens/jobs.py) and its use by the backend: first come first served with the
 place in line reported, a bounded line, a per-asker rate, askers who leave dropped from the line
 (and their half-done shared work taken over by whoever waits for it), nested jobs run at once."""
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 from lens.errors import LensError
 from lens.hosting import Limits
 from lens.jobs import Asker, Busy, Cancelled, JobQueue, asking, place_text
-from lens.local_backend import LocalBackend
+from lens.engine_backend import local_backend
 from lens.model.loading import load_model
 from lens.options import LensOptions
 
@@ -132,7 +132,7 @@ def test_place_text_reads_well():
     assert "22nd" in place_text(22, 1)
 
 
-# ---- through LocalBackend ----------------------------------------------------------
+# ---- through the backend ----------------------------------------------------------
 
 @pytest.fixture(scope="module")
 def tiny_llama():
@@ -140,9 +140,9 @@ def tiny_llama():
 
 
 def test_work_left_half_done_by_an_asker_who_left_is_taken_over(tiny_llama, monkeypatch):
-    import lens.local_backend as backend_mod
+    import lens.engine_backend as backend_mod
 
-    be = LocalBackend(tiny_llama, None, jobs=JobQueue())
+    be = local_backend(tiny_llama, None, jobs=JobQueue())
     real, entered, go = backend_mod.logit_lens, threading.Event(), threading.Event()
     calls = []
 
@@ -170,13 +170,13 @@ def test_work_left_half_done_by_an_asker_who_left_is_taken_over(tiny_llama, monk
     t1.join(10), t2.join(10)
     assert isinstance(out1.get("error"), Cancelled)
     assert len(calls) == 2  # the waiter computed it itself rather than fail
-    want = LocalBackend(tiny_llama, None).logit_lens("hello there", LensOptions(top_k=2))
+    want = local_backend(tiny_llama, None).logit_lens("hello there", LensOptions(top_k=2))
     got = out2["value"]
     assert got.top_tokens == want.top_tokens and (got.top_probs == want.top_probs).all()
 
 
 def test_corpus_caps_are_checked_before_any_forward_pass(tiny_llama, monkeypatch):
-    be = LocalBackend(tiny_llama, None, limits=Limits(max_prompt_tokens=64, max_corpus_texts=3, max_corpus_tokens=40))
+    be = local_backend(tiny_llama, None, limits=Limits(max_prompt_tokens=64, max_corpus_texts=3, max_corpus_tokens=40))
     passes = []
     real = be._capture
     monkeypatch.setattr(be, "_capture", lambda *a, **k: passes.append(1) or real(*a, **k))

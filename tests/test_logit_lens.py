@@ -10,7 +10,8 @@ from lens.errors import LensError
 from lens.analysis.logit_lens import logit_lens, resolve_target
 from lens.options import LensOptions
 from lens.model.tiny import TINY_ARCHS
-from lens.model.trace import CaptureSpec, capture
+from lens.engine.hooks import HookEngine
+from lens.engine.trace import CaptureSpec, capture
 from shown import as_shown
 
 ATOL = 2e-5  # float32 chunked statistics against float64
@@ -129,7 +130,7 @@ def test_chunking_does_not_change_results(rows_per_chunk, window, tiny_trace, mo
 
 def test_single_token_prompt(tiny, reference, topk_matches):
     model, tok, adapter = tiny("llama")
-    trace = capture(model, adapter, tok("x")["input_ids"], CaptureSpec())
+    trace = capture(HookEngine(model, adapter), tok("x")["input_ids"], CaptureSpec())
     res = logit_lens(trace, tok, LensOptions(top_k=2))
     ref = reference(adapter, trace.residual, trace.token_ids, 2)
     check_against_reference(res, trace, tok, ref, 2, topk_matches=topk_matches)
@@ -170,7 +171,7 @@ def test_positions_just_past_the_end_raise(tiny_trace):
 
 def test_trace_without_residual_raises(tiny):
     model, tok, adapter = tiny("llama")
-    trace = capture(model, adapter, tok("abc")["input_ids"], CaptureSpec(residual=False))
+    trace = capture(HookEngine(model, adapter), tok("abc")["input_ids"], CaptureSpec(residual=False))
     with pytest.raises(LensError):
         logit_lens(trace, tok)
 

@@ -1,4 +1,4 @@
-"""NnsightBackend: every number equal to LocalBackend's, on a tiny model of every decoder architecture and on
+"""The nnsight engine: every number equal to the hook engine's, on a tiny model of every decoder architecture and on
 the bundled model (the CLI too); remote runs that cannot happen fail in one line; a model spread by a
 device map gives the same lens."""
 from __future__ import annotations
@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from lens.errors import LensError
-from lens.local_backend import LocalBackend
+from lens.engine_backend import local_backend
 from lens.model.loading import load_model
 from lens.model.registry import TINY_ARCHS
-from lens.nnsight_backend import NnsightBackend
+from lens.engine_backend import nnsight_backend
 from lens.options import LensOptions, ProjectionOptions
 
 
@@ -34,7 +34,7 @@ def assert_same_lens(x, y, atol=2e-5):
 @pytest.mark.parametrize("arch", TINY_ARCHS)
 def test_every_view_equals_the_local_backend(arch):
     lm = load_model(f"tiny-{arch}")
-    local, nn = LocalBackend(lm), NnsightBackend(lm)
+    local, nn = local_backend(lm), nnsight_backend(lm)
     assert_same_lens(local.logit_lens(PROMPT, LensOptions(top_k=4)), nn.logit_lens(PROMPT, LensOptions(top_k=4)))
     window = LensOptions(top_k=2, target="e", positions=(3, 9))
     assert_same_lens(local.logit_lens(PROMPT, window), nn.logit_lens(PROMPT, window))
@@ -84,7 +84,7 @@ def test_remote_without_a_key_or_a_network_fails_in_one_line(cli):
 
 
 def test_remote_backend_refuses_what_needs_the_weights_here():
-    nn = NnsightBackend(load_model("tiny-llama"), remote=True)
+    nn = nnsight_backend(load_model("tiny-llama"), remote=True)
     with pytest.raises(LensError, match="weights"):
         nn.route_graph(PROMPT)
     with pytest.raises(LensError, match="weights"):
@@ -100,13 +100,13 @@ def test_a_model_spread_by_a_device_map_gives_the_same_lens(tmp_path):
     model, tok = tiny_model("llama")
     model.save_pretrained(tmp_path / "m")
     tok.save_pretrained(tmp_path / "m")
-    plain = LocalBackend(load_model(str(tmp_path / "m")))
+    plain = local_backend(load_model(str(tmp_path / "m")))
     names = ["model.embed_tokens", "model.rotary_emb", "model.layers.0", "model.layers.1", "model.layers.2",
              "model.norm", "lm_head"]
     spread = load_model(str(tmp_path / "m"), device={n: "cpu" for n in names})
     assert getattr(spread.model, "hf_device_map", None)  # loaded through accelerate's device map
-    assert_same_lens(plain.logit_lens(PROMPT), LocalBackend(spread).logit_lens(PROMPT), atol=1e-6)
-    np.testing.assert_allclose(plain.rollout(PROMPT).rollout, LocalBackend(spread).rollout(PROMPT).rollout, atol=1e-6)
+    assert_same_lens(plain.logit_lens(PROMPT), local_backend(spread).logit_lens(PROMPT), atol=1e-6)
+    np.testing.assert_allclose(plain.rollout(PROMPT).rollout, local_backend(spread).rollout(PROMPT).rollout, atol=1e-6)
     with pytest.raises(LensError, match="no CUDA GPU"):
         load_model("tiny-llama", device="multi")
 
@@ -116,7 +116,7 @@ def test_ndif_job_updates_reach_the_progress_callback():
 
     from nnsight.intervention.backends.remote import RemoteBackend
 
-    from lens.nnsight_backend import ndif_status
+    from lens.engine.ndif import ndif_status
 
     seen = []
     original = RemoteBackend.note

@@ -166,7 +166,7 @@ def test_encoder_has_no_lens_but_says_so():
 def test_long_prompt_decodes_only_the_window_shown(reference, monkeypatch):
     """A long prompt shows its last 48 positions first, decoded alone; moving the window decodes the new
     positions from the same forward pass. The numbers are the independent lens's at those positions."""
-    import lens.local_backend as local_backend
+    import lens.engine_backend as local_backend
 
     lm, probs = reference
     prompt = "one two three four five six seven eight nine ten " * 12

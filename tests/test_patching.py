@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from lens.errors import LensError
-from lens.local_backend import LocalBackend
+from lens.engine_backend import local_backend
 from lens.model.loading import load_model
 from lens.model.registry import TINY_ARCHS
 from lens.options import PatchOptions
@@ -118,7 +118,7 @@ def tiny_models():
 def test_fast_patching_equals_one_run_per_cell(tiny_models, arch, site, foil):
     lm = tiny_models[arch]
     clean_text, corrupt_text = "The cat sat on", "The dog ran on"  # byte-level: 14 tokens each
-    r = LocalBackend(lm, None).patch(clean_text, corrupt_text, PatchOptions(target="t", foil=foil, site=site))
+    r = local_backend(lm, None).patch(clean_text, corrupt_text, PatchOptions(target="t", foil=foil, site=site))
     tok = lm.tokenizer
     clean_ids, corrupt_ids = tok(clean_text)["input_ids"], tok(corrupt_text)["input_ids"]
     target = tok("t", add_special_tokens=False)["input_ids"][0]
@@ -141,7 +141,7 @@ def test_fast_patching_equals_one_run_per_cell(tiny_models, arch, site, foil):
 
 @pytest.fixture(scope="module")
 def bundled():
-    return LocalBackend(load_model("smollm2-135m"), None)
+    return local_backend(load_model("smollm2-135m"), None)
 
 
 EIFFEL = ("The Eiffel Tower is located in the city of", "The Colosseum is located in the city of")
@@ -174,7 +174,7 @@ def test_cli_json_equals_the_backend(tiny_models):
               "--target", "t", "--foil", "a", "--site", "mlp", "--json", "--no-cache")
     assert out.returncode == 0, out.stderr
     got = json.loads(out.stdout)
-    want = LocalBackend(tiny_models["llama"], None).patch("The cat sat on", "The dog ran on",
+    want = local_backend(tiny_models["llama"], None).patch("The cat sat on", "The dog ran on",
                                                           PatchOptions(target="t", foil="a", site="mlp"))
     assert got["tokens"] == want.tokens and got["corrupt_tokens"] == want.corrupt_tokens
     assert got["layers"] == ["1", "2", "3"]  # as the lens labels its rows
@@ -206,6 +206,6 @@ def test_cli_bad_input_is_one_line(args, message):
 
 
 def test_encoders_are_refused(tmp_path):
-    be = LocalBackend(load_model("minilm-l6"), None)
+    be = local_backend(load_model("minilm-l6"), None)
     with pytest.raises(LensError, match="not a causal language model"):
         be.patch("a b", "a c", PatchOptions(target="b"))

@@ -10,7 +10,7 @@ from streamlit.testing.v1 import AppTest
 from plotly_json import array, charts
 
 from lens.examples import PATCH_PAIRS
-from lens.local_backend import LocalBackend
+from lens.engine_backend import local_backend
 from lens.model.loading import load_model
 from lens.options import PatchOptions
 
@@ -30,7 +30,7 @@ def page(**params) -> AppTest:
 
 @pytest.fixture(scope="module")
 def backend():
-    return LocalBackend(load_model("smollm2-135m"), None)
+    return local_backend(load_model("smollm2-135m"), None)
 
 
 def test_default_pair_shows_the_patching_grid(backend):
@@ -116,11 +116,11 @@ def test_two_models_tab_compares_the_lenses_cell_by_cell(backend):
         [e.value for e in at.error]
     import torch
 
-    from lens.analysis.compare import compare_lenses
+    from lens.analysis.compare import compare_models
     from lens.model.tiny import tiny_model  # noqa: F401
 
     lm_a, lm_b = load_model("tiny-llama"), load_model("tiny-mistral")
-    a, b = LocalBackend(lm_a, None), LocalBackend(lm_b, None)
+    a, b = local_backend(lm_a, None), local_backend(lm_b, None)
     c = a.compare_with(b, "The cat sat")
     ta, tb = a.trace("The cat sat"), b.trace("The cat sat")
     with torch.no_grad():
@@ -128,7 +128,7 @@ def test_two_models_tab_compares_the_lenses_cell_by_cell(backend):
         lb = torch.log_softmax(lm_b.adapter.readout(tb.residual).double(), -1)
     np.testing.assert_allclose(c.kl, (la.exp() * (la - lb)).sum(-1).numpy(), atol=1e-5)
     assert (c.agree == (la.argmax(-1) == lb.argmax(-1)).numpy()).all()
-    same = compare_lenses(ta, ta, lm_a.tokenizer)
+    same = compare_models(ta, ta, lm_a.tokenizer)
     assert np.abs(same.kl).max() < 1e-6 and same.agree.all()
 
 
@@ -136,7 +136,7 @@ def test_two_models_side_by_side_in_the_page():
     at = page(model="tiny-llama", other_model="tiny-mistral", clean="The cat sat on", corrupt="The dog ran on",
               patch_target="t", foil="a")
     figs = charts(at)
-    a, b = LocalBackend(load_model("tiny-llama"), None), LocalBackend(load_model("tiny-mistral"), None)
+    a, b = local_backend(load_model("tiny-llama"), None), local_backend(load_model("tiny-mistral"), None)
     c = a.compare_with(b, "The cat sat on")
     np.testing.assert_allclose(array(figs[-3]["data"][0]["z"]), c.kl, atol=1e-5)
     np.testing.assert_allclose(array(figs[-2]["data"][0]["z"]), a.logit_lens("The cat sat on").top_probs[:, :, 0], atol=1e-5)

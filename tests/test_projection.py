@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import lens.analysis.projection as projection
-from lens.local_backend import LocalBackend
+from lens.engine_backend import local_backend
 from lens.cache import ResultCache
 from lens.errors import LensError
 from lens.model.loading import load_model
@@ -115,8 +115,9 @@ def test_point_selection(tiny_trace, tiny):
     assert len(select_points([trace], skip_first=False, skip_special=False,
                              special_ids=[trace.token_ids[2]]).tokens) == T
     model, tok, adapter = tiny("llama")
-    from lens.model.trace import CaptureSpec, capture
-    one = capture(model, adapter, tok("a")["input_ids"], CaptureSpec(), tokens=["a"])
+    from lens.engine.hooks import HookEngine
+from lens.engine.trace import CaptureSpec, capture
+    one = capture(HookEngine(model, adapter), tok("a")["input_ids"], CaptureSpec(), tokens=["a"])
     with pytest.raises(LensError, match="at least 2"):
         select_points([one])
 
@@ -172,7 +173,7 @@ def test_umap_too_many_points_is_refused_before_importing_umap(tiny_trace, monke
 
 
 def test_umap_runs_reports_progress_and_is_cached(tmp_path, monkeypatch):
-    backend = LocalBackend(load_model("tiny-llama"), ResultCache(tmp_path))
+    backend = local_backend(load_model("tiny-llama"), ResultCache(tmp_path))
     seen = []
     options = ProjectionOptions(method="umap", dims=2)
     first = backend.projection("hello there, the end", options, progress=lambda f, m: seen.append((f, m)))
@@ -211,7 +212,7 @@ def independent_residual(lm, text: str) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def smol_backend(tmp_path_factory):
-    return LocalBackend(load_model("smollm2-135m"), ResultCache(tmp_path_factory.mktemp("proj-cache")))
+    return local_backend(load_model("smollm2-135m"), ResultCache(tmp_path_factory.mktemp("proj-cache")))
 
 
 def test_bundled_projection_against_independent_pca(smol_backend):
@@ -230,7 +231,7 @@ def test_bundled_projection_against_independent_pca(smol_backend):
 
 
 def test_encoder_projection_leaves_out_cls_and_sep():
-    backend = LocalBackend(load_model("minilm-l6"))
+    backend = local_backend(load_model("minilm-l6"))
     result = backend.projection("the bank of the river")
     assert result.tokens == ["the", "bank", "of", "the", "river"] and result.coords.shape == (7, 5, 2)
     kept = backend.projection("the bank of the river", ProjectionOptions(skip_first=False, skip_special=False, dims=3))

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from lens.cli import main as cli_main
 from lens.errors import LensError
-from lens.local_backend import LocalBackend
+from lens.engine_backend import local_backend
 from lens.model.loading import load_model
 from lens.options import GenerateOptions, GeometryOptions, LensOptions, ProjectionOptions
 
@@ -24,7 +24,7 @@ maybe_int = st.none() | ints
 
 @pytest.fixture(scope="module")
 def be():
-    return LocalBackend(load_model("tiny-llama"), None, token_limit=64)
+    return local_backend(load_model("tiny-llama"), None, token_limit=64)
 
 
 def result_or_lens_error(call):

@@ -3,10 +3,11 @@ import numpy as np
 import pytest
 import torch
 
-from lens.local_backend import LocalBackend
+from lens.engine_backend import local_backend
 from lens.errors import LensError
 from lens.analysis.rollout import attention_flow, rollout, rollout_rows, with_residual
-from lens.model.trace import CaptureSpec, capture
+from lens.engine.hooks import HookEngine
+from lens.engine.trace import CaptureSpec, capture
 
 
 def recursion(mean_attn: np.ndarray) -> np.ndarray:
@@ -90,8 +91,8 @@ def test_flow_subset_of_layers_and_size_limit():
 def test_attention_mean_capture(tiny):
     model, tok, adapter = tiny("llama")
     ids = tok("mean of the heads")["input_ids"]
-    full = capture(model, adapter, ids, CaptureSpec(residual=False, attentions=True))
-    mean = capture(model, adapter, ids, CaptureSpec(residual=False, attentions=True, attention_mean=True))
+    full = capture(HookEngine(model, adapter), ids, CaptureSpec(residual=False, attentions=True))
+    mean = capture(HookEngine(model, adapter), ids, CaptureSpec(residual=False, attentions=True, attention_mean=True))
     for l in range(adapter.n_layers):
         assert mean.attentions[l].shape == (len(ids), len(ids))
         torch.testing.assert_close(mean.attentions[l], full.attentions[l].mean(0))
@@ -99,7 +100,7 @@ def test_attention_mean_capture(tiny):
 
 @pytest.fixture(scope="module")
 def backend(bundled):
-    return LocalBackend(bundled, cache=None)
+    return local_backend(bundled, cache=None)
 
 
 def test_bundled_rollout_matches_model_attentions(backend, bundled):
@@ -120,7 +121,7 @@ def test_bundled_rollout_matches_model_attentions(backend, bundled):
 def test_encoder_rollout():
     from lens.model.loading import load_model
 
-    enc = LocalBackend(load_model("minilm-l6"), cache=None)
+    enc = local_backend(load_model("minilm-l6"), cache=None)
     r = enc.rollout("attention goes both ways here", position=1)
     np.testing.assert_allclose(r.rollout.sum(-1), 1.0, atol=1e-5)
     assert r.rollout[:, 2:].sum() > 0  # bidirectional: later tokens feed position 1

@@ -3,11 +3,12 @@ import numpy as np
 import pytest
 import torch
 
-from lens.local_backend import LocalBackend
+from lens.engine_backend import local_backend
 from lens.errors import LensError
 from lens.analysis.routes import (RouteData, attention_contributions, attention_importance, mlp_importance,
                                   node_detail, route_capture, route_graph)
-from lens.model.trace import capture
+from lens.engine.hooks import HookEngine
+from lens.engine.trace import capture
 from lens.results import BLOCKS, KINDS
 from shown import as_shown
 
@@ -16,7 +17,7 @@ PROMPT = "hello there, the end; see me here"
 
 def data_for(model, tok, adapter, text=PROMPT, layers=None, neurons=False):
     ids = tok(text)["input_ids"]
-    tr = capture(model, adapter, ids, route_capture(adapter.n_layers, layers, neurons), model_name="m",
+    tr = capture(HookEngine(model, adapter), ids, route_capture(adapter.n_layers, layers, neurons), model_name="m",
                  tokens=[as_shown(tok, i) for i in ids])
     return RouteData.from_trace(tr)
 
@@ -107,7 +108,7 @@ def test_importances_against_naive(tiny, arch):
 
 
 def test_contributions_bundled(bundled):
-    b = LocalBackend(bundled, cache=None)
+    b = local_backend(bundled, cache=None)
     c = b.contributions("The capital of France is", layer=20, position=4)
     assert c.heads.shape == (bundled.model.config.num_attention_heads, 5)
     np.testing.assert_allclose(c.heads.sum(0), c.sources, atol=1e-6)
@@ -209,6 +210,6 @@ def test_unsupported_models(tiny):
         assert not adapter.supports_routes
         with pytest.raises(LensError, match=why):
             data_for(model, tok, adapter)
-    enc = LocalBackend(load_model("minilm-l6"), cache=None)
+    enc = local_backend(load_model("minilm-l6"), cache=None)
     with pytest.raises(LensError, match="post-LN"):
         enc.route_graph("hello world")

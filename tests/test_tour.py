@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from lens.local_backend import LocalBackend
+from lens.engine_backend import local_backend
 from lens.tour import FACTUAL, STEPS, render_step, step_link
 
 
 @pytest.fixture(scope="module")
 def smol(bundled):
-    return LocalBackend(bundled, None)
+    return local_backend(bundled, None)
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ is always the most recent, so it is never the one unloaded to make room, and a m
 still computing for someone is kept until it is idle. In demo mode (lens/hosting.py)
 a model off the allowlist is refused before anything is loaded or looked up. Every
 computation of every model waits in one queue (``JOBS``).
-lens.local_backend (torch, transformers) is imported on first use, not when a page
+lens.engine_backend (torch, transformers) is imported on first use, not when a page
 is imported, so the page can start drawing while it loads.
 """
 from __future__ import annotations
@@ -63,24 +63,24 @@ class _Load:
 
         self.report(0.3, "importing transformers…")
         from lens.cache import ResultCache
-        from lens.local_backend import LocalBackend
+        from lens.engine_backend import local_backend
         from lens.model.loading import load_model
         from lens.model.registry import default_cache_root
 
         cache = ResultCache(default_cache_root() / "results")
         if self.engine == "ndif":
             from lens.model.remote import load_remote
-            from lens.nnsight_backend import NnsightBackend
+            from lens.engine_backend import nnsight_backend
 
             self.report(0.5, "asking NDIF and the hub for the model's configuration…")
-            return NnsightBackend(load_remote(self.model_ref), cache, remote=True, limits=HOSTING.limits, jobs=JOBS)
+            return nnsight_backend(load_remote(self.model_ref), cache, remote=True, limits=HOSTING.limits, jobs=JOBS)
         self.report(0.5, "the model code and its weights…")
         loaded = load_model(self.model_ref, progress=self.report)
         if self.engine == "nnsight":
-            from lens.nnsight_backend import NnsightBackend
+            from lens.engine_backend import nnsight_backend
 
-            return NnsightBackend(loaded, cache, limits=HOSTING.limits, jobs=JOBS)
-        return LocalBackend(loaded, cache, limits=HOSTING.limits, jobs=JOBS)
+            return nnsight_backend(loaded, cache, limits=HOSTING.limits, jobs=JOBS)
+        return local_backend(loaded, cache, limits=HOSTING.limits, jobs=JOBS)
 
 
 _lock = threading.Lock()

@@ -56,7 +56,7 @@ def _model_box() -> None:
 
 @st.cache_data(ttl=300, show_spinner=False)
 def _ndif_models() -> list[str]:
-    from lens.nnsight_backend import ndif_models
+    from lens.model.remote import ndif_models
 
     return ndif_models()
 

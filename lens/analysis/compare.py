@@ -7,12 +7,12 @@ import torch
 
 from ..errors import LensError
 from ..model.tokens import decode_token
-from ..model.trace import Trace
+from ..engine.trace import Trace
 from ..results import ModelComparison
 
 
 @torch.no_grad()
-def compare_lenses(a: Trace, b: Trace, tokenizer, chunk: int = 64) -> ModelComparison:
+def compare_models(a: Trace, b: Trace, tokenizer, chunk: int = 64) -> ModelComparison:
     if a.token_ids != b.token_ids:
         raise LensError(f"{a.model_name} and {b.model_name} tokenize the prompt differently ({len(a.token_ids)} and "
                         f"{len(b.token_ids)} tokens): compare models that share a tokenizer")

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from ..errors import LensError
-from ..model.trace import Trace
+from ..engine.trace import Trace
 from ..options import GeometryOptions
 from ..results import GeometryResult
 from .linalg import serial

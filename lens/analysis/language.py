@@ -18,7 +18,7 @@ import torch
 
 from ..errors import LensError
 from ..model.tokens import decode_token
-from ..model.trace import Trace
+from ..engine.trace import Trace
 from ..results import LanguageMass
 
 SCRIPTS = ("Latin", "Cyrillic", "Greek", "Arabic", "Hebrew", "Devanagari", "Han", "Kana", "Hangul", "Thai",

@@ -19,7 +19,7 @@ import torch
 
 from ..errors import LensError
 from ..model.tokens import decode_token
-from ..model.trace import Trace
+from ..engine.trace import Trace
 from ..options import LensOptions
 from ..results import LogitLensResult
 from .early_exit import saturation_rows
@@ -106,7 +106,7 @@ def resolve_target(tokenizer, target: str | None) -> tuple[int | None, str]:
     return int(ids[0]), note
 
 
-def _decode_table(tokenizer, ids: np.ndarray) -> dict[int, str]:
+def decode_table(tokenizer, ids: np.ndarray) -> dict[int, str]:
     return {int(i): decode_token(tokenizer, int(i)) for i in np.unique(ids)}
 
 
@@ -218,7 +218,7 @@ def logit_lens(trace: Trace, tokenizer, options: LensOptions = LensOptions(),
             if progress is not None:
                 progress((c1 - start) / P, f"decoded positions {start}–{c1 - 1} of {T}")
 
-    table = _decode_table(tokenizer, np.concatenate([top_ids.ravel(), t_ids]))
+    table = decode_table(tokenizer, np.concatenate([top_ids.ravel(), t_ids]))
     top_tokens = [[[table[int(i)] for i in cell] for cell in row] for row in top_ids]
     out_top1 = trace.output_top1[start:stop].tolist()
     return LogitLensResult(

@@ -14,7 +14,7 @@ from typing import Iterable, Sequence
 import torch
 
 from ..errors import LensError
-from ..model.trace import Trace
+from ..engine.trace import Trace
 
 
 @dataclass

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from ..errors import LensError
-from ..model.trace import Trace
+from ..engine.trace import Trace
 from ..options import MAX_UMAP_POINTS, Progress, ProjectionOptions
 from ..results import ProjectionResult
 from .linalg import serial

@@ -34,7 +34,7 @@ import torch
 
 from ..errors import LensError
 from ..model.adapters import Adapter
-from ..model.trace import CaptureSpec, Trace
+from ..engine.trace import CaptureSpec, Trace
 from ..model.tokens import decode_token
 from ..options import DEFAULT_THRESHOLD, ROUTE_MAX_TOKENS, check_threshold
 from ..results import BLOCKS, AttentionContributions, NodeDetail, RouteGraph

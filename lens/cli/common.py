@@ -76,7 +76,7 @@ terminal_progress = _Progress()
 
 def backend(args):
     from ..cache import ResultCache
-    from ..local_backend import LocalBackend
+    from ..engine_backend import local_backend
     from ..model.loading import load_model
     from ..model.registry import default_cache_root
 
@@ -86,18 +86,18 @@ def backend(args):
     cache = None if args.no_cache else ResultCache(default_cache_root() / "results")
     if remote:
         from ..model.remote import load_remote
-        from ..nnsight_backend import NnsightBackend
+        from ..engine_backend import nnsight_backend
 
         if not args.model:
             raise LensError("--remote needs --model, a hub id NDIF serves (e.g. meta-llama/Llama-3.1-8B)")
-        return NnsightBackend(load_remote(args.model), cache, remote=True)
+        return nnsight_backend(load_remote(args.model), cache, remote=True)
     loaded = load_model(args.model, device=args.device, trust_remote_code=args.trust_remote_code,
                         progress=terminal_progress)
     if kind == "nnsight":
-        from ..nnsight_backend import NnsightBackend
+        from ..engine_backend import nnsight_backend
 
-        return NnsightBackend(loaded, cache)
-    return LocalBackend(loaded, cache)
+        return nnsight_backend(loaded, cache)
+    return local_backend(loaded, cache)
 
 
 def print_json(result) -> int:

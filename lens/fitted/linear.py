@@ -65,9 +65,10 @@ class NormalEquations:
         return sol[:, :d, :].float().contiguous(), sol[:, d, :].float().contiguous()
 
 
-def fit_linear(model, adapter, corpus: Corpus, ridge: float = DEFAULT_RIDGE, batch: int = FIT_BATCH,
-               progress: Progress | None = None, lock=None) -> AffineLens:
-    """The linear-shortcut lens of ``model`` fitted on ``corpus`` (progress after each batch)."""
+def fit_linear(engine, corpus: Corpus, ridge: float = DEFAULT_RIDGE, batch: int = FIT_BATCH,
+               progress: Progress | None = None) -> AffineLens:
+    """The linear-shortcut lens of ``engine``'s model fitted on ``corpus`` (progress after each batch)."""
+    adapter = engine.adapter
     if not adapter.has_lm_head:
         raise LensError(f"{adapter.model_type} has no language-model head: a fitted lens does not apply")
     if not ridge > 0:
@@ -77,7 +78,7 @@ def fit_linear(model, adapter, corpus: Corpus, ridge: float = DEFAULT_RIDGE, bat
     total = corpus.n_tokens
     for group in batches(corpus.chunks, batch):
         checkpoint()
-        eq.add(residual_rows(model, adapter, group, lock))
+        eq.add(residual_rows(engine, group))
         if progress is not None:
             progress(min(eq.n_tokens / total, 0.99), f"linear lens: read {eq.n_tokens:,} of {total:,} corpus tokens")
     weight, bias = eq.solve(ridge)

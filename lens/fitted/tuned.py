@@ -43,9 +43,10 @@ def _kl_loss(adapter, rows: torch.Tensor, p_log_final: torch.Tensor, W: torch.Te
     return (p * (p_log_final - logq)).sum(-1).mean()
 
 
-def train_tuned(model, adapter, corpus: Corpus, init: AffineLens | None = None, steps: int = DEFAULT_STEPS,
-                lr: float = DEFAULT_LR, seed: int = 0, progress: Progress | None = None, lock=None) -> AffineLens:
+def train_tuned(engine, corpus: Corpus, init: AffineLens | None = None, steps: int = DEFAULT_STEPS,
+                lr: float = DEFAULT_LR, seed: int = 0, progress: Progress | None = None) -> AffineLens:
     """A tuned lens trained for ``steps`` steps of Adam on ``corpus`` (cycled as needed)."""
+    adapter = engine.adapter
     if not adapter.has_lm_head:
         raise LensError(f"{adapter.model_type} has no language-model head: a fitted lens does not apply")
     if not isinstance(steps, int) or not 1 <= steps <= 100_000:
@@ -64,7 +65,7 @@ def train_tuned(model, adapter, corpus: Corpus, init: AffineLens | None = None, 
     while step < steps:
         for group in batches(corpus.chunks, 8):
             checkpoint()
-            rows = residual_rows(model, adapter, group, lock)  # [L+1, N, d]
+            rows = residual_rows(engine, group)  # [L+1, N, d]
             with torch.no_grad():
                 p_log_final = torch.log_softmax(adapter.readout(rows[-1]).float(), -1)
             n = rows.shape[1]

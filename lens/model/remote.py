@@ -2,23 +2,57 @@
 
 nnsight builds the model from its Hugging Face config on the ``meta`` device (shapes, no
 weights), which is all the adapter needs to find the modules; every forward pass is a
-remote trace (lens/nnsight_backend.py). The API key is read by nnsight from NDIF_API_KEY:
+remote trace (lens/engine/nnsight.py). The API key is read by nnsight from NDIF_API_KEY:
 it never enters a cache key, a URL or a log line.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import socket
+from urllib.parse import urlparse
 
 from ..errors import LensError
 from .adapters import adapt
 from .loading import LoadedModel, _context_length, _HUB_ID
 
+CONNECT_TIMEOUT_S = 3.0
+
+
+def ndif_ready(host: str | None = None) -> None:
+    """Raise a one-line LensError unless an NDIF API key is set and the NDIF host answers a TCP connect
+    within a few seconds (so an offline machine fails at once, not after minutes of retries)."""
+    if not os.environ.get("NDIF_API_KEY"):
+        raise LensError("running on NDIF needs an API key: get one at https://login.ndif.us and set NDIF_API_KEY")
+    from nnsight import CONFIG
+
+    url = host or os.environ.get("NDIF_HOST") or CONFIG.API.HOST
+    parsed = urlparse(url if "//" in url else "https://" + url)
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    try:
+        socket.create_connection((parsed.hostname, port), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as exc:
+        raise LensError(f"cannot reach NDIF at {parsed.hostname}:{port} ({exc.strerror or exc}); "
+                        "check the network, or run the model on this machine (--backend local)") from None
+
+
+def ndif_models() -> list[str]:
+    """The models NDIF has deployed now (an empty list when it cannot be asked)."""
+    try:
+        ndif_ready()
+        from nnsight.ndif import status
+
+        found = status(raw=True)
+        models = found.get("deployments", found) if isinstance(found, dict) else {}
+        names = [v.get("repo_id", k) if isinstance(v, dict) else k for k, v in models.items()]
+        return sorted(n for n in names if isinstance(n, str))
+    except Exception:  # the list is a convenience: typing a model id works without it
+        return []
+
 
 def load_remote(ref: str) -> LoadedModel:
-    """``ref`` (a hub id NDIF serves, e.g. meta-llama/Llama-3.1-70B) as a LoadedModel for NnsightBackend."""
-    from ..nnsight_backend import ndif_ready
-
+    """``ref`` (a hub id NDIF serves, e.g. meta-llama/Llama-3.1-70B) as a LoadedModel for the nnsight engine (lens/engine/nnsight.py)."""
     ref = (ref or "").strip()
     if not ref or not _HUB_ID.match(ref):
         raise LensError(f"{ref!r} is not a hub model id: NDIF runs models by their Hugging Face id "

@@ -1,0 +1,361 @@
+"""``HookEngine``: runs a model in this process, with PyTorch hooks placed for one run at a time.
+
+This is the one place LayerLens puts hooks on a model. ``run`` places them on the modules
+the named sites resolve to and removes them afterwards. Patching runs need not start at
+the beginning: ``record`` keeps, for one plain pass, every block's input and the arguments
+the model gave it, and ``resume`` runs only the blocks from the first one written, on a
+batch of copies (lens/engine/packed.py packs many residual patches into one call).
+"""
+from __future__ import annotations
+
+import contextlib
+import inspect
+import threading
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+import torch
+
+from ..errors import AttentionWeightsUnavailable, LensError
+from ..jobs import checkpoint
+from ..model.adapters import Adapter
+from .base import Capabilities, Edit, Metric, Positions, Read, Readout, Reduce, RunOutput, SiteCall
+from .sites import Location, Site, locate, parse, resid_rows
+
+
+@contextlib.contextmanager
+def attention_implementation(model, wanted: str):
+    """Run with ``wanted`` attention ("sdpa" or "eager"), then restore the model's own.
+
+    Only eager attention returns the weights, and it builds every [heads, T, T] score
+    matrix; a pass that keeps no weights uses PyTorch's fused SDPA instead (at 2048
+    tokens several times faster and without the T² memory). Models that cannot switch
+    stay as they are.
+    """
+    current = getattr(model.config, "_attn_implementation", None)
+    if current == wanted or current not in ("eager", "sdpa") or not hasattr(model, "set_attn_implementation"):
+        yield
+        return
+    try:
+        model.set_attn_implementation(wanted)
+    except Exception:  # this architecture has no SDPA path: stay eager
+        yield
+        return
+    try:
+        yield
+    finally:
+        model.set_attn_implementation(current)
+
+
+def first(out):
+    return out[0] if isinstance(out, (tuple, list)) else out
+
+
+def _replace_first(out, x):
+    return (x, *out[1:]) if isinstance(out, tuple) else x
+
+
+def _is_cache(value) -> bool:
+    from transformers.cache_utils import Cache
+
+    return isinstance(value, Cache)
+
+
+def _batched(value, n: int):
+    """A recorded argument for a batch of ``n``: tensors with a batch dimension of 1 expanded."""
+    if isinstance(value, torch.Tensor):
+        return value.expand(n, *value.shape[1:]) if value.dim() and value.shape[0] == 1 else value
+    if isinstance(value, tuple):
+        return tuple(_batched(v, n) for v in value)
+    if isinstance(value, list):
+        return [_batched(v, n) for v in value]
+    return value
+
+
+@dataclass
+class Recording:
+    """One plain pass that later runs can resume: every block's input and call, and its cache."""
+
+    token_ids: list[int]
+    residual: torch.Tensor  # [L+1, T, d]: row 0 the input of block 1, row l the output of block l
+    calls: list[tuple[tuple, dict]]  # per block: the positional and keyword arguments after the hidden state
+    last_logits: torch.Tensor  # [V] the model's own logits at the last position
+    reads: dict[str, torch.Tensor]  # the other sites asked for (batch of 1 dropped)
+    keys_values: list[tuple[torch.Tensor, torch.Tensor]] | None = None  # per block: its attention's keys, values
+    cache_names: list[list[str]] | None = None  # per block: the keyword its cache came by ("past_key_values", ...)
+
+    @property
+    def n_tokens(self) -> int:
+        return self.residual.shape[1]
+
+
+class _Placement:
+    """The hooks of one run: reads, writes and live values (for gradients) at resolved sites."""
+
+    def __init__(self, engine: "HookEngine", batch: int, tokens: int, read, write, keep_live: bool):
+        self.engine, self.B, self.T = engine, batch, tokens
+        a = engine.adapter
+        L = a.n_layers
+        self.reads: dict[str, torch.Tensor] = {}
+        self.live: dict[str, torch.Tensor] = {}
+        self.keep_live = keep_live
+        self.read = {parse(k, L).name: (v if isinstance(v, Read) else Read(positions=v)) for k, v in (read or {}).items()}
+        self.write = {parse(k, L).name: v for k, v in (write or {}).items()}
+        for name in self.read:
+            if Site.kind_of(name) == "block":
+                raise LensError(f"{name} is a whole block: read resid_post.{name.split('.')[1]} instead")
+        for name in self.write:
+            if Site.kind_of(name) in ("attn_pattern", "value"):
+                raise LensError(f"{name} can be read, not written")
+        # Group the sites by module and side: one hook each.
+        self.groups: dict[tuple[int, str], list[tuple[Site, Location]]] = {}
+        for name in list(self.write) + [n for n in self.read if n not in self.write]:
+            site = parse(name, L)
+            if site.kind == "logits":
+                continue
+            loc = locate(site, a)
+            self.groups.setdefault((id(loc.module), loc.side), []).append((site, loc))
+        self.eager = any(Site.kind_of(n) == "attn_pattern" for n in self.read)
+
+    def _as_bt(self, x: torch.Tensor, loc: Location) -> torch.Tensor:
+        return x.reshape(self.B, -1, x.shape[-1]) if loc.flat else x
+
+    def _keep(self, name: str, x: torch.Tensor) -> None:
+        spec = self.read.get(name)
+        if spec is None:
+            return
+        if self.keep_live:
+            self.live[name] = x
+        y = x if spec.positions is None else x[:, spec.positions]
+        y = y.detach()
+        if spec.map is not None:
+            y = spec.map(y.float())
+        if spec.into is not None:
+            spec.into.copy_(y.reshape(spec.into.shape))
+            self.reads[name] = spec.into
+        else:
+            self.reads[name] = y.float()
+
+    def _apply(self, site: Site, loc: Location, x: torch.Tensor, call: SiteCall) -> torch.Tensor:
+        edit = self.write.get(site.name)
+        if edit is None:
+            return x
+        shape = x.shape
+        y = edit(self._as_bt(x, loc), call)
+        return y.reshape(shape).to(x.dtype) if loc.flat else y.to(x.dtype)
+
+    def install(self) -> list:
+        a = self.engine.adapter
+        handles = []
+        for (_, side), sites in self.groups.items():
+            module = sites[0][1].module
+            # block.l before resid_post.l: a replaced block's output is what the stream carries on
+            sites = sorted(sites, key=lambda s: 0 if s[0].kind == "block" else 1)
+            if side == "input":
+                handles.append(module.register_forward_pre_hook(self._pre(sites), with_kwargs=True))
+            else:
+                handles.append(module.register_forward_hook(self._post(sites, a), with_kwargs=True))
+        return handles
+
+    def _pre(self, sites):
+        def hook(module, args, kwargs):
+            x0 = args[0] if args else kwargs["hidden_states"]
+            x = x0
+            for site, loc in sites:
+                x = self._apply(site, loc, x, SiteCall(site))
+                self._keep(site.name, self._as_bt(x, loc))
+            if x is x0:
+                return None
+            return ((x, *args[1:]), kwargs) if args else (args, {**kwargs, "hidden_states": x})
+        return hook
+
+    def _post(self, sites, adapter: Adapter):
+        def hook(module, args, kwargs, out):
+            x0 = first(out)
+            x = x0
+            for site, loc in sites:
+                if site.kind == "attn_pattern":
+                    w = out[1] if isinstance(out, (tuple, list)) and len(out) > 1 else None
+                    if w is None:
+                        raise AttentionWeightsUnavailable(
+                            f"{adapter.model_type} returned no attention weights (it must run with eager attention)")
+                    self._keep(site.name, w)
+                    continue
+                if site.kind == "value":
+                    self._keep(site.name, torch.stack([adapter.values_from_output(x[b:b + 1])
+                                                       for b in range(x.shape[0])]))
+                    continue
+                call = SiteCall(site)
+                if site.kind == "block":
+                    hidden = args[0] if args else kwargs["hidden_states"]
+                    call = SiteCall(site, input=hidden, run_block=lambda layer, args=args, kwargs=kwargs:
+                                    first(adapter.blocks[layer - 1].forward(*args, **kwargs)))  # .forward: no hooks
+                x = self._apply(site, loc, x, call)
+                self._keep(site.name, self._as_bt(x, loc))
+            return None if x is x0 else _replace_first(out, x)
+        return hook
+
+
+def _keeps_some_logits(model) -> bool:
+    try:
+        return "logits_to_keep" in inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+class HookEngine:
+    """Runs ``model`` here; ``adapter`` says where its sites are."""
+
+    def __init__(self, model, adapter: Adapter):
+        self.model, self.adapter = model, adapter
+        self.capabilities = Capabilities(where="on this machine")
+        # Hooks live on shared modules: one run at a time per model.
+        self.lock = threading.RLock()
+        self._some_logits = _keeps_some_logits(model)
+
+    @classmethod
+    def of(cls, loaded) -> "HookEngine":
+        return cls(loaded.model, loaded.adapter)
+
+    @property
+    def device(self):
+        return next(self.model.parameters()).device
+
+    def vocab_size(self) -> int:
+        return int(self.model.get_input_embeddings().weight.shape[0])
+
+    def readout_modules(self) -> Readout:
+        a = self.adapter
+        return Readout(a.final_norm, a.project_out, a.unembed, a.softcap)
+
+    def _ids(self, ids) -> torch.Tensor:
+        t = torch.as_tensor(ids if not isinstance(ids, torch.Tensor) else ids, device=self.device)
+        return t[None] if t.dim() == 1 else t
+
+    # ------------------------------------------------------------ one whole pass
+
+    def run(self, ids, read: Mapping[str, Read | Positions] | None = None, write: Mapping[str, Edit] | None = None,
+            grad_of: Metric | None = None, logits: str = "last", reduce: Reduce | None = None,
+            progress=None) -> RunOutput:
+        """One forward pass of ``ids`` (a sequence, or a batch of equal-length sequences)."""
+        checkpoint()  # an asker who has left starts no new forward pass
+        x = self._ids(ids)
+        B, T = x.shape
+        grad = grad_of is not None
+        if grad and not self.capabilities.gradients:
+            raise LensError(f"gradients are not available {self.capabilities.where}")
+        place = _Placement(self, B, T, read, write, keep_live=grad)
+        want_logits = "logits" in place.read
+        keep_all = logits == "all" or want_logits
+        extra = {"logits_to_keep": 1} if self._some_logits and not keep_all else {}
+        handles = []
+        with self.lock, (torch.enable_grad() if grad else torch.no_grad()), \
+                attention_implementation(self.model, "eager" if place.eager else "sdpa"):
+            try:
+                if grad:  # every activation joins the graph, even with frozen weights
+                    handles.append(self.model.get_input_embeddings().register_forward_hook(
+                        lambda m, a, out: out if out.requires_grad else out.detach().requires_grad_()))
+                handles += place.install()
+                out = self.model(input_ids=x, use_cache=False, **extra)
+            finally:
+                for h in handles:
+                    h.remove()
+            z = getattr(out, "logits", None)
+            if want_logits:
+                place._keep("logits", z)
+            kept = None if z is None or logits == "none" else (z[:, -1] if logits == "last" else z)
+            result = RunOutput(reads=place.reads, logits=None if kept is None else kept.detach().float())
+            if grad:
+                m = grad_of(kept.float())
+                names = list(place.live)
+                grads = torch.autograd.grad(m, [place.live[n] for n in names], allow_unused=True)
+                for n, g in zip(names, grads):
+                    g = torch.zeros_like(place.live[n]) if g is None else g
+                    pos = place.read[n].positions
+                    result.grads[n] = (g if pos is None else g[:, pos]).detach().float()
+                result.metric = float(m.detach())
+            if reduce is not None:
+                with torch.no_grad():
+                    result.reduced = reduce(place.reads, self.readout_modules())
+        return result
+
+    # ------------------------------------------------------------ resumable runs (patching)
+
+    @torch.no_grad()
+    def record(self, ids: Sequence[int], read: Mapping[str, Read | Positions] | None = None) -> Recording:
+        """One plain pass of ``ids`` that ``resume`` can start from at any block: the residual stream,
+        every block's call and the attention cache (and the sites of ``read``)."""
+        checkpoint()
+        a = self.adapter
+        L, T = a.n_layers, len(ids)
+        residual = torch.empty(L + 1, T, a.d_model, dtype=torch.float32, device=self.device)
+        reads = {s: Read(into=residual[r]) for r, s in enumerate(resid_rows(L))}
+        reads.update({k: (v if isinstance(v, Read) else Read(positions=v)) for k, v in (read or {}).items()})
+        place = _Placement(self, 1, T, reads, None, keep_live=False)
+        calls: list = [None] * L
+        cache_names: list = [[] for _ in range(L)]
+
+        def keep_call(i):
+            def hook(module, args, kwargs):
+                # The run's own cache (kept below) is no argument for resumed runs: they get their own, or none.
+                rest = tuple(None if _is_cache(v) else v for v in (args[1:] if args else ()))
+                kw = {k: (None if _is_cache(v) else v) for k, v in kwargs.items() if k != "hidden_states"}
+                cache_names[i] = [k for k, v in kwargs.items() if _is_cache(v)]
+                if "use_cache" in kw:
+                    kw["use_cache"] = False
+                calls[i] = (rest, kw)
+            return hook
+        with self.lock, attention_implementation(self.model, "sdpa"):
+            handles = [b.register_forward_pre_hook(keep_call(i), with_kwargs=True) for i, b in enumerate(a.blocks)]
+            try:
+                handles += place.install()
+                out = self.model(input_ids=self._ids(ids), use_cache=True)
+            finally:
+                for h in handles:
+                    h.remove()
+        cache = getattr(out, "past_key_values", None)
+        layers = getattr(cache, "layers", None)
+        kv = ([(layer.keys.detach(), layer.values.detach()) for layer in layers]
+              if layers is not None and len(layers) == L and all(hasattr(x, "keys") for x in layers) else None)
+        rows = set(resid_rows(L))
+        return Recording(token_ids=list(ids), residual=residual, calls=calls,
+                         last_logits=out.logits[0, -1].detach().float(),
+                         reads={k: v[0] for k, v in place.reads.items() if k not in rows},
+                         keys_values=kv, cache_names=cache_names)
+
+    @torch.no_grad()
+    def resume(self, rec: Recording, batch: int, write: Mapping[str, Edit],
+               read: Mapping[str, Read | Positions] | None = None, columns: list[int] | None = None) -> torch.Tensor:
+        """[batch, V] last-position logits of ``batch`` copies of ``rec``'s run with ``write`` applied, run
+        from the first block written (nothing before it changes); only ``columns`` of V when given."""
+        checkpoint()
+        a = self.adapter
+        L = a.n_layers
+        sites = [parse(s, L) for s in write]
+        if not sites or any(s.layer is None for s in sites):
+            raise LensError("a resumed run starts at a block: write at per-block sites only")
+        start = min(s.block for s in sites)
+        place = _Placement(self, batch, rec.n_tokens, read, write, keep_live=False)
+        with self.lock, attention_implementation(self.model, "sdpa"):
+            handles = place.install()
+            try:
+                h = rec.residual[start].unsqueeze(0).expand(batch, -1, -1).clone()
+                for i in range(start, L):
+                    rest, kw = rec.calls[i]
+                    h = first(a.blocks[i](h, *_batched(rest, batch), **_batched(kw, batch)))
+            finally:
+                for handle in handles:
+                    handle.remove()
+        return a.readout(h[:, -1], columns).float()
+
+    # ------------------------------------------------------------ generation
+
+    @torch.no_grad()
+    def generate(self, ids: Sequence[int], max_new_tokens: int, temperature: float = 0.0, seed: int = 0,
+                 stop_ids: Sequence[int] = ()) -> tuple[list[int], list[float], str]:
+        """The new token ids, the probability each had when chosen, and why generation stopped."""
+        from ..model.generate import generate_ids
+
+        checkpoint()
+        with self.lock:
+            return generate_ids(self.model, ids, max_new_tokens, temperature, seed, stop_ids)

@@ -1,0 +1,173 @@
+"""``NnsightEngine``: every pass an nnsight trace, in this process or on NDIF's shared GPUs.
+
+nnsight (https://nnsight.net) runs interventions on a model here or, with ``remote=True``, on
+NDIF, where models too big for a laptop are already loaded (an API key in ``NDIF_API_KEY``).
+The same named sites resolve to nnsight's envoys of the same modules, visited in the order
+the model computes them (nnsight reads each value as it happens).
+
+Code inside a trace may run on the server, which has torch and nnsight but not LayerLens:
+the trace body uses plain locals and torch operations, and the functions it calls (a read's
+``map``, a ``reduce``) are shipped by value. On NDIF the weights stay there: the engine
+declares no weights here, no edits, no gradients, no resumed runs and no generation.
+"""
+from __future__ import annotations
+
+import contextlib
+import threading
+from typing import Mapping
+
+import torch
+
+from ..errors import LensError
+from ..jobs import checkpoint
+from .base import Capabilities, Edit, Metric, Positions, Read, Readout, Reduce, RunOutput, SiteCall
+from .hooks import attention_implementation
+from .sites import locate, parse
+
+
+def _envoy(root, path: str):
+    """The nnsight envoy of the submodule at dotted ``path`` (list indices as parts)."""
+    obj = root
+    for part in path.split("."):
+        obj = obj[int(part)] if part.isdigit() else getattr(obj, part)
+    return obj
+
+
+def _ship_by_value(*fns) -> None:
+    """Functions a remote trace calls travel as source, not as a reference to a LayerLens module."""
+    import sys
+
+    import cloudpickle
+
+    for fn in fns:
+        module = sys.modules.get(getattr(fn, "__module__", "") or "")
+        if module is not None and module.__name__.startswith("lens."):
+            cloudpickle.register_pickle_by_value(module)
+
+
+class NnsightEngine:
+    """Runs ``loaded``'s model through nnsight (``remote``: on NDIF)."""
+
+    def __init__(self, loaded, remote: bool = False):
+        import warnings
+
+        from nnsight import LanguageModel
+
+        self.model, self.adapter, self.remote = loaded.model, loaded.adapter, remote
+        with warnings.catch_warnings():  # nnsight 0.8 names LanguageModel deprecated; it still wraps a model object
+            warnings.simplefilter("ignore")
+            self.nn = getattr(loaded, "nnsight_model", None) or LanguageModel(loaded.model, tokenizer=loaded.tokenizer)
+        self._paths = {id(m): name for name, m in loaded.model.named_modules()}
+        self.capabilities = Capabilities(
+            where="on NDIF" if remote else "through nnsight", weights_here=not remote, writes=not remote,
+            gradients=False, resumes=False, generates=not remote, reduces_lens=True)
+        self.lock = threading.RLock()
+        self.progress_hook = None  # set per run: NDIF's job updates go there
+
+    def _env(self, module):
+        return None if module is None else _envoy(self.nn, self._paths[id(module)])
+
+    def vocab_size(self) -> int:
+        return int(self.model.get_input_embeddings().weight.shape[0])
+
+    def readout_modules(self) -> Readout:
+        a = self.adapter
+        return Readout(self._env(a.final_norm), self._env(a.project_out), self._env(a.unembed), a.softcap)
+
+    def run(self, ids, read: Mapping[str, Read | Positions] | None = None, write: Mapping[str, Edit] | None = None,
+            grad_of: Metric | None = None, logits: str = "last", reduce: Reduce | None = None,
+            progress=None) -> RunOutput:
+        checkpoint()
+        a = self.adapter
+        L = a.n_layers
+        if grad_of is not None:
+            raise LensError(f"gradients are not available {self.capabilities.where}")
+        if write and not self.capabilities.writes:
+            raise LensError(f"edits at sites run where the model runs, and not {self.capabilities.where}: "
+                            "use the model on this machine")
+        reads = {parse(k, L).name: (v if isinstance(v, Read) else Read(positions=v)) for k, v in (read or {}).items()}
+        writes = {parse(k, L).name: v for k, v in (write or {}).items()}
+        # The plan the trace walks: one step per module and side, in the order the model reaches them.
+        # Plain tuples, builtins and envoys only: on NDIF the body runs where LayerLens is not installed.
+        plan: dict[tuple[int, str], tuple] = {}
+        for name in sorted(set(reads) | set(writes), key=lambda n: parse(n, L).order(L)):
+            site = parse(name, L)
+            if site.kind == "logits":
+                continue
+            loc = locate(site, a)
+            if site.kind == "block" and name in writes:
+                raise LensError(f"whole-block edits ({name}) are not available {self.capabilities.where}")
+            rd, ed = reads.get(name), writes.get(name)
+            step = plan.setdefault((id(loc.module), loc.side), (self._env(loc.module), loc.side, []))
+            step[2].append((site.kind, name, loc.flat, None if rd is None else rd.positions,
+                            None if rd is None else rd.map, rd is not None, ed, None if ed is None else SiteCall(site)))
+        steps = list(plan.values())
+        want_logits = reads.get("logits")
+        logit_positions = None if want_logits is None else want_logits.positions
+        if self.remote:
+            _ship_by_value(*[r.map for r in reads.values() if r.map], *([reduce] if reduce else []))
+        eager = any(e[0] == "attn_pattern" for _, _, entries in steps for e in entries)
+        readout = self.readout_modules() if reduce is not None else None
+        fused, kv, hd = bool(a.spec.value_fused), a.n_kv_heads, a.head_dim
+        batch = torch.as_tensor(ids)
+        batch = batch[None] if batch.dim() == 1 else batch
+        B = batch.shape[0]
+        nnm, keep, last = self.nn, logits != "none", logits == "last"
+        import nnsight
+
+        from .ndif import ndif_status
+
+        with self.lock, torch.no_grad(), attention_implementation(self.model, "eager" if eager else "sdpa"), \
+                ndif_status(progress if self.remote else None):
+            with nnm.trace(batch, remote=self.remote):
+                got = nnsight.save({})
+                for env, side, entries in steps:
+                    full = env.input if side == "input" else env.output
+                    x0 = full[0] if side == "output" and isinstance(full, tuple) else full
+                    x = x0
+                    for kind, name, flat, positions, fn, wanted, edit, call in entries:
+                        if kind == "attn_pattern":
+                            y = full[1]
+                        elif kind == "value":
+                            y = (x[..., -kv * hd:] if fused else x).reshape(B, x.shape[1], kv, hd)
+                        else:
+                            if edit is not None:
+                                xb = x.reshape(B, -1, x.shape[-1]) if flat else x
+                                x = edit(xb, call).reshape(x.shape).to(x.dtype)
+                            y = x.reshape(B, -1, x.shape[-1]) if flat else x
+                        if wanted:
+                            y = (y if positions is None else y[:, positions]).float()
+                            got[name] = fn(y) if fn is not None else y
+                    if x is not x0:
+                        if side == "input":
+                            env.input = x
+                        else:
+                            env.output = (x, *full[1:]) if isinstance(full, tuple) else x
+                z = nnm.output.logits
+                if want_logits is not None:
+                    got["logits"] = (z if logit_positions is None else z[:, logit_positions]).float()
+                kept = nnsight.save((z[:, -1] if last else z).float()) if keep else None
+                reduced = nnsight.save(reduce(dict(got), readout)) if reduce is not None else None
+        out = RunOutput()
+        for name, value in dict(got).items():
+            rd = reads[name]
+            value = value.detach().cpu().float()
+            if rd.into is not None:
+                rd.into.copy_(value.reshape(rd.into.shape))
+                value = rd.into
+            out.reads[name] = value
+        if keep:
+            out.logits = kept.detach().cpu().float()
+        if reduce is not None:
+            out.reduced = {k: (v.detach().cpu() if isinstance(v, torch.Tensor) else v) for k, v in dict(reduced).items()}
+        return out
+
+    def generate(self, ids, max_new_tokens: int, temperature: float = 0.0, seed: int = 0, stop_ids=()):
+        """Generation reads no activations: the weights are here, so the model continues the prompt itself."""
+        from ..model.generate import generate_ids
+
+        if not self.capabilities.generates:
+            raise LensError(f"generation needs a loop of forward passes here, not {self.capabilities.where}")
+        checkpoint()
+        with self.lock, torch.no_grad():
+            return generate_ids(self.model, ids, max_new_tokens, temperature, seed, stop_ids)

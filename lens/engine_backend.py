@@ -1,0 +1,560 @@
+"""``EngineBackend``: the Backend (lens/backend.py) over one engine (lens/engine/), for any engine.
+
+Each method checks its request, then asks ``Computations`` (lens/computations.py) for the result:
+from the disk cache, or computed from engine runs by the plain functions of lens/analysis/ and
+lens/interventions/. What the engine cannot do (``engine.capabilities``) is refused with a message
+before any work. ``local_backend`` and ``nnsight_backend`` build one over each engine.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Sequence
+
+import numpy as np
+
+from .analysis.checks import check_layer, check_position
+from .analysis.geometry import geometry
+from .analysis.heads import head_patterns, head_summary, repeated_random_ids
+from .analysis.logit_lens import logit_lens
+from .analysis.projection import project
+from .analysis.rollout import attention_flow, mean_attention_stack, rollout
+from .analysis.routes import (RouteData, attention_contributions, check_length, check_supported, node_detail,
+                              route_capture, route_graph)
+from .backend import ModelInfo
+from .cache import ResultCache
+from .computations import Computations, Memo
+from .engine.trace import CaptureSpec, Trace, capture
+from .errors import LensError
+from .hosting import Limits
+from .jobs import JobQueue
+from .model.loading import LoadedModel
+from .model.tokens import encode, token_strings, visible
+from .options import (DEFAULT_THRESHOLD, Ablation, GenerateOptions, GeometryOptions, LensOptions, PatchOptions,
+                      Progress, ProjectionOptions, check_lens, check_patch_site)
+from .results import (AttentionContributions, FlowResult, Generation, GenerationAttention, GeometryResult,
+                      HeadPatterns, HeadSummary, LanguageMass, LensComparison, LensFit, LogitLensResult,
+                      ModelComparison, NodeDetail, PatchResult, ProjectionResult, RolloutResult, RouteGraph)
+
+MEMO_ATTENTION_TOKENS = 512  # longer prompts' head-averaged attention is not kept between calls
+
+# Cache kind -> the result type its entries rebuild into.
+RESULT_TYPES: dict[str, type] = {
+    "lens": LogitLensResult, "projection": ProjectionResult, "geometry": GeometryResult,
+    "rollout": RolloutResult, "flow": FlowResult, "head-patterns": HeadPatterns, "head-summary": HeadSummary,
+    "contributions": AttentionContributions, "routes": RouteGraph, "node": NodeDetail,
+    "generation": Generation, "generation-lens": LogitLensResult, "generation-attention": GenerationAttention,
+    "patch": PatchResult, "patched-lens": LogitLensResult, "ablated-lens": LogitLensResult,
+    "compare": ModelComparison, "language": LanguageMass,
+}
+
+# What each method needs of the engine beyond plain reads (Capabilities fields), and its name in a message.
+NEEDS: dict[str, tuple[tuple[str, ...], str]] = {
+    "generate": (("generates",), "generation"),
+    "generation_lens": (("generates",), "the lens of a generation"),
+    "generation_attention": (("generates",), "the attention of a generation"),
+    "patch": (("writes", "weights_here"), "patching"),
+    "patched_lens": (("writes", "weights_here"), "patching one cell"),
+    "ablated_lens": (("writes", "weights_here"), "ablation"),
+    "compare_with": (("weights_here",), "comparing two models"),
+    "fit_lens": (("weights_here",), "fitting a lens"),
+    "contributions": (("weights_here",), "attention contributions"),
+    "route_graph": (("weights_here",), "routes"),
+    "node_detail": (("weights_here",), "a route node's detail"),
+    "latent_language": (("weights_here",), "the language of each layer"),
+    "fitted_lenses": (("weights_here",), "a fitted lens"),
+}
+
+
+class EngineBackend:
+    """Answers the Backend protocol for ``loaded`` with ``engine``; results go through an optional disk cache."""
+
+    def __init__(self, loaded: LoadedModel, engine, cache: ResultCache | None = None, token_limit: int | None = None,
+                 limits: Limits | None = None, jobs: JobQueue | None = None):
+        """``limits``: what one request may ask (default: the model's whole context, corpora as in
+        ``Limits``); ``jobs``: the queue every computation waits in (default: none, run at once)."""
+        from .fitted.store import LensStore
+        from .model.registry import default_cache_root
+
+        self.loaded, self.engine = loaded, engine
+        self.limits = limits or Limits(max_prompt_tokens=token_limit or loaded.context_length)
+        self.token_limit = min(token_limit or self.limits.max_prompt_tokens, loaded.context_length)
+        self.results = Computations(loaded.fingerprint, RESULT_TYPES, cache, jobs)
+        self.memo = Memo()
+        self.lenses = LensStore(default_cache_root(), loaded.name, loaded.fingerprint, loaded.tokenizer, engine)
+
+    # ------------------------------------------------------------ model, tokens, what the engine can do
+
+    @property
+    def cache(self) -> ResultCache | None:
+        return self.results.cache
+
+    def info(self) -> ModelInfo:
+        a = self.loaded.adapter
+        reason = a.routes_unavailable()
+        source = "ndif" if self.engine.capabilities.where == "on NDIF" else self.loaded.source
+        return ModelInfo(
+            name=self.loaded.name, source=source, model_type=a.model_type, n_layers=a.n_layers,
+            n_heads=a.n_heads, n_kv_heads=a.n_kv_heads, head_dim=a.head_dim, d_model=a.d_model,
+            vocab_size=self.engine.vocab_size(), context_length=self.loaded.context_length,
+            token_limit=self.token_limit, has_lm_head=a.has_lm_head, is_causal=a.is_causal, post_ln=a.post_ln,
+            supports_routes=reason is None, routes_note=reason or "", fingerprint=self.loaded.fingerprint,
+            corpus_limit=self.limits.max_corpus_texts, corpus_token_limit=self.limits.max_corpus_tokens,
+            has_head_sites=bool(a.out_proj),
+        )
+
+    def busy(self) -> bool:
+        """Whether a computation is under way (a model in use is not unloaded)."""
+        if self.results.busy():
+            return True
+        if self.engine.lock.acquire(blocking=False):
+            self.engine.lock.release()
+            return False
+        return True
+
+    def _can(self, method: str) -> None:
+        """Refuse ``method`` with a message when the engine lacks what it needs."""
+        needs, what = NEEDS[method]
+        caps = self.engine.capabilities
+        if not all(getattr(caps, n) for n in needs):
+            raise LensError(f"{what} needs the model's weights beside the forward pass, which stay {caps.where}: "
+                            "run it with --backend local (or the nnsight backend without --remote)")
+
+    def _lm_head(self, what: str = "the logit lens does not apply") -> None:
+        if not self.loaded.adapter.has_lm_head:
+            raise LensError(f"{self.loaded.name} has no language-model head: {what}")
+
+    def _ids(self, text: str) -> list[int]:
+        return encode(self.loaded.tokenizer, text, self.token_limit)
+
+    def tokenize(self, text: str) -> list[str]:
+        return token_strings(self.loaded.tokenizer, self._ids(text))
+
+    def _shown(self, ids: list[int]) -> list[str]:
+        return [visible(t) for t in token_strings(self.loaded.tokenizer, ids)]
+
+    def _one_token(self, text: str, what: str) -> int:
+        ids = self.loaded.tokenizer(text, add_special_tokens=False)["input_ids"]
+        if len(ids) != 1:
+            raise LensError(f"the {what} {text!r} is {len(ids)} tokens here ({self._shown(ids)}), not one: "
+                            "give a single token, e.g. with its leading space")
+        return int(ids[0])
+
+    def _capture(self, ids: list[int], spec: CaptureSpec) -> Trace:
+        return capture(self.engine, ids, spec, model_name=self.loaded.name, fingerprint=self.loaded.fingerprint,
+                       tokens=token_strings(self.loaded.tokenizer, ids))
+
+    def trace(self, text: str, spec: CaptureSpec = CaptureSpec()) -> Trace:
+        return self._capture(self._ids(text), spec)
+
+    def _residual_trace(self, text: str) -> Trace:
+        """The residual stream of ``text`` (kept: a long prompt's lens is decoded window by window)."""
+        return self.memo.get("residual", text, lambda: self.trace(text, CaptureSpec(residual=True)))
+
+    def _traces(self, texts: str | Sequence[str]) -> list[Trace]:
+        """One residual-stream trace per text (a corpus is traced text by text)."""
+        items = [texts] if isinstance(texts, str) else list(texts)
+        if not items:
+            raise LensError("no text given: type a prompt or at least one sentence")
+        if len(items) == 1:
+            return [self._residual_trace(items[0])]
+        lim = self.limits
+        if len(items) > lim.max_corpus_texts:
+            raise LensError(f"the corpus has {len(items)} sentences; at most {lim.max_corpus_texts} are allowed here")
+        ids = [self._ids(t) for t in items]  # every sentence checked before any is run
+        total = sum(map(len, ids))
+        if total > lim.max_corpus_tokens:
+            raise LensError(f"the corpus has {total:,} tokens in all; at most {lim.max_corpus_tokens:,} are allowed "
+                            "here: use fewer or shorter sentences")
+        return [self._capture(i, CaptureSpec(residual=True)) for i in ids]
+
+    def _special_ids(self) -> list[int]:
+        return sorted(int(i) for i in (getattr(self.loaded.tokenizer, "all_special_ids", None) or []))
+
+    @staticmethod
+    def _prompt_key(texts: str | Sequence[str]) -> str | list[str]:
+        return texts if isinstance(texts, str) else list(texts)
+
+    # ------------------------------------------------------------ the logit lens and its fitted kin
+
+    def logit_lens(self, text: str, options: LensOptions = LensOptions(),
+                   progress: Progress | None = None) -> LogitLensResult:
+        """The lens of every row at the positions of ``options.positions`` (default: all), read as
+        ``options.lens`` says (a linear lens not fitted yet is fitted first, on the shipped corpus)."""
+        options.check()
+        self._lm_head()
+        if options.lens == "logit" and self.engine.capabilities.reduces_lens:
+            key = {"prompt": text, "options": options.key(), "lens_id": None}
+            return self.results.get("lens", key, lambda: self._reduced_lens(self._ids(text), options, progress))
+        fitted = self._lens_for(options.lens, progress)
+        key = {"prompt": text, "options": options.key(), "lens_id": fitted.lens_id if fitted else None}
+        return self.results.get("lens", key, lambda: logit_lens(
+            self._residual_trace(text), self.loaded.tokenizer, options, progress, fitted=fitted))
+
+    def _reduced_lens(self, ids: list[int], options: LensOptions, progress: Progress | None) -> LogitLensResult:
+        """The logit lens reduced where the model runs (a remote engine sends back [rows, T, k])."""
+        from .analysis.reduced_lens import lens_result, reduction, resolve_target, window
+        from .engine.sites import resid_rows
+
+        L = self.loaded.n_layers
+        start, stop = window(ids, options, self.engine.vocab_size())
+        target_id, note = resolve_target(self.loaded.tokenizer, options.target)
+        rows = resid_rows(L)
+        read = {s: slice(start, stop) for s in rows}
+        read["logits"] = slice(start, stop)
+        if progress is not None:
+            progress(0.0, f"running {self.loaded.name} {self.engine.capabilities.where}")
+        out = self.engine.run(ids, read=read, logits="none", progress=progress,
+                              reduce=reduction(rows, ids, start, stop, options.top_k, target_id))
+        if progress is not None:
+            progress(1.0, "decoded every layer")
+        return lens_result(out.reduced, self.loaded.name, self.loaded.tokenizer, ids, start, stop, L, options, note)
+
+    def fitted_lens(self, kind: str):
+        """The fitted lens of ``kind`` in use for this model, or None."""
+        return self.lenses.current(kind)
+
+    def lens_fits(self) -> list[LensFit]:
+        """The fitted lenses this model has now."""
+        return self.lenses.fits()
+
+    def fit_lens(self, kind: str = "linear", corpus_file: str | None = None, checkpoint: str | None = None,
+                 steps: int | None = None, progress: Progress | None = None) -> LensFit:
+        """Fit (``linear``), train (``tuned``) or import (``tuned`` from a tuned-lens ``checkpoint`` folder)
+        a lens for this model and store it; one already fitted the same way is returned at once."""
+        from .fitted.affine import FITTED_KINDS
+        from .hosting import hosting
+
+        if kind not in FITTED_KINDS:
+            raise LensError(f"unknown lens kind {kind!r} to fit; choose {' or '.join(FITTED_KINDS)}")
+        self._can("fit_lens")
+        self._lm_head("a fitted lens does not apply")
+        if checkpoint is not None and (kind != "tuned" or corpus_file is not None or steps is not None):
+            raise LensError("a checkpoint is a tuned lens: give --kind tuned and neither a corpus nor steps")
+        refuse = (f"this demo server does not fit lenses; its host can run `python -m lens fit-lens --kind {kind}` "
+                  "before the talk") if hosting().demo else None
+        return self.lenses.fit(kind, corpus_file, checkpoint, steps, progress, self.results.run, refuse)
+
+    def _lens_for(self, kind: str, progress: Progress | None = None):
+        """The maps a lens of ``kind`` reads rows through (None for the logit lens); a linear lens is
+        fitted on the shipped corpus the first time it is asked for, a tuned one must exist."""
+        check_lens(kind)
+        if kind == "logit":
+            return None
+        if not self.engine.capabilities.weights_here:
+            raise LensError(f"the {kind} lens applies maps kept on this machine: "
+                            f"{self.engine.capabilities.where} only the logit lens runs (or use --backend local)")
+        lens = self.lenses.current(kind)
+        if lens is None and kind == "linear":
+            self.fit_lens("linear", progress=progress)
+            lens = self.lenses.current("linear")
+        if lens is None:
+            raise LensError(f"{self.loaded.name} has no {kind} lens yet: train one with "
+                            f"`python -m lens fit-lens --kind tuned` (minutes on a CPU), or load a tuned-lens "
+                            "checkpoint folder with `python -m lens fit-lens --kind tuned --checkpoint FOLDER`")
+        return lens
+
+    def lens_comparison(self, text: str, positions: tuple[int, int] | None = None) -> LensComparison:
+        """Every lens this model has (the logit lens and the fitted ones) on ``text``, row by row."""
+        from .analysis.lens_comparison import compare_lenses
+        from .fitted.affine import FITTED_KINDS
+
+        kinds = ["logit"] + [k for k in FITTED_KINDS if self.engine.capabilities.weights_here
+                             and self.lenses.current(k) is not None]
+        results = [self.logit_lens(text, LensOptions(top_k=1, positions=positions, lens=k)) for k in kinds]
+        ids = [(self.lenses.current(k).lens_id if k != "logit" else "") for k in kinds]
+        return compare_lenses(results, ids)
+
+    def latent_language(self, text: str, position: int | None = None, words: tuple[str, ...] = (),
+                        lens: str = "logit") -> LanguageMass:
+        """Per row, the reading's probability on each script and on ``words``, at ``position``."""
+        from .analysis.language import language_mass, vocab_scripts
+
+        self._can("latent_language")
+        fitted = self._lens_for(lens)
+        self._lm_head("the lens does not apply")
+        key = {"prompt": text, "options": {"position": position, "words": list(words), "lens": lens,
+                                           "lens_id": fitted.lens_id if fitted else None}}
+
+        def compute():
+            scripts = self.memo.get("vocab-scripts", "", lambda: vocab_scripts(
+                self.loaded.tokenizer, int(self.loaded.adapter.unembed.weight.shape[0])))
+            return language_mass(self._residual_trace(text), self.loaded.tokenizer, scripts, position,
+                                 list(words), fitted, lens)
+        return self.results.get("language", key, compute)
+
+    # ------------------------------------------------------------ watch it generate
+
+    def generate(self, text: str, options: GenerateOptions = GenerateOptions()) -> Generation:
+        """``text`` continued by up to ``options.max_new_tokens`` tokens (greedy, or sampled with a seed)."""
+        options.check()
+        self._can("generate")
+        if not (self.loaded.adapter.has_lm_head and self.loaded.adapter.is_causal):
+            raise LensError(f"{self.loaded.name} is not a causal language model: it does not generate text")
+        return self.results.get("generation", {"prompt": text, "options": options.key()},
+                                lambda: self._generate(text, options))
+
+    def _generate(self, text: str, options: GenerateOptions) -> Generation:
+        ids = self._ids(text)
+        room = self.token_limit - len(ids)
+        if room < 1:
+            raise LensError(f"the prompt already fills the {self.token_limit} tokens allowed here: shorten it")
+        stop = [i for i in [getattr(self.loaded.tokenizer, "eos_token_id", None)] if i is not None]
+        new, probs, stopped = self.engine.generate(ids, min(options.max_new_tokens, room),
+                                                   float(options.temperature), options.seed, stop)
+        all_ids = ids + new
+        return Generation(
+            model=self.loaded.name, token_ids=all_ids, tokens=token_strings(self.loaded.tokenizer, all_ids),
+            n_prompt=len(ids), chosen_probs=np.asarray(probs, np.float32), temperature=float(options.temperature),
+            seed=options.seed if options.temperature > 0 else None, stopped=stopped,
+            text=self.loaded.tokenizer.decode(all_ids, skip_special_tokens=True))
+
+    def generation_lens(self, text: str, options: GenerateOptions = GenerateOptions(),
+                        lens: LensOptions = LensOptions()) -> LogitLensResult:
+        """The logit lens over the prompt and its generated continuation, from the exact token ids
+        generated (re-tokenising the decoded text could give other tokens). The model is causal, so
+        column p is what the model saw and predicted when it had read the first p + 1 tokens."""
+        lens.check()
+        gen = self.generate(text, options)
+        fitted = self._lens_for(lens.lens)
+        key = {"prompt": text, "options": options.key(), "lens": lens.key(),
+               "lens_id": fitted.lens_id if fitted else None}
+        return self.results.get("generation-lens", key, lambda: logit_lens(
+            self._capture(gen.token_ids, CaptureSpec(residual=True)), self.loaded.tokenizer, lens, fitted=fitted))
+
+    def generation_attention(self, text: str, options: GenerateOptions = GenerateOptions()) -> GenerationAttention:
+        """For each new token, the attention of the position that chose it, averaged over heads and
+        layers: one attention pass over prompt and continuation, since the model is causal."""
+        gen = self.generate(text, options)
+
+        def compute():
+            tr = self._capture(gen.token_ids, CaptureSpec(residual=False, attentions=True, attention_mean=True))
+            A = mean_attention_stack(tr.attentions, tr.n_layers)
+            positions = list(range(gen.n_prompt - 1, len(gen.token_ids) - 1))
+            rows = A[:, positions, :].double().mean(0).cpu().numpy().astype(np.float32)
+            return GenerationAttention(model=self.loaded.name, tokens=gen.tokens, n_prompt=gen.n_prompt,
+                                       positions=positions, attention=rows)
+        return self.results.get("generation-attention", {"prompt": text, "options": options.key()}, compute)
+
+    # ------------------------------------------------------------ projections and geometry
+
+    def projection(self, texts: str | Sequence[str], options: ProjectionOptions = ProjectionOptions(),
+                   progress: Progress | None = None) -> ProjectionResult:
+        """Every kept token at every layer projected to 2-D/3-D; ``texts`` is a prompt or a corpus."""
+        options.check()
+        return self.results.get("projection", {"prompt": self._prompt_key(texts), "options": options.key()},
+                                lambda: project(self._traces(texts), options, self._special_ids(), progress,
+                                                max_umap_points=self.limits.max_umap_points))
+
+    def geometry(self, texts: str | Sequence[str], options: GeometryOptions = GeometryOptions()) -> GeometryResult:
+        """Per-layer geometry metrics of a prompt or a corpus."""
+        return self.results.get("geometry", {"prompt": self._prompt_key(texts), "options": options.key()},
+                                lambda: geometry(self._traces(texts), options, self._special_ids()))
+
+    # ------------------------------------------------------------ rollout, flow and heads
+
+    def _mean_attention(self, text: str):
+        ids = self._ids(text)
+
+        def compute():
+            tr = self._capture(ids, CaptureSpec(residual=False, attentions=True, attention_mean=True))
+            return tr, mean_attention_stack(tr.attentions, tr.n_layers)
+        # Kept for short prompts only (L·T² floats: 31 MB at 512 tokens, 0.5 GB at 2048).
+        if len(ids) > MEMO_ATTENTION_TOKENS:
+            return compute()
+        return self.memo.get("mean-attention", text, compute)
+
+    def rollout(self, text: str, position: int | None = None) -> RolloutResult:
+        def compute():
+            tr, A = self._mean_attention(text)
+            return rollout(A, tr.tokens, position, model=self.loaded.name)
+        return self.results.get("rollout", {"prompt": text, "options": {"position": position}}, compute)
+
+    def attention_flow(self, text: str, position: int | None = None,
+                       layers: list[int] | None = None) -> FlowResult:
+        def compute():
+            tr, A = self._mean_attention(text)
+            return attention_flow(A, tr.tokens, position, model=self.loaded.name, layers=layers)
+        options = {"position": position, "layers": sorted(layers) if layers else None}
+        return self.results.get("flow", {"prompt": text, "options": options}, compute)
+
+    def head_patterns(self, text: str, layer: int) -> HeadPatterns:
+        L = self.loaded.n_layers
+        layer = check_layer(layer, L)
+
+        def compute():
+            tr = self.trace(text, CaptureSpec(residual=False, attentions=(layer - 1,)))
+            return head_patterns(tr.attentions, tr.tokens, layer, L, model=self.loaded.name)
+        return self.results.get("head-patterns", {"prompt": text, "options": {"layer": layer}}, compute)
+
+    def head_summary(self, text: str) -> HeadSummary:
+        def compute():
+            tok = self.loaded.tokenizer
+            ids, n, offset = repeated_random_ids(tok, self.engine.vocab_size(), max_tokens=self.token_limit)
+            rep = self.memo.get("repeated-sequence", str(ids),
+                                lambda: self._capture(ids, CaptureSpec(residual=False, attentions=True)))
+            tr = self.trace(text, CaptureSpec(residual=False, attentions=True))
+            return head_summary(tr.attentions, rep.attentions, tr.n_layers, n, offset,
+                                token_strings(tok, ids), model=self.loaded.name)
+        return self.results.get("head-summary", {"prompt": text, "options": {}}, compute)
+
+    # ------------------------------------------------------------ routes
+
+    def _route_trace(self, text: str, layers: Sequence[int] | None = None, neurons: bool = False) -> RouteData:
+        ids = self._ids(text)
+        check_length(len(ids), self.loaded.n_layers)
+        return RouteData.from_trace(self._capture(ids, route_capture(self.loaded.n_layers, layers, neurons)))
+
+    def _route_data(self, text: str) -> RouteData:
+        return self.memo.get("routes", text, lambda: self._route_trace(text))
+
+    def contributions(self, text: str, layer: int, position: int | None = None) -> AttentionContributions:
+        self._can("contributions")
+        check_supported(self.loaded.adapter)
+        return self.results.get("contributions", {"prompt": text, "options": {"layer": layer, "position": position}},
+                                lambda: attention_contributions(self._route_data(text), layer, position))
+
+    def route_graph(self, text: str, position: int | None = None,
+                    threshold: float = DEFAULT_THRESHOLD) -> RouteGraph:
+        self._can("route_graph")
+        check_supported(self.loaded.adapter)
+        options = {"position": position, "threshold": round(float(threshold), 6)}
+        return self.results.get("routes", {"prompt": text, "options": options}, lambda: route_graph(
+            self._route_data(text), position, threshold, tokenizer=self.loaded.tokenizer))
+
+    def node_detail(self, text: str, layer: int, position: int | None, block: str = "attn",
+                    top_k: int = 8) -> NodeDetail:
+        self._can("node_detail")
+        check_supported(self.loaded.adapter)
+        layer = check_layer(layer, self.loaded.n_layers)
+
+        def compute():
+            # MLP neurons: one more pass that keeps only this layer (every layer's would be L·T·N floats).
+            data = (self._route_trace(text, layers=(layer - 1,), neurons=True) if block == "mlp"
+                    else self._route_data(text))
+            return node_detail(data, self.loaded.tokenizer, layer, position, block, top_k=top_k)
+        options = {"layer": layer, "position": position, "block": block, "top_k": top_k}
+        return self.results.get("node", {"prompt": text, "options": options}, compute)
+
+    # ------------------------------------------------------------ causal experiments
+
+    def _pair(self, clean: str, corrupt: str) -> tuple[list[int], list[int]]:
+        from .analysis.patching import check_pair
+
+        clean_ids, corrupt_ids = self._ids(clean), self._ids(corrupt)
+        check_pair(clean_ids, corrupt_ids, self._shown(clean_ids), self._shown(corrupt_ids))
+        return clean_ids, corrupt_ids
+
+    def patch(self, clean: str, corrupt: str, options: PatchOptions,
+              progress: Progress | None = None) -> PatchResult:
+        """Activation patching of ``clean``'s activations at ``options.site`` into ``corrupt``'s run."""
+        from .analysis.patching import lens_metric, normalised
+        from .interventions.patching import patch_grid, run_for_patching
+
+        options.check()
+        self._can("patch")
+        a = self.loaded.adapter
+        check_patch_site(options.site, self.info())
+        target = self._one_token(options.target, "target")
+        foil = None if options.foil is None else self._one_token(options.foil, "foil")
+        if foil == target:
+            raise LensError("the target and the foil are the same token: the logit difference is always 0")
+        clean_ids, corrupt_ids = self._pair(clean, corrupt)
+
+        def compute():
+            c = run_for_patching(self.engine, clean_ids, options.site)
+            k = run_for_patching(self.engine, corrupt_ids, None)
+            raw, m_clean, m_corrupt = patch_grid(self.engine, c, k, target, foil, options.site, progress)
+            L, T = a.n_layers, len(corrupt_ids)
+            rows = (["emb"] if options.site == "resid" else []) + [str(i) for i in range(1, L + 1)]  # as the lens
+            cols = [f"head {h}" for h in range(a.n_heads)] if options.site == "head" else [str(p) for p in range(T)]
+            tok = self.loaded.tokenizer
+            return PatchResult(
+                model=self.loaded.name, site=options.site, tokens=token_strings(tok, clean_ids),
+                corrupt_tokens=token_strings(tok, corrupt_ids), layers=rows, columns=cols,
+                target=options.target, foil=options.foil,
+                metric_name="logit difference" if foil is not None else "log-probability",
+                metric_clean=m_clean, metric_corrupt=m_corrupt, patch=normalised(raw, m_clean, m_corrupt),
+                raw=raw.astype(np.float64), lens_clean=lens_metric(a, c.residual, target, foil).astype(np.float64),
+                lens_corrupt=lens_metric(a, k.residual, target, foil).astype(np.float64))
+        return self.results.get("patch", {"prompt": [clean, corrupt], "options": options.key()}, compute)
+
+    def _edited_lens(self, ids: list[int], write: dict, lens: LensOptions) -> LogitLensResult:
+        """The logit lens of ``ids`` run with the edits ``write`` (site -> edit)."""
+        tr = capture(self.engine, ids, CaptureSpec(residual=True), model_name=self.loaded.name,
+                     fingerprint=self.loaded.fingerprint, tokens=token_strings(self.loaded.tokenizer, ids), write=write)
+        return logit_lens(tr, self.loaded.tokenizer, lens)
+
+    def patched_lens(self, clean: str, corrupt: str, row: int, position: int,
+                     lens: LensOptions = LensOptions()) -> LogitLensResult:
+        """The corrupted prompt's logit lens with one residual-stream vector (``row``: 0 the embeddings,
+        r the output of block r; ``position``) taken from the clean prompt's run."""
+        from .engine.sites import resid
+        from .interventions.edits import set_vector
+
+        lens.check()
+        self._can("patched_lens")
+        check_patch_site("resid", self.info())
+        clean_ids, corrupt_ids = self._pair(clean, corrupt)
+        L = self.loaded.n_layers
+        if not isinstance(row, int) or not 0 <= row <= L:
+            raise LensError(f"row {row} is out of range: rows are 0 (the embeddings) to {L}")
+        position = check_position(position, len(corrupt_ids))
+
+        def compute():
+            vector = self._capture(clean_ids, CaptureSpec(residual=True)).residual[row, position]
+            return self._edited_lens(corrupt_ids, {resid(row): set_vector(position, vector)}, lens)
+        key = {"prompt": [clean, corrupt], "options": {"row": row, "position": position, "lens": lens.key()}}
+        return self.results.get("patched-lens", key, compute)
+
+    def ablated_lens(self, text: str, ablation: Ablation, lens: LensOptions = LensOptions()) -> LogitLensResult:
+        """The logit lens of ``text`` on the model with ``ablation`` applied (no ablation: the plain lens)."""
+        from .interventions.ablation import ablation_edits, mean_sites
+
+        lens.check()
+        self._can("ablated_lens")
+        a = self.loaded.adapter
+        ablation.check(a.n_layers, a.n_heads)
+        self._lm_head()
+        if ablation.heads and not a.out_proj:
+            raise LensError(f"heads of {a.model_type} cannot be ablated separately: {a.routes_unavailable()}")
+        if ablation.mlp and a.post_ln:
+            raise LensError(f"{a.model_type} normalises after each sub-block: its MLP output is not a separate write")
+        ids = self._ids(text)
+
+        def compute():
+            sites = mean_sites(ablation)
+            means = None
+            if sites:
+                out = self.engine.run(ids, read={s: None for s in sites}, logits="none")
+                means = {s: v[0] for s, v in out.reads.items()}
+            return self._edited_lens(ids, ablation_edits(ablation, a.head_dim, means), lens)
+        if ablation.empty:
+            return self.logit_lens(text, lens)
+        return self.results.get("ablated-lens", {"prompt": text, "options": {"ablation": ablation.key(),
+                                                                              "lens": lens.key()}}, compute)
+
+    def compare_with(self, other: "EngineBackend", text: str) -> ModelComparison:
+        """This model's logit lens of ``text`` beside ``other``'s (another backend), cell by cell."""
+        from .analysis.compare import compare_models
+
+        for b in (self, other):
+            b._can("compare_with")
+            b._lm_head()
+        key = {"prompt": text, "options": {"other": other.loaded.fingerprint}}
+        return self.results.get("compare", key, lambda: compare_models(
+            self._residual_trace(text), other._residual_trace(text), self.loaded.tokenizer))
+
+
+def local_backend(loaded: LoadedModel, cache: ResultCache | None = None, **kwargs) -> EngineBackend:
+    """A backend whose model runs in this process, with hooks."""
+    from .engine.hooks import HookEngine
+
+    return EngineBackend(loaded, HookEngine.of(loaded), cache, **kwargs)
+
+
+def nnsight_backend(loaded: LoadedModel, cache: ResultCache | None = None, remote: bool = False,
+                    **kwargs) -> EngineBackend:
+    """A backend whose every pass is an nnsight trace, here or (``remote``) on NDIF."""
+    from .engine.nnsight import NnsightEngine
+
+    return EngineBackend(loaded, NnsightEngine(loaded, remote=remote), cache, **kwargs)
