@@ -40,7 +40,7 @@ os.environ["LAYERLENS_CACHE"] = str(TEST_CACHE)
 
 from lens.model.adapters import adapt  # noqa: E402
 from lens.model.tiny import tiny_model  # noqa: E402
-from lens.engine.hooks import HookEngine
+from lens.engine.hooks import HookEngine  # noqa: E402
 from lens.engine.trace import CaptureSpec, capture  # noqa: E402
 from shown import as_shown
 

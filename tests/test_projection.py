@@ -116,7 +116,7 @@ def test_point_selection(tiny_trace, tiny):
                              special_ids=[trace.token_ids[2]]).tokens) == T
     model, tok, adapter = tiny("llama")
     from lens.engine.hooks import HookEngine
-from lens.engine.trace import CaptureSpec, capture
+    from lens.engine.trace import CaptureSpec, capture
     one = capture(HookEngine(model, adapter), tok("a")["input_ids"], CaptureSpec(), tokens=["a"])
     with pytest.raises(LensError, match="at least 2"):
         select_points([one])
