@@ -25,7 +25,7 @@ from .registry import BUNDLED, DEFAULT_MODEL, bundled_file, default_cache_root
 from .tiny import TINY_ARCHS, tiny_model
 
 MAX_REF_CHARS = 1024  # longer than any path or hub id in use
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
 @dataclass
@@ -63,7 +63,7 @@ def weights_fingerprint(model: torch.nn.Module) -> str:
     return h.hexdigest()[:16]
 
 
-def _context_length(model, tokenizer) -> int:
+def context_length_of(model, tokenizer) -> int:
     cfg = model.config
     for attr in ("max_position_embeddings", "n_positions", "max_sequence_length"):
         n = getattr(cfg, attr, None)
@@ -127,7 +127,7 @@ def _finish(name: str, source: str, model, tokenizer, device=None) -> LoadedMode
     adapter = adapt(model)
     return LoadedModel(
         name=name, source=source, model=model, tokenizer=tokenizer, adapter=adapter,
-        fingerprint=weights_fingerprint(model), context_length=_context_length(model, tokenizer),
+        fingerprint=weights_fingerprint(model), context_length=context_length_of(model, tokenizer),
     )
 
 
@@ -225,7 +225,7 @@ def _load_path(ref: str, cache_root: Path, progress: Progress | None, trust_remo
         return _finish(path.resolve().name, "local", model, tokenizer, device)
     if ref.startswith((".", "/", "~")) or ref.count("/") > 1:
         raise LensError(f"no such file or folder: {ref}")
-    if not _HUB_ID.match(ref):
+    if not HUB_ID.match(ref):
         raise LensError(f"unknown model {ref!r}: not a bundled model (see `python -m lens models`), "
                         "a local folder, a .gguf file or a hub id")
     try:

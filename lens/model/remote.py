@@ -15,7 +15,7 @@ from urllib.parse import urlparse
 
 from ..errors import LensError
 from .adapters import adapt
-from .loading import LoadedModel, _context_length, _HUB_ID
+from .loading import LoadedModel, context_length_of, HUB_ID
 
 CONNECT_TIMEOUT_S = 3.0
 
@@ -54,7 +54,7 @@ def ndif_models() -> list[str]:
 def load_remote(ref: str) -> LoadedModel:
     """``ref`` (a hub id NDIF serves, e.g. meta-llama/Llama-3.1-70B) as a LoadedModel for the nnsight engine (lens/engine/nnsight.py)."""
     ref = (ref or "").strip()
-    if not ref or not _HUB_ID.match(ref):
+    if not ref or not HUB_ID.match(ref):
         raise LensError(f"{ref!r} is not a hub model id: NDIF runs models by their Hugging Face id "
                         "(e.g. meta-llama/Llama-3.1-8B)")
     ndif_ready()
@@ -71,4 +71,4 @@ def load_remote(ref: str) -> LoadedModel:
     cfg.pop("transformers_version", None)
     fingerprint = hashlib.sha256(("ndif:" + ref + json.dumps(cfg, sort_keys=True, default=str)).encode()).hexdigest()[:16]
     return LoadedModel(name=ref, source="ndif", model=model, tokenizer=nn.tokenizer, adapter=adapt(model),
-                       fingerprint=fingerprint, context_length=_context_length(model, nn.tokenizer), nnsight_model=nn)
+                       fingerprint=fingerprint, context_length=context_length_of(model, nn.tokenizer), nnsight_model=nn)
