@@ -20,13 +20,14 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 from safetensors import safe_open
 from safetensors.numpy import load_file, save_file
+
+from .files import atomic_path
 
 log = logging.getLogger("layerlens")
 FORMAT_VERSION = "5"  # 2: flow rows are the solved layers only; 3: byte pieces written as <0xNN>; 4: patch rows named as lens rows; 5: lens results name their lens and exit rows
@@ -99,26 +100,16 @@ class ResultCache:
         text = json.dumps(fields, ensure_ascii=False)
         meta = {"json": text, "sha256": _digest(arrays, text)}
         target = self._path(key)
-        tmp = None
         try:
             self.root.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.root, suffix=".tmp")
-            os.close(fd)
-            save_file(arrays, tmp, metadata=meta)
-            if target.is_dir() and not target.is_symlink():
-                shutil.rmtree(target, ignore_errors=True)  # something made a folder of an entry's name
-            os.replace(tmp, target)
-            tmp = None
+            with atomic_path(target, mode=0o600) as tmp:
+                save_file(arrays, str(tmp), metadata=meta)
+                if target.is_dir() and not target.is_symlink():
+                    shutil.rmtree(target, ignore_errors=True)  # something made a folder of an entry's name
             self._touch(target)
         except OSError as exc:
             log.warning("could not write cache entry %s (%s); going on without it", key, exc)
             return False
-        finally:
-            if tmp is not None:
-                try:
-                    os.unlink(tmp)
-                except OSError:
-                    pass
         self.evict()
         return True
 

@@ -14,6 +14,7 @@ from html import escape
 from pathlib import Path
 
 from .errors import LensError
+from .files import atomic_write_bytes, atomic_write_text
 from .serialize import to_json_dict
 
 SLIDE = (1600, 900)  # static images: 16:9, sharp on a 1080p projector at scale 1.2
@@ -141,18 +142,12 @@ def static_image(fig, fmt: str, width: int = SLIDE[0], height: int = SLIDE[1]) -
 def write_file(path: Path, data: str | bytes) -> None:
     """Write ``data`` to ``path`` in one piece (a half-written file never stays behind)."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.part")
     try:
         if isinstance(data, str):
-            tmp.write_text(data, encoding="utf-8")
+            atomic_write_text(path, data)
         else:
-            tmp.write_bytes(data)
-        os.replace(tmp, path)
+            atomic_write_bytes(path, data)
     except OSError as exc:
-        try:
-            tmp.unlink(missing_ok=True)
-        except OSError:
-            pass
         raise LensError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 

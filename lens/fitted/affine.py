@@ -20,7 +20,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,9 +28,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..errors import LensError
+from ..files import atomic_path
 
 log = logging.getLogger("layerlens")
-LENS_KINDS = ("logit", "linear", "tuned")
 FITTED_KINDS = ("linear", "tuned")
 
 
@@ -109,16 +108,10 @@ def save_lens(path: Path, lens: AffineLens) -> None:
     """Written to a temporary file and renamed: a reader never sees half a lens."""
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = dict(lens.meta, kind=lens.kind)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file({"weight": lens.weight.float().contiguous(), "bias": lens.bias.float().contiguous()}, tmp,
+    with atomic_path(path, mode=0o600) as tmp:
+        save_file({"weight": lens.weight.float().contiguous(), "bias": lens.bias.float().contiguous()}, str(tmp),
                   metadata={"layerlens": json.dumps(meta)})
-        os.replace(tmp, path)
-        use_lens(path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    use_lens(path)
 
 
 def load_lens(path: Path, n_layers: int, d_model: int) -> AffineLens | None:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ..errors import LensError
+from ..files import DIR_TMP_MARK, atomic_dir
 from ..options import Progress
 
 MANIFEST = "layerlens.json"
@@ -87,8 +88,8 @@ def sweep_unfinished(models_dir: Path) -> None:
 
     if not models_dir.is_dir():
         return
-    for tmp in models_dir.glob("*.tmp-*"):
-        pid = tmp.name.rsplit(".tmp-", 1)[-1]
+    for tmp in models_dir.glob(f"*{DIR_TMP_MARK}*"):
+        pid = tmp.name.rsplit(DIR_TMP_MARK, 1)[-1]
         try:
             old = time.time() - tmp.stat().st_mtime > STALE_SECONDS
         except OSError:
@@ -102,7 +103,7 @@ def prune_converted(models_dir: Path, keep: Path, protected: set[str], limit: in
     and ``keep`` (the one just used); least recently converted or used go first."""
     found = []
     for d in models_dir.glob("*"):
-        if not d.is_dir() or ".tmp-" in d.name or d == keep or d.name.rsplit("-", 1)[0] in protected:
+        if not d.is_dir() or DIR_TMP_MARK in d.name or d == keep or d.name.rsplit("-", 1)[0] in protected:
             continue
         try:
             found.append((d.stat().st_mtime, d))
@@ -131,28 +132,23 @@ def convert_gguf(gguf_path: Path, out_dir: Path, progress: Progress | None = Non
     say = progress or (lambda frac, msg: print(f"[{frac:4.0%}] {msg}", file=sys.stderr))
     say(0.0, f"converting {gguf_path.name} once (about half a minute)")
     sweep_unfinished(out_dir.parent)
-    tmp = out_dir.with_name(out_dir.name + f".tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
     try:
-        with _report_tensor_progress(progress):
-            tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
-            model = AutoModelForCausalLM.from_pretrained(
-                gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32
-            )
-        # The weights are de-quantised float32 now; drop the GGUF marker so they save as plain tensors.
-        model.hf_quantizer = None
-        if hasattr(model.config, "quantization_config"):
-            del model.config.quantization_config
-        say(0.92, "writing safetensors")
-        model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        files = sorted(p.name for p in tmp.iterdir())
-        (tmp / MANIFEST).write_text(json.dumps({"source": str(gguf_path), "files": files}))
-        shutil.rmtree(out_dir, ignore_errors=True)
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(tmp, out_dir)
+        with atomic_dir(out_dir) as tmp:
+            with _report_tensor_progress(progress):
+                tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+                model = AutoModelForCausalLM.from_pretrained(
+                    gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32
+                )
+            # The weights are de-quantised float32 now; drop the GGUF marker so they save as plain tensors.
+            model.hf_quantizer = None
+            if hasattr(model.config, "quantization_config"):
+                del model.config.quantization_config
+            say(0.92, "writing safetensors")
+            model.save_pretrained(tmp, safe_serialization=True)
+            tokenizer.save_pretrained(tmp)
+            files = sorted(p.name for p in tmp.iterdir())
+            (tmp / MANIFEST).write_text(json.dumps({"source": str(gguf_path), "files": files}))
     except Exception as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
         if isinstance(exc, LensError):
             raise
         raise LensError(f"could not convert {gguf_path.name}: {exc}") from exc
