@@ -72,10 +72,6 @@ class LogitLensResult:
     target_note: str = ""
     options: dict = field(default_factory=dict)
 
-    @property
-    def top1_tokens(self) -> list[list[str]]:
-        return [[cell[0] for cell in row] for row in self.top_tokens]
-
 
 @dataclass
 class LensFit:
