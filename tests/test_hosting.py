@@ -67,6 +67,18 @@ def test_the_cli_refuses_remote_code_in_demo_mode():
         "error: remote code cannot run on a demo server (LAYERLENS_DEMO): leave out --trust-remote-code"]
 
 
+def test_the_model_layer_does_not_read_the_hosting_policy():
+    # The policy is the app's and the CLI's; lens/model loads what it is asked to.
+    import ast
+
+    for path in sorted((REPO / "lens" / "model").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom):
+                assert "hosting" not in (node.module or "") and all(a.name != "hosting" for a in node.names), path
+            elif isinstance(node, ast.Import):
+                assert not any("hosting" in a.name for a in node.names), path
+
+
 # ---- the pages in demo mode --------------------------------------------------------
 
 DEMO = Hosting(demo=True, models=("smollm2-135m", "tiny-llama"), limits=Limits(max_prompt_tokens=12))

@@ -91,6 +91,11 @@ def backend(args):
         if not args.model:
             raise LensError("--remote needs --model, a hub id NDIF serves (e.g. meta-llama/Llama-3.1-8B)")
         return nnsight_backend(load_remote(args.model), cache, remote=True)
+    if args.trust_remote_code:
+        from ..hosting import hosting
+
+        if hosting().demo:
+            raise LensError("remote code cannot run on a demo server (LAYERLENS_DEMO): leave out --trust-remote-code")
     loaded = load_model(args.model, device=args.device, trust_remote_code=args.trust_remote_code,
                         progress=terminal_progress)
     if kind == "nnsight":

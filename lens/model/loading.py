@@ -169,13 +169,9 @@ def load_model(ref: str | None = None, *, progress: Progress | None = None,
                cache_root: Path | None = None, trust_remote_code: bool = False,
                device: str | dict | None = "cpu") -> LoadedModel:
     """Load ``ref`` (default: the bundled model) with eager attention, in float32, for inference.
-    ``device``: cpu, cuda, auto (a GPU if there is one), multi (spread over every GPU), or a device map."""
+    ``device``: cpu, cuda, auto (a GPU if there is one), multi (spread over every GPU), or a device map.
+    ``trust_remote_code`` is taken as given: whether this server allows it is the caller's policy (lens/hosting.py)."""
     ref = (ref or DEFAULT_MODEL).strip()
-    if trust_remote_code:
-        from ..hosting import hosting
-
-        if hosting().demo:
-            raise LensError("remote code cannot run on a demo server (LAYERLENS_DEMO): leave out --trust-remote-code")
     cache_root = Path(cache_root) if cache_root else default_cache_root()
     if not ref:
         raise LensError("no model given")
