@@ -9,21 +9,10 @@ present.apply()
 
 from lens.figures.logit_lens import prediction_figure  # noqa: E402
 from lens.model.tokens import visible  # noqa: E402
+from lens.views import PAGES, sections  # noqa: E402
 from ui import asking, state  # noqa: E402
 from ui.errors import shown_in_page  # noqa: E402
 from ui.widgets import chart  # noqa: E402
-
-VIEWS = [  # (file, title, icon, what it shows)
-    ("pages/tour.py", "Guided tour", ":material/tour:", "nine short stories about what the layers do, one screen each"),
-    ("pages/logit_lens.py", "Logit lens", ":material/layers:", "what every layer would predict at every position"),
-    ("pages/projection.py", "Projections", ":material/scatter_plot:",
-     "how token representations move and reorganise through the layers"),
-    ("pages/attention.py", "Attention flow", ":material/hub:", "where the information behind a prediction came from"),
-    ("pages/generate.py", "Watch it generate", ":material/play_circle:",
-     "the model writes on, and the logit lens follows every new token"),
-    ("pages/patching.py", "Compare & patch", ":material/compare_arrows:",
-     "which activations of one prompt restore its answer in another (causal tracing)"),
-]
 
 
 def home() -> None:
@@ -62,13 +51,14 @@ def home() -> None:
 
     with st.container(key="home-views"):  # hidden in presenter mode, to fit the screen
         st.subheader("Views")
-        for path, title, icon, what in VIEWS:
-            st.page_link(path, label=f"{title}: {what}", icon=icon)
+        for page in PAGES.values():
+            st.page_link(page.file, label=f"{page.title}: {page.summary}", icon=page.icon)
 
 
-pages = [st.Page(home, title="Home", icon=":material/home:", default=True)]
-pages += [st.Page(path, title=title, icon=icon) for path, title, icon, _ in VIEWS]
-navigation = st.navigation(pages)
+# The sidebar: Home first (a section named "" has no header), then the pages by section.
+navigation = st.navigation({"": [st.Page(home, title="Home", icon=":material/home:", default=True)],
+                            **{section: [st.Page(p.file, title=p.title, icon=p.icon) for p in pages]
+                               for section, pages in sections().items()}})
 state.sidebar()
 state.refusal()
 with routing.routed(), asking.for_this_session():

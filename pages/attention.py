@@ -11,40 +11,20 @@ from lens.figures.attention import (SUMMARY_METRICS, clicked_node, head_grid_fig
                                     token_labels)
 from lens.model.tokens import visible  # noqa: E402
 from lens.options import ROUTE_MAX_TOKENS  # noqa: E402
+from lens.views import query_value  # noqa: E402
 from ui import state  # noqa: E402
 from ui.errors import shown_in_page  # noqa: E402
-from ui.widgets import chart, download_json, link_options  # noqa: E402
+from ui.widgets import chart, download_json, link_options, page_header  # noqa: E402
 
-VIEWS = ["Routes", "Rollout & flow", "Heads"]
+# The choices of view: the labels that the registry's entries put in the URL (?view=Heads).
+ROUTES, ROLLOUT, HEADS = (query_value(v, "view") for v in ("routes", "rollout", "heads"))
 
 
 def download(result, name: str) -> None:
     download_json(result, name, f"Download the numbers (JSON): {name}")
 
 
-st.title("Attention flow")
-with st.expander("What am I looking at?", expanded=False):
-    st.markdown(
-        """
-A prediction at one position is built from information that attention heads **move between positions**
-and that MLPs **transform in place**. This page follows it back, layer by layer.
-
-- **Routes** (Ferrando & Voita, 2024): a graph with one column per position and two rows per layer (the stream after
-  the attention block, and after the MLP). An edge's width is how much that part contributed to the node it enters:
-  its *importance* `max(‖y‖₁ − ‖y − part‖₁, 0)`, normalised so that all parts entering a node sum to 1. Edges below the
-  threshold are dropped, and only what can still reach the chosen prediction is drawn.
-  Blue: attention (information moved from another position), grey: the residual (kept in place), orange: the MLP.
-  Click a node (or pick it below) to see which heads or neurons wrote into it and what they push towards.
-- **Rollout** (Abnar & Zuidema, 2020): average the heads, add the residual connection, and multiply the attention
-  matrices of all layers; row *l* says how much of the chosen position after layer *l* "comes from" each input token.
-  **Flow** treats the same matrices as pipes and asks how much can be pushed from the output to each input (max-flow).
-  Both ignore what the values carry, so they are rough pictures; in models with an *attention sink* (most attention
-  parked on the first token) rollout piles nearly everything onto that token.
-- **Heads**: the raw attention of each head (rows: the position reading, columns: the token read), and per-head
-  scores: entropy (how spread out), previous-token and induction scores (measured on a repeated random sequence:
-  induction heads look at the token that followed the previous occurrence of the current token).
-"""
-    )
+page_header("attention")
 
 text = state.prompt()
 if not text:
@@ -57,10 +37,11 @@ with shown_in_page("Reading the prompt"):
 T = len(tokens)
 
 # An encoder (post-LN) has no routes: open it on rollout, which applies.
-first_view = VIEWS[0] if info.supports_routes else VIEWS[1]
+first_view = ROUTES if info.supports_routes else ROLLOUT
 # One row of controls, so that the chart starts high on the screen (a talk's 1280×720).
 view_col, pos_col, extra_col = st.columns([2, 2, 2], vertical_alignment="bottom")
-view = view_col.segmented_control("View", VIEWS, default=first_view, key="view", bind="query-params") or first_view
+view = view_col.segmented_control("View", [ROUTES, ROLLOUT, HEADS], default=first_view, key="view",
+                                  bind="query-params") or first_view
 labels = token_labels(tokens, width=14)
 POSITIONS = [str(i) for i in range(T)]  # strings: what the URL holds
 
@@ -70,7 +51,7 @@ def pos_label(i: str) -> str:
 
 
 position = T - 1
-if view != "Heads":  # the head views show every position at once
+if view != HEADS:  # the head views show every position at once
     link_options("position", {i: pos_label(i) for i in POSITIONS})
     position = pos_col.selectbox("Output position (the prediction to explain)", POSITIONS, key="position",
                                  **({} if "position" in st.session_state else {"index": T - 1}),
@@ -79,10 +60,10 @@ if view != "Heads":  # the head views show every position at once
     position = int(position) if position is not None and position in POSITIONS else T - 1
 
 # ---------------------------------------------------------------- routes
-if view == "Routes":
+if view == ROUTES:
     if not info.supports_routes:
         st.warning(f"Routes do not apply to {info.name}: {info.routes_note}. "
-                   "Attention patterns and rollout do: pick *Heads* or *Rollout & flow* above.")
+                   f"Attention patterns and rollout do: pick *{HEADS}* or *{ROLLOUT}* above.")
     elif T > ROUTE_MAX_TOKENS:
         st.warning(f"Routes keep every layer's attention (layers × heads × T² numbers); they are limited to "
                    f"{ROUTE_MAX_TOKENS} tokens and this prompt has {T}. Shorten the prompt.")
@@ -146,7 +127,7 @@ if view == "Routes":
             download(graph, "routes")
 
 # ---------------------------------------------------------------- rollout and flow
-elif view == "Rollout & flow":
+elif view == ROLLOUT:
     st.caption("Rollout: heads averaged, residual added, attention multiplied through the layers. "
                "Each row sums to 1.")
     roll = None

@@ -12,20 +12,9 @@ from lens.figures.logit_lens import METRICS  # noqa: E402
 from lens.options import MAX_NEW_TOKENS, GenerateOptions, LensOptions  # noqa: E402
 from ui import state  # noqa: E402
 from ui.errors import shown_in_page  # noqa: E402
-from ui.widgets import chart, download_json, link_options  # noqa: E402
+from ui.widgets import chart, download_json, link_options, page_header  # noqa: E402
 
-st.title("Watch it generate")
-with st.expander("What am I looking at?", expanded=False):
-    st.markdown(
-        """
-The model continues your prompt one token at a time, each time taking the token it finds most likely
-(**greedy**) or drawing one at random in proportion to its probabilities (**sampled**, with a seed so that
-the same seed gives the same text). Press **▶ Play**: the logit lens grows one column per new token, and
-the boxed column is the position whose prediction became the newest token. Read a column from the bottom
-up to see at which layer the model settled on the word it wrote. The table lists, for each new token,
-the probability it had and the first layer from which the lens's top guess was that token to the end.
-"""
-    )
+page_header("generate")
 
 text = state.prompt()
 if not text:

@@ -10,40 +10,16 @@ from lens.figures.language import language_figure  # noqa: E402
 from lens.figures.lens_comparison import LENS_NAMES, lens_comparison_figure  # noqa: E402
 from lens.figures.logit_lens import METRICS, logit_lens_figure  # noqa: E402
 from lens.examples import TRANSLATIONS  # noqa: E402
-from lens.model.tokens import SYMBOLS  # noqa: E402
 from lens.options import LensOptions  # noqa: E402
+from lens.views import query_value  # noqa: E402
 from ui import present, state  # noqa: E402
 from ui.backends import HOSTING  # noqa: E402
 from ui.errors import shown_in_page  # noqa: E402
-from ui.widgets import chart, download_json, link_options  # noqa: E402
+from ui.widgets import chart, download_json, link_options, page_header  # noqa: E402
 
 WINDOW = 48  # positions shown at once by default on long prompts
 
-st.title("Logit lens")
-with st.expander("What am I looking at?", expanded=False):
-    st.markdown(
-        """
-Each layer of the model keeps a vector for every token of the prompt (the *residual stream*).
-The **logit lens** reads that vector early: it applies the model's final norm and output matrix to it,
-as if the layer were the last one, and asks *"what next token would you predict now?"*
-
-- **Rows** are layers: `emb` is the token embedding, `L1`…`Ln` the stream after each block (the top row is the model's real output).
-- **Columns** are positions in your prompt; a cell predicts the token that comes *after* its column's token.
-- **The word in a cell** is that layer's top-1 guess; hover for the top-k with probabilities.
-- **Colour** is the metric you pick: confidence (top-1 probability), entropy (how spread out the guess is),
-  KL divergence to the final layer (how far from the final answer), or the rank / probability of a target token.
-
-Typical picture: early layers echo the input token, middle layers are unsure, and late layers settle on the answer.
-
-**Lens**: the logit lens reads every layer with the *last* layer's read-out, which suits late layers only.
-The **linear shortcut** (Din et al. 2023) first maps each layer's vector to the last layer's with a linear map
-fitted by least squares on a corpus; the **tuned lens** (Belrose et al. 2023) trains such maps to match the final
-distribution. With them, early rows that look like noise often already point at the answer.
-An **orange line** under a cell (switch on *Exits*) is the layer from which that column's top-1 is the model's
-final answer for good (its *saturation* layer).
-
-Token symbols: """ + " · ".join(f"`{s.split(' ', 1)[0]}` {s.split(' ', 1)[1]}" for s in SYMBOLS) + "."
-    )
+page_header("logit_lens")
 
 text = state.prompt()
 if not text:
@@ -150,7 +126,9 @@ def fitted_lens_ready(kind: str) -> bool:
     return False
 
 
-PANELS = {"compare": "Compare lenses", "exit": "Early exit", "language": "Language of each layer"}
+# The panel's URL values are those of the views' registry entries (?panel=exit opens early exit).
+COMPARE, EXIT, LANGUAGE = (query_value(v, "panel") for v in ("lens-comparison", "early-exit", "language"))
+PANELS = {COMPARE: "Compare lenses", EXIT: "Early exit", LANGUAGE: "Language of each layer"}
 
 
 @st.fragment
@@ -161,7 +139,7 @@ def lens_panels() -> None:
     lens = st.session_state.get("lens") or "logit"
     if lens != "logit" and not any(f.kind == lens for f in backend.lens_fits()):
         lens = "logit"  # not fitted yet: the panels read the logit lens (fitting is offered above)
-    if panel == "compare":
+    if panel == COMPARE:
         st.caption("Each lens this model has, on your prompt: per layer, the mean KL divergence to the model's "
                    "final distribution (lower: closer to the answer) and the share of positions whose top-1 is "
                    "already the answer.")
@@ -174,7 +152,7 @@ def lens_panels() -> None:
                       export={"view": "lens-comparison", "numbers": cmp, "texts": text, "model": info.name})
                 if len(cmp.lenses) == 1:
                     st.caption("Only the logit lens so far: pick *linear shortcut* above to fit one and compare.")
-    elif panel == "exit":
+    elif panel == EXIT:
         with shown_in_page("Early exit", stop=False):
             r = backend.logit_lens(text, LensOptions(top_k=1, lens=lens, positions=(max(0, n - 48), n)))
             chart(early_exit_figure(r), key="lens-exit",
@@ -183,7 +161,7 @@ def lens_panels() -> None:
             st.caption(f"{LENS_NAMES[lens]}: {early} of {len(r.exit_layer)} positions"
                        + (" (the last 48)" if n > 48 else "") + " have the model's final answer as their top-1 "
                        "before the last layer, and keep it to the end.")
-    elif panel == "language":
+    elif panel == LANGUAGE:
         c1, c2 = st.columns([3, 2])
         pick = c2.selectbox("Translation example", ["(your prompt)"] + list(TRANSLATIONS), key="lang_example",
                             bind="query-params")

@@ -13,7 +13,7 @@ from lens.figures.logit_lens import logit_lens_figure  # noqa: E402
 from lens.options import PatchOptions, ablation_from_text  # noqa: E402
 from ui import present, state  # noqa: E402
 from ui.errors import shown_in_page  # noqa: E402
-from ui.widgets import chart, download_json  # noqa: E402
+from ui.widgets import chart, download_json, page_header  # noqa: E402
 
 FIRST = next(iter(PATCH_PAIRS))
 SITES = {"Residual stream": "resid", "Attention": "attn", "MLP": "mlp", "Heads": "head"}
@@ -26,27 +26,7 @@ def _use_pair() -> None:
         st.session_state.update(clean=clean, corrupt=corrupt, patch_target=target, foil=foil)
 
 
-st.title("Compare & patch")
-with st.expander("What am I looking at?", expanded=False):
-    st.markdown(
-        """
-Two prompts that differ in a few tokens: a **clean** one the model answers with the *target* (" Paris"), and a
-**corrupted** one where it answers the *foil* (" Rome"). The model runs on the corrupted prompt again and again, each
-time with **one** activation taken from the clean run, and we measure how far that single patch moves the answer back:
-the metric is `logit(target) − logit(foil)` at the last position, and each cell shows
-`(metric after the patch − corrupted) / (clean − corrupted)`: **0** (white) changes nothing, **1** (blue) restores the
-clean answer fully, red pushes the other way.
-
-- **Residual stream**: rows as in the logit lens (`emb` is the input of layer 1, `Ln` the output of layer n), columns are
-  positions. Where the answer is *computed* shows up as a band: typically the subject's tokens in the middle layers,
-  then the last token in the late layers, once the information has moved there.
-- **Attention / MLP**: what one block's attention or MLP writes at one position. **Heads**: one head of one layer,
-  patched at every position.
-
-Causal tracing (Meng et al. 2022, ROME) and activation patching (Heimersheim & Nanda 2024) are the methods behind it.
-The two prompts must have the same number of tokens: position by position, one vector replaces another.
-"""
-    )
+page_header("patching")
 
 backend = state.backend()
 info = backend.info()

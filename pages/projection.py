@@ -15,7 +15,7 @@ from lens.options import GeometryOptions, ProjectionOptions  # noqa: E402
 from lens.results import EXPLANATIONS  # noqa: E402
 from ui import present, state  # noqa: E402
 from ui.errors import shown_in_page  # noqa: E402
-from ui.widgets import chart, download_json  # noqa: E402
+from ui.widgets import chart, download_json, page_header  # noqa: E402
 
 FIRST_CORPUS = next(iter(CORPORA))
 # Widget options are what the URL shows (?source=Corpus&mode=Layer+by+layer&method=UMAP).
@@ -32,26 +32,7 @@ def _use_corpus() -> None:
         st.session_state["corpus_word"] = word
 
 
-st.title("Projections")
-with st.expander("What am I looking at?", expanded=False):
-    st.markdown(
-        """
-At every layer the model keeps one vector per token (the *residual stream*), with hundreds of numbers.
-This page squeezes those vectors onto a flat (or 3-D) picture so you can watch them move as they pass through the layers.
-
-- **Trajectories**: one projection is fitted to the vectors of *all* layers at once. Each dot is one token at one layer;
-  the grey line joins the same token from the embeddings (`emb`) to the last layer, and the token's name sits at its last point.
-- **Layer by layer**: a separate projection per layer, each rotated to match the previous one, played as an animation.
-  Watch tokens that start apart (different words) cluster by meaning or by role as depth grows.
-- **PCA** keeps the directions of largest spread (axes show how much of the spread they keep); **UMAP** keeps neighbourhoods
-  but distorts distances. Each layer is scaled to the same overall size first (vectors grow with depth), and the first
-  token is left out: models park a huge vector there (an "attention sink") that would squash everything else.
-- **Corpus mode** traces several sentences separately and shows them together, to compare the *same word* in different
-  contexts: does "bank" by a river end up near "bank" with money?
-
-Below the picture, **geometry through depth** puts numbers on what you see, one chart per measure with a one-line reading.
-"""
-    )
+page_header("projection")
 
 backend = state.backend()
 info = backend.info()

@@ -1,4 +1,5 @@
-"""Widgets every view uses the same way: charts (with their exports) and downloads of the numbers."""
+"""Widgets every view uses the same way: the page's title and explanation, charts (with their exports)
+and downloads of the numbers."""
 from __future__ import annotations
 
 import json
@@ -6,8 +7,17 @@ import json
 import streamlit as st
 
 from lens.serialize import to_json_dict
+from lens.views import page_named
 
 from . import present
+
+def page_header(path: str) -> None:
+    """The title of page ``path`` and its "What am I looking at?" text, both from its registry entry."""
+    page = page_named(path)
+    st.title(page.title)
+    with st.expander("What am I looking at?", expanded=False):
+        st.markdown(page.explainer)
+
 
 # The chart's camera button saves a PNG at twice the screen resolution (for slides).
 PLOT_CONFIG = {"toImageButtonOptions": {"format": "png", "scale": 2}, "displaylogo": False}
