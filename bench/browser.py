@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 from urllib.parse import quote
 
+from lens.views import view_named
+
 ROOT = Path(__file__).resolve().parent.parent
 WORDS = ["apple", "river", "garden", "window", "silver", "orange", "forest", "castle", "doctor", "pencil",
          "bottle", "camera"]
@@ -43,7 +45,8 @@ LABELS_WORD = """([word, prev]) => {
   const labels = [...document.querySelectorAll('.js-plotly-plot .textpoint')].map(e => e.textContent);
   return labels.some(t => t.includes(word)) && (prev === '' || !labels.some(t => t.includes(prev)));
 }"""
-OTHER_PAGES = {"projection": LABELS_WORD, "attention": SHOWS_WORD}  # page -> how its chart shows the word
+# page -> how its chart shows the word (the pages of these views, lens.views)
+OTHER_PAGES = {view_named("projection").path: LABELS_WORD, view_named("routes").path: SHOWS_WORD}
 IDLE = "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')"
 SHOWS_COLOURBAR = """(title) => [...document.querySelectorAll('.js-plotly-plot .cbtitle text')]
   .some(e => e.textContent.startsWith(title))"""
@@ -129,7 +132,7 @@ def run(runs: int = 5, cold_runs: int = 2, say=print) -> dict:
                     if i < n_servers - 1:  # the last server stays up for the submit timings
                         page.close()
                         continue
-                    page.goto(url + "/logit_lens")
+                    page.goto(f"{url}/{view_named('logit-lens').path}")
                     _wait_idle(page)
                     _submit(page, prompt_for("teacher"), "teacher", "")  # warm-up
                     prev = "teacher"

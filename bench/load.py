@@ -22,10 +22,15 @@ import time
 from pathlib import Path
 from urllib.parse import quote
 
+from lens.views import view_named
+
 ROOT = Path(__file__).resolve().parent.parent
 NOUNS = ["apple", "river", "garden", "window", "silver", "orange", "forest", "castle", "doctor", "pencil",
          "bottle", "camera", "lemon", "rabbit", "mirror", "jacket", "candle", "ticket", "violin", "tunnel"]
-VIEWS = ["logit_lens", "attention", "projection", "home"]  # session i opens VIEWS[i % 4]
+
+# The pages of these views (lens.views), and the home page: session i opens PAGES[i % 4].
+LENS, ROUTES, PROJECTION = (view_named(v).path for v in ("logit-lens", "routes", "projection"))
+PAGES = [LENS, ROUTES, PROJECTION, "home"]
 IDLE = "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')"
 # What a session reads back from its page once drawn.
 READ = """() => {
@@ -59,7 +64,7 @@ def _shown(data) -> bool:
 
 
 async def _session(browser, base: str, i: int, start: asyncio.Event, say) -> dict:
-    view, prompt = VIEWS[i % len(VIEWS)], prompt_for(i)
+    view, prompt = PAGES[i % len(PAGES)], prompt_for(i)
     context = await browser.new_context(viewport={"width": 1280, "height": 900})
     page = await context.new_page()
     out = {"session": i, "view": view, "prompt": prompt}
@@ -153,7 +158,7 @@ def check(session: dict) -> list[str]:
     problems = [f"alert: {a.splitlines()[0][:120]}" for a in session.get("alerts", []) if "in line" not in a]
     if not data:
         return problems + ["no chart"]
-    if view == "logit_lens":
+    if view == LENS:
         ref = _cli("logit-lens", "--prompt", prompt, "--no-cache")
         z = np.array([[np.nan if v is None else v for v in row] for row in data[0]["z"]], float)
         want = np.array(ref["top_probs"], float)[:, :, 0]
@@ -164,12 +169,12 @@ def check(session: dict) -> list[str]:
         bars = np.array(data[0]["x"], float)[::-1]  # drawn largest on top
         if not np.allclose(bars, np.array(ref["top_probs"], float)[-1, -1], atol=2e-4):
             problems.append("next-token bars differ from the CLI's")
-    elif view == "attention":
+    elif view == ROUTES:
         ref = _cli("routes", "--prompt", prompt, "--no-cache")
         want = f"{len(ref['edge_layer'])} edges; {ref['targets_computed']} attention-block nodes evaluated"
         if not any(want in c for c in session.get("captions", [])):
             problems.append(f"route graph caption lacks {want!r}")
-    elif view == "projection":
+    elif view == PROJECTION:
         ref = _cli("project", "--prompt", prompt, "--no-cache")
         want = {(round(x, 3), round(y, 3)) for layer in ref["coords"] for x, y in layer}
         got = {(round(x, 3), round(y, 3)) for t in data if t.get("x") and t.get("y") and t["type"] == "scatter"
@@ -253,7 +258,7 @@ def run(n: int = 10, demo: bool = True, say=print) -> dict:
 
 def table(r: dict) -> str:
     lines = [f"Load: {r['sessions']} browser sessions at once ({'demo' if r['demo'] else 'open'} mode, one server, "
-             f"distinct prompts, views {', '.join(VIEWS)} in turn)", "",
+             f"distinct prompts, pages {', '.join(PAGES)} in turn)", "",
              "| measure | value |", "| --- | ---: |",
              f"| time to chart, p50 | {r['p50_s']:.2f} s |", f"| time to chart, p95 | {r['p95_s']:.2f} s |",
              f"| slowest session | {r['max_s']:.2f} s |", f"| all sessions done | {r['wall_s']:.2f} s |",

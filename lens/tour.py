@@ -1,6 +1,6 @@
 """The guided tour: short stories about the bundled model, each one screen with a live chart.
 
-A step names the views it shows (``lens.views``), the prompt and options, a sentence or
+A step names the views it shows (by their names in the registry, ``lens.views``), the prompt and options, a sentence or
 two of story, what to notice, and a ``fact``: a sentence computed from the step's own
 results (the layer where " Paris" appears, the head with the highest induction score),
 so the story is about the numbers on screen, not about a model someone once ran.
@@ -259,12 +259,11 @@ STEPS: tuple[Step, ...] = (
 
 def step_link(shown: Shown) -> str:
     """The dashboard URL (path and query) that opens this chart's view with the same settings."""
-    from .views import VIEWS
+    from .views import view_named
 
-    page = VIEWS[shown.view].page
-    path, _, fixed = page.partition("?")
-    query = urlencode(shown.query)
-    return "/" + path + "?" + "&".join(q for q in (fixed, query) if q)
+    view = view_named(shown.view)
+    fixed = urlencode(view.query)  # what opens the view on its page (?view=Routes), then the step's settings
+    return f"/{view.path}?" + "&".join(q for q in (fixed, urlencode(shown.query)) if q)
 
 
 def titled(fig, title: str):

@@ -20,6 +20,7 @@ from lens.engine_backend import local_backend
 from lens.model.loading import load_model
 from lens.serialize import to_json_dict
 from lens.views import VIEWS, render_view
+from lens.views.entry import TEXTS, TWO_PROMPTS
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMPT = "hello there, the end; see me here"
@@ -38,9 +39,9 @@ def numbers_in(html: str) -> list:
 
 @pytest.mark.parametrize("name", list(VIEWS))
 def test_every_view_renders_and_exports_its_numbers(backend, name, tmp_path):
-    texts = CORPUS if name in ("projection", "geometry") else ["The cat sat on", "The dog ran on"] if name == "patch" \
-        else PROMPT
-    rendered = render_view(backend, name, texts, **({"target": "t", "foil": "a"} if name == "patch" else {}))
+    reads = VIEWS[name].reads
+    texts = {TEXTS: CORPUS, TWO_PROMPTS: ["The cat sat on", "The dog ran on"]}.get(reads, PROMPT)
+    rendered = render_view(backend, name, texts, **({"target": "t", "foil": "a"} if reads == TWO_PROMPTS else {}))
     assert rendered.figures and rendered.results and rendered.view.about
     out = export_view(rendered, tmp_path / f"{name}.html")
     html = out[0].read_text(encoding="utf-8")

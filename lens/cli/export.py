@@ -16,6 +16,7 @@ OPTIONS = ("metric", "target", "stride", "position", "threshold", "layer", "meth
 def cmd_export(args) -> int:
     from ..export import export_view
     from ..views import render_view, view_named
+    from ..views.entry import TWO_PROMPTS
 
     view = view_named(args.view)
     out = Path(args.out)
@@ -24,9 +25,9 @@ def cmd_export(args) -> int:
     if not out.parent.is_dir():
         raise LensError(f"cannot write {out}: no folder {out.parent}")
     texts = read_texts(args)
-    if view.name == "patch":  # the prompt is the clean one; --corrupt-prompt the other
+    if view.reads == TWO_PROMPTS:  # the prompt is the clean one; --corrupt-prompt the other
         if not args.corrupt_prompt:
-            raise LensError("the patch view needs --corrupt-prompt TEXT besides the (clean) prompt")
+            raise LensError(f"the {view.name} view needs --corrupt-prompt TEXT besides the (clean) prompt")
         texts = [texts, args.corrupt_prompt]
     elif args.corrupt_prompt:
         raise LensError(f"the {view.name} view takes no --corrupt-prompt")
