@@ -111,6 +111,12 @@ def test_home_page_shows_prediction_and_links(page):
     bars = page.eval_on_selector_all(f"{PLOT} .ytick text", "els => els.map(e => e.textContent)")
     assert any("Paris" in t for t in bars), bars
     assert page.get_by_role("link", name="Logit lens").count() >= 1
+    from lens.views import sections
+
+    nav = page.locator("[data-testid=stSidebarNav]").inner_text()  # the pages, grouped by the registry's sections
+    for section, pages in sections().items():
+        assert section in nav and all(p.title in nav for p in pages), (section, nav)
+    assert nav.index("Read the layers") < nav.index("Logit lens") < nav.index("Geometry")
 
 
 def test_projection_page_draws_token_trajectories(page):
