@@ -33,7 +33,7 @@ class Ctx:
 
     def trace(self, **spec):
         from lens.engine.hooks import HookEngine
-from lens.engine.trace import CaptureSpec, capture
+        from lens.engine.trace import CaptureSpec, capture
 
         lm = self.loaded
         return capture(HookEngine(lm.model, lm.adapter), self.ids, CaptureSpec(**spec), model_name=lm.name,
@@ -136,7 +136,7 @@ def _rollout(ctx: Ctx):
 def _routes(ctx: Ctx):
     from lens.analysis.routes import RouteData, route_capture, route_graph
     from lens.engine.hooks import HookEngine
-from lens.engine.trace import capture
+    from lens.engine.trace import capture
     from lens.options import DEFAULT_THRESHOLD
 
     lm = ctx.loaded

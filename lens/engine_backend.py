@@ -7,7 +7,6 @@ before any work. ``local_backend`` and ``nnsight_backend`` build one over each e
 """
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Sequence
 
 import numpy as np
@@ -120,8 +119,7 @@ class EngineBackend:
                             "run it with --backend local (or the nnsight backend without --remote)")
 
     def _lm_head(self, what: str = "the logit lens does not apply") -> None:
-        if not self.loaded.adapter.has_lm_head:
-            raise LensError(f"{self.loaded.name} has no language-model head: {what}")
+        self.loaded.adapter.require_lm_head(what, self.loaded.name)
 
     def _ids(self, text: str) -> list[int]:
         return encode(self.loaded.tokenizer, text, self.token_limit)

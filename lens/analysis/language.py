@@ -67,8 +67,9 @@ def language_mass(trace: Trace, tokenizer, scripts: np.ndarray, position: int | 
     """Per row, the reading's probability on each script and on each tracked word, at ``position``
     (None: the last; negative counts from the end). ``fitted``: a fitted lens's maps (None: logit lens)."""
     adapter = trace.adapter
-    if adapter is None or not adapter.has_lm_head:
-        raise LensError(f"{trace.model_name} has no language-model head: the lens does not apply")
+    if adapter is None:
+        raise LensError(f"{trace.model_name}: this trace keeps no model to read predictions with")
+    adapter.require_lm_head("the lens does not apply", trace.model_name)
     T = trace.n_tokens
     p = T - 1 if position is None else int(position)
     if p < 0:

@@ -123,8 +123,9 @@ def logit_lens(trace: Trace, tokenizer, options: LensOptions = LensOptions(),
     if trace.residual is None:
         raise LensError("this trace holds no residual stream; capture it to run the lens")
     adapter = trace.adapter
-    if adapter is None or not adapter.has_lm_head:
-        raise LensError(f"{trace.model_name} has no language-model head: the logit lens does not apply")
+    if adapter is None:
+        raise LensError(f"{trace.model_name}: this trace keeps no model to read predictions with")
+    adapter.require_lm_head("the logit lens does not apply", trace.model_name)
     T = trace.n_tokens
     start, stop = options.positions or (0, T)
     if not (0 <= start < stop <= T):

@@ -285,8 +285,7 @@ def _top_tokens(tokenizer, logits: torch.Tensor, k: int) -> tuple[list[list[str]
 def node_detail(data: RouteData, tokenizer, layer: int, position: int | None, block: str = "attn",
                 top_k: int = 8, n_neurons: int = 10) -> NodeDetail:
     adapter = data.adapter
-    if not adapter.has_lm_head:
-        raise LensError(f"{data.model} has no language-model head: vocabulary projections do not apply")
+    adapter.require_lm_head("vocabulary projections do not apply", data.model)
     layer = check_layer(layer, data.n_layers)
     p = check_position(position, data.n_tokens)
     if block not in BLOCKS:

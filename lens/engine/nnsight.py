@@ -12,7 +12,6 @@ declares no weights here, no edits, no gradients, no resumed runs and no generat
 """
 from __future__ import annotations
 
-import contextlib
 import threading
 from typing import Mapping
 

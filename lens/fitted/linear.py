@@ -69,8 +69,7 @@ def fit_linear(engine, corpus: Corpus, ridge: float = DEFAULT_RIDGE, batch: int 
                progress: Progress | None = None) -> AffineLens:
     """The linear-shortcut lens of ``engine``'s model fitted on ``corpus`` (progress after each batch)."""
     adapter = engine.adapter
-    if not adapter.has_lm_head:
-        raise LensError(f"{adapter.model_type} has no language-model head: a fitted lens does not apply")
+    adapter.require_lm_head("a fitted lens does not apply")
     if not ridge > 0:
         raise LensError(f"the ridge must be above 0, not {ridge}")
     t0 = time.perf_counter()

@@ -47,8 +47,7 @@ def train_tuned(engine, corpus: Corpus, init: AffineLens | None = None, steps: i
                 lr: float = DEFAULT_LR, seed: int = 0, progress: Progress | None = None) -> AffineLens:
     """A tuned lens trained for ``steps`` steps of Adam on ``corpus`` (cycled as needed)."""
     adapter = engine.adapter
-    if not adapter.has_lm_head:
-        raise LensError(f"{adapter.model_type} has no language-model head: a fitted lens does not apply")
+    adapter.require_lm_head("a fitted lens does not apply")
     if not isinstance(steps, int) or not 1 <= steps <= 100_000:
         raise LensError(f"steps must be a whole number from 1 to 100000, not {steps!r}")
     L, d = adapter.n_layers, adapter.d_model

@@ -99,6 +99,11 @@ class Adapter:
             return f"{self.model_type} is not supported yet (supported: {', '.join(route_types())})"
         return None
 
+    def require_lm_head(self, what: str = "the logit lens does not apply", name: str | None = None) -> None:
+        """Raise the one message for every view that reads predictions from a model without an LM head."""
+        if not self.has_lm_head:
+            raise UnsupportedArchitecture(f"{name or self.model_type} has no language-model head: {what}")
+
     @property
     def supports_routes(self) -> bool:
         return self.routes_unavailable() is None
@@ -128,10 +133,7 @@ class Adapter:
         return self._normed(hidden)
 
     def _normed(self, hidden: torch.Tensor) -> torch.Tensor:
-        if self.unembed is None:
-            raise UnsupportedArchitecture(
-                f"{self.model_type} has no language-model head: the logit lens does not apply"
-            )
+        self.require_lm_head()
         x = hidden if self.final_norm is None else self.final_norm(hidden)
         if self.project_out is not None:
             x = self.project_out(x)
