@@ -177,7 +177,7 @@ class EngineBackend:
     def logit_lens(self, text: str, options: LensOptions = LensOptions(),
                    progress: Progress | None = None) -> LogitLensResult:
         """The lens of every row at the positions of ``options.positions`` (default: all), read as
-        ``options.lens`` says (a linear lens not fitted yet is fitted first, on the shipped corpus)."""
+        ``options.lens`` says (a fitted lens must exist: see ``fit_lens``)."""
         options.check()
         self._lm_head()
         if options.lens == "logit" and self.engine.capabilities.reduces_lens:
@@ -233,8 +233,8 @@ class EngineBackend:
         return self.lenses.fit(kind, corpus_file, checkpoint, steps, progress, self.results.run, refuse)
 
     def _lens_for(self, kind: str, progress: Progress | None = None):
-        """The maps a lens of ``kind`` reads rows through (None for the logit lens); a linear lens is
-        fitted on the shipped corpus the first time it is asked for, a tuned one must exist."""
+        """The maps a lens of ``kind`` reads rows through (None for the logit lens). A missing fit is a message,
+        never a silent fit: fitting takes minutes, so the page and the CLI ask for it (``fit_lens``)."""
         check_lens(kind)
         if kind == "logit":
             return None
@@ -243,8 +243,8 @@ class EngineBackend:
                             f"{self.engine.capabilities.where} only the logit lens runs (or use --backend local)")
         lens = self.lenses.current(kind)
         if lens is None and kind == "linear":
-            self.fit_lens("linear", progress=progress)
-            lens = self.lenses.current("linear")
+            raise LensError(f"{self.loaded.name} has no linear lens yet: fit one with `python -m lens fit-lens "
+                            "--kind linear` (about 90 s for the bundled model on a laptop CPU) or the page's Fit button")
         if lens is None:
             raise LensError(f"{self.loaded.name} has no {kind} lens yet: train one with "
                             f"`python -m lens fit-lens --kind tuned` (minutes on a CPU), or load a tuned-lens "

@@ -317,3 +317,15 @@ def test_text_scripts():
     assert text_script(" Paris") == "Latin" and text_script("вода") == "Cyrillic" and text_script("水") == "Han"
     assert text_script("ひら") == "Kana" and text_script("한") == "Hangul" and text_script("\ufffd") == "pieces"
     assert text_script(" 123,") == "other" and text_script("aб") == "other"
+
+
+def test_the_backend_never_fits_a_lens_unasked(tmp_path, monkeypatch):
+    monkeypatch.setenv("LAYERLENS_CACHE", str(tmp_path / "cache"))
+    from lens.engine_backend import local_backend
+    from lens.model.loading import load_model
+    from lens.options import LensOptions
+
+    b = local_backend(load_model("tiny-gpt2"))
+    with pytest.raises(LensError, match="no linear lens yet: fit one"):
+        b.logit_lens("hello there", LensOptions(lens="linear"))
+    assert b.lens_fits() == [] and not list((tmp_path / "cache").rglob("*.safetensors"))
