@@ -7,6 +7,7 @@ of positions whose top-1 is the model's answer, for the logit lens and each fitt
 """
 from __future__ import annotations
 
+from lens.options import FitOptions
 import os
 import tempfile
 import time
@@ -38,14 +39,14 @@ def run(tuned_steps: int = 100, say=print) -> dict:
 
     b = local_backend(load_model("smollm2-135m"))
     t = time.perf_counter()
-    linear = b.fit_lens("linear", progress=lambda f, m: say(f"  {m}") if f >= 1 else None)
+    linear = b.fit_lens(FitOptions("linear"), progress=lambda f, m: say(f"  {m}") if f >= 1 else None)
     fit_s = time.perf_counter() - t
     out = {"corpus_tokens": linear.tokens, "linear_fit_s": round(fit_s, 1), "tuned_steps": tuned_steps,
            "held_out_prompts": len(HELD_OUT)}
     kinds = ["logit", "linear"]
     if tuned_steps:
         t = time.perf_counter()
-        b.fit_lens("tuned", steps=tuned_steps, progress=lambda f, m: say(f"  {m}") if f >= 1 else None)
+        b.fit_lens(FitOptions("tuned", steps=tuned_steps), progress=lambda f, m: say(f"  {m}") if f >= 1 else None)
         out["tuned_train_s"] = round(time.perf_counter() - t, 1)
         kinds.append("tuned")
     kl, agree = {}, {}

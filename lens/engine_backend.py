@@ -11,7 +11,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .analysis.checks import check_layer, check_position
+from .analysis.checks import check_position
 from .analysis.geometry import geometry
 from .analysis.heads import head_patterns, head_summary, repeated_random_ids
 from .analysis.logit_lens import logit_lens
@@ -28,8 +28,10 @@ from .hosting import Limits
 from .jobs import JobQueue
 from .model.loading import LoadedModel
 from .model.tokens import encode, token_strings, visible
-from .options import (DEFAULT_THRESHOLD, Ablation, GenerateOptions, GeometryOptions, LensOptions, PatchOptions,
-                      Progress, ProjectionOptions, check_lens, check_patch_site)
+from .options import (Ablation, CellPatchOptions, ComparisonOptions, ContributionOptions, FitOptions, FlowOptions,
+                      GenerateOptions, GeometryOptions, HeadOptions, LanguageOptions, LensOptions, NodeOptions,
+                      PatchOptions, Progress, ProjectionOptions, RolloutOptions, RouteOptions, check_lens,
+                      check_patch_site)
 from .results import (AttentionContributions, FlowResult, Generation, GenerationAttention, GeometryResult,
                       HeadPatterns, HeadSummary, LanguageMass, LensComparison, LensFit, LogitLensResult,
                       ModelComparison, NodeDetail, PatchResult, ProjectionResult, RolloutResult, RouteGraph)
@@ -215,22 +217,19 @@ class EngineBackend:
         """The fitted lenses this model has now."""
         return self.lenses.fits()
 
-    def fit_lens(self, kind: str = "linear", corpus_file: str | None = None, checkpoint: str | None = None,
-                 steps: int | None = None, progress: Progress | None = None) -> LensFit:
+    def fit_lens(self, options: FitOptions = FitOptions(), progress: Progress | None = None) -> LensFit:
         """Fit (``linear``), train (``tuned``) or import (``tuned`` from a tuned-lens ``checkpoint`` folder)
         a lens for this model and store it; one already fitted the same way is returned at once."""
-        from .fitted.affine import FITTED_KINDS
         from .hosting import hosting
 
-        if kind not in FITTED_KINDS:
-            raise LensError(f"unknown lens kind {kind!r} to fit; choose {' or '.join(FITTED_KINDS)}")
+        options.check()
         self._can("fit_lens")
         self._lm_head("a fitted lens does not apply")
-        if checkpoint is not None and (kind != "tuned" or corpus_file is not None or steps is not None):
-            raise LensError("a checkpoint is a tuned lens: give --kind tuned and neither a corpus nor steps")
+        kind = options.kind
         refuse = (f"this demo server does not fit lenses; its host can run `python -m lens fit-lens --kind {kind}` "
                   "before the talk") if hosting().demo else None
-        return self.lenses.fit(kind, corpus_file, checkpoint, steps, progress, self.results.run, refuse)
+        return self.lenses.fit(kind, options.corpus_file, options.checkpoint, options.steps, progress, self.results.run,
+                               refuse)
 
     def _lens_for(self, kind: str, progress: Progress | None = None):
         """The maps a lens of ``kind`` reads rows through (None for the logit lens). A missing fit is a message,
@@ -251,23 +250,24 @@ class EngineBackend:
                             "checkpoint folder with `python -m lens fit-lens --kind tuned --checkpoint FOLDER`")
         return lens
 
-    def lens_comparison(self, text: str, positions: tuple[int, int] | None = None) -> LensComparison:
+    def lens_comparison(self, text: str, options: ComparisonOptions = ComparisonOptions()) -> LensComparison:
         """Every lens this model has (the logit lens and the fitted ones) on ``text``, row by row."""
         from .analysis.lens_comparison import compare_lenses
         from .fitted.affine import FITTED_KINDS
 
         kinds = ["logit"] + [k for k in FITTED_KINDS if self.engine.capabilities.weights_here
                              and self.lenses.current(k) is not None]
-        results = [self.logit_lens(text, LensOptions(top_k=1, positions=positions, lens=k)) for k in kinds]
+        results = [self.logit_lens(text, LensOptions(top_k=1, positions=options.positions, lens=k)) for k in kinds]
         ids = [(self.lenses.current(k).lens_id if k != "logit" else "") for k in kinds]
         return compare_lenses(results, ids)
 
-    def latent_language(self, text: str, position: int | None = None, words: tuple[str, ...] = (),
-                        lens: str = "logit") -> LanguageMass:
+    def latent_language(self, text: str, options: LanguageOptions = LanguageOptions()) -> LanguageMass:
         """Per row, the reading's probability on each script and on ``words``, at ``position``."""
         from .analysis.language import language_mass, vocab_scripts
 
+        options.check()
         self._can("latent_language")
+        position, words, lens = options.position, tuple(options.words), options.lens
         fitted = self._lens_for(lens)
         self._lm_head("the lens does not apply")
         key = {"prompt": text, "options": {"position": position, "words": list(words), "lens": lens,
@@ -361,23 +361,26 @@ class EngineBackend:
             return compute()
         return self.memo.get("mean-attention", text, compute)
 
-    def rollout(self, text: str, position: int | None = None) -> RolloutResult:
+    def rollout(self, text: str, options: RolloutOptions = RolloutOptions()) -> RolloutResult:
+        options.check()
+
         def compute():
             tr, A = self._mean_attention(text)
-            return rollout(A, tr.tokens, position, model=self.loaded.name)
-        return self.results.get("rollout", {"prompt": text, "options": {"position": position}}, compute)
+            return rollout(A, tr.tokens, options.position, model=self.loaded.name)
+        return self.results.get("rollout", {"prompt": text, "options": options.key()}, compute)
 
-    def attention_flow(self, text: str, position: int | None = None,
-                       layers: list[int] | None = None) -> FlowResult:
+    def attention_flow(self, text: str, options: FlowOptions = FlowOptions()) -> FlowResult:
+        options.check()
+        layers = list(options.layers) if options.layers else None
+
         def compute():
             tr, A = self._mean_attention(text)
-            return attention_flow(A, tr.tokens, position, model=self.loaded.name, layers=layers)
-        options = {"position": position, "layers": sorted(layers) if layers else None}
-        return self.results.get("flow", {"prompt": text, "options": options}, compute)
+            return attention_flow(A, tr.tokens, options.position, model=self.loaded.name, layers=layers)
+        return self.results.get("flow", {"prompt": text, "options": options.key()}, compute)
 
-    def head_patterns(self, text: str, layer: int) -> HeadPatterns:
+    def head_patterns(self, text: str, options: HeadOptions) -> HeadPatterns:
         L = self.loaded.n_layers
-        layer = check_layer(layer, L)
+        layer = options.check(L)
 
         def compute():
             tr = self.trace(text, CaptureSpec(residual=False, attentions=(layer - 1,)))
@@ -405,33 +408,33 @@ class EngineBackend:
     def _route_data(self, text: str) -> RouteData:
         return self.memo.get("routes", text, lambda: self._route_trace(text))
 
-    def contributions(self, text: str, layer: int, position: int | None = None) -> AttentionContributions:
+    def contributions(self, text: str, options: ContributionOptions) -> AttentionContributions:
+        options.check()
         self._can("contributions")
         check_supported(self.loaded.adapter)
-        return self.results.get("contributions", {"prompt": text, "options": {"layer": layer, "position": position}},
-                                lambda: attention_contributions(self._route_data(text), layer, position))
+        return self.results.get("contributions", {"prompt": text, "options": options.key()},
+                                lambda: attention_contributions(self._route_data(text), options.layer,
+                                                                options.position))
 
-    def route_graph(self, text: str, position: int | None = None,
-                    threshold: float = DEFAULT_THRESHOLD) -> RouteGraph:
+    def route_graph(self, text: str, options: RouteOptions = RouteOptions()) -> RouteGraph:
+        options.check()
         self._can("route_graph")
         check_supported(self.loaded.adapter)
-        options = {"position": position, "threshold": round(float(threshold), 6)}
-        return self.results.get("routes", {"prompt": text, "options": options}, lambda: route_graph(
-            self._route_data(text), position, threshold, tokenizer=self.loaded.tokenizer))
+        return self.results.get("routes", {"prompt": text, "options": options.key()}, lambda: route_graph(
+            self._route_data(text), options.position, options.threshold, tokenizer=self.loaded.tokenizer))
 
-    def node_detail(self, text: str, layer: int, position: int | None, block: str = "attn",
-                    top_k: int = 8) -> NodeDetail:
+    def node_detail(self, text: str, options: NodeOptions) -> NodeDetail:
         self._can("node_detail")
         check_supported(self.loaded.adapter)
-        layer = check_layer(layer, self.loaded.n_layers)
+        layer = options.check(self.loaded.n_layers)
+        position, block, top_k = options.position, options.block, options.top_k
 
         def compute():
             # MLP neurons: one more pass that keeps only this layer (every layer's would be L·T·N floats).
             data = (self._route_trace(text, layers=(layer - 1,), neurons=True) if block == "mlp"
                     else self._route_data(text))
             return node_detail(data, self.loaded.tokenizer, layer, position, block, top_k=top_k)
-        options = {"layer": layer, "position": position, "block": block, "top_k": top_k}
-        return self.results.get("node", {"prompt": text, "options": options}, compute)
+        return self.results.get("node", {"prompt": text, "options": options.key(layer)}, compute)
 
     # ------------------------------------------------------------ causal experiments
 
@@ -482,21 +485,18 @@ class EngineBackend:
                      fingerprint=self.loaded.fingerprint, tokens=token_strings(self.loaded.tokenizer, ids), write=write)
         return logit_lens(tr, self.loaded.tokenizer, lens)
 
-    def patched_lens(self, clean: str, corrupt: str, row: int, position: int,
-                     lens: LensOptions = LensOptions()) -> LogitLensResult:
+    def patched_lens(self, clean: str, corrupt: str, options: CellPatchOptions) -> LogitLensResult:
         """The corrupted prompt's logit lens with one residual-stream vector (``row``: 0 the embeddings,
         r the output of block r; ``position``) taken from the clean prompt's run."""
         from .engine.sites import resid
         from .interventions.edits import set_vector
 
-        lens.check()
+        options.check(self.loaded.n_layers)
         self._can("patched_lens")
         check_patch_site("resid", self.info())
         clean_ids, corrupt_ids = self._pair(clean, corrupt)
-        L = self.loaded.n_layers
-        if not isinstance(row, int) or not 0 <= row <= L:
-            raise LensError(f"row {row} is out of range: rows are 0 (the embeddings) to {L}")
-        position = check_position(position, len(corrupt_ids))
+        row, lens = options.row, options.lens
+        position = check_position(options.position, len(corrupt_ids))
 
         def compute():
             vector = self._capture(clean_ids, CaptureSpec(residual=True)).residual[row, position]

@@ -221,3 +221,151 @@ def ablation_from_text(heads_text: str | None, mlp: str | None, skip: str | None
             raise LensError(f"a swap is two layers as L:M (e.g. 10:11), not {swap_text.strip()!r}") from None
     return Ablation(heads=tuple(heads), mlp=_numbers(mlp, "MLP blocks"), skip=_numbers(skip, "skipped layers"),
                     swap=swap, mode=mode)
+
+
+# ---------------------------------------------------------------- one options class per Backend method
+# Each keeps the cache key its method has always had (a cache written before stays valid).
+
+def check_layer(layer: int, n_layers: int) -> int:
+    """A 1-based block number (as in the lens rows L1..Ln)."""
+    if isinstance(layer, bool) or not isinstance(layer, (int,)) and not str(layer).lstrip("-").isdigit():
+        raise LensError(f"a layer is a whole number, not {layer!r}")
+    layer = int(layer)
+    if not 1 <= layer <= n_layers:
+        raise LensError(f"layer {layer} is out of range: this model has layers 1..{n_layers}")
+    return layer
+
+
+def _position(position) -> int | None:
+    if position is None:
+        return None
+    if isinstance(position, bool) or not str(position).lstrip("-").isdigit():
+        raise LensError(f"a position is a whole number (negative counts from the end), not {position!r}")
+    return int(position)
+
+
+@dataclass(frozen=True)
+class RolloutOptions:
+    position: int | None = None  # None: the last token; negative counts from the end
+
+    def check(self) -> None:
+        _position(self.position)
+
+    def key(self) -> dict:
+        return {"position": self.position}
+
+
+@dataclass(frozen=True)
+class FlowOptions:
+    position: int | None = None
+    layers: tuple[int, ...] | None = None  # the layers the flow runs through (None: all)
+
+    def check(self) -> None:
+        _position(self.position)
+
+    def key(self) -> dict:
+        return {"position": self.position, "layers": sorted(self.layers) if self.layers else None}
+
+
+@dataclass(frozen=True)
+class HeadOptions:
+    layer: int
+
+    def check(self, n_layers: int) -> int:
+        return check_layer(self.layer, n_layers)
+
+
+@dataclass(frozen=True)
+class ContributionOptions:
+    layer: int
+    position: int | None = None
+
+    def check(self) -> None:
+        _position(self.position)
+
+    def key(self) -> dict:
+        return {"layer": self.layer, "position": self.position}
+
+
+@dataclass(frozen=True)
+class RouteOptions:
+    position: int | None = None
+    threshold: float = DEFAULT_THRESHOLD
+
+    def check(self) -> None:
+        _position(self.position)
+        check_threshold(self.threshold)
+
+    def key(self) -> dict:
+        return {"position": self.position, "threshold": round(float(self.threshold), 6)}
+
+
+NODE_BLOCKS = ("attn", "mlp")
+
+
+@dataclass(frozen=True)
+class NodeOptions:
+    layer: int
+    position: int | None = None
+    block: str = "attn"  # attn | mlp
+    top_k: int = 8
+
+    def check(self, n_layers: int) -> int:
+        _position(self.position)
+        if self.block not in NODE_BLOCKS:
+            raise LensError(f"block must be one of {', '.join(NODE_BLOCKS)}, not {self.block!r}")
+        if not isinstance(self.top_k, int) or not 1 <= self.top_k <= MAX_TOP_K:
+            raise LensError(f"top-k must be a whole number from 1 to {MAX_TOP_K}, not {self.top_k!r}")
+        return check_layer(self.layer, n_layers)
+
+    def key(self, layer: int) -> dict:
+        return {"layer": layer, "position": self.position, "block": self.block, "top_k": self.top_k}
+
+
+@dataclass(frozen=True)
+class ComparisonOptions:
+    positions: tuple[int, int] | None = None  # [start, stop) window; None: all
+
+
+@dataclass(frozen=True)
+class LanguageOptions:
+    position: int | None = None
+    words: tuple[str, ...] = ()  # tracked words, read by their first token
+    lens: str = "logit"
+
+    def check(self) -> None:
+        _position(self.position)
+        check_lens(self.lens)
+
+
+FIT_KINDS = ("linear", "tuned")
+
+
+@dataclass(frozen=True)
+class FitOptions:
+    kind: str = "linear"
+    corpus_file: str | None = None  # None: the shipped corpus
+    checkpoint: str | None = None  # a tuned-lens checkpoint folder to import (kind tuned)
+    steps: int | None = None  # tuned-lens training steps (None: the default)
+
+    def check(self) -> None:
+        if self.kind not in FIT_KINDS:
+            raise LensError(f"unknown lens kind {self.kind!r} to fit; choose {' or '.join(FIT_KINDS)}")
+        if self.checkpoint is not None and (self.kind != "tuned" or self.corpus_file is not None
+                                            or self.steps is not None):
+            raise LensError("a checkpoint is a tuned lens: give --kind tuned and neither a corpus nor steps")
+
+
+@dataclass(frozen=True)
+class CellPatchOptions:
+    """One residual-stream vector (``row``: 0 the embeddings, r the output of block r; ``position``) patched."""
+
+    row: int
+    position: int
+    lens: LensOptions = LensOptions()
+
+    def check(self, n_layers: int) -> None:
+        self.lens.check()
+        if isinstance(self.row, bool) or not isinstance(self.row, int) or not 0 <= self.row <= n_layers:
+            raise LensError(f"row {self.row} is out of range: rows are 0 (the embeddings) to {n_layers}")
+        _position(self.position)

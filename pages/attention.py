@@ -1,5 +1,6 @@
 """Attention flow: where the information behind a prediction came from, layer by layer."""
 import streamlit as st
+from lens.options import FlowOptions, HeadOptions, NodeOptions, RolloutOptions, RouteOptions
 
 from ui.routing import require_app_router
 
@@ -73,7 +74,7 @@ if view == ROUTES:
         graph = None
         with shown_in_page("Routes", stop=False):
             with st.spinner("Tracing the routes…"):
-                graph = backend.route_graph(text, position, float(threshold))
+                graph = backend.route_graph(text, RouteOptions(position, float(threshold)))
         if graph is not None:
             # A click on a node selects it for the drill-down (before the drill-down widgets exist).
             sel = (st.session_state.get("route-graph") or {}).get("selection", {}).get("points", [])
@@ -113,8 +114,7 @@ if view == ROUTES:
                                              **({} if "node_block" in ss else {"default": "attention"})) or "attention"
                 detail = None
                 with shown_in_page("Drill-down", stop=False):
-                    detail = backend.node_detail(text, int(layer), npos,
-                                                 "attn" if block == "attention" else "mlp")
+                    detail = backend.node_detail(text, NodeOptions(int(layer), npos, "attn" if block == "attention" else "mlp"))
                 if detail is not None:
                     chart(node_bars_figure(detail), key="node-bars")
                     st.markdown("**Logit lens of this node** (what the stream here would predict): " + " · ".join(
@@ -133,7 +133,7 @@ elif view == ROLLOUT:
     roll = None
     with shown_in_page("Rollout", stop=False):
         with st.spinner("Multiplying the attention of every layer…"):
-            roll = backend.rollout(text, position)
+            roll = backend.rollout(text, RolloutOptions(position))
     skip_sink = extra_col.toggle("Leave out the first token", value=False, key="rollout_skip_first", bind="query-params",
                           help="Most attention parks on the first token (an attention sink); leaving its column out "
                                "lets the colour scale show how the rest is shared. The numbers are not renormalised.")
@@ -157,7 +157,7 @@ elif view == ROLLOUT:
         flow = None
         with shown_in_page("Attention flow", stop=False):
             with st.spinner("Solving max-flow problems…"):
-                flow = backend.attention_flow(text, position, plan.layers)
+                flow = backend.attention_flow(text, FlowOptions(position, plan.layers))
         if flow is not None:
             chart(rollout_figure(flow, skip_first=skip_sink), key="flow-chart",
                   export={"view": "flow", "numbers": flow, "texts": text, "model": info.name})
@@ -169,7 +169,7 @@ else:
     pats = None
     with shown_in_page("Head patterns", stop=False):
         with st.spinner(f"Reading the attention of layer {int(layer)}…"):
-            pats = backend.head_patterns(text, int(layer))
+            pats = backend.head_patterns(text, HeadOptions(int(layer)))
     if pats is not None:
         grid_col, head_col = st.columns(2)  # side by side: both on one screen
         chart(head_grid_figure(pats), key="head-grid", where=grid_col,

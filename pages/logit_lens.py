@@ -1,5 +1,6 @@
 """Logit lens page: a layers × positions heatmap of what each layer would predict."""
 import streamlit as st
+from lens.options import FitOptions, LanguageOptions
 
 from ui.routing import require_app_router
 
@@ -120,7 +121,7 @@ def fitted_lens_ready(kind: str) -> bool:
     if st.button(label, key=f"fit-{kind}", type="primary"):
         bar = st.progress(0.0, text="Starting…")
         with shown_in_page(f"Fitting the {kind} lens"):
-            backend.fit_lens(kind, progress=lambda f, m: bar.progress(min(f, 1.0), text=m))
+            backend.fit_lens(FitOptions(kind), progress=lambda f, m: bar.progress(min(f, 1.0), text=m))
         bar.empty()
         st.rerun()
     return False
@@ -174,7 +175,7 @@ def lens_panels() -> None:
                                   key="track", bind="query-params", placeholder="e.g. Blume,flower")
             words = tuple(w for w in words.split(",") if w) if words else ()
         with shown_in_page("Language of each layer", stop=False):
-            m = backend.latent_language(prompt, words=tuple(words), lens=lens)
+            m = backend.latent_language(prompt, LanguageOptions(words=tuple(words), lens=lens))
             chart(language_figure(m), key="lens-language",
                   export={"view": "language", "numbers": m, "texts": prompt, "model": info.name})
 

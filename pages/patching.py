@@ -1,5 +1,6 @@
 """Compare & patch page: which activations of a clean prompt restore its answer in a corrupted one."""
 import streamlit as st
+from lens.options import CellPatchOptions
 
 from ui.routing import require_app_router
 
@@ -102,7 +103,7 @@ with cell_tab:
     pos_i = int(pos) if pos in positions else first_diff
     patched = plain = None
     with shown_in_page("Patching one cell", stop=False):
-        patched = backend.patched_lens(clean, corrupt, row_i, pos_i)
+        patched = backend.patched_lens(clean, corrupt, CellPatchOptions(row_i, pos_i))
         plain = backend.logit_lens(corrupt)
     if patched is not None:
         before, after = visible(plain.final_prediction[-1]), visible(patched.final_prediction[-1])

@@ -39,6 +39,7 @@ TEST_CACHE = _session_cache()
 os.environ["LAYERLENS_CACHE"] = str(TEST_CACHE)
 
 from lens.model.adapters import adapt  # noqa: E402
+from lens.options import FitOptions  # noqa: E402
 from lens.model.tiny import tiny_model  # noqa: E402
 from lens.engine.hooks import HookEngine  # noqa: E402
 from lens.engine.trace import CaptureSpec, capture  # noqa: E402
@@ -191,7 +192,7 @@ def bundled_linear_lens(tmp_path_factory):
     part = tmp_path_factory.mktemp("corpus") / "shipped-quarter.jsonl"
     write_jsonl(part, texts[: len(texts) // 4])
     backend = local_backend(load_model("smollm2-135m"))
-    backend.fit_lens("linear", corpus_file=str(part))
+    backend.fit_lens(FitOptions("linear", corpus_file=str(part)))
     return backend
 
 

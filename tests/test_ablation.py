@@ -3,6 +3,7 @@ another way (weights zeroed, layers removed or swapped in a copy, a hook written
 the plain float64 reference lens; no ablation is the plain lens exactly."""
 from __future__ import annotations
 
+from lens.options import CellPatchOptions
 import copy
 import json
 import subprocess
@@ -120,7 +121,7 @@ def test_swapped_layers_equal_the_model_with_them_swapped(tiny, reference, topk_
 def test_one_cell_patch_equals_a_patched_run(tiny, reference, topk_matches):
     clean, corrupt = "The cat sat on", "The dog ran on"
     be = local_backend(tiny, None)
-    r = be.patched_lens(clean, corrupt, 2, 5)
+    r = be.patched_lens(clean, corrupt, CellPatchOptions(2, 5))
     tok = tiny.tokenizer
     clean_ids, corrupt_ids = tok(clean)["input_ids"], tok(corrupt)["input_ids"]
     _, clean_rows = rows_of(tiny.model, clean_ids)

@@ -3,6 +3,7 @@ from disk, with results equal field by field to an uncached run; entries that no
 are recomputed."""
 from __future__ import annotations
 
+from lens.options import ContributionOptions, FlowOptions, HeadOptions, NodeOptions, RolloutOptions, RouteOptions
 import dataclasses
 import json
 
@@ -23,14 +24,14 @@ CALLS = {  # method -> (kind, call)
     "logit_lens": ("lens", lambda b: b.logit_lens(PROMPT, LensOptions(top_k=3))),
     "projection": ("projection", lambda b: b.projection(PROMPT, ProjectionOptions())),
     "geometry": ("geometry", lambda b: b.geometry([PROMPT, "see the end"], GeometryOptions(word="e"))),
-    "rollout": ("rollout", lambda b: b.rollout(PROMPT, 5)),
-    "attention_flow": ("flow", lambda b: b.attention_flow("hello you", None, [1, 3])),
-    "head_patterns": ("head-patterns", lambda b: b.head_patterns(PROMPT, 2)),
+    "rollout": ("rollout", lambda b: b.rollout(PROMPT, RolloutOptions(5))),
+    "attention_flow": ("flow", lambda b: b.attention_flow("hello you", FlowOptions(None, [1, 3]))),
+    "head_patterns": ("head-patterns", lambda b: b.head_patterns(PROMPT, HeadOptions(2))),
     "head_summary": ("head-summary", lambda b: b.head_summary(PROMPT)),
-    "contributions": ("contributions", lambda b: b.contributions(PROMPT, 2, 7)),
-    "route_graph": ("routes", lambda b: b.route_graph(PROMPT, None, 0.05)),
-    "node_detail_attn": ("node", lambda b: b.node_detail(PROMPT, 3, 7, "attn", top_k=4)),
-    "node_detail_mlp": ("node", lambda b: b.node_detail(PROMPT, 2, 7, "mlp", top_k=4)),
+    "contributions": ("contributions", lambda b: b.contributions(PROMPT, ContributionOptions(2, 7))),
+    "route_graph": ("routes", lambda b: b.route_graph(PROMPT, RouteOptions(None, 0.05))),
+    "node_detail_attn": ("node", lambda b: b.node_detail(PROMPT, NodeOptions(3, 7, "attn", top_k=4))),
+    "node_detail_mlp": ("node", lambda b: b.node_detail(PROMPT, NodeOptions(2, 7, "mlp", top_k=4))),
     "patch": ("patch", lambda b: b.patch(PROMPT, PROMPT.replace("there", "where"), PatchOptions(target="e", foil="a"))),
 }
 
@@ -86,7 +87,7 @@ def test_flow_rows_with_nan_survive_the_cache(tmp_path):
 def test_an_entry_that_is_not_its_type_is_recomputed(damage, tiny_gpt2, tmp_path, monkeypatch):
     """E.g. an entry written before a field was renamed: a miss, recomputed and overwritten, never a crash."""
     be = local_backend(tiny_gpt2, ResultCache(tmp_path))
-    good = be.rollout(PROMPT, 5)
+    good = be.rollout(PROMPT, RolloutOptions(5))
     (path,) = tmp_path.glob("rollout-*.safetensors")
     key = path.stem
     arrays, fields = split(good)
@@ -101,7 +102,7 @@ def test_an_entry_that_is_not_its_type_is_recomputed(damage, tiny_gpt2, tmp_path
     calls = []
     real = backend_mod.rollout
     monkeypatch.setattr(backend_mod, "rollout", lambda *a, **k: calls.append(1) or real(*a, **k))
-    again = be.rollout(PROMPT, 5)
+    again = be.rollout(PROMPT, RolloutOptions(5))
     assert calls == [1]
     assert_same(again, good)
     assert_same(join(type(good), *be.cache.get(key)), good)  # the entry was rewritten whole
@@ -115,13 +116,13 @@ def test_calls_in_a_row_share_one_forward_pass(tiny_gpt2, monkeypatch):
     real = backend_mod.capture
     monkeypatch.setattr(backend_mod, "capture", lambda *a, **k: passes.append(1) or real(*a, **k))
     be = local_backend(tiny_gpt2, None)
-    be.rollout(PROMPT, 3)
-    be.attention_flow("hello you", None, [3])
-    be.rollout("hello you", 2)
+    be.rollout(PROMPT, RolloutOptions(3))
+    be.attention_flow("hello you", FlowOptions(None, [3]))
+    be.rollout("hello you", RolloutOptions(2))
     assert len(passes) == 2
-    be.route_graph(PROMPT, None, 0.05)
-    be.route_graph(PROMPT, None, 0.1)
-    be.node_detail(PROMPT, 2, 5, "attn")
+    be.route_graph(PROMPT, RouteOptions(None, 0.05))
+    be.route_graph(PROMPT, RouteOptions(None, 0.1))
+    be.node_detail(PROMPT, NodeOptions(2, 5, "attn"))
     assert len(passes) == 3
     be.logit_lens(PROMPT, LensOptions(positions=(0, 10)))
     be.logit_lens(PROMPT, LensOptions(positions=(10, 20)))

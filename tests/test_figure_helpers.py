@@ -1,5 +1,6 @@
 """What the pages used to compute themselves, now in lens/figures: route clicks, the drill-down table,
 the home page's prediction bars, the heatmap's cell text, and the flow plan."""
+from lens.options import NodeOptions, RouteOptions
 import numpy as np
 import pytest
 
@@ -22,7 +23,7 @@ def backend():
 
 
 def test_a_click_on_a_route_node_names_that_node(backend):
-    g = backend.route_graph(PROMPT, None, 0.05)
+    g = backend.route_graph(PROMPT, RouteOptions(None, 0.05))
     fig = route_figure(g)
     nodes = next(t for t in fig.data if t.name == "nodes")
     for cd in nodes.customdata:
@@ -37,7 +38,7 @@ def test_a_click_on_a_route_node_names_that_node(backend):
 
 
 def test_drill_down_table_rows(backend):
-    d = backend.node_detail(PROMPT, 2, 7, "attn", top_k=4)
+    d = backend.node_detail(PROMPT, NodeOptions(2, 7, "attn", top_k=4))
     rows = node_table(d)
     assert [r["head"] for r in rows] == sorted(range(len(d.items)), key=lambda h: -d.items[h]["importance"])
     top = max(d.items, key=lambda it: it["importance"])
@@ -45,7 +46,7 @@ def test_drill_down_table_rows(backend):
     assert rows[0]["promotes"] == " ".join(visible(t) for t in top["promoted"][:6])
     j, w = top["top_sources"][0]
     assert rows[0]["reads from"].startswith(f"{j}·{visible(d.tokens[j])} ({w:.3f})")
-    m = backend.node_detail(PROMPT, 2, 7, "mlp", top_k=4)
+    m = backend.node_detail(PROMPT, NodeOptions(2, 7, "mlp", top_k=4))
     mrows = node_table(m)
     assert {"neuron", "activation"} <= set(mrows[0]) and "head" not in mrows[0]
     assert [r["neuron"] for r in mrows] == [it["neuron"] for it in sorted(m.items, key=lambda it: -it["importance"])]
@@ -162,7 +163,7 @@ def test_slide_style_sets_every_label_to_at_least_18_px(backend):
     from lens.figures.style import SLIDE_FONT, for_slides
 
     lens_fig = for_slides(logit_lens_figure(backend.logit_lens(PROMPT, LensOptions(top_k=2)), "kl"), 480)
-    routes = for_slides(route_figure(backend.route_graph(PROMPT, None, 0.05)), 300)
+    routes = for_slides(route_figure(backend.route_graph(PROMPT, RouteOptions(None, 0.05))), 300)
     for fig in (lens_fig, routes):
         assert fig.layout.font.size >= SLIDE_FONT and fig.layout.title.font.size >= SLIDE_FONT
         assert fig.layout.xaxis.tickfont.size >= SLIDE_FONT and fig.layout.yaxis.tickfont.size >= SLIDE_FONT

@@ -3,6 +3,7 @@ through their maps against a direct computation, the store under faults, tuned-l
 by a small reference script, training, and the backend and CLI paths."""
 from __future__ import annotations
 
+from lens.options import FitOptions
 import json
 
 import numpy as np
@@ -248,16 +249,16 @@ def test_backend_fits_once_and_reads_through_the_lens(tmp_path, monkeypatch):
     b = local_backend(load_model("tiny-llama"))
     f = tmp_path / "corpus.txt"
     f.write_text("\n\n".join(TEXTS), encoding="utf-8")
-    first = b.fit_lens("linear", corpus_file=str(f))
-    again = b.fit_lens("linear", corpus_file=str(f))
+    first = b.fit_lens(FitOptions("linear", corpus_file=str(f)))
+    again = b.fit_lens(FitOptions("linear", corpus_file=str(f)))
     assert again.lens_id == first.lens_id and first.corpus == "corpus.txt" and first.tokens > 100
     assert [x.kind for x in b.lens_fits()] == ["linear"]
     # Another corpus: a second fit, now in use; the first corpus again: the first fit back at once.
     g = tmp_path / "other.txt"
     g.write_text("\n\n".join(TEXTS[::-1]) + " and more words here", encoding="utf-8")
-    other = b.fit_lens("linear", corpus_file=str(g))
+    other = b.fit_lens(FitOptions("linear", corpus_file=str(g)))
     assert other.lens_id != first.lens_id and b.lens_fits()[0].lens_id == other.lens_id
-    assert b.fit_lens("linear", corpus_file=str(f)).lens_id == first.lens_id
+    assert b.fit_lens(FitOptions("linear", corpus_file=str(f))).lens_id == first.lens_id
     assert b.lens_fits()[0].lens_id == first.lens_id
     logit = b.logit_lens("hello there", LensOptions())
     linear = b.logit_lens("hello there", LensOptions(lens="linear"))

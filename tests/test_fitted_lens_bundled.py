@@ -3,6 +3,7 @@ hidden states decoded by hand, beats the logit lens on held-out prompts, and the
 the lens comparison agree with direct computations."""
 from __future__ import annotations
 
+from lens.options import LanguageOptions
 import numpy as np
 import torch
 
@@ -62,7 +63,7 @@ def test_lens_comparison_and_language_against_direct_sums(bundled_linear_lens):
     logit = b.logit_lens(prompt, LensOptions(top_k=1))
     np.testing.assert_allclose(cmp.top1_agreement[0], (logit.top_ids[:, :, 0] == logit.top_ids[-1, :, 0]).mean(1))
 
-    m = b.latent_language(prompt, words=(" Rome", "Rome"), lens="logit")
+    m = b.latent_language(prompt, LanguageOptions(words=(" Rome", "Rome"), lens="logit"))
     out = _hidden(lm, prompt)
     rows = list(out.hidden_states[:-1]) + [None]
     texts = lm.tokenizer.batch_decode([[i] for i in range(len(lm.tokenizer))])

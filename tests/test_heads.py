@@ -1,4 +1,5 @@
 """Head patterns are the model's own attention; head scores against direct computations."""
+from lens.options import HeadOptions
 import math
 
 import numpy as np
@@ -34,7 +35,7 @@ def test_patterns_equal_model_attention(which, backend, encoder):
     text = "The capital of France is Paris"
     ref = model_attentions(b.loaded, text)
     for layer in (1, len(ref)):
-        p = b.head_patterns(text, layer)
+        p = b.head_patterns(text, HeadOptions(layer))
         np.testing.assert_allclose(p.attention, ref[layer - 1], atol=1e-6)
         assert p.tokens == b.tokenize(text)
         np.testing.assert_allclose(p.attention.sum(-1), 1.0, atol=1e-5)
@@ -42,9 +43,9 @@ def test_patterns_equal_model_attention(which, backend, encoder):
 
 def test_bad_layer_is_a_lens_error(backend):
     with pytest.raises(LensError, match="out of range"):
-        backend.head_patterns("hello", backend.loaded.n_layers + 1)
+        backend.head_patterns("hello", HeadOptions(backend.loaded.n_layers + 1))
     with pytest.raises(LensError, match="out of range"):
-        backend.head_patterns("hello", 0)
+        backend.head_patterns("hello", HeadOptions(0))
 
 
 def test_entropy_by_hand():

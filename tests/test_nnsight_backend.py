@@ -3,6 +3,7 @@ the bundled model (the CLI too); remote runs that cannot happen fail in one line
 device map gives the same lens."""
 from __future__ import annotations
 
+from lens.options import ContributionOptions, FlowOptions, HeadOptions
 import json
 import time
 
@@ -39,9 +40,9 @@ def test_every_view_equals_the_local_backend(arch):
     window = LensOptions(top_k=2, target="e", positions=(3, 9))
     assert_same_lens(local.logit_lens(PROMPT, window), nn.logit_lens(PROMPT, window))
     np.testing.assert_allclose(local.rollout(PROMPT).rollout, nn.rollout(PROMPT).rollout, atol=1e-6)
-    np.testing.assert_allclose(local.attention_flow(PROMPT, layers=[3]).flow, nn.attention_flow(PROMPT, layers=[3]).flow,
+    np.testing.assert_allclose(local.attention_flow(PROMPT, FlowOptions(layers=[3])).flow, nn.attention_flow(PROMPT, FlowOptions(layers=[3])).flow,
                                atol=1e-5)
-    np.testing.assert_allclose(local.head_patterns(PROMPT, 2).attention, nn.head_patterns(PROMPT, 2).attention, atol=1e-6)
+    np.testing.assert_allclose(local.head_patterns(PROMPT, HeadOptions(2)).attention, nn.head_patterns(PROMPT, HeadOptions(2)).attention, atol=1e-6)
     a, b = local.head_summary(PROMPT), nn.head_summary(PROMPT)
     np.testing.assert_allclose(a.induction, b.induction, atol=1e-6)
     np.testing.assert_allclose(a.entropy, b.entropy, atol=1e-5)
@@ -50,7 +51,7 @@ def test_every_view_equals_the_local_backend(arch):
     if lm.adapter.supports_routes:
         ga, gb = local.route_graph(PROMPT), nn.route_graph(PROMPT)
         np.testing.assert_allclose(ga.edge_importance, gb.edge_importance, atol=1e-5)
-        ca, cb = local.contributions(PROMPT, 2), nn.contributions(PROMPT, 2)
+        ca, cb = local.contributions(PROMPT, ContributionOptions(2)), nn.contributions(PROMPT, ContributionOptions(2))
         np.testing.assert_allclose(ca.heads, cb.heads, atol=1e-5)
 
 

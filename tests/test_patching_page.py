@@ -1,6 +1,7 @@
 """The Compare & patch page, in-process (AppTest) on the bundled model: the heatmap shows the backend's
 patching grid (itself checked cell by cell in test_patching.py), the URL holds the experiment, and bad
 input is a message in the page."""
+from lens.options import CellPatchOptions
 from pathlib import Path
 
 import numpy as np
@@ -89,7 +90,7 @@ def test_one_cell_patch_tab_shows_the_patched_lens(backend):
     clean, corrupt, _, _ = next(iter(PATCH_PAIRS.values()))
     at = page(cell_row="L5", cell_pos="2")
     fig = charts(at)[2]
-    want = backend.patched_lens(clean, corrupt, 5, 2)
+    want = backend.patched_lens(clean, corrupt, CellPatchOptions(5, 2))
     np.testing.assert_allclose(array(fig["data"][0]["z"]), want.top_probs[:, :, 0], atol=1e-5)
     shape = fig["layout"]["shapes"][0]
     assert (shape["x0"], shape["y0"]) == (1.5, 4.5)  # the patched cell's corner: what it can reach is outlined

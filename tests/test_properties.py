@@ -3,6 +3,7 @@ or the CLI either gives a result or a one-line LensError, never a traceback or a
 The prompts are arbitrary Unicode (combining marks, right-to-left, emoji, control characters, NUL)."""
 from __future__ import annotations
 
+from lens.options import ContributionOptions, FlowOptions, HeadOptions, NodeOptions, RolloutOptions, RouteOptions
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -50,12 +51,12 @@ def test_logit_lens(be, text, top_k, target, window):
 @given(text=prompts, position=maybe_int, layer=ints, threshold=st.floats(allow_nan=True, allow_infinity=True),
        block=st.sampled_from(["attn", "mlp", "neither"]))
 def test_attention_views(be, text, position, layer, threshold, block):
-    result_or_lens_error(lambda: be.rollout(text, position))
-    result_or_lens_error(lambda: be.attention_flow(text, position))
-    result_or_lens_error(lambda: be.head_patterns(text, layer))
-    result_or_lens_error(lambda: be.contributions(text, layer, position))
-    result_or_lens_error(lambda: be.route_graph(text, position, threshold))
-    result_or_lens_error(lambda: be.node_detail(text, layer, position, block))
+    result_or_lens_error(lambda: be.rollout(text, RolloutOptions(position)))
+    result_or_lens_error(lambda: be.attention_flow(text, FlowOptions(position)))
+    result_or_lens_error(lambda: be.head_patterns(text, HeadOptions(layer)))
+    result_or_lens_error(lambda: be.contributions(text, ContributionOptions(layer, position)))
+    result_or_lens_error(lambda: be.route_graph(text, RouteOptions(position, threshold)))
+    result_or_lens_error(lambda: be.node_detail(text, NodeOptions(layer, position, block)))
 
 
 @SETTINGS

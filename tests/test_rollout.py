@@ -1,4 +1,5 @@
 """Attention rollout and flow against hand-computed examples, the published recursion and the model."""
+from lens.options import FlowOptions, RolloutOptions
 import numpy as np
 import pytest
 import torch
@@ -114,7 +115,7 @@ def test_bundled_rollout_matches_model_attentions(backend, bundled):
     assert r.position == len(ids) - 1
     np.testing.assert_allclose(r.rollout, ref[:, -1, :], atol=1e-5)
     np.testing.assert_allclose(r.rollout.sum(-1), 1.0, atol=1e-5)
-    f = backend.attention_flow(text, position=3)
+    f = backend.attention_flow(text, FlowOptions(position=3))
     np.testing.assert_allclose(np.nansum(f.flow, -1), 1.0, atol=1e-5)
 
 
@@ -122,6 +123,6 @@ def test_encoder_rollout():
     from lens.model.loading import load_model
 
     enc = local_backend(load_model("minilm-l6"), cache=None)
-    r = enc.rollout("attention goes both ways here", position=1)
+    r = enc.rollout("attention goes both ways here", RolloutOptions(position=1))
     np.testing.assert_allclose(r.rollout.sum(-1), 1.0, atol=1e-5)
     assert r.rollout[:, 2:].sum() > 0  # bidirectional: later tokens feed position 1

@@ -1,4 +1,5 @@
 """Route importances: the per-(source, head) decomposition, normalisation, the graph and the drill-down."""
+from lens.options import ContributionOptions
 import numpy as np
 import pytest
 import torch
@@ -109,7 +110,7 @@ def test_importances_against_naive(tiny, arch):
 
 def test_contributions_bundled(bundled):
     b = local_backend(bundled, cache=None)
-    c = b.contributions("The capital of France is", layer=20, position=4)
+    c = b.contributions("The capital of France is", ContributionOptions(layer=20, position=4))
     assert c.heads.shape == (bundled.model.config.num_attention_heads, 5)
     np.testing.assert_allclose(c.heads.sum(0), c.sources, atol=1e-6)
     assert c.residual + c.sources.sum() == pytest.approx(1.0, abs=1e-5)
@@ -123,9 +124,9 @@ def test_contributions_bundled(bundled):
     tot = res + imp.sum()
     np.testing.assert_allclose(c.heads, (imp / tot).T.numpy(), atol=1e-5)
     with pytest.raises(LensError, match="out of range"):
-        b.contributions("The capital of France is", layer=31, position=4)
+        b.contributions("The capital of France is", ContributionOptions(layer=31, position=4))
     with pytest.raises(LensError, match="outside"):
-        b.contributions("The capital of France is", layer=3, position=5)
+        b.contributions("The capital of France is", ContributionOptions(layer=3, position=5))
 
 
 def test_route_graph_structure(tiny):

@@ -2,14 +2,7 @@
 from __future__ import annotations
 
 from ..errors import LensError
-
-
-def check_layer(layer: int, n_layers: int) -> int:
-    """A 1-based block number (as in the lens rows L1..Ln)."""
-    layer = int(layer)
-    if not 1 <= layer <= n_layers:
-        raise LensError(f"layer {layer} is out of range: this model has layers 1..{n_layers}")
-    return layer
+from ..options import check_layer  # noqa: F401  (the one check of a layer number lives in options)
 
 
 def check_position(position: int | None, n_tokens: int) -> int:

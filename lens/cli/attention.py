@@ -1,6 +1,7 @@
 """Attention-flow commands: ``rollout``, ``contributions``, ``routes`` and ``heads``."""
 from __future__ import annotations
 
+from ..options import ContributionOptions, FlowOptions, HeadOptions, RolloutOptions, RouteOptions
 from .common import backend, bar, checked_prompt, model_args, print_json
 
 
@@ -21,7 +22,7 @@ def cmd_rollout(args) -> int:
     from ..model.tokens import visible
 
     prompt, backend = _setup(args)
-    result = backend.attention_flow(prompt, args.position) if args.flow else backend.rollout(prompt, args.position)
+    result = backend.attention_flow(prompt, FlowOptions(args.position)) if args.flow else backend.rollout(prompt, RolloutOptions(args.position))
     if args.json:
         return print_json(result)
     values = result.flow if args.flow else result.rollout
@@ -37,7 +38,7 @@ def cmd_contributions(args) -> int:
     from ..model.tokens import visible
 
     prompt, backend = _setup(args)
-    result = backend.contributions(prompt, args.layer, args.position)
+    result = backend.contributions(prompt, ContributionOptions(args.layer, args.position))
     if args.json:
         return print_json(result)
     print(f"{result.model}: attention block of layer {result.layer} at position {result.position} "
@@ -55,7 +56,7 @@ def cmd_routes(args) -> int:
     from ..model.tokens import visible
 
     prompt, backend = _setup(args)
-    g = backend.route_graph(prompt, args.position, args.threshold)
+    g = backend.route_graph(prompt, RouteOptions(args.position, args.threshold))
     if args.json:
         return print_json(g)
     print(f"{g.model}: routes to the prediction {visible(g.prediction)!r} at position {g.position}, "
@@ -71,7 +72,7 @@ def cmd_heads(args) -> int:
 
     prompt, backend = _setup(args)
     if args.layer is not None:
-        result = backend.head_patterns(prompt, args.layer)
+        result = backend.head_patterns(prompt, HeadOptions(args.layer))
         if args.json:
             return print_json(result)
         print(f"{result.model}: layer {result.layer}, {result.n_heads} heads, attention of the last position:")

@@ -1,6 +1,7 @@
 """Fitted lenses: ``fit-lens``, ``compare-lenses``, ``language`` and ``make-corpus``."""
 from __future__ import annotations
 
+from ..options import FitOptions, LanguageOptions
 import sys
 
 from .common import backend, checked_prompt, model_args, print_json, terminal_progress
@@ -13,8 +14,7 @@ def cmd_fit_lens(args) -> int:
         raise LensError(f"unknown lens kind {args.kind!r}; choose linear or tuned")
     if args.steps is not None and not 1 <= args.steps <= 100_000:
         raise LensError(f"steps must be from 1 to 100000, not {args.steps}")
-    fit = backend(args).fit_lens(args.kind, corpus_file=args.corpus_file, checkpoint=args.checkpoint, steps=args.steps,
-                     progress=terminal_progress)
+    fit = backend(args).fit_lens(FitOptions(args.kind, corpus_file=args.corpus_file, checkpoint=args.checkpoint, steps=args.steps), progress=terminal_progress)
     terminal_progress.close()
     if args.json:
         return print_json(fit)
@@ -54,7 +54,7 @@ def cmd_language(args) -> int:
     prompt = checked_prompt(args)
     check_lens(args.lens)
     words = tuple(w for w in (args.track.split(",") if args.track else []) if w)
-    result = backend(args).latent_language(prompt, position=args.position, words=words, lens=args.lens)
+    result = backend(args).latent_language(prompt, LanguageOptions(position=args.position, words=words, lens=args.lens))
     if args.json:
         return print_json(result)
     shown = [k for k, s in enumerate(result.scripts) if result.mass[:, k].max() >= 0.01]

@@ -1,6 +1,7 @@
 """``logit-lens``: what every layer predicts at every position, as a table or JSON."""
 from __future__ import annotations
 
+from ..options import FitOptions
 import sys
 
 from .common import backend, checked_prompt, model_args, print_json, terminal_progress
@@ -17,7 +18,7 @@ def cmd_logit_lens(args) -> int:
     if args.lens == "linear" and not any(f.kind == "linear" for f in b.lens_fits()):
         # Asked for on the command line: fitted here, before the lens (about 90 s for the bundled model).
         print("no linear lens yet: fitting one on the shipped corpus first", file=sys.stderr)
-        b.fit_lens("linear", progress=terminal_progress)
+        b.fit_lens(FitOptions("linear"), progress=terminal_progress)
         terminal_progress.close()
     result = b.logit_lens(prompt, options)
     if args.json:

@@ -4,6 +4,7 @@ The page switches between them with its ``view`` URL parameter: its choices are 
 these entries' pages carry."""
 from __future__ import annotations
 
+from ..options import FlowOptions, HeadOptions, RolloutOptions, RouteOptions
 from ..options import DEFAULT_THRESHOLD
 from .entry import ATTENTION, Drawn, Page, View
 
@@ -39,18 +40,18 @@ def _rollout_drawn(r) -> Drawn:
 
 
 def render_rollout(backend, info, prompt, *, position) -> Drawn:
-    return _rollout_drawn(backend.rollout(prompt, position))
+    return _rollout_drawn(backend.rollout(prompt, RolloutOptions(position)))
 
 
 def render_flow(backend, info, prompt, *, position) -> Drawn:
-    return _rollout_drawn(backend.attention_flow(prompt, position))
+    return _rollout_drawn(backend.attention_flow(prompt, FlowOptions(position)))
 
 
 def render_routes(backend, info, prompt, *, position, threshold) -> Drawn:
     from ..figures.attention import route_figure
     from ..model.tokens import visible
 
-    g = backend.route_graph(prompt, position, float(threshold))
+    g = backend.route_graph(prompt, RouteOptions(position, float(threshold)))
     return Drawn([g], [route_figure(g)], f"Routes to the prediction “{visible(g.prediction)}” at position "
                                          f"{g.position}: {len(g.edge_layer)} edges above {g.threshold}.")
 
@@ -63,7 +64,7 @@ def render_heads(backend, info, prompt, *, layer, metric) -> Drawn:
         s = backend.head_summary(prompt)
         return Drawn([s], [head_summary_figure(s, metric)],
                      f"Every head of {info.name}, scored by {metric.replace('_', '-')}.")
-    h = backend.head_patterns(prompt, int(layer))
+    h = backend.head_patterns(prompt, HeadOptions(int(layer)))
     return Drawn([h], [head_grid_figure(h)], f"The attention of each head of layer {h.layer}.")
 
 

@@ -2,6 +2,7 @@
 the language of each layer."""
 from __future__ import annotations
 
+from ..options import LanguageOptions
 from ..errors import LensError
 from ..model.tokens import SYMBOLS
 from ..options import LensOptions
@@ -63,7 +64,7 @@ def render_language(backend, info, prompt, *, position, track, lens) -> Drawn:
     from ..figures.language import language_figure
 
     words = tuple(w for w in (track.split(",") if track else []) if w)
-    m = backend.latent_language(prompt, position=None if position is None else int(position), words=words, lens=lens)
+    m = backend.latent_language(prompt, LanguageOptions(position=None if position is None else int(position), words=words, lens=lens))
     return Drawn([m], [language_figure(m)], f"Probability per script at position {m.position}, {m.lens} lens.")
 
 
