@@ -53,3 +53,26 @@ def streamlit_server(env: dict | None = None, timeout: float = 90.0):
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+
+
+# Every text of every plotly chart on the page (tick labels, axis and chart titles, legend entries) whose box
+# reaches outside its chart's own box: a label the reader sees cut. Returns [(text, how far out in px)].
+CLIPPED_LABELS_JS = """() => {
+  const out = [];
+  for (const plot of document.querySelectorAll('.js-plotly-plot')) {
+    const svg = plot.querySelector('.main-svg');
+    if (!svg) continue;
+    const box = svg.getBoundingClientRect();
+    for (const t of plot.querySelectorAll('.xtick text, .ytick text, .g-xtitle text, .g-ytitle text, .gtitle, .legendtext')) {
+      const r = t.getBoundingClientRect();
+      if (!t.textContent.trim() || r.width === 0) continue;
+      const far = Math.max(box.left - r.left, r.right - box.right, box.top - r.top, r.bottom - box.bottom);
+      if (far > 1) out.push([t.textContent, Math.round(far)]);
+    }
+  }
+  return out;
+}"""
+
+
+def clipped_labels(pg) -> list:
+    return pg.evaluate(CLIPPED_LABELS_JS)

@@ -4,7 +4,7 @@ from urllib.parse import quote
 import pytest
 from playwright.sync_api import sync_playwright
 
-from browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, streamlit_server
+from browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, clipped_labels, streamlit_server
 
 PLOT = ".js-plotly-plot"
 
@@ -117,6 +117,21 @@ def test_home_page_shows_prediction_and_links(page):
     for section, pages in sections().items():
         assert section in nav and all(p.title in nav for p in pages), (section, nav)
     assert nav.index("Read the layers") < nav.index("Logit lens") < nav.index("Geometry")
+
+
+def test_the_home_chart_shows_every_label_whole_at_every_width(page):
+    """Its token labels were once cut to their last letter: the bars' labels started left of the chart."""
+    try:
+        for width, present in ((1280, ""), (1600, ""), (1920, ""), (1280, "&present=1")):
+            page.set_viewport_size({"width": width, "height": 1000 if not present else 720})
+            page.goto(page.base_url + "/?prompt=" + quote("The capital of France is") + present)
+            wait_idle(page)
+            page.wait_for_selector(f"{PLOT} .ytick text", timeout=120_000)
+            page.wait_for_timeout(500)  # plotly's automargin redraw
+            assert clipped_labels(page) == [], (width, present)
+            page.screenshot(path=str(ARTIFACTS / f"home-{width}{'-present' if present else ''}.png"))
+    finally:
+        page.set_viewport_size({"width": 1400, "height": 1000})
 
 
 def test_projection_page_draws_token_trajectories(page):

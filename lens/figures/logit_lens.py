@@ -188,6 +188,7 @@ def prediction_figure(result: LogitLensResult, height: int = 320) -> go.Figure:
     probs = result.top_probs[final, last].tolist()
     fig = go.Figure(go.Bar(x=probs[::-1], y=[f"{label} " for label in labels[::-1]], orientation="h",
                            marker_color="#2f6db5", text=[f"{p:.1%}" for p in probs[::-1]], textposition="auto"))
+    # automargin: the left margin grows to the longest token label (a fixed one cut them to their last letter).
     fig.update_layout(height=height, margin=dict(l=10, r=10, t=10, b=30),
-                      xaxis=dict(title="probability", range=[0, 1]))
+                      xaxis=dict(title="probability", range=[0, 1]), yaxis=dict(automargin=True))
     return fig
