@@ -139,9 +139,10 @@ class EngineBackend:
                             "give a single token, e.g. with its leading space")
         return int(ids[0])
 
-    def _capture(self, ids: list[int], spec: CaptureSpec) -> Trace:
+    def _capture(self, ids: list[int], spec: CaptureSpec, write: dict | None = None) -> Trace:
+        """One engine run of ``ids`` (with the edits ``write``, site -> edit) kept as ``spec`` says."""
         return capture(self.engine, ids, spec, model_name=self.loaded.name, fingerprint=self.loaded.fingerprint,
-                       tokens=token_strings(self.loaded.tokenizer, ids))
+                       tokens=token_strings(self.loaded.tokenizer, ids), write=write)
 
     def trace(self, text: str, spec: CaptureSpec = CaptureSpec()) -> Trace:
         return self._capture(self._ids(text), spec)
@@ -192,7 +193,8 @@ class EngineBackend:
 
     def _reduced_lens(self, ids: list[int], options: LensOptions, progress: Progress | None) -> LogitLensResult:
         """The logit lens reduced where the model runs (a remote engine sends back [rows, T, k])."""
-        from .analysis.reduced_lens import lens_result, reduction, resolve_target, window
+        from .analysis.logit_lens import resolve_target
+        from .analysis.reduced_lens import lens_result, reduction, window
         from .engine.sites import resid_rows
 
         L = self.loaded.n_layers
@@ -481,9 +483,7 @@ class EngineBackend:
 
     def _edited_lens(self, ids: list[int], write: dict, lens: LensOptions) -> LogitLensResult:
         """The logit lens of ``ids`` run with the edits ``write`` (site -> edit)."""
-        tr = capture(self.engine, ids, CaptureSpec(residual=True), model_name=self.loaded.name,
-                     fingerprint=self.loaded.fingerprint, tokens=token_strings(self.loaded.tokenizer, ids), write=write)
-        return logit_lens(tr, self.loaded.tokenizer, lens)
+        return logit_lens(self._capture(ids, CaptureSpec(residual=True), write), self.loaded.tokenizer, lens)
 
     def patched_lens(self, clean: str, corrupt: str, options: CellPatchOptions) -> LogitLensResult:
         """The corrupted prompt's logit lens with one residual-stream vector (``row``: 0 the embeddings,

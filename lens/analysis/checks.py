@@ -1,8 +1,7 @@
-"""Range checks of layers and positions, shared by the analyses. Imports nothing heavy."""
+"""Range checks of positions, shared by the analyses (a layer number: options.check_layer). Imports nothing heavy."""
 from __future__ import annotations
 
 from ..errors import LensError
-from ..options import check_layer  # noqa: F401  (the one check of a layer number lives in options)
 
 
 def check_position(position: int | None, n_tokens: int) -> int:

@@ -19,7 +19,7 @@ import torch
 
 from ..errors import LensError
 from ..results import HeadPatterns, HeadSummary
-from .checks import check_layer
+from ..options import check_layer
 
 REPEAT_LENGTH = 40  # random tokens per copy
 REPEAT_SEED = 0

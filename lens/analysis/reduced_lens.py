@@ -18,7 +18,7 @@ from ..model.tokens import decode_token, token_strings
 from ..options import LensOptions
 from ..results import LogitLensResult
 from .early_exit import saturation_rows
-from .logit_lens import decode_table, resolve_target
+from .logit_lens import decode_table
 
 
 def _reduce(reads, readout, rows, k, target_id, next_ids):
@@ -87,5 +87,3 @@ def lens_result(reduced: dict, model: str, tokenizer, ids: list[int], start: int
         exit_layer=saturation_rows(top_ids[:, :, 0], out_top1), lens="logit", target_note=note,
         options=options.key())
 
-
-__all__ = ["reduction", "lens_result", "window", "resolve_target"]

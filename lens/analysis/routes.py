@@ -38,7 +38,8 @@ from ..engine.trace import CaptureSpec, Trace
 from ..model.tokens import decode_token
 from ..options import DEFAULT_THRESHOLD, ROUTE_MAX_TOKENS, check_threshold
 from ..results import BLOCKS, AttentionContributions, NodeDetail, RouteGraph
-from .checks import check_layer, check_position
+from ..options import check_layer
+from .checks import check_position
 
 SMALL_COORDS = 64
 _CHUNK_ELEMENTS = 1 << 22  # ~16 MB of float32 per distance chunk

@@ -99,6 +99,7 @@ class Engine(Protocol):
 
     adapter: object
     capabilities: Capabilities
+    lock: object  # held while a run's hooks are on the model (the backend reads it to say it is busy)
 
     def run(self, ids: Sequence[int] | Sequence[Sequence[int]], read: Mapping[str, Read | Positions] | None = None,
             write: Mapping[str, Edit] | None = None, grad_of: Metric | None = None, logits: str = "last",

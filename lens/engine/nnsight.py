@@ -61,7 +61,6 @@ class NnsightEngine:
             where="on NDIF" if remote else "through nnsight", weights_here=not remote, writes=not remote,
             gradients=False, resumes=False, generates=not remote, reduces_lens=True)
         self.lock = threading.RLock()
-        self.progress_hook = None  # set per run: NDIF's job updates go there
 
     def _env(self, module):
         return None if module is None else _envoy(self.nn, self._paths[id(module)])

@@ -64,7 +64,8 @@ def render_language(backend, info, prompt, *, position, track, lens) -> Drawn:
     from ..figures.language import language_figure
 
     words = tuple(w for w in (track.split(",") if track else []) if w)
-    m = backend.latent_language(prompt, LanguageOptions(position=None if position is None else int(position), words=words, lens=lens))
+    at = None if position is None else int(position)
+    m = backend.latent_language(prompt, LanguageOptions(position=at, words=words, lens=lens))
     return Drawn([m], [language_figure(m)], f"Probability per script at position {m.position}, {m.lens} lens.")
 
 
