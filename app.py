@@ -1,4 +1,6 @@
 """LayerLens dashboard: `streamlit run app.py`. This file is the page router and the home page."""
+from html import escape
+
 import streamlit as st
 
 from ui import present, routing
@@ -39,7 +41,10 @@ def home() -> None:
     with shown_in_page("Reading the prompt"):
         tokens = backend.tokenize(text)
     st.subheader(f"Your prompt as the model sees it · {len(tokens)} tokens")
-    st.markdown(" ".join(f"`{visible(t)}`" for t in tokens))
+    # Each chip in its own direction (<bdi>): a right-to-left token does not reorder its neighbours.
+    st.markdown('<div class="token-chips" dir="ltr">' + " ".join(
+        f"<bdi><code>{escape(visible(t), quote=False)}</code></bdi>" for t in tokens) + "</div>",
+        unsafe_allow_html=True)
 
     if not info.has_lm_head:
         st.info(f"{info.name} is an encoder without a language-model head: it predicts no next token.")

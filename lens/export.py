@@ -132,8 +132,15 @@ def static_image(fig, fmt: str, width: int = SLIDE[0], height: int = SLIDE[1]) -
         import kaleido  # noqa: F401
     except ImportError:
         raise LensError("static images need the kaleido package: pip install kaleido") from None
+    import plotly.graph_objects as go
+
+    from .figures.style import EXPORT_FONT, for_slides
+
+    # A copy in the slide look at slide size: its text is EXPORT_FONT px (28.8 px on the 1920×1080 PNG).
+    slide = for_slides(go.Figure(fig), width=width, font=EXPORT_FONT)
+    slide.update_layout(width=width, height=height)
     try:
-        return fig.to_image(format=fmt, width=width, height=height, scale=1 if fmt == "svg" else 1.2)
+        return slide.to_image(format=fmt, width=width, height=height, scale=1 if fmt == "svg" else 1.2)
     except Exception as exc:  # kaleido reports a missing or broken browser in many ways
         raise LensError(f"could not draw the {fmt.upper()} image ({type(exc).__name__}: {exc}); static images "
                         "need Chrome or Chromium: install it, or set BROWSER_PATH to its executable") from None

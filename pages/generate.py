@@ -7,12 +7,18 @@ from ui.routing import require_app_router
 
 require_app_router()
 
-from lens.figures.generation import generation_figure, generation_attention_figure, token_table  # noqa: E402
-from lens.figures.logit_lens import METRICS  # noqa: E402
+from lens.figures.generation import (GENERATION_TOP, generation_attention_figure, generation_figure,  # noqa: E402
+                                     token_table)
+from lens.figures.logit_lens import METRICS, stride_to_fit  # noqa: E402
+from lens.figures.style import slide_rows  # noqa: E402
 from lens.options import MAX_NEW_TOKENS, GenerateOptions, LensOptions  # noqa: E402
-from ui import state  # noqa: E402
+from ui import present, state  # noqa: E402
 from ui.errors import shown_in_page  # noqa: E402
-from ui.widgets import chart, download_json, link_options, page_header  # noqa: E402
+from ui.widgets import (chart, download_json, link_options, link_value_unused, one_of, page_header,  # noqa: E402
+                        say_link_value_unused, whole_in)
+
+# The tabs, as the URL names them (?tab=Where+each+token+looked).
+TABS = ("Lens, token by token", "Where each token looked", "Text, token by token")
 
 page_header("generate")
 
@@ -26,19 +32,33 @@ if not (info.has_lm_head and info.is_causal):
     st.warning(f"{info.name} is not a causal language model: it does not generate text.")
     st.stop()
 
+metric_labels = {k: m.label for k, m in METRICS.items() if not k.startswith("target")}
+# Link values these boxes cannot take (a typo, an old link): said under the controls, not ignored.
+unused = {"new_tokens": link_value_unused("new_tokens", whole_in(1, MAX_NEW_TOKENS)),
+          "gen_metric": link_value_unused("gen_metric", one_of(metric_labels, metric_labels.values())),
+          "gen_stride": link_value_unused("gen_stride", whole_in(1, max(1, info.n_layers)))}
 c1, c2, c3, c4 = st.columns([2, 2, 1, 2])
-n_new = c1.slider("New tokens", 1, MAX_NEW_TOKENS, 20, key="new_tokens", bind="query-params")
+# Presenter mode: fewer new tokens by default, so that each column is wide enough for its token at slide size.
+n_new = c1.slider("New tokens", 1, MAX_NEW_TOKENS, 10 if present.is_on() else 20, key="new_tokens",
+                  bind="query-params")
 mode = c2.segmented_control("Decoding", ["Greedy", "Sampled"], default="Greedy", key="decoding",
                             bind="query-params") or "Greedy"
 seed = c3.number_input("Seed", 0, 2**31 - 1, 0, key="seed", bind="query-params", disabled=mode == "Greedy")
 temperature = c4.slider("Temperature", 0.1, 2.0, 0.8, 0.1, key="temperature", bind="query-params",
                         disabled=mode == "Greedy", help="Below 1 sharpens the distribution, above 1 flattens it.")
 d1, d2 = st.columns([2, 1])
-link_options("gen_metric", {k: m.label for k, m in METRICS.items()})
-metric = d1.selectbox("Colour by", [k for k in METRICS if not k.startswith("target")],
-                      format_func=lambda k: METRICS[k].label, key="gen_metric", bind="query-params")
-stride = d2.number_input("Layer stride", 1, max(1, info.n_layers), 2, key="gen_stride", bind="query-params",
+link_options("gen_metric", metric_labels)
+metric = d1.selectbox("Colour by", list(metric_labels), format_func=metric_labels.get, key="gen_metric",
+                      bind="query-params")
+# Presenter mode: as many rows as hold cell text at slide size.
+stride_default = (stride_to_fit(info.n_layers + 1, slide_rows(present.SCREEN_CHART, top=GENERATION_TOP))
+                  if present.is_on() else 2)
+stride = d2.number_input("Layer stride", 1, max(1, info.n_layers), min(stride_default, max(1, info.n_layers)),
+                         key="gen_stride", bind="query-params",
                          help="Show every n-th layer (the final layer is always shown).")
+for key, what, used in (("new_tokens", "number of new tokens", int(n_new)), ("gen_metric", "colour", metric_labels[metric]),
+                        ("gen_stride", "layer stride", f"a stride of {int(stride)}")):
+    say_link_value_unused(unused[key], what, used)
 
 options = GenerateOptions(max_new_tokens=int(n_new), temperature=0.0 if mode == "Greedy" else float(temperature),
                           seed=int(seed))
@@ -49,8 +69,7 @@ with shown_in_page("Generating"):
         lens = backend.generation_lens(text, options, LensOptions(top_k=1))
 
 # Tabs: on a projector each part fills the screen on its own.
-lens_tab, looked_tab, text_tab = st.tabs(["The lens, token by token", "Where each new token looked",
-                                          "The text, token by token"])
+lens_tab, looked_tab, text_tab = st.tabs(list(TABS), key="tab", bind="query-params")
 chart(generation_figure(gen, lens, metric=metric, stride=int(stride)), key="generation", where=lens_tab,
       export={"view": "generate", "numbers": [gen, lens], "texts": text, "model": info.name})
 
@@ -63,7 +82,9 @@ with text_tab:
                 f'{escape("".join(new))}</span></div>', unsafe_allow_html=True)
     decoding = "greedy" if gen.temperature == 0 else f"sampled at temperature {gen.temperature:g}, seed {gen.seed}"
     st.caption(f"{len(new)} new tokens ({decoding}; stopped: {gen.stopped}). In blue: what the model wrote.")
-    st.dataframe(token_table(gen, lens), hide_index=True, width="stretch")
+    # Presenter mode: the table scrolls inside its box, the page does not.
+    st.dataframe(token_table(gen, lens), hide_index=True, width="stretch",
+                 **({"height": 250} if present.is_on() else {}))
     download_json(gen, "generation", "Download the generated tokens (JSON)")
 
 with looked_tab:
@@ -75,5 +96,8 @@ with looked_tab:
         with st.spinner("Reading the attention of every layer…"):
             flow = backend.generation_attention(text, options)
     if flow is not None:
-        chart(generation_attention_figure(flow, skip_first=skip), key="generation-attention",
+        fig = generation_attention_figure(flow, skip_first=skip)
+        if present.is_on():
+            fig.update_layout(height=present.SCREEN_CHART - 50)  # the toggle above it shares the screen
+        chart(fig, key="generation-attention",
               export={"view": "generate", "numbers": [gen, flow], "texts": text, "model": info.name})

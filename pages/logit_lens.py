@@ -9,14 +9,16 @@ require_app_router()
 from lens.figures.early_exit import early_exit_figure  # noqa: E402
 from lens.figures.language import language_figure  # noqa: E402
 from lens.figures.lens_comparison import LENS_NAMES, lens_comparison_figure  # noqa: E402
-from lens.figures.logit_lens import METRICS, logit_lens_figure  # noqa: E402
+from lens.figures.logit_lens import METRICS, logit_lens_figure, stride_to_fit  # noqa: E402
+from lens.figures.style import slide_rows  # noqa: E402
 from lens.examples import TRANSLATIONS  # noqa: E402
 from lens.options import LensOptions  # noqa: E402
 from lens.views import query_value  # noqa: E402
 from ui import present, state  # noqa: E402
 from ui.backends import HOSTING  # noqa: E402
 from ui.errors import shown_in_page  # noqa: E402
-from ui.widgets import chart, download_json, link_options, page_header  # noqa: E402
+from ui.widgets import (chart, download_json, link_options, link_value_unused, one_of, page_header,  # noqa: E402
+                        say_link_value_unused, whole_in)
 
 WINDOW = 48  # positions shown at once by default on long prompts
 
@@ -40,11 +42,17 @@ with shown_in_page("Reading the prompt"):
 def lens_view(n: int) -> None:
     """The controls and the heatmap: changing a control reruns this view only, not the page."""
     c0, c1, c2, c3, c4, c5 = st.columns([2, 2, 2, 1, 1, 1.3], vertical_alignment="bottom")
+    metric_labels = {k: m.label for k, m in METRICS.items()}
+    # Link values these boxes cannot take (a typo, an old link): said under the controls, not ignored.
+    unused = {"lens": link_value_unused("lens", one_of(LENS_NAMES, LENS_NAMES.values())),
+              "metric": link_value_unused("metric", one_of(METRICS, metric_labels.values())),
+              "top_k": link_value_unused("top_k", whole_in(1, 20)),
+              "stride": link_value_unused("stride", whole_in(1, max(1, info.n_layers)))}
     link_options("lens", LENS_NAMES)
     lens = c0.selectbox("Lens", list(LENS_NAMES), format_func=LENS_NAMES.get, key="lens", bind="query-params",
                         help="How each layer is read: as it is (logit lens) or through a map fitted to the last "
                              "layer (linear shortcut, tuned lens).")
-    link_options("metric", {k: m.label for k, m in METRICS.items()})
+    link_options("metric", metric_labels)
     metric = c1.selectbox("Colour by", list(METRICS), format_func=lambda k: METRICS[k].label, key="metric",
                           bind="query-params",
                           help="\n\n".join(f"**{m.label}**: {m.help}" for m in METRICS.values()))
@@ -52,12 +60,18 @@ def lens_view(n: int) -> None:
                            help="Type a token (e.g. ' Paris', with its leading space) to follow its rank and "
                                 "probability.")
     top_k = c3.number_input("Top-k in hover", min_value=1, max_value=20, value=5, key="top_k", bind="query-params")
+    # Presenter mode: as many rows as hold cell text at slide size (fewer rows, each readable).
+    stride_default = stride_to_fit(info.n_layers + 1, slide_rows(present.SCREEN_CHART)) if present.is_on() else 1
     stride = c4.number_input("Layer stride", min_value=1, max_value=max(1, info.n_layers),
-                             value=2 if present.is_on() else 1, key="stride",
+                             value=min(stride_default, max(1, info.n_layers)), key="stride",
                              bind="query-params", help="Show every n-th layer (the final layer is always shown).")
     c5.toggle("Exits", key="exits", bind="query-params",
               help="An orange line under the layer from which each column's top-1 is the model's final answer "
                    "for good.")
+    used = {"lens": LENS_NAMES[lens], "metric": METRICS[metric].label, "top_k": f"top-{int(top_k)}",
+            "stride": f"a stride of {int(stride)}"}
+    for key, what in (("lens", "lens"), ("metric", "colour"), ("top_k", "top-k"), ("stride", "layer stride")):
+        say_link_value_unused(unused[key], what, used[key])
 
     # Long prompts: only the positions on screen are decoded (the rest when the window moves there),
     # so a 2048-token prompt shows its last 48 positions in seconds instead of decoding all of them.
@@ -133,10 +147,16 @@ PANELS = {COMPARE: "Compare lenses", EXIT: "Early exit", LANGUAGE: "Language of 
 
 
 @st.fragment
-def lens_panels() -> None:
-    """What the lens says beyond the heatmap: lenses side by side, exit layers, scripts per layer."""
+def lens_panels(with_heatmap: bool = True) -> None:
+    """What the lens says beyond the heatmap: lenses side by side, exit layers, scripts per layer.
+    In presenter mode a panel takes the heatmap's place (one screen each)."""
+    unused = link_value_unused("panel", one_of(PANELS, PANELS.values()))
     link_options("panel", PANELS)
     panel = st.segmented_control("More", list(PANELS), format_func=PANELS.get, key="panel", bind="query-params")
+    if present.is_on() and bool(panel) == with_heatmap and st.session_state.get("_panel_drawn") != panel:
+        st.session_state["_panel_drawn"] = panel
+        st.rerun(scope="app")  # the heatmap and the panel trade places
+    say_link_value_unused(unused, "panel", "none")
     lens = st.session_state.get("lens") or "logit"
     if lens != "logit" and not any(f.kind == lens for f in backend.lens_fits()):
         lens = "logit"  # not fitted yet: the panels read the logit lens (fitting is offered above)
@@ -180,6 +200,8 @@ def lens_panels() -> None:
                   export={"view": "language", "numbers": m, "texts": prompt, "model": info.name})
 
 
-lens_view(n)
-if not present.is_on() or st.session_state.get("panel"):
-    lens_panels()
+# Presenter mode: the heatmap, or the panel the link or the "More" control names (both would not fit a screen).
+panel_only = present.is_on() and bool(st.session_state.get("panel") or st.query_params.get("panel"))
+if not panel_only:
+    lens_view(n)
+lens_panels(with_heatmap=not panel_only)

@@ -76,3 +76,97 @@ CLIPPED_LABELS_JS = """() => {
 
 def clipped_labels(pg) -> list:
     return pg.evaluate(CLIPPED_LABELS_JS)
+
+
+# Every visible text on the page (HTML and chart SVG alike) drawn smaller than ``least`` px: [(text, px)].
+# Icons drawn from an icon font are not text a reader reads; hidden elements (display: none) have no boxes.
+SMALL_TEXT_JS = """(least) => {
+  const out = [];
+  const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+    const text = node.textContent.trim();
+    const el = node.parentElement;
+    if (!text || !el || el.closest('script, style, noscript, [data-testid=stIconMaterial], .hoverlayer')) continue;
+    const style = getComputedStyle(el);
+    if (style.fontFamily.includes('Material') || style.visibility === 'hidden' || style.display === 'none') continue;
+    const rects = el.getClientRects();  // (a 1 px box clipped to nothing: a skip link for screen readers)
+    if (!rects.length || [...rects].every(r => r.width <= 1 || r.height <= 1)) continue;
+    if (el.closest('[aria-hidden=true]')) continue;
+    let hidden = false;  // an ancestor made transparent (a collapsed menu) hides it too
+    for (let a = el; a; a = a.parentElement) if (getComputedStyle(a).opacity === '0') { hidden = true; break; }
+    if (hidden) continue;
+    const px = parseFloat(style.fontSize);
+    if (px < least - 0.01) out.push([text.slice(0, 60), px]);
+  }
+  return out;
+}"""
+
+# How far the page scrolls, down and sideways, in px (0: all of it is on the screen).
+OVERFLOW_JS = """() => {
+  const main = document.querySelector('[data-testid=stMain]') || document.scrollingElement;
+  const doc = document.scrollingElement;
+  const down = Math.max(main.scrollHeight - main.clientHeight, doc.scrollHeight - doc.clientHeight);
+  const across = Math.max(main.scrollWidth - main.clientWidth, doc.scrollWidth - doc.clientWidth);
+  // Buttons and widgets reaching past the right edge are cut off even where nothing scrolls.
+  let cut = 0;
+  for (const el of document.querySelectorAll('[data-testid=stMain] button, [data-testid=stMain] label, .js-plotly-plot')) {
+    const r = el.getBoundingClientRect();
+    if (r.width > 0) cut = Math.max(cut, r.right - window.innerWidth);
+  }
+  return {down: Math.max(0, down), across: Math.max(0, across, Math.round(cut))};
+}"""
+
+# What each chart on the page draws: its traces' kinds and values and its titles (for "the same chart").
+CHARTS_JS = """() => [...document.querySelectorAll('.js-plotly-plot')].map(el => {
+  const keep = v => (v && v.bdata !== undefined) ? v : (ArrayBuffer.isView(v) ? Array.from(v) : v);
+  return {
+    data: (el.data || []).map(t => ({type: t.type, x: keep(t.x), y: keep(t.y), z: keep(t.z), text: keep(t.text),
+                                     customdata: keep(t.customdata)})),
+    title: el.layout && el.layout.title ? (el.layout.title.text || '') : '',
+    axes: Object.keys(el.layout || {}).filter(k => /^[xy]axis/.test(k)).sort()
+      .map(k => (el.layout[k].title && el.layout[k].title.text) || ''),
+  };
+})"""
+
+
+def small_text(pg, least: float = 18) -> list:
+    return pg.evaluate(SMALL_TEXT_JS, least)
+
+
+def overflow(pg) -> dict:
+    return pg.evaluate(OVERFLOW_JS)
+
+
+def charts(pg) -> list:
+    return pg.evaluate(CHARTS_JS)
+
+
+def server_warnings(log_text: str) -> list[str]:
+    """Python tracebacks and Streamlit warnings in a server log (each as its first line and the last line)."""
+    lines = log_text.splitlines()
+    out = []
+    for i, line in enumerate(lines):
+        if line.startswith("Traceback") or " WARNING " in line or "Warning:" in line:
+            end = next((j for j in range(i + 1, len(lines)) if lines[j] and not lines[j].startswith((" ", "\t"))),
+                       len(lines) - 1)
+            out.append(f"{line} … {lines[end]}" if end > i else line)
+    return out
+
+
+# The script has run to its end (not only "no status widget yet": that holds before the first run starts too),
+# nothing spins, and every chart has drawn.
+SETTLED_JS = """() => {
+  const app = document.querySelector('[data-testid=stApp]');
+  return app && app.getAttribute('data-test-script-state') === 'notRunning'
+    && !document.querySelector('[data-testid=stSpinner], [data-testid=stSkeleton]')
+    && [...document.querySelectorAll('.js-plotly-plot')].every(p => p.querySelector('.main-svg'));
+}"""
+
+
+def settle(pg, timeout: float = 240_000) -> None:
+    """Until the page has finished drawing and stays so for a moment (plotly's automargin redraws once)."""
+    for _ in range(3):
+        pg.wait_for_function(SETTLED_JS, timeout=timeout)
+        pg.wait_for_timeout(800)
+        if pg.evaluate(SETTLED_JS):
+            return

@@ -1,4 +1,5 @@
 """The home and logit-lens pages, run in-process with Streamlit's AppTest on the bundled model."""
+from html import escape
 from pathlib import Path
 
 import numpy as np
@@ -58,7 +59,8 @@ def test_home_shows_model_tokens_and_next_token_prediction(reference):
     assert metrics["Context"] == f"{lm.context_length:,}"  # the model's own context, not the page's cap
     assert metrics["Vocabulary"] == f"{lm.model.config.vocab_size:,}"
     tokens = [as_shown(lm.tokenizer, i) for i in lm.tokenizer(FRANCE)["input_ids"]]
-    assert any(" ".join(f"`{visible(t)}`" for t in tokens) in m.value for m in at.markdown)
+    chips = " ".join(f"<bdi><code>{escape(visible(t), quote=False)}</code></bdi>" for t in tokens)
+    assert any(chips in m.value for m in at.markdown)  # every token, in order, each in its own direction
 
     bar = figure(at)["data"][0]
     p_last = probs(FRANCE)[-1, -1]

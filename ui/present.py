@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from lens.figures.style import for_slides
+from lens.figures.style import SCREEN_WIDTH, for_slides
 
 KEY = "present"
 SCREEN_CHART = 450  # px: the tallest chart in presenter mode (a 720 px screen, less the controls)
@@ -16,6 +16,11 @@ _CSS = """<style>
 [data-testid="stMainBlockContainer"] { padding: 0.6rem 2rem 0 2rem !important; max-width: 100% !important; }
 [data-testid="stMain"] { font-size: 18px; color: #000; }
 [data-testid="stMarkdownContainer"] p, [data-testid="stMarkdownContainer"] li { font-size: 18px; }
+/* No text under 18 px on a projector: labels, captions, buttons, inputs, tabs and menus grow to it (a child
+   keeps a larger size it inherits: 1em is its parent's size). Headings keep their own sizes. */
+[data-testid="stMain"] :is(p, li, label, span, div, button, input, textarea, code, small, td, th, a, kbd),
+[data-baseweb="popover"] :is(p, li, label, span, div, button, input, textarea, code, small, a) {
+  font-size: max(18px, 1em) !important; }
 [data-testid="stMarkdownContainer"] h1, h1 { font-size: 1.6rem !important; padding: 0.1rem 0 !important; }
 [data-testid="stVerticalBlock"] { gap: 0.55rem; }
 /* The speaker explains; the "What am I looking at?" texts stay in the normal view and the exports. */
@@ -55,9 +60,10 @@ def exit_button() -> None:
                   shortcut="Esc", key="present-off")
 
 
-def styled(fig):
-    """A figure as this mode draws it: restyled for slides when presenting."""
-    return for_slides(fig, SCREEN_CHART) if is_on() else fig
+def styled(fig, share: float = 1.0):
+    """A figure as this mode draws it: restyled for slides when presenting (``share``: the part of the
+    screen's width the chart has, 0.5 in one of two columns)."""
+    return for_slides(fig, SCREEN_CHART, width=int(SCREEN_WIDTH * share)) if is_on() else fig
 
 
 def tour_chart_height() -> int:

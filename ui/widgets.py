@@ -23,13 +23,14 @@ def page_header(path: str) -> None:
 PLOT_CONFIG = {"toImageButtonOptions": {"format": "png", "scale": 2}, "displaylogo": False}
 
 
-def chart(fig, key: str, where=st, export: dict | None = None, **kwargs):
+def chart(fig, key: str, where=st, export: dict | None = None, share: float = 1.0, **kwargs):
     """A plotly chart with the shared config (in ``where``: a column, a container); returns what
     ``st.plotly_chart`` returns (the selection, for a chart that reruns on select).
 
     ``export``: ``{"view": name in lens.views.VIEWS, "numbers": result(s), "texts": prompt, "model": name}``
-    adds an Export menu under the chart (slide PNG, SVG, and one self-contained HTML file)."""
-    out = where.plotly_chart(present.styled(fig), key=key, config=PLOT_CONFIG, theme=None, **kwargs)
+    adds an Export menu under the chart (slide PNG, SVG, and one self-contained HTML file); ``share``: the part
+    of the page's width the chart has (0.5 in one of two columns), for presenter mode's cell text."""
+    out = where.plotly_chart(present.styled(fig, share), key=key, config=PLOT_CONFIG, theme=None, **kwargs)
     if export is not None and not present.is_on():
         export_menu(fig, key, where=where, **export)
     return out
@@ -70,3 +71,33 @@ def link_options(key: str, labels: dict[str, str]) -> None:
     value = st.query_params.get(key)
     if value is not None and value in labels and value not in labels.values() and key not in st.session_state:
         st.session_state[key] = value  # the widget starts at this option (and writes its label into the URL)
+
+
+def link_value_unused(key: str, fits) -> str | None:
+    """Before a URL-bound widget: the link's value for ``key`` when the widget cannot take it (``fits(value)``
+    is False), so that the page can say what it shows instead (a widget quietly falls back to its default)."""
+    raw = st.query_params.get(key)
+    if raw is None:
+        return None
+    try:
+        ok = fits(raw)
+    except (TypeError, ValueError):
+        ok = False
+    return None if ok else raw
+
+
+def say_link_value_unused(raw: str | None, what: str, used, where=st) -> None:
+    """One line under the controls: the link's ``what`` “raw” does not apply, and ``used`` is shown instead."""
+    if raw is not None:
+        where.caption(f"ℹ️ The link's {what} “{raw[:40]}” does not apply here: showing {used} instead.")
+
+
+def whole_in(lo: int, hi: int):
+    """``fits`` for a number box of whole numbers from ``lo`` to ``hi``."""
+    return lambda raw: float(raw).is_integer() and lo <= float(raw) <= hi
+
+
+def one_of(*values):
+    """``fits`` for a choice box: its options' values or labels as the URL holds them."""
+    allowed = {str(v) for group in values for v in group}
+    return lambda raw: raw in allowed

@@ -14,6 +14,10 @@ from ..results import Generation, GenerationAttention, LogitLensResult
 from .logit_lens import METRICS, metric_values, strided_rows
 
 _HIDDEN = ""  # the label of a position not generated yet
+SLIDER_INSET = 18  # px: from a plotly slider's end to its first tick (the rail's inset and half the grip)
+TYPICAL_PLOT_WIDTH = 1000  # px: the heatmap's width on a laptop screen
+BUTTONS_WIDTH = 0.16  # the part of the plot's width that ▶ Play and ❚❚ (pause) take, at slide size too
+GENERATION_TOP = 120  # px above the heatmap: the title, ▶ Play and the slider
 
 
 def _short(token: str, width: int = 7) -> str:
@@ -62,8 +66,13 @@ def generation_figure(gen: Generation, lens: LogitLensResult, metric: str = "pro
         d, lay = frame(k)
         frames.append(go.Frame(name=str(k), data=d, layout=lay))
     fig = go.Figure(heat, frames=frames)
+    # The slider's first and last ticks sit SLIDER_INSET px inside its ends: its ends go that far beyond the
+    # centres of the first and last boxed columns (at a typical plot width), but clear of ▶ Play and ❚❚.
+    inset = SLIDER_INSET / TYPICAL_PLOT_WIDTH
+    x0 = max(BUTTONS_WIDTH, (P - 0.5) / T - inset)
+    x1 = min(1.0, (T - 0.5) / T + inset)
     fig.update_layout(
-        height=height or max(420, 20 * len(rows) + 260), margin=dict(l=60, r=20, t=120, b=110),
+        height=height or max(420, 20 * len(rows) + 260), margin=dict(l=60, r=20, t=GENERATION_TOP, b=110),
         title=dict(text=layout["title"]["text"], x=0.01, y=0.985, yanchor="top", font=dict(size=15)),
         shapes=layout["shapes"],
         xaxis=dict(title="position · token (the boxed column chose the newest token)", tickangle=-45,
@@ -74,11 +83,12 @@ def generation_figure(gen: Generation, lens: LogitLensResult, metric: str = "pro
                           buttons=[dict(label="▶ Play", method="animate",
                                         args=[None, dict(frame=dict(duration=700, redraw=True), fromcurrent=True,
                                                          transition=dict(duration=0))]),
-                                   dict(label="❚❚ Pause", method="animate",
+                                   dict(label="❚❚", method="animate",
                                         args=[[None], dict(mode="immediate", frame=dict(duration=0, redraw=False))])])],
-        sliders=[dict(active=0, x=0.2, len=0.8, y=1.02, yanchor="bottom", pad=dict(t=0, b=0),
-                      currentvalue=dict(prefix="new tokens: ", xanchor="right"),
-                      steps=[dict(label=str(k), method="animate",
+        sliders=[dict(active=0, x=x0, len=x1 - x0, y=1.02, yanchor="bottom", pad=dict(t=0, b=0, l=0, r=0),
+                      currentvalue=dict(prefix="boxed position: ", xanchor="right"),
+                      # Step k's tick over the column it boxes, labelled with that column's position.
+                      steps=[dict(label=str(P - 1 + k), method="animate",
                                   args=[[str(k)], dict(mode="immediate", frame=dict(duration=0, redraw=True),
                                                        transition=dict(duration=0))]) for k in range(N + 1)])],
     )

@@ -31,7 +31,8 @@ def lens_comparison_figure(result: LensComparison, height: int = 380) -> go.Figu
         fig.add_trace(go.Scatter(x=x, y=result.top1_agreement[k], name=name, mode="lines+markers", line=style,
                                  legendgroup=lens, showlegend=False,
                                  hovertemplate=f"{name}<br>layer %{{x}}: %{{y:.0%}}<extra></extra>"), 1, 2)
-    fig.update_yaxes(type="log", exponentformat="none", row=1, col=1)
+    # One label per power of ten: plotly otherwise adds small "2" and "5" labels between them.
+    fig.update_yaxes(type="log", exponentformat="none", dtick=1, row=1, col=1)
     fig.update_yaxes(range=[0, 1.05], tickformat=".0%", row=1, col=2)
     fig.update_xaxes(title_text="layer", type="category", nticks=16)
     fig.update_layout(height=height, margin=dict(l=60, r=20, t=60, b=60), plot_bgcolor="white",

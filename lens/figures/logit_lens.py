@@ -21,7 +21,7 @@ class Metric:
     key: str
     label: str  # short: it is also the value shown in the page's URL
     help: str
-    colorscale: str
+    colorscale: str  # sequential: darker always means more (or, for the rank, closer to the top)
     log: bool = False  # colour by log10 of the value
     unit: str = ""
 
@@ -34,10 +34,10 @@ METRICS: dict[str, Metric] = {m.key: m for m in (
     Metric("probability", "top-1 probability", "How sure the layer is of its top-1 token.", "Blues"),
     Metric("entropy", "entropy", "Spread of the layer's distribution: 0 = one token, high = unsure.", "Viridis",
            unit="nats"),
-    Metric("kl", "KL to final", "How far the layer's distribution is from the model's final one.", "Magma_r",
+    Metric("kl", "KL to final", "How far the layer's distribution is from the model's final one.", "OrRd",
            unit="nats"),
     Metric("target_prob", "target probability", "Probability the layer gives the target token.", "Greens"),
-    Metric("target_rank", "target rank", "Rank of the target token (1 = top); colour on a log scale.", "RdYlGn_r",
+    Metric("target_rank", "target rank", "Rank of the target token (1 = top); colour on a log scale.", "Greens_r",
            log=True, unit="log scale"),
 )}
 
@@ -63,6 +63,11 @@ def strided_rows(n_rows: int, stride: int) -> list[int]:
     if rows[-1] != n_rows - 1:
         rows.append(n_rows - 1)
     return rows
+
+
+def stride_to_fit(n_rows: int, max_rows: int) -> int:
+    """The smallest layer stride that shows at most ``max_rows`` of ``n_rows`` rows (the last always shown)."""
+    return next(s for s in range(1, n_rows + 1) if len(strided_rows(n_rows, s)) <= max(2, max_rows))
 
 
 def _short(token: str, width: int = 7) -> str:

@@ -3,19 +3,27 @@ from __future__ import annotations
 
 SLIDE_FONT = 18  # px: the smallest chart text on a slide
 SLIDE_TITLE = 22
+# An exported slide image is drawn at 1600×900 and scaled by 1.2 to 1920×1080: 24 px there are 28.8 px on the
+# slide, readable from the back of a room.
+EXPORT_FONT = 24
+SCREEN_WIDTH = 1216  # px: a 1280 px screen less presenter mode's side padding
+CHAR_WIDTH = 0.62  # a character's mean width in a sans-serif font, in font sizes
+ROTATED_LABELS = 8.3  # font sizes: the x axis's rotated token labels below a heatmap (150 px at SLIDE_FONT)
 
 
-def for_slides(fig, max_height: int | None = None):
-    """``fig`` restyled in place for presenting (and returned): every label at least SLIDE_FONT px,
-    black on white, darker gridlines, and no taller than ``max_height``."""
+def for_slides(fig, max_height: int | None = None, width: int = SCREEN_WIDTH, font: int = SLIDE_FONT):
+    """``fig`` restyled in place for presenting (and returned): every label at least ``font`` px, black on
+    white, darker gridlines, no taller than ``max_height``; heatmap cell text at ``font`` where it fits a cell
+    of a ``width`` px wide chart, else left to the hover."""
+    title = round(font * SLIDE_TITLE / SLIDE_FONT)
     fig.update_layout(
-        font=dict(size=SLIDE_FONT, color="#000000"),
-        title_font=dict(size=SLIDE_TITLE, color="#000000"),
-        hoverlabel=dict(font_size=SLIDE_FONT),
-        legend=dict(font=dict(size=SLIDE_FONT)),
+        font=dict(size=font, color="#000000"),
+        title_font=dict(size=title, color="#000000"),
+        hoverlabel=dict(font_size=font),
+        legend=dict(font=dict(size=font)),
         paper_bgcolor="#ffffff", plot_bgcolor="#ffffff",
     )
-    axes = dict(tickfont_size=SLIDE_FONT, title_font_size=SLIDE_FONT, gridcolor="#9a9a9a", linecolor="#000000",
+    axes = dict(tickfont_size=font, title_font_size=font, gridcolor="#9a9a9a", linecolor="#000000",
                 automargin=True)  # larger labels push the margins out instead of overlapping the titles
     if any(t.type == "heatmap" for t in fig.data):
         axes["showgrid"] = False  # a heatmap's cells are its grid
@@ -23,26 +31,78 @@ def for_slides(fig, max_height: int | None = None):
     fig.update_yaxes(**axes)
     for trace in fig.data:
         if hasattr(trace, "colorbar"):
-            trace.colorbar.tickfont = dict(size=SLIDE_FONT)
-            trace.colorbar.title.font = dict(size=SLIDE_FONT)
+            trace.colorbar.tickfont = dict(size=font)
+            trace.colorbar.title.font = dict(size=font)
         if getattr(trace, "textfont", None) is not None and trace.type != "heatmap":
-            trace.textfont.size = max(SLIDE_FONT, trace.textfont.size or 0)
+            trace.textfont.size = max(font, trace.textfont.size or 0)
     if max_height is not None and (fig.layout.height or 450) > max_height:
         fig.update_layout(height=max_height)
-    if (fig.layout.margin.b or 80) < 120:
-        fig.update_layout(margin_b=120)  # rotated token labels at SLIDE_FONT need the room
-    _thin_ticks(fig)
+    elif max_height is not None and any(t.type == "heatmap" and t.texttemplate for t in fig.data):
+        fig.update_layout(height=max_height)  # the screen's whole height: room for cell text at slide size
+    if (fig.layout.margin.b or 80) < font * 6.7:
+        fig.update_layout(margin_b=round(font * 6.7))  # rotated token labels at this size need the room
+    for note in fig.layout.annotations or ():
+        note.font.size = max(font, note.font.size or 0)
+    for menu in (*(fig.layout.updatemenus or ()), *(fig.layout.sliders or ())):
+        menu.font = dict(size=font)
+    for slider in fig.layout.sliders or ():
+        slider.currentvalue.font = dict(size=font)
+    _thin_ticks(fig, font)
+    for trace in fig.data:
+        if trace.type == "heatmap" and trace.texttemplate:
+            _fit_cell_text(fig, trace, width, font)
     return fig
 
 
-def _thin_ticks(fig) -> None:
-    """Keep every n-th explicit y tick, so that labels at SLIDE_FONT do not overlap."""
+def cell_text_fits(n_rows: int, n_cols: int, chars: int, height: float, width: float,
+                   font: int = SLIDE_FONT) -> bool:
+    """Whether ``chars`` characters at ``font`` px fit a cell of an ``n_rows`` × ``n_cols`` grid of
+    ``height`` × ``width`` px (a line and a little air above and below, a character's width per character)."""
+    return height / max(1, n_rows) >= font * 1.25 and width / max(1, n_cols) >= font * CHAR_WIDTH * chars + 4
+
+
+def slide_rows(height: int, top: int = 60, font: int = SLIDE_FONT) -> int:
+    """How many heatmap rows of ``font`` px text a chart ``height`` px tall holds (rotated labels below)."""
+    return max(1, int((height - top - ROTATED_LABELS * font) // (font * 1.25)))
+
+
+def _fit_cell_text(fig, trace, width: int, font: int) -> None:
+    """Cell text at ``font`` px where every cell's text fits; otherwise none (the hover keeps it)."""
+    z = trace.z if trace.z is not None else []
+    n_rows, n_cols = len(z), (len(z[0]) if len(z) else 0)
+    texts = [str(t) for row in (trace.text or []) for t in row]
+    chars = max((len(t) for t in texts), default=0)
+    margin = fig.layout.margin
+    plot_h = (fig.layout.height or 450) - (margin.t or 80) - max(margin.b or 80, ROTATED_LABELS * font)
+    plot_w = width - (margin.l or 80) - (margin.r or 80) - 5 * font  # the colour bar
+    if not (n_rows and n_cols):
+        return
+    # The longest text that fits, down to 4 characters (a token's start says which it is); else no text.
+    fit = next((c for c in range(chars, 3, -1) if cell_text_fits(n_rows, n_cols, c, plot_h, plot_w, font)), None)
+    if fit is None:
+        trace.texttemplate = None  # text smaller than a slide's could not be read from the back of a room
+        return
+    trace.textfont.size = font
+    if fit < chars:
+        trace.text = [[_cut(str(t), fit) for t in row] for row in trace.text]
+        for frame in fig.frames or ():  # an animation's frames bring their own text
+            for d in frame.data:
+                if d.type == "heatmap" and d.text is not None:
+                    d.text = [[_cut(str(t), fit) for t in row] for row in d.text]
+
+
+def _cut(text: str, chars: int) -> str:
+    return text if len(text) <= chars else text[: chars - 1] + "…"
+
+
+def _thin_ticks(fig, font: int = SLIDE_FONT) -> None:
+    """Keep every n-th explicit y tick, so that labels at ``font`` px do not overlap."""
     y = fig.layout.yaxis
     if not y.tickvals or not y.ticktext:
         return
     margin = fig.layout.margin
     room = (fig.layout.height or 450) - (margin.t or 80) - (margin.b or 80)
-    fits = max(2, int(room / (SLIDE_FONT * 1.5)))
+    fits = max(2, int(room / (font * 1.5)))
     n = len(y.tickvals)
     if n > fits:
         k = -(-n // fits)
