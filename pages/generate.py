@@ -15,7 +15,7 @@ from lens.options import MAX_NEW_TOKENS, GenerateOptions, LensOptions  # noqa: E
 from ui import present, state  # noqa: E402
 from ui.errors import shown_in_page  # noqa: E402
 from ui.widgets import (chart, download_json, link_options, link_value_unused, one_of, page_header,  # noqa: E402
-                        say_link_value_unused, whole_in)
+                        say_link_values_unused, whole_in)
 
 # The tabs, as the URL names them (?tab=Where+each+token+looked).
 TABS = ("Lens, token by token", "Where each token looked", "Text, token by token")
@@ -56,9 +56,9 @@ stride_default = (stride_to_fit(info.n_layers + 1, slide_rows(present.SCREEN_CHA
 stride = d2.number_input("Layer stride", 1, max(1, info.n_layers), min(stride_default, max(1, info.n_layers)),
                          key="gen_stride", bind="query-params",
                          help="Show every n-th layer (the final layer is always shown).")
-for key, what, used in (("new_tokens", "number of new tokens", int(n_new)), ("gen_metric", "colour", metric_labels[metric]),
-                        ("gen_stride", "layer stride", f"a stride of {int(stride)}")):
-    say_link_value_unused(unused[key], what, used)
+say_link_values_unused([(unused["new_tokens"], "new tokens", int(n_new)),
+                        (unused["gen_metric"], "colour", metric_labels[metric]),
+                        (unused["gen_stride"], "layer stride", f"a stride of {int(stride)}")])
 
 options = GenerateOptions(max_new_tokens=int(n_new), temperature=0.0 if mode == "Greedy" else float(temperature),
                           seed=int(seed))

@@ -18,7 +18,7 @@ from ui import present, state  # noqa: E402
 from ui.backends import HOSTING  # noqa: E402
 from ui.errors import shown_in_page  # noqa: E402
 from ui.widgets import (chart, download_json, link_options, link_value_unused, one_of, page_header,  # noqa: E402
-                        say_link_value_unused, whole_in)
+                        say_link_values_unused, whole_in)
 
 WINDOW = 48  # positions shown at once by default on long prompts
 
@@ -70,8 +70,8 @@ def lens_view(n: int) -> None:
                    "for good.")
     used = {"lens": LENS_NAMES[lens], "metric": METRICS[metric].label, "top_k": f"top-{int(top_k)}",
             "stride": f"a stride of {int(stride)}"}
-    for key, what in (("lens", "lens"), ("metric", "colour"), ("top_k", "top-k"), ("stride", "layer stride")):
-        say_link_value_unused(unused[key], what, used[key])
+    say_link_values_unused([(unused[key], what, used[key]) for key, what in (
+        ("lens", "lens"), ("metric", "colour"), ("top_k", "top-k"), ("stride", "layer stride"))])
 
     # Long prompts: only the positions on screen are decoded (the rest when the window moves there),
     # so a 2048-token prompt shows its last 48 positions in seconds instead of decoding all of them.
@@ -156,7 +156,7 @@ def lens_panels(with_heatmap: bool = True) -> None:
     if present.is_on() and bool(panel) == with_heatmap and st.session_state.get("_panel_drawn") != panel:
         st.session_state["_panel_drawn"] = panel
         st.rerun(scope="app")  # the heatmap and the panel trade places
-    say_link_value_unused(unused, "panel", "none")
+    say_link_values_unused([(unused, "panel", "none")])
     lens = st.session_state.get("lens") or "logit"
     if lens != "logit" and not any(f.kind == lens for f in backend.lens_fits()):
         lens = "logit"  # not fitted yet: the panels read the logit lens (fitting is offered above)

@@ -206,3 +206,19 @@ def test_links_naming_an_option_open_it(page, key, value, want):
     at = app(FRANCE, page, **{key: value}).run()
     assert not at.exception
     assert at.selectbox(key=key).value == want
+
+
+def test_link_values_a_box_cannot_take_are_named_with_what_is_shown_instead():
+    """``?metric=bogus&stride=0&top_k=99`` used to be dropped without a word: the page now names each one and
+    what it shows instead, and still draws the lens with the defaults."""
+    at = app(FRANCE, "pages/logit_lens.py", metric="bogus", stride="0", top_k="99").run()
+    assert not at.exception
+    note = " ".join(c.value for c in at.caption)
+    assert "Not used from the link" in note, note
+    for said in ("colour “bogus” (showing top-1 probability)", "top-k “99” (showing top-5)",
+                 "layer stride “0” (showing a stride of 1)"):
+        assert said in note, (said, note)
+    assert figure(at)["data"][0]["type"] == "heatmap"
+    # A link whose values all apply gets no such line.
+    at = app(FRANCE, "pages/logit_lens.py", metric="kl", stride="3").run()
+    assert "Not used from the link" not in " ".join(c.value for c in at.caption)

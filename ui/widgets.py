@@ -86,10 +86,12 @@ def link_value_unused(key: str, fits) -> str | None:
     return None if ok else raw
 
 
-def say_link_value_unused(raw: str | None, what: str, used, where=st) -> None:
-    """One line under the controls: the link's ``what`` “raw” does not apply, and ``used`` is shown instead."""
-    if raw is not None:
-        where.caption(f"ℹ️ The link's {what} “{raw[:40]}” does not apply here: showing {used} instead.")
+def say_link_values_unused(unused: list[tuple[str | None, str, object]], where=st) -> None:
+    """One line under the controls for the link's values that do not apply, each as (the link's value, what
+    it sets, what is shown instead); nothing when every value applied."""
+    said = [f"{what} “{raw[:40]}” (showing {used})" for raw, what, used in unused if raw is not None]
+    if said:
+        where.caption("ℹ️ Not used from the link: " + "; ".join(said) + ".")
 
 
 def whole_in(lo: int, hi: int):
@@ -101,3 +103,8 @@ def one_of(*values):
     """``fits`` for a choice box: its options' values or labels as the URL holds them."""
     allowed = {str(v) for group in values for v in group}
     return lambda raw: raw in allowed
+
+
+def say_link_value_unused(raw: str | None, what: str, used, where=st) -> None:
+    """``say_link_values_unused`` for one value."""
+    say_link_values_unused([(raw, what, used)], where=where)
