@@ -137,8 +137,8 @@ def static_image(fig, fmt: str, width: int = SLIDE[0], height: int = SLIDE[1]) -
     from .figures.style import EXPORT_FONT, for_slides
 
     # A copy in the slide look at slide size: its text is EXPORT_FONT px (28.8 px on the 1920×1080 PNG).
-    slide = for_slides(go.Figure(fig), width=width, font=EXPORT_FONT)
-    slide.update_layout(width=width, height=height)
+    slide = go.Figure(fig).update_layout(width=width, height=height)
+    for_slides(slide, width=width, font=EXPORT_FONT)
     try:
         return slide.to_image(format=fmt, width=width, height=height, scale=1 if fmt == "svg" else 1.2)
     except Exception as exc:  # kaleido reports a missing or broken browser in many ways

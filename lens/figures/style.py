@@ -39,6 +39,8 @@ def for_slides(fig, max_height: int | None = None, width: int = SCREEN_WIDTH, fo
         fig.update_layout(height=max_height)
     elif max_height is not None and any(t.type == "heatmap" and t.texttemplate for t in fig.data):
         fig.update_layout(height=max_height)  # the screen's whole height: room for cell text at slide size
+    if fig.layout.title.text and (fig.layout.margin.t or 80) < 2 * title:
+        fig.update_layout(margin_t=2 * title)  # a title at this size needs the room above the plot
     if (fig.layout.margin.b or 80) < font * 6.7:
         fig.update_layout(margin_b=round(font * 6.7))  # rotated token labels at this size need the room
     for note in fig.layout.annotations or ():
