@@ -170,3 +170,36 @@ def settle(pg, timeout: float = 240_000) -> None:
         pg.wait_for_timeout(800)
         if pg.evaluate(SETTLED_JS):
             return
+
+
+def _decoded(v):
+    """A plotly array as numbers: plotly.py sends numpy arrays as {"dtype", "bdata"[, "shape"]}."""
+    import base64
+
+    import numpy as np
+
+    if isinstance(v, dict) and "bdata" in v:
+        a = np.frombuffer(base64.b64decode(v["bdata"]), dtype=np.dtype(v["dtype"]))
+        return a.reshape([int(n) for n in str(v["shape"]).split(",")]) if v.get("shape") else a
+    return v
+
+
+def same_charts(a, b, rtol: float = 1e-5) -> bool:
+    """Whether two ``charts()`` readings draw the same: equal structure and text, numbers equal to ``rtol``
+    (a result read back from the cache may differ from a fresh one in its last bits)."""
+    import numpy as np
+
+    a, b = _decoded(a), _decoded(b)
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        try:
+            x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+        except (TypeError, ValueError):
+            return False
+        return x.shape == y.shape and bool(np.allclose(x, y, rtol=rtol, atol=1e-9, equal_nan=True))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same_charts(a[k], b[k], rtol) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(same_charts(x, y, rtol) for x, y in zip(a, b))
+    if isinstance(a, float) and isinstance(b, float):
+        return bool(np.isclose(a, b, rtol=rtol, atol=1e-9, equal_nan=True))
+    return a == b

@@ -308,22 +308,6 @@ def test_the_positions_window_is_in_the_link(page):
         assert page.locator("text=Traceback").count() == 0
 
 
-def test_every_view_fits_a_projector_in_presenter_mode(page):
-    """At 1280×720 with ?present=1, each page's first screen is all there is: nothing to scroll."""
-    pg = page.context.browser.new_page(viewport={"width": 1280, "height": 720})
-    try:
-        for path in ("", "logit_lens", "attention", "projection", "generate", "patching"):
-            pg.goto(f"{page.base_url}/{path}?present=1")
-            wait_idle(pg)
-            pg.wait_for_selector(f"{PLOT} .main-svg", timeout=120_000)
-            pg.wait_for_timeout(800)
-            height = pg.evaluate("document.querySelector('[data-testid=stMain]').scrollHeight")
-            pg.screenshot(path=str(ARTIFACTS / f"present-{path or 'home'}.png"))
-            assert height <= 720, f"/{path}?present=1 is {height} px tall"
-    finally:
-        pg.close()
-
-
 def test_a_click_on_the_patching_grid_patches_that_cell(page):
     """Compare & patch: clicking a cell of the residual grid picks it for the one-cell patch, whose lens then
     names that row and position (Streamlit gets no clicks from heatmaps: invisible markers carry them)."""
