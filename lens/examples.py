@@ -41,6 +41,11 @@ CORPORA: dict[str, tuple[str, list[str]]] = {
     ]),
 }
 
+# The sense of the word in each sentence of a corpus, in the corpus's order (charts name the senses with them).
+SENSES: dict[str, tuple[str, ...]] = {
+    "bank: river or money": ("river", "money", "money", "river", "money", "river"),
+}
+
 # Clean / corrupted prompt pairs for activation patching: (clean, corrupted, target, foil). Each pair has
 # the same number of tokens in the bundled model, and target and foil are one token each.
 PATCH_PAIRS: dict[str, tuple[str, str, str, str]] = {

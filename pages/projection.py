@@ -9,10 +9,12 @@ require_app_router()
 
 from lens.examples import CORPORA  # noqa: E402
 from lens.figures.projection import (COLOR_BY, LINE_METRICS, aligned_figure, layer_similarity_figure,  # noqa: E402
-                                     metric_figure, trajectory_figure)
+                                     metric_figure, sense_figure, trajectory_caption, trajectory_figure)
 from lens.model.tokens import word_matches  # noqa: E402
 from lens.options import GeometryOptions, ProjectionOptions  # noqa: E402
 from lens.results import EXPLANATIONS  # noqa: E402
+from lens.senses import sense_similarity, senses_of  # noqa: E402
+from lens.views.projection import SENSES, measure_title  # noqa: E402
 from ui import present, state  # noqa: E402
 from ui.errors import shown_in_page  # noqa: E402
 from ui.widgets import chart, download_json, page_header  # noqa: E402
@@ -22,6 +24,10 @@ FIRST_CORPUS = next(iter(CORPORA))
 METHODS = {"PCA": "pca", "UMAP": "umap"}
 MODES = {"Trajectories": "joint", "Layer by layer": "aligned"}
 SOURCES = {"Prompt": "prompt", "Corpus": "corpus"}
+# Presenter mode: the picture takes what a 1280×720 screen leaves under the title, two rows of controls and
+# a one-line caption (and, for the geometry, the row that picks its measure).
+PRESENT_CHART, PRESENT_GEOMETRY_CHART = 420, 410
+PRESENTING = present.is_on()
 
 
 def _use_corpus() -> None:
@@ -72,7 +78,9 @@ else:
                               "by token: leading space or ## ignored, any case.")
     inputs = text
 
-c1, c2, c3, c4, c5 = st.columns([2, 2, 1, 2, 1.3], vertical_alignment="bottom")
+# On a projector the geometry is a view of its own (one measure at a time), switched on beside the options.
+widths = [2, 2, 1, 2, 1.3] + ([1.6] if PRESENTING else [])
+c1, c2, c3, c4, c5, *c6 = st.columns(widths, vertical_alignment="bottom")
 mode = MODES[c1.selectbox("Layout", list(MODES), key="mode", bind="query-params",
                           help="**Trajectories**: one projection of all layers together; each token leaves a path "
                                "through depth. **Layer by layer**: one PCA per layer, aligned to the previous one, "
@@ -99,6 +107,10 @@ skip_special = t2.toggle("Leave out special tokens", value=True, key="skip_speci
 rms_scale = t3.toggle("Scale each layer to unit RMS", value=True, key="rms", bind="query-params",
                       help="Vectors grow with depth; without scaling the last layers dominate the picture.")
 
+show_geometry = c6[0].toggle("Geometry", key="geometry", bind="query-params",
+                             help="Numbers on the picture, one measure at a time, instead of the picture."
+                             ) if PRESENTING else False
+
 if mode == "aligned" and method == "umap":
     st.info("Layer by layer uses PCA: one UMAP per layer would take minutes. Choose Trajectories for UMAP.")
     method = "pca"
@@ -120,30 +132,69 @@ with shown_in_page("Projection", stop=False):
 elapsed = time.perf_counter() - t0
 bar.empty()
 
+senses = senses_of(inputs) if isinstance(inputs, list) else None  # a shipped corpus names its senses
 if result is not None:
     R = len(result.layers)
+    rows = None
     if mode == "joint":
         labels = [("emb" if x == "emb" else f"L{x}") for x in result.layers]
         lo, hi = options_box.select_slider("Layers shown", options=labels, value=(labels[0], labels[-1]), key="rows",
                                            bind="query-params", help="Fewer layers make the paths easier to read.")
         r0, r1 = sorted((labels.index(lo), labels.index(hi)))
-        fig = trajectory_figure(result, color_by=color_by, rows=list(range(r0, r1 + 1)),
-                                highlight=word_matches(result.tokens, word),
-                                sentences=inputs if isinstance(inputs, list) else None)
+        rows = list(range(r0, r1 + 1))
+        highlight = word_matches(result.tokens, word)
+        fig = trajectory_figure(result, color_by=color_by, rows=rows, highlight=highlight,
+                                sentences=inputs if isinstance(inputs, list) else None, senses=senses)
+        marks = trajectory_caption(result, color_by, rows, highlight, legend=isinstance(inputs, list),
+                                   senses=senses is not None)
     else:
-        fig = aligned_figure(result, color_by=color_by)
-    chart(fig, key="projection", export={"view": "projection", "numbers": result, "texts": inputs, "model": info.name})
+        fig = aligned_figure(result, color_by=color_by, **({"height": PRESENT_CHART} if PRESENTING else {}))
+        marks = f"dots coloured by {COLOR_BY[color_by]}; ▶ plays the layers, the slider picks one"
     cached = elapsed < 0.5 * result.seconds
     fit = f"{result.method.upper()} fitted in {result.seconds:.2f} s" + (" (shown from the cache)" if cached else "")
     left = [w for w, on in (("the first token", skip_first), ("special tokens", skip_special)) if on]
-    st.caption(
-        f"{info.name} · {len(result.tokens)} tokens"
-        + (f" from {result.n_texts} sentences" if result.n_texts > 1 else "")
-        + f" × {R} layers · {fit}"
-        + (f" · left out: {' and '.join(left)}" if left else "")
-        + ". Hover a dot for its token and layer; the camera icon saves a PNG."
-    )
-    download_json(result, "projection", "Download the coordinates (JSON)")
+    if PRESENTING:
+        if not show_geometry:
+            fig.update_layout(height=PRESENT_CHART)
+            chart(fig, key="projection")
+            st.caption(f"{marks[:1].upper()}{marks[1:]}.")
+    else:
+        chart(fig, key="projection",
+              export={"view": "projection", "numbers": result, "texts": inputs, "model": info.name})
+        st.caption(
+            f"{info.name} · {len(result.tokens)} tokens"
+            + (f" from {result.n_texts} sentences" if result.n_texts > 1 else "")
+            + f" × {R} layers · {fit}"
+            + (f" · left out: {' and '.join(left)}" if left else "")
+            + f". {marks[:1].upper()}{marks[1:]}. Hover a dot for its token and layer; the camera icon saves a PNG."
+        )
+        download_json(result, "projection", "Download the coordinates (JSON)")
+
+
+def measures(shown, senses_known: bool) -> dict[str, str]:
+    """The geometry's measures for these texts and word: key -> its name."""
+    keys = [k for k in LINE_METRICS if getattr(shown, k).size] + ["layer_similarity"] + ([SENSES] if senses_known else [])
+    return {k: measure_title(k) for k in keys}
+
+
+def sense_chart(inputs, word: str, gopts: GeometryOptions, key: str, height: int | None = None, where=st,
+                explain: bool = True) -> None:
+    """The word's similarity within and across the senses of a shipped corpus (every pair of sentences)."""
+    s = None
+    with shown_in_page(f"Senses of {word!r}", stop=False):
+        with st.spinner("Comparing the word across every pair of sentences…"):
+            s = sense_similarity(backend, inputs, word, senses, gopts)
+    if s is None:
+        return
+    fig = sense_figure(s)
+    if height:
+        fig.update_layout(height=height)
+    chart(fig, key=key, where=where, export={"view": "geometry", "numbers": s, "texts": inputs, "model": info.name})
+    if explain:
+        where.caption(f"Mean cosine between two “{s.word}”s of the same sense ({', '.join(dict.fromkeys(s.senses))}) "
+                      "and of different senses, layer by layer: a gap means the context has pulled the senses "
+                      "apart.")
+
 
 @st.fragment
 def geometry_section(inputs, skip_first: bool, skip_special: bool, word: str | None) -> None:
@@ -156,16 +207,9 @@ def geometry_section(inputs, skip_first: bool, skip_special: bool, word: str | N
         st.caption("Switch on to see, layer by layer, how alike, how spread out and how long the token vectors are.")
         return
     gopts = GeometryOptions(skip_first=skip_first, skip_special=skip_special)
-    geo = geo_word = None
-    with shown_in_page("Geometry", stop=False):
-        with st.spinner("Measuring every layer…"):
-            geo = backend.geometry(inputs, gopts)
-    if geo is not None and word and word.strip():
-        with shown_in_page(f"Self-similarity of {word.strip()!r}", stop=False):
-            geo_word = backend.geometry(inputs, GeometryOptions(skip_first, skip_special, word.strip()))
-    if geo is None:
+    shown = measured(inputs, gopts, word)
+    if shown is None:
         return
-    shown = geo_word or geo
     keys = [k for k in LINE_METRICS if getattr(shown, k).size]
     for i in range(0, len(keys), 2):
         cols = st.columns(2)
@@ -176,6 +220,8 @@ def geometry_section(inputs, skip_first: bool, skip_special: bool, word: str | N
         st.caption(f"“{shown.word}” occurs {shown.word_count} times in {shown.word_texts} "
                    f"{'sentence' if shown.word_texts == 1 else 'sentences'}. Baseline-adjusted means minus the "
                    "anisotropy baseline, so 0 = no more alike than two random tokens.")
+    if senses is not None and shown.word:
+        sense_chart(inputs, shown.word, gopts, "metric-senses", where=st.columns([3, 2])[0])
     c1, c2 = st.columns([3, 2])
     chart(layer_similarity_figure(shown), key="layer-similarity", where=c1,
           export={"view": "geometry", "numbers": shown, "texts": inputs, "model": backend.info().name})
@@ -186,5 +232,50 @@ def geometry_section(inputs, skip_first: bool, skip_special: bool, word: str | N
     download_json(shown, "geometry", "Download the metrics (JSON)", where=c2)
 
 
-if not present.is_on() or st.session_state.get("geometry"):  # on a projector: only when asked for
+def measured(inputs, gopts: GeometryOptions, word: str | None):
+    """The geometry of ``inputs``, with the word's measures when one is followed (None after an error)."""
+    geo = geo_word = None
+    with shown_in_page("Geometry", stop=False):
+        with st.spinner("Measuring every layer…"):
+            geo = backend.geometry(inputs, gopts)
+    if geo is not None and word and word.strip():
+        with shown_in_page(f"Self-similarity of {word.strip()!r}", stop=False):
+            geo_word = backend.geometry(inputs, GeometryOptions(gopts.skip_first, gopts.skip_special, word.strip()))
+    return geo_word or geo
+
+
+def geometry_on_screen(inputs, skip_first: bool, skip_special: bool, word: str | None) -> None:
+    """Presenter mode: one measure of the geometry, picked in the URL-bound box, in place of the picture."""
+    gopts = GeometryOptions(skip_first=skip_first, skip_special=skip_special)
+    shown = measured(inputs, gopts, word)
+    if shown is None:
+        return
+    choices = measures(shown, senses is not None and bool(shown.word))  # key -> name
+    keys = {name: k for k, name in choices.items()}
+    asked = st.query_params.get("measure")
+    # The box lists the names, and the URL holds the name shown; a link may name the measure itself.
+    if asked in choices and "measure" not in st.session_state:
+        st.session_state["measure"] = choices[asked]
+    pick_col, about_col = st.columns([2, 5], vertical_alignment="center")
+    name = pick_col.selectbox("Measure", list(keys), key="measure", bind="query-params")
+    key = keys[name]
+    if asked and asked not in choices and asked not in keys:
+        about_col.caption(f"ℹ️ The link's measure “{asked[:40]}” does not apply here: showing "
+                          f"{name.lower()} instead.")
+    elif key == SENSES:
+        about_col.caption("How alike two occurrences of the word are within a sense and across senses.")
+    else:
+        about_col.caption(EXPLANATIONS[key][1])
+    if key == SENSES:
+        sense_chart(inputs, shown.word, gopts, "present-senses", height=PRESENT_GEOMETRY_CHART, explain=False)
+        return
+    fig = layer_similarity_figure(shown) if key == "layer_similarity" else metric_figure(shown, key)
+    fig.update_layout(height=PRESENT_GEOMETRY_CHART)
+    chart(fig, key=f"present-{key}")
+
+
+if PRESENTING:
+    if show_geometry:
+        geometry_on_screen(inputs, skip_first, skip_special, word)
+else:
     geometry_section(inputs, skip_first, skip_special, word)

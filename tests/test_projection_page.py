@@ -71,15 +71,49 @@ def test_page_corpus_mode():
     assert any(t.startswith("Self-similarity of the word") and word in t for t in got), got
     assert any(t.startswith("Word MEV") for t in got)
     assert "6 texts" in got[0]
-    # The word's six occurrences are drawn as bold paths, each named in the legend by its sentence
-    # (end labels would pile up where the paths meet).
+    # The shipped corpus knows each sentence's sense: the word's six bold paths take one colour per sense, and
+    # the legend names the senses and their sentences.
     fig = charts(at)[0]
     bold = [t for t in fig["data"] if t.get("mode") == "lines+markers"]
-    assert len(bold) == 6 and all(t["showlegend"] for t in bold)
-    for k, (trace, sentence) in enumerate(zip(bold, sentences), start=1):
-        assert trace["name"].startswith(f"{word} ({k}): {sentence[:25]}")
-    assert not [t for t in fig["data"] if t.get("mode") == "text"]
-    assert any(f"occurs 6 times in 6 sentences" in c.value for c in at.caption)
+    assert len(bold) == 6 and len({t["line"]["color"] for t in bold}) == 2
+    assert sorted(t["name"] for t in bold if t["showlegend"]) == [
+        "“bank”, money: sentences 2, 3, 5", "“bank”, river: sentences 1, 4, 6"]
+    assert not [t for t in fig["data"] if t.get("mode") == "text"] and not fig["layout"].get("annotations")
+    assert any("one colour per sense" in c.value for c in at.caption)
+    assert any("occurs 6 times in 6 sentences" in c.value for c in at.caption)
+    # And the geometry compares the senses: same-sense pairs against different-sense pairs.
+    senses = next(f for f in charts(at) if f["layout"]["title"]["text"] == f"Cosine between two “{word}”s")
+    assert [t["name"] for t in senses["data"]] == ["same sense (6 pairs)", "different senses (9 pairs)"]
+
+
+def test_a_corpus_of_unknown_senses_names_each_sentence():
+    typed = ["The bank was closed on Monday.", "We rested on the bank of the stream.", "A bank lends money."]
+    at = run("unused", source="Corpus", corpus="\n".join(typed))
+    assert not at.error
+    bold = [t for t in charts(at)[0]["data"] if t.get("mode") == "lines+markers"]
+    assert len(bold) == 3 and all(t["showlegend"] for t in bold)
+    for k, (trace, sentence) in enumerate(zip(bold, typed), start=1):
+        assert trace["name"].startswith(f"bank ({k}): {sentence[:25]}")
+    assert not any(f["layout"]["title"]["text"].startswith("Cosine between") for f in charts(at))
+
+
+def test_presenter_mode_shows_one_measure_of_the_geometry_in_place_of_the_picture():
+    at = run(PROMPT, geometry=False, present="1")
+    assert not at.error and len(charts(at)) == 1 and titles(at)[0].startswith("Token trajectories")
+    at = run(PROMPT, present="1")  # geometry=true: the measure box, its first measure, no picture
+    assert [f["layout"]["title"]["text"] for f in charts(at)] == ["Anisotropy baseline"]
+    assert at.selectbox(key="measure").value == "Anisotropy baseline"
+    at.selectbox(key="measure").set_value("Curvature (degrees)").run()
+    assert titles(at) == ["Curvature (degrees)"]
+    # A link names the measure by its name (as the box writes it) or by itself; the senses of a shipped corpus.
+    at = run("unused", source="Corpus", present="1", measure="Same sense or not")
+    assert titles(at) == ["Cosine between two “bank”s"]
+    at = run(PROMPT, present="1", measure="curvature")
+    assert titles(at) == ["Curvature (degrees)"]
+    at = run(PROMPT, present="1", measure="zebra")
+    assert titles(at) == ["Anisotropy baseline"]
+    assert any("measure “zebra” does not apply here: showing anisotropy baseline instead" in c.value
+               for c in at.caption)
 
 
 def test_page_bad_inputs_leave_the_page_usable():

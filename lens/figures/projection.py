@@ -20,6 +20,7 @@ COLOR_BY = {
     "text": "text (corpus mode)",
 }
 MAX_LABELS = 60  # tokens named next to their points above this many, hover only
+SENSE_COLOURS = ["#e31a1c", "#000000", "#ff7f00", "#6a3d9a"]  # one per sense: red, black, orange, purple
 _PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf",
             "#bcbd22", "#7f7f7f"]
 
@@ -104,12 +105,15 @@ def _axis_names(result: ProjectionResult, row: int | None = None) -> list[str]:
 
 def trajectory_figure(result: ProjectionResult, color_by: str = "layer", rows: list[int] | None = None,
                       labels: bool | None = None, highlight: list[int] | None = None,
-                      sentences: list[str] | None = None) -> go.Figure:
+                      sentences: list[str] | None = None, senses: list[str] | None = None) -> go.Figure:
     """Every kept token at every row in one shared projection; a grey line follows each token through depth.
 
     ``highlight``: indices of tokens (e.g. one word's occurrences) whose paths are drawn boldly and named;
     the other tokens are then faded and unnamed. ``sentences`` (a corpus's texts): each bold path is named
     in the legend by its sentence, instead of labels at its end that would pile up where the paths meet.
+    ``senses`` (one per sentence, e.g. "river", "money"): the bold paths take one colour per sense and the
+    legend names the senses. What the marks mean is said by ``trajectory_caption`` (beside the chart: a
+    note inside it collided with the axis title once the type grew for slides).
     """
     R, N, k = result.coords.shape
     rows = list(range(R)) if rows is None else list(rows)
@@ -128,12 +132,23 @@ def trajectory_figure(result: ProjectionResult, color_by: str = "layer", rows: l
     last = pts[-1]
     texts = [_label(t) for t in result.tokens]
     legend = bool(highlight) and sentences is not None and result.n_texts > 1
+    by_sense = legend and senses is not None and len(senses) == result.n_texts
+    colours = [_PALETTE[j % len(_PALETTE)] for j in range(len(highlight))]
+    shown_in_legend = [legend] * len(highlight)
     if highlight:  # only the highlighted tokens are named, with their text number in a corpus
         last = last[highlight]
         texts = [texts[i] + (f" ({result.text_index[i] + 1})" if result.n_texts > 1 else "") for i in highlight]
         if legend:
             names = [f"{texts[j]}: {_clip(sentences[result.text_index[i]], 32)}" for j, i in enumerate(highlight)]
             labels = False
+        if by_sense:  # one colour and one legend entry per sense, naming its sentences
+            order = list(dict.fromkeys(senses))
+            of = [senses[result.text_index[i]] for i in highlight]
+            colours = [SENSE_COLOURS[order.index(v) % len(SENSE_COLOURS)] for v in of]
+            first = {v: of.index(v) for v in order if v in of}
+            shown_in_legend = [first[v] == j for j, v in enumerate(of)]
+            names = [f"“{_label(result.tokens[highlight[j]])}”, {v}: sentences "
+                     f"{', '.join(str(k + 1) for k, x in enumerate(senses) if x == v)}" for j, v in enumerate(of)]
     if k == 2:
         traces = [
             go.Scatter(x=path[:, 0], y=path[:, 1], mode="lines", line=dict(color="rgba(120,120,120,0.35)", width=1),
@@ -144,10 +159,10 @@ def trajectory_figure(result: ProjectionResult, color_by: str = "layer", rows: l
         for j, i in enumerate(highlight):
             traces.append(go.Scatter(x=pts[:, i, 0], y=pts[:, i, 1], mode="lines+markers",
                                      name=names[j] if legend else texts[j],
-                                     line=dict(color=_PALETTE[j % len(_PALETTE)], width=3),
-                                     marker=dict(size=7, color=_PALETTE[j % len(_PALETTE)]),
+                                     legendgroup=names[j] if by_sense else None,
+                                     line=dict(color=colours[j], width=3), marker=dict(size=7, color=colours[j]),
                                      hovertext=[hover[r * N + i] for r in range(len(rows))],
-                                     hovertemplate="%{hovertext}<extra></extra>", showlegend=legend))
+                                     hovertemplate="%{hovertext}<extra></extra>", showlegend=shown_in_legend[j]))
         if labels:
             traces.append(go.Scatter(x=last[:, 0], y=last[:, 1], mode="text", text=texts, textposition="top center",
                                      textfont=dict(size=13, color="#222"), hoverinfo="skip", showlegend=False,
@@ -162,26 +177,27 @@ def trajectory_figure(result: ProjectionResult, color_by: str = "layer", rows: l
         ]
         for j, i in enumerate(highlight):
             traces.append(go.Scatter3d(x=pts[:, i, 0], y=pts[:, i, 1], z=pts[:, i, 2], mode="lines+markers",
-                                       line=dict(color=_PALETTE[j % len(_PALETTE)], width=6),
-                                       marker=dict(size=3, color=_PALETTE[j % len(_PALETTE)]),
+                                       name=names[j] if legend else texts[j],
+                                       legendgroup=names[j] if by_sense else None,
+                                       line=dict(color=colours[j], width=6), marker=dict(size=3, color=colours[j]),
                                        hovertext=[hover[r * N + i] for r in range(len(rows))],
-                                       hovertemplate="%{hovertext}<extra></extra>", showlegend=False))
+                                       hovertemplate="%{hovertext}<extra></extra>",
+                                       showlegend=shown_in_legend[j] and by_sense))
         if labels:
             traces.append(go.Scatter3d(x=last[:, 0], y=last[:, 1], z=last[:, 2], mode="text", text=texts,
                                        textfont=dict(size=12, color="#222"), hoverinfo="skip", showlegend=False))
     fig = go.Figure(traces)
-    if legend:
+    if by_sense:  # a few short entries: in one row under the chart, where they hide no path
+        fig.update_layout(legend=dict(title=dict(text=""), orientation="h", xref="container", x=0.01,
+                                      xanchor="left", yref="container", y=0.01, yanchor="bottom"))
+    elif legend:
         fig.update_layout(legend=dict(title=dict(text="bold paths, by sentence"), orientation="v", x=1.02, y=1,
                                       bgcolor="rgba(255,255,255,0.85)"))
     names = _axis_names(result)
     first, final = _row_label(result.layers[rows[0]]), _row_label(result.layers[rows[-1]])
     fig.update_layout(
         title=dict(text=_title(result, f"Token trajectories {first}→{final}"), x=0.01, font=dict(size=15)),
-        height=620, margin=dict(l=40, r=20, t=50, b=80), font=FONT, plot_bgcolor="white",
-        annotations=[dict(text=("bold paths: the highlighted word, one per sentence (legend)" if legend else
-                                f"bold paths: the highlighted word, named at {final}" if highlight else
-                                f"labels mark each token at {final}") + f"; colour: {COLOR_BY[color_by]}", xref="paper",
-                          yref="paper", x=0, y=-0.13, showarrow=False, font=dict(size=12, color="#555"))] if k == 2 else [],
+        height=620, margin=dict(l=40, r=20, t=50, b=60), font=FONT, plot_bgcolor="white",
     )
     if k == 2:
         fig.update_xaxes(title=names[0], zeroline=False, gridcolor="#eee")
@@ -191,9 +207,25 @@ def trajectory_figure(result: ProjectionResult, color_by: str = "layer", rows: l
     return fig
 
 
+def trajectory_caption(result: ProjectionResult, color_by: str = "layer", rows: list[int] | None = None,
+                       highlight: list[int] | None = None, legend: bool = False, senses: bool = False) -> str:
+    """What the marks of ``trajectory_figure`` mean, in one line (said beside the chart)."""
+    final = _row_label(result.layers[(list(rows) if rows is not None else [len(result.layers) - 1])[-1]])
+    if highlight and senses:
+        marks = "bold paths: the followed word, one colour per sense (legend)"
+    elif highlight and legend:
+        marks = "bold paths: the followed word, one per sentence (legend)"
+    elif highlight:
+        marks = f"bold paths: the followed word, named at {final}"
+    else:
+        marks = f"labels mark each token at {final}"
+    return f"{marks}; dots coloured by {COLOR_BY[color_by]}"
+
+
 def aligned_figure(result: ProjectionResult, color_by: str = "position", labels: bool | None = None,
-                   start: int | None = None) -> go.Figure:
-    """One frame per layer (Procrustes-aligned PCA), with a play button and a layer slider."""
+                   start: int | None = None, height: int = 640) -> go.Figure:
+    """One frame per layer (Procrustes-aligned PCA), with a play button and a layer slider under the x axis
+    (placed in px from the plot's bottom edge, clear of the axis's labels even at slide size)."""
     R, N, k = result.coords.shape
     labels = N <= MAX_LABELS if labels is None else labels
     c = result.coords
@@ -205,8 +237,8 @@ def aligned_figure(result: ProjectionResult, color_by: str = "position", labels:
 
     def frame_data(r: int):
         colour, extra = _colours(result, [r], color_by)
-        if color_by == "layer":
-            extra = dict(extra, cmin=0, cmax=R - 1)
+        if color_by == "layer":  # one scale for every frame, its ticks over all the layers
+            extra = dict(_colours(result, list(range(R)), "layer")[1], cmin=0, cmax=R - 1)
         marker = dict(color=colour, size=11, opacity=0.9, line=dict(width=0.5, color="white"), **extra)
         hover = _hover(result, [r])
         mode = "markers+text" if labels else "markers"
@@ -219,6 +251,8 @@ def aligned_figure(result: ProjectionResult, color_by: str = "position", labels:
                              hovertemplate="%{hovertext}<extra></extra>", showlegend=False)]
 
     names = [f"aligned PC{i + 1}" for i in range(k)]
+    # Under the plot: the x axis's ticks and title (AXIS_ROOM px at slide size), then the buttons and the slider.
+    under = (AXIS_ROOM if k == 2 else 10) / max(1.0, height - 50 - BELOW)
     frames = [go.Frame(data=frame_data(r), name=result.layers[r],
                        layout=dict(title=dict(text=_title(result, f"Layer {_row_label(result.layers[r])}")
                                               + f" · PC1+PC2 {result.explained[r, :2].sum():.0%} of variance")))
@@ -229,8 +263,8 @@ def aligned_figure(result: ProjectionResult, color_by: str = "position", labels:
                                                  transition=dict(duration=0))]) for r in range(R)]
     fig.update_layout(
         title=dict(text=frames[start].layout.title.text, x=0.01, font=dict(size=15)),
-        height=640, margin=dict(l=40, r=20, t=50, b=40), font=FONT, plot_bgcolor="white",
-        updatemenus=[dict(type="buttons", direction="left", x=0.0, y=-0.12, xanchor="left", yanchor="top",
+        height=height, margin=dict(l=40, r=20, t=50, b=BELOW), font=FONT, plot_bgcolor="white",
+        updatemenus=[dict(type="buttons", direction="left", x=0.0, y=-under, xanchor="left", yanchor="top",
                           showactive=False, buttons=[
                               dict(label="▶ play", method="animate",
                                    args=[None, dict(frame=dict(duration=450, redraw=True), fromcurrent=True,
@@ -238,19 +272,20 @@ def aligned_figure(result: ProjectionResult, color_by: str = "position", labels:
                               dict(label="❚❚ pause", method="animate",
                                    args=[[None], dict(mode="immediate", frame=dict(duration=0, redraw=False))]),
                           ])],
-        sliders=[dict(active=start, steps=steps, x=0.22, len=0.78, y=-0.08, yanchor="top",
+        sliders=[dict(active=start, steps=steps, x=0.22, len=0.78, y=-under, yanchor="top",
                       currentvalue=dict(prefix="layer ", font=dict(size=14)), pad=dict(t=10))],
     )
     if k == 2:
         fig.update_xaxes(title=names[0], range=[lo[0], hi[0]], zeroline=False, gridcolor="#eee")
         fig.update_yaxes(title=names[1], range=[lo[1], hi[1]], zeroline=False, gridcolor="#eee")
-        fig.update_layout(margin=dict(b=120))
     else:
         fig.update_layout(scene=dict(xaxis=dict(title=names[0], range=[lo[0], hi[0]]),
                                      yaxis=dict(title=names[1], range=[lo[1], hi[1]]),
-                                     zaxis=dict(title=names[2], range=[lo[2], hi[2]]), aspectmode="cube"),
-                          margin=dict(b=120))
+                                     zaxis=dict(title=names[2], range=[lo[2], hi[2]]), aspectmode="cube"))
     return fig
+
+
+AXIS_ROOM, BELOW = 80, 200  # px under an animation's plot: its x axis; and the margin for axis, buttons, slider
 
 
 # ---------------------------------------------------------------- geometry
@@ -309,4 +344,24 @@ def layer_similarity_figure(result: GeometryResult) -> go.Figure:
                       height=520, font=FONT, margin=dict(l=50, r=10, t=40, b=40))
     fig.update_xaxes(type="category", title="layer")
     fig.update_yaxes(type="category", title="layer", autorange="reversed", scaleanchor="x")
+    return fig
+
+
+def sense_figure(s) -> go.Figure:
+    """Within-sense and across-sense similarity of one word over depth (``s``: a lens.senses.SenseSimilarity)."""
+    x = [_row_label(label) for label in s.layers]
+    fig = go.Figure([
+        go.Scatter(x=x, y=s.within, mode="lines+markers", name=f"same sense ({s.pairs_within} pairs)",
+                   line=dict(color="#2f6db5", width=3), marker=dict(size=6),
+                   hovertemplate="same sense, layer %{x}: %{y:.3f}<extra></extra>"),
+        go.Scatter(x=x, y=s.across, mode="lines+markers", name=f"different senses ({s.pairs_across} pairs)",
+                   line=dict(color="#d62728", width=3, dash="dash"), marker=dict(size=6),
+                   hovertemplate="different senses, layer %{x}: %{y:.3f}<extra></extra>"),
+    ])
+    fig.update_layout(title=dict(text=f"Cosine between two “{s.word}”s", x=0.01, font=dict(size=14)), height=360,
+                      font=FONT, margin=dict(l=50, r=10, t=40, b=40), plot_bgcolor="white", showlegend=True,
+                      legend=dict(x=0.01, xanchor="left", y=0.01, yanchor="bottom", bgcolor="rgba(255,255,255,0.85)"))
+    fig.update_xaxes(type="category", title="layer", gridcolor="#eee",
+                     tickvals=x if len(x) <= 16 else x[:: max(1, len(x) // 10)])
+    fig.update_yaxes(title="mean cosine", gridcolor="#eee")
     return fig

@@ -4,7 +4,18 @@ from __future__ import annotations
 
 from ..errors import LensError
 from ..options import GeometryOptions, ProjectionOptions
+from ..senses import sense_similarity, senses_of
 from .entry import GEOMETRY, TEXTS, Drawn, Page, View
+
+SENSES = "senses"  # the geometry view's measure comparing a word's senses (not one of EXPLANATIONS' metrics)
+SENSES_TITLE = "Same sense or not"
+
+
+def measure_title(key: str) -> str:
+    """A geometry measure's name, as the page's measure box shows it (and its URL holds it)."""
+    from ..results import EXPLANATIONS
+
+    return SENSES_TITLE if key == SENSES else EXPLANATIONS[key][0]
 
 PAGE = Page(
     "projection", "Projections", ":material/scatter_plot:",
@@ -28,7 +39,7 @@ Below the picture, **geometry through depth** puts numbers on what you see, one 
 
 
 def render_projection(backend, info, texts, *, method, dims, color_by, word) -> Drawn:
-    from ..figures.projection import COLOR_BY, trajectory_figure
+    from ..figures.projection import COLOR_BY, trajectory_caption, trajectory_figure
     from ..model.tokens import word_matches
 
     corpus = isinstance(texts, list)
@@ -37,18 +48,29 @@ def render_projection(backend, info, texts, *, method, dims, color_by, word) -> 
         raise LensError(f"unknown colouring {color_by!r}; choose from {', '.join(COLOR_BY)}")
     r = backend.projection(texts, ProjectionOptions(method=method, dims=int(dims)))
     highlight = word_matches(r.tokens, word) if word else None
-    return Drawn([r], [trajectory_figure(r, color_by=color_by, highlight=highlight, sentences=texts if corpus else None)],
-                 f"{len(r.tokens)} tokens × {len(r.layers)} layers, {r.method.upper()}.")
+    senses = senses_of(texts) if corpus else None
+    fig = trajectory_figure(r, color_by=color_by, highlight=highlight, sentences=texts if corpus else None,
+                            senses=senses)
+    marks = trajectory_caption(r, color_by, highlight=highlight, legend=corpus, senses=senses is not None)
+    return Drawn([r], [fig], f"{len(r.tokens)} tokens × {len(r.layers)} layers, {r.method.upper()}; {marks}.")
 
 
 def render_geometry(backend, info, texts, *, word, metric) -> Drawn:
-    """One chart per measure (or only ``metric``'s), the layer × layer similarity among them."""
-    from ..figures.projection import layer_similarity_figure, metric_figure
+    """One chart per measure (or only ``metric``'s), the layer × layer similarity among them; ``metric``
+    "senses": the word's similarity within and across the senses of a shipped corpus (lens.senses)."""
+    from ..figures.projection import layer_similarity_figure, metric_figure, sense_figure
     from ..results import EXPLANATIONS
 
+    if metric == SENSES:
+        if isinstance(texts, str):
+            raise LensError("the senses of a word are compared across sentences: give a corpus")
+        s = sense_similarity(backend, texts, word or "")
+        return Drawn([s], [sense_figure(s)],
+                     f"“{s.word}” in {len(texts)} sentences: {s.pairs_within} pairs of the same sense, "
+                     f"{s.pairs_across} of different senses.")
     g = backend.geometry(texts, GeometryOptions(word=word))
     if metric is not None and metric not in EXPLANATIONS:
-        raise LensError(f"unknown geometry measure {metric!r}; choose from {', '.join(EXPLANATIONS)}")
+        raise LensError(f"unknown geometry measure {metric!r}; choose from {', '.join(EXPLANATIONS)} or {SENSES}")
     keys = [metric] if metric else list(EXPLANATIONS)
     figs = [layer_similarity_figure(g) if k == "layer_similarity" else metric_figure(g, k) for k in keys]
     return Drawn([g], [f for f in figs if f is not None],
@@ -67,6 +89,9 @@ VIEWS = (
     View("geometry", "Geometry through depth", GEOMETRY, "projection?geometry=true", (
         "Numbers on the projection's picture, layer by layer: how alike different tokens are (anisotropy), how "
         "alike the occurrences of one word are (self-similarity), how spread out the vectors are, how long, and how "
-        "similar each layer is to every other.",),
+        "similar each layer is to every other.",
+        "For a shipped corpus whose sentences use one word in different senses (“bank” by a river, “bank” with "
+        "money), the senses measure: the mean cosine between two occurrences of the word of the same sense, and "
+        "of different senses, layer by layer."),
         {"word": None, "metric": None}, render_geometry, reads=TEXTS),
 )
