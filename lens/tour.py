@@ -8,9 +8,9 @@ The page (pages/tour.py) and the handout (``python -m lens tour``) both read STE
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Callable
-from urllib.parse import urlencode
+import math
+from dataclasses import dataclass, field, replace
+from typing import Callable, NamedTuple
 
 import numpy as np
 
@@ -25,13 +25,14 @@ BANK_WORD, BANK = CORPORA["bank: river or money"]
 
 @dataclass(frozen=True)
 class Shown:
-    """One chart of a step: a view of ``texts`` with ``params``; ``query`` opens it in the dashboard."""
+    """One chart of a step: a view of ``texts`` with ``params`` (the view's defaults for the options not
+    given); ``step_link`` opens the same chart on the view's page."""
 
     view: str
     texts: str | tuple[str, ...]
     params: dict = field(default_factory=dict)
-    query: dict = field(default_factory=dict)  # the page's own URL parameters for the same settings
     title: str = ""  # the chart's title in the tour (short: two charts share a screen)
+    legend: bool = False  # keep its legend beside another chart (where the legend names what the colours are)
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,7 @@ class Step:
     notice: str
     shows: tuple[Shown, ...]
     fact: Callable[[list], str]  # from the rendered views (lens.views.RenderedView), in order
+    try_it: bool = True  # whether a speaker may run it on another prompt (not where the chart ignores the prompt)
 
 
 # ---------------------------------------------------------------- facts, from the results on screen
@@ -90,11 +92,15 @@ def entropy_fact(views) -> str:
 
 
 def sink_fact(views) -> str:
+    """The rollout's share on the first token (what the chart shows), then the raw attention's, named apart."""
     r = views[0].results[0]
+    roll = np.asarray(r.rollout, float)[:, 0]
     first = np.asarray(r.attention, float)[:, 0]
     heavy = int((first >= 0.5).sum())
-    return (f"Averaged over the heads, the last position puts {first.mean():.0%} of its attention on the first token; "
-            f"in {heavy} of the {len(first)} layers, half or more.")
+    return (f"Rollout (the chart) traces {roll[-1]:.0%} of the last position after the last layer back to the first "
+            f"token, and at least {roll.min():.0%} after every layer. The raw attention of the last position, "
+            f"averaged over heads, puts {first.mean():.0%} on it (mean over the layers); in {heavy} of the "
+            f"{len(first)} layers, half or more.")
 
 
 def heads_fact(views) -> str:
@@ -132,15 +138,22 @@ def _attention_sources(g) -> dict[int, float]:
 
 
 def bank_fact(views) -> str:
-    g = views[1].results[0]
-    s = np.asarray(g.self_similarity, float)
-    if s.size == 0:
-        return "The word occurs too rarely to measure its self-similarity."
-    raw = np.asarray(g.self_similarity_raw, float)
-    low = int(np.nanargmin(raw[1:])) + 1
-    return (f"Mean cosine between the {g.word_count} “{BANK_WORD}”s: {raw[0]:.2f} at the embeddings, "
-            f"{raw[low]:.2f} at its lowest ({_layer_name(g.layers[low])}), {raw[-1]:.2f} at the last layer; less "
-            f"the baseline of any two tokens, {s[0]:.2f} → {s[low]:.2f}.")
+    """Within-sense against across-sense similarity of the word (lens.senses), from the second chart."""
+    s = views[1].results[0]
+    w, a = np.asarray(s.within, float), np.asarray(s.across, float)
+    apart = next((i for i in range(len(w)) if (w[i:] > a[i:]).all()), None)
+    start = (f"At the embeddings every “{s.word}” is the same vector (cosine {w[0]:.2f}). " if
+             np.isclose(w[0], 1, atol=5e-3) and np.isclose(a[0], 1, atol=5e-3) else "")
+    if apart is None:
+        return start + (f"Two “{s.word}”s of the same sense are not more alike for good than two of different "
+                        f"senses: at the last layer {w[-1]:.2f} against {a[-1]:.2f}.")
+    gap = int(np.argmax(w - a))
+    out = (start + f"From {_layer_name(s.layers[apart])} on, two “{s.word}”s of the same sense are more alike than "
+           f"two of different senses; the gap is widest at {_layer_name(s.layers[gap])}: mean cosine {w[gap]:.2f} "
+           f"over the {s.pairs_within} same-sense pairs against {a[gap]:.2f} over the {s.pairs_across} others")
+    if gap != len(w) - 1:
+        out += f" (at the last layer {w[-1]:.2f} against {a[-1]:.2f})"
+    return out + "."
 
 
 def subject_fact(views) -> str:
@@ -170,6 +183,7 @@ def tracing_fact(views) -> str:
 
 # ---------------------------------------------------------------- the steps
 
+# The lens steps show every 5th layer: few enough rows that the guesses are written in the cells on a projector too.
 STEPS: tuple[Step, ...] = (
     Step("What a logit lens is",
          "Every layer keeps a vector for each token. The logit lens reads that vector with the model's own output "
@@ -177,70 +191,65 @@ STEPS: tuple[Step, ...] = (
          "Follow the last column upwards: the colour is the rank of “ Paris” among all 49,152 tokens. For most "
          "of the depth it is lost among thousands; in a small model like this one the answer arrives late, in "
          "the last few layers.",
-         (Shown("logit-lens", FACTUAL, {"metric": "target_rank", "target": " Paris", "stride": 3},
-                {"prompt": FACTUAL, "metric": "target_rank", "target": " Paris"},
-                "Rank of “ Paris” at every layer (every 3rd layer shown)"),),
+         (Shown("logit-lens", FACTUAL, {"metric": "target_rank", "target": " Paris", "stride": 5},
+                "Rank of “ Paris” at every layer (every 5th layer shown)"),),
          paris_fact),
     Step("Early layers echo the input",
          "At the bottom the vector is little more than the token's own embedding, and this model reads its output "
          "with the same matrix: so the first rows mostly predict the token they sit on.",
          "The bottom row repeats the column's own token (“ three” under “ three”); from the first block on, the "
          "guesses turn into continuations, and near the top into the next number.",
-         (Shown("logit-lens", COUNTING, {"metric": "probability", "stride": 3}, {"prompt": COUNTING},
-                "Top-1 guess and its probability (every 3rd layer shown)"),),
+         (Shown("logit-lens", COUNTING, {"metric": "probability", "stride": 5},
+                "Top-1 guess and its probability (every 5th layer shown)"),),
          echo_fact),
     Step("Sure, but not yet right",
          "Entropy says how spread out a layer's guess is (0 nats: one certain token; all 49,152 tokens at once "
          "would be 10.8). KL to final says how far the guess is from the model's final answer.",
          "Left, entropy: the middle layers are already fairly sure of something. Right, KL: what they are sure of "
          "is not the final answer, which only forms in the last layers. Read early rows of a logit lens with care.",
-         (Shown("logit-lens", SUBJECT, {"metric": "entropy", "stride": 3}, {"prompt": SUBJECT, "metric": "entropy"},
-                "Entropy (nats)"),
-          Shown("logit-lens", SUBJECT, {"metric": "kl", "stride": 3}, {"prompt": SUBJECT, "metric": "kl"},
-                "KL to the final answer (nats)")),
+         (Shown("logit-lens", SUBJECT, {"metric": "entropy", "stride": 3}, "Entropy (nats)"),
+          Shown("logit-lens", SUBJECT, {"metric": "kl", "stride": 3}, "KL to the final answer (nats)")),
          entropy_fact),
     Step("The attention sink",
          "Attention must go somewhere: a head that has nothing useful to read parks its attention on the first "
          "token, whose vector is built to be harmless. Rollout multiplies those attention maps through the layers.",
          "The first column: most of the attention, and so most of the rollout, lands on the first token, whatever "
          "it says. It is a resting place, not a sign that the first word matters.",
-         (Shown("rollout", FACTUAL, {}, {"prompt": FACTUAL}, "Attention rollout into the last position"),),
+         (Shown("rollout", FACTUAL, {}, "Attention rollout into the last position"),),
          sink_fact),
     Step("Previous-token and induction heads",
          "Feed the model a random sequence of tokens twice. A previous-token head looks one step back; an induction "
          "head looks at what followed the last occurrence of the current token, so it can copy the continuation.",
          "Bright cells are heads with a job. An induction head needs a previous-token head in an earlier layer to "
          "work: compare the layers of the strongest of each, above.",
-         (Shown("heads", FACTUAL, {"metric": "induction"}, {"prompt": FACTUAL, "head_metric": "induction"},
-                "Induction score of every head"),),
-         heads_fact),
+         (Shown("heads", FACTUAL, {"metric": "induction"}, "Induction score of every head"),),
+         heads_fact, try_it=False),  # scored on a random repeated sequence: another prompt changes nothing
     Step("Rollout and routes on the same prompt",
          "Two answers to “where did this prediction come from?”. Rollout only multiplies attention weights; routes "
          "measure how much each attention block and MLP actually changed the vector they wrote into.",
          "Rollout (left) is dominated by the sink; the routes (right) skip it and show which words the answer's "
          "information was moved from, and how much the MLPs added on the way.",
-         (Shown("rollout", SUBJECT, {}, {"prompt": SUBJECT}, "Rollout"),
-          Shown("routes", SUBJECT, {}, {"prompt": SUBJECT}, "Routes")),
+         (Shown("rollout", SUBJECT, {}, "Rollout"),
+          Shown("routes", SUBJECT, {}, "Routes")),
          rollout_routes_fact),
     Step("One word, two meanings: “bank”",
-         "Six sentences use “bank” for a river side or for money. Each is run through the model on its own, and "
-         "every token's vector at every layer is projected onto one picture.",
-         "The bold paths are the six “bank”s, one colour per sentence (the full view names them): they start "
-         "together at the embeddings and drift apart as context is mixed in; the self-similarity (right, solid; "
-         "dotted: before the baseline is taken off) puts a number on it, layer by layer.",
-         (Shown("projection", tuple(BANK), {"word": BANK_WORD},
-                {"source": "Corpus", "corpus_word": BANK_WORD, "corpus": "\n".join(BANK)}, "Six sentences, PCA"),
-          Shown("geometry", tuple(BANK), {"word": BANK_WORD, "metric": "self_similarity"},
-                {"source": "Corpus", "corpus_word": BANK_WORD, "corpus": "\n".join(BANK)},
-                "Self-similarity of “bank”")),
+         "Six sentences use “bank” for a river side (three) or for money (three). Each is run through the model on "
+         "its own; every token's vector at every layer is projected onto one picture (left).",
+         "Left, the bold paths are the six “bank”s, red by a river, black for money: one point at the embeddings "
+         "(the same vector), then they move with their context, close together, because what all tokens share "
+         "dominates a flat picture. Right, the number behind it: how alike two “bank”s of the same sense are, "
+         "against two of different senses, layer by layer.",
+         (Shown("projection", tuple(BANK), {"word": BANK_WORD, "color_by": "layer"}, "Six sentences, PCA",
+                legend=True),
+          Shown("geometry", tuple(BANK), {"word": BANK_WORD, "metric": "senses"},
+                "Same sense or not: cosine of two “bank”s", legend=True)),
          bank_fact),
     Step("Where information about the subject flows",
          "To answer “… located in the city of”, the model must bring what it knows about the subject, the Eiffel "
          "Tower, to the last position. The route graph draws the edges that carried it.",
          "Blue edges that leave the subject's tokens and reach the last column are attention moving the subject's "
          "information; orange diamonds are MLPs adding to it.",
-         (Shown("routes", SUBJECT, {"threshold": 0.04}, {"prompt": SUBJECT, "threshold": "0.04"},
-                "Routes to the prediction"),),
+         (Shown("routes", SUBJECT, {"threshold": 0.04}, "Routes to the prediction"),),
          subject_fact),
     Step("Where the answer is computed",
          "The logit lens shows where the answer can be read; patching shows where it is made. Run the prompt about "
@@ -251,19 +260,169 @@ STEPS: tuple[Step, ...] = (
          "Higher up the band moves to the last position, after attention has carried the answer there, long before "
          "the lens can read it.",
          (Shown("patch", (SUBJECT, COLOSSEUM), {"target": " Paris", "foil": " Rome"},
-                {"clean": SUBJECT, "corrupt": COLOSSEUM, "patch_target": " Paris", "foil": " Rome"},
                 "Share of “ Paris” restored by one patched vector"),),
          tracing_fact),
 )
 
 
-def step_link(shown: Shown) -> str:
-    """The dashboard URL (path and query) that opens this chart's view with the same settings."""
+# ---------------------------------------------------------------- the step in the URL
+
+def parse_step(raw: str | None, n: int = len(STEPS)) -> tuple[int, str]:
+    """The 1-based step that ``?step=raw`` asks for, within 1..n, and a note when it is not exactly that."""
+    raw = "1" if raw is None else str(raw).strip()
+    try:
+        x = float(raw)
+    except ValueError:
+        x = math.nan
+    if not math.isfinite(x):
+        return 1, f"“{raw[:40]}” is not a step number: here is step 1."
+    whole = math.ceil(x - 0.5)  # the nearest whole step, halves down (2.5: step 2)
+    near = min(max(whole, 1), n)
+    if whole != x:
+        return near, f"“{raw[:40]}” is not a whole step: here is step {near}."
+    if near != whole:
+        return near, f"The tour has steps 1 to {n}: here is step {near}, the nearest to {whole}."
+    return near, ""
+
+
+# ---------------------------------------------------------------- links to the dashboard
+
+_WORD = "word"  # the projection page's word box: "corpus_word" for a corpus, "word" for a prompt
+_METHODS = {"pca": "PCA", "umap": "UMAP"}  # the projection page's choices, as its URL spells them
+_SITES = {"resid": "Residual stream", "attn": "Attention", "mlp": "MLP", "head": "Heads"}  # the patching page's
+
+
+def _flag(value) -> str:
+    return "true" if value else "false"
+
+
+def _measure(key: str) -> str:
+    """The projection page's measure box lists the measures by name, and its URL holds the name."""
+    from .views.projection import measure_title
+
+    return measure_title(key)
+
+
+# Every option of the views the tour shows, as its page binds it in the URL: option -> (URL key, the value as
+# the link spells it: the option itself, which the pages take from links, ?metric=kl). A view option missing
+# here could not travel in a link (tests hold the table complete).
+URL_KEYS: dict[str, dict[str, tuple[str, Callable]]] = {
+    "logit-lens": {"metric": ("metric", str), "target": ("target", str), "stride": ("stride", str),
+                   "top_k": ("top_k", str), "lens": ("lens", str), "exits": ("exits", _flag)},
+    "rollout": {"position": ("position", str)},
+    "routes": {"position": ("position", str), "threshold": ("threshold", str)},
+    "heads": {"layer": ("head_layer", str), "metric": ("head_metric", str)},
+    "projection": {"method": ("method", _METHODS.__getitem__), "dims": ("dims", str), "color_by": ("color", str),
+                   "word": (_WORD, str)},
+    "geometry": {"word": (_WORD, str), "metric": ("measure", _measure)},
+    "patch": {"target": ("patch_target", str), "foil": ("foil", str), "site": ("site", _SITES.__getitem__)},
+}
+
+
+def chart_params(shown: Shown) -> dict:
+    """Every option the chart is drawn with: the step's, and the view's defaults for the others."""
     from .views import view_named
 
+    return {**view_named(shown.view).params, **shown.params}
+
+
+def link_query(shown: Shown, present: bool = False, model: str | None = None) -> dict[str, str]:
+    """The URL parameters that open ``shown``'s chart on its page: the view, the texts, every option (an
+    option left at None, "the page's default", is left out), the model when given, and ``present=1`` in
+    presenter mode."""
+    from .views import view_named
+    from .views.entry import TWO_PROMPTS
+
     view = view_named(shown.view)
-    fixed = urlencode(view.query)  # what opens the view on its page (?view=Routes), then the step's settings
-    return f"/{view.path}?" + "&".join(q for q in (fixed, urlencode(shown.query)) if q)
+    query = dict(view.query)  # what opens the view on its page (?view=Routes)
+    if model:
+        query["model"] = model
+    corpus = not isinstance(shown.texts, str)
+    if view.reads == TWO_PROMPTS:
+        query["clean"], query["corrupt"] = shown.texts
+    elif corpus:
+        query.update(source="Corpus", corpus="\n".join(shown.texts))
+    else:
+        query["prompt"] = shown.texts
+    for option, value in chart_params(shown).items():
+        if value is None:
+            continue
+        key, spell = URL_KEYS[shown.view][option]
+        query["corpus_word" if key == _WORD and corpus else key] = spell(value)
+    if present:
+        query["present"] = "1"
+    return query
+
+
+def step_link(shown: Shown, present: bool = False, model: str | None = None) -> str:
+    """The dashboard URL (path and query) that opens ``shown``'s chart with the same settings."""
+    from urllib.parse import urlencode
+
+    from .views import view_named
+
+    return f"/{view_named(shown.view).path}?" + urlencode(link_query(shown, present, model))
+
+
+# ---------------------------------------------------------------- a step on a speaker's own prompt
+
+def editable(step: Step) -> str | None:
+    """The step's prompt, when a speaker may swap in another one (every chart of it reads that one prompt)."""
+    prompts = {s.texts for s in step.shows}
+    if not step.try_it or len(prompts) != 1 or not isinstance(next(iter(prompts)), str):
+        return None
+    return next(iter(prompts))
+
+
+def shows_for(backend, step: Step, prompt: str | None = None) -> tuple[Shown, ...]:
+    """The step's charts, on ``prompt`` when given: a chart that follows a pinned answer (“ Paris”) follows
+    the model's own final answer on that prompt instead, and its title says which."""
+    if prompt is None or editable(step) is None:
+        return step.shows
+    from .options import LensOptions
+    from .views import view_named
+
+    answer = None
+    out = []
+    for s in step.shows:
+        params, title = dict(s.params), s.title
+        if params.get("target"):
+            if answer is None:  # the lens page's own default read of the prompt: cached for the link
+                top_k = view_named(s.view).params.get("top_k", 5)
+                answer = backend.logit_lens(prompt, LensOptions(top_k=int(top_k))).final_prediction[-1]
+            title = title.replace(f"“{params['target']}”", f"“{answer}”")
+            params["target"] = answer
+        out.append(replace(s, texts=prompt, params=params, title=title))
+    return tuple(out)
+
+
+def notice_for(step: Step, prompt: str | None = None) -> str:
+    """"What to notice", saying for which prompt it was written when the step runs on another."""
+    own = editable(step)
+    if prompt is None or own is None or prompt == own:
+        return step.notice
+    return f"Written for the step's own prompt “{own}”, not yours: {step.notice}"
+
+
+class RenderedStep(NamedTuple):
+    views: list  # lens.views.RenderedView, one per chart
+    fact: str  # "" when a fact written for the step's prompt does not apply to another
+    shows: tuple[Shown, ...]  # the charts as drawn (on an edited prompt: that prompt and its answer)
+
+
+def render_step(backend, step: Step, prompt: str | None = None) -> RenderedStep:
+    """The rendered views of ``step`` (on ``prompt`` instead of the step's own, when given) and its
+    fact sentence, computed from them."""
+    from .views import render_view
+
+    shows = shows_for(backend, step, prompt)
+    views = [render_view(backend, s.view, list(s.texts) if isinstance(s.texts, tuple) else s.texts, **s.params)
+             for s in shows]
+    if shows is step.shows:
+        return RenderedStep(views, step.fact(views), shows)
+    try:
+        return RenderedStep(views, step.fact(views), shows)
+    except (ValueError, IndexError, KeyError, StopIteration):
+        return RenderedStep(views, "", shows)
 
 
 def titled(fig, title: str):
@@ -271,28 +430,6 @@ def titled(fig, title: str):
     if title:
         fig.update_layout(title_text=title)
     return fig
-
-
-def editable(step: Step) -> str | None:
-    """The step's prompt, when a speaker may swap in another one (every chart of it reads one prompt)."""
-    prompts = {s.texts for s in step.shows}
-    return next(iter(prompts)) if len(prompts) == 1 and isinstance(next(iter(prompts)), str) else None
-
-
-def render_step(backend, step: Step, prompt: str | None = None) -> tuple[list, str]:
-    """The rendered views of ``step`` (on ``prompt`` instead of the step's own, when given) and its
-    fact sentence. A fact written for the step's prompt may not apply to another: then it is ""."""
-    from .views import render_view
-
-    views = [render_view(backend, s.view, prompt if prompt is not None else
-                         (list(s.texts) if isinstance(s.texts, tuple) else s.texts), **s.params)
-             for s in step.shows]
-    if prompt is None:
-        return views, step.fact(views)
-    try:
-        return views, step.fact(views)
-    except (ValueError, IndexError, KeyError, StopIteration):
-        return views, ""
 
 
 def handout(backend, progress=None) -> str:
@@ -303,10 +440,10 @@ def handout(backend, progress=None) -> str:
     for i, step in enumerate(STEPS):
         if progress:
             progress(i / len(STEPS), f"step {i + 1} of {len(STEPS)}: {step.title}")
-        views, fact = render_step(backend, step)
+        views, fact, shows = render_step(backend, step)
         sections.append(Section(
             f"{i + 1}. {step.title}", paragraphs=(step.story, fact),
-            figures=tuple(titled(v.figures[0], s.title) for s, v in zip(step.shows, views)),
+            figures=tuple(titled(v.figures[0], s.title) for s, v in zip(shows, views)),
             numbers=[r for v in views for r in v.results], notice=step.notice, prompt=views[0].texts))
     if progress:
         progress(1.0, "done")
