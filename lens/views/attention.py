@@ -4,6 +4,9 @@ The page switches between them with its ``view`` URL parameter: its choices are 
 these entries' pages carry."""
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
+
 from ..options import FlowOptions, HeadOptions, RolloutOptions, RouteOptions
 from ..options import DEFAULT_THRESHOLD
 from .entry import ATTENTION, Drawn, Page, View
@@ -29,6 +32,25 @@ and that MLPs **transform in place**. This page follows it back, layer by layer.
   scores: entropy (how spread out), previous-token and induction scores (measured on a repeated random sequence:
   induction heads look at the token that followed the previous occurrence of the current token).
 """)
+
+
+def _number(text: str) -> int | None:
+    """The number in a link's value: "7", "L7" (a row), "head 7"; None when there is none."""
+    m = re.fullmatch(r"[A-Za-z ]*?(-?\d+)", text.strip())
+    return int(m.group(1)) if m else None
+
+
+def link_note(what: str, asked: str | None, valid: Sequence[str], of: str, used: str,
+              verb: str = "showing") -> str | None:
+    """The page's one line when a link asks for a ``what`` (``asked``, the URL's text) that none of ``valid`` is:
+    ``of`` names what there is ("the prompt's 6 tokens"), ``used`` what the page shows instead ("the last
+    position, 5"). None when the link asked for nothing or for a valid value."""
+    if asked is None or asked in valid:
+        return None
+    n, top = _number(asked), max((v for v in map(_number, valid) if v is not None), default=None)
+    how = f"is past {of}" if n is not None and top is not None and n > top else f"is not one of {of}"
+    named = asked[len(what) + 1:] if asked.startswith(f"{what} ") else asked  # ?head=head+9: "head 9"
+    return f"{what} {named[:40]} {how}: {verb} {used}."
 
 
 def _rollout_drawn(r) -> Drawn:
