@@ -54,21 +54,33 @@ def reset(key: str, preset: str) -> None:
 
 
 # Presenter mode: a step is one 1280×720 screen, and its texts change length (a fact, an edited prompt), so the
-# charts take the height the texts leave. Text is 18 px on 28.8 px lines; the widths are what a line holds.
+# charts take the height the texts leave. Text is 18 px on 28.8 px lines.
 SCREEN, LINE = 720, 28.8
 FIXED = 143  # px: padding, the title row, the box around the notice, the links row and the gaps between
-PX_PER_CHAR = {False: 8.2, True: 8.6}  # a character's mean width at 18 px, generously (normal, bold)
+# Characters' widths at 18 px in the page's font (normal, bold), by kind, each a little above its widest members'
+# mean (measured in the browser): a line is wrapped word by word on them, as the browser does.
+NARROW, WIDE = set(".,:;'!|()[]{}-ilIjftr"), set("mwMW%@")
+WIDTHS = {False: {" ": 3.7, "narrow": 5.6, "wide": 15.0, "upper": 11.0, "digit": 9.0, "other": 9.4, "cjk": 18.5},
+          True: {" ": 3.7, "narrow": 6.3, "wide": 15.5, "upper": 11.5, "digit": 9.6, "other": 9.9, "cjk": 18.5}}
+
+
+def text_width(text: str, bold: bool = False) -> float:
+    w = WIDTHS[bold]
+    return sum(w[" "] if ch == " " else w["narrow"] if ch in NARROW else w["wide"] if ch in WIDE
+               else w["digit"] if ch.isdigit() else w["upper"] if ch.isupper()
+               else w["cjk"] if ord(ch) >= 0x2E80 else w["other"] for ch in text)  # CJK and the like: a square
 
 
 def lines(text: str, width: float, bold: bool = False) -> int:
     """How many lines ``text`` wraps to in ``width`` px (greedy, word by word, as a browser does)."""
-    room = max(1, int(width / PX_PER_CHAR[bold]))
-    count, used = 1, 0
+    count, used = 1, 0.0
+    space = WIDTHS[bold][" "]
     for word in text.split():
-        if used and used + 1 + len(word) > room:
-            count, used = count + 1, len(word)
+        w = text_width(word, bold)
+        if used and used + space + w > width:
+            count, used = count + 1, w
         else:
-            used += len(word) + (1 if used else 0)
+            used += w + (space if used else 0)
     return count
 
 
@@ -116,7 +128,7 @@ if preset is not None:
     story_col, edit_col = st.columns([6, 1.4], vertical_alignment="center")
     story_col.markdown(step.story)
     with edit_col.popover("Try it", icon=":material/edit:", help="Run this step on a prompt of your own."):
-        st.text_input("Prompt", key=key, on_change=keep_edit, args=(key, preset))
+        st.text_input("Your prompt for this step", key=key, on_change=keep_edit, args=(key, preset))
         st.button("Reset to the step's prompt", on_click=reset, args=(key, preset), key=f"tour-reset-{n}")
     prompt = asked if asked and asked != preset else None
 else:
