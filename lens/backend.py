@@ -55,6 +55,8 @@ class Backend(Protocol):
 
     def tokenize(self, text: str) -> list[str]: ...
 
+    def token_ids(self, text: str) -> list[int]: ...  # the exact ids the model reads (kept with a saved run)
+
     def logit_lens(self, text: str, options: LensOptions = LensOptions(),
                    progress: Progress | None = None) -> LogitLensResult: ...
 

@@ -129,6 +129,9 @@ class EngineBackend:
     def tokenize(self, text: str) -> list[str]:
         return token_strings(self.loaded.tokenizer, self._ids(text))
 
+    def token_ids(self, text: str) -> list[int]:
+        return [int(i) for i in self._ids(text)]
+
     def _shown(self, ids: list[int]) -> list[str]:
         return [visible(t) for t in token_strings(self.loaded.tokenizer, ids)]
 

@@ -35,6 +35,11 @@ def join(cls, arrays: dict[str, np.ndarray], fields: dict):
     return cls(**arrays, **fields)
 
 
+def plain(value):
+    """``value`` as JSON can hold it: arrays and numpy numbers as lists and numbers, NaN as None."""
+    return _plain(value)
+
+
 def _plain(value):
     if isinstance(value, np.ndarray):
         return _plain(value.tolist())

@@ -1,0 +1,149 @@
+"""Saved runs: every view saved and opened again without the model gives the same figure; the database keeps
+what was saved through a killed writer, and refuses what it cannot read with one line."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from lens.engine_backend import local_backend
+from lens.errors import LensError
+from lens.model.loading import load_model
+from lens.runs import RunStore, open_view, save_view
+from lens.views import VIEWS, render_view
+
+ROOT = Path(__file__).resolve().parent.parent
+PROMPT = "the cat sat on the mat and the cat"
+CORRUPT = "the dog sat on the mat and the cat"
+
+
+@pytest.fixture(scope="module")
+def backend():
+    return local_backend(load_model("tiny-llama"), None)
+
+
+def _texts(view):
+    from lens.views.entry import TWO_PROMPTS
+
+    return [PROMPT, CORRUPT] if view.reads == TWO_PROMPTS else PROMPT
+
+
+def _params(name: str, backend) -> dict:
+    if name == "patch":  # a target the tiny tokenizer has as one token
+        target = next(t for t in backend.tokenize(PROMPT) if len(backend.token_ids(t)) == 1)
+        return {"target": target}
+    return {}
+
+
+@pytest.mark.parametrize("name", [v for v in VIEWS if v not in ("flow",)])
+def test_a_saved_view_opens_again_without_the_model_and_draws_the_same(backend, tmp_path, name):
+    view = VIEWS[name]
+    store = RunStore(tmp_path / "runs.sqlite")
+    params = _params(name, backend)
+    shown = render_view(backend, name, _texts(view), **params)
+    run = save_view(store, backend, name, _texts(view), params, note="seen today")
+    again = store.get(run.id)
+    assert again.view == name and again.note == "seen today" and again.model == backend.info().name
+    texts = [_texts(view)] if isinstance(_texts(view), str) else _texts(view)
+    assert again.token_ids == [backend.token_ids(t) for t in texts]
+    reopened = open_view(again)  # a ReplayBackend: no model behind it
+    assert [f.to_plotly_json() for f in reopened.figures] == [f.to_plotly_json() for f in shown.figures]
+    assert reopened.caption == shown.caption
+
+
+def test_runs_are_listed_newest_first_filtered_edited_and_deleted(backend, tmp_path):
+    store = RunStore(tmp_path / "runs.sqlite")
+    a = save_view(store, backend, "logit-lens", PROMPT, {"metric": "kl"}, name="first")
+    b = save_view(store, backend, "rollout", CORRUPT, {}, name="second")
+    assert [r["id"] for r in store.list()] == [b.id, a.id]
+    assert [r["id"] for r in store.list(view="logit-lens")] == [a.id]
+    assert [r["id"] for r in store.list(text="dog")] == [b.id]
+    assert store.list(model="someone-else") == []
+    store.set_note(a.id, "KL falls late")
+    assert store.get(a.id).note == "KL falls late" and store.get(a.id).params["metric"] == "kl"
+    store.delete(b.id)
+    assert [r["id"] for r in store.list()] == [a.id]
+    with pytest.raises(LensError, match="no saved run"):
+        store.get(b.id)
+    with pytest.raises(LensError, match="no saved run"):
+        store.delete(b.id)
+
+
+WRITER = """
+import sys
+from lens.engine_backend import local_backend
+from lens.model.loading import load_model
+from lens.runs import RunStore, save_view
+store, backend = RunStore(sys.argv[1]), local_backend(load_model("tiny-llama"), None)
+n = 0
+while True:
+    save_view(store, backend, "logit-lens", "the cat sat", {}, name=f"run {n}")
+    n += 1
+    print(n, flush=True)
+"""
+
+
+def test_a_killed_writer_loses_no_run_saved_before(tmp_path):
+    path = tmp_path / "runs.sqlite"
+    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], cwd=ROOT, stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        saved = 0
+        deadline = time.time() + 120
+        while saved < 5 and time.time() < deadline:
+            saved = int(proc.stdout.readline() or saved)
+        time.sleep(0.05)  # most likely in the middle of the next save
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert saved >= 5
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    db.close()
+    store = RunStore(path)
+    runs = store.list()
+    assert len(runs) >= saved  # every save that returned is there (perhaps one more that committed)
+    for r in runs:
+        run = store.get(r["id"])
+        assert run.results and open_view(run).figures
+
+
+def test_an_unreadable_database_or_result_is_one_message(tmp_path, backend):
+    bad = tmp_path / "runs.sqlite"
+    bad.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(LensError, match="cannot open the saved runs"):
+        RunStore(bad)
+    store = RunStore(tmp_path / "ok.sqlite")
+    run = save_view(store, backend, "logit-lens", PROMPT, {})
+    db = sqlite3.connect(store.path)
+    with db:
+        db.execute("UPDATE results SET type = 'os.system' WHERE run_id = ?", (run.id,))
+    db.close()
+    with pytest.raises(LensError, match="unknown type"):
+        store.get(run.id)
+
+
+def test_a_replayed_run_says_what_it_cannot_answer(backend, tmp_path):
+    store = RunStore(tmp_path / "runs.sqlite")
+    run = store.get(save_view(store, backend, "rollout", PROMPT, {}).id)
+    run.view, run.params = "logit-lens", {}  # another view than the one saved
+    with pytest.raises(LensError, match="no logit lens result"):
+        open_view(run)
+
+
+def test_the_default_place_is_outside_the_cache(monkeypatch, tmp_path):
+    from lens.runs import default_runs_path
+
+    monkeypatch.delenv("LAYERLENS_RUNS", raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
+    assert default_runs_path() == tmp_path / "layerlens" / "runs.sqlite"
+    monkeypatch.setenv("LAYERLENS_RUNS", str(tmp_path / "mine.sqlite"))
+    assert default_runs_path() == tmp_path / "mine.sqlite"
+    assert "cache" not in json.dumps(str(default_runs_path()))
