@@ -147,3 +147,31 @@ def test_the_default_place_is_outside_the_cache(monkeypatch, tmp_path):
     monkeypatch.setenv("LAYERLENS_RUNS", str(tmp_path / "mine.sqlite"))
     assert default_runs_path() == tmp_path / "mine.sqlite"
     assert "cache" not in json.dumps(str(default_runs_path()))
+
+
+def _cli(*args, db):
+    return subprocess.run([sys.executable, "-m", "lens", *args], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "LAYERLENS_RUNS": str(db)})
+
+
+def test_save_on_the_command_line_then_list_show_and_delete(tmp_path):
+    db = tmp_path / "runs.sqlite"
+    plain = _cli("logit-lens", "--model", "tiny-llama", "--prompt", PROMPT, "--json", "--no-cache", db=db)
+    saved = _cli("logit-lens", "--model", "tiny-llama", "--prompt", PROMPT, "--json", "--save", "cats", "--note",
+                 "the cat again", db=db)
+    assert saved.returncode == 0, saved.stderr
+    assert "saved as run 1" in saved.stderr and json.loads(saved.stdout) == json.loads(plain.stdout)
+    listed = json.loads(_cli("runs", "list", "--json", db=db).stdout)
+    assert [(r["id"], r["name"], r["view"], r["model"]) for r in listed] == [(1, "cats", "logit-lens", "tiny-llama")]
+    assert set(listed[0]) >= {"id", "name", "view", "model", "created"}
+    shown = json.loads(_cli("runs", "show", "1", "--json", db=db).stdout)
+    assert shown["result"] == json.loads(plain.stdout) and shown["note"] == "the cat again"
+    assert shown["texts"] == PROMPT and shown["token_ids"] == [json.loads(plain.stdout)["token_ids"]]
+    run = RunStore(db).get(1)  # the dashboard opens it in its view, from the saved result
+    assert open_view(run).figures
+    assert _cli("runs", "delete", "1", db=db).returncode == 0
+    gone = _cli("runs", "show", "1", db=db)
+    assert gone.returncode == 2 and gone.stderr.strip() == \
+        "error: no saved run 1; `python -m lens runs list` shows the saved ones"
+    lonely = _cli("models", "--note", "x", db=db)
+    assert lonely.returncode != 0

@@ -11,7 +11,7 @@ import os
 import sys
 
 from ..errors import LensError
-from . import attention, causal, export, fitted, generate, logit_lens, models, projection
+from . import attention, causal, export, fitted, generate, logit_lens, models, projection, runs
 from .common import quiet_libraries, terminal_progress
 
 
@@ -19,7 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m lens",
                                      description="LayerLens: look inside transformer LMs, layer by layer.")
     sub = parser.add_subparsers(dest="command", required=True)
-    for group in (models, logit_lens, fitted, generate, attention, projection, causal, export):
+    for group in (models, logit_lens, fitted, generate, attention, projection, causal, export, runs):
         group.register(sub)
     return parser
 
@@ -29,7 +29,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         quiet_libraries()
-        return args.func(args)
+        if getattr(args, "note", None) is not None and not getattr(args, "save", None):
+            raise LensError("--note goes with --save NAME")
+        code = args.func(args)
+        if code == 0 and getattr(args, "save", None):
+            runs.save_if_asked(args)
+        return code
     except LensError as exc:
         terminal_progress.close()
         print(f"error: {exc}", file=sys.stderr)

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import LensError
-from .common import backend, checked_prompt, model_args, print_json, terminal_progress
+from .common import backend, checked_prompt, model_args, print_json, save_args, terminal_progress
 
 
 def _text(args, name: str) -> str:
@@ -100,4 +100,5 @@ def register(sub) -> None:
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
     p.add_argument("--no-cache", action="store_true", help="neither read nor write cached results")
     p.add_argument("--trust-remote-code", action="store_true", help="allow a hub model's own Python code to run")
+    save_args(p)
     p.set_defaults(func=cmd_patch)

@@ -31,6 +31,13 @@ def model_args(p) -> None:
                    help="with --backend nnsight: run on NDIF (the model is a hub id; needs NDIF_API_KEY)")
     p.add_argument("--no-cache", action="store_true", help="neither read nor write cached results")
     p.add_argument("--trust-remote-code", action="store_true", help="allow a hub model's own Python code to run")
+    save_args(p)
+
+
+def save_args(p) -> None:
+    p.add_argument("--save", default=None, metavar="NAME",
+                   help="keep what this command computed as a saved run (python -m lens runs list)")
+    p.add_argument("--note", default=None, help="with --save: a note kept with the run")
 
 
 def read_prompt(args) -> str:
@@ -75,6 +82,16 @@ terminal_progress = _Progress()
 
 
 def backend(args):
+    """The backend the arguments name; with ``--save``, one that records its results for the saved run."""
+    b = _backend(args)
+    if getattr(args, "save", None):
+        from ..runs import RecordingBackend
+
+        args.recording = b = RecordingBackend(b)
+    return b
+
+
+def _backend(args):
     from ..cache import ResultCache
     from ..engine_backend import local_backend
     from ..model.loading import load_model
