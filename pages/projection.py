@@ -17,7 +17,8 @@ from lens.senses import sense_similarity, senses_of  # noqa: E402
 from lens.views.projection import SENSES, measure_title  # noqa: E402
 from ui import present, state  # noqa: E402
 from ui.errors import shown_in_page  # noqa: E402
-from ui.widgets import chart, download_json, page_header  # noqa: E402
+from ui.widgets import (chart, download_json, link_value_unused, one_of, page_header,  # noqa: E402
+                        say_link_values_unused)
 
 FIRST_CORPUS = next(iter(CORPORA))
 # Widget options are what the URL shows (?source=Corpus&mode=Layer+by+layer&method=UMAP).
@@ -43,6 +44,10 @@ page_header("projection")
 backend = state.backend()
 info = backend.info()
 
+# A link's values the boxes cannot take are named under the controls, with what is shown instead (a box
+# quietly falls back to its default).
+unused = {k: link_value_unused(k, one_of(v)) for k, v in (
+    ("source", SOURCES), ("mode", MODES), ("method", METHODS), ("dims", ("2", "3")))}
 # Few rows of controls, so that the picture starts high on the screen (a talk's 1280×720).
 src_col, a_col, b_col = st.columns([1.2, 2, 2], vertical_alignment="bottom")
 source = src_col.segmented_control("Texts", list(SOURCES), default="Prompt", key="source", bind="query-params",
@@ -81,10 +86,11 @@ else:
 # On a projector the geometry is a view of its own (one measure at a time), switched on beside the options.
 widths = [2, 2, 1, 2, 1.3] + ([1.6] if PRESENTING else [])
 c1, c2, c3, c4, c5, *c6 = st.columns(widths, vertical_alignment="bottom")
-mode = MODES[c1.selectbox("Layout", list(MODES), key="mode", bind="query-params",
+mode_label = c1.selectbox("Layout", list(MODES), key="mode", bind="query-params",
                           help="**Trajectories**: one projection of all layers together; each token leaves a path "
                                "through depth. **Layer by layer**: one PCA per layer, aligned to the previous one, "
-                               "played as an animation.")]
+                               "played as an animation.")
+mode = MODES[mode_label]
 method = METHODS[c2.selectbox("Method", list(METHODS), key="method", bind="query-params",
                               help="**PCA** is exact and instant. **UMAP** keeps neighbourhoods; it takes a few "
                                    "seconds (the first time in a server process 20-40 s, while its code compiles); "
@@ -95,6 +101,7 @@ previous = st.session_state.get("_projection_source")
 if previous is not None and previous != source:
     st.session_state.pop("color", None)  # a switch of texts brings its own colouring (corpus: by sentence)
 st.session_state["_projection_source"] = source
+unused["color"] = link_value_unused("color", one_of(colour_options))
 color_by = c4.selectbox("Colour by", colour_options,
                         index=colour_options.index("text" if source == "corpus" else "layer"), key="color",
                         bind="query-params", help="\n\n".join(f"**{k}**: {v}" for k, v in COLOR_BY.items()))
@@ -110,6 +117,12 @@ rms_scale = t3.toggle("Scale each layer to unit RMS", value=True, key="rms", bin
 show_geometry = c6[0].toggle("Geometry", key="geometry", bind="query-params",
                              help="Numbers on the picture, one measure at a time, instead of the picture."
                              ) if PRESENTING else False
+
+said = [(unused[k], what, used) for k, what, used in (
+    ("source", "texts", "the " + source), ("mode", "layout", mode_label), ("method", "method", method.upper()),
+    ("dims", "dimensions", dims), ("color", "colouring", color_by))]
+say_link_values_unused(said)
+note_room = 29 if any(raw is not None for raw, _, _ in said) else 0  # px the line takes on a projector
 
 if mode == "aligned" and method == "umap":
     st.info("Layer by layer uses PCA: one UMAP per layer would take minutes. Choose Trajectories for UMAP.")
@@ -148,14 +161,15 @@ if result is not None:
         marks = trajectory_caption(result, color_by, rows, highlight, legend=isinstance(inputs, list),
                                    senses=senses is not None)
     else:
-        fig = aligned_figure(result, color_by=color_by, **({"height": PRESENT_CHART} if PRESENTING else {}))
+        fig = aligned_figure(result, color_by=color_by,
+                             **({"height": PRESENT_CHART - note_room} if PRESENTING else {}))
         marks = f"dots coloured by {COLOR_BY[color_by]}; ▶ plays the layers, the slider picks one"
     cached = elapsed < 0.5 * result.seconds
     fit = f"{result.method.upper()} fitted in {result.seconds:.2f} s" + (" (shown from the cache)" if cached else "")
     left = [w for w, on in (("the first token", skip_first), ("special tokens", skip_special)) if on]
     if PRESENTING:
         if not show_geometry:
-            fig.update_layout(height=PRESENT_CHART)
+            fig.update_layout(height=PRESENT_CHART - note_room)
             chart(fig, key="projection")
             st.caption(f"{marks[:1].upper()}{marks[1:]}.")
     else:

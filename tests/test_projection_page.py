@@ -143,3 +143,14 @@ def test_switching_to_a_corpus_colours_by_sentence():
     assert at.selectbox(key="color").value == "layer"
     shared = run("unused", geometry=False, source="Corpus", color="position")  # and so does one from a link
     assert shared.selectbox(key="color").value == "position"
+
+
+def test_link_values_the_boxes_cannot_take_are_named():
+    at = run(PROMPT, geometry=False, mode="Sideways", dims="7", color="text")
+    assert not at.exception and not at.error
+    note = next(c.value for c in at.caption if c.value.startswith("ℹ️ Not used from the link"))
+    assert "layout “Sideways” (showing Trajectories)" in note and "dimensions “7” (showing 2)" in note
+    assert "colouring “text” (showing layer)" in note  # by sentence: a corpus's colouring only
+    assert titles(at)[0].startswith("Token trajectories")
+    at = run(PROMPT, geometry=False, source="Corpus", color="text")
+    assert not any(c.value.startswith("ℹ️ Not used") for c in at.caption)

@@ -20,6 +20,7 @@ COLOR_BY = {
     "text": "text (corpus mode)",
 }
 MAX_LABELS = 60  # tokens named next to their points above this many, hover only
+MAX_FRAME_LABELS = 24  # the same in one layer's frame, where all the tokens share a small patch of the plot
 SENSE_COLOURS = ["#e31a1c", "#000000", "#ff7f00", "#6a3d9a"]  # one per sense: red, black, orange, purple
 _PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf",
             "#bcbd22", "#7f7f7f"]
@@ -227,7 +228,7 @@ def aligned_figure(result: ProjectionResult, color_by: str = "position", labels:
     """One frame per layer (Procrustes-aligned PCA), with a play button and a layer slider under the x axis
     (placed in px from the plot's bottom edge, clear of the axis's labels even at slide size)."""
     R, N, k = result.coords.shape
-    labels = N <= MAX_LABELS if labels is None else labels
+    labels = N <= MAX_FRAME_LABELS if labels is None else labels
     c = result.coords
     lo, hi = np.nanmin(c, axis=(0, 1)), np.nanmax(c, axis=(0, 1))
     pad = 0.08 * np.maximum(hi - lo, 1e-6)
