@@ -71,7 +71,9 @@ with shown_in_page("Generating"):
 # Tabs: on a projector each part fills the screen on its own.
 lens_tab, looked_tab, text_tab = st.tabs(list(TABS), key="tab", bind="query-params")
 chart(generation_figure(gen, lens, metric=metric, stride=int(stride)), key="generation", where=lens_tab,
-      export={"view": "generate", "numbers": [gen, lens], "texts": text, "model": info.name})
+      export={"view": "generate", "numbers": [gen, lens], "texts": text, "model": info.name,
+              "params": {"max_new_tokens": int(n_new), "temperature": options.temperature, "seed": int(seed),
+                         "metric": metric, "stride": int(stride)}})
 
 with text_tab:
     new = gen.tokens[gen.n_prompt:]

@@ -101,7 +101,10 @@ def lens_view(n: int) -> None:
         st.caption(f"ℹ️ {result.target_note}")
 
     fig = logit_lens_figure(result, metric=metric, stride=int(stride), show_exit=bool(st.session_state.get("exits")))
-    chart(fig, key="lens-heatmap", export={"view": "logit-lens", "numbers": result, "texts": text, "model": info.name})
+    chart(fig, key="lens-heatmap", export={
+        "view": "logit-lens", "numbers": result, "texts": text, "model": info.name,
+        "params": {"metric": metric, "target": target or None, "stride": int(stride), "top_k": int(top_k),
+                   "lens": lens, "exits": bool(st.session_state.get("exits"))}})
     last = result.positions[-1]
     st.caption(
         f"{info.name} · {len(result.tokens)} tokens · {info.n_layers} layers"

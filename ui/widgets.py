@@ -28,12 +28,45 @@ def chart(fig, key: str, where=st, export: dict | None = None, share: float = 1.
     ``st.plotly_chart`` returns (the selection, for a chart that reruns on select).
 
     ``export``: ``{"view": name in lens.views.VIEWS, "numbers": result(s), "texts": prompt, "model": name}``
-    adds an Export menu under the chart (slide PNG, SVG, and one self-contained HTML file); ``share``: the part
+    adds an Export menu under the chart (slide PNG, SVG, and one self-contained HTML file), and with
+    ``"params"`` (the view's options as shown) a "Save run" menu; ``share``: the part
     of the page's width the chart has (0.5 in one of two columns), for presenter mode's cell text."""
     out = where.plotly_chart(present.styled(fig, share), key=key, config=PLOT_CONFIG, theme=None, **kwargs)
     if export is not None and not present.is_on():
-        export_menu(fig, key, where=where, **export)
+        row = where.container(horizontal=True)
+        export = dict(export)
+        params = export.pop("params", None)
+        export_menu(fig, key, where=row, **export)
+        if params is not None:
+            save_menu(key, export["view"], export["texts"], params, where=row)
     return out
+
+
+def save_menu(key: str, view: str, texts, params: dict, where=st) -> None:
+    """Save this view as a run (the Runs page lists it and opens it again without recomputing)."""
+    with where.popover("Save run", icon=":material/bookmark_add:"):
+        st.text_input("Name", key=f"save-name-{key}", placeholder="default: the view and the prompt")
+        st.text_area("Note", key=f"save-note-{key}", height=80, placeholder="what you saw")
+        # A callback: it runs once per click, before the script (a rerun of the page cannot lose the click).
+        st.button("Save", key=f"save-{key}", type="primary", on_click=_save_run, args=(key, view, texts, params))
+    said = st.session_state.pop(f"saved-{key}", None)
+    if said:
+        st.toast(said, icon=":material/bookmark:")
+
+
+def _save_run(key: str, view: str, texts, params: dict) -> None:
+    from lens.errors import LensError
+    from lens.runs import RunStore, save_view
+
+    from . import state
+
+    name = (st.session_state.get(f"save-name-{key}") or "").strip()
+    note = st.session_state.get(f"save-note-{key}") or ""
+    try:
+        run = save_view(RunStore(), state.backend(), view, texts, params, name=name, note=note)
+        st.session_state[f"saved-{key}"] = f"Saved as run {run.id}: open it on the Saved runs page"
+    except LensError as exc:
+        st.session_state[f"saved-{key}"] = f"Not saved: {exc}"
 
 
 def export_menu(fig, key: str, view: str, numbers, texts, model: str, where=st) -> None:

@@ -18,7 +18,8 @@ READ_LAYERS = "Read the layers"
 GEOMETRY = "Geometry"
 ATTENTION = "Attention"
 CAUSE_EFFECT = "Cause & effect"
-SECTIONS = (LEARN, READ_LAYERS, GEOMETRY, ATTENTION, CAUSE_EFFECT)
+RESEARCH = "Research"
+SECTIONS = (LEARN, READ_LAYERS, GEOMETRY, ATTENTION, CAUSE_EFFECT, RESEARCH)
 
 # What a view reads: one prompt, one prompt or a list of texts (a corpus), or two prompts.
 PROMPT, TEXTS, TWO_PROMPTS = "prompt", "prompt or texts", "two prompts"

@@ -13,14 +13,26 @@ from typing import Sequence
 from ..backend import Backend
 from ..errors import LensError
 from . import attention, generate, logit_lens, patching, projection
-from .entry import LEARN, PROMPT, SECTIONS, TWO_PROMPTS, Page, View
+from .entry import LEARN, PROMPT, RESEARCH, SECTIONS, TWO_PROMPTS, Page, View
 
 TOUR = Page("tour", "Guided tour", ":material/tour:", "nine short stories about what the layers do, one screen each",
             LEARN)  # its stories are lens/tour.py's steps
 
+RUNS = Page("runs", "Saved runs", ":material/bookmarks:", "the views you saved, opened again without recomputing, "
+            "two side by side", RESEARCH, """
+A **saved run** is one view as you saw it: the exact prompt and its token ids, the model (and its fingerprint),
+the options, the numbers behind the chart, and your note. Save one with **Save run** under a chart, or with
+`--save NAME` on any command (`python -m lens logit-lens --prompt … --save NAME`).
+
+- Opening a run draws it again from the saved numbers: nothing is recomputed, and the model need not be loaded.
+- Pick two runs to put them side by side; where their heatmaps have the same rows and columns (the same view
+  for two prompts of one length, or for two models), the difference is drawn cell by cell.
+- Runs are kept in one SQLite file outside the cache (the caption names it; `LAYERLENS_RUNS` moves it).
+  Clearing the cache never touches them.""")
+
 # The order of the home page's list, and of the pages within a sidebar section.
 PAGES: dict[str, Page] = {p.path: p for p in (
-    TOUR, logit_lens.PAGE, projection.PAGE, attention.PAGE, generate.PAGE, patching.PAGE)}
+    TOUR, logit_lens.PAGE, projection.PAGE, attention.PAGE, generate.PAGE, patching.PAGE, RUNS)}
 VIEWS: dict[str, View] = {v.name: v for module in (logit_lens, generate, attention, projection, patching)
                           for v in module.VIEWS}
 
