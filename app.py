@@ -14,7 +14,7 @@ from lens.model.tokens import visible  # noqa: E402
 from lens.views import PAGES, sections  # noqa: E402
 from ui import asking, state  # noqa: E402
 from ui.errors import shown_in_page  # noqa: E402
-from ui.widgets import chart  # noqa: E402
+from ui.widgets import chart, keep_link_options  # noqa: E402
 
 
 def home() -> None:
@@ -69,3 +69,4 @@ state.refusal()
 with routing.routed(), asking.for_this_session():
     navigation.run()
 present.exit_button()
+keep_link_options()

@@ -103,7 +103,27 @@ def link_options(key: str, labels: dict[str, str]) -> None:
     (``?metric=kl``, ``?position=3``): start the widget at that option, so the link is honoured."""
     value = st.query_params.get(key)
     if value is not None and value in labels and value not in labels.values() and key not in st.session_state:
-        st.session_state[key] = value  # the widget starts at this option (and writes its label into the URL)
+        st.session_state[key] = value  # the widget starts at this option…
+        # …but Streamlit drops a value set this way from the URL on a first visit: a copied link would lose it.
+        # The label goes back into the URL once the page has run (keep_link_options, at the end of app.py).
+        st.session_state.setdefault(_KEEP, {})[key] = labels[value]
+
+
+_KEEP = "_link_options_to_keep"
+
+
+def keep_link_options() -> None:
+    """At the end of every run: a link's options named by key (``?metric=kl``) written back into the URL as the
+    labels the widgets keep there (``?metric=KL+to+final``), so that the address bar still reproduces the view."""
+    keep = st.session_state.pop(_KEEP, None)
+    if not keep:
+        return
+    from streamlit.runtime.state import get_session_state
+
+    with get_session_state().query_params() as qp:  # Streamlit's own URL correction (as for a clamped value)
+        for key, label in keep.items():
+            if key in st.session_state:
+                qp.set_corrected_value(key, label, "string_value")
 
 
 def link_value_unused(key: str, fits) -> str | None:
