@@ -36,7 +36,7 @@ def chart(fig, key: str, where=st, export: dict | None = None, share: float = 1.
         row = where.container(horizontal=True)
         export = dict(export)
         params = export.pop("params", None)
-        export_menu(fig, key, where=row, **export)
+        export_menu(fig, key, where=row, params=params, **export)
         if params is not None:
             save_menu(key, export["view"], export["texts"], params, where=row)
     return out
@@ -69,7 +69,7 @@ def _save_run(key: str, view: str, texts, params: dict) -> None:
         st.session_state[f"saved-{key}"] = f"Not saved: {exc}"
 
 
-def export_menu(fig, key: str, view: str, numbers, texts, model: str, where=st) -> None:
+def export_menu(fig, key: str, view: str, numbers, texts, model: str, where=st, params: dict | None = None) -> None:
     """Downloads of one chart, each made when clicked: PNG and SVG at slide size (drawn by a local
     Chromium), and an HTML file with the chart, its numbers, the prompt and the explanation."""
     from lens.export import chart_page, static_image
@@ -88,6 +88,15 @@ def export_menu(fig, key: str, view: str, numbers, texts, model: str, where=st) 
                            mime="image/png", key=f"x-png-{key}", on_click="ignore")
         st.download_button("SVG (vector)", lambda: static_image(fig, "svg"), file_name=f"{name}.svg",
                            mime="image/svg+xml", key=f"x-svg-{key}", on_click="ignore")
+        if params is not None:  # the view's options as shown: code that recomputes exactly this
+            from lens.export_code import notebook, python_script
+
+            st.download_button("Python script (prints the numbers)", lambda: python_script(view, model, texts, params),
+                               file_name=f"{name.replace('-', '_')}.py", mime="text/x-python", key=f"x-py-{key}",
+                               on_click="ignore")
+            st.download_button("Jupyter notebook", lambda: notebook(view, model, texts, params),
+                               file_name=f"{name}.ipynb", mime="application/x-ipynb+json", key=f"x-nb-{key}",
+                               on_click="ignore")
 
 
 def download_json(result, name: str, label: str = "Download the numbers (JSON)", where=st) -> None:

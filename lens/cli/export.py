@@ -18,10 +18,13 @@ def cmd_export(args) -> int:
     from ..views import render_view, view_named
     from ..views.entry import TWO_PROMPTS
 
+    from ..export_code import FORMATS
+
     view = view_named(args.view)
     out = Path(args.out)
-    if out.suffix.lower() not in (".html", ".htm", ".svg", ".png"):
-        raise LensError(f"cannot export to {out.name!r}: name a .html, .svg or .png file")
+    fmt = args.format or FORMATS.get(out.suffix.lower())
+    if fmt is None and out.suffix.lower() not in (".html", ".htm", ".svg", ".png"):
+        raise LensError(f"cannot export to {out.name!r}: name a .html, .svg, .png, .py or .ipynb file")
     if not out.parent.is_dir():
         raise LensError(f"cannot write {out}: no folder {out.parent}")
     texts = read_texts(args)
@@ -35,6 +38,15 @@ def cmd_export(args) -> int:
     ignored = [k for k in OPTIONS if getattr(args, k) is not None and k not in view.params]
     if ignored:
         raise LensError(f"the {view.name} view takes no --{', --'.join(k.replace('_', '-') for k in ignored)}")
+    if fmt is not None:  # code: written out, computed when it runs
+        from ..export import write_file
+        from ..export_code import notebook, python_script
+        from ..model.registry import DEFAULT_MODEL
+
+        make = python_script if fmt == "python" else notebook
+        write_file(out, make(view.name, args.model or DEFAULT_MODEL, texts, {**view.params, **given}))
+        print(out)
+        return 0
     rendered = render_view(backend(args), view.name, texts, **given)
     for path in export_view(rendered, out):
         print(path)
@@ -60,7 +72,11 @@ def register(sub) -> None:
 
     p = sub.add_parser("export", help="write a view as an offline HTML file, or an SVG / PNG image")
     p.add_argument("--view", required=True, choices=list(VIEWS))
-    p.add_argument("--out", required=True, metavar="FILE", help="FILE.html (self-contained), FILE.svg or FILE.png")
+    p.add_argument("--out", required=True, metavar="FILE",
+                   help="FILE.html (self-contained), FILE.svg, FILE.png, FILE.py (a script that prints the numbers) or "
+                        "FILE.ipynb (a notebook that computes and draws them)")
+    p.add_argument("--format", default=None, choices=["python", "ipynb"],
+                   help="code instead of a picture (default: from the --out suffix)")
     model_args(p)
     p.add_argument("--corpus-file", default=None, metavar="PATH",
                    help="projection and geometry: several texts, one per line, instead of a prompt")
