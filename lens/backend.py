@@ -19,6 +19,9 @@ from .results import (AttentionContributions, FlowResult, Generation, Generation
                       HeadPatterns, HeadSummary, LanguageMass, LensComparison, LensFit, LogitLensResult, ModelComparison,
                       NodeDetail,
                       PatchResult, ProjectionResult, RolloutResult, RouteGraph)
+from .suites.options import PairSuiteOptions, SuiteOptions
+from .suites.results import SuiteLensResult, SuitePatchResult
+from .suites.suite import Suite
 
 
 @dataclass(frozen=True)
@@ -102,3 +105,10 @@ class Backend(Protocol):
     def ablated_lens(self, text: str, ablation: Ablation, lens: LensOptions = LensOptions()) -> LogitLensResult: ...
 
     def compare_with(self, other: "Backend", text: str) -> ModelComparison: ...
+
+    # Prompt suites (lens/suites/): one finding over many prompts; aggregate with lens/suites/aggregate.py.
+    def lens_suite(self, suite: Suite, options: SuiteOptions = SuiteOptions(),
+                   progress: Progress | None = None) -> SuiteLensResult: ...
+
+    def patch_suite(self, suite: Suite, options: PairSuiteOptions = PairSuiteOptions(),
+                    progress: Progress | None = None) -> SuitePatchResult: ...

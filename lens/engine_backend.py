@@ -35,6 +35,9 @@ from .options import (Ablation, CellPatchOptions, ComparisonOptions, Contributio
 from .results import (AttentionContributions, FlowResult, Generation, GenerationAttention, GeometryResult,
                       HeadPatterns, HeadSummary, LanguageMass, LensComparison, LensFit, LogitLensResult,
                       ModelComparison, NodeDetail, PatchResult, ProjectionResult, RolloutResult, RouteGraph)
+from .suites.options import PairSuiteOptions, SuiteOptions
+from .suites.results import SuiteLensResult, SuitePatchResult
+from .suites.suite import Suite, SuiteItem
 
 MEMO_ATTENTION_TOKENS = 512  # longer prompts' head-averaged attention is not kept between calls
 
@@ -45,7 +48,8 @@ RESULT_TYPES: dict[str, type] = {
     "contributions": AttentionContributions, "routes": RouteGraph, "node": NodeDetail,
     "generation": Generation, "generation-lens": LogitLensResult, "generation-attention": GenerationAttention,
     "patch": PatchResult, "patched-lens": LogitLensResult, "ablated-lens": LogitLensResult,
-    "compare": ModelComparison, "language": LanguageMass,
+    "compare": ModelComparison, "language": LanguageMass, "lens-suite": SuiteLensResult,
+    "patch-suite": SuitePatchResult,
 }
 
 # What each method needs of the engine beyond plain reads (Capabilities fields), and its name in a message.
@@ -63,6 +67,7 @@ NEEDS: dict[str, tuple[tuple[str, ...], str]] = {
     "node_detail": (("weights_here",), "a route node's detail"),
     "latent_language": (("weights_here",), "the language of each layer"),
     "fitted_lenses": (("weights_here",), "a fitted lens"),
+    "patch_suite": (("writes", "weights_here"), "patching a suite"),
 }
 
 
@@ -544,6 +549,161 @@ class EngineBackend:
         key = {"prompt": text, "options": {"other": other.loaded.fingerprint}}
         return self.results.get("compare", key, lambda: compare_models(
             self._residual_trace(text), other._residual_trace(text), self.loaded.tokenizer))
+
+    # ------------------------------------------------------------ prompt suites (lens/suites/)
+
+    def _item_token(self, item: SuiteItem, text: str | None, what: str) -> int | None:
+        if text is None:
+            return None
+        try:
+            return self._one_token(text, what)
+        except LensError as exc:
+            raise LensError(f"{item.where}: {exc}") from None
+
+    def _item_ids(self, item: SuiteItem, text: str) -> list[int]:
+        try:
+            return self._ids(text)
+        except LensError as exc:
+            raise LensError(f"{item.where}: {exc}") from None
+
+    @staticmethod
+    def _suite_key(suite: Suite) -> dict:
+        return {"prompt": suite.key(), "suite": [suite.name, [i.where for i in suite.items]]}
+
+    def lens_suite(self, suite: Suite, options: SuiteOptions = SuiteOptions(),
+                   progress: Progress | None = None) -> SuiteLensResult:
+        """Every prompt of ``suite`` through the lens (``options.lens``) at one position each (the last unless
+        the item names one), many prompts per forward pass: per prompt and row the target's probability,
+        log-probability and rank, KL to the final distribution, top-1 and exit layer (lens/suites/batch.py).
+        Every target and foil is checked (one token each) before any work."""
+        from .analysis.early_exit import saturation_rows
+        from .analysis.logit_lens import decode_table
+        from .suites.batch import lens_at_positions
+
+        options.check()
+        self._lm_head()
+        if not suite.items:
+            raise LensError(f"{suite.name} holds no prompts")
+        fitted = self._lens_for(options.lens)
+        ids, positions, targets, foils = [], [], [], []
+        for item in suite.items:
+            item_ids = self._item_ids(item, item.prompt)
+            T = len(item_ids)
+            p = T - 1 if item.position is None else item.position + (T if item.position < 0 else 0)
+            if not 0 <= p < T:
+                raise LensError(f"{item.where}: position {item.position} is outside the prompt's {T} tokens")
+            t, f = self._item_token(item, item.target, "target"), self._item_token(item, item.foil, "foil")
+            if f is not None and f == t:
+                raise LensError(f"{item.where}: the target and the foil are the same token")
+            ids.append(item_ids)
+            positions.append(p)
+            targets.append(t)
+            foils.append(f)
+
+        def compute():
+            got = lens_at_positions(self.engine, ids, positions, targets, foils,
+                                    maps=fitted.apply if fitted is not None else None, progress=progress)
+            top1 = got["top1_ids"]
+            table = decode_table(self.loaded.tokenizer, np.concatenate([top1.ravel(), got["target_ids"]]))
+            L = self.loaded.n_layers
+            return SuiteLensResult(
+                model=self.loaded.name, lens=options.lens, suite=suite.name,
+                layers=["emb"] + [str(i) for i in range(1, L + 1)], prompts=[i.prompt for i in suite.items],
+                where=[i.where for i in suite.items], n_tokens=[len(x) for x in ids], positions=positions,
+                target_ids=got["target_ids"], targets=[table[int(i)] for i in got["target_ids"]],
+                target_given=[t is not None for t in targets], foils=[i.foil for i in suite.items],
+                labels={c: [i.label(c) for i in suite.items] for c in suite.columns},
+                target_prob=got["target_prob"], target_logprob=got["target_logprob"],
+                target_rank=got["target_rank"], kl_to_final=got["kl_to_final"], logit_diff=got["logit_diff"],
+                top1_ids=top1, top1_tokens=[[table[int(i)] for i in row] for row in top1],
+                top1_prob=got["top1_prob"], exit_layer=saturation_rows(top1.T, top1[:, -1]),
+                final_prediction=[table[int(i)] for i in top1[:, -1]], options=options.key())
+        key = {**self._suite_key(suite), "options": options.key(), "lens_id": fitted.lens_id if fitted else None}
+        return self.results.get("lens-suite", key, compute)
+
+    def patch_suite(self, suite: Suite, options: PairSuiteOptions = PairSuiteOptions(),
+                    progress: Progress | None = None) -> SuitePatchResult:
+        """Activation patching (``patch``) of every clean/corrupt pair of ``suite`` at ``options.site``, and the
+        grids averaged over the pairs with positions counted from the end (pairs may differ in length).
+        A pair whose prompts differ in token count, or whose two prompts give the same metric, is left out
+        and listed with the reason; a target or foil that is not one token is an error naming its line."""
+        from .model.tokens import token_strings as strings
+        from .options import PatchOptions
+        from .suites.aggregate import align_right, grid_mean
+
+        options.check()
+        self._can("patch_suite")
+        check_patch_site(options.site, self.info())
+        if not suite.pairs:
+            raise LensError(f"{suite.name} holds no clean/corrupt pairs: give each item a 'clean' and a 'corrupt' "
+                            "prompt (or build them from a template)")
+        with_foil = {i.foil is not None for i in suite.pairs}
+        if len(with_foil) > 1:
+            raise LensError(f"{suite.name}: some pairs name a foil and some do not; the metric (logit difference "
+                            "or log-probability) must be the same for every pair to average them")
+        left_out: list[dict] = []
+        kept: list[tuple[SuiteItem, list[int]]] = []
+        for item in suite.items:
+            if not item.is_pair:
+                left_out.append({"where": item.where, "clean": item.prompt, "corrupt": None,
+                                 "reason": "not a pair (no 'clean' and 'corrupt')"})
+                continue
+            if item.target is None:
+                raise LensError(f"{item.where}: a pair needs a target, the clean prompt's answer (e.g. ' Paris')")
+            t, f = self._item_token(item, item.target, "target"), self._item_token(item, item.foil, "foil")
+            if f == t:
+                raise LensError(f"{item.where}: the target and the foil are the same token")
+            clean_ids, corrupt_ids = self._item_ids(item, item.clean), self._item_ids(item, item.corrupt)
+            if len(clean_ids) != len(corrupt_ids):
+                left_out.append({"where": item.where, "clean": item.clean, "corrupt": item.corrupt,
+                                 "reason": f"the clean prompt has {len(clean_ids)} tokens and the corrupted one "
+                                           f"{len(corrupt_ids)}"})
+                continue
+            kept.append((item, clean_ids))
+
+        def compute():
+            done, grids, results, errs = [], [], [], list(left_out)
+            P = len(kept)
+            for k, (item, clean_ids) in enumerate(kept):
+                def step(fraction: float, message: str, k=k) -> None:
+                    progress((k + fraction) / P, f"pair {k + 1} of {P}: {message}")
+                try:
+                    r = self.patch(item.clean, item.corrupt, PatchOptions(target=item.target, foil=item.foil,
+                                                                          site=options.site),
+                                   progress=step if progress is not None else None)
+                except LensError as exc:  # two prompts with the same metric: nothing to restore
+                    errs.append({"where": item.where, "clean": item.clean, "corrupt": item.corrupt,
+                                 "reason": str(exc)})
+                    continue
+                done.append((item, clean_ids))
+                results.append(r)
+                grids.append(np.asarray(r.patch, np.float64))
+            if not results:
+                raise LensError(f"{suite.name}: every pair was left out ({errs[0]['reason']}, …)")
+            stacked = align_right(grids)
+            mean, count = grid_mean(stacked)
+            C = stacked.shape[2]
+            if options.site == "head":
+                columns, column_tokens = list(results[0].columns), [""] * C
+            else:
+                columns = [str(c - C) for c in range(C)]
+                toks = [strings(self.loaded.tokenizer, ids) for _, ids in done]
+                column_tokens = []
+                for c in range(C):
+                    at = {t[len(t) - (C - c)] for t in toks if len(t) >= C - c}
+                    column_tokens.append(at.pop() if len(at) == 1 else "")
+            items = [i for i, _ in done]
+            return SuitePatchResult(
+                model=self.loaded.name, site=options.site, suite=suite.name, layers=list(results[0].layers),
+                columns=columns, column_tokens=column_tokens, clean=[i.clean for i in items],
+                corrupt=[i.corrupt for i in items], where=[i.where for i in items],
+                targets=[i.target for i in items], foils=[i.foil for i in items],
+                labels={c: [i.label(c) for i in items] for c in suite.columns},
+                metric_name=results[0].metric_name,
+                metric_clean=np.array([r.metric_clean for r in results], np.float64),
+                metric_corrupt=np.array([r.metric_corrupt for r in results], np.float64),
+                grids=stacked.astype(np.float32), mean=mean, count=count, left_out=errs, options=options.key())
+        return self.results.get("patch-suite", {**self._suite_key(suite), "options": options.key()}, compute)
 
 
 def local_backend(loaded: LoadedModel, cache: ResultCache | None = None, **kwargs) -> EngineBackend:
