@@ -11,7 +11,7 @@ import os
 import sys
 
 from ..errors import LensError
-from . import attention, causal, export, fitted, generate, logit_lens, models, projection, runs
+from . import attention, causal, export, fitted, generate, logit_lens, models, projection, runs, suite
 from .common import quiet_libraries, terminal_progress
 
 
@@ -19,7 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m lens",
                                      description="LayerLens: look inside transformer LMs, layer by layer.")
     sub = parser.add_subparsers(dest="command", required=True)
-    for group in (models, logit_lens, fitted, generate, attention, projection, causal, export, runs):
+    for group in (models, logit_lens, fitted, generate, attention, projection, causal, export, runs, suite):
         group.register(sub)
     return parser
 

@@ -1,0 +1,215 @@
+"""``suite``: one finding over many prompts: the lens at each prompt's last position, aggregated per layer,
+or activation patching averaged over clean/corrupt pairs; a table, JSON or a CSV file."""
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+
+from ..errors import LensError
+from .common import backend, print_json, terminal_progress
+
+
+def _suite(args):
+    from ..suites.suite import example, read_suite
+
+    given = [x for x in (args.prompts_file, args.pairs_file, args.example) if x is not None]
+    if len(given) != 1:
+        raise LensError("give one of --prompts-file FILE, --pairs-file FILE or --example NAME")
+    if args.example is not None:
+        return example(args.example)
+    return read_suite(args.prompts_file or args.pairs_file)
+
+
+def _check_out(path: str | None) -> None:
+    if path is not None and not Path(path).expanduser().resolve().parent.is_dir():
+        raise LensError(f"cannot write {path}: its folder does not exist")
+
+
+def _write_csv(path: str, header: list[str], rows) -> None:
+    try:
+        with open(Path(path).expanduser(), "w", newline="", encoding="utf-8") as f:
+            w = csv.writer(f)
+            w.writerow(header)
+            w.writerows(rows)
+    except OSError as exc:
+        raise LensError(f"cannot write {path}: {exc.strerror or exc}") from None
+    print(f"wrote {path}", file=sys.stderr)
+
+
+def _num(x) -> str:
+    """A CSV cell: NaN as an empty cell."""
+    x = float(x)
+    return "" if x != x else repr(x)
+
+
+# ---------------------------------------------------------------- the lens over a suite
+
+def lens_json(result, overall) -> dict:
+    """The command's JSON: ``per_prompt`` (every row's numbers, emb first), ``aggregate`` (every prompt) and,
+    when grouped, ``groups`` (one aggregate per value of the label column)."""
+    from ..serialize import plain, to_json_dict
+
+    per_prompt = []
+    for i, prompt in enumerate(result.prompts):
+        entry = {"prompt": prompt, "where": result.where[i], "position": result.positions[i],
+                 "target": result.targets[i], "target_given": result.target_given[i], "foil": result.foils[i],
+                 "final_prediction": result.final_prediction[i], "correct": bool(result.correct[i]),
+                 "exit_layer": result.exit_layer[i], "labels": {c: v[i] for c, v in result.labels.items()},
+                 "target_prob": result.target_prob[i], "target_rank": result.target_rank[i],
+                 "target_logprob": result.target_logprob[i], "kl_to_final": result.kl_to_final[i],
+                 "top1": result.top1_tokens[i], "top1_prob": result.top1_prob[i]}
+        if result.foils[i] is not None:
+            entry["logit_diff"] = result.logit_diff[i]
+        per_prompt.append(plain(entry))
+    out = {"model": result.model, "lens": result.lens, "suite": result.suite, "layers": result.layers,
+           "per_prompt": per_prompt, "aggregate": to_json_dict(overall[0])}
+    return out
+
+
+def _lens(args, suite) -> int:
+    from ..model.tokens import visible
+    from ..options import FitOptions
+    from ..suites.aggregate import aggregate
+    from ..suites.options import SuiteOptions
+
+    options = SuiteOptions(lens=args.lens)
+    options.check()  # before the model loads
+    b = backend(args)
+    if args.lens == "linear" and not any(f.kind == "linear" for f in b.lens_fits()):
+        print("no linear lens yet: fitting one on the shipped corpus first", file=sys.stderr)
+        b.fit_lens(FitOptions("linear"), progress=terminal_progress)
+        terminal_progress.close()
+    result = b.lens_suite(suite, options, progress=None if args.json else terminal_progress)
+    terminal_progress.close()
+    overall = aggregate(result, None, args.resamples, args.seed)
+    groups = aggregate(result, args.by, args.resamples, args.seed) if args.by else None
+    if args.csv:
+        cols = list(result.labels)
+        header = ["index", "where", "prompt", "target", "foil", "position", *cols, "final_prediction", "correct",
+                  "exit_layer", "layer", "target_prob", "target_logprob", "target_rank", "kl_to_final",
+                  "logit_diff", "top1", "top1_prob"]
+        rows = []
+        for i, prompt in enumerate(result.prompts):
+            ex = result.exit_layer[i]
+            for r, layer in enumerate(result.layers):
+                rows.append([i, result.where[i], prompt, result.targets[i], result.foils[i] or "",
+                             result.positions[i], *[result.labels[c][i] for c in cols], result.final_prediction[i],
+                             int(result.correct[i]), "" if ex is None else result.layers[ex], layer,
+                             _num(result.target_prob[i, r]), _num(result.target_logprob[i, r]),
+                             int(result.target_rank[i, r]), _num(result.kl_to_final[i, r]),
+                             _num(result.logit_diff[i, r]), result.top1_tokens[i][r], _num(result.top1_prob[i, r])])
+        _write_csv(args.csv, header, rows)
+    if args.json:
+        out = lens_json(result, overall)
+        if groups is not None:
+            from ..serialize import to_json_dict
+
+            out["groups"] = [to_json_dict(g) for g in groups]
+        print(json.dumps(out, ensure_ascii=False))
+        return 0
+    a = overall[0]
+    print(f"{result.model}, {result.lens} lens, suite {result.suite}: {a.n} prompts; the final answer is the target "
+          f"for {a.n_correct} ({a.accuracy:.0%})")
+    print(f"per layer, over the prompts: the target's probability (mean [95% bootstrap interval of the mean]), "
+          f"its median rank, mean KL to the final distribution, and the prompts whose answer is settled there")
+    print(f"{'layer':>5}  {'p(target)':>9} {'[95% interval]':>17} {'rank':>6} {'KL':>7} {'exits':>5}")
+    for r, label in enumerate(result.layers):
+        lo, hi = a.target_prob_ci95[r]
+        print(f"{label:>5}  {a.target_prob_mean[r]:9.3f} [{lo:7.3f}, {hi:7.3f}] {a.target_rank_median[r]:6g} "
+              f"{a.kl_to_final_mean[r]:7.2f} {int(a.exit_counts[r]):5d}")
+    if a.exit_counts[-1]:
+        print(f"never settled (a tie in the output row): {int(a.exit_counts[-1])}")
+    for g in groups or []:
+        print(f"{args.by} = {g.group}: {g.n} prompts, final answer right for {g.n_correct}; p(target) at the output "
+              f"{g.target_prob_mean[-1]:.3f} [{g.target_prob_ci95[-1][0]:.3f}, {g.target_prob_ci95[-1][1]:.3f}]")
+    print("per prompt: target, the model's answer, the target's rank at the output, exit layer")
+    for i, prompt in enumerate(result.prompts):
+        ex = result.exit_layer[i]
+        print(f"  {'✓' if result.correct[i] else '✗'} {visible(prompt)[-48:]:<48} {visible(result.targets[i])!r:>14} "
+              f"{visible(result.final_prediction[i])!r:>14} {int(result.target_rank[i, -1]):>6} "
+              f"{'–' if ex is None else result.layers[ex]:>4}")
+    return 0
+
+
+# ---------------------------------------------------------------- patching over pairs
+
+def _pairs(args, suite) -> int:
+    from ..model.tokens import visible
+    from ..suites.options import PairSuiteOptions
+
+    options = PairSuiteOptions(site=args.site or "resid")
+    options.check()
+    b = backend(args)
+    result = b.patch_suite(suite, options, progress=None if args.json else terminal_progress)
+    terminal_progress.close()
+    if args.csv:
+        header = ["pair", "where", "clean", "corrupt", "target", "foil", "layer", "column", "patch"]
+        rows = [[p, result.where[p], result.clean[p], result.corrupt[p], result.targets[p], result.foils[p] or "",
+                 layer, col, _num(result.grids[p, r, c])]
+                for p in range(len(result.clean)) for r, layer in enumerate(result.layers)
+                for c, col in enumerate(result.columns) if result.grids[p, r, c] == result.grids[p, r, c]]
+        _write_csv(args.csv, header, rows)
+    if args.json:
+        return print_json(result)
+    P = len(result.clean)
+    print(f"{result.model}: patching {result.site} over {P} pairs of {result.suite} ({result.metric_name}); "
+          f"each cell the mean over the pairs that have it of (m(patched) − m(corrupt)) / (m(clean) − m(corrupt))")
+    for gone in result.left_out:
+        print(f"left out: {gone['where']}: {gone['reason']}")
+    print(f"{'':>5} " + " ".join(f"{c[:7]:>7}" for c in result.columns))
+    if any(result.column_tokens):  # the token every pair has there, where they agree
+        print(f"{'':>5} " + " ".join(f"{visible(t)[:7]:>7}" for t in result.column_tokens))
+    print(f"{'pairs':>5} " + " ".join(f"{int(n):>7d}" for n in result.count.max(0)))
+    for label, row in zip(result.layers, result.mean):
+        print(f"{label:>5} " + " ".join("      –" if v != v else f"{v:7.2f}" for v in row))
+    return 0
+
+
+def cmd_suite(args) -> int:
+    _check_out(args.csv)
+    suite = _suite(args)
+    if args.pairs_file is not None or (args.example is not None and args.site is not None):
+        if args.by:
+            raise LensError("--by groups a lens suite's prompts; a patching suite is averaged over every pair")
+        return _pairs(args, suite)
+    if args.site is not None:
+        raise LensError("--site goes with --pairs-file (or --example with pairs): it says what to patch")
+    if args.by is not None and args.by not in suite.columns:  # before the model loads
+        raise LensError(f"the suite has no column {args.by!r} to group by (its label columns: "
+                        f"{', '.join(suite.columns) or 'none'})")
+    return _lens(args, suite)
+
+
+def register(sub) -> None:
+    from ..suites.aggregate import RESAMPLES, SEED
+
+    p = sub.add_parser("suite", help="the lens over many prompts (per layer: mean, median, bootstrap interval), "
+                                     "or patching averaged over clean/corrupt pairs")
+    p.add_argument("--prompts-file", default=None, metavar="FILE",
+                   help=".jsonl (one object a line: prompt, target, foil, position, label columns), .csv (a header "
+                        "row with the same columns) or .txt (one prompt a line)")
+    p.add_argument("--pairs-file", default=None, metavar="FILE",
+                   help="the same formats with 'clean' and 'corrupt' columns: activation patching of every pair")
+    p.add_argument("--example", default=None, metavar="NAME",
+                   help="a shipped suite: capitals, landmarks, indirect-object, multilingual (with --site: its pairs "
+                        "patched)")
+    p.add_argument("--lens", default="logit", help="logit (default), linear (fitted here first if none is) or tuned")
+    p.add_argument("--site", default=None, choices=["resid", "attn", "mlp", "head"],
+                   help="with pairs: what to patch (default: resid, the residual stream)")
+    p.add_argument("--by", default=None, metavar="COLUMN", help="also aggregate per value of this label column")
+    p.add_argument("--resamples", type=int, default=RESAMPLES, help=f"bootstrap resamples (default {RESAMPLES})")
+    p.add_argument("--seed", type=int, default=SEED, help=f"bootstrap seed (default {SEED})")
+    p.add_argument("--csv", default=None, metavar="OUT", help="also write the per-prompt table (one line per prompt "
+                                                              "and lens row; with pairs: per pair, row and column)")
+    p.add_argument("--model", default=None, help="bundled name, tiny-ARCH, folder, .gguf file or hub id "
+                                                 "(default: smollm2-135m)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, auto (a GPU if any) or multi (default: cpu)")
+    p.add_argument("--backend", default="local", choices=["local", "nnsight"],
+                   help="local: hooks on the model in this process (default); nnsight: nnsight traces")
+    p.add_argument("--remote", action="store_true", help="with --backend nnsight: run on NDIF")
+    p.add_argument("--no-cache", action="store_true", help="neither read nor write cached results")
+    p.add_argument("--trust-remote-code", action="store_true", help="allow a hub model's own Python code to run")
+    p.set_defaults(func=cmd_suite)
