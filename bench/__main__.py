@@ -277,6 +277,15 @@ def patching_bench(args) -> int:
     return 0
 
 
+def suites_bench(args) -> int:
+    from bench import suites
+
+    report = {"when": time.strftime("%Y-%m-%d %H:%M:%S"), "model": "smollm2-135m", "machine": machine(),
+              "suites": suites.run(repeats=args.repeats or 3, say=say)}
+    write_report(report, suites.table(report["suites"]), "suites", args.out)
+    return 0
+
+
 def lenses_bench(args) -> int:
     from bench import lenses
 
@@ -301,6 +310,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--load", type=int, metavar="N", help="only the load test: N browser sessions at once on one server")
     ap.add_argument("--load-open", action="store_true", help="the load test's server in open mode (default: demo mode)")
     ap.add_argument("--patching", action="store_true", help="only the activation-patching grid, beside nnsight's")
+    ap.add_argument("--suites", action="store_true", help="only prompt suites: a 50-prompt lens suite against 50 "
+                    "single-prompt lenses, and a 20-pair patching suite")
     ap.add_argument("--lenses", action="store_true", help="only the fitted lenses: fit, train, KL by layer on held-out prompts")
     ap.add_argument("--tuned-steps", type=int, default=100, help="--lenses: tuned-lens training steps (0: none)")
     args = ap.parse_args(argv)
@@ -310,6 +321,8 @@ def main(argv: list[str] | None = None) -> int:
         return patching_bench(args)
     if args.lenses:
         return lenses_bench(args)
+    if args.suites:
+        return suites_bench(args)
     if args.threads:
         os.environ["BENCH_THREADS"] = str(args.threads)
     sizes = args.sizes or (QUICK_SIZES if args.quick else SIZES)
@@ -352,6 +365,12 @@ def main(argv: list[str] | None = None) -> int:
             report["patching"] = patching.run(repeats=3, say=say)
         except Exception as exc:
             report["patching"] = {"error": f"{type(exc).__name__}: {exc}"}
+        from bench import suites
+
+        try:
+            report["suites"] = suites.run(repeats=3, say=say)
+        except Exception as exc:
+            report["suites"] = {"error": f"{type(exc).__name__}: {exc}"}
     report["targets"] = check_targets(report)
     steal1 = steal_ticks()
     report["wall_s"] = time.perf_counter() - t_start
@@ -363,6 +382,11 @@ def main(argv: list[str] | None = None) -> int:
 
         text += "\n\n" + (f"Patching: ERROR {report['patching']['error']}" if "error" in report["patching"]
                            else patching.table(report["patching"]))
+    if report.get("suites"):
+        from bench import suites
+
+        text += "\n\n" + (f"Suites: ERROR {report['suites']['error']}" if "error" in report["suites"]
+                           else suites.table(report["suites"]))
     write_report(report, text, "bench", args.out, latest="latest.json")
     return 0
 

@@ -28,42 +28,56 @@ LOGIT_ROWS = 256  # rows of logits reduced at once: [256, vocab] floats (50 MB a
 def _reduce(reads, readout, rows: list[str], targets: list[int], foils: list[int], maps, dtype, chunk: int):
     """[R, B] reductions of the rows' vectors at the read position (torch operations and the read-out only:
     a remote engine runs this where the model is). ``targets``/``foils``: -1 where none is given (the
-    target is then the model's own top-1)."""
+    target is then the model's own top-1).
+
+    A few prompts' rows are decoded by one matmul; then each prompt's R rows of logits z are reduced together
+    while they are in the CPU's cache, in a few passes: the max (the top-1, and the softmax's shift), a
+    comparison with the target's logit (the rank), one product-sum with the final distribution
+    (``Σ p_final·(z − max)``) and one exp-sum (``log_s``, so that ``lse = max + log_s``). Since
+    ``Σ p_final = 1``, ``Σ p_final·log p_row = Σ p_final·(z_row − max) − log_s``, and the KL is the final row's
+    value of it minus the row's; log-probabilities are ``z − max − log_s``: no log-softmax is kept."""
     h = torch.stack([reads[name][:, 0] for name in rows])  # [R, B, d]
     if maps is not None:
         h = maps(h)  # a fitted lens: each row through its affine map, the last row unchanged
-    h = h.to(dtype)
     R, B, d = h.shape
-    z_final = readout.logits(h[-1])  # [B, V]: the model's own output
-    lp_final = z_final.log_softmax(-1)
-    p_final = lp_final.exp()
-    given = torch.tensor(targets, device=z_final.device)
-    tgt = torch.where(given >= 0, given, lp_final.argmax(-1))
-    foil = torch.tensor(foils, device=z_final.device)
-    has_foil = foil >= 0
-    foil = foil.clamp_min(0)
-    out = {k: torch.empty(R * B, dtype=torch.float32) for k in ("prob", "logprob", "kl", "diff", "top1p")}
-    out["rank"] = torch.empty(R * B, dtype=torch.long)
-    out["top1"] = torch.empty(R * B, dtype=torch.long)
-    flat = h.reshape(R * B, d)
-    for c0 in range(0, R * B, chunk):
-        c1 = min(R * B, c0 + chunk)
-        b = torch.arange(c0, c1, device=z_final.device) % B  # the prompt of each flat row (row-major [R, B])
-        z = readout.logits(flat[c0:c1])  # [n, V]
-        lp = z.log_softmax(-1)
-        t = tgt[b, None]
-        z_t = z.gather(-1, t)
-        out["rank"][c0:c1] = ((z > z_t).sum(-1) + 1).cpu()
-        out["logprob"][c0:c1] = lp.gather(-1, t)[:, 0].float().cpu()
-        out["kl"][c0:c1] = (p_final[b] * (lp_final[b] - lp)).sum(-1).clamp_min(0).float().cpu()
-        top_lp, top_i = lp.max(-1)
-        out["top1"][c0:c1] = top_i.cpu()
-        out["top1p"][c0:c1] = top_lp.exp().float().cpu()
-        diff = (z_t[:, 0] - z.gather(-1, foil[b, None])[:, 0]).float()
-        out["diff"][c0:c1] = torch.where(has_foil[b], diff, torch.full_like(diff, float("nan"))).cpu()
-    out["prob"] = out["logprob"].exp()
-    res = {k: v.view(R, B) for k, v in out.items()}
-    res["target"] = tgt.cpu()
+    x = h.to(dtype).transpose(0, 1).reshape(B * R, d)  # prompt by prompt: [B·R, d]
+    out = {k: torch.empty(B, R) for k in ("logprob", "kl", "diff", "top1p")}
+    out.update({k: torch.empty(B, R, dtype=torch.long) for k in ("rank", "top1")})
+    target = torch.empty(B, dtype=torch.long)
+    per = max(1, chunk // R)  # prompts per matmul
+    prod = above = None
+    for b0 in range(0, B, per):
+        z_all = readout.logits(x[b0 * R:min(B, b0 + per) * R])  # [n·R, V]
+        if prod is None:  # buffers for one prompt's rows, reused
+            prod = torch.empty(R, z_all.shape[-1], dtype=z_all.dtype, device=z_all.device)
+            above = torch.empty(R, z_all.shape[-1], dtype=torch.bool, device=z_all.device)
+        for j in range(z_all.shape[0] // R):
+            b = b0 + j
+            z = z_all[j * R:(j + 1) * R]  # [R, V]
+            m, top1 = z.max(-1)
+            t = targets[b] if targets[b] >= 0 else int(top1[-1])  # the given target, else the model's own answer
+            z_t = z[:, t].clone()
+            torch.gt(z, z_t.unsqueeze(-1), out=above)
+            out["rank"][b] = above.sum(-1).cpu() + 1
+            diff = z_t - z[:, foils[b]] if foils[b] >= 0 else torch.full_like(z_t, float("nan"))
+            z.sub_(m.unsqueeze(-1))  # shifted by each row's max: exp never overflows
+            # The final distribution with torch.exp (torch.softmax's fast float32 exp was off by 5e-6, which the
+            # KL of a row 100 nats away multiplies); the product-sum by torch's pairwise sum (a matrix-vector
+            # product adds its 49k terms one after another and was off by 1e-3 nats).
+            p_final = z[-1].exp()
+            p_final.div_(p_final.sum())
+            cross = torch.mul(z, p_final, out=prod).sum(-1)  # Σ p_final·(z_row − max)
+            log_s = z.exp_().sum(-1).log()  # in place: z is not needed any more
+            lp_cross = cross - log_s  # Σ p_final · log p_row
+            out["kl"][b] = (lp_cross[-1] - lp_cross).clamp_min(0).float().cpu()
+            out["logprob"][b] = (z_t - m - log_s).float().cpu()
+            out["top1p"][b] = (-log_s).exp().float().cpu()
+            out["top1"][b] = top1.cpu()
+            out["diff"][b] = diff.float().cpu()
+            target[b] = t
+    res = {k: v.T.contiguous() for k, v in out.items()}  # [R, B]
+    res["prob"] = res["logprob"].exp()
+    res["target"] = target
     return res
 
 
