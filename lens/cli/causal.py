@@ -7,7 +7,7 @@ from ..errors import LensError
 from .common import backend, checked_prompt, model_args, print_json, save_args, terminal_progress
 
 
-def _text(args, name: str) -> str:
+def pair_text(args, name: str) -> str:
     from ..model.tokens import check_prompt
 
     given, path = getattr(args, f"{name}_prompt"), getattr(args, f"{name}_file")
@@ -28,7 +28,7 @@ def cmd_patch(args) -> int:
     from ..model.tokens import visible
     from ..options import PatchOptions
 
-    clean, corrupt = _text(args, "clean"), _text(args, "corrupt")
+    clean, corrupt = pair_text(args, "clean"), pair_text(args, "corrupt")
     options = PatchOptions(target=args.target, foil=args.foil, site=args.site)
     options.check()  # before the model loads
     result = backend(args).patch(clean, corrupt, options, progress=terminal_progress)

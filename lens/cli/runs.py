@@ -15,9 +15,9 @@ COMMAND_VIEWS = {"logit-lens": "logit-lens", "compare-lenses": "lens-comparison"
 
 def _texts(args):
     if getattr(args, "clean_prompt", None) is not None or getattr(args, "clean_file", None) is not None:
-        from .causal import _text
+        from .causal import pair_text
 
-        return [_text(args, "clean"), _text(args, "corrupt")]
+        return [pair_text(args, "clean"), pair_text(args, "corrupt")]
     if getattr(args, "corpus_file", None) is not None:
         from .projection import read_texts
 
