@@ -1,88 +1,423 @@
 """A view as code that runs as it is: a Python script that prints the view's numbers as JSON, and a Jupyter
-notebook that computes them and draws the chart.
+notebook that also draws its chart.
 
 Nothing is hidden: the model, the exact texts and every option are written out as Python literals, and the
-numbers come from the same backend call the dashboard and ``python -m lens`` make (``lens.views.render_view``
-names the view's calls; a view's JSON is ``lens.serialize.to_json_dict`` of its result, as ``--json`` prints
-it). With LayerLens installed (``pip install -e .`` in the checkout) a script runs from any folder.
+code makes the same backend call the view and its ``python -m lens`` command make, with the options written
+out as the command would pass them. The printed JSON is the command's ``--json``: ``lens.serialize.to_json_dict``
+of the result (``generate`` adds its token table, as the command does). With LayerLens installed
+(``pip install -e .`` in the checkout) a script runs from any folder.
+
+``python_script(rendered)`` and ``notebook(rendered)`` take a ``lens.views.RenderedView``;
+``python_script(view, model, texts, params)`` and ``notebook(...)`` the same without one (a page that drew
+the view itself). Both return text: the script, or the notebook's JSON (nbformat 4, written with the
+standard library).
 """
 from __future__ import annotations
 
 import json
+import shlex
+from dataclasses import dataclass, field
 
-from .views import view_named
+from .errors import LensError
+from .views import RenderedView, view_named
+from .views.entry import TWO_PROMPTS
 
-FORMATS = {".py": "python", ".ipynb": "ipynb"}
+FORMATS = {".py": "python", ".ipynb": "ipynb"}  # an --out suffix and the code it asks for
+BACKENDS = ("local", "nnsight")
 
 
-def _settings(view: str, model: str, texts, params: dict) -> str:
+@dataclass
+class Code:
+    """One view's code for given texts and options."""
+
+    imports: list[str]  # what the computation needs, besides the backend's imports
+    compute: str  # lines that compute the result(s) from PROMPT (TEXTS; CLEAN and CORRUPT) with `backend`
+    printed: str  # the JSON object printed, as a Python expression
+    command: list[str] | None  # the `python -m lens` command that prints the same JSON (model and texts added
+    # by the caller); None: no command computes it
+    draw_imports: list[str]
+    draw: str  # lines that make `fig` (or `figures`, several charts) from the results
+    chart_only: dict = field(default_factory=dict)  # options that change the chart only, not the numbers
+    several: bool = False  # `figures`, a list, instead of `fig`
+
+
+def _py(value) -> str:
+    """A Python literal: repr() writes any text exactly (escapes for what is not printable)."""
+    return repr(value)
+
+
+def _kw(**options) -> str:
+    return ", ".join(f"{k}={_py(v)}" for k, v in options.items())
+
+
+def _new(cls: str, **options) -> str:
+    """``cls(k=v, …)`` as code."""
+    return f"{cls}({_kw(**options)})"
+
+
+def _flag(flag: str, value) -> list[str]:
+    """A command's option where it is given (None leaves it to the command's default)."""
+    return [] if value is None else [flag, value if isinstance(value, str) else repr(value)]
+
+
+def _position(value) -> int | None:
+    from .options import _position as checked
+
+    return checked(value)
+
+
+def _words(track) -> tuple[str, ...]:
+    return tuple(w for w in (track.split(",") if track else []) if w)  # as the view and `language --track` read it
+
+
+def _logit_lens(src, p, texts) -> Code:
+    from .figures.logit_lens import METRICS
+    from .options import LensOptions
+
+    if p["metric"] not in METRICS:
+        raise LensError(f"unknown colour metric {p['metric']!r}; choose from {', '.join(METRICS)}")
+    o = LensOptions(top_k=int(p["top_k"]), target=p["target"], lens=p["lens"])
+    o.check()
+    if int(p["stride"]) < 1:
+        raise LensError(f"the stride is a whole number from 1, not {p['stride']!r}")
+    chart = {"metric": p["metric"], "stride": int(p["stride"]), "exits": bool(p["exits"])}
+    return Code(["from lens.options import LensOptions"],
+                f"result = backend.logit_lens({src}, "
+                f"{_new('LensOptions', top_k=o.top_k, target=o.target, lens=o.lens)})",
+                "to_json_dict(result)",
+                ["logit-lens", *_flag("--top-k", o.top_k), *_flag("--target", o.target), *_flag("--lens", o.lens)],
+                ["from lens.figures.logit_lens import logit_lens_figure"],
+                f"fig = logit_lens_figure(result, {_kw(metric=chart['metric'], stride=chart['stride'])}, "
+                f"show_exit={chart['exits']})", chart)
+
+
+def _lens_comparison(src, p, texts) -> Code:
+    return Code([], f"result = backend.lens_comparison({src})", "to_json_dict(result)", ["compare-lenses"],
+                ["from lens.figures.lens_comparison import lens_comparison_figure"],
+                "fig = lens_comparison_figure(result)")
+
+
+def _early_exit(src, p, texts) -> Code:
+    from .options import check_lens
+
+    check_lens(p["lens"])
+    return Code(["from lens.options import LensOptions"],
+                f"result = backend.logit_lens({src}, {_new('LensOptions', top_k=1, lens=p['lens'])})",
+                "to_json_dict(result)", ["logit-lens", "--top-k", "1", "--lens", p["lens"]],
+                ["from lens.figures.early_exit import early_exit_figure"], "fig = early_exit_figure(result)")
+
+
+def _language(src, p, texts) -> Code:
+    from .options import LanguageOptions
+
+    o = LanguageOptions(position=_position(p["position"]), words=_words(p["track"]), lens=p["lens"])
+    o.check()
+    return Code(["from lens.options import LanguageOptions"],
+                f"result = backend.latent_language({src}, "
+                f"{_new('LanguageOptions', position=o.position, words=o.words, lens=o.lens)})",
+                "to_json_dict(result)",
+                ["language", *_flag("--position", o.position), *_flag("--track", ",".join(o.words) or None),
+                 *_flag("--lens", o.lens)],
+                ["from lens.figures.language import language_figure"], "fig = language_figure(result)")
+
+
+def _generate(src, p, texts) -> Code:
+    from .figures.logit_lens import METRICS
+    from .options import GenerateOptions
+
+    if p["metric"] not in METRICS or p["metric"].startswith("target"):
+        raise LensError(f"unknown colour metric {p['metric']!r}; choose probability, entropy or kl")
+    o = GenerateOptions(int(p["max_new_tokens"]), float(p["temperature"]), int(p["seed"]))
+    o.check()
+    chart = {"metric": p["metric"], "stride": int(p["stride"])}
+    return Code(["from lens.figures.generation import token_table",
+                 "from lens.options import GenerateOptions, LensOptions"],
+                "options = " + _new("GenerateOptions", max_new_tokens=o.max_new_tokens, temperature=o.temperature,
+                                    seed=o.seed) + "\n"
+                f"gen = backend.generate({src}, options)\n"
+                f"lens = backend.generation_lens({src}, options, LensOptions(top_k=1))  # top-1 per layer and position",
+                '{**to_json_dict(gen), "steps": token_table(gen, lens)}',  # as `generate --json` prints it
+                ["generate", *_flag("--max-new-tokens", o.max_new_tokens), *_flag("--temperature", o.temperature),
+                 *_flag("--seed", o.seed)],
+                ["from lens.figures.generation import generation_figure"],
+                f"fig = generation_figure(gen, lens, {_kw(**chart)})", chart)
+
+
+def _rollout(src, p, texts, flow: bool = False) -> Code:
+    from .options import RolloutOptions
+
+    o = RolloutOptions(_position(p["position"]))
+    o.check()
+    kind, call = ("FlowOptions", "attention_flow") if flow else ("RolloutOptions", "rollout")
+    return Code([f"from lens.options import {kind}"],
+                f"result = backend.{call}({src}, {_new(kind, position=o.position)})", "to_json_dict(result)",
+                ["rollout", *(["--flow"] if flow else []), *_flag("--position", o.position)],
+                ["from lens.figures.attention import rollout_figure"], "fig = rollout_figure(result)")
+
+
+def _flow(src, p, texts) -> Code:
+    return _rollout(src, p, texts, flow=True)
+
+
+def _routes(src, p, texts) -> Code:
+    from .options import RouteOptions
+
+    o = RouteOptions(_position(p["position"]), float(p["threshold"]))
+    o.check()
+    return Code(["from lens.options import RouteOptions"],
+                f"result = backend.route_graph({src}, "
+                f"{_new('RouteOptions', position=o.position, threshold=o.threshold)})",
+                "to_json_dict(result)",
+                ["routes", *_flag("--position", o.position), *_flag("--threshold", o.threshold)],
+                ["from lens.figures.attention import route_figure"], "fig = route_figure(result)")
+
+
+def _heads(src, p, texts) -> Code:
+    from .figures.attention import SUMMARY_METRICS
+
+    layer, metric = p["layer"], p["metric"]
+    if layer is None:
+        if metric not in SUMMARY_METRICS:
+            raise LensError(f"unknown head score {metric!r}; choose from {', '.join(SUMMARY_METRICS)}")
+        return Code([], f"result = backend.head_summary({src})  # every head's scores", "to_json_dict(result)",
+                    ["heads"], ["from lens.figures.attention import head_summary_figure"],
+                    f"fig = head_summary_figure(result, {metric!r})", {"metric": metric})
+    if isinstance(layer, bool) or int(layer) < 1:
+        raise LensError(f"layer {layer} is out of range: layers are numbered from 1")
+    return Code(["from lens.options import HeadOptions"],
+                f"result = backend.head_patterns({src}, {_new('HeadOptions', layer=int(layer))})  # one layer's",
+                "to_json_dict(result)", ["heads", *_flag("--layer", int(layer))],
+                ["from lens.figures.attention import head_grid_figure"], "fig = head_grid_figure(result)",
+                {"metric": metric})
+
+
+def _projection(src, p, texts) -> Code:
+    from .figures.projection import COLOR_BY
+    from .options import ProjectionOptions
+    from .senses import senses_of
+
+    corpus = not isinstance(texts, str)
+    o = ProjectionOptions(method=p["method"], dims=int(p["dims"]))
+    o.check()
+    color_by = p["color_by"] or ("text" if corpus else "layer")  # the view's default colouring
+    if color_by not in COLOR_BY:
+        raise LensError(f"unknown colouring {color_by!r}; choose from {', '.join(COLOR_BY)}")
+    word = p["word"]
+    senses = senses_of(texts) if corpus else None
+    lines, chart = [], [f"color_by={color_by!r}"]
+    if word:
+        lines.append(f"highlight = word_matches(result.tokens, {word!r})  # the word's occurrences, drawn boldly")
+        chart.append("highlight=highlight")
+    if corpus:
+        chart.append(f"sentences={src}")  # each bold path named by its text
+    if senses:
+        lines.append(f"senses = {senses!r}  # each text's sense (a shipped corpus): one colour per sense")
+        chart.append("senses=senses")
+    lines.append(f"fig = trajectory_figure(result, {', '.join(chart)})")
+    return Code(["from lens.options import ProjectionOptions"],
+                f"result = backend.projection({src}, {_new('ProjectionOptions', method=o.method, dims=o.dims)})",
+                "to_json_dict(result)", ["project", *_flag("--method", o.method), *_flag("--dims", o.dims)],
+                ["from lens.figures.projection import trajectory_figure",
+                 *(["from lens.model.tokens import word_matches"] if word else [])],
+                "\n".join(lines), {"color_by": p["color_by"], "word": word})
+
+
+def _geometry(src, p, texts) -> Code:
+    from .results import EXPLANATIONS
+    from .views.projection import SENSES
+
+    word, metric = p["word"], p["metric"]
+    if metric == SENSES:
+        from .senses import senses_of
+
+        if isinstance(texts, str) or senses_of(texts) is None:
+            raise LensError("the senses of a word are compared across the sentences of a shipped corpus with senses")
+        if not (word or "").strip():
+            raise LensError("name the word whose senses to compare")
+        return Code(["from lens.senses import sense_similarity"],
+                    f"result = sense_similarity(backend, {src}, {word!r})  # every pair of texts; their senses known",
+                    "to_json_dict(result)", None, ["from lens.figures.projection import sense_figure"],
+                    "fig = sense_figure(result)")
+    if metric is not None and metric not in EXPLANATIONS:
+        raise LensError(f"unknown geometry measure {metric!r}; choose from {', '.join(EXPLANATIONS)} or {SENSES}")
+    keys = [metric] if metric else list(EXPLANATIONS)
+    draw = ("figures = [layer_similarity_figure(result) if key == 'layer_similarity' else metric_figure(result, key)\n"
+            f"           for key in {keys!r}]\n"
+            "figures = [f for f in figures if f is not None]  # a word's measures need a word")
+    return Code(["from lens.options import GeometryOptions"],
+                f"result = backend.geometry({src}, {_new('GeometryOptions', word=word)})", "to_json_dict(result)",
+                ["geometry", *_flag("--word", word)],
+                ["from lens.figures.projection import layer_similarity_figure, metric_figure"], draw,
+                {"metric": metric}, several=True)
+
+
+def _patch(src, p, texts) -> Code:
+    from .options import PatchOptions
+
+    if not p["target"]:
+        raise LensError("the patch view needs a target token (e.g. ' Paris')")
+    o = PatchOptions(target=p["target"], foil=p["foil"], site=p["site"])
+    o.check()
+    return Code(["from lens.options import PatchOptions"],
+                f"result = backend.patch(CLEAN, CORRUPT, "
+                f"{_new('PatchOptions', target=o.target, foil=o.foil, site=o.site)})",
+                "to_json_dict(result)",
+                ["patch", *_flag("--target", o.target), *_flag("--foil", o.foil), *_flag("--site", o.site)],
+                ["from lens.figures.patching import patch_figure"], "fig = patch_figure(result)")
+
+
+CODE = {"logit-lens": _logit_lens, "lens-comparison": _lens_comparison, "early-exit": _early_exit,
+        "language": _language, "generate": _generate, "rollout": _rollout, "flow": _flow, "routes": _routes,
+        "heads": _heads, "projection": _projection, "geometry": _geometry, "patch": _patch}
+
+
+def _sh(arg: str) -> str:
+    """One shell word for ``arg``: quoted as it is, or in bash's $'…' with escapes where it holds a new line or
+    another character that does not print."""
+    if arg.isprintable():
+        return shlex.quote(arg)
+    out = []
+    for ch in arg:
+        if ch in "\\'":
+            out.append("\\" + ch)
+        elif ch in "\n\t\r":
+            out.append({"\n": "\\n", "\t": "\\t", "\r": "\\r"}[ch])
+        elif ch.isprintable():
+            out.append(ch)
+        else:
+            n = ord(ch)
+            out.append(f"\\x{n:02x}" if n < 0x80 else f"\\u{n:04x}" if n < 0x10000 else f"\\U{n:08x}")
+    return "$'" + "".join(out) + "'"
+
+
+@dataclass
+class _Parts:
+    title: str
+    about: tuple[str, ...]
+    imports: str
+    settings: str
+    compute: str
+    printed: str
+    draw: str
+    command: str | None
+    corpus: bool
+
+
+def _parts(view, model: str | None = None, texts=None, params: dict | None = None, *, device: str = "cpu",
+           backend: str = "local", trust_remote_code: bool = False) -> _Parts:
+    from .model.registry import DEFAULT_MODEL
+
+    if isinstance(view, RenderedView):  # its model is the model's name: a folder's or a .gguf file's needs model=
+        view, model, texts, params = view.view.name, model or view.model, view.texts, view.params
     v = view_named(view)
-    given = {k: params[k] for k in v.params if k in params}
-    what = ("the prompt" if isinstance(texts, str) else
-            "the clean prompt, then the corrupted one" if len(texts) == 2 and v.reads == "two prompts" else
-            "the texts, each run on its own")
-    return (f"MODEL = {model!r}\n"
-            f"TEXTS = {texts!r}  # {what}\n"
-            f"VIEW = {view!r}  # {v.title}\n"
-            f"OPTIONS = {given!r}  # as shown; the view's defaults: {v.params!r}\n")
+    model = model or DEFAULT_MODEL
+    params = dict(params or {})
+    unknown = sorted(set(params) - set(v.params))
+    if unknown:
+        raise LensError(f"the {v.name} view has no option {', '.join(unknown)}; "
+                        f"it takes {', '.join(v.params) or 'none'}")
+    p = {**v.params, **{k: x for k, x in params.items() if x is not None}}
+    if backend not in BACKENDS:
+        raise LensError(f"code runs the model with the local or the nnsight backend, not {backend!r}")
+    if texts is None:
+        raise LensError(f"the {v.name} view needs a prompt")
+    if v.reads == TWO_PROMPTS:
+        if isinstance(texts, str) or len(texts) != 2:
+            raise LensError(f"the {v.name} view takes two prompts: the clean one and the corrupted one")
+        texts = list(texts)
+        settings = f"CLEAN = {_py(texts[0])}  # the clean prompt\nCORRUPT = {_py(texts[1])}  # the corrupted prompt\n"
+        cli_texts, src = ["--clean-prompt", texts[0], "--corrupt-prompt", texts[1]], "CLEAN"
+    elif isinstance(texts, str):
+        settings, cli_texts, src = f"PROMPT = {_py(texts)}\n", ["--prompt", texts], "PROMPT"
+    elif v.reads == "prompt":
+        raise LensError(f"the {v.name} view takes one prompt, not a list of texts")
+    else:
+        texts = list(texts)
+        settings = "TEXTS = [  # each text is run on its own\n" + "".join(f"    {_py(t)},\n" for t in texts) + "]\n"
+        cli_texts, src = ["--corpus-file", "texts.txt"], "TEXTS"
+    code = CODE[v.name](src, p, texts)
+
+    load = _kw(device=device) + (", trust_remote_code=True" if trust_remote_code else "")
+    make = "nnsight_backend" if backend == "nnsight" else "local_backend"
+    imports = ["import json", "", *sorted({f"from lens.engine_backend import {make}", *code.imports,
+                                           "from lens.model.loading import load_model",
+                                           "from lens.serialize import to_json_dict"})]
+    settings = f"MODEL = {_py(model)}\n" + settings
+    if code.chart_only:
+        settings += f"# The chart's options (the numbers do not depend on them): {_kw(**code.chart_only)}\n"
+    compute = (f"backend = {make}(load_model(MODEL, {load}), None)  # None: no result cache, all computed here\n"
+               + code.compute + "\n")
+    command = None
+    if code.command is not None:
+        args = [code.command[0], "--model", model, *cli_texts, *code.command[1:]]
+        if device != "cpu":
+            args += ["--device", device]
+        if backend != "local" and code.command[0] != "patch":  # `patch` runs locally only; the numbers agree
+            args += ["--backend", backend]
+        if trust_remote_code:
+            args += ["--trust-remote-code"]
+        command = "python -m lens " + " ".join(_sh(a) for a in [*args, "--json"])
+    draw = "\n".join(code.draw_imports) + "\n\n" + code.draw + "\n"
+    draw += "for fig in figures:\n    fig.show()\n" if code.several else "fig.show()\n"
+    return _Parts(v.title, v.about, "\n".join(imports) + "\n", settings, compute,
+                  f"print(json.dumps({code.printed}, ensure_ascii=False))\n", draw, command, src == "TEXTS")
 
 
-COMPUTE = '''backend = local_backend(load_model(MODEL), None)  # None: no result cache, every number computed here
-view = render_view(backend, VIEW, TEXTS, **OPTIONS)
-numbers = [to_json_dict(result) for result in view.results]
-'''
-
-IMPORTS = '''import json
-
-from lens.engine_backend import local_backend
-from lens.model.loading import load_model
-from lens.serialize import to_json_dict
-from lens.views import render_view
-'''
-
-PRINT = '''# One result: the same JSON object as `python -m lens … --json`; several: a list of them.
-print(json.dumps(numbers[0] if len(numbers) == 1 else numbers, ensure_ascii=False))
-'''
+def _said(parts: _Parts, what: str) -> str:
+    """What the printed JSON is (``what``: the subject of the sentence), for the script's docstring and the
+    notebook's first cell."""
+    if parts.command is None:
+        return (f"No `python -m lens` command computes this measure: {what} the result as "
+                "lens.serialize.to_json_dict gives it, as the commands' --json do.")
+    files = "\n(texts.txt: the TEXTS below, one per line)" if parts.corpus else ""
+    return f"{what} the same JSON as this command:\n\n    {parts.command}{files}"
 
 
-def python_script(view: str, model: str, texts, params: dict) -> str:
-    """A script that recomputes view ``view`` of ``model`` on ``texts`` with ``params`` and prints its JSON."""
-    title = view_named(view).title
-    return (f'"""LayerLens: {title} of {model}, as the dashboard showed it.\n\n'
-            "Run it with the Python that runs LayerLens: python this_file.py (it prints the numbers as JSON).\n"
-            '"""\n' + IMPORTS + "\n" + _settings(view, model, texts, params) + "\n" + COMPUTE + PRINT)
+def python_script(view, model: str | None = None, texts=None, params: dict | None = None, **run) -> str:
+    """A script that computes view ``view`` (a RenderedView, or a view's name with ``model``, ``texts`` and the
+    view's ``params``) again and prints its numbers as JSON. ``model``: what ``load_model`` loads (a bundled or
+    tiny name, a hub id, a folder or a .gguf file; a RenderedView names a folder's or file's model by its name
+    only, so give the path). ``run``: ``device``, ``backend`` ("local" or "nnsight"), ``trust_remote_code``,
+    as the command line's options. A LensError for an option the view would refuse."""
+    parts = _parts(view, model, texts, params, **run)
+    doc = (f"{parts.title}, computed again by LayerLens: the model, the exact texts and every option are below.\n\n"
+           "Run it from any folder with the Python that has LayerLens (`pip install -e .` in the LayerLens "
+           "checkout):\n\n"
+           f"    python <this file>\n\n{_said(parts, 'It prints')}\n")
+    # The docstring holds the command exactly: raw where it has backslashes, escaped where it has to be.
+    if '"""' in doc:
+        quote = '"""' + doc.replace("\\", "\\\\").replace('"""', '\\"\\"\\"') + '"""'
+    else:
+        quote = ('r"""' if "\\" in doc else '"""') + doc + '"""'
+    return f'{quote}\n{parts.imports}\n{parts.settings}\n{parts.compute}\n{parts.printed}'
 
 
-def notebook(view: str, model: str, texts, params: dict) -> str:
-    """The same as a Jupyter notebook (nbformat 4): settings, numbers, and the figure drawn."""
-    title = view_named(view).title
+def notebook(view, model: str | None = None, texts=None, params: dict | None = None, **run) -> str:
+    """The same as a Jupyter notebook (nbformat 4, as JSON text): imports and settings, the computation, the
+    numbers printed, the chart drawn by the view's figure builder."""
+    parts = _parts(view, model, texts, params, **run)
 
     def cell(kind: str, source: str) -> dict:
-        out = {"cell_type": kind, "metadata": {}, "source": source.strip("\n").splitlines(keepends=True)}
+        out = {"cell_type": kind, "id": "", "metadata": {}, "source": source.strip("\n").splitlines(keepends=True)}
         if kind == "code":
             out.update(execution_count=None, outputs=[])
         return out
 
+    about = "\n\n".join(parts.about)
     cells = [
-        cell("markdown", f"# {title} of {model}\nComputed by LayerLens, as the dashboard showed it. Run the cells "
-                         "top to bottom with the Python that runs LayerLens."),
-        cell("code", IMPORTS),
-        cell("code", _settings(view, model, texts, params)),
-        cell("code", COMPUTE),
-        cell("code", PRINT),
-        cell("markdown", "The chart, drawn by the same figure builder as the dashboard:"),
-        cell("code", "for figure in view.figures:\n    figure.show()\n"),
+        cell("markdown", f"# {parts.title}\n\n{about}\n\nComputed by LayerLens: the model, the exact texts and every "
+                         "option are in the first cell. Run the cells top to bottom with a kernel whose Python has "
+                         "LayerLens (`pip install -e .` in the LayerLens checkout). "
+                         + _said(parts, "The print cell shows")),
+        cell("code", parts.imports + "\n" + parts.settings),
+        cell("code", parts.compute),
+        cell("code", parts.printed),
+        cell("code", parts.draw),
     ]
-    book = {"cells": cells, "metadata": {"kernelspec": {"display_name": "Python 3", "language": "python",
-                                                        "name": "python3"},
-                                         "language_info": {"name": "python"}},
-            "nbformat": 4, "nbformat_minor": 5}
-    for i, c in enumerate(book["cells"]):
+    for i, c in enumerate(cells):
         c["id"] = f"cell-{i}"
-    return json.dumps(book, ensure_ascii=False, indent=1)
-
-
-def code_for(rendered, fmt: str) -> str:
-    """``python_script`` or ``notebook`` of a rendered view (lens.views.RenderedView)."""
-    make = python_script if fmt == "python" else notebook
-    return make(rendered.view.name, rendered.model, rendered.texts, rendered.params)
+    book = {"cells": cells,
+            "metadata": {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
+                         "language_info": {"name": "python"}},
+            "nbformat": 4, "nbformat_minor": 5}
+    return json.dumps(book, ensure_ascii=False, indent=1) + "\n"

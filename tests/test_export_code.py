@@ -1,77 +1,308 @@
-"""A view exported as code runs as it is: the script prints the same JSON as the command's --json, from
-another folder; the notebook's cells, run top to bottom, print the same numbers and draw the figure."""
+"""A view exported as code runs as it is: the script prints the same JSON as the view's command with --json, run
+by itself from another folder; the notebook, run by a Jupyter kernel, prints the same numbers and draws the same
+chart as the view. Every view's code is checked against its command (or, where none computes it, the view)."""
 from __future__ import annotations
 
+import ast
 import json
+import math
 import os
+import runpy
+import shlex
 import subprocess
 import sys
 from pathlib import Path
 
+import plotly.graph_objects as go
 import pytest
 
+from lens.cli import main
+from lens.engine_backend import local_backend
+from lens.export_code import CODE, notebook, python_script
+from lens.model.loading import load_model
+from lens.serialize import to_json_dict
+from lens.views import VIEWS, render_view
+
 ROOT = Path(__file__).resolve().parent.parent
-PROMPT = "the cat's “quote” sat\non the mat"  # quotes, a non-ASCII character and a new line, written as literals
+PROMPT = "the cat's “quote” sat\non the mat"  # quotes, non-ASCII characters and a new line, written as literals
+TEXTS = ["the bank of the river", "money in the bank"]
+BANKS = ["We sat on the bank of the river and watched the boats.", "She went to the bank to deposit her salary.",
+         "Fish gathered near the muddy bank after the rain."]  # sentences of a shipped corpus with senses
+CLEAN, CORRUPT = "cat", "dog"
+
+# view: (texts, the view's options, the command that prints the same JSON; None: no command, the view's own result)
+CASES = {
+    "logit-lens": (PROMPT, {"metric": "kl", "target": " the", "top_k": 3, "exits": True},
+                   ["logit-lens", "--prompt", PROMPT, "--target", " the", "--top-k", "3"]),
+    "lens-comparison": (PROMPT, {}, ["compare-lenses", "--prompt", PROMPT]),
+    "early-exit": (PROMPT, {}, ["logit-lens", "--prompt", PROMPT, "--top-k", "1"]),
+    "language": (PROMPT, {"position": 3, "track": "cat,,mat"},
+                 ["language", "--prompt", PROMPT, "--position", "3", "--track", "cat,,mat"]),
+    "generate": (PROMPT, {"max_new_tokens": 4, "temperature": 0.7, "seed": 3, "stride": 1},
+                 ["generate", "--prompt", PROMPT, "--max-new-tokens", "4", "--temperature", "0.7", "--seed", "3"]),
+    "rollout": (PROMPT, {"position": -2}, ["rollout", "--prompt", PROMPT, "--position", "-2"]),
+    "flow": ("one two", {"position": 4}, ["rollout", "--flow", "--prompt", "one two", "--position", "4"]),
+    "routes": (PROMPT, {"threshold": 0.1, "position": 5},
+               ["routes", "--prompt", PROMPT, "--threshold", "0.1", "--position", "5"]),
+    "heads": (PROMPT, {"metric": "prev_token"}, ["heads", "--prompt", PROMPT]),
+    "projection": (TEXTS, {"dims": 3, "word": "bank"}, ["project", "--corpus-file", "{corpus}", "--dims", "3"]),
+    "geometry": (TEXTS, {"word": "e", "metric": "self_similarity"},
+                 ["geometry", "--corpus-file", "{corpus}", "--word", "e"]),
+    "patch": ([CLEAN, CORRUPT], {"target": "t", "foil": "a", "site": "mlp"},
+              ["patch", "--clean-prompt", CLEAN, "--corrupt-prompt", CORRUPT, "--target", "t", "--foil", "a",
+               "--site", "mlp"]),
+}
+MORE = {  # the same views with other options: another backend call, another figure builder
+    "heads --layer": ("heads", PROMPT, {"layer": 2}, ["heads", "--prompt", PROMPT, "--layer", "2"]),
+    "geometry senses": ("geometry", BANKS, {"word": "a", "metric": "senses"}, None),  # one byte, one token
+    "projection of a prompt": ("projection", PROMPT, {"color_by": "position"}, ["project", "--prompt", PROMPT]),
+    "projection of senses": ("projection", BANKS, {"word": "bank"}, ["project", "--corpus-file", "{corpus}"]),
+}
 
 
-def lens(*args, cwd=ROOT):
-    return subprocess.run([sys.executable, "-m", "lens", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=300, env=_env())
+def same(a, b, path="") -> None:
+    """``a`` and ``b`` hold the same JSON, numbers equal within float32 rounding."""
+    if isinstance(a, float) or isinstance(b, float):
+        assert isinstance(a, (int, float)) and isinstance(b, (int, float)), f"{path}: {a!r} != {b!r}"
+        assert math.isclose(a, b, rel_tol=1e-5, abs_tol=1e-6), f"{path}: {a} != {b}"
+    elif isinstance(a, dict):
+        assert isinstance(b, dict) and a.keys() == b.keys(), f"{path}: keys {sorted(a)} != {sorted(b)}"
+        for k in a:
+            if k != "seconds":  # how long a projection took to fit
+                same(a[k], b[k], f"{path}.{k}")
+    elif isinstance(a, list):
+        assert isinstance(b, list) and len(a) == len(b), f"{path}: {len(a)} items != {b!r:.200}"
+        for i, (x, y) in enumerate(zip(a, b)):
+            same(x, y, f"{path}[{i}]")
+    else:
+        assert a == b, f"{path}: {a!r} != {b!r}"
 
 
-def _env():
-    # As an installed LayerLens (pip install -e .) would be found from any folder.
-    return {**os.environ, "PYTHONPATH": str(ROOT)}
+def command_json(capsys, args: list[str]) -> dict:
+    """``python -m lens ARGS --json``, in this process."""
+    capsys.readouterr()
+    code = main([*args, "--json", "--no-cache"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    return json.loads(out)
 
 
-def _run(path: Path) -> dict | list:
-    run = subprocess.run([sys.executable, path.name], cwd=path.parent, capture_output=True, text=True, timeout=300,
-                         env=_env())
-    assert run.returncode == 0, run.stderr[-2000:]
-    return json.loads(run.stdout)
+def cells(book: str) -> list[str]:
+    return ["".join(c["source"]) for c in json.loads(book)["cells"] if c["cell_type"] == "code"]
 
 
-CASES = [
-    ("logit-lens", ["--metric", "kl", "--target", " the"], ["logit-lens", "--target", " the"]),
-    ("rollout", ["--position", "-2"], ["rollout", "--position", "-2"]),
-    ("heads", [], ["heads"]),
+@pytest.fixture(scope="module")
+def tiny_backend():
+    return local_backend(load_model("tiny-llama"), None)
+
+
+@pytest.fixture
+def run_here(tmp_path, monkeypatch, capsys):
+    """Run code in a fresh namespace in this process, from another folder: (what it printed, its namespace)."""
+    monkeypatch.chdir(tmp_path)
+    shown: list[go.Figure] = []
+    monkeypatch.setattr(go.Figure, "show", lambda fig, *a, **k: shown.append(fig))
+
+    def run(source: str):
+        path = tmp_path / "code.py"
+        path.write_text(source, encoding="utf-8")
+        capsys.readouterr()
+        scope = runpy.run_path(str(path), run_name="__main__")
+        return capsys.readouterr().out, scope, shown
+
+    return run
+
+
+def test_every_view_has_its_code():
+    assert set(CODE) == set(VIEWS) == set(CASES)
+
+
+@pytest.mark.parametrize("name", [*CASES, *MORE])
+def test_each_views_code_prints_its_commands_json_and_draws_its_chart(name, tiny_backend, run_here, tmp_path,
+                                                                     capsys):
+    view, texts, params, command = (name, *CASES[name]) if name in CASES else MORE[name]
+    rendered = render_view(tiny_backend, view, texts, **params)
+    script = python_script(rendered)
+    assert script == python_script(view, "tiny-llama", texts, params)  # the page's call, without a RenderedView
+    code = cells(notebook(rendered))
+    # The notebook's first three cells are the script's code (one run checks both): settings, computation, print.
+    assert code[1].startswith("backend = ") and code[2].startswith("print(") and code[3].rstrip().endswith(".show()")
+    lines = lambda text: [line for line in text.splitlines() if line.strip()]  # noqa: E731
+    assert lines(script.split('"""\n', 1)[1]) == lines("\n".join(code[:3]))
+    printed, scope, shown = run_here("\n".join(code))
+    if command is None:  # no command computes it: the view's own numbers, and the script says so
+        assert "No `python -m lens` command computes this measure" in script
+        same(json.loads(printed), to_json_dict(rendered.results[0]))
+    else:
+        corpus = tmp_path / "texts.txt"
+        corpus.write_text("\n".join(texts if isinstance(texts, list) else []), encoding="utf-8")
+        args = [a.replace("{corpus}", str(corpus)) for a in command]
+        same(json.loads(printed), command_json(capsys, [*args, "--model", "tiny-llama"]))
+    assert len(shown) == len(rendered.figures) >= 1  # the view's figures, drawn by the same builders
+    for mine, theirs in zip(shown, rendered.figures):
+        same(json.loads(mine.to_json()), json.loads(theirs.to_json()))
+
+
+def test_the_docstring_names_the_command_exactly():
+    """Its words are the command's arguments, texts and all."""
+    script = python_script("logit-lens", "tiny-llama", "Paris's “best” ", {"target": " x", "top_k": 2})
+    line = command_line(script)
+    assert shlex.split(line) == ["python", "-m", "lens", "logit-lens", "--model", "tiny-llama", "--prompt",
+                                 "Paris's “best” ", "--top-k", "2", "--target", " x", "--lens", "logit", "--json"]
+
+
+@pytest.mark.parametrize("text", ["a\\b 'c'\n\td\x07e\u200b\U0001F600", 'say """hi""" \\n\n'])
+def test_the_docstring_holds_any_text(text):
+    """A text with new lines, backslashes, quotes or characters that do not print: bash reads the docstring's
+    $'…' word back to the text, and Python reads the script (its docstring raw, or escaped around \"\"\")."""
+    script = python_script("rollout", "tiny-llama", text, {"position": -1})
+    assert runpy_source(script)["PROMPT"] == text
+    line = command_line(script)
+    words = subprocess.run(["bash", "-c", "printf '%s\\0' " + line.split(" ", 3)[3]], capture_output=True,
+                           timeout=10).stdout.decode("utf-8").split("\0")[:-1]
+    assert words == ["rollout", "--model", "tiny-llama", "--prompt", text, "--position", "-1", "--json"]
+
+
+def command_line(script: str) -> str:
+    """The command in the script's docstring, as Python reads the docstring."""
+    lines = [s.strip() for s in ast.get_docstring(ast.parse(script)).splitlines()]
+    return next(s for s in lines if s.startswith("python -m lens"))
+
+
+def runpy_source(source: str) -> dict:
+    """The script's settings, read without running its computation."""
+    scope: dict = {}
+    tree = ast.parse(source)
+    tree.body = [n for n in tree.body if isinstance(n, ast.Assign) and n.targets[0].id.isupper()]
+    exec(compile(tree, "script", "exec"), scope)
+    return scope
+
+
+def _env() -> dict:
+    # No PYTHONPATH: the script finds LayerLens as an installed package (pip install -e .), as a user's would.
+    return {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+
+
+def test_the_checkout_is_installed_in_place(tmp_path):
+    """From another folder `import lens` is this checkout, and the model cache is its cache/ (the bundled model's
+    converted weights are found there, not made again)."""
+    env = {k: v for k, v in _env().items() if k != "LAYERLENS_CACHE"}
+    run = subprocess.run([sys.executable, "-c", "import lens, lens.model.registry as r; print(lens.__file__); "
+                          "print(r.default_cache_root())"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=60)
+    assert run.returncode == 0, f"run `make setup` or `pip install -e .`: {run.stderr[-500:]}"
+    assert run.stdout.split("\n")[:2] == [str(ROOT / "lens" / "__init__.py"), str(ROOT / "cache")]
+
+
+def test_the_package_carries_every_file_lens_reads():
+    """What `pip install .` copies: every tracked file under lens/ that is not Python matches pyproject.toml's
+    package data (a new kind of data file must be named there, or an installed copy would miss it)."""
+    import fnmatch
+    import tomllib
+
+    data = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]
+    patterns = [p for ps in data["package-data"].values() for p in ps]
+    tracked = subprocess.run(["git", "ls-files", "lens"], cwd=ROOT, capture_output=True, text=True, check=True)
+    others = [p for p in tracked.stdout.split() if not p.endswith(".py")]
+    assert others and all(any(fnmatch.fnmatch(Path(p).name, pat) for pat in patterns) for p in others), others
+    assert data["packages"]["find"]["include"] == ["lens", "lens.*"]  # lens.engine has no __init__.py: found too
+
+
+SUBPROCESS = [  # (view, model, text, export options, the command that prints the same JSON)
+    ("generate", "tiny-gpt2", PROMPT, ["--max-new-tokens", "5", "--temperature", "1.3", "--seed", "11"],
+     ["generate", "--prompt", PROMPT, "--max-new-tokens", "5", "--temperature", "1.3", "--seed", "11"]),
+    # Its passes as nnsight traces (here, not in this process: nnsight gives every object a `save` attribute,
+    # which argparse would then take for --save's value); the numbers are those of the local backend.
+    ("rollout", "tiny-llama", PROMPT, ["--position", "3", "--backend", "nnsight"],
+     ["rollout", "--prompt", PROMPT, "--position", "3"]),
 ]
 
 
-@pytest.mark.parametrize("view,export_args,command", CASES, ids=[c[0] for c in CASES])
-def test_the_script_prints_what_the_command_prints(tmp_path, view, export_args, command):
+@pytest.mark.parametrize("view,model,text,options,command", SUBPROCESS, ids=[c[0] for c in SUBPROCESS])
+def test_the_exported_script_runs_by_itself_from_another_folder(tmp_path, capsys, view, model, text, options,
+                                                                command):
     folder = tmp_path / "elsewhere"
     folder.mkdir()
     script = folder / "run.py"
-    made = lens("export", "--view", view, "--model", "tiny-llama", "--prompt", PROMPT, *export_args, "--out",
-                str(script))
-    assert made.returncode == 0, made.stderr
-    direct = lens(*command, "--model", "tiny-llama", "--prompt", PROMPT, "--json", "--no-cache")
-    assert direct.returncode == 0, direct.stderr
-    assert _run(script) == json.loads(direct.stdout)
+    assert main(["export", "--view", view, "--model", model, "--prompt", text, *options, "--out", str(script)]) == 0
+    assert capsys.readouterr().out.strip() == str(script)
+    code = script.read_text(encoding="utf-8")
+    if "nnsight" in options:
+        assert "backend = nnsight_backend(load_model(MODEL, device='cpu'), None)" in code
+        assert command_line(code).endswith("--backend nnsight --json")
+    run = subprocess.run([sys.executable, script.name], cwd=folder, env=_env(), capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    same(json.loads(run.stdout), command_json(capsys, [*command, "--model", model]))
 
 
-def test_the_bundled_model_script_and_notebook(tmp_path):
-    script, book = tmp_path / "run.py", tmp_path / "lens.ipynb"
-    for out in (script, book):
-        made = lens("export", "--view", "logit-lens", "--prompt", "The capital of France is", "--out", str(out))
-        assert made.returncode == 0 and made.stdout.strip() == str(out), made.stderr
-    direct = json.loads(lens("logit-lens", "--prompt", "The capital of France is", "--json").stdout)
-    printed = _run(script)
-    assert printed["top_tokens"] == direct["top_tokens"] and printed["final_prediction"][-1] == " Paris"
-    # The notebook, cell after cell in one fresh Python (as a kernel runs it), the figure drawn to a file.
-    cells = json.loads(book.read_text(encoding="utf-8"))["cells"]
-    assert [c["cell_type"] for c in cells][:2] == ["markdown", "code"]
-    code = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
-    code = code.replace("figure.show()", "figure.write_json('figure.json')")
-    (tmp_path / "cells.py").write_text(code, encoding="utf-8")
-    from_book = _run(tmp_path / "cells.py")
-    assert from_book["top_probs"] == printed["top_probs"]
-    assert json.loads((tmp_path / "figure.json").read_text())["data"][0]["type"] == "heatmap"
+def test_the_bundled_model_script_and_notebook_from_another_folder(tmp_path, capsys, monkeypatch):
+    """The logit lens of the bundled model: the script run by itself, the notebook run by a Jupyter kernel of this
+    Python, both in another folder as a user would (no PYTHONPATH, no LAYERLENS_CACHE: the checkout's cache/, where
+    the bundled model's converted weights are; the model hub cannot be reached here)."""
+    import nbclient
+    import nbformat
+
+    prompt = "The capital of France is"
+    script, book = tmp_path / "lens_run.py", tmp_path / "lens_run.ipynb"
+    for out, fmt in ((script, []), (book, []), (tmp_path / "as_python", ["--format", "python"])):
+        assert main(["export", "--view", "logit-lens", "--prompt", prompt, "--metric", "entropy", *fmt,
+                     "--out", str(out)]) == 0
+    assert (tmp_path / "as_python").read_text(encoding="utf-8") == script.read_text(encoding="utf-8")
+    env = {k: v for k, v in _env().items() if k != "LAYERLENS_CACHE"}
+    # The script runs while the kernel below runs the notebook (two processes: half the wait on two cores).
+    run = subprocess.Popen([sys.executable, script.name], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+    try:
+        want = command_json(capsys, ["logit-lens", "--prompt", prompt])
+        assert want["model"] == "smollm2-135m" and want["final_prediction"][-1] == " Paris"
+
+        # A kernel of this very Python (a kernel spec in a folder of the test's own), run by nbclient, with the
+        # environment of the script above.
+        spec = tmp_path / "jupyter" / "kernels" / "layerlens-test"
+        spec.mkdir(parents=True)
+        (spec / "kernel.json").write_text(json.dumps({
+            "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+            "display_name": "LayerLens tests", "language": "python"}), encoding="utf-8")
+        nb = nbformat.reads(book.read_text(encoding="utf-8"), as_version=4)
+        nbformat.validate(nb)
+        monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+        monkeypatch.delenv("PYTHONPATH", raising=False)
+        monkeypatch.delenv("LAYERLENS_CACHE")
+        monkeypatch.setenv("PLOTLY_RENDERER", "plotly_mimetype")  # the figure as JSON only (no 4 MB plotly.js)
+        nbclient.NotebookClient(nb, timeout=120, kernel_name="layerlens-test",
+                                resources={"metadata": {"path": str(tmp_path)}}).execute()
+        out, err = run.communicate(timeout=120)
+        assert run.returncode == 0, err[-2000:]
+        same(json.loads(out), want)
+    finally:
+        run.kill()  # nothing left running when a check above fails
+        run.wait()
+
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(o.get("output_type") != "error" for c in code for o in c.outputs)
+    text = "".join(o.get("text", "") for o in code[2].outputs if o.output_type == "stream")
+    same(json.loads(text), want)
+    figure = [o for o in code[3].outputs if "application/vnd.plotly.v1+json" in o.get("data", {})]
+    assert len(figure) == 1, [list(o.get("data", {})) for o in code[3].outputs]
+    drawn = figure[0].data["application/vnd.plotly.v1+json"]["data"][0]
+    assert drawn["type"] == "heatmap" and len(drawn["x"]) == len(want["tokens"])
 
 
-def test_a_code_export_refuses_what_it_cannot_write(tmp_path):
-    bad = lens("export", "--view", "logit-lens", "--prompt", "hi", "--out", str(tmp_path / "x.docx"))
-    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and ".py or .ipynb" in bad.stderr
-    wrong = lens("export", "--view", "logit-lens", "--prompt", "hi", "--format", "rust", "--out", str(tmp_path / "x"))
-    assert wrong.returncode != 0 and "invalid choice" in wrong.stderr
+@pytest.mark.parametrize("args, message", [
+    (["--view", "nope", "--out", "{tmp}/x.py"], "unknown view 'nope'"),
+    (["--view", "logit-lens", "--format", "rust", "--out", "{tmp}/x"], "unknown format 'rust'"),
+    (["--view", "logit-lens", "--format", "python", "--out", "{tmp}/x.ipynb"], "does not write a .ipynb file"),
+    (["--view", "logit-lens", "--out", "{tmp}/x.docx"], ".py or .ipynb"),
+    (["--view", "logit-lens", "--metric", "nope", "--out", "{tmp}/x.py"], "unknown colour metric 'nope'"),
+    (["--view", "routes", "--threshold", "0.9", "--out", "{tmp}/x.ipynb"], "threshold must be between 0 and 0.5"),
+    (["--view", "patch", "--corrupt-prompt", "hello", "--out", "{tmp}/x.py"], "needs a target token"),
+    (["--view", "logit-lens", "--backend", "nnsight", "--remote", "--out", "{tmp}/x.py"], "leave out --remote"),
+    (["--view", "logit-lens", "--save", "mine", "--out", "{tmp}/x.ipynb"], "leave out --save"),
+])
+def test_a_code_export_refuses_bad_input_in_one_line(tmp_path, capsys, args, message):
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    code = main(["export", "--prompt", "hi", "--model", "tiny-llama", *args])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and err.startswith("error: ") and message in err, err
+    assert list(tmp_path.iterdir()) == []  # nothing written

@@ -15,14 +15,20 @@ OPTIONS = ("metric", "target", "stride", "position", "threshold", "layer", "meth
 
 def cmd_export(args) -> int:
     from ..export import export_view
+    from ..export_code import FORMATS
     from ..views import render_view, view_named
     from ..views.entry import TWO_PROMPTS
 
-    from ..export_code import FORMATS
-
-    view = view_named(args.view)
+    view = view_named(args.view)  # an unknown view: one line, exit 2 (as every other bad value)
     out = Path(args.out)
+    if args.format is not None and args.format not in FORMATS.values():
+        raise LensError(f"unknown format {args.format!r}; choose {' or '.join(FORMATS.values())} "
+                        "(or name the picture by its --out suffix: .html, .svg, .png)")
     fmt = args.format or FORMATS.get(out.suffix.lower())
+    if args.format is not None and out.suffix.lower() in (*FORMATS, ".html", ".htm", ".svg", ".png") \
+            and FORMATS.get(out.suffix.lower()) != args.format:
+        raise LensError(f"--format {args.format} does not write a {out.suffix} file: leave out --format or "
+                        "rename --out")
     if fmt is None and out.suffix.lower() not in (".html", ".htm", ".svg", ".png"):
         raise LensError(f"cannot export to {out.name!r}: name a .html, .svg, .png, .py or .ipynb file")
     if not out.parent.is_dir():
@@ -38,13 +44,18 @@ def cmd_export(args) -> int:
     ignored = [k for k in OPTIONS if getattr(args, k) is not None and k not in view.params]
     if ignored:
         raise LensError(f"the {view.name} view takes no --{', --'.join(k.replace('_', '-') for k in ignored)}")
-    if fmt is not None:  # code: written out, computed when it runs
+    if fmt is not None:  # code: written out here, computed when it runs
         from ..export import write_file
         from ..export_code import notebook, python_script
-        from ..model.registry import DEFAULT_MODEL
 
+        if args.remote:
+            raise LensError("exported code runs the model where it runs: leave out --remote")
+        if args.save:
+            raise LensError("exported code computes nothing here, so there is nothing to save: leave out --save")
         make = python_script if fmt == "python" else notebook
-        write_file(out, make(view.name, args.model or DEFAULT_MODEL, texts, {**view.params, **given}))
+        code = make(view.name, args.model, texts, given, device=args.device, backend=args.backend,
+                    trust_remote_code=args.trust_remote_code)
+        write_file(out, code)
         print(out)
         return 0
     rendered = render_view(backend(args), view.name, texts, **given)
@@ -71,12 +82,14 @@ def register(sub) -> None:
     from ..views import VIEWS
 
     p = sub.add_parser("export", help="write a view as an offline HTML file, or an SVG / PNG image")
-    p.add_argument("--view", required=True, choices=list(VIEWS))
+    # --view and --format are checked by the command (one line on stderr, exit 2), not by argparse's usage text
+    p.add_argument("--view", required=True, metavar="VIEW", help=", ".join(VIEWS))
     p.add_argument("--out", required=True, metavar="FILE",
                    help="FILE.html (self-contained), FILE.svg, FILE.png, FILE.py (a script that prints the numbers) or "
                         "FILE.ipynb (a notebook that computes and draws them)")
-    p.add_argument("--format", default=None, choices=["python", "ipynb"],
-                   help="code instead of a picture (default: from the --out suffix)")
+    p.add_argument("--format", default=None, metavar="{python,ipynb}",
+                   help="code instead of a picture: python (a script) or ipynb (a notebook); default: from the "
+                        "--out suffix")
     model_args(p)
     p.add_argument("--corpus-file", default=None, metavar="PATH",
                    help="projection and geometry: several texts, one per line, instead of a prompt")
