@@ -175,3 +175,16 @@ def test_save_on_the_command_line_then_list_show_and_delete(tmp_path):
         "error: no saved run 1; `python -m lens runs list` shows the saved ones"
     lonely = _cli("models", "--note", "x", db=db)
     assert lonely.returncode != 0
+
+
+def test_save_is_not_confused_by_nnsight_in_the_same_process(tmp_path, monkeypatch, cli):
+    """nnsight, once imported, gives every object a ``save`` method: a command run in the same process
+    afterwards must not take it for ``--save``."""
+    import nnsight  # noqa: F401  (what an nnsight-backed command imports)
+
+    monkeypatch.setenv("LAYERLENS_RUNS", str(tmp_path / "runs.sqlite"))
+    got = cli("logit-lens", "--model", "tiny-llama", "--prompt", PROMPT, "--json", "--no-cache")
+    assert got.returncode == 0, got.stderr
+    assert RunStore(tmp_path / "runs.sqlite").list() == []
+    saved = cli("logit-lens", "--model", "tiny-llama", "--prompt", PROMPT, "--json", "--no-cache", "--save", "x")
+    assert saved.returncode == 0 and [r["name"] for r in RunStore(tmp_path / "runs.sqlite").list()] == ["x"]

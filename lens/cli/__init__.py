@@ -29,10 +29,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         quiet_libraries()
-        if getattr(args, "note", None) is not None and not getattr(args, "save", None):
+        if vars(args).get("note") is not None and not vars(args).get("save_name"):
             raise LensError("--note goes with --save NAME")
         code = args.func(args)
-        if code == 0 and getattr(args, "save", None):
+        if code == 0 and vars(args).get("save_name"):
             runs.save_if_asked(args)
         return code
     except LensError as exc:

@@ -35,7 +35,9 @@ def model_args(p) -> None:
 
 
 def save_args(p) -> None:
-    p.add_argument("--save", default=None, metavar="NAME",
+    # dest "save_name", read with vars(): nnsight, once imported, gives every object a ``save`` method, which
+    # argparse's Namespace would then answer for an argument named "save" that was not given.
+    p.add_argument("--save", default=None, metavar="NAME", dest="save_name",
                    help="keep what this command computed as a saved run (python -m lens runs list)")
     p.add_argument("--note", default=None, help="with --save: a note kept with the run")
 
@@ -84,7 +86,7 @@ terminal_progress = _Progress()
 def backend(args):
     """The backend the arguments name; with ``--save``, one that records its results for the saved run."""
     b = _backend(args)
-    if getattr(args, "save", None):
+    if vars(args).get("save_name"):
         from ..runs import RecordingBackend
 
         args.recording = b = RecordingBackend(b)

@@ -50,7 +50,7 @@ def cmd_export(args) -> int:
 
         if args.remote:
             raise LensError("exported code runs the model where it runs: leave out --remote")
-        if args.save:
+        if vars(args).get("save_name"):
             raise LensError("exported code computes nothing here, so there is nothing to save: leave out --save")
         make = python_script if fmt == "python" else notebook
         code = make(view.name, args.model, texts, given, device=args.device, backend=args.backend,

@@ -34,7 +34,7 @@ def save_if_asked(args) -> None:
     from ..runs import Run, RunStore
     from ..views import VIEWS
 
-    recording = getattr(args, "recording", None)
+    recording = vars(args).get("recording")
     if recording is None:
         return
     if not recording.calls:
@@ -48,7 +48,7 @@ def save_if_asked(args) -> None:
     texts = _texts(args)
     info = recording.info()
     run = RunStore().save(Run(
-        id=None, name=args.save, view=view, model=info.name, fingerprint=info.fingerprint, texts=texts,
+        id=None, name=vars(args)["save_name"], view=view, model=info.name, fingerprint=info.fingerprint, texts=texts,
         token_ids=[recording.token_ids(t) for t in ([texts] if isinstance(texts, str) else texts)],
         params=params, info=info, calls=recording.calls, note=args.note or ""))
     print(f"saved as run {run.id} ({run.name!r}) in {RunStore().path}", file=sys.stderr)
