@@ -678,6 +678,8 @@ class EngineBackend:
                 done.append((item, clean_ids))
                 results.append(r)
                 grids.append(np.asarray(r.patch, np.float64))
+                if progress is not None:
+                    progress((k + 1) / P, f"patched pair {k + 1} of {P}")
             if not results:
                 raise LensError(f"{suite.name}: every pair was left out ({errs[0]['reason']}, …)")
             stacked = align_right(grids)

@@ -391,7 +391,7 @@ def fake_result(n: int = 9, R: int = 4):
     return SuiteLensResult(
         model="m", lens="logit", suite="s", layers=["emb", "1", "2", "3"][:R], prompts=[f"p{i}" for i in range(n)],
         where=[""] * n, n_tokens=[3] * n, positions=[2] * n, target_ids=rng.integers(0, 3, n), targets=["t"] * n,
-        target_given=[True] * n, foils=[None] * n, labels={"c": ["a", "b", "a", "c", "b", "a", "a", "c", "b"][:n]},
+        target_given=[i % 4 != 1 for i in range(n)], foils=[None] * n, labels={"c": ["a", "b", "a", "c", "b", "a", "a", "c", "b"][:n]},
         target_prob=prob, target_logprob=np.log(prob), target_rank=rng.integers(1, 50, (n, R)),
         kl_to_final=rng.uniform(0, 5, (n, R)).astype(np.float32), logit_diff=diff, top1_ids=top1,
         top1_tokens=[["x"] * R] * n, top1_prob=prob, exit_layer=[0, 3, None, 1, 3, 3, 2, None, 0][:n],
@@ -421,8 +421,10 @@ def test_aggregates_by_a_label_column_equal_a_plain_computation():
         np.testing.assert_allclose(g.target_prob_ci95, bootstrap_ci(r.target_prob[idx].astype(np.float64), 200, 1))
         exits = [r.exit_layer[i] for i in idx]
         assert list(g.exit_counts) == [exits.count(k) for k in range(4)] + [exits.count(None)]
-        right = sum(int(r.top1_ids[i, -1] == r.target_ids[i]) for i in idx)
-        assert g.n_correct == right and g.accuracy == pytest.approx(right / len(idx))
+        given = [i for i in idx if r.target_given[i]]
+        right = sum(int(r.top1_ids[i, -1] == r.target_ids[i]) for i in given)
+        assert g.n_targets == len(given) and g.n_correct == right
+        assert g.accuracy == pytest.approx(right / len(given)) if given else math.isnan(g.accuracy)
     everyone = aggregate(r)[0]
     assert everyone.group == "all" and everyone.n == 9 and everyone.by is None
     one_line_error(lambda: aggregate(r, by="colour"), r"no column 'colour' to group by \(its label columns: c\)")
@@ -456,7 +458,10 @@ def test_patch_suite_averages_each_pairs_own_grid_and_lists_the_pairs_left_out()
             '{"clean": "lmno", "corrupt": "lmn", "target": "p", "foil": "q"}\n'
             '{"clean": "uvwe", "corrupt": "uxwe", "target": "y", "foil": "z", "kind": "two"}\n')
     suite = parse_jsonl(text, "pairs.jsonl")
-    got = b.patch_suite(suite, PairSuiteOptions(site="resid"))
+    seen = []
+    got = b.patch_suite(suite, PairSuiteOptions(site="resid"), progress=lambda f, m: seen.append((f, m)))
+    assert [f for f, _ in seen] == sorted(f for f, _ in seen) and seen[-1][0] == pytest.approx(1.0)
+    assert seen[-1][1] == "patched pair 3 of 3" and any(m.startswith("pair 2 of 3: ") for _, m in seen)
     assert got.where == ["pairs.jsonl line 1", "pairs.jsonl line 2", "pairs.jsonl line 4"]
     assert got.left_out == [{"where": "pairs.jsonl line 3", "clean": "lmno", "corrupt": "lmn",
                              "reason": "the clean prompt has 4 tokens and the corrupted one 3"}]

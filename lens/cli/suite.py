@@ -110,8 +110,9 @@ def _lens(args, suite) -> int:
         print(json.dumps(out, ensure_ascii=False))
         return 0
     a = overall[0]
-    print(f"{result.model}, {result.lens} lens, suite {result.suite}: {a.n} prompts; the final answer is the target "
-          f"for {a.n_correct} ({a.accuracy:.0%})")
+    right = (f"the final answer is the target for {a.n_correct} of {a.n_targets} ({a.accuracy:.0%})" if a.n_targets
+             else "no targets given: each prompt follows the model's own answer")
+    print(f"{result.model}, {result.lens} lens, suite {result.suite}: {a.n} prompts; {right}")
     print(f"per layer, over the prompts: the target's probability (mean [95% bootstrap interval of the mean]), "
           f"its median rank, mean KL to the final distribution, and the prompts whose answer is settled there")
     print(f"{'layer':>5}  {'p(target)':>9} {'[95% interval]':>17} {'rank':>6} {'KL':>7} {'exits':>5}")
@@ -122,7 +123,8 @@ def _lens(args, suite) -> int:
     if a.exit_counts[-1]:
         print(f"never settled (a tie in the output row): {int(a.exit_counts[-1])}")
     for g in groups or []:
-        print(f"{args.by} = {g.group}: {g.n} prompts, final answer right for {g.n_correct}; p(target) at the output "
+        print(f"{args.by} = {g.group}: {g.n} prompts, final answer right for {g.n_correct} of {g.n_targets}; "
+              f"p(target) at the output "
               f"{g.target_prob_mean[-1]:.3f} [{g.target_prob_ci95[-1][0]:.3f}, {g.target_prob_ci95[-1][1]:.3f}]")
     print("per prompt: target, the model's answer, the target's rank at the output, exit layer")
     for i, prompt in enumerate(result.prompts):
@@ -212,4 +214,6 @@ def register(sub) -> None:
     p.add_argument("--remote", action="store_true", help="with --backend nnsight: run on NDIF")
     p.add_argument("--no-cache", action="store_true", help="neither read nor write cached results")
     p.add_argument("--trust-remote-code", action="store_true", help="allow a hub model's own Python code to run")
-    p.set_defaults(func=cmd_suite)
+    # No --save (a saved run reopens a page's view; suites have none yet). Set explicitly: nnsight, once imported,
+    # gives every object a ``save`` method, which ``getattr(args, "save", None)`` in main would take for a name.
+    p.set_defaults(func=cmd_suite, save=None, note=None)

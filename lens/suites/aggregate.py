@@ -67,10 +67,11 @@ def summarise(result: SuiteLensResult, rows: np.ndarray, by: str | None, group: 
         out[f"{m}_mean"], out[f"{m}_median"], out[f"{m}_ci95"] = _summary(v, resamples, seed)
     exits = [result.exit_layer[i] for i in rows]
     counts = np.bincount([R if e is None else int(e) for e in exits], minlength=R + 1).astype(np.int64)
-    n_correct = int(result.correct[rows].sum())
+    given = np.asarray(result.target_given, bool)[rows]
+    n_correct = int((result.correct[rows] & given).sum())  # a prompt without a target is trivially "right"
     return SuiteAggregate(layers=list(result.layers), by=by, group=group, n=int(len(rows)), **out,
-                          exit_counts=counts, n_correct=n_correct,
-                          accuracy=n_correct / len(rows) if len(rows) else float("nan"),
+                          exit_counts=counts, n_targets=int(given.sum()), n_correct=n_correct,
+                          accuracy=n_correct / given.sum() if given.any() else float("nan"),
                           resamples=int(resamples), seed=int(seed))
 
 

@@ -68,8 +68,9 @@ class SuiteAggregate:
     logit_diff_median: np.ndarray
     logit_diff_ci95: np.ndarray
     exit_counts: np.ndarray  # [R + 1] int64: prompts whose saturation row is r; the last: never saturated
-    n_correct: int  # prompts whose final answer is the target
-    accuracy: float  # n_correct / n
+    n_targets: int  # prompts with a target given (the others follow the model's own answer)
+    n_correct: int  # of those, the prompts whose final answer is the target
+    accuracy: float  # n_correct / n_targets (NaN when no target was given)
     resamples: int
     seed: int
 
