@@ -7,22 +7,55 @@ from ui.routing import require_app_router
 require_app_router()
 
 from lens.analysis.flow_plan import plan_flow  # noqa: E402
-from lens.figures.attention import (SUMMARY_METRICS, clicked_node, head_grid_figure, head_summary_figure,  # noqa: E402
-                                    node_bars_figure, node_table, pattern_figure, rollout_figure, route_figure,
-                                    token_labels)
+from lens.figures.attention import (SCORES, SUMMARY_METRICS, clicked_node, head_grid_figure,  # noqa: E402
+                                    head_summary_figure, node_bars_figure, node_table, pattern_figure,
+                                    rollout_figure, route_figure, token_labels)
 from lens.model.tokens import visible  # noqa: E402
 from lens.options import ROUTE_MAX_TOKENS  # noqa: E402
 from lens.views import query_value  # noqa: E402
-from ui import state  # noqa: E402
+from lens.views.attention import link_note  # noqa: E402
+from ui import present, state  # noqa: E402
 from ui.errors import shown_in_page  # noqa: E402
-from ui.widgets import chart, download_json, link_options, page_header  # noqa: E402
+from ui.widgets import chart, download_json, page_header  # noqa: E402
 
 # The choices of view: the labels that the registry's entries put in the URL (?view=Heads).
 ROUTES, ROLLOUT, HEADS = (query_value(v, "view") for v in ("routes", "rollout", "heads"))
+PRESENTING = present.is_on()
+NODE = ("node_layer", "node_pos", "node_block")  # the drill-down's choices, as the URL names them
+PILLS_IN_A_ROW = 12  # presenting: up to this many head buttons fit across the screen; more go in a box
+ss = st.session_state
 
 
 def download(result, name: str) -> None:
     download_json(result, name, f"Download the numbers (JSON): {name}")
+
+
+def link_to_labels(choices: dict[str, dict[str, str]]) -> None:
+    """Links naming options by their values (?position=3, ?head=2): Streamlit keeps an option's label in the
+    URL and drops a value it does not know, so the URL is rewritten to the labels and the page run again,
+    before anything is computed (the widgets then start at them, and a copied link still names them)."""
+    rewrite = {}
+    for key, labels in choices.items():
+        asked = st.query_params.get(key)
+        if asked in labels and asked not in labels.values():
+            rewrite[key] = labels[asked]
+    if not rewrite:
+        return
+    try:
+        st.query_params.update(rewrite)
+    except st.errors.StreamlitAPIException:  # bound already in this session: set the widgets instead
+        ss.update({k: v for k, v in rewrite.items() if k not in ss})
+        return
+    st.rerun()
+
+
+NOTES: list[str] = []  # the link's values this run could not take, said in one line under the controls
+
+
+def note(text: str | None) -> None:
+    if text:
+        NOTES.append(f"ℹ️ The link's {text}")
+        notes_slot.caption(" ".join(NOTES))
 
 
 page_header("attention")
@@ -36,6 +69,12 @@ info = backend.info()
 with shown_in_page("Reading the prompt"):
     tokens = backend.tokenize(text)
 T = len(tokens)
+labels = token_labels(tokens, width=14)
+POSITIONS = [str(i) for i in range(T)]  # strings: what the URL holds once a position is picked by its label
+LABELS = dict(zip(POSITIONS, labels))
+HEADS_OF = [str(h) for h in range(info.n_heads)]
+link_to_labels({"position": LABELS, "node_pos": LABELS, "head": {h: f"head {h}" for h in HEADS_OF},
+                "head_metric": SCORES})
 
 # An encoder (post-LN) has no routes: open it on rollout, which applies.
 first_view = ROUTES if info.supports_routes else ROLLOUT
@@ -43,22 +82,19 @@ first_view = ROUTES if info.supports_routes else ROLLOUT
 view_col, pos_col, extra_col = st.columns([2, 2, 2], vertical_alignment="bottom")
 view = view_col.segmented_control("View", [ROUTES, ROLLOUT, HEADS], default=first_view, key="view",
                                   bind="query-params") or first_view
-labels = token_labels(tokens, width=14)
-POSITIONS = [str(i) for i in range(T)]  # strings: what the URL holds
-
-
-def pos_label(i: str) -> str:
-    return labels[int(i)] if i.isdigit() and int(i) < T else i
-
+notes_slot = st.empty()
 
 position = T - 1
 if view != HEADS:  # the head views show every position at once
-    link_options("position", {i: pos_label(i) for i in POSITIONS})
-    position = pos_col.selectbox("Output position (the prediction to explain)", POSITIONS, key="position",
-                                 **({} if "position" in st.session_state else {"index": T - 1}),
-                            bind="query-params", format_func=pos_label,
-                            help="The position whose next-token prediction is traced back. Default: the last token.")
-    position = int(position) if position is not None and position in POSITIONS else T - 1
+    asked = st.query_params.get("position")
+    # No default of its own (None: the last position), so that a click or a link may set it without a warning.
+    picked = pos_col.selectbox("Output position (the prediction to explain)", POSITIONS, index=None, key="position",
+                               bind="query-params", format_func=LABELS.get, placeholder=f"{labels[-1]} (the last)",
+                               help="The position whose next-token prediction is traced back. Default: the last "
+                                    "token.")
+    position = int(picked) if picked in POSITIONS else T - 1
+    note(link_note("position", asked, [*POSITIONS, *labels], f"the prompt's {T} tokens",
+                   f"the last position, {T - 1}"))
 
 # ---------------------------------------------------------------- routes
 if view == ROUTES:
@@ -77,121 +113,219 @@ if view == ROUTES:
                 graph = backend.route_graph(text, RouteOptions(position, float(threshold)))
         if graph is not None:
             # A click on a node selects it for the drill-down (before the drill-down widgets exist).
-            sel = (st.session_state.get("route-graph") or {}).get("selection", {}).get("points", [])
-            if sel and sel != st.session_state.get("_route_sel"):
-                st.session_state["_route_sel"] = sel
-                node = clicked_node(sel)
-                if node is not None:
-                    st.toast(f"Drill-down below: layer {node[0]}, position {node[1]}, "
-                             f"{'attention' if node[2] == 'attn' else 'MLP'}", icon=":material/arrow_downward:")
-                    st.session_state["node_layer"] = node[0]
-                    st.session_state["node_pos"] = str(node[1])
-                    st.session_state["node_block"] = "attention" if node[2] == "attn" else "MLP"
-            cur = (st.session_state.get("node_layer"), st.session_state.get("node_pos"),
-                   "attn" if st.session_state.get("node_block", "attention") == "attention" else "mlp")
-            fig = route_figure(graph, cur if cur[0] else None)
-            chart(fig, key="route-graph", on_select="rerun", selection_mode="points",
-                  export={"view": "routes", "numbers": graph, "texts": text, "model": info.name})
-            st.caption("Edge width = importance; blue: attention from another position, grey: residual, orange: MLP "
-                       "(through the diamond). Click a node to drill down, below. "
-                       f"{len(graph.edge_layer)} edges; {graph.targets_computed} attention-block nodes evaluated "
-                       f"(only what can reach the prediction is computed). Model's prediction here: "
-                       f"“{visible(graph.prediction)}”.")
+            sel = (ss.get("route-graph") or {}).get("selection", {}).get("points", [])
+            clicked = None
+            if sel and sel != ss.get("_route_sel"):
+                ss["_route_sel"] = sel
+                clicked = clicked_node(sel)
+                if clicked is not None:
+                    if not PRESENTING:
+                        st.toast(f"Drill-down below: layer {clicked[0]}, position {clicked[1]}, "
+                                 f"{'attention' if clicked[2] == 'attn' else 'MLP'}", icon=":material/arrow_downward:")
+                    ss.update(node_layer=clicked[0], node_pos=str(clicked[1]),
+                              node_block="attention" if clicked[2] == "attn" else "MLP")
+            # Presenting, the drill-down takes the graph's place once a node is picked (by a click, or a link
+            # naming one); its choices are in the URL, so the link reopens it.
+            # (The URL still names the node in the run after "Back": its widgets drop it from the URL as they run.)
+            closing = ss.pop("_drill_down_closing", False)
+            opened = not PRESENTING or clicked is not None or (
+                not closing and any(k in st.query_params for k in NODE))
+            # The graph goes here, drawn once the drill-down's widgets say which node to ring.
+            graph_slot = st.container() if not PRESENTING or not opened else None
 
-            # In presenter mode the drill-down shows once a node is clicked (hidden until then, to fit).
-            opened = bool(st.session_state.get("_route_sel"))  # set by a click on the graph
+            def close_drill_down() -> None:
+                ss.update({k: None for k in NODE}, _route_sel=None, _drill_down_closing=True)
+
+            # Presenting and not opened: the drill-down's widgets are drawn but hidden (ui/present.py), so that a
+            # click sets widgets that exist, which puts the node in the URL.
             with st.container(key="drill-down-open" if opened else "drill-down"):
-                st.subheader("Drill down into one node")
-                c1, c2, c3 = st.columns(3)
-                ss = st.session_state  # a clicked node set these keys: then no default is passed
-                layer = c1.number_input("Layer", 1, info.n_layers, key="node_layer", bind="query-params",
-                                        **({} if "node_layer" in ss else {"value": info.n_layers}))
-                link_options("node_pos", {i: pos_label(i) for i in POSITIONS})
-                npos = c2.selectbox("Position", POSITIONS, key="node_pos", bind="query-params", format_func=pos_label,
-                                    **({} if "node_pos" in ss else {"index": position}))
+                if not PRESENTING:
+                    st.subheader("Drill down into one node")
+                if opened and "node_block" not in st.query_params and ss.get("node_block") is None:
+                    ss["node_block"] = "attention"
+                c1, c2, c3, c4 = st.columns([2, 2, 2, 2 if PRESENTING else 0.01], vertical_alignment="bottom")
+                asked = {k: st.query_params.get(k) for k in NODE}
+                # No defaults of their own (None: the last layer, the output position), so that a click sets them
+                # without a warning and a link without them follows the output position.
+                layer = c1.number_input("Layer", 1, info.n_layers, value=None, key="node_layer", bind="query-params",
+                                        placeholder=f"{info.n_layers} (the last)")
+                npos = c2.selectbox("Position", POSITIONS, index=None, key="node_pos", bind="query-params",
+                                    format_func=LABELS.get, placeholder=f"{labels[position]} (the output's)")
+                block = c3.segmented_control("Block", ["attention", "MLP"], key="node_block", bind="query-params")
+                if PRESENTING:
+                    c4.button("Back to the routes", icon=":material/arrow_back:", on_click=close_drill_down,
+                              key="drill-down-close")
+                layer = int(layer) if layer is not None else info.n_layers
                 npos = int(npos) if npos in POSITIONS else position
-                block = c3.segmented_control("Block", ["attention", "MLP"], key="node_block", bind="query-params",
-                                             **({} if "node_block" in ss else {"default": "attention"})) or "attention"
+                block = block or "attention"
+                if graph_slot is not None:
+                    fig = route_figure(graph, (layer, npos, "attn" if block == "attention" else "mlp"))
+                    with graph_slot:
+                        chart(fig, key="route-graph", on_select="rerun", selection_mode="points",
+                              export={"view": "routes", "numbers": graph, "texts": text, "model": info.name})
+                        st.caption("Edge width = importance; blue: attention from another position, grey: residual, "
+                                   "orange: MLP (through the diamond). Click a node to drill down"
+                                   + (f", below. {len(graph.edge_layer)} edges; {graph.targets_computed} "
+                                      "attention-block nodes evaluated (only what can reach the prediction is "
+                                      "computed). " if not PRESENTING else ". ")
+                                   + f"Model's prediction here: “{visible(graph.prediction)}”.")
+                for k, what, valid, of, used in (
+                        ("node_layer", "layer", range(1, info.n_layers + 1), f"the model's {info.n_layers} layers",
+                         f"layer {layer}"),
+                        ("node_pos", "position", [*POSITIONS, *labels], f"the prompt's {T} tokens",
+                         f"position {npos}")):
+                    note(link_note(what, asked[k], [str(v) for v in valid], of, used))
                 detail = None
-                with shown_in_page("Drill-down", stop=False):
-                    detail = backend.node_detail(text, NodeOptions(int(layer), npos, "attn" if block == "attention" else "mlp"))
+                if opened:
+                    with shown_in_page("Drill-down", stop=False):
+                        detail = backend.node_detail(text, NodeOptions(layer, npos,
+                                                                       "attn" if block == "attention" else "mlp"))
                 if detail is not None:
-                    chart(node_bars_figure(detail), key="node-bars")
-                    st.markdown("**Logit lens of this node** (what the stream here would predict): " + " · ".join(
-                        f"`{visible(t)}` {p:.2f}" for t, p in zip(detail.lens_tokens, detail.lens_probs.tolist())))
-                    st.dataframe(node_table(detail), hide_index=True, width="stretch")
-                    st.caption("Promotes / suppresses: the tokens whose logits the write raises / lowers most when it is "
-                               "projected onto the vocabulary (final norm's scale, then the unembedding). "
-                               + (detail.note or ""))
-                    download(detail, "node")
+                    # Presenting: fewer sources and tokens per row, so that the table's columns fit beside the bars.
+                    rows = node_table(detail, width=3, sources=1) if PRESENTING else node_table(detail)
+                    lens_line = "**Logit lens of this node** (what the stream here would predict): " + " · ".join(
+                        f"`{visible(t)}` {p:.2f}" for t, p in zip(detail.lens_tokens, detail.lens_probs.tolist()))
+                    # Tall enough for every row: the last one is not left under the table's scroll bar.
+                    table_height = 38 + 35 * len(rows) + 16
+                    if PRESENTING:  # bars beside the table, on one screen
+                        bars_col, table_col = st.columns([2, 3])
+                        chart(node_bars_figure(detail, height=present.SCREEN_CHART - 60), key="node-bars",
+                              where=bars_col, share=0.4)
+                        table_col.dataframe(rows, hide_index=True, width="stretch",
+                                            height=min(table_height, present.SCREEN_CHART - 100))
+                        table_col.markdown(lens_line)
+                    else:
+                        chart(node_bars_figure(detail), key="node-bars")
+                        st.markdown(lens_line)
+                        st.dataframe(rows, hide_index=True, width="stretch", height=table_height)
+                        st.caption("Promotes / suppresses: the tokens whose logits the write raises / lowers most "
+                                   "when it is projected onto the vocabulary (final norm's scale, then the "
+                                   "unembedding). " + (detail.note or ""))
+                        download(detail, "node")
             download(graph, "routes")
 
 # ---------------------------------------------------------------- rollout and flow
 elif view == ROLLOUT:
+    plan = plan_flow(info.n_layers, T, position, info.is_causal)
+    skip_sink = extra_col.toggle("Leave out the first token", value=False, key="rollout_skip_first",
+                                 bind="query-params",
+                                 help="Most attention parks on the first token (an attention sink); leaving its column "
+                                      "out lets the colour scale show how the rest is shared. The numbers are not "
+                                      "renormalised.")
+    flow_help = ("A few seconds on this CPU; the result is cached." if plan.feasible else
+                 f"This prompt is too long for attention flow ({plan.sources} > {plan.limit_last} tokens up to the "
+                 "chosen position). Pick an earlier position or a shorter prompt; rollout has no such limit.")
+    # Presenting, the flow switch sits with the other controls, and both charts side by side.
+    flow_on = (extra_col if PRESENTING else st.container()).toggle(
+        "Compute attention flow", key="flow", bind="query-params", disabled=not plan.feasible, help=flow_help)
+    flow_on = flow_on and plan.feasible
     st.caption("Rollout: heads averaged, residual added, attention multiplied through the layers. "
-               "Each row sums to 1.")
+               "Each row sums to 1." + (" Flow: max-flow through the same graph." if PRESENTING and flow_on else ""))
+    roll_col, flow_col = st.columns(2) if PRESENTING and flow_on else (st, st)
+    share = 0.5 if PRESENTING and flow_on else 1.0
     roll = None
     with shown_in_page("Rollout", stop=False):
         with st.spinner("Multiplying the attention of every layer…"):
             roll = backend.rollout(text, RolloutOptions(position))
-    skip_sink = extra_col.toggle("Leave out the first token", value=False, key="rollout_skip_first", bind="query-params",
-                          help="Most attention parks on the first token (an attention sink); leaving its column out "
-                               "lets the colour scale show how the rest is shared. The numbers are not renormalised.")
     if roll is not None:
-        chart(rollout_figure(roll, skip_first=skip_sink), key="rollout",
+        chart(rollout_figure(roll, skip_first=skip_sink), key="rollout", where=roll_col, share=share,
               export={"view": "rollout", "numbers": roll, "texts": text, "model": info.name})
-        download(roll, "rollout")
-    plan = plan_flow(info.n_layers, T, position, info.is_causal)
-    st.markdown("**Attention flow** (max-flow through the same graph, networkx)")
-    st.caption(f"Flow solves one max-flow problem per input token and layer on a graph of ~L·T²/2 edges, so it is "
-               f"limited: every layer's row up to {plan.limit_all} tokens, the last layer's row up to "
-               f"{plan.limit_last} tokens (counting up to the chosen position) for this {info.n_layers}-layer model. "
-               f"Here: {plan.sources} tokens.")
-    if not plan.feasible:
-        st.info(f"This prompt is too long for attention flow ({plan.sources} > {plan.limit_last} tokens up to the "
-                "chosen position). Pick an earlier position or a shorter prompt; rollout above has no such limit.")
-    elif st.toggle("Compute attention flow", key="flow", bind="query-params",
-                   help="A few seconds on this CPU; the result is cached."):
+        if not PRESENTING:
+            download(roll, "rollout")
+    if not PRESENTING:
+        st.markdown("**Attention flow** (max-flow through the same graph, networkx)")
+        st.caption(f"Flow solves one max-flow problem per input token and layer on a graph of ~L·T²/2 edges, so it is "
+                   f"limited: every layer's row up to {plan.limit_all} tokens, the last layer's row up to "
+                   f"{plan.limit_last} tokens (counting up to the chosen position) for this {info.n_layers}-layer "
+                   f"model. Here: {plan.sources} tokens.")
+        if not plan.feasible:
+            st.info(f"This prompt is too long for attention flow ({plan.sources} > {plan.limit_last} tokens up to "
+                    "the chosen position). Pick an earlier position or a shorter prompt; rollout above has no such "
+                    "limit.")
+    elif not plan.feasible:
+        st.caption(f"Attention flow: too long a prompt ({plan.sources} > {plan.limit_last} tokens).")
+    if flow_on:
         if plan.layers:
-            st.caption(f"Only the last layer's row ({plan.sources} > {plan.limit_all} tokens for every layer).")
+            flow_col.caption(f"Flow: only the last layer's row ({plan.sources} > {plan.limit_all} tokens for every "
+                             "layer).")
         flow = None
         with shown_in_page("Attention flow", stop=False):
             with st.spinner("Solving max-flow problems…"):
                 flow = backend.attention_flow(text, FlowOptions(position, plan.layers))
         if flow is not None:
-            chart(rollout_figure(flow, skip_first=skip_sink), key="flow-chart",
+            chart(rollout_figure(flow, skip_first=skip_sink), key="flow-chart", where=flow_col, share=share,
                   export={"view": "flow", "numbers": flow, "texts": text, "model": info.name})
-            download(flow, "flow")
+            if not PRESENTING:
+                download(flow, "flow")
 
 # ---------------------------------------------------------------- heads
 else:
-    layer = pos_col.number_input("Layer", 1, info.n_layers, 1, key="head_layer", bind="query-params")
-    pats = None
-    with shown_in_page("Head patterns", stop=False):
-        with st.spinner(f"Reading the attention of layer {int(layer)}…"):
-            pats = backend.head_patterns(text, HeadOptions(int(layer)))
-    if pats is not None:
-        grid_col, head_col = st.columns(2)  # side by side: both on one screen
-        chart(head_grid_figure(pats), key="head-grid", where=grid_col,
-              export={"view": "heads", "numbers": pats, "texts": text, "model": info.name})
-        heads = [str(h) for h in range(pats.n_heads)]
-        link_options("head", {h: f"head {h}" for h in heads})
-        head = head_col.pills("Click a head to enlarge it", heads, key="head", bind="query-params",
-                              **({} if "head" in st.session_state else {"default": "0"}),
-                              format_func=lambda h: f"head {h}")
-        head = int(head) if head in heads else 0
-        chart(pattern_figure(pats, head), key="head-pattern", where=head_col)
-        download(pats, "head_patterns")
-    st.subheader("Every head at a glance")
-    link_options("head_metric", {k: v[0] for k, v in SUMMARY_METRICS.items()})
-    metric = st.selectbox("Score", list(SUMMARY_METRICS), format_func=lambda k: SUMMARY_METRICS[k][0],
-                          key="head_metric", bind="query-params",
-                          help="\n\n".join(f"**{v[0]}**: {v[2]}" for v in SUMMARY_METRICS.values()))
+    asked_layer, asked_head = st.query_params.get("head_layer"), st.query_params.get("head")
+    asked_metric = st.query_params.get("head_metric")
+    # Presenting a model with many heads: the head box beside the layer's (their buttons would not fit a row).
+    head_in_box = PRESENTING and info.n_heads > PILLS_IN_A_ROW
+    layer_at, head_at = pos_col.columns(2) if head_in_box else (pos_col, None)
+    layer = layer_at.number_input("Layer", 1, info.n_layers, 1, key="head_layer", bind="query-params")
+    note(link_note("layer", asked_layer, [str(v) for v in range(1, info.n_layers + 1)],
+                   f"the model's {info.n_layers} layers", f"layer {int(layer)}"))
+    # Presenting, the score box sits with the controls: picking a score shows every head's score in the
+    # place of the layer's heads (one screen); clearing it brings them back. Without a score, no summary.
+    patterns_area = st.container()  # the layer's heads, above the summary's section (drawn once it is known)
+    metric_box = extra_col if PRESENTING else st.container()
+    if not PRESENTING:
+        metric_box.subheader("Every head at a glance")
+    metric = metric_box.selectbox(
+        "Score", list(SCORES), index=None, format_func=SCORES.get, key="head_metric", bind="query-params",
+        placeholder="every head at a glance…" if PRESENTING else "pick a score to colour every head…",
+        help="\n\n".join(f"**{SCORES[k]}**: {v[2]}" for k, v in SUMMARY_METRICS.items())
+             + "\n\nOne score per head of every layer" + (", in the place of the layer's heads." if PRESENTING
+                                                           else "."))
+    note(link_note("score", asked_metric, [*SCORES, *SCORES.values()], "the scores " + ", ".join(SCORES.values()),
+                   "none"))
+    if not PRESENTING and metric is None:
+        metric_box.caption("Entropy, previous-token and induction scores of every head of every layer.")
     summary = None
-    with shown_in_page("Head scores", stop=False):
-        with st.spinner("Scoring every head…"):
-            summary = backend.head_summary(text)
-    if summary is not None:
+    if metric is not None:
+        with shown_in_page("Head scores", stop=False):
+            with st.spinner("Scoring every head…"):
+                summary = backend.head_summary(text)
+    with patterns_area:
+        pats = None
+        with shown_in_page("Head patterns", stop=False):
+            with st.spinner(f"Reading the attention of layer {int(layer)}…"):
+                pats = backend.head_patterns(text, HeadOptions(int(layer)))
+        if pats is not None:
+            heads = [str(h) for h in range(pats.n_heads)]
+            named = [*heads, *(f"head {h}" for h in heads)]  # what a link may hold
+            if ss.get("head") is None and asked_head not in named:
+                ss["head"] = "0"  # no default of its own: a link or the session says which head, else head 0
+            note(link_note("head", asked_head, named, f"layer {pats.layer}'s {pats.n_heads} heads",
+                           f"head {ss['head'] if ss.get('head') in heads else 0}"))
+            if head_in_box:
+                pick = head_at.selectbox("Head", heads, index=None, key="head", bind="query-params",
+                                         format_func=lambda h: f"head {h}")
+                grid_col, head_col = st.columns(2)
+            elif PRESENTING:  # one row of buttons across the screen, above both charts
+                pick = st.pills("Click a head to enlarge it", heads, key="head", bind="query-params",
+                                format_func=lambda h: f"head {h}", required=True)
+                grid_col, head_col = st.columns(2)
+            else:
+                grid_col, head_col = st.columns(2)
+                pick = head_col.pills("Click a head to enlarge it", heads, key="head", bind="query-params", wrap=True,
+                                      format_func=lambda h: f"head {h}", required=True)
+            head = int(pick) if pick in heads else 0
+            height = present.SCREEN_CHART if PRESENTING else None
+            if PRESENTING and summary is not None:  # every head's score in the layer's place
+                chart(head_summary_figure(summary, metric, height=height), key="head-summary", where=grid_col,
+                      share=0.5, export={"view": "heads", "numbers": summary, "texts": text, "model": info.name})
+            else:
+                chart(head_grid_figure(pats, columns=5 if PRESENTING else 6, height=height), key="head-grid",
+                      where=grid_col, share=0.5,
+                      export={"view": "heads", "numbers": pats, "texts": text, "model": info.name})
+            chart(pattern_figure(pats, head, height=height), key="head-pattern", where=head_col, share=0.5)
+            if not PRESENTING:
+                download(pats, "head_patterns")
+    if summary is not None and not PRESENTING:
         st.caption(SUMMARY_METRICS[metric][2] + (
             f" The repeated sequence: {summary.repeat_length} random tokens, twice." if metric != "entropy" else
             f" Uniform attention over the whole prompt would be {summary.max_entropy:.2f} nats."))
@@ -199,5 +333,6 @@ else:
               export={"view": "heads", "numbers": summary, "texts": text, "model": info.name})
         download(summary, "head_summary")
 
-st.caption(f"{info.name} · {T} tokens · {info.n_layers} layers · {info.n_heads} heads. "
-           "Use the camera icon on a chart to save a PNG for slides.")
+if not PRESENTING:
+    st.caption(f"{info.name} · {T} tokens · {info.n_layers} layers · {info.n_heads} heads. "
+               "Use the camera icon on a chart to save a PNG for slides.")

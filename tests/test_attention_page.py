@@ -2,6 +2,8 @@
 import json
 import re
 
+import pytest
+
 from streamlit.testing.v1 import AppTest
 
 PROMPT = "The capital of France is"
@@ -63,12 +65,67 @@ def test_rollout_and_flow_view(repo_root):
     assert len(charts(at)) == 2
 
 
+def spec(chart) -> dict:
+    return json.loads(chart.proto.spec)
+
+
 def test_heads_view(repo_root):
-    at = open_page(repo_root, view="Heads", head_layer="3")
+    """One layer's heads; every head's score once a score is picked (the tour's link names one)."""
+    import numpy as np
+
+    from lens.engine_backend import local_backend
+    from lens.model.loading import load_model
+    from lens.options import HeadOptions
+    from plotly_json import array
+
+    backend = local_backend(load_model("smollm2-135m"), None)
+    at = open_page(repo_root, view="Heads", head_layer="3", head="2")  # a head by its number, as a hand-made link
     assert not at.error, [e.value for e in at.error]
-    assert len(charts(at)) == 3  # grid, enlarged head, per-head summary
+    assert [c.key for c in charts(at)] == ["head-grid", "head-pattern"]  # no score picked: no summary
+    pats = backend.head_patterns(PROMPT, HeadOptions(3))
+    np.testing.assert_allclose(array(spec(charts(at)[1])["data"][0]["z"]), pats.attention[2], atol=1e-6)
+    assert at.query_params["head"] in ("head 2", ["head 2"])  # the link now names it as the box does
     at.selectbox(key="head_metric").set_value("prev_token").run()
     assert not at.exception and not at.error
+    summary = backend.head_summary(PROMPT)
+    np.testing.assert_allclose(array(spec(charts(at)[2])["data"][0]["z"]), summary.prev_token, atol=1e-6)
+    # The tour's link: the induction score of every head.
+    at = open_page(repo_root, view="Heads", head_metric="induction")
+    assert [c.key for c in charts(at)] == ["head-grid", "head-pattern", "head-summary"]
+    np.testing.assert_allclose(array(spec(charts(at)[2])["data"][0]["z"]), summary.induction, atol=1e-6)
+
+
+def test_presenting_the_scores_take_the_layers_place(repo_root):
+    at = open_page(repo_root, view="Heads", present="1")
+    assert [c.key for c in charts(at)] == ["head-grid", "head-pattern"]
+    at = open_page(repo_root, view="Heads", head_metric="induction", present="1")
+    assert [c.key for c in charts(at)] == ["head-summary", "head-pattern"]
+    assert at.pills(key="head").value == "0"
+
+
+def test_presenting_a_link_naming_a_node_opens_its_drill_down(repo_root):
+    at = open_page(repo_root, present="1")
+    assert [c.key for c in charts(at)] == ["route-graph"]  # the drill-down waits for a click
+    at = open_page(repo_root, present="1", node_layer="10", node_pos="3", node_block="MLP")
+    assert [c.key for c in charts(at)] == ["node-bars"]  # in the graph's place, with a way back
+    assert "Layer 10 MLP at position 3" in spec(charts(at)[0])["layout"]["title"]["text"]
+    assert len(at.dataframe[0].value) == 10
+    at.button(key="drill-down-close").click().run()
+    assert [c.key for c in charts(at)] == ["route-graph"]
+
+
+@pytest.mark.parametrize("params, message", [
+    (dict(position="999"), "position 999 is past the prompt's 5 tokens: showing the last position, 4."),
+    (dict(view="Heads", head_layer="99"), "layer 99 is past the model's 30 layers: showing layer 1."),
+    (dict(view="Heads", head="99"), "head 99 is past layer 1's 9 heads: showing head 0."),
+    (dict(node_layer="99"), "layer 99 is past the model's 30 layers: showing layer 30."),
+    (dict(view="Heads", head_metric="attention"), "score attention is not one of the scores entropy, previous "
+                                                  "token, induction: showing none."),
+])
+def test_a_link_value_out_of_range_is_named_with_what_is_shown(repo_root, params, message):
+    at = open_page(repo_root, **params)
+    assert any(message in c.value for c in at.caption), [c.value for c in at.caption]
+    assert charts(at)
 
 
 def test_flow_limit_is_stated_for_long_prompts(repo_root):
@@ -84,7 +141,7 @@ def test_encoder_marks_routes_as_not_applicable(repo_root):
     assert not at.error and not at.warning and len(charts(at)) >= 1
     at = open_page(repo_root, model="minilm-l6", view="Routes")
     assert any("Routes do not apply to minilm-l6" in w.value and "post-LN" in w.value for w in at.warning)
-    at2 = open_page(repo_root, model="minilm-l6", view="Heads")
+    at2 = open_page(repo_root, model="minilm-l6", view="Heads", head_metric="entropy")
     assert not at2.error and len(charts(at2)) == 3
     at3 = open_page(repo_root, model="minilm-l6", view="Rollout & flow")
     assert not at3.error and len(charts(at3)) >= 1

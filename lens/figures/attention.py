@@ -33,13 +33,16 @@ def _layout(fig: go.Figure, title: str, height: int) -> go.Figure:
 
 # ---------------------------------------------------------------- head patterns
 
-def head_grid_figure(p: HeadPatterns, columns: int = 6) -> go.Figure:
+def head_grid_figure(p: HeadPatterns, columns: int = 6, height: int | None = None) -> go.Figure:
     """Every head of one layer as a small query × key heatmap (no labels)."""
     H = p.n_heads
     cols = min(columns, H)
     rows = math.ceil(H / cols)
+    height = height or 170 * rows + 80
+    # Room between the rows for the heads' titles (18 px on a slide): ~34 px of the plot's height.
+    gap = min(0.3, max(0.08, 34 / max(1, height - 140))) if rows > 1 else 0.1
     fig = make_subplots(rows=rows, cols=cols, subplot_titles=[f"head {h}" for h in range(H)],
-                        horizontal_spacing=0.02, vertical_spacing=0.08 if rows > 1 else 0.1)
+                        horizontal_spacing=0.02, vertical_spacing=gap)
     T = p.attention.shape[-1]
     for h in range(H):
         r, c = divmod(h, cols)
@@ -48,10 +51,10 @@ def head_grid_figure(p: HeadPatterns, columns: int = 6) -> go.Figure:
                       row=r + 1, col=c + 1)
     fig.update_xaxes(showticklabels=False, range=[-0.5, T - 0.5])
     fig.update_yaxes(showticklabels=False, autorange="reversed")
-    return _layout(fig, f"Layer {p.layer}: all {H} heads (rows: queries, columns: keys)", 170 * rows + 80)
+    return _layout(fig, f"Layer {p.layer}: all {H} heads (rows: queries, columns: keys)", height)
 
 
-def pattern_figure(p: HeadPatterns, head: int) -> go.Figure:
+def pattern_figure(p: HeadPatterns, head: int, height: int | None = None) -> go.Figure:
     a = p.attention[head]
     labels = token_labels(p.tokens)
     T = len(labels)
@@ -61,12 +64,15 @@ def pattern_figure(p: HeadPatterns, head: int) -> go.Figure:
         texttemplate="%{text}" if text else None, xgap=1, ygap=1,
         colorbar=dict(title=dict(text="attention", side="right")),
         hovertemplate="query %{y}<br>key %{x}<br>weight %{z:.3f}<extra></extra>"))
-    fig.update_xaxes(title="key (the token being read)", type="category", tickangle=-45)
-    fig.update_yaxes(title="query (the position reading)", type="category", autorange="reversed")
-    size = max(420, min(900, 22 * T + 160))
+    # automargin: the margins grow to the token labels, so the axis titles stand clear of them.
+    fig.update_xaxes(title="key (the token being read)", type="category", tickangle=-45, automargin=True)
+    fig.update_yaxes(title="query (the position reading)", type="category", autorange="reversed", automargin=True)
+    size = height or max(420, min(900, 22 * T + 160))
     return _layout(fig, f"Layer {p.layer}, head {head}: who reads whom", size)
 
 
+# The score box's choices, as the page (and its URL: ?head_metric=induction) names them.
+SCORES = {"entropy": "entropy", "prev_token": "previous token", "induction": "induction"}
 SUMMARY_METRICS = {
     "entropy": ("attention entropy (nats)", "Viridis", "How spread out a head's attention is on your prompt: 0 = one token."),
     "prev_token": ("previous-token score", "Greens", "Mean attention to the token just before (on a repeated random sequence)."),
@@ -75,7 +81,7 @@ SUMMARY_METRICS = {
 }
 
 
-def head_summary_figure(s: HeadSummary, metric: str = "induction") -> go.Figure:
+def head_summary_figure(s: HeadSummary, metric: str = "induction", height: int | None = None) -> go.Figure:
     label, scale, _ = SUMMARY_METRICS[metric]
     z = getattr(s, metric)
     zmax = s.max_entropy if metric == "entropy" else 1.0
@@ -84,14 +90,14 @@ def head_summary_figure(s: HeadSummary, metric: str = "induction") -> go.Figure:
         zmin=0, zmax=zmax, colorscale=scale, xgap=1, ygap=1,
         colorbar=dict(title=dict(text=label, side="right")),
         hovertemplate="layer %{y}, head %{x}<br>" + label + ": %{z:.3f}<extra></extra>"))
-    fig.update_xaxes(title="head", type="category")
-    fig.update_yaxes(title="layer", type="category")  # layer 1 at the bottom, as in the lens and rollout
-    return _layout(fig, f"Per-head {label}", max(320, 18 * s.n_layers + 140))
+    fig.update_xaxes(title="head", type="category", automargin=True)
+    fig.update_yaxes(title="layer", type="category", automargin=True)  # layer 1 at the bottom, as in the lens
+    return _layout(fig, f"Per-head {label}", height or max(320, 18 * s.n_layers + 140))
 
 
 # ---------------------------------------------------------------- rollout and flow
 
-def rollout_figure(r: RolloutResult | FlowResult, skip_first: bool = False) -> go.Figure:
+def rollout_figure(r: RolloutResult | FlowResult, skip_first: bool = False, height: int | None = None) -> go.Figure:
     """Layers × input tokens; ``skip_first`` leaves out the first token's column (the attention sink),
     so the colour scale spreads over the others (the shares are not renormalised)."""
     flow = isinstance(r, FlowResult)
@@ -110,10 +116,10 @@ def rollout_figure(r: RolloutResult | FlowResult, skip_first: bool = False) -> g
         z=z, x=labels, y=[f"L{l}" for l in r.layers], zmin=0, zmax=float(np.nanmax(z)) if np.isfinite(z).any() else 1,
         colorscale="YlGnBu", xgap=1, ygap=1, colorbar=dict(title=dict(text="share", side="right")),
         hovertemplate="after layer %{y}<br>from input %{x}<br>share %{z:.3f}<extra></extra>"))
-    fig.update_xaxes(title="input token (source)", type="category", tickangle=-45)
-    fig.update_yaxes(title="layer", type="category")
+    fig.update_xaxes(title="input token (source)", type="category", tickangle=-45, automargin=True)
+    fig.update_yaxes(title="layer", type="category", automargin=True)
     return _layout(fig, f"{name.capitalize()} into position {r.position} · {_short(r.tokens[r.position], 14)}",
-                   max(360, 18 * len(r.layers) + 170))
+                   height or max(360, 18 * len(r.layers) + 170))
 
 
 # ---------------------------------------------------------------- route graph
@@ -188,8 +194,9 @@ def route_figure(g: RouteGraph, selected: tuple[int, int, str] | None = None) ->
         fig.add_trace(go.Scatter(x=[i], y=[_row(l, b)], mode="markers", showlegend=False, hoverinfo="skip",
                                  marker=dict(size=18, symbol="circle-open", color="#c0392b", line=dict(width=3))))
     # One label per layer, between its attention node (lower) and its MLP node (upper).
+    # Evenly spaced labels (every layer, or every 2nd or 4th), so that thinning them on a slide keeps them so.
     every = 1 if L <= 16 else 2 if L <= 32 else 4
-    layers = [l for l in range(1, L + 1) if l % every == 0 or l == 1]
+    layers = [l for l in range(1, L + 1) if l % every == 0]
     fig.update_yaxes(tickvals=[0] + [2 * l - 0.5 for l in layers], ticktext=["emb"] + [f"L{l}" for l in layers],
                      range=[-0.8, 2 * L + 1.4], title="layer",
                      showgrid=False, zeroline=False)
@@ -205,22 +212,22 @@ def route_figure(g: RouteGraph, selected: tuple[int, int, str] | None = None) ->
 
 # ---------------------------------------------------------------- drill-down
 
-def node_bars_figure(d: NodeDetail) -> go.Figure:
+def node_bars_figure(d: NodeDetail, height: int = 360) -> go.Figure:
     """Importance of the residual and of each head (attention) or of the MLP and its top neurons."""
     if d.block == "attn":
         names = ["residual"] + [f"head {h}" for h in range(len(d.head_importance))]
         vals = [d.residual_importance] + d.head_importance.tolist()
         colours = ["#999"] + ["#2f6db5"] * len(d.head_importance)
-        title = f"Layer {d.layer} attention at position {d.position}: who wrote into it"
+        title = f"Layer {d.layer} attention at position {d.position}"
     else:
         names = ["residual", "MLP"] + [f"neuron {it['neuron']}" for it in d.items]
         vals = [d.residual_importance, d.block_importance] + [it["importance"] for it in d.items]
         colours = ["#999", "#e07b39"] + ["#f3b58a"] * len(d.items)
-        title = f"Layer {d.layer} MLP at position {d.position}: residual vs MLP, and its top neurons"
+        title = f"Layer {d.layer} MLP at position {d.position}"
     fig = go.Figure(go.Bar(x=names, y=vals, marker_color=colours, text=[f"{v:.2f}" for v in vals],
                            textposition="outside", hovertemplate="%{x}: %{y:.3f}<extra></extra>"))
-    fig.update_yaxes(title="importance (share of the node)", range=[0, max(0.05, max(vals) * 1.2)])
-    return _layout(fig, title, 360)
+    fig.update_yaxes(title="share of the node", range=[0, max(0.05, max(vals) * 1.2)])
+    return _layout(fig, title, height)
 
 
 def clicked_node(points: list[dict]) -> tuple[int, int, str] | None:
@@ -238,14 +245,16 @@ def clicked_node(points: list[dict]) -> tuple[int, int, str] | None:
     return None
 
 
-def node_table(d: NodeDetail, width: int = 6) -> list[dict]:
-    """The drill-down table, one row per head (attention) or top neuron (MLP), most important first."""
+def node_table(d: NodeDetail, width: int = 6, sources: int = 3) -> list[dict]:
+    """The drill-down table, one row per head (attention) or top neuron (MLP), most important first: the
+    ``sources`` positions each head reads most, the ``width`` tokens each write promotes and suppresses most."""
     rows = []
     for it in sorted(d.items, key=lambda it: -it["importance"]):
         row = {"head" if d.block == "attn" else "neuron": it.get("head", it.get("neuron")),
                "importance": round(it["importance"], 4)}
         if d.block == "attn":
-            row["reads from"] = ", ".join(f"{j}·{visible(d.tokens[j])} ({w:.3f})" for j, w in it["top_sources"][:3])
+            row["reads from"] = ", ".join(f"{j}·{visible(d.tokens[j])} ({w:.3f})"
+                                          for j, w in it["top_sources"][:sources])
         else:
             row["activation"] = round(it["activation"], 3)
         row["promotes"] = " ".join(visible(t) for t in it["promoted"][:width])
