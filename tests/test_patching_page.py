@@ -73,8 +73,8 @@ def test_bad_input_is_a_message_in_the_page(params, message):
 
 
 def test_the_lens_rows_chart_reads_what_the_logit_lens_reads(backend):
-    at = page()
-    rows = charts(at)[1]
+    at = page(tab="The lens of both prompts")
+    rows, = charts(at)
     clean, corrupt, target, foil = next(iter(PATCH_PAIRS.values()))
     from lens.options import LensOptions
 
@@ -88,37 +88,50 @@ def test_the_lens_rows_chart_reads_what_the_logit_lens_reads(backend):
 
 def test_one_cell_patch_tab_shows_the_patched_lens(backend):
     clean, corrupt, _, _ = next(iter(PATCH_PAIRS.values()))
-    at = page(cell_row="L5", cell_pos="2")
-    fig = charts(at)[2]
+    at = page(tab="Patch one cell", cell_row="L5", cell_pos="2")
+    fig, = charts(at)  # only the open tab is drawn
     want = backend.patched_lens(clean, corrupt, CellPatchOptions(5, 2))
     np.testing.assert_allclose(array(fig["data"][0]["z"]), want.top_probs[:, :, 0], atol=1e-5)
     shape = fig["layout"]["shapes"][0]
     assert (shape["x0"], shape["y0"]) == (1.5, 4.5)  # the patched cell's corner: what it can reach is outlined
     text = " ".join(m.value for m in at.markdown)
-    assert "after the patch **␣Paris**" in text  # the tower's subject restored at layer 5 brings back Paris
+    assert "with this cell from the clean run: **␣Paris**" in text  # the tower's subject restored at layer 5 brings back Paris
 
 
 def test_ablate_tab_shows_the_modified_models_lens(backend):
     from lens.options import Ablation
 
     clean = next(iter(PATCH_PAIRS.values()))[0]
-    at = page(ablate_skip="1")
-    fig = charts(at)[3]
+    at = page(tab="ablate", ablate_skip="1")  # a tab by its short name as well as by its label
+    fig, = charts(at)
     want = backend.ablated_lens(clean, Ablation(skip=(1,)))
     np.testing.assert_allclose(array(fig["data"][0]["z"]), want.top_probs[:, :, 0], atol=1e-5)
-    at = page(ablate_heads="2,3")
+    at = page(tab="Ablate", ablate_heads="2,3")
     assert any("heads are LAYER.HEAD pairs" in e.value for e in at.error)
 
 
-def test_two_models_tab_compares_the_lenses_cell_by_cell(backend):
-    """The sidebar's bundled model against minilm-l6 (another tokenizer): a message; against itself: KL 0."""
-    at = page(other_model="minilm-l6")
-    assert any("no language-model head" in e.value or "tokenize" in e.value for e in at.error), \
-        [e.value for e in at.error]
+def test_two_models_tab_offers_only_comparable_models(backend):
+    """Beside the bundled model, the only other bundled one is an encoder without a language-model head: the tab
+    offers nothing and says why and how to add a model; a link naming the encoder gets the reason, not an error."""
+    at = page(tab="models")
+    box = at.selectbox(key="other_model")
+    assert box.options == [] and box.value is None
+    text = " ".join(m.value for m in at.markdown)
+    assert "No model on this server can be compared with **smollm2-135m**" in text
+    assert "49,152 tokens" in text and "30 layers" in text
+    assert "minilm-l6 is an encoder without a language-model head" in text
+    assert "Type the folder" in text
+    assert not at.error and not charts(at)
+    at = page(tab="models", other_model="minilm-l6")
+    assert any("Minilm-l6 is an encoder without a language-model head: it cannot be compared with smollm2-135m"
+               in w.value for w in at.warning), [w.value for w in at.warning]
+    assert not at.error and not charts(at)
+
+
+def test_two_models_compare_the_lenses_cell_by_cell():
     import torch
 
     from lens.analysis.compare import compare_models
-    from lens.model.tiny import tiny_model  # noqa: F401
 
     lm_a, lm_b = load_model("tiny-llama"), load_model("tiny-mistral")
     a, b = local_backend(lm_a, None), local_backend(lm_b, None)
@@ -134,12 +147,66 @@ def test_two_models_tab_compares_the_lenses_cell_by_cell(backend):
 
 
 def test_two_models_side_by_side_in_the_page():
-    at = page(model="tiny-llama", other_model="tiny-mistral", clean="The cat sat on", corrupt="The dog ran on",
-              patch_target="t", foil="a")
-    figs = charts(at)
+    experiment = dict(model="tiny-llama", other_model="tiny-mistral", clean="The cat sat on", corrupt="The dog ran on",
+                      patch_target="t", foil="a", tab="Two models")
+    at = page(**experiment)
+    # The tiny models share one tokenizer and their depth: each is offered beside the others; minilm is not.
+    from lens.model.registry import TINY_ARCHS
+
+    assert set(at.selectbox(key="other_model").options) == {f"tiny-{a}" for a in TINY_ARCHS} - {"tiny-llama"}
     a, b = local_backend(load_model("tiny-llama"), None), local_backend(load_model("tiny-mistral"), None)
     c = a.compare_with(b, "The cat sat on")
-    np.testing.assert_allclose(array(figs[-3]["data"][0]["z"]), c.kl, atol=1e-5)
-    np.testing.assert_allclose(array(figs[-2]["data"][0]["z"]), a.logit_lens("The cat sat on").top_probs[:, :, 0], atol=1e-5)
-    np.testing.assert_allclose(array(figs[-1]["data"][0]["z"]), b.logit_lens("The cat sat on").top_probs[:, :, 0], atol=1e-5)
+    diff, = charts(at)
+    np.testing.assert_allclose(array(diff["data"][0]["z"]), c.kl, atol=1e-5)
     assert any("pick the same top-1 token in" in m.value for m in at.markdown)
+    lens_a, lens_b = charts(page(**experiment, models_show="Both lenses"))
+    np.testing.assert_allclose(array(lens_a["data"][0]["z"]), a.logit_lens("The cat sat on").top_probs[:, :, 0],
+                               atol=1e-5)
+    np.testing.assert_allclose(array(lens_b["data"][0]["z"]), b.logit_lens("The cat sat on").top_probs[:, :, 0],
+                               atol=1e-5)
+
+
+def test_an_example_pair_fills_the_boxes_without_a_streamlit_warning(caplog):
+    """The four boxes have no default of their own (the page starts them at the first pair), so that picking a
+    pair, which sets them through the session state, draws no "default value … also set" warning."""
+    import logging
+
+    from streamlit.elements.lib import policies
+
+    name = "A capital: France / Italy"
+    at = page()
+    policies._shown_default_value_warning = False  # Streamlit warns once per process: make this run count
+    with caplog.at_level(logging.WARNING):
+        at.selectbox(key="pair").set_value(name).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert [at.text_input(key=k).value for k in ("clean", "corrupt", "patch_target", "foil")] == list(PATCH_PAIRS[name])
+    assert not [r for r in caplog.records if "default value" in r.getMessage()], caplog.text
+    # The link holds the pair's prompts.
+    assert at.query_params["clean"] in ("The capital of France is", ["The capital of France is"])
+    z = array(charts(at)[0]["data"][0]["z"])
+    assert z.shape[1] == 5  # the grid redrawn for the new pair's five tokens
+
+
+def test_an_empty_foil_stays_empty():
+    """No foil: the metric is the target's log-probability, and the link keeps the empty box."""
+    at = page(foil="")
+    assert at.text_input(key="foil").value == ""
+    assert "log p(␣Paris)" in charts(at)[0]["layout"]["title"]["text"]
+
+
+@pytest.mark.parametrize("params, message", [
+    (dict(tab="Patch one cell", cell_row="L99"), "row L99 is past the rows emb, L1–L30: patching row L10."),
+    (dict(tab="cell", cell_pos="99"), "position 99 is past the prompts' 10 tokens: patching position 1."),
+    (dict(tab="nonsense"), "tab nonsense is not one of this page's tabs: showing “Patching grid”."),
+])
+def test_a_link_value_out_of_range_is_named_with_what_is_shown(params, message):
+    at = page(**params)
+    assert any(message in c.value for c in at.caption), [c.value for c in at.caption]
+    assert len(charts(at)) == 1
+
+
+def test_the_grid_names_its_rows_under_it():
+    at = page()
+    fig = charts(at)[0]
+    assert fig["layout"]["yaxis"]["title"]["text"] == "row"  # short enough to stay whole on a slide
+    assert any("Rows: emb is the input of layer 1, Ln the output of layer n." in c.value for c in at.caption)

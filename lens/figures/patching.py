@@ -9,6 +9,10 @@ from ..model.tokens import visible
 from ..results import PatchResult
 
 SITE_TITLES = {"resid": "residual stream", "attn": "attention output", "mlp": "MLP output", "head": "head output"}
+# The grid's rows, said under it (the axis title alone is short enough to stay whole on a slide).
+ROWS_NOTE = "Rows: emb is the input of layer 1, Ln the output of layer n."
+LABEL_SPACING = 1.6  # row labels at least this many font sizes apart
+ROTATED_TOKENS = 150  # px under a heatmap: its rotated token labels and the axis title
 
 
 def row_label(label: str) -> str:
@@ -64,7 +68,7 @@ def patch_figure(result: PatchResult, height: int = 560) -> go.Figure:
         title=dict(text=(f"Patching the {SITE_TITLES[result.site]} · {result.model} · {metric_text(result)}: "
                          f"clean {result.metric_clean:.2f}, corrupted {result.metric_corrupt:.2f}"), font=dict(size=14)),
         xaxis=dict(title=where, tickangle=-40, automargin=True),
-        yaxis=dict(title="layer" if result.site != "resid" else "row (emb = the input of layer 1)", automargin=True),
+        yaxis=dict(title="layer" if result.site != "resid" else "row", automargin=True),
     )
     return fig
 
@@ -100,25 +104,43 @@ def lens_rows_figure(result: PatchResult, height: int = 300) -> go.Figure:
     fig.update_layout(height=height, margin=dict(l=10, r=10, t=40, b=10), hovermode="x unified",
                       title=dict(text=f"What the logit lens reads at the last position: {metric_text(result)}",
                                  font=dict(size=14)),
-                      xaxis=dict(title="row"), yaxis=dict(title=result.metric_name),
+                      xaxis=dict(title="row", automargin=True), yaxis=dict(title=result.metric_name, automargin=True),
                       legend=dict(orientation="h", y=1.02, x=1, xanchor="right", yanchor="bottom"))
     return fig
 
 
-def reach_figure(lens, row: int, position: int, height: int = 480) -> go.Figure:
-    """The corrupted prompt's lens after a one-cell patch, with the cells the patch can reach outlined:
-    its own row and every later one, at its position and every later one (a decoder reads only back)."""
-    from .logit_lens import logit_lens_figure
+def readable_rows(fig: go.Figure, height: int, font: int = 12) -> go.Figure:
+    """``fig`` (a lens heatmap, rows from emb up) ``height`` px tall, with a label on every k-th row only, so
+    that labels of ``font`` px stand LABEL_SPACING font sizes apart (counted from the top row, always labelled)."""
+    fig.update_layout(height=height)
+    y = list(fig.data[0].y)
+    margin = fig.layout.margin
+    room = height - (margin.t or 80) - max(margin.b or 80, ROTATED_TOKENS)
+    k = max(1, -(-len(y) * font * LABEL_SPACING // max(1, room)))
+    shown = y[::-1][::int(k)][::-1]
+    fig.update_yaxes(tickmode="array", tickvals=shown, ticktext=shown)
+    return fig
 
-    fig = logit_lens_figure(lens)
-    n_rows, n_cols = len(lens.layers), len(lens.positions)
-    fig.add_shape(type="rect", xref="x", yref="y", x0=position - 0.5, x1=n_cols - 0.5, y0=row - 0.5,
+
+def reach_figure(lens, row: int, position: int, height: int = 480, stride: int = 1) -> go.Figure:
+    """The corrupted prompt's lens after a one-cell patch, with the cells the patch can reach outlined:
+    its own row and every later one, at its position and every later one (a decoder reads only back).
+    ``stride``: every stride-th row (and the last); the outline then starts at the first row shown at or
+    above the patched one, whose star is drawn only when it is shown."""
+    from .logit_lens import logit_lens_figure, strided_rows
+
+    fig = readable_rows(logit_lens_figure(lens, stride=stride), height)
+    shown = strided_rows(len(lens.layers), stride)
+    first = next(i for i, r in enumerate(shown) if r >= row)
+    n_rows, n_cols = len(shown), len(lens.positions)
+    fig.add_shape(type="rect", xref="x", yref="y", x0=position - 0.5, x1=n_cols - 0.5, y0=first - 0.5,
                   y1=n_rows - 0.5, line=dict(color="#d35400", width=3), fillcolor="rgba(0,0,0,0)")
-    fig.add_annotation(x=position, y=row, xref="x", yref="y", text="★", showarrow=False,
-                       font=dict(size=18, color="#d35400"))
-    fig.update_layout(height=height, title=dict(
-        text=f"The corrupted prompt's lens with row {row_label(str(row)) if row else 'emb'}, position {position} "
-             "from the clean run (outlined: what the patch can reach)", font=dict(size=14)))
+    if shown[first] == row:
+        fig.add_annotation(x=position, y=first, xref="x", yref="y", text="★", showarrow=False,
+                           font=dict(size=18, color="#d35400"))
+    fig.update_layout(title=dict(
+        text=f"The corrupted prompt, with row {row_label(str(row)) if row else 'emb'} at position {position} "
+             "from the clean run", font=dict(size=14)))
     return fig
 
 
@@ -135,9 +157,8 @@ def comparison_figure(c, height: int = 480) -> go.Figure:
         colorbar=dict(title=dict(text="KL (nats)", side="right")),
         hovertemplate="row %{y} · %{x}<br>top-1: %{text}<br>KL = %{z:.3f} nats<extra></extra>"))
     fig.update_layout(height=height, margin=dict(l=10, r=10, t=50, b=10),
-                      title=dict(text=f"{c.model_a} vs {c.model_b}: KL(lens of {c.model_a} ‖ lens of {c.model_b}) "
-                                      f"per cell; cells name the top-1 token (a|b where they differ)",
-                                 font=dict(size=14)),
+                      title=dict(text=f"KL({c.model_a} ‖ {c.model_b}) per cell · top-1 tokens, a|b where they "
+                                      "differ", font=dict(size=14)),
                       xaxis=dict(tickangle=-40, automargin=True), yaxis=dict(automargin=True))
     return fig
 
