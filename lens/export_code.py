@@ -61,7 +61,7 @@ def _flag(flag: str, value) -> list[str]:
 
 
 def _position(value) -> int | None:
-    from .options import _position as checked
+    from .options import check_position_value as checked
 
     return checked(value)
 

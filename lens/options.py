@@ -236,7 +236,8 @@ def check_layer(layer: int, n_layers: int) -> int:
     return layer
 
 
-def _position(position) -> int | None:
+def check_position_value(position) -> int | None:
+    """A position as given (a number or its text): the whole number it names, or None; else one line."""
     if position is None:
         return None
     if isinstance(position, bool) or not str(position).lstrip("-").isdigit():
@@ -249,7 +250,7 @@ class RolloutOptions:
     position: int | None = None  # None: the last token; negative counts from the end
 
     def check(self) -> None:
-        _position(self.position)
+        check_position_value(self.position)
 
     def key(self) -> dict:
         return {"position": self.position}
@@ -261,7 +262,7 @@ class FlowOptions:
     layers: tuple[int, ...] | None = None  # the layers the flow runs through (None: all)
 
     def check(self) -> None:
-        _position(self.position)
+        check_position_value(self.position)
 
     def key(self) -> dict:
         return {"position": self.position, "layers": sorted(self.layers) if self.layers else None}
@@ -281,7 +282,7 @@ class ContributionOptions:
     position: int | None = None
 
     def check(self) -> None:
-        _position(self.position)
+        check_position_value(self.position)
 
     def key(self) -> dict:
         return {"layer": self.layer, "position": self.position}
@@ -293,7 +294,7 @@ class RouteOptions:
     threshold: float = DEFAULT_THRESHOLD
 
     def check(self) -> None:
-        _position(self.position)
+        check_position_value(self.position)
         check_threshold(self.threshold)
 
     def key(self) -> dict:
@@ -311,7 +312,7 @@ class NodeOptions:
     top_k: int = 8
 
     def check(self, n_layers: int) -> int:
-        _position(self.position)
+        check_position_value(self.position)
         if self.block not in NODE_BLOCKS:
             raise LensError(f"block must be one of {', '.join(NODE_BLOCKS)}, not {self.block!r}")
         if not isinstance(self.top_k, int) or not 1 <= self.top_k <= MAX_TOP_K:
@@ -334,7 +335,7 @@ class LanguageOptions:
     lens: str = "logit"
 
     def check(self) -> None:
-        _position(self.position)
+        check_position_value(self.position)
         check_lens(self.lens)
 
 
@@ -368,4 +369,4 @@ class CellPatchOptions:
         self.lens.check()
         if isinstance(self.row, bool) or not isinstance(self.row, int) or not 0 <= self.row <= n_layers:
             raise LensError(f"row {self.row} is out of range: rows are 0 (the embeddings) to {n_layers}")
-        _position(self.position)
+        check_position_value(self.position)
