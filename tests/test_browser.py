@@ -323,9 +323,10 @@ def test_a_click_on_the_patching_grid_patches_that_cell(page):
     page.wait_for_timeout(300)
     page.mouse.down()
     page.mouse.up()
-    page.wait_for_selector("text=see the tab", timeout=60_000)  # the toast
-    wait_idle(page)
+    wait_idle(page)  # the page opens the "Patch one cell" tab on the clicked cell (and says so in the URL)
+    page.wait_for_function("() => location.search.includes('cell_row=L5') && location.search.includes('cell_pos=2')",
+                           timeout=60_000)
     page.wait_for_function("""() => [...document.querySelectorAll('.gtitle')].some(
-        e => e.textContent.includes('with row L5, position 2 from the clean run'))""", timeout=60_000)
+        e => e.textContent.includes('with row L5 at position 2 from the clean run'))""", timeout=60_000)
     assert page.locator("text=Traceback").count() == 0
     page.screenshot(path=str(ARTIFACTS / "patch-one-cell.png"))
