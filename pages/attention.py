@@ -159,7 +159,9 @@ if view == ROUTES:
                 npos = int(npos) if npos in POSITIONS else position
                 block = block or "attention"
                 if graph_slot is not None:
-                    fig = route_figure(graph, (layer, npos, "attn" if block == "attention" else "mlp"))
+                    # Ringed: the node the drill-down below shows (presenting, none is shown under the graph).
+                    fig = route_figure(graph, None if PRESENTING else
+                                       (layer, npos, "attn" if block == "attention" else "mlp"))
                     with graph_slot:
                         chart(fig, key="route-graph", on_select="rerun", selection_mode="points",
                               export={"view": "routes", "numbers": graph, "texts": text, "model": info.name})
