@@ -1,0 +1,282 @@
+"""Room-ready: every page, every view option and every tour step, as a class and a researcher see them.
+
+At 1600×1000 no chart label may reach outside its chart; at 1280×720 in presenter mode, in addition, no text is
+under 18 px and nothing scrolls. The server logs no traceback or warning while all of it is drawn. A URL taken
+after a widget change opens the same chart in a fresh browser, and the tour's links open the chart the step
+shows. One server; pages load in parallel tabs.
+"""
+from __future__ import annotations
+
+from urllib.parse import quote
+
+import pytest
+from playwright.sync_api import sync_playwright
+
+from browser import (ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, charts, clipped_labels, overflow, same_charts, server_warnings,
+                     settle, small_text, streamlit_server)
+
+PLOT = ".js-plotly-plot"
+NORMAL = {"width": 1600, "height": 1000}
+PRESENT = {"width": 1280, "height": 720}
+ROOM = ARTIFACTS / "room"
+TABS = 4  # pages loading at once
+
+
+def screens() -> list[str]:
+    """Every page, every view option a URL opens (the registry's views, the tabs) and every tour step."""
+    from lens.tour import STEPS
+    from lens.views import PAGES, VIEWS
+
+    out = [""] + [p for p in PAGES if p != "tour"]
+    out += [v.page for v in VIEWS.values() if v.page not in out]
+    out += [f"patching?tab={quote(t)}" for t in ("The lens of both prompts", "Patch one cell", "Ablate", "Two models")]
+    out += [f"patching?tab=Ablate&ablate_heads={quote('20.3, 21.0')}&ablate_skip=15"]
+    out += [f"generate?tab={quote(t)}" for t in ("Where each token looked", "Text, token by token")]
+    out += ["projection?source=Corpus", "projection?mode=Layer+by+layer"]
+    out += [f"tour?step={n}" for n in range(1, len(STEPS) + 1)]
+    return out
+
+
+@pytest.fixture(scope="module")
+def room():
+    ROOM.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as pw, streamlit_server() as url:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        browser.base_url = url
+        browser.log = ARTIFACTS / f"streamlit-{url.rsplit(':', 1)[1]}.log"
+        yield browser
+        browser.close()
+
+
+def url_of(base: str, path: str, present: bool) -> str:
+    sep = "&" if "?" in path else "?"
+    return f"{base}/{path}" + (f"{sep}present=1" if present else "")
+
+
+def defects(pg, present: bool) -> list[str]:
+    found = [f"label cut: {t!r} {px} px outside its chart" for t, px in clipped_labels(pg)]
+    if pg.locator("[data-testid=stException]").count() or pg.get_by_text("Traceback").count():
+        found.append("a traceback on the page")
+    if present:
+        small = small_text(pg, 18)
+        found += [f"{len(small)} texts under 18 px, e.g. " + "; ".join(f"{t!r} {px:g} px" for t, px in small[:4])] \
+            if small else []
+        o = overflow(pg)
+        if o["down"] > 0 or o["across"] > 0:
+            found.append(f"scrolls {o['down']} px down, {o['across']} px across")
+    return found
+
+
+def walk(room, present: bool) -> dict[str, list[str]]:
+    """Each screen's defects, loading TABS screens at a time."""
+    ctx = room.new_context(viewport=PRESENT if present else NORMAL)
+    todo, out = screens(), {}
+    try:
+        tabs = [ctx.new_page() for _ in range(TABS)]
+        for i in range(0, len(todo), TABS):
+            batch = list(zip(tabs, todo[i:i + TABS]))
+            for pg, path in batch:
+                pg.goto(url_of(room.base_url, path, present), wait_until="commit")
+            for pg, path in batch:
+                settle(pg)
+                name = (path or "home").replace("?", "-").replace("&", "-").replace("=", "_").replace("%", "")
+                pg.screenshot(path=str(ROOM / f"{name}{'-present' if present else ''}.png"))
+                out[path or "/"] = defects(pg, present)
+    finally:
+        ctx.close()
+    return out
+
+
+def report(found: dict[str, list[str]]) -> str:
+    return "\n".join(f"/{path}: " + " | ".join(d) for path, d in found.items() if d)
+
+
+def test_every_screen_has_whole_labels_at_1600(room):
+    assert report(walk(room, present=False)) == ""
+
+
+def test_every_screen_fits_a_projector_with_large_text(room):
+    assert report(walk(room, present=True)) == ""
+
+
+def test_a_tour_edit_still_fits_and_goes_in_the_url(room):
+    """Step 1's "Try it" on another prompt: the chart follows the new answer, the page still fits, and the
+    URL carries the prompt (so the link shows the edited step)."""
+    pg = room.new_context(viewport=PRESENT).new_page()
+    try:
+        pg.goto(url_of(room.base_url, "tour?step=1", True))
+        settle(pg)
+        pg.get_by_role("button", name="Try it").click()
+        box = pg.get_by_role("textbox", name="Prompt")
+        box.fill("The capital of Italy is")
+        box.press("Enter")
+        settle(pg)
+        pg.keyboard.press("Escape")
+        pg.wait_for_timeout(500)
+        pg.screenshot(path=str(ROOM / "tour-step_1-edited-present.png"))
+        assert "Italy" in pg.url, pg.url
+        assert "Rome" in " ".join(c["title"] for c in charts(pg)), [c["title"] for c in charts(pg)]
+        assert defects(pg, True) == []
+    finally:
+        pg.context.close()
+
+
+# A widget changed on a page: (page, what to do with it). The URL afterwards must draw the same charts.
+def _select(label: str, option: str):
+    """Streamlit's select box: open the box under ``label``, pick ``option`` from its list."""
+    def act(pg):
+        box = pg.get_by_role("combobox", name=label, exact=True).first
+        box.click()
+        if not pg.get_by_role("option").count():
+            box.press("ArrowDown")  # a box with no choice yet opens its list on a key
+        pg.get_by_role("option", name=option, exact=True).click()
+    return act
+
+
+def _type(label: str, value: str):
+    def act(pg):
+        box = pg.get_by_label(label, exact=True).first
+        box.fill(value)
+        box.press("Enter")
+    return act
+
+
+def _press(name: str):
+    """A button, or one of a segmented control's or pills' options (buttons whose text is ``name``)."""
+    import re
+
+    exact = re.compile(f"^{re.escape(name)}$")
+    return lambda pg: pg.locator("[data-testid=stMain] button").filter(has_text=exact).first.click()
+
+
+def _head(n: int):
+    """Head ``n``: a pill in the normal view, a box in presenter mode (where nine pills would not fit)."""
+    def act(pg):
+        pill = pg.locator("[data-testid=stButtonGroup] button").filter(has_text=f"head {n}")
+        if pill.count():
+            pill.first.click()
+        else:
+            _select("Head", f"head {n}")(pg)
+    return act
+
+
+def _tab(name: str):
+    return lambda pg: pg.get_by_role("tab", name=name, exact=True).first.click()
+
+
+CHANGES = (
+    ("logit_lens", _select("Colour by", "KL to final")),
+    ("logit_lens", _type("Layer stride", "3")),
+    ("logit_lens", _type("Target token", " Paris")),
+    ("attention?view=Heads", _select("Score", "induction")),
+    ("attention?view=Heads&head_metric=induction", _type("Layer", "3")),
+    ("attention?view=Heads", _head(2)),
+    ("attention", _press("Rollout & flow")),
+    ("patching", _press("MLP")),
+    ("patching", _tab("The lens of both prompts")),
+    ("generate", _select("Colour by", "entropy")),
+    ("projection", _select("Layout", "Layer by layer")),
+)
+
+
+@pytest.mark.parametrize("present", [False, True], ids=["normal", "present"])
+def test_the_url_after_a_change_draws_the_same_chart(room, present):
+    ctx = room.new_context(viewport=PRESENT if present else NORMAL)
+    failed = []
+    try:
+        pg = ctx.new_page()
+        for path, change in CHANGES:
+            pg.goto(url_of(room.base_url, path, present))
+            settle(pg)
+            before = pg.url
+            change(pg)
+            settle(pg)
+            shown, link = charts(pg), pg.url
+            fresh = room.new_context(viewport=PRESENT if present else NORMAL)
+            try:
+                other = fresh.new_page()
+                other.goto(link)
+                settle(other)
+                if not same_charts(charts(other), shown):
+                    failed.append(f"{path}: {before} → {link} draws other charts when opened afresh")
+            finally:
+                fresh.close()
+    finally:
+        ctx.close()
+    assert failed == []
+
+
+def test_the_tours_links_open_the_chart_the_step_shows(room):
+    """In presenter mode, each step's "explore it" link stays in the tab and in presenter mode, and the
+    page it opens draws the step's chart (same traces, same numbers)."""
+    from lens.tour import STEPS
+
+    pg = room.new_context(viewport=PRESENT).new_page()
+    failed = []
+    try:
+        for n in range(1, len(STEPS) + 1):
+            pg.goto(url_of(room.base_url, f"tour?step={n}", True))
+            settle(pg)
+            step_charts = charts(pg)
+            links = pg.locator("[data-testid=stMain] a", has_text="xplore")
+            for i in range(links.count()):
+                pg.goto(url_of(room.base_url, f"tour?step={n}", True))
+                settle(pg)
+                link = pg.locator("[data-testid=stMain] a", has_text="xplore").nth(i)
+                if link.get_attribute("target") == "_blank":
+                    failed.append(f"step {n}: link {i + 1} opens a new tab")
+                link.click()
+                pg.wait_for_url(lambda u: "/tour" not in u, timeout=60_000)
+                settle(pg)
+                if "present=1" not in pg.url:
+                    failed.append(f"step {n}: link {i + 1} leaves presenter mode ({pg.url})")
+                want = [{k: t[k] for k in ("type", "x", "y", "z")} for t in step_charts[i]["data"]]
+                got = [[{k: t[k] for k in ("type", "x", "y", "z")} for t in c["data"]] for c in charts(pg)]
+                if not any(same_charts(want, g) for g in got):
+                    failed.append(f"step {n}: link {i + 1} ({pg.url}) draws another chart than the step's")
+    finally:
+        pg.context.close()
+    assert failed == []
+
+
+def test_the_server_logged_no_warning(room):
+    """Last in this module: everything above was drawn without a traceback or warning in the server's log."""
+    assert server_warnings(room.log.read_text()) == []
+
+
+def test_right_to_left_tokens_keep_their_order_on_the_home_page(room):
+    """Each token chip is isolated in its own direction: Hebrew and Arabic tokens are not reordered among their
+    neighbours, so the chips read left to right in the model's order."""
+    pg = room.new_context(viewport=NORMAL).new_page()
+    try:
+        pg.goto(f"{room.base_url}/?prompt={quote('שלום עולם and مرحبا بالعالم')}")
+        settle(pg)
+        xs = pg.eval_on_selector_all(".token-chips code", "els => els.map(e => [e.getBoundingClientRect().left, "
+                                                          "e.getBoundingClientRect().top])")
+        assert len(xs) >= 4
+        for (x0, y0), (x1, y1) in zip(xs, xs[1:]):
+            assert x1 > x0 or y1 > y0, xs  # the next chip is to the right, or on the next line
+    finally:
+        pg.context.close()
+
+
+def test_a_link_naming_options_by_key_keeps_them_in_the_url(room):
+    """``?metric=kl`` (the tour's links name options so) draws KL, and the address bar then holds the option
+    (as the box's label), so that copying it reproduces the chart; it once dropped it."""
+    ctx = room.new_context(viewport=NORMAL)
+    try:
+        pg = ctx.new_page()
+        for path, kept in (("logit_lens?metric=kl", "metric=KL+to+final"),
+                           ("generate?gen_metric=entropy&new_tokens=3", "gen_metric=entropy"),
+                           ("attention?view=Heads&head_metric=prev_token", "head_metric=previous+token")):
+            pg.goto(url_of(room.base_url, path, False))
+            settle(pg)
+            assert kept in pg.url, (path, pg.url)
+            shown = charts(pg)
+            other = room.new_context(viewport=NORMAL).new_page()
+            other.goto(pg.url)
+            settle(other)
+            assert same_charts(charts(other), shown), path
+            other.context.close()
+    finally:
+        ctx.close()
