@@ -228,8 +228,9 @@ class EngineBackend:
         return self.lenses.fits()
 
     def fit_lens(self, options: FitOptions = FitOptions(), progress: Progress | None = None) -> LensFit:
-        """Fit (``linear``), train (``tuned``) or import (``tuned`` from a tuned-lens ``checkpoint`` folder)
-        a lens for this model and store it; one already fitted the same way is returned at once."""
+        """Fit (``linear``), train (``tuned``) or import (``tuned`` from a tuned-lens ``checkpoint`` folder,
+        ``jacobian`` from a Jacobian-lens checkpoint file) a lens for this model and store it; one already
+        fitted the same way is returned at once."""
         from .hosting import hosting
 
         options.check()
@@ -254,6 +255,10 @@ class EngineBackend:
         if lens is None and kind == "linear":
             raise LensError(f"{self.loaded.name} has no linear lens yet: fit one with `python -m lens fit-lens "
                             "--kind linear` (about 90 s for the bundled model on a laptop CPU) or the page's Fit button")
+        if lens is None and kind == "jacobian":
+            raise LensError(f"{self.loaded.name} has no Jacobian lens: import a checkpoint of it with `python -m lens "
+                            "fit-lens --kind jacobian --checkpoint FILE` (a .pt of the jacobian-lens package, as "
+                            "Neuronpedia publishes them, or a .safetensors of J.<block> matrices)")
         if lens is None:
             raise LensError(f"{self.loaded.name} has no {kind} lens yet: train one with "
                             f"`python -m lens fit-lens --kind tuned` (minutes on a CPU), or load a tuned-lens "
@@ -263,9 +268,9 @@ class EngineBackend:
     def lens_comparison(self, text: str, options: ComparisonOptions = ComparisonOptions()) -> LensComparison:
         """Every lens this model has (the logit lens and the fitted ones) on ``text``, row by row."""
         from .analysis.lens_comparison import compare_lenses
-        from .fitted.affine import FITTED_KINDS
+        from .fitted.store import STORED_KINDS
 
-        kinds = ["logit"] + [k for k in FITTED_KINDS if self.engine.capabilities.weights_here
+        kinds = ["logit"] + [k for k in STORED_KINDS if self.engine.capabilities.weights_here
                              and self.lenses.current(k) is not None]
         results = [self.logit_lens(text, LensOptions(top_k=1, positions=options.positions, lens=k)) for k in kinds]
         ids = [(self.lenses.current(k).lens_id if k != "logit" else "") for k in kinds]

@@ -31,7 +31,9 @@ def check_threshold(threshold: float) -> float:
     return t
 
 
-LENSES = ("logit", "linear", "tuned")  # how a row is read: as it is, or through a fitted map (lens/fitted/)
+# How a row is read: as it is, or through a map fitted (linear, tuned) or imported (tuned, jacobian) in lens/fitted/.
+LENSES = ("logit", "linear", "tuned", "jacobian")
+LENS_LABELS = {"logit": "logit lens", "linear": "linear shortcut", "tuned": "tuned lens", "jacobian": "Jacobian lens"}
 
 
 def check_lens(lens: str) -> str:
@@ -45,7 +47,7 @@ class LensOptions:
     top_k: int = 5
     target: str | None = None  # text whose first token is tracked; None: the final top-1
     positions: tuple[int, int] | None = None  # [start, stop) window; None: all
-    lens: str = "logit"  # logit | linear | tuned
+    lens: str = "logit"  # logit | linear | tuned | jacobian
 
     def check(self) -> None:
         if not isinstance(self.top_k, int) or not 1 <= self.top_k <= MAX_TOP_K:
@@ -339,22 +341,26 @@ class LanguageOptions:
         check_lens(self.lens)
 
 
-FIT_KINDS = ("linear", "tuned")
+FIT_KINDS = ("linear", "tuned", "jacobian")  # jacobian: imported from a checkpoint only
 
 
 @dataclass(frozen=True)
 class FitOptions:
     kind: str = "linear"
     corpus_file: str | None = None  # None: the shipped corpus
-    checkpoint: str | None = None  # a tuned-lens checkpoint folder to import (kind tuned)
+    checkpoint: str | None = None  # a checkpoint to import: a tuned-lens folder (kind tuned), a Jacobian-lens file
     steps: int | None = None  # tuned-lens training steps (None: the default)
 
     def check(self) -> None:
         if self.kind not in FIT_KINDS:
-            raise LensError(f"unknown lens kind {self.kind!r} to fit; choose {' or '.join(FIT_KINDS)}")
-        if self.checkpoint is not None and (self.kind != "tuned" or self.corpus_file is not None
+            raise LensError(f"unknown lens kind {self.kind!r} to fit; choose {', '.join(FIT_KINDS)}")
+        if self.kind == "jacobian" and self.checkpoint is None:
+            raise LensError("a Jacobian lens is imported, not fitted here: give its checkpoint with --checkpoint FILE "
+                            "(a .pt of the jacobian-lens package, or a .safetensors of J.<block> matrices)")
+        if self.checkpoint is not None and (self.kind not in ("tuned", "jacobian") or self.corpus_file is not None
                                             or self.steps is not None):
-            raise LensError("a checkpoint is a tuned lens: give --kind tuned and neither a corpus nor steps")
+            raise LensError("a checkpoint is a tuned or a Jacobian lens: give --kind tuned or --kind jacobian, and "
+                            "neither a corpus nor steps")
 
 
 @dataclass(frozen=True)

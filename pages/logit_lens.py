@@ -8,11 +8,11 @@ require_app_router()
 
 from lens.figures.early_exit import early_exit_figure  # noqa: E402
 from lens.figures.language import language_figure  # noqa: E402
-from lens.figures.lens_comparison import LENS_NAMES, lens_comparison_figure  # noqa: E402
+from lens.figures.lens_comparison import lens_comparison_figure  # noqa: E402
 from lens.figures.logit_lens import METRICS, logit_lens_figure, stride_to_fit  # noqa: E402
 from lens.figures.style import slide_rows  # noqa: E402
 from lens.examples import TRANSLATIONS  # noqa: E402
-from lens.options import LensOptions  # noqa: E402
+from lens.options import LENS_LABELS, LensOptions  # noqa: E402
 from lens.views import query_value  # noqa: E402
 from ui import present, state  # noqa: E402
 from ui.backends import HOSTING  # noqa: E402
@@ -38,20 +38,28 @@ with shown_in_page("Reading the prompt"):
     n = len(backend.tokenize(text))
 
 
+def lens_names() -> dict[str, str]:
+    """The lenses offered: every kind the backend knows; the Jacobian lens once this model has one (it is
+    imported from a checkpoint with the CLI, not fitted on the page)."""
+    have = {f.kind for f in backend.lens_fits()}
+    return {k: v for k, v in LENS_LABELS.items() if k != "jacobian" or k in have}
+
+
 @st.fragment
 def lens_view(n: int) -> None:
     """The controls and the heatmap: changing a control reruns this view only, not the page."""
+    names = lens_names()
     c0, c1, c2, c3, c4, c5 = st.columns([2, 2, 2, 1, 1, 1.3], vertical_alignment="bottom")
     metric_labels = {k: m.label for k, m in METRICS.items()}
     # Link values these boxes cannot take (a typo, an old link): said under the controls, not ignored.
-    unused = {"lens": link_value_unused("lens", one_of(LENS_NAMES, LENS_NAMES.values())),
+    unused = {"lens": link_value_unused("lens", one_of(names, names.values())),
               "metric": link_value_unused("metric", one_of(METRICS, metric_labels.values())),
               "top_k": link_value_unused("top_k", whole_in(1, 20)),
               "stride": link_value_unused("stride", whole_in(1, max(1, info.n_layers)))}
-    link_options("lens", LENS_NAMES)
-    lens = c0.selectbox("Lens", list(LENS_NAMES), format_func=LENS_NAMES.get, key="lens", bind="query-params",
-                        help="How each layer is read: as it is (logit lens) or through a map fitted to the last "
-                             "layer (linear shortcut, tuned lens).")
+    link_options("lens", names)
+    lens = c0.selectbox("Lens", list(names), format_func=names.get, key="lens", bind="query-params",
+                        help="How each layer is read: as it is (logit lens) or through a map to the last layer "
+                             "(linear shortcut, tuned lens; Jacobian lens once a checkpoint is imported).")
     link_options("metric", metric_labels)
     metric = c1.selectbox("Colour by", list(METRICS), format_func=lambda k: METRICS[k].label, key="metric",
                           bind="query-params",
@@ -68,7 +76,7 @@ def lens_view(n: int) -> None:
     c5.toggle("Exits", key="exits", bind="query-params",
               help="An orange line under the layer from which each column's top-1 is the model's final answer "
                    "for good.")
-    used = {"lens": LENS_NAMES[lens], "metric": METRICS[metric].label, "top_k": f"top-{int(top_k)}",
+    used = {"lens": LENS_LABELS[lens], "metric": METRICS[metric].label, "top_k": f"top-{int(top_k)}",
             "stride": f"a stride of {int(stride)}"}
     say_link_values_unused([(unused[key], what, used[key]) for key, what in (
         ("lens", "lens"), ("metric", "colour"), ("top_k", "top-k"), ("stride", "layer stride"))])
@@ -122,8 +130,12 @@ def fitted_lens_ready(kind: str) -> bool:
     if any(f.kind == kind for f in backend.lens_fits()):
         return True
     if HOSTING.demo:
-        st.info(f"This demo server has no {LENS_NAMES[kind]} for {info.name}: its host can fit one before the "
+        st.info(f"This demo server has no {LENS_LABELS[kind]} for {info.name}: its host can fit one before the "
                 f"talk with `python -m lens fit-lens --kind {kind}`. The logit lens works as always.")
+        return False
+    if kind == "jacobian":  # imported, never fitted here
+        st.info(f"{info.name} has no Jacobian lens. Import a checkpoint from a terminal: "
+                "`python -m lens fit-lens --kind jacobian --checkpoint FILE`.")
         return False
     if kind == "linear":
         st.info("This model's linear-shortcut lens is not fitted yet. Fitting reads the shipped corpus once "
@@ -182,7 +194,7 @@ def lens_panels(with_heatmap: bool = True) -> None:
             chart(early_exit_figure(r), key="lens-exit",
                   export={"view": "early-exit", "numbers": r, "texts": text, "model": info.name})
             early = sum(e is not None and e < len(r.layers) - 1 for e in r.exit_layer)
-            st.caption(f"{LENS_NAMES[lens]}: {early} of {len(r.exit_layer)} positions"
+            st.caption(f"{LENS_LABELS[lens]}: {early} of {len(r.exit_layer)} positions"
                        + (" (the last 48)" if n > 48 else "") + " have the model's final answer as their top-1 "
                        "before the last layer, and keep it to the end.")
     elif panel == LANGUAGE:

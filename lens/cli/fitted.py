@@ -10,11 +10,13 @@ from .common import backend, checked_prompt, model_args, print_json, terminal_pr
 def cmd_fit_lens(args) -> int:
     from ..errors import LensError
 
-    if args.kind not in ("linear", "tuned"):
-        raise LensError(f"unknown lens kind {args.kind!r}; choose linear or tuned")
+    if args.kind not in ("linear", "tuned", "jacobian"):
+        raise LensError(f"unknown lens kind {args.kind!r}; choose linear, tuned or jacobian")
     if args.steps is not None and not 1 <= args.steps <= 100_000:
         raise LensError(f"steps must be from 1 to 100000, not {args.steps}")
-    fit = backend(args).fit_lens(FitOptions(args.kind, corpus_file=args.corpus_file, checkpoint=args.checkpoint, steps=args.steps), progress=terminal_progress)
+    options = FitOptions(args.kind, corpus_file=args.corpus_file, checkpoint=args.checkpoint, steps=args.steps)
+    options.check()  # before the model loads: a Jacobian lens without its file costs no wait
+    fit = backend(args).fit_lens(options, progress=terminal_progress)
     terminal_progress.close()
     if args.json:
         return print_json(fit)
@@ -91,14 +93,18 @@ def cmd_make_corpus(args) -> int:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("fit-lens", help="fit a linear-shortcut lens, train a tuned lens, or load a tuned-lens checkpoint")
+    p = sub.add_parser("fit-lens", help="fit a linear-shortcut lens, train a tuned lens, or load a tuned-lens or "
+                                        "Jacobian-lens checkpoint")
     model_args(p)
     p.add_argument("--kind", default="linear", help="linear (least squares, about two minutes for the bundled "
-                                                    "model) or tuned (gradient descent from the linear lens)")
+                                                    "model), tuned (gradient descent from the linear lens) or "
+                                                    "jacobian (imported with --checkpoint)")
     p.add_argument("--corpus-file", default=None, metavar="PATH",
                    help="UTF-8 text (paragraphs) or .jsonl (one JSON string per line); default: the shipped corpus")
-    p.add_argument("--checkpoint", default=None, metavar="FOLDER",
-                   help="a tuned-lens checkpoint folder (config.json and params.pt) to use as the tuned lens")
+    p.add_argument("--checkpoint", default=None, metavar="PATH",
+                   help="tuned: a tuned-lens checkpoint folder (config.json and params.pt); jacobian: a Jacobian-lens "
+                        "file (.pt of the jacobian-lens package, as Neuronpedia publishes them, or .safetensors of "
+                        "J.<block> matrices) or a folder holding one")
     p.add_argument("--steps", type=int, default=None, help="tuned lens: training steps (default 100)")
     p.set_defaults(func=cmd_fit_lens)
 
@@ -110,7 +116,7 @@ def register(sub) -> None:
     model_args(p)
     p.add_argument("--position", type=int, default=None, help="position to read (default: the last)")
     p.add_argument("--track", default=None, help="words to follow, comma-separated (e.g. 'Blume,flower')")
-    p.add_argument("--lens", default="logit", help="logit, linear or tuned")
+    p.add_argument("--lens", default="logit", help="logit, linear, tuned or jacobian")
     p.set_defaults(func=cmd_language)
 
     p = sub.add_parser("make-corpus", help="write a fitting corpus: the model continues the shipped openings")

@@ -43,6 +43,6 @@ def register(sub) -> None:
     model_args(p)
     p.add_argument("--top-k", type=int, default=5)
     p.add_argument("--target", default=None, help="token to track (default: the final top-1 at each position)")
-    p.add_argument("--lens", default="logit", help="logit (default), linear (fitted here first if none is) or tuned "
-                                                   "(see fit-lens)")
+    p.add_argument("--lens", default="logit", help="logit (default), linear (fitted here first if none is), tuned "
+                                                   "or jacobian (see fit-lens)")
     p.set_defaults(func=cmd_logit_lens)

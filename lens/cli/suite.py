@@ -197,7 +197,8 @@ def register(sub) -> None:
     p.add_argument("--example", default=None, metavar="NAME",
                    help="a shipped suite: capitals, landmarks, indirect-object, multilingual (with --site: its pairs "
                         "patched)")
-    p.add_argument("--lens", default="logit", help="logit (default), linear (fitted here first if none is) or tuned")
+    p.add_argument("--lens", default="logit", help="logit (default), linear (fitted here first if none is), tuned "
+                                                   "or jacobian (see fit-lens)")
     p.add_argument("--site", default=None, choices=["resid", "attn", "mlp", "head"],
                    help="with pairs: what to patch (default: resid, the residual stream)")
     p.add_argument("--by", default=None, metavar="COLUMN", help="also aggregate per value of this label column")

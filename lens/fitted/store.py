@@ -1,7 +1,8 @@
 """A model's fitted lenses on disk: which exist, the one in use per kind, fitting and importing new ones.
 
 Lenses are stored by kind and corpus (``cache/lenses/<fingerprint>/<kind>-<corpus>.safetensors``);
-the newest of a kind is the one in use. Fitting on a corpus already fitted returns that fit at once
+the newest of a kind is the one in use. Jacobian lenses (lens/fitted/jacobian.py) are imported from a
+checkpoint only, and stored the same way (``jacobian-checkpoint-<id>.safetensors``). Fitting on a corpus already fitted returns that fit at once
 (and makes it the one in use). Results computed with a fitted lens carry its id in their cache key.
 """
 from __future__ import annotations
@@ -13,6 +14,10 @@ from ..errors import LensError
 from ..options import Progress
 from ..results import LensFit
 from .affine import FITTED_KINDS, AffineLens, lens_path, load_lens, save_lens, stored_lenses, use_lens
+from .jacobian import KIND as JACOBIAN
+from .jacobian import load_stored as load_jacobian
+
+STORED_KINDS = FITTED_KINDS + (JACOBIAN,)  # every kind a model's store may hold, in the order they are listed
 
 _fit_lock = threading.Lock()  # one fit at a time in a process: each takes the whole CPU for minutes
 
@@ -45,7 +50,8 @@ class LensStore:
         if memo is not None and memo[0] == stamp:
             return memo[1]
         a = self.engine.adapter
-        lens = load_lens(path, a.n_layers, a.d_model)
+        load = load_jacobian if path.name.startswith(f"{JACOBIAN}-") else load_lens
+        lens = load(path, a.n_layers, a.d_model)
         self._memo[path] = (stamp, lens)
         return lens
 
@@ -58,21 +64,25 @@ class LensStore:
         return None
 
     def fits(self) -> list[LensFit]:
-        return [as_fit(self.name, lens) for kind in FITTED_KINDS if (lens := self.current(kind))]
+        return [as_fit(self.name, lens) for kind in STORED_KINDS if (lens := self.current(kind))]
 
     def fit(self, kind: str, corpus_file: str | None, checkpoint: str | None, steps: int | None,
             progress: Progress | None, run, refuse_new: str | None = None) -> LensFit:
-        """Fit (``linear``), train (``tuned``) or import (``tuned`` from a ``checkpoint`` folder) a lens and
-        store it; one already fitted the same way is returned at once. ``run`` runs the computation (the
+        """Fit (``linear``), train (``tuned``) or import (``tuned`` from a tuned-lens ``checkpoint`` folder,
+        ``jacobian`` from a Jacobian-lens checkpoint file or folder) a lens and store it; one already fitted the same way is returned at once. ``run`` runs the computation (the
         job queue); ``refuse_new``: the message to raise instead of fitting anew (a demo server)."""
         from .corpus import load_corpus
+        from .jacobian import read_jacobian_checkpoint
         from .linear import fit_linear
         from .tuned import DEFAULT_STEPS, read_tuned_checkpoint, train_tuned
 
         a = self.engine.adapter
+        if kind == JACOBIAN and checkpoint is None:
+            raise LensError("a Jacobian lens is not fitted here: give its checkpoint (a .pt or .safetensors file)")
         if checkpoint is not None:
-            lens = read_tuned_checkpoint(checkpoint, a.n_layers, a.d_model)
-            save_lens(self.file("tuned", f"checkpoint-{lens.lens_id}"), lens)
+            read = read_jacobian_checkpoint if kind == JACOBIAN else read_tuned_checkpoint
+            lens = read(checkpoint, a.n_layers, a.d_model)
+            save_lens(self.file(lens.kind, f"checkpoint-{lens.lens_id}"), lens)
             return as_fit(self.name, lens)
         steps = DEFAULT_STEPS if steps is None else steps
         corpus = load_corpus(self.tokenizer, corpus_file)
