@@ -128,8 +128,9 @@ def read_jacobian_checkpoint(path: str | Path, n_layers: int, d_model: int) -> A
     cfg_d = config.get("d_model", info.get("d_model"))
     cfg_l = config.get("num_hidden_layers", config.get("num_layers"))
     if cfg_d is not None and cfg_d != d_model or cfg_l is not None and cfg_l != n_layers:
-        raise LensError(f"{file.name} is for a model with {cfg_l if cfg_l is not None else '?'} layers of width "
-                        f"{cfg_d}; this model has {n_layers} layers of width {d_model}")
+        theirs = ", ".join(([f"{cfg_l} layers"] if cfg_l is not None else [])
+                           + ([f"width {cfg_d}"] if cfg_d is not None else []))
+        raise LensError(f"{file.name} is for a model of {theirs}; this model has {n_layers} layers of width {d_model}")
     want = set(range(n_layers - 1))  # every block but the last, whose output is the model's own
     if not found:
         raise LensError(f"{file} holds no J matrices")
