@@ -185,14 +185,18 @@ def lens_panels(with_heatmap: bool = True) -> None:
                 st.info("The comparison reads every position; shorten the prompt to 512 tokens or fewer.")
             else:
                 chart(lens_comparison_figure(cmp), key="lens-compare",
-                      export={"view": "lens-comparison", "numbers": cmp, "texts": text, "model": info.name})
+                      export={"view": "lens-comparison", "numbers": cmp, "texts": text, "model": info.name,
+                              "params": {}})
                 if len(cmp.lenses) == 1:
                     st.caption("Only the logit lens so far: pick *linear shortcut* above to fit one and compare.")
     elif panel == EXIT:
         with shown_in_page("Early exit", stop=False):
             r = backend.logit_lens(text, LensOptions(top_k=1, lens=lens, positions=(max(0, n - 48), n)))
+            # The early-exit view reads every position: past 48 tokens (the chart's last 48) it would save
+            # another chart, so no Save run or code then.
             chart(early_exit_figure(r), key="lens-exit",
-                  export={"view": "early-exit", "numbers": r, "texts": text, "model": info.name})
+                  export={"view": "early-exit", "numbers": r, "texts": text, "model": info.name,
+                          **({"params": {"lens": lens}} if n <= 48 else {})})
             early = sum(e is not None and e < len(r.layers) - 1 for e in r.exit_layer)
             st.caption(f"{LENS_LABELS[lens]}: {early} of {len(r.exit_layer)} positions"
                        + (" (the last 48)" if n > 48 else "") + " have the model's final answer as their top-1 "
@@ -212,7 +216,8 @@ def lens_panels(with_heatmap: bool = True) -> None:
         with shown_in_page("Language of each layer", stop=False):
             m = backend.latent_language(prompt, LanguageOptions(words=tuple(words), lens=lens))
             chart(language_figure(m), key="lens-language",
-                  export={"view": "language", "numbers": m, "texts": prompt, "model": info.name})
+                  export={"view": "language", "numbers": m, "texts": prompt, "model": info.name,
+                          "params": {"position": None, "track": ",".join(words) or None, "lens": lens}})
 
 
 # Presenter mode: the heatmap, or the panel the link or the "More" control names (both would not fit a screen).
