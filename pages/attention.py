@@ -164,7 +164,8 @@ if view == ROUTES:
                                        (layer, npos, "attn" if block == "attention" else "mlp"))
                     with graph_slot:
                         chart(fig, key="route-graph", on_select="rerun", selection_mode="points",
-                              export={"view": "routes", "numbers": graph, "texts": text, "model": info.name})
+                              export={"view": "routes", "numbers": graph, "texts": text, "model": info.name,
+                                      "params": {"position": position, "threshold": float(threshold)}})
                         st.caption("Edge width = importance; blue: attention from another position, grey: residual, "
                                    "orange: MLP (through the diamond). Click a node to drill down"
                                    + (f", below. {len(graph.edge_layer)} edges; {graph.targets_computed} "
@@ -231,7 +232,8 @@ elif view == ROLLOUT:
             roll = backend.rollout(text, RolloutOptions(position))
     if roll is not None:
         chart(rollout_figure(roll, skip_first=skip_sink), key="rollout", where=roll_col, share=share,
-              export={"view": "rollout", "numbers": roll, "texts": text, "model": info.name})
+              export={"view": "rollout", "numbers": roll, "texts": text, "model": info.name,
+                      "params": {"position": position, "skip_first": bool(skip_sink)}})
         if not PRESENTING:
             download(roll, "rollout")
     if not PRESENTING:
@@ -256,7 +258,8 @@ elif view == ROLLOUT:
                 flow = backend.attention_flow(text, FlowOptions(position, plan.layers))
         if flow is not None:
             chart(rollout_figure(flow, skip_first=skip_sink), key="flow-chart", where=flow_col, share=share,
-                  export={"view": "flow", "numbers": flow, "texts": text, "model": info.name})
+                  export={"view": "flow", "numbers": flow, "texts": text, "model": info.name,
+                          "params": {"position": position, "layers": plan.layers, "skip_first": bool(skip_sink)}})
             if not PRESENTING:
                 download(flow, "flow")
 
@@ -319,11 +322,13 @@ else:
             height = present.SCREEN_CHART if PRESENTING else None
             if PRESENTING and summary is not None:  # every head's score in the layer's place
                 chart(head_summary_figure(summary, metric, height=height), key="head-summary", where=grid_col,
-                      share=0.5, export={"view": "heads", "numbers": summary, "texts": text, "model": info.name})
+                      share=0.5, export={"view": "heads", "numbers": summary, "texts": text, "model": info.name,
+                                         "params": {"layer": None, "metric": metric}})
             else:
                 chart(head_grid_figure(pats, columns=5 if PRESENTING else 6, height=height), key="head-grid",
                       where=grid_col, share=0.5,
-                      export={"view": "heads", "numbers": pats, "texts": text, "model": info.name})
+                      export={"view": "heads", "numbers": pats, "texts": text, "model": info.name,
+                              "params": {"layer": pats.layer}})
             chart(pattern_figure(pats, head, height=height), key="head-pattern", where=head_col, share=0.5)
             if not PRESENTING:
                 download(pats, "head_patterns")
@@ -332,7 +337,8 @@ else:
             f" The repeated sequence: {summary.repeat_length} random tokens, twice." if metric != "entropy" else
             f" Uniform attention over the whole prompt would be {summary.max_entropy:.2f} nats."))
         chart(head_summary_figure(summary, metric), key="head-summary",
-              export={"view": "heads", "numbers": summary, "texts": text, "model": info.name})
+              export={"view": "heads", "numbers": summary, "texts": text, "model": info.name,
+                      "params": {"layer": None, "metric": metric}})
         download(summary, "head_summary")
 
 if not PRESENTING:

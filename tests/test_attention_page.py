@@ -145,3 +145,79 @@ def test_encoder_marks_routes_as_not_applicable(repo_root):
     assert not at2.error and len(charts(at2)) == 3
     at3 = open_page(repo_root, model="minilm-l6", view="Rollout & flow")
     assert not at3.error and len(charts(at3)) >= 1
+
+
+# ---------------------------------------------------------------- Save run and code under every chart
+TINY = "tiny-llama"  # 3 layers, 4 heads, byte tokens: fast
+
+
+@pytest.fixture(scope="module")
+def tiny_backend():
+    """A backend of the test's own: a view drawn again from the saved options shares nothing with the page's."""
+    from lens.engine_backend import local_backend
+    from lens.model.loading import load_model
+
+    return local_backend(load_model(TINY), None)
+
+
+@pytest.fixture()
+def runs(tmp_path, monkeypatch):
+    """Runs saved in a file of the test's own; the tiny model offered in the sidebar's box."""
+    from saved_views import offer_in_model_box
+
+    monkeypatch.setenv("LAYERLENS_RUNS", str(tmp_path / "runs.sqlite"))
+    offer_in_model_box(monkeypatch, TINY)
+
+
+def downloads(at) -> set[str]:
+    return {b.proto.label for b in at.get("download_button")}
+
+
+def test_routes_saved_and_exported_with_the_pages_options(repo_root, runs, tiny_backend):
+    from saved_views import check_saved
+
+    at = open_page(repo_root, model=TINY, prompt="the cat sat on")
+    at.selectbox(key="position").set_value("9")
+    at.slider(key="threshold").set_value(0.07).run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert {"Python script (prints the numbers)", "Jupyter notebook"} <= downloads(at)
+    graph = spec(charts(at)[0])
+    ring = [i for i, t in enumerate(graph["data"]) if (t.get("marker") or {}).get("symbol") == "circle-open"]
+    assert len(ring) == 1  # the drill-down's node, ringed on the page only
+    run = check_saved(at, "route-graph", graph, tiny_backend, "routes", leave_out=ring)
+    assert (run.params["position"], run.params["threshold"]) == (9, 0.07)
+
+
+def test_rollout_and_flow_saved_with_the_first_token_left_out_and_the_flows_layer(repo_root, runs, tiny_backend):
+    """60 tokens: flow affords only the last layer's row (plan_flow), which the saved run keeps."""
+    from lens.analysis.flow_plan import plan_flow
+    from plotly_json import array
+    from saved_views import check_saved
+
+    prompt = "the cat sat on the mat and the dog sat on the rug by the door"
+    plan = plan_flow(3, len(prompt), len(prompt) - 1)
+    assert plan.feasible and plan.layers == [3]
+    at = open_page(repo_root, model=TINY, prompt=prompt, view="Rollout & flow")
+    at.toggle(key="rollout_skip_first").set_value(True)
+    at.toggle(key="flow").set_value(True).run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    roll, flow = (spec(c) for c in charts(at))
+    assert len(roll["data"][0]["x"]) == len(prompt) - 1  # the first token's column left out
+    run = check_saved(at, "rollout", roll, tiny_backend, "rollout")
+    assert run.params["skip_first"] is True
+    run = check_saved(at, "flow-chart", flow, tiny_backend, "flow")
+    assert run.params["layers"] == [3] and run.params["skip_first"] is True
+    assert len(array(flow["data"][0]["z"])) == 1  # one row: the last layer's
+
+
+def test_heads_saved_with_the_layer_and_the_score_shown(repo_root, runs, tiny_backend):
+    from saved_views import check_saved
+
+    at = open_page(repo_root, model=TINY, prompt="the cat sat on", view="Heads", head_layer="2",
+                   head_metric="prev_token")
+    assert not at.error, [e.value for e in at.error]
+    shown = {c.key: spec(c) for c in charts(at)}
+    run = check_saved(at, "head-grid", shown["head-grid"], tiny_backend, "heads")
+    assert run.params["layer"] == 2
+    run = check_saved(at, "head-summary", shown["head-summary"], tiny_backend, "heads")
+    assert (run.params["layer"], run.params["metric"]) == (None, "prev_token")

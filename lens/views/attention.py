@@ -53,20 +53,24 @@ def link_note(what: str, asked: str | None, valid: Sequence[str], of: str, used:
     return f"{what} {named[:40]} {how}: {verb} {used}."
 
 
-def _rollout_drawn(r) -> Drawn:
+def _rollout_drawn(r, skip_first: bool) -> Drawn:
     from ..figures.attention import rollout_figure
     from ..model.tokens import visible
 
-    return Drawn([r], [rollout_figure(r)],
+    return Drawn([r], [rollout_figure(r, skip_first=bool(skip_first))],
                  f"Position {r.position} ({visible(r.tokens[r.position])}), traced back to every input token.")
 
 
-def render_rollout(backend, info, prompt, *, position) -> Drawn:
-    return _rollout_drawn(backend.rollout(prompt, RolloutOptions(position)))
+def render_rollout(backend, info, prompt, *, position, skip_first) -> Drawn:
+    """``skip_first``: the chart leaves out the first token's column (the numbers keep it)."""
+    return _rollout_drawn(backend.rollout(prompt, RolloutOptions(position)), skip_first)
 
 
-def render_flow(backend, info, prompt, *, position) -> Drawn:
-    return _rollout_drawn(backend.attention_flow(prompt, FlowOptions(position)))
+def render_flow(backend, info, prompt, *, position, layers, skip_first) -> Drawn:
+    """``layers``: the layer rows solved (None: every layer; a long prompt affords the last one only,
+    as the page's plan_flow says)."""
+    rows = None if layers is None else tuple(int(l) for l in ([layers] if isinstance(layers, int) else layers))
+    return _rollout_drawn(backend.attention_flow(prompt, FlowOptions(position, rows)), skip_first)
 
 
 def render_routes(backend, info, prompt, *, position, threshold) -> Drawn:
@@ -97,11 +101,11 @@ VIEWS = (
         "each input token. Rows sum to 1.",
         "It ignores what the values carry, so it is a rough picture; in models with an attention sink (attention "
         "parked on the first token) it piles much of the weight onto that token."),
-        {"position": None}, render_rollout),
+        {"position": None, "skip_first": False}, render_rollout),
     View("flow", "Attention flow", ATTENTION, "attention?view=Rollout+%26+flow&flow=true", (
         "Attention flow treats the same head-averaged attention matrices as pipes and computes, by max-flow, how "
         "much can be pushed from the chosen position at each layer back to each input token.",),
-        {"position": None}, render_flow),
+        {"position": None, "layers": None, "skip_first": False}, render_flow),
     View("routes", "Information-flow routes", ATTENTION, "attention?view=Routes", (
         "Routes (Ferrando & Voita, 2024): one column per position and two nodes per layer (the stream after the "
         "attention block and after the MLP). An edge's width is how much that part contributed to the node it "
