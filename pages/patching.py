@@ -125,7 +125,8 @@ grid_tab, rows_tab, cell_tab, ablate_tab, models_tab = st.tabs(list(TABS.values(
 if grid_tab.open:
     with grid_tab:
         chart(patch_figure(result, height=HEIGHT), key="patch",
-              export={"view": "patch", "numbers": result, "texts": [clean, corrupt], "model": info.name},
+              export={"view": "patch", "numbers": result, "texts": [clean, corrupt], "model": info.name,
+                      "params": {"target": target, "foil": foil or None, "site": site}},
               **({"on_select": "rerun", "selection_mode": "points"} if site == "resid" else {}))
         st.caption(f"{reading(result)} Metric: {metric_text(result)} at the last position. "
                    + (ROWS_NOTE + (" Click a cell to patch it alone." if site == "resid" else "")

@@ -210,3 +210,20 @@ def test_the_grid_names_its_rows_under_it():
     fig = charts(at)[0]
     assert fig["layout"]["yaxis"]["title"]["text"] == "row"  # short enough to stay whole on a slide
     assert any("Rows: emb is the input of layer 1, Ln the output of layer n." in c.value for c in at.caption)
+
+
+def test_the_grid_saved_and_exported_with_the_experiment_shown(tmp_path, monkeypatch):
+    """Save run under the grid: the saved options, drawn again by a fresh backend, and the run reopened from its
+    numbers give the page's grid; the Export menu offers the code. (The other tabs have no view: no menu.)"""
+    from saved_views import check_saved, offer_in_model_box
+
+    monkeypatch.setenv("LAYERLENS_RUNS", str(tmp_path / "runs.sqlite"))
+    offer_in_model_box(monkeypatch, "tiny-llama")
+    at = page(model="tiny-llama", clean="The cat sat on", corrupt="The dog ran on", patch_target="t", foil="a",
+              site="MLP")
+    assert not at.error, [e.value for e in at.error]
+    code = {"Python script (prints the numbers)", "Jupyter notebook"}
+    assert code <= {b.proto.label for b in at.get("download_button")}
+    run = check_saved(at, "patch", charts(at)[0], local_backend(load_model("tiny-llama"), None), "patch")
+    assert run.texts == ["The cat sat on", "The dog ran on"]
+    assert (run.params["target"], run.params["foil"], run.params["site"]) == ("t", "a", "mlp")
