@@ -70,10 +70,12 @@ with shown_in_page("Generating"):
 
 # Tabs: on a projector each part fills the screen on its own.
 lens_tab, looked_tab, text_tab = st.tabs(list(TABS), key="tab", bind="query-params")
+# The generate view's options as shown (both charts: the lens, and where each token looked).
+shown = {"max_new_tokens": options.max_new_tokens, "temperature": options.temperature, "seed": options.seed,
+         "metric": metric, "stride": int(stride)}
 chart(generation_figure(gen, lens, metric=metric, stride=int(stride)), key="generation", where=lens_tab,
       export={"view": "generate", "numbers": [gen, lens], "texts": text, "model": info.name,
-              "params": {"max_new_tokens": int(n_new), "temperature": options.temperature, "seed": int(seed),
-                         "metric": metric, "stride": int(stride)}})
+              "params": {**shown, "chart": "lens"}})
 
 with text_tab:
     new = gen.tokens[gen.n_prompt:]
@@ -102,4 +104,5 @@ with looked_tab:
         if present.is_on():
             fig.update_layout(height=present.SCREEN_CHART - 50)  # the toggle above it shares the screen
         chart(fig, key="generation-attention",
-              export={"view": "generate", "numbers": [gen, flow], "texts": text, "model": info.name})
+              export={"view": "generate", "numbers": [gen, flow], "texts": text, "model": info.name,
+                      "params": {**shown, "chart": "attention", "skip_first": bool(skip)}})

@@ -222,3 +222,66 @@ def test_link_values_a_box_cannot_take_are_named_with_what_is_shown_instead():
     # A link whose values all apply gets no such line.
     at = app(FRANCE, "pages/logit_lens.py", metric="kl", stride="3").run()
     assert "Not used from the link" not in " ".join(c.value for c in at.caption)
+
+
+# ---------------------------------------------------------------- Save run and code under every chart
+TINY = "tiny-llama"
+CODE = {"Python script (prints the numbers)", "Jupyter notebook"}
+
+
+@pytest.fixture()
+def saving(tmp_path, monkeypatch):
+    """Runs saved in a file of the test's own; the tiny model offered in the sidebar's box; a fresh backend
+    of the test's own (a view drawn again from the saved options shares nothing with the page's)."""
+    from lens.engine_backend import local_backend
+    from saved_views import offer_in_model_box
+
+    monkeypatch.setenv("LAYERLENS_RUNS", str(tmp_path / "runs.sqlite"))
+    offer_in_model_box(monkeypatch, TINY)
+    return local_backend(load_model(TINY), None)
+
+
+def keyed(at: AppTest) -> dict[str, dict]:
+    import json
+
+    return {c.key: json.loads(c.proto.spec) for c in at.get("plotly_chart")}
+
+
+def test_generate_saves_both_charts_with_the_decoding_shown(saving):
+    from saved_views import check_saved
+
+    at = app("the cat", "pages/generate.py", model=TINY, new_tokens="5", decoding="Sampled", seed="3",
+             temperature="0.7", gen_metric="kl", gen_stride="1", gen_skip_first="false").run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert CODE <= {b.proto.label for b in at.get("download_button")}
+    shown = keyed(at)
+    run = check_saved(at, "generation", shown["generation"], saving, "generate")
+    assert {k: run.params[k] for k in ("max_new_tokens", "temperature", "seed", "metric", "stride", "chart")} == {
+        "max_new_tokens": 5, "temperature": 0.7, "seed": 3, "metric": "kl", "stride": 1, "chart": "lens"}
+    run = check_saved(at, "generation-attention", shown["generation-attention"], saving, "generate")
+    assert (run.params["chart"], run.params["skip_first"]) == ("attention", False)
+
+
+@pytest.mark.parametrize("panel, key, view, params", [
+    ("compare", "lens-compare", "lens-comparison", {}),
+    ("exit", "lens-exit", "early-exit", {"lens": "logit"}),
+    ("language", "lens-language", "language", {"track": "t,a", "lens": "logit"}),
+])
+def test_lens_panels_save_their_view_as_shown(saving, panel, key, view, params):
+    from saved_views import check_saved
+
+    at = app("the cat sat on the mat", "pages/logit_lens.py", model=TINY, panel=panel, track="t,a").run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    run = check_saved(at, key, keyed(at)[key], saving, view)
+    assert {k: run.params[k] for k in params} == params
+
+
+def test_early_exit_past_48_tokens_offers_no_save_run(saving):
+    """The page draws the last 48 positions, its view every position: no run or code that would differ."""
+    at = app("the cat sat on the mat and the dog sat on the rug", "pages/logit_lens.py", model=TINY,
+             panel="exit").run()
+    assert not at.exception and not at.error
+    assert "lens-exit" in keyed(at) and "save-lens-heatmap" in [b.key for b in at.button]
+    assert "save-lens-exit" not in [b.key for b in at.button]
+    code = [b.proto.id for b in at.get("download_button")]
+    assert any("x-py-lens-heatmap" in i for i in code) and not any("x-py-lens-exit" in i for i in code)
