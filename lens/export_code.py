@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from .errors import LensError
 from .views import RenderedView, view_named
-from .views.entry import TWO_PROMPTS
+from .views.entry import SUITE, TWO_PROMPTS
 
 FORMATS = {".py": "python", ".ipynb": "ipynb"}  # an --out suffix and the code it asks for
 BACKENDS = ("local", "nnsight")
@@ -266,7 +266,45 @@ def _patch(src, p, texts) -> Code:
                 ["from lens.figures.patching import patch_figure"], "fig = patch_figure(result)")
 
 
-CODE = {"logit-lens": _logit_lens, "lens-comparison": _lens_comparison, "early-exit": _early_exit,
+SUITE_FILE = "suite.jsonl"  # the command reads the suite from a file: SUITE, saved under this name
+
+
+def _suite(src, p, texts) -> Code:
+    from .figures.suites import MEASURES
+    from .suites.options import SuiteOptions
+
+    o = SuiteOptions(lens=p["lens"])
+    o.check()
+    if p["measure"] not in MEASURES:
+        raise LensError(f"unknown measure {p['measure']!r}; choose from {', '.join(MEASURES)}")
+    by = p["by"] or None
+    grouped = f"groups = aggregate(result, {_py(by)})\n" if by else ""
+    return Code(["from lens.suites.aggregate import aggregate", "from lens.suites.options import SuiteOptions",
+                 "from lens.suites.suite import parse_jsonl", "from lens.suites.table import suite_json"],
+                f"suite = parse_jsonl({src}, {_py(SUITE_FILE)})\n"
+                f"result = backend.lens_suite(suite, {_new('SuiteOptions', lens=o.lens)})\n{grouped}",
+                f"suite_json(result, aggregate(result){', groups' if by else ''})",
+                ["suite", "--lens", o.lens, *_flag("--by", by)],
+                ["from lens.figures.suites import exit_figure, suite_lines_figure"],
+                (f"shown = {'groups' if by else 'aggregate(result)'}\n"
+                 f"figures = [suite_lines_figure(shown, {_py(p['measure'])}, result, {_py(p['statistic'])}), "
+                 "exit_figure(shown)]"),
+                {"measure": p["measure"], "statistic": p["statistic"]}, several=True)
+
+
+def _pair_suite(src, p, texts) -> Code:
+    from .suites.options import PairSuiteOptions
+
+    o = PairSuiteOptions(site=p["site"])
+    o.check()
+    return Code(["from lens.suites.options import PairSuiteOptions", "from lens.suites.suite import parse_jsonl"],
+                f"suite = parse_jsonl({src}, {_py(SUITE_FILE)})\n"
+                f"result = backend.patch_suite(suite, {_new('PairSuiteOptions', site=o.site)})",
+                "to_json_dict(result)", ["suite", "--site", o.site],
+                ["from lens.figures.suites import pair_grid_figure"], "fig = pair_grid_figure(result)")
+
+
+CODE = {"suite": _suite, "pair-suite": _pair_suite, "logit-lens": _logit_lens, "lens-comparison": _lens_comparison, "early-exit": _early_exit,
         "language": _language, "generate": _generate, "rollout": _rollout, "flow": _flow, "routes": _routes,
         "heads": _heads, "projection": _projection, "geometry": _geometry, "patch": _patch}
 
@@ -300,7 +338,7 @@ class _Parts:
     printed: str
     draw: str
     command: str | None
-    corpus: bool
+    source: str  # PROMPT, CLEAN, TEXTS or SUITE: what the code reads
 
 
 def _parts(view, model: str | None = None, texts=None, params: dict | None = None, *, device: str = "cpu",
@@ -327,6 +365,13 @@ def _parts(view, model: str | None = None, texts=None, params: dict | None = Non
         texts = list(texts)
         settings = f"CLEAN = {_py(texts[0])}  # the clean prompt\nCORRUPT = {_py(texts[1])}  # the corrupted prompt\n"
         cli_texts, src = ["--clean-prompt", texts[0], "--corrupt-prompt", texts[1]], "CLEAN"
+    elif v.reads == SUITE:
+        if not isinstance(texts, str):
+            raise LensError(f"the {v.name} view takes a suite as JSONL text (Suite.to_jsonl())")
+        settings = ("SUITE = (  # the suite: one JSON object a line\n"
+                    + "".join(f"    {_py(line)}\n" for line in texts.splitlines(keepends=True)) + ")\n")
+        what = "--pairs-file" if v.name == "pair-suite" else "--prompts-file"
+        cli_texts, src = [what, SUITE_FILE], "SUITE"
     elif isinstance(texts, str):
         settings, cli_texts, src = f"PROMPT = {_py(texts)}\n", ["--prompt", texts], "PROMPT"
     elif v.reads == "prompt":
@@ -360,7 +405,7 @@ def _parts(view, model: str | None = None, texts=None, params: dict | None = Non
     draw = "\n".join(code.draw_imports) + "\n\n" + code.draw + "\n"
     draw += "for fig in figures:\n    fig.show()\n" if code.several else "fig.show()\n"
     return _Parts(v.title, v.about, "\n".join(imports) + "\n", settings, compute,
-                  f"print(json.dumps({code.printed}, ensure_ascii=False))\n", draw, command, src == "TEXTS")
+                  f"print(json.dumps({code.printed}, ensure_ascii=False))\n", draw, command, src)
 
 
 def _said(parts: _Parts, what: str) -> str:
@@ -369,7 +414,8 @@ def _said(parts: _Parts, what: str) -> str:
     if parts.command is None:
         return (f"No `python -m lens` command computes this measure: {what} the result as "
                 "lens.serialize.to_json_dict gives it, as the commands' --json do.")
-    files = "\n(texts.txt: the TEXTS below, one per line)" if parts.corpus else ""
+    files = {"TEXTS": "\n(texts.txt: the TEXTS below, one per line)",
+             "SUITE": f"\n({SUITE_FILE}: the SUITE below, as it is)"}.get(parts.source, "")
     return f"{what} the same JSON as this command:\n\n    {parts.command}{files}"
 
 

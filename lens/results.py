@@ -68,7 +68,7 @@ class LogitLensResult:
     # [P] the saturation row per position: the first row from which the lens's top-1 is the model's own
     # prediction at every later row (None: not even the last row agrees, as with a tie)
     exit_layer: list[int | None]
-    lens: str = "logit"  # logit | linear | tuned: how each row was read (lens/fitted/)
+    lens: str = "logit"  # logit | linear | tuned | jacobian: how each row was read (lens/fitted/)
     target_note: str = ""
     options: dict = field(default_factory=dict)
 
@@ -108,7 +108,7 @@ class LanguageMass:
     (Wendler et al. 2024: a multilingual model's middle layers may "think" in English)."""
 
     model: str
-    lens: str  # logit | linear | tuned
+    lens: str  # logit | linear | tuned | jacobian
     tokens: list[str]
     position: int
     layers: list[str]

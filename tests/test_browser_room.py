@@ -33,6 +33,10 @@ def screens() -> list[str]:
     out += [f"patching?tab=Ablate&ablate_heads={quote('20.3, 21.0')}&ablate_skip=15"]
     out += [f"generate?tab={quote(t)}" for t in ("Where each token looked", "Text, token by token")]
     out += ["projection?source=Corpus", "projection?mode=Layer+by+layer"]
+    out += [f"suites?tab={quote(t)}&by=continent" for t in ("Where answers settle", "Each prompt")]
+    out += ["suites?suite=indirect-object&tab=Patching+over+pairs&patched=true", "suites?source=File",
+            "suites?source=Template&as_pairs=true&tab=Patching+over+pairs&patched=true",
+            "suites?source=Paste&pasted=" + quote("The capital of France is\t Paris\nThe capital of Peru is\t Lima")]
     out += [f"tour?step={n}" for n in range(1, len(STEPS) + 1)]
     return out
 
@@ -176,6 +180,8 @@ CHANGES = (
     ("patching", _tab("The lens of both prompts")),
     ("generate", _select("Colour by", "entropy")),
     ("projection", _select("Layout", "Layer by layer")),
+    ("suites", _select("Measure", "p(target)")),
+    ("suites", _select("Facet by", "continent")),
 )
 
 

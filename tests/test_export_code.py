@@ -29,6 +29,9 @@ TEXTS = ["the bank of the river", "money in the bank"]
 BANKS = ["We sat on the bank of the river and watched the boats.", "She went to the bank to deposit her salary.",
          "Fish gathered near the muddy bank after the rain."]  # sentences of a shipped corpus with senses
 CLEAN, CORRUPT = "cat", "dog"
+# A suite of two pairs with a label column (one-character targets: the tiny model reads characters).
+SUITE = (json.dumps({"clean": "the cat sat", "corrupt": "the dog sat", "target": "t", "foil": "a", "g": "x"}) + "\n"
+         + json.dumps({"clean": "a cat“s", "corrupt": "a dog“s", "target": " ", "foil": "t", "g": "y"}) + "\n")
 
 # view: (texts, the view's options, the command that prints the same JSON; None: no command, the view's own result)
 CASES = {
@@ -48,6 +51,9 @@ CASES = {
     "projection": (TEXTS, {"dims": 3, "word": "bank"}, ["project", "--corpus-file", "{corpus}", "--dims", "3"]),
     "geometry": (TEXTS, {"word": "e", "metric": "self_similarity"},
                  ["geometry", "--corpus-file", "{corpus}", "--word", "e"]),
+    "suite": (SUITE, {"by": "g", "measure": "target_rank", "statistic": "median"},
+              ["suite", "--prompts-file", "{suite}", "--lens", "logit", "--by", "g"]),
+    "pair-suite": (SUITE, {"site": "attn"}, ["suite", "--pairs-file", "{suite}", "--site", "attn"]),
     "patch": ([CLEAN, CORRUPT], {"target": "t", "foil": "a", "site": "mlp"},
               ["patch", "--clean-prompt", CLEAN, "--corrupt-prompt", CORRUPT, "--target", "t", "--foil", "a",
                "--site", "mlp"]),
@@ -136,7 +142,8 @@ def test_each_views_code_prints_its_commands_json_and_draws_its_chart(name, tiny
     else:
         corpus = tmp_path / "texts.txt"
         corpus.write_text("\n".join(texts if isinstance(texts, list) else []), encoding="utf-8")
-        args = [a.replace("{corpus}", str(corpus)) for a in command]
+        (tmp_path / "suite.jsonl").write_text(texts if isinstance(texts, str) else "", encoding="utf-8")
+        args = [a.replace("{corpus}", str(corpus)).replace("{suite}", str(tmp_path / "suite.jsonl")) for a in command]
         same(json.loads(printed), command_json(capsys, [*args, "--model", "tiny-llama"]))
     assert len(shown) == len(rendered.figures) >= 1  # the view's figures, drawn by the same builders
     for mine, theirs in zip(shown, rendered.figures):

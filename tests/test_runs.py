@@ -29,10 +29,25 @@ def backend():
     return local_backend(load_model("tiny-llama"), None)
 
 
-def _texts(view):
-    from lens.views.entry import TWO_PROMPTS
+# A suite of two pairs, as its views read it (one-character targets: the tiny model reads characters).
+SUITE_TEXT = (json.dumps({"clean": PROMPT, "corrupt": CORRUPT, "target": "t", "foil": "a", "kind": "cat"}) + "\n"
+              + json.dumps({"clean": "a cat sat", "corrupt": "a dog sat", "target": " ", "foil": "t", "kind": "a"})
+              + "\n")
 
-    return [PROMPT, CORRUPT] if view.reads == TWO_PROMPTS else PROMPT
+
+def _texts(view):
+    from lens.views.entry import SUITE, TWO_PROMPTS
+
+    return {TWO_PROMPTS: [PROMPT, CORRUPT], SUITE: SUITE_TEXT}.get(view.reads, PROMPT)
+
+
+def _prompts(view) -> list[str]:
+    """The texts a saved run keeps token ids of: a suite's every prompt, a pair's both."""
+    from lens.views.entry import SUITE
+
+    if view.reads == SUITE:
+        return [PROMPT, CORRUPT, "a cat sat", "a dog sat"]
+    return [_texts(view)] if isinstance(_texts(view), str) else _texts(view)
 
 
 def _params(name: str, backend) -> dict:
@@ -51,8 +66,7 @@ def test_a_saved_view_opens_again_without_the_model_and_draws_the_same(backend, 
     run = save_view(store, backend, name, _texts(view), params, note="seen today")
     again = store.get(run.id)
     assert again.view == name and again.note == "seen today" and again.model == backend.info().name
-    texts = [_texts(view)] if isinstance(_texts(view), str) else _texts(view)
-    assert again.token_ids == [backend.token_ids(t) for t in texts]
+    assert again.token_ids == [backend.token_ids(t) for t in _prompts(view)]
     reopened = open_view(again)  # a ReplayBackend: no model behind it
     assert [f.to_plotly_json() for f in reopened.figures] == [f.to_plotly_json() for f in shown.figures]
     assert reopened.caption == shown.caption

@@ -13,7 +13,7 @@ import pytest
 from lens.engine_backend import local_backend
 from lens.model.loading import load_model
 from lens.views import PAGES, SECTIONS, VIEWS, render_view, sections
-from lens.views.entry import TEXTS, TWO_PROMPTS
+from lens.views.entry import SUITE, TEXTS, TWO_PROMPTS
 
 ROOT = Path(__file__).resolve().parent.parent
 FRONT_END = [ROOT / "app.py", *sorted((ROOT / "pages").glob("*.py"))]
@@ -65,7 +65,11 @@ def test_explanations_are_written_in_the_registry_only():
 
 def _texts(view):
     return {TEXTS: ["the bank of the river", "money in the bank"],
-            TWO_PROMPTS: ["The cat sat on", "The dog ran on"]}.get(view.reads, "hello there, the end; see me here")
+            TWO_PROMPTS: ["The cat sat on", "The dog ran on"],
+            # A suite of two pairs (one-character targets: the tiny models read characters).
+            SUITE: '{"clean": "The cat sat on", "corrupt": "The dog ran on", "target": "t", "foil": "a", "g": "x"}\n'
+                   '{"clean": "A cat sat by", "corrupt": "A dog ran by", "target": "e", "foil": "o", "g": "y"}\n',
+            }.get(view.reads, "hello there, the end; see me here")
 
 
 @pytest.mark.parametrize("model", ["tiny-llama", "tiny-gpt2"])

@@ -26,6 +26,8 @@ _CSS = """<style>
 /* The speaker explains; the "What am I looking at?" texts stay in the normal view and the exports. */
 [data-testid="stExpander"], [data-testid="stDownloadButton"], .st-key-drill-down,
 .st-key-home-views { display: none !important; }
+.presenter-table { width: 100%; border-collapse: collapse; }
+.presenter-table th, .presenter-table td { padding: 0.15rem 0.6rem; border-bottom: 1px solid #ddd; text-align: left; }
 .st-key-present-off { position: fixed; bottom: 0.4rem; right: 1rem; z-index: 1000; width: auto !important; }
 </style>"""
 

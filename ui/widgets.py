@@ -170,3 +170,29 @@ def one_of(*values):
 def say_link_value_unused(raw: str | None, what: str, used, where=st) -> None:
     """``say_link_values_unused`` for one value."""
     say_link_values_unused([(raw, what, used)], where=where)
+
+
+def presenter_table(rows: list[dict], links: list[str] | None = None, link_column: str | None = None,
+                    where=st) -> None:
+    """A table for presenter mode: HTML, so that its text is as large as the rest of the screen (a dataframe
+    draws on a canvas, at its own small size). ``links``: one URL per row, opened in this tab from the cells of
+    ``link_column``."""
+    from html import escape
+
+    if not rows:
+        return
+    columns = list(rows[0])
+
+    def cell(value, column: str, i: int) -> str:
+        text = "✓" if value is True else "✗" if value is False else "" if value is None else (
+            f"{value:.4g}" if isinstance(value, float) else str(value))
+        text = escape(text, quote=False)
+        if links is not None and column == link_column:
+            return f'<a href="{escape(links[i])}" target="_self">{text}</a>'
+        return text
+
+    head = "".join(f"<th>{escape(c)}</th>" for c in columns)
+    body = "".join("<tr>" + "".join(f"<td>{cell(r[c], c, i)}</td>" for c in columns) + "</tr>"
+                   for i, r in enumerate(rows))
+    where.markdown(f'<table class="presenter-table"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>',
+                   unsafe_allow_html=True)

@@ -39,17 +39,24 @@ def save_if_asked(args) -> None:
         return
     if not recording.calls:
         raise LensError(f"the {args.command} command computed nothing to save")
-    view = args.view if args.command == "export" else COMMAND_VIEWS.get(args.command, args.command)
-    if view == "rollout" and getattr(args, "flow", False):
-        view = "flow"
-    params = {}
-    if view in VIEWS:
-        params = {k: getattr(args, k) for k in VIEWS[view].params if getattr(args, k, None) is not None}
-    texts = _texts(args)
+    if vars(args).get("saved_view") is not None:  # a suite: its view, the suite as JSONL, and its options
+        from ..views.suites import suite_prompts
+
+        view, texts, params = args.saved_view
+        prompts = suite_prompts(texts)
+    else:
+        view = args.view if args.command == "export" else COMMAND_VIEWS.get(args.command, args.command)
+        if view == "rollout" and getattr(args, "flow", False):
+            view = "flow"
+        params = {}
+        if view in VIEWS:
+            params = {k: getattr(args, k) for k in VIEWS[view].params if getattr(args, k, None) is not None}
+        texts = _texts(args)
+        prompts = [texts] if isinstance(texts, str) else texts
     info = recording.info()
     run = RunStore().save(Run(
         id=None, name=vars(args)["save_name"], view=view, model=info.name, fingerprint=info.fingerprint, texts=texts,
-        token_ids=[recording.token_ids(t) for t in ([texts] if isinstance(texts, str) else texts)],
+        token_ids=[recording.token_ids(t) for t in prompts],
         params=params, info=info, calls=recording.calls, note=args.note or ""))
     print(f"saved as run {run.id} ({run.name!r}) in {RunStore().path}", file=sys.stderr)
 
@@ -75,6 +82,12 @@ def cmd_show(args) -> int:
 
     run = RunStore().get(args.id)
     shown = [to_json_dict(r) for r in run.results]
+    if run.view == "suite" and run.results:  # the suite command's --json, made from the saved per-prompt numbers
+        from ..suites.aggregate import aggregate
+        from ..suites.table import suite_json
+
+        result, by = run.results[0], run.params.get("by")
+        shown = [suite_json(result, aggregate(result), aggregate(result, by) if by else None)]
     out = {"id": run.id, "name": run.name, "view": run.view, "model": run.model, "fingerprint": run.fingerprint,
            "texts": run.texts, "token_ids": run.token_ids, "params": run.params, "note": run.note,
            # the command's own --json: its one result (a view drawn from several gives them as a list)
@@ -83,7 +96,11 @@ def cmd_show(args) -> int:
         print(json.dumps(out, ensure_ascii=False))
         return 0
     print(f"run {run.id}: {run.name}\nview {run.view} · model {run.model} · {len(run.results)} result(s)")
-    print(f"texts: {json.dumps(run.texts, ensure_ascii=False)}\noptions: {json.dumps(run.params, ensure_ascii=False)}")
+    if run.view in ("suite", "pair-suite"):  # the suite's JSONL: its size, not every line
+        print(f"suite: {len(run.texts.splitlines())} items (runs show {run.id} --json gives them under texts)")
+    else:
+        print(f"texts: {json.dumps(run.texts, ensure_ascii=False)}")
+    print(f"options: {json.dumps(run.params, ensure_ascii=False)}")
     if run.note:
         print(f"note: {run.note}")
     return 0

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from ..errors import LensError
-from .common import backend, print_json, terminal_progress
+from .common import backend, print_json, save_args, terminal_progress
 
 
 def _suite(args):
@@ -38,41 +38,14 @@ def _write_csv(path: str, header: list[str], rows) -> None:
     print(f"wrote {path}", file=sys.stderr)
 
 
-def _num(x) -> str:
-    """A CSV cell: NaN as an empty cell."""
-    x = float(x)
-    return "" if x != x else repr(x)
-
-
 # ---------------------------------------------------------------- the lens over a suite
-
-def lens_json(result, overall) -> dict:
-    """The command's JSON: ``per_prompt`` (every row's numbers, emb first), ``aggregate`` (every prompt) and,
-    when grouped, ``groups`` (one aggregate per value of the label column)."""
-    from ..serialize import plain, to_json_dict
-
-    per_prompt = []
-    for i, prompt in enumerate(result.prompts):
-        entry = {"prompt": prompt, "where": result.where[i], "position": result.positions[i],
-                 "target": result.targets[i], "target_given": result.target_given[i], "foil": result.foils[i],
-                 "final_prediction": result.final_prediction[i], "correct": bool(result.correct[i]),
-                 "exit_layer": result.exit_layer[i], "labels": {c: v[i] for c, v in result.labels.items()},
-                 "target_prob": result.target_prob[i], "target_rank": result.target_rank[i],
-                 "target_logprob": result.target_logprob[i], "kl_to_final": result.kl_to_final[i],
-                 "top1": result.top1_tokens[i], "top1_prob": result.top1_prob[i]}
-        if result.foils[i] is not None:
-            entry["logit_diff"] = result.logit_diff[i]
-        per_prompt.append(plain(entry))
-    out = {"model": result.model, "lens": result.lens, "suite": result.suite, "layers": result.layers,
-           "per_prompt": per_prompt, "aggregate": to_json_dict(overall[0])}
-    return out
-
 
 def _lens(args, suite) -> int:
     from ..model.tokens import visible
     from ..options import FitOptions
     from ..suites.aggregate import aggregate
     from ..suites.options import SuiteOptions
+    from ..suites.table import lens_csv, suite_json
 
     options = SuiteOptions(lens=args.lens)
     options.check()  # before the model loads
@@ -86,28 +59,10 @@ def _lens(args, suite) -> int:
     overall = aggregate(result, None, args.resamples, args.seed)
     groups = aggregate(result, args.by, args.resamples, args.seed) if args.by else None
     if args.csv:
-        cols = list(result.labels)
-        header = ["index", "where", "prompt", "target", "foil", "position", *cols, "final_prediction", "correct",
-                  "exit_layer", "layer", "target_prob", "target_logprob", "target_rank", "kl_to_final",
-                  "logit_diff", "top1", "top1_prob"]
-        rows = []
-        for i, prompt in enumerate(result.prompts):
-            ex = result.exit_layer[i]
-            for r, layer in enumerate(result.layers):
-                rows.append([i, result.where[i], prompt, result.targets[i], result.foils[i] or "",
-                             result.positions[i], *[result.labels[c][i] for c in cols], result.final_prediction[i],
-                             int(result.correct[i]), "" if ex is None else result.layers[ex], layer,
-                             _num(result.target_prob[i, r]), _num(result.target_logprob[i, r]),
-                             int(result.target_rank[i, r]), _num(result.kl_to_final[i, r]),
-                             _num(result.logit_diff[i, r]), result.top1_tokens[i][r], _num(result.top1_prob[i, r])])
+        header, rows = lens_csv(result)
         _write_csv(args.csv, header, rows)
     if args.json:
-        out = lens_json(result, overall)
-        if groups is not None:
-            from ..serialize import to_json_dict
-
-            out["groups"] = [to_json_dict(g) for g in groups]
-        print(json.dumps(out, ensure_ascii=False))
+        print(json.dumps(suite_json(result, overall, groups), ensure_ascii=False))
         return 0
     a = overall[0]
     right = (f"the final answer is the target for {a.n_correct} of {a.n_targets} ({a.accuracy:.0%})" if a.n_targets
@@ -140,6 +95,7 @@ def _lens(args, suite) -> int:
 def _pairs(args, suite) -> int:
     from ..model.tokens import visible
     from ..suites.options import PairSuiteOptions
+    from ..suites.table import pairs_csv
 
     options = PairSuiteOptions(site=args.site or "resid")
     options.check()
@@ -147,11 +103,7 @@ def _pairs(args, suite) -> int:
     result = b.patch_suite(suite, options, progress=None if args.json else terminal_progress)
     terminal_progress.close()
     if args.csv:
-        header = ["pair", "where", "clean", "corrupt", "target", "foil", "layer", "column", "patch"]
-        rows = [[p, result.where[p], result.clean[p], result.corrupt[p], result.targets[p], result.foils[p] or "",
-                 layer, col, _num(result.grids[p, r, c])]
-                for p in range(len(result.clean)) for r, layer in enumerate(result.layers)
-                for c, col in enumerate(result.columns) if result.grids[p, r, c] == result.grids[p, r, c]]
+        header, rows = pairs_csv(result)
         _write_csv(args.csv, header, rows)
     if args.json:
         return print_json(result)
@@ -175,12 +127,15 @@ def cmd_suite(args) -> int:
     if args.pairs_file is not None or (args.example is not None and args.site is not None):
         if args.by:
             raise LensError("--by groups a lens suite's prompts; a patching suite is averaged over every pair")
+        # What --save keeps: the Prompt suites page's view of it, with the suite itself as JSONL.
+        args.saved_view = ("pair-suite", suite.to_jsonl(), {"suite": suite.name, "site": args.site or "resid"})
         return _pairs(args, suite)
     if args.site is not None:
         raise LensError("--site goes with --pairs-file (or --example with pairs): it says what to patch")
     if args.by is not None and args.by not in suite.columns:  # before the model loads
         raise LensError(f"the suite has no column {args.by!r} to group by (its label columns: "
                         f"{', '.join(suite.columns) or 'none'})")
+    args.saved_view = ("suite", suite.to_jsonl(), {"suite": suite.name, "lens": args.lens, "by": args.by})
     return _lens(args, suite)
 
 
@@ -215,6 +170,5 @@ def register(sub) -> None:
     p.add_argument("--remote", action="store_true", help="with --backend nnsight: run on NDIF")
     p.add_argument("--no-cache", action="store_true", help="neither read nor write cached results")
     p.add_argument("--trust-remote-code", action="store_true", help="allow a hub model's own Python code to run")
-    # No --save (a saved run reopens a page's view; suites have none yet). Set explicitly: nnsight, once imported,
-    # gives every object a ``save`` method, which ``getattr(args, "save", None)`` in main would take for a name.
-    p.set_defaults(func=cmd_suite, save=None, note=None)
+    save_args(p)
+    p.set_defaults(func=cmd_suite)

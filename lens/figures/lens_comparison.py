@@ -4,10 +4,11 @@ from __future__ import annotations
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from ..options import LENS_LABELS
 from ..results import LensComparison
 
-LENS_COLOURS = {"logit": "#7f7f7f", "linear": "#2f6db5", "tuned": "#d1495b"}
-LENS_NAMES = {"logit": "logit lens", "linear": "linear shortcut", "tuned": "tuned lens"}
+LENS_COLOURS = {"logit": "#7f7f7f", "linear": "#2f6db5", "tuned": "#d1495b", "jacobian": "#2a9d5c"}
+LENS_NAMES = LENS_LABELS  # every lens kind, named as the lens page names it
 
 
 def row_labels(layers: list[str]) -> list[str]:

@@ -106,7 +106,7 @@ def _hover(result: LogitLensResult, rows: list[int], cols: list[int]) -> tuple[l
     return data, template
 
 
-LENS_TITLES = {"logit": "Logit lens", "linear": "Linear-shortcut lens", "tuned": "Tuned lens"}
+LENS_TITLES = {"logit": "Logit lens", "linear": "Linear-shortcut lens", "tuned": "Tuned lens", "jacobian": "Jacobian lens"}
 
 
 def logit_lens_figure(result: LogitLensResult, metric: str = "probability", stride: int = 1,

@@ -13,11 +13,17 @@ def save_view(store: RunStore, backend, view: str, texts, params: dict, name: st
     """Draw view ``view`` (results come from the backend's cache when it was just shown) and save what it
     asked of the backend as a new run; the run, with its id."""
     from ..views import render_view
+    from ..views.entry import SUITE
 
     recording = RecordingBackend(backend)
     rendered = render_view(recording, view, texts, **params)
     info = backend.info()
-    text_list = [texts] if isinstance(texts, str) else list(texts)
+    if rendered.view.reads == SUITE:  # the suite's JSONL: its prompts are what the model read
+        from ..views.suites import suite_prompts
+
+        text_list = suite_prompts(texts)
+    else:
+        text_list = [texts] if isinstance(texts, str) else list(texts)
     token_ids = [backend.token_ids(t) for t in text_list]
     return store.save(Run(
         id=None, name=name or _default_name(rendered.view.title, text_list), view=view, model=info.name,
@@ -34,4 +40,5 @@ def open_view(run: Run):
 
 def _default_name(title: str, texts: list[str]) -> str:
     first = " ".join(texts[0].split())
-    return f"{title}: {first[:40]}{'…' if len(first) > 40 else ''}"
+    more = f" (+{len(texts) - 1})" if len(texts) > 2 else ""  # a suite: its first prompt and how many more
+    return f"{title}: {first[:40]}{'…' if len(first) > 40 else ''}{more}"

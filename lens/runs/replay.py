@@ -11,7 +11,7 @@ from ..errors import LensError
 RECORDED = ("tokenize", "logit_lens", "lens_fits", "lens_comparison", "latent_language", "generate",
             "generation_lens", "generation_attention", "projection", "geometry", "rollout", "attention_flow",
             "head_patterns", "head_summary", "contributions", "route_graph", "node_detail", "patch", "patched_lens",
-            "ablated_lens")
+            "ablated_lens", "lens_suite", "patch_suite")
 
 
 class RecordingBackend:

@@ -11,7 +11,7 @@ from ..options import PATCH_SITES, check_lens
 class SuiteOptions:
     """The lens of every prompt of a suite at one position each (the last unless an item names one)."""
 
-    lens: str = "logit"  # logit | linear | tuned (a fitted lens must exist: see Backend.fit_lens)
+    lens: str = "logit"  # logit | linear | tuned | jacobian (a fitted or imported lens must exist: Backend.fit_lens)
 
     def check(self) -> None:
         check_lens(self.lens)

@@ -12,7 +12,7 @@ class SuiteLensResult:
     """The lens of every prompt of a suite at one position each: per prompt (first axis) and lens row."""
 
     model: str
-    lens: str  # logit | linear | tuned
+    lens: str  # logit | linear | tuned | jacobian
     suite: str  # the suite's name
     layers: list[str]  # [R] "emb", "1", …, "L"
     prompts: list[str]  # [N]

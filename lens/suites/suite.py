@@ -178,8 +178,9 @@ def jsonl_rows(text: str, name: str) -> list[tuple[str, dict]]:
     return rows
 
 
-def csv_rows(text: str, name: str) -> list[tuple[str, dict]]:
-    """(where, row) per data row of CSV ``text`` (a header row first)."""
+def csv_rows(text: str, name: str, need_prompt: bool = True) -> list[tuple[str, dict]]:
+    """(where, row) per data row of CSV ``text`` (a header row first); ``need_prompt``: a header without a
+    ``prompt`` column (nor ``clean`` and ``corrupt``) is an error."""
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
         header = next(reader, None)
@@ -200,7 +201,7 @@ def csv_rows(text: str, name: str) -> list[tuple[str, dict]]:
             rows.append((where, dict(zip(header, cells))))
     except csv.Error as exc:
         raise LensError(f"{name} line {reader.line_num} is not valid CSV ({exc})") from None
-    if rows and "prompt" not in header and not {"clean", "corrupt"} <= set(header):
+    if need_prompt and rows and "prompt" not in header and not {"clean", "corrupt"} <= set(header):
         raise LensError(f"{name} has no 'prompt' column (nor 'clean' and 'corrupt'): its columns are "
                         f"{', '.join(header)}")
     return rows
@@ -246,18 +247,48 @@ def read_text(path: str | Path) -> str:
         raise LensError(f"cannot read {path}: {exc.strerror or exc}") from None
 
 
+SUFFIXES = (".jsonl", ".csv", ".txt")
+
+
+def _parser(file_name: str):
+    parse = {".jsonl": parse_jsonl, ".csv": parse_csv, ".txt": parse_lines}.get(Path(file_name).suffix.lower())
+    if parse is None:
+        raise LensError(f"{file_name}: a suite file ends in .jsonl (one JSON object a line), .csv (a header row, "
+                        "then one prompt a row) or .txt (one prompt a line)")
+    return parse
+
+
 def read_suite(path: str | Path, name: str | None = None) -> Suite:
     """A suite file: ``.jsonl``, ``.csv``, or ``.txt`` (one prompt per line)."""
     p = Path(path)
-    suffix = p.suffix.lower()
-    parse = {".jsonl": parse_jsonl, ".csv": parse_csv, ".txt": parse_lines}.get(suffix)
-    if parse is None:
-        raise LensError(f"{p.name}: a suite file ends in .jsonl (one JSON object a line), .csv (a header row, "
-                        "then one prompt a row) or .txt (one prompt a line)")
+    parse = _parser(p.name)
     text = read_text(p)
     if not text.strip():
         raise LensError(f"{p.name} is empty: no prompts")
     return parse(text, name or p.name)
+
+
+def suite_from_bytes(data: bytes, file_name: str) -> Suite:
+    """An uploaded suite file, read as ``read_suite`` reads one from disk (its name says its format)."""
+    parse = _parser(file_name)
+    if len(data) > MAX_FILE_BYTES:
+        raise LensError(f"{file_name} is {len(data) / 1e6:.1f} MB; a suite file may hold at most "
+                        f"{MAX_FILE_BYTES / 1e6:.0f} MB")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise LensError(f"cannot read {file_name}: it is not UTF-8 text") from None
+    if not text.strip():
+        raise LensError(f"{file_name} is empty: no prompts")
+    return parse(text, file_name)
+
+
+def fillers_from_csv(text: str, name: str = "fillers") -> list[dict]:
+    """A template's table of fillers written as CSV: a header row naming the slots (and ``target``, ``foil``,
+    label columns), then one row per prompt."""
+    if not text.strip():
+        raise LensError(f"{name}: the table of fillers is empty: give a header row, then one row per prompt")
+    return [row for _, row in csv_rows(text, name, need_prompt=False)]
 
 
 # ---------------------------------------------------------------- templates and counterfactual pairs

@@ -21,8 +21,8 @@ CAUSE_EFFECT = "Cause & effect"
 RESEARCH = "Research"
 SECTIONS = (LEARN, READ_LAYERS, GEOMETRY, ATTENTION, CAUSE_EFFECT, RESEARCH)
 
-# What a view reads: one prompt, one prompt or a list of texts (a corpus), or two prompts.
-PROMPT, TEXTS, TWO_PROMPTS = "prompt", "prompt or texts", "two prompts"
+# What a view reads: one prompt, one prompt or a list of texts (a corpus), two prompts, or a suite (its JSONL).
+PROMPT, TEXTS, TWO_PROMPTS, SUITE = "prompt", "prompt or texts", "two prompts", "suite"
 
 
 class Drawn(NamedTuple):

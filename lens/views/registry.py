@@ -12,8 +12,8 @@ from typing import Sequence
 
 from ..backend import Backend
 from ..errors import LensError
-from . import attention, generate, logit_lens, patching, projection
-from .entry import LEARN, PROMPT, RESEARCH, SECTIONS, TWO_PROMPTS, Page, View
+from . import attention, generate, logit_lens, patching, projection, suites
+from .entry import LEARN, PROMPT, RESEARCH, SECTIONS, SUITE, TWO_PROMPTS, Page, View
 
 TOUR = Page("tour", "Guided tour", ":material/tour:", "nine short stories about what the layers do, one screen each",
             LEARN)  # its stories are lens/tour.py's steps
@@ -32,8 +32,8 @@ the options, the numbers behind the chart, and your note. Save one with **Save r
 
 # The order of the home page's list, and of the pages within a sidebar section.
 PAGES: dict[str, Page] = {p.path: p for p in (
-    TOUR, logit_lens.PAGE, projection.PAGE, attention.PAGE, generate.PAGE, patching.PAGE, RUNS)}
-VIEWS: dict[str, View] = {v.name: v for module in (logit_lens, generate, attention, projection, patching)
+    TOUR, logit_lens.PAGE, projection.PAGE, attention.PAGE, generate.PAGE, patching.PAGE, suites.PAGE, RUNS)}
+VIEWS: dict[str, View] = {v.name: v for module in (logit_lens, generate, attention, projection, patching, suites)
                           for v in module.VIEWS}
 
 
@@ -88,6 +88,8 @@ def render_view(backend: Backend, name: str, texts: str | Sequence[str], **given
     corpus = not isinstance(texts, str)
     if corpus and view.reads == PROMPT:
         raise LensError(f"the {name} view takes one prompt, not a list of texts")
+    if view.reads == SUITE and corpus:
+        raise LensError(f"the {name} view takes a suite as JSONL text (Suite.to_jsonl()), not a list")
     if view.reads == TWO_PROMPTS and (not corpus or len(texts) != 2):
         raise LensError(f"the {name} view takes two prompts: the clean one and the corrupted one")
     texts = list(texts) if corpus else texts
