@@ -174,7 +174,10 @@ if result is not None:
             st.caption(f"{marks[:1].upper()}{marks[1:]}.")
     else:
         chart(fig, key="projection",
-              export={"view": "projection", "numbers": result, "texts": inputs, "model": info.name})
+              export={"view": "projection", "numbers": result, "texts": inputs, "model": info.name,
+                      "params": {"method": method, "dims": int(dims), "color_by": color_by, "word": word or None,
+                                 "mode": mode, "rows": [rows[0], rows[-1]] if rows else None,
+                                 "skip_first": skip_first, "skip_special": skip_special, "rms_scale": rms_scale}})
         st.caption(
             f"{info.name} · {len(result.tokens)} tokens"
             + (f" from {result.n_texts} sentences" if result.n_texts > 1 else "")
@@ -203,7 +206,9 @@ def sense_chart(inputs, word: str, gopts: GeometryOptions, key: str, height: int
     fig = sense_figure(s)
     if height:
         fig.update_layout(height=height)
-    chart(fig, key=key, where=where, export={"view": "geometry", "numbers": s, "texts": inputs, "model": info.name})
+    chart(fig, key=key, where=where, export={
+        "view": "geometry", "numbers": s, "texts": inputs, "model": info.name,
+        "params": {"word": word, "metric": SENSES, "skip_first": gopts.skip_first, "skip_special": gopts.skip_special}})
     if explain:
         where.caption(f"Mean cosine between two “{s.word}”s of the same sense ({', '.join(dict.fromkeys(s.senses))}) "
                       "and of different senses, layer by layer: a gap means the context has pulled the senses "
@@ -238,7 +243,9 @@ def geometry_section(inputs, skip_first: bool, skip_special: bool, word: str | N
         sense_chart(inputs, shown.word, gopts, "metric-senses", where=st.columns([3, 2])[0])
     c1, c2 = st.columns([3, 2])
     chart(layer_similarity_figure(shown), key="layer-similarity", where=c1,
-          export={"view": "geometry", "numbers": shown, "texts": inputs, "model": backend.info().name})
+          export={"view": "geometry", "numbers": shown, "texts": inputs, "model": backend.info().name,
+                  "params": {"word": shown.word or None, "metric": "layer_similarity", "skip_first": gopts.skip_first,
+                             "skip_special": gopts.skip_special}})
     c2.markdown(EXPLANATIONS["layer_similarity"][1])
     c2.caption("Each cell is the mean over tokens of the cosine between the token's vector at the two layers "
                "(raw residual stream, no scaling). Compare with the trajectories above: long flat stretches "

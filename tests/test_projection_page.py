@@ -1,7 +1,9 @@
 """The projection page, run in-process with Streamlit's AppTest on the bundled model."""
+import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 from streamlit.testing.v1 import AppTest
 
 from plotly_json import array, charts
@@ -154,3 +156,72 @@ def test_link_values_the_boxes_cannot_take_are_named():
     assert titles(at)[0].startswith("Token trajectories")
     at = run(PROMPT, geometry=False, source="Corpus", color="text")
     assert not any(c.value.startswith("ℹ️ Not used") for c in at.caption)
+
+
+# ---------------------------------------------------------------- Save run and code under every chart
+TINY = "tiny-llama"
+
+
+@pytest.fixture()
+def saving(tmp_path, monkeypatch):
+    """Runs saved in a file of the test's own; the tiny model offered in the sidebar's box."""
+    from saved_views import offer_in_model_box
+
+    monkeypatch.setenv("LAYERLENS_RUNS", str(tmp_path / "runs.sqlite"))
+    offer_in_model_box(monkeypatch, TINY)
+
+
+def keyed(at: AppTest) -> dict[str, dict]:
+    return {c.key: json.loads(c.proto.spec) for c in at.get("plotly_chart")}
+
+
+def fresh(model: str):
+    """A backend of the test's own: a view drawn again from the saved options shares nothing with the page's."""
+    from lens.engine_backend import local_backend
+
+    return local_backend(load_model(model), None)
+
+
+def test_projection_and_geometry_saved_with_every_option_shown(saving):
+    from saved_views import check_saved
+
+    at = AppTest.from_file(APP, default_timeout=300)
+    at.switch_page(PAGE)
+    at.query_params.update(model=TINY, prompt="the cat sat on the mat", geometry="true", word="t", dims="3",
+                           color="position", skip_first="false", skip_special="false", rms="false")
+    at.query_params["rows"] = ["L1", "L2"]
+    at.run()
+    assert not at.exception and not at.error, (at.exception, [e.value for e in at.error])
+    assert {"Python script (prints the numbers)", "Jupyter notebook"} <= {
+        b.proto.label for b in at.get("download_button")}
+    shown, backend = keyed(at), fresh(TINY)
+    run = check_saved(at, "projection", shown["projection"], backend, "projection")
+    assert {k: run.params[k] for k in ("dims", "color_by", "word", "mode", "rows", "skip_first", "skip_special",
+                                       "rms_scale")} == {
+        "dims": 3, "color_by": "position", "word": "t", "mode": "joint", "rows": [1, 2], "skip_first": False,
+        "skip_special": False, "rms_scale": False}
+    run = check_saved(at, "layer-similarity", shown["layer-similarity"], backend, "geometry")
+    assert (run.params["word"], run.params["metric"], run.params["skip_first"]) == ("t", "layer_similarity", False)
+
+
+def test_a_corpus_laid_out_layer_by_layer_saved_as_shown(saving):
+    from saved_views import check_saved
+
+    at = run("unused", geometry=False, model=TINY, source="Corpus", corpus="the cat sat\nthe dog sat on it",
+             mode="Layer by layer")
+    assert not at.error, [e.value for e in at.error]
+    shown = keyed(at)["projection"]
+    assert len(shown["frames"]) == 4  # emb and 3 layers, every frame compared
+    run_ = check_saved(at, "projection", shown, fresh(TINY), "projection")
+    assert run_.texts == ["the cat sat", "the dog sat on it"] and run_.params["mode"] == "aligned"
+
+
+def test_the_senses_of_a_shipped_corpus_saved_as_shown(tmp_path, monkeypatch):
+    """The bundled model: the word of the shipped corpus is one token of its vocabulary."""
+    from saved_views import check_saved
+
+    monkeypatch.setenv("LAYERLENS_RUNS", str(tmp_path / "runs.sqlite"))
+    at = run("unused", source="Corpus", skip_special="false")
+    shown = keyed(at)["metric-senses"]
+    run_ = check_saved(at, "metric-senses", shown, fresh("smollm2-135m"), "geometry")
+    assert (run_.params["metric"], run_.params["word"], run_.params["skip_special"]) == ("senses", "bank", False)
