@@ -104,6 +104,8 @@ class _Placement:
         for name in self.read:
             if Site.kind_of(name) == "block":
                 raise LensError(f"{name} is a whole block: read resid_post.{name.split('.')[1]} instead")
+            if Site.kind_of(name) == "attn_mask":
+                raise LensError(f"{name} can be written, not read")
         for name in self.write:
             if Site.kind_of(name) in ("attn_pattern", "value"):
                 raise LensError(f"{name} can be read, not written")
@@ -153,6 +155,8 @@ class _Placement:
             sites = sorted(sites, key=lambda s: 0 if s[0].kind == "block" else 1)
             if side == "input":
                 handles.append(module.register_forward_pre_hook(self._pre(sites), with_kwargs=True))
+            elif side == "mask":
+                handles.append(module.register_forward_pre_hook(self._mask(sites), with_kwargs=True))
             else:
                 handles.append(module.register_forward_hook(self._post(sites, a), with_kwargs=True))
         return handles
@@ -167,6 +171,35 @@ class _Placement:
             if x is x0:
                 return None
             return ((x, *args[1:]), kwargs) if args else (args, {**kwargs, "hidden_states": x})
+        return hook
+
+    def _mask(self, sites):
+        """``attn_mask.l``: the edit gets the mask the attention module was called with as a boolean [B or 1, 1, T, T]
+        (True: the query row may read the key column; no mask: causal) and returns one; the module then gets it as an
+        additive mask (0, or the dtype's lowest number: the score's weight after the softmax is 0), which eager and
+        SDPA attention both read. A mask returned unchanged (the same object) leaves the call as it was."""
+        implementation = getattr(self.engine.model.config, "_attn_implementation", None)
+
+        def hook(module, args, kwargs):
+            if implementation not in ("eager", "sdpa"):
+                raise LensError(f"attention masks are edited under eager or SDPA attention, not {implementation}")
+            hidden = args[0] if args else kwargs["hidden_states"]
+            T = hidden.shape[1]
+            given, put = _mask_argument(module, args, kwargs)
+            if given is None:
+                allowed = torch.ones(T, T, dtype=torch.bool, device=hidden.device)
+                allowed = (allowed.tril() if self.engine.adapter.is_causal else allowed)[None, None]
+            elif given.dtype == torch.bool:
+                allowed = given[..., :T, :T]
+            else:  # additive: 0 where allowed, a large negative number where not
+                allowed = given[..., :T, :T] > torch.finfo(given.dtype).min / 2
+            x = allowed
+            for site, _ in sites:
+                x = self.write[site.name](x, SiteCall(site))
+            if x is allowed:
+                return None
+            additive = torch.zeros(x.shape, dtype=hidden.dtype, device=hidden.device)
+            return put(additive.masked_fill(~x.bool(), torch.finfo(hidden.dtype).min))
         return hook
 
     def _post(self, sites, adapter: Adapter):
@@ -194,6 +227,16 @@ class _Placement:
                 self._keep(site.name, self._as_bt(x, loc))
             return None if x is x0 else _replace_first(out, x)
         return hook
+
+
+def _mask_argument(module, args, kwargs):
+    """The attention mask a module is called with, and a function giving the hook's return value with another."""
+    if "attention_mask" not in kwargs:
+        names = [n for n in inspect.signature(module.forward).parameters]
+        i = names.index("attention_mask") if "attention_mask" in names else None
+        if i is not None and i < len(args):
+            return args[i], lambda m: ((*args[:i], m, *args[i + 1:]), kwargs)
+    return kwargs.get("attention_mask"), lambda m: (args, {**kwargs, "attention_mask": m})
 
 
 def _keeps_some_logits(model) -> bool:

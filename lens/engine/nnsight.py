@@ -95,6 +95,9 @@ class NnsightEngine:
             loc = locate(site, a)
             if site.kind == "block" and name in writes:
                 raise LensError(f"whole-block edits ({name}) are not available {self.capabilities.where}")
+            if site.kind == "attn_mask":
+                raise LensError(f"attention-mask edits ({name}) are not available {self.capabilities.where}: "
+                                "use --backend local")
             rd, ed = reads.get(name), writes.get(name)
             step = plan.setdefault((id(loc.module), loc.side), (self._env(loc.module), loc.side, []))
             step[2].append((site.kind, name, loc.flat, None if rd is None else rd.positions,

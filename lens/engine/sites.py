@@ -14,6 +14,10 @@ site               what it holds                                               s
                    projection mixes them (head h: columns h·hd … (h+1)·hd)
 ``mlp_act.l``      block l's MLP neurons (the down projection's input)         [B, T, N]
 ``attn_pattern.l`` block l's attention weights (read only; eager attention)    [B, H, T, T]
+``attn_mask.l``    block l's attention mask (write only): True where a query   [B, 1, T, T] bool
+                   row may read a key column; the edit returns such a mask
+                   ([B, 1 or H, T, T]), applied before the softmax (eager or
+                   SDPA attention): an edge set False is knocked out
 ``value.l``        block l's value vectors (read only)                         [B, T, KV, head_dim]
 ``block.l``        block l as a whole (write only: the edit gets the block's   [B, T, d]
                    output and may return its input, or another block's output)
@@ -33,13 +37,13 @@ from ..errors import LensError
 from ..model.adapters import Adapter
 
 PER_BLOCK = ("resid_pre", "resid_post", "attn_out", "mlp_out", "head_out", "mlp_act", "attn_pattern", "value",
-             "block")
+             "block", "attn_mask")
 WHOLE_MODEL = ("final_norm", "logits")
 READ_ONLY = ("attn_pattern", "value")
-WRITE_ONLY = ("block",)
+WRITE_ONLY = ("block", "attn_mask")
 # Within one block, the order in which the model computes the sites (engines that must read in
 # execution order, such as nnsight's, visit them so).
-ORDER = {"resid_pre": 0, "value": 1, "head_out": 2, "attn_pattern": 3, "attn_out": 4, "mlp_act": 5, "mlp_out": 6,
+ORDER = {"resid_pre": 0, "attn_mask": 1, "value": 1, "head_out": 2, "attn_pattern": 3, "attn_out": 4, "mlp_act": 5, "mlp_out": 6,
          "resid_post": 7, "block": 8}
 
 
@@ -100,7 +104,7 @@ class Location:
     """Where a site's activation is: ``module``'s first input (``side="input"``) or first output."""
 
     module: object
-    side: str  # input | output
+    side: str  # input | output | mask (the attention mask the module is called with)
     flat: bool = False  # the module works on [B·T, *] (OPT's MLP): reshape to [B, T, *] around it
 
 
@@ -119,6 +123,8 @@ def locate(site: Site, adapter: Adapter) -> Location:
         return Location(a.attn_write[i] if kind == "attn_out" else a.mlp_write[i], "output", flat=kind == "mlp_out")
     if kind == "attn_pattern":
         return Location(a.attn[i], "output")
+    if kind == "attn_mask":
+        return Location(a.attn[i], "mask")
     if kind in ("head_out", "mlp_act", "value"):
         mods = {"head_out": a.out_proj, "mlp_act": a.down_proj, "value": a.value_proj}[kind]
         if not mods:
