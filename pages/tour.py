@@ -164,7 +164,8 @@ for i, (where, view, shown) in enumerate(zip(cols, views, shows)):
                            config=PLOT_CONFIG, theme=None)
     else:
         chart(fig, key=f"tour-{n}-{i}", where=where, share=1 / len(views),
-              export={"view": shown.view, "numbers": view.results, "texts": view.texts, "model": model})
+              export={"view": shown.view, "numbers": view.results, "texts": view.texts, "model": model,
+                      "params": view.params})  # the step's options, its defaults filled in: Save run, code
 
 if fact:
     st.markdown(f"**{fact}**")

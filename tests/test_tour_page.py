@@ -1,6 +1,7 @@
 """The tour page in-process (Streamlit's AppTest): steps from the URL (and a note when the URL's step is odd),
 a speaker's own prompt that the chart, the notice, the URL and the links follow, the reset, no "Try it" where
 the chart does not read the prompt, and the exports: an Export menu per chart and the handout."""
+import json
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
@@ -107,3 +108,27 @@ def test_exports_and_the_handout():
     assert 1 < size < 50 and button.proto.url  # the file is there to download, its size stated
     assert all(link["present"] == "1" for link in links(open_step("3", present="1")))
     assert not buttons(open_step("3", present="1"), "download_button")  # a projector shows no downloads
+
+
+def test_every_steps_chart_is_saved_with_its_view_and_options(tmp_path, monkeypatch):
+    """Save run under each chart of each step: the run is the step's view with the step's options, drawn again
+    from them (on the results the page computed: the test session's cache) and reopened, the page's chart."""
+    from lens.cache import ResultCache
+    from lens.engine_backend import local_backend
+    from lens.model.loading import load_model
+    from lens.model.registry import DEFAULT_MODEL, default_cache_root
+    from lens.tour import chart_params
+    from saved_views import check_saved
+
+    monkeypatch.setenv("LAYERLENS_RUNS", str(tmp_path / "runs.sqlite"))
+    backend = local_backend(load_model(DEFAULT_MODEL), ResultCache(default_cache_root() / "results"))
+    code = {"Python script (prints the numbers)", "Jupyter notebook"}
+    for n, step in enumerate(STEPS, 1):
+        at = open_step(str(n))
+        assert code <= set(buttons(at, "download_button")), n
+        shown = {c.key: json.loads(c.proto.spec) for c in at.get("plotly_chart")}
+        for i, s in enumerate(step.shows):
+            # The tour retitles its charts (the view's own title is compared on the other pages).
+            run = check_saved(at, f"tour-{n}-{i}", shown[f"tour-{n}-{i}"], backend, s.view, titled=False)
+            assert run.params == chart_params(s), (n, i)
+            assert run.texts == (list(s.texts) if isinstance(s.texts, tuple) else s.texts), (n, i)
