@@ -98,6 +98,7 @@ class _Placement:
         L = a.n_layers
         self.reads: dict[str, torch.Tensor] = {}
         self.live: dict[str, torch.Tensor] = {}
+        self.live_shape: dict[str, torch.Size] = {}
         self.keep_live = keep_live
         self.read = {parse(k, L).name: (v if isinstance(v, Read) else Read(positions=v)) for k, v in (read or {}).items()}
         self.write = {parse(k, L).name: v for k, v in (write or {}).items()}
@@ -122,12 +123,15 @@ class _Placement:
     def _as_bt(self, x: torch.Tensor, loc: Location) -> torch.Tensor:
         return x.reshape(self.B, -1, x.shape[-1]) if loc.flat else x
 
-    def _keep(self, name: str, x: torch.Tensor) -> None:
+    def _keep(self, name: str, x: torch.Tensor, live: torch.Tensor | None = None) -> None:
         spec = self.read.get(name)
         if spec is None:
             return
         if self.keep_live:
-            self.live[name] = x
+            # The tensor the model goes on with (a flat site's [B·T, *], not a reshaped view of it, whose
+            # gradient would be zero), and the shape its gradient is given in.
+            self.live[name] = x if live is None else live
+            self.live_shape[name] = x.shape
         y = x if spec.positions is None else x[:, spec.positions]
         y = y.detach()
         if spec.map is not None:
@@ -167,7 +171,7 @@ class _Placement:
             x = x0
             for site, loc in sites:
                 x = self._apply(site, loc, x, SiteCall(site))
-                self._keep(site.name, self._as_bt(x, loc))
+                self._keep(site.name, self._as_bt(x, loc), live=x)
             if x is x0:
                 return None
             return ((x, *args[1:]), kwargs) if args else (args, {**kwargs, "hidden_states": x})
@@ -224,7 +228,7 @@ class _Placement:
                     call = SiteCall(site, input=hidden, run_block=lambda layer, args=args, kwargs=kwargs:
                                     first(adapter.blocks[layer - 1].forward(*args, **kwargs)))  # .forward: no hooks
                 x = self._apply(site, loc, x, call)
-                self._keep(site.name, self._as_bt(x, loc))
+                self._keep(site.name, self._as_bt(x, loc), live=x)
             return None if x is x0 else _replace_first(out, x)
         return hook
 
@@ -314,6 +318,7 @@ class HookEngine:
                 grads = torch.autograd.grad(m, [place.live[n] for n in names], allow_unused=True)
                 for n, g in zip(names, grads):
                     g = torch.zeros_like(place.live[n]) if g is None else g
+                    g = g.reshape(place.live_shape[n])
                     pos = place.read[n].positions
                     result.grads[n] = (g if pos is None else g[:, pos]).detach().float()
                 result.metric = float(m.detach())

@@ -8,6 +8,11 @@ site               what it holds                                               s
 ``resid_pre.l``    the residual stream entering block l (``resid_pre.1``:      [B, T, d]
                    the embeddings; lens row l − 1)
 ``resid_post.l``   the residual stream leaving block l (lens row l)            [B, T, d]
+``attn_in.l``      what block l's attention reads: its norm's input (the       [B, T, d]
+                   stream entering block l as a tensor of its own, so an
+                   edit reaches the attention only, not the skip past it)
+``mlp_in.l``       what block l's MLP reads: its norm's input (the stream      [B, T, d]
+                   after attention; an edit reaches the MLP only)
 ``attn_out.l``     what block l's attention adds to the residual stream        [B, T, d]
 ``mlp_out.l``      what block l's MLP adds to the residual stream              [B, T, d]
 ``head_out.l``     every head's output of block l, before the output           [B, T, H·head_dim]
@@ -45,6 +50,9 @@ WRITE_ONLY = ("block", "attn_mask")
 # execution order, such as nnsight's, visit them so).
 ORDER = {"resid_pre": 0, "attn_mask": 1, "value": 1, "head_out": 2, "attn_pattern": 3, "attn_out": 4, "mlp_act": 5, "mlp_out": 6,
          "resid_post": 7, "block": 8}
+# Each sub-block's own input, at its norm's call (circuits give each reader an input of its own).
+PER_BLOCK += ("attn_in", "mlp_in")
+ORDER.update(attn_in=0.5, mlp_in=4.5)
 
 
 @dataclass(frozen=True)
@@ -121,6 +129,13 @@ def locate(site: Site, adapter: Adapter) -> Location:
             raise LensError(f"{a.model_type} normalises after each sub-block (post-LN): its attention and MLP "
                             "outputs are not additive writes to a residual stream")
         return Location(a.attn_write[i] if kind == "attn_out" else a.mlp_write[i], "output", flat=kind == "mlp_out")
+    if kind in ("attn_in", "mlp_in"):
+        norm = (a.attn_norm if kind == "attn_in" else a.mlp_norm)[i]
+        # A norm both sub-blocks read (Phi's parallel block) is no input of the attention's own.
+        if norm is None or a.post_ln or a.mlp_norm[i] is None:
+            raise LensError(f"{a.model_type} has no {kind.replace('_', ' ')} site: its attention and MLP read "
+                            "no norm each of their own")
+        return Location(norm, "input", flat=kind == "mlp_in")
     if kind == "attn_pattern":
         return Location(a.attn[i], "output")
     if kind == "attn_mask":

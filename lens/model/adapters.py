@@ -63,6 +63,7 @@ class Adapter:
     attn_write: list[nn.Module] = field(default_factory=list)
     mlp_write: list[nn.Module] = field(default_factory=list)
     attn_norm: list[nn.Module | None] = field(default_factory=list)
+    mlp_norm: list[nn.Module | None] = field(default_factory=list)
     value_proj: list[nn.Module] = field(default_factory=list)  # empty where routes are unavailable
     out_proj: list[nn.Module] = field(default_factory=list)
     down_proj: list[nn.Module] = field(default_factory=list)
@@ -251,6 +252,7 @@ def adapt(model: nn.Module) -> Adapter:
         adapter.attn_write.append(child(spec.attn_write or spec.attn, "attention output"))
         adapter.mlp_write.append(child(spec.mlp_write or spec.mlp, "MLP output"))
         adapter.attn_norm.append(child(spec.attn_norm, "pre-attention norm") if spec.attn_norm else None)
+        adapter.mlp_norm.append(child(spec.mlp_norm, "pre-MLP norm") if spec.mlp_norm else None)
         if routes:
             adapter.value_proj.append(child(spec.value_proj, "value projection"))
             adapter.out_proj.append(child(spec.out_proj, "attention output projection"))

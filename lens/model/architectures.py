@@ -20,6 +20,9 @@ class ArchSpec:
     attn: str
     mlp: str
     attn_norm: str | None
+    # The norm the MLP reads through (its input is the residual stream after attention): where a tool
+    # gives the MLP an input of its own (circuits' path patching). None: the MLP shares the attention's.
+    mlp_norm: str | None = None
     # Gemma 2/3 normalise each sub-block's output before the residual add: the
     # residual's real write is the output of that norm, not of the attention.
     attn_write: str | None = None
@@ -43,19 +46,19 @@ class ArchSpec:
 
 _LLAMA_LIKE = ArchSpec(
     layers="model.layers", final_norm="model.norm", unembed="lm_head",
-    attn="self_attn", mlp="mlp", attn_norm="input_layernorm",
+    attn="self_attn", mlp="mlp", attn_norm="input_layernorm", mlp_norm="post_attention_layernorm",
     value_proj="self_attn.v_proj", out_proj="self_attn.o_proj", down_proj="mlp.down_proj",
 )
 _GEMMA_SANDWICH = ArchSpec(
     layers="model.layers", final_norm="model.norm", unembed="lm_head",
-    attn="self_attn", mlp="mlp", attn_norm="input_layernorm",
+    attn="self_attn", mlp="mlp", attn_norm="input_layernorm", mlp_norm="pre_feedforward_layernorm",
     attn_write="post_attention_layernorm", mlp_write="post_feedforward_layernorm", norm_offset=1.0,
 )
 
 SPECS: dict[str, ArchSpec] = {
     "gpt2": ArchSpec(
         layers="transformer.h", final_norm="transformer.ln_f", unembed="lm_head",
-        attn="attn", mlp="mlp", attn_norm="ln_1", grouped_kv=False,
+        attn="attn", mlp="mlp", attn_norm="ln_1", mlp_norm="ln_2", grouped_kv=False,
         value_proj="attn.c_attn", value_fused=True, out_proj="attn.c_proj", down_proj="mlp.c_proj",
     ),
     "llama": _LLAMA_LIKE,
@@ -67,11 +70,12 @@ SPECS: dict[str, ArchSpec] = {
     "gemma3_text": _GEMMA_SANDWICH,
     "gpt_neox": ArchSpec(
         layers="gpt_neox.layers", final_norm="gpt_neox.final_layer_norm", unembed="embed_out",
-        attn="attention", mlp="mlp", attn_norm="input_layernorm", parallel_residual=True, grouped_kv=False,
+        attn="attention", mlp="mlp", attn_norm="input_layernorm", mlp_norm="post_attention_layernorm",
+        parallel_residual=True, grouped_kv=False,
     ),
     "opt": ArchSpec(
         layers="model.decoder.layers", final_norm="model.decoder.final_layer_norm",
-        unembed="lm_head", attn="self_attn", mlp="fc2", attn_norm="self_attn_layer_norm",
+        unembed="lm_head", attn="self_attn", mlp="fc2", attn_norm="self_attn_layer_norm", mlp_norm="final_layer_norm",
         project_out="model.decoder.project_out", final_norm_optional=True, grouped_kv=False,
         value_proj="self_attn.v_proj", out_proj="self_attn.out_proj", down_proj="fc2",
     ),
