@@ -1,0 +1,219 @@
+"""Edge attribution patching (EAP; Syed et al. 2023) and the faithfulness of the circuit it keeps, through the engine.
+
+The graph. Writers: the embedding, every head (its write ``z_h · W_O[h]``), every MLP (``mlp_out``).
+Readers: each block's attention (all its heads read one input, ``attn_in.l``, the residual stream at its
+norm: a per-head input would need the queries, keys and values split per head), each block's MLP
+(``mlp_in.l``) and the logits (``resid_post.L``, what the final norm reads). An edge joins a writer to every
+reader computed after it. Because blocks are pre-norm and sequential, a reader's input is the sum of the
+writes before it (plus biases, the same in every run).
+
+Scores. ``score(u→v) = (a_u,clean − a_u,corrupt) · ∂m/∂(input of v)`` on the corrupted run; the gradient at a
+reader's input is the one through that reader only (``attn_in.l`` and ``mlp_in.l`` are tensors of their own,
+not the skip connection's).
+
+Circuit runs (path patching of edges). The clean prompt runs with every reader's input replaced by
+``input_v − Σ_{u→v left out} (a_u − a_u,corrupt)``, ``a_u`` the writer's value in this very run: an edge left
+out carries the corrupted run's value, an edge kept the circuit's own. Every edge kept: the clean run;
+none: the corrupted run (each writer then sees the corrupted input and writes its corrupted value).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..analysis.patching import metric as metric_rows
+from ..errors import LensError
+from .atp import metric_fn
+
+MEMORY = 256 * 2 ** 20  # bytes of writers' differences one batch of circuit runs may hold
+
+
+class Graph:
+    """The writers, readers and which edges exist, for L blocks of H heads."""
+
+    def __init__(self, n_layers: int, n_heads: int):
+        L, H = n_layers, n_heads
+        self.L, self.H = L, H
+        self.writers: list[str] = ["emb"]
+        self.writer_layer = [0]  # the block a writer belongs to (0: the embedding)
+        self.writer_reader: list[int | None] = [None]  # the reader whose input the writer computes from
+        self.readers: list[str] = []
+        self.reader_site: list[str] = []
+        self.head_index: dict[int, list[int]] = {}  # block -> its heads' writer indices
+        self.mlp_index: dict[int, int] = {}
+        for l in range(1, L + 1):
+            self.readers += [f"a{l}", f"m{l}"]
+            self.reader_site += [f"attn_in.{l}", f"mlp_in.{l}"]
+            self.head_index[l] = list(range(len(self.writers), len(self.writers) + H))
+            self.writers += [f"a{l}.h{h}" for h in range(H)]
+            self.writer_layer += [l] * H
+            self.writer_reader += [2 * (l - 1)] * H
+            self.mlp_index[l] = len(self.writers)
+            self.writers.append(f"m{l}")
+            self.writer_layer.append(l)
+            self.writer_reader.append(2 * (l - 1) + 1)
+        self.readers.append("logits")
+        self.reader_site.append(f"resid_post.{L}")
+        U, R = len(self.writers), len(self.readers)
+        # Writers computed before each reader: a prefix of the writers, in the order the model computes them.
+        self.before = np.empty(R, int)
+        for l in range(1, L + 1):
+            self.before[2 * (l - 1)] = self.head_index[l][0]  # attention l: everything of blocks < l
+            self.before[2 * (l - 1) + 1] = self.mlp_index[l]  # MLP l: … and the heads of block l
+        self.before[R - 1] = U
+        self.valid = np.arange(U)[:, None] < self.before[None, :]  # [U, R]
+
+    def reader_writers(self, v: int) -> list[int]:
+        """The writers that compute from reader ``v``'s input (none for the logits)."""
+        if v == len(self.readers) - 1:
+            return []
+        l = v // 2 + 1
+        return self.head_index[l] if v % 2 == 0 else [self.mlp_index[l]]
+
+    def prune(self, edges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        """The edges left once what cannot reach the logits, or cannot be reached from the embedding, is dropped
+        (neither changes the circuit's metric: such an edge carries nothing that arrives, or carries no change)."""
+        kept = list(edges)
+        while True:
+            sink = len(self.readers) - 1
+            alive = {sink}  # readers whose input reaches the logits
+            changed = True
+            while changed:
+                changed = False
+                for u, v in kept:
+                    r = self.writer_reader[u]
+                    if v in alive and r is not None and r not in alive:
+                        alive.add(r)
+                        changed = True
+            useful = [(u, v) for u, v in kept if v in alive]
+            reached = {0}  # writers whose value can differ from the corrupted run's
+            changed = True
+            while changed:
+                changed = False
+                for u, v in useful:
+                    if u in reached:
+                        for w in self.reader_writers(v):
+                            if w not in reached:
+                                reached.add(w)
+                                changed = True
+            out = [(u, v) for u, v in useful if u in reached]
+            if out == kept:
+                return out
+            kept = out
+
+
+def check_circuits(adapter) -> None:
+    if not adapter.out_proj:
+        raise LensError(f"circuits need each head's write and {adapter.model_type} has no head sites: "
+                        f"{adapter.routes_unavailable()}")
+    if adapter.spec.parallel_residual or adapter.spec.attn_write or adapter.post_ln or not all(adapter.mlp_norm):
+        raise LensError(f"{adapter.model_type}'s blocks do not add attention then MLP to one residual stream, "
+                        "which the circuit's edges assume")
+
+
+def _writer_sites(L: int) -> list[str]:
+    return ["resid_pre.1"] + [s for l in range(1, L + 1) for s in (f"head_out.{l}", f"mlp_out.{l}")]
+
+
+def _writes(reads: dict, adapter, W_O: list[torch.Tensor]) -> torch.Tensor:
+    """[U, T, d] every writer's write from a run's reads (batch element 0)."""
+    L, H = adapter.n_layers, adapter.n_heads
+    out = [reads["resid_pre.1"][0]]
+    for l in range(1, L + 1):
+        z = reads[f"head_out.{l}"][0]
+        out += list(_heads(z, W_O[l - 1], H))
+        out.append(reads[f"mlp_out.{l}"][0])
+    return torch.stack([o.float() for o in out])
+
+
+def _heads(z: torch.Tensor, W: torch.Tensor, H: int) -> torch.Tensor:
+    """[..., H, T, d] each head's write ``z_h · W_O[h]`` from ``head_out`` [..., T, H·hd]."""
+    zh = z.float().reshape(*z.shape[:-1], H, -1)
+    return torch.einsum("...thk,hkd->...htd", zh, W)
+
+
+def output_weights(adapter) -> list[torch.Tensor]:
+    return [adapter.output_projection(i)[0] for i in range(adapter.n_layers)]
+
+
+def edge_scores(engine, clean_ids, corrupt_ids, target, foil, progress=None):
+    """(graph, scores [U, R] float64 with 0 where no edge, m(clean), m(corrupt), corrupted writes [U, T, d])."""
+    a = engine.adapter
+    g = Graph(a.n_layers, a.n_heads)
+    W_O = output_weights(a)
+    say = progress or (lambda f, m: None)
+    writers = {s: None for s in _writer_sites(a.n_layers)}
+    say(0.0, "clean run")
+    c = engine.run(clean_ids, read=writers, logits="last")
+    m_clean = float(metric_rows(c.logits, target, foil)[0])
+    say(0.2, "corrupted run and its backward pass")
+    # An identity edit makes each sub-block's input a tensor of its own: its gradient is the sub-block's alone.
+    own = {s: (lambda x, call: x.clone()) for s in g.reader_site[:-1]}
+    k = engine.run(corrupt_ids, read={**writers, **{s: None for s in g.reader_site}}, write=own,
+                   grad_of=metric_fn(target, foil))
+    wc, wk = _writes(c.reads, a, W_O), _writes(k.reads, a, W_O)
+    grads = torch.stack([k.grads[s][0].float() for s in g.reader_site])  # [R, T, d]
+    scores = torch.einsum("utd,rtd->ur", (wc - wk).double(), grads.double()).cpu().numpy()
+    scores[~g.valid] = 0.0
+    return g, scores, m_clean, float(k.metric), wk
+
+
+def ranked_edges(g: Graph, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every edge (writer, reader, score), largest |score| first (ties: the order computed)."""
+    u, v = np.nonzero(g.valid)
+    s = scores[u, v]
+    order = np.argsort(-np.abs(s), kind="stable")
+    return u[order], v[order], s[order]
+
+
+def circuit_metrics(engine, g: Graph, clean_ids, corrupt_writes: torch.Tensor, keeps: list[np.ndarray],
+                    target, foil, progress=None) -> np.ndarray:
+    """The metric of each circuit (``keeps``: [U, R] bool, the edges kept), from path-patched runs of the clean
+    prompt (module docstring), a batch at a time."""
+    a = engine.adapter
+    L, H = a.n_layers, a.n_heads
+    U, T, d = corrupt_writes.shape
+    W_O = [w.to(corrupt_writes.device) for w in output_weights(a)]
+    per_run = U * T * d * 4
+    batch = max(1, min(len(keeps), MEMORY // max(1, per_run)))
+    out = np.empty(len(keeps))
+    say = progress or (lambda f, m: None)
+    for start in range(0, len(keeps), batch):
+        chunk = keeps[start:start + batch]
+        B = len(chunk)
+        drop = torch.as_tensor(~np.stack(chunk), dtype=torch.float32, device=corrupt_writes.device)  # [B, U, R]
+        delta = torch.zeros(B, U, T, d, device=corrupt_writes.device)  # a_u − a_u,corrupt in this run
+        write: dict = {}
+
+        def capture(first: int, heads: bool, W=None):
+            def edit(x, call):
+                now = _heads(x, W, H) if heads else x.float()[:, None]  # [B, n, T, d]
+                n = now.shape[1]
+                delta[:, first:first + n] = now - corrupt_writes[first:first + n]
+                return x
+            return edit
+
+        def reader(v: int):
+            n = int(g.before[v])
+
+            def edit(x, call):
+                left_out = torch.einsum("bu,butd->btd", drop[:, :n, v], delta[:, :n])
+                return x - left_out.to(x.dtype)
+            return edit
+        write["resid_pre.1"] = capture(0, False)
+        for l in range(1, L + 1):
+            write[f"head_out.{l}"] = capture(g.head_index[l][0], True, W_O[l - 1])
+            write[f"mlp_out.{l}"] = capture(g.mlp_index[l], False)
+        for v, site in enumerate(g.reader_site):
+            write[site] = reader(v)
+        z = engine.run([list(clean_ids)] * B, write=write, logits="last").logits
+        out[start:start + B] = metric_rows(z, target, foil).cpu().numpy()
+        say(min(1.0, (start + B) / len(keeps)), f"ran {start + B} of {len(keeps)} circuits")
+    return out
+
+
+def keep_mask(g: Graph, edges: list[tuple[int, int]]) -> np.ndarray:
+    keep = np.zeros(g.valid.shape, bool)
+    for u, v in edges:
+        keep[u, v] = True
+    return keep
