@@ -53,7 +53,7 @@ def link_note(what: str, asked: str | None, valid: Sequence[str], of: str, used:
     return f"{what} {named[:40]} {how}: {verb} {used}."
 
 
-def _rollout_drawn(r, skip_first: bool) -> Drawn:
+def _rollout_drawn(r, skip_first: bool | None) -> Drawn:
     from ..figures.attention import rollout_figure
     from ..model.tokens import visible
 
@@ -62,7 +62,8 @@ def _rollout_drawn(r, skip_first: bool) -> Drawn:
 
 
 def render_rollout(backend, info, prompt, *, position, skip_first) -> Drawn:
-    """``skip_first``: the chart leaves out the first token's column (the numbers keep it)."""
+    """``skip_first``: the chart leaves out the first token's column (the numbers keep it; None: the page's
+    default, kept)."""
     return _rollout_drawn(backend.rollout(prompt, RolloutOptions(position)), skip_first)
 
 
@@ -101,11 +102,11 @@ VIEWS = (
         "each input token. Rows sum to 1.",
         "It ignores what the values carry, so it is a rough picture; in models with an attention sink (attention "
         "parked on the first token) it piles much of the weight onto that token."),
-        {"position": None, "skip_first": False}, render_rollout),
+        {"position": None, "skip_first": None}, render_rollout),
     View("flow", "Attention flow", ATTENTION, "attention?view=Rollout+%26+flow&flow=true", (
         "Attention flow treats the same head-averaged attention matrices as pipes and computes, by max-flow, how "
         "much can be pushed from the chosen position at each layer back to each input token.",),
-        {"position": None, "layers": None, "skip_first": False}, render_flow),
+        {"position": None, "layers": None, "skip_first": None}, render_flow),
     View("routes", "Information-flow routes", ATTENTION, "attention?view=Routes", (
         "Routes (Ferrando & Voita, 2024): one column per position and two nodes per layer (the stream after the "
         "attention block and after the MLP). An edge's width is how much that part contributed to the node it "

@@ -38,20 +38,29 @@ Below the picture, **geometry through depth** puts numbers on what you see, one 
 """)
 
 
+def _on(option) -> bool:
+    """A switch that the page has on by default: None (the page's default) is on."""
+    return True if option is None else bool(option)
+
+
 def render_projection(backend, info, texts, *, method, dims, color_by, word, mode, rows, skip_first, skip_special,
                       rms_scale) -> Drawn:
     """``mode`` "joint": one projection of all layers, a path per token (``rows``: the first and last row shown,
-    indices into the result's layers; None: all); "aligned": one PCA per layer, played as an animation."""
+    indices into the result's layers; None: all); "aligned": one PCA per layer, played as an animation.
+    An option left at None is the page's default (joint; every row; the first and special tokens left out,
+    each layer scaled to unit RMS), so that a link leaves it out."""
     from ..figures.projection import COLOR_BY, aligned_figure, trajectory_caption, trajectory_figure
     from ..model.tokens import word_matches
+
+    mode = mode or "joint"
+    skip_first, skip_special, rms_scale = map(_on, (skip_first, skip_special, rms_scale))
 
     corpus = isinstance(texts, list)
     color_by = color_by or ("text" if corpus else "layer")
     if color_by not in COLOR_BY:
         raise LensError(f"unknown colouring {color_by!r}; choose from {', '.join(COLOR_BY)}")
-    r = backend.projection(texts, ProjectionOptions(method=method, mode=mode, dims=int(dims),
-                                                    rms_scale=bool(rms_scale), skip_first=bool(skip_first),
-                                                    skip_special=bool(skip_special)))
+    r = backend.projection(texts, ProjectionOptions(method=method, mode=mode, dims=int(dims), rms_scale=rms_scale,
+                                                    skip_first=skip_first, skip_special=skip_special))
     if mode == "aligned":
         return Drawn([r], [aligned_figure(r, color_by=color_by)],
                      f"{len(r.tokens)} tokens × {len(r.layers)} layers, one PCA per layer, aligned.")
@@ -72,11 +81,12 @@ def render_projection(backend, info, texts, *, method, dims, color_by, word, mod
 def render_geometry(backend, info, texts, *, word, metric, skip_first, skip_special) -> Drawn:
     """One chart per measure (or only ``metric``'s), the layer × layer similarity among them; ``metric``
     "senses": the word's similarity within and across the senses of a shipped corpus (lens.senses).
-    ``skip_first``, ``skip_special``: tokens left out of the measures, as in the projection."""
+    ``skip_first``, ``skip_special``: tokens left out of the measures, as in the projection (None: the page's
+    default, left out)."""
     from ..figures.projection import layer_similarity_figure, metric_figure, sense_figure
     from ..results import EXPLANATIONS
 
-    options = GeometryOptions(bool(skip_first), bool(skip_special))
+    options = GeometryOptions(_on(skip_first), _on(skip_special))
     if metric == SENSES:
         if isinstance(texts, str):
             raise LensError("the senses of a word are compared across sentences: give a corpus")
@@ -84,7 +94,7 @@ def render_geometry(backend, info, texts, *, word, metric, skip_first, skip_spec
         return Drawn([s], [sense_figure(s)],
                      f"“{s.word}” in {len(texts)} sentences: {s.pairs_within} pairs of the same sense, "
                      f"{s.pairs_across} of different senses.")
-    g = backend.geometry(texts, GeometryOptions(bool(skip_first), bool(skip_special), word))
+    g = backend.geometry(texts, GeometryOptions(options.skip_first, options.skip_special, word))
     if metric is not None and metric not in EXPLANATIONS:
         raise LensError(f"unknown geometry measure {metric!r}; choose from {', '.join(EXPLANATIONS)} or {SENSES}")
     keys = [metric] if metric else list(EXPLANATIONS)
@@ -101,8 +111,8 @@ VIEWS = (
         "Each layer is scaled to the same overall size first and the first token (an attention sink with a huge "
         "vector) is left out. With several texts (a corpus), each is traced on its own: the same word in different "
         "contexts can be compared."),
-        {"method": "pca", "dims": 2, "color_by": None, "word": None, "mode": "joint", "rows": None, "skip_first": True,
-         "skip_special": True, "rms_scale": True}, render_projection, reads=TEXTS),
+        {"method": "pca", "dims": 2, "color_by": None, "word": None, "mode": None, "rows": None, "skip_first": None,
+         "skip_special": None, "rms_scale": None}, render_projection, reads=TEXTS),
     View("geometry", "Geometry through depth", GEOMETRY, "projection?geometry=true", (
         "Numbers on the projection's picture, layer by layer: how alike different tokens are (anisotropy), how "
         "alike the occurrences of one word are (self-similarity), how spread out the vectors are, how long, and how "
@@ -110,5 +120,5 @@ VIEWS = (
         "For a shipped corpus whose sentences use one word in different senses (“bank” by a river, “bank” with "
         "money), the senses measure: the mean cosine between two occurrences of the word of the same sense, and "
         "of different senses, layer by layer."),
-        {"word": None, "metric": None, "skip_first": True, "skip_special": True}, render_geometry, reads=TEXTS),
+        {"word": None, "metric": None, "skip_first": None, "skip_special": None}, render_geometry, reads=TEXTS),
 )
