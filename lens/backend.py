@@ -22,6 +22,8 @@ from .results import (AttentionContributions, FlowResult, Generation, Generation
 from .suites.options import PairSuiteOptions, SuiteOptions
 from .suites.results import SuiteLensResult, SuitePatchResult
 from .suites.suite import Suite
+from .circuits.options import AttributeOptions, CircuitOptions
+from .circuits.results import AttributionResult, CircuitResult
 
 
 @dataclass(frozen=True)
@@ -112,3 +114,10 @@ class Backend(Protocol):
 
     def patch_suite(self, suite: Suite, options: PairSuiteOptions = PairSuiteOptions(),
                     progress: Progress | None = None) -> SuitePatchResult: ...
+
+    # Attribution and circuits (lens/circuits/): AtP checked against real patching; EAP circuits, their faithfulness.
+    def attribute(self, clean: str, corrupt: str, options: AttributeOptions,
+                  progress: Progress | None = None) -> AttributionResult: ...
+
+    def circuit(self, clean: str, corrupt: str, options: CircuitOptions,
+                progress: Progress | None = None) -> CircuitResult: ...

@@ -38,6 +38,8 @@ from .results import (AttentionContributions, FlowResult, Generation, Generation
 from .suites.options import PairSuiteOptions, SuiteOptions
 from .suites.results import SuiteLensResult, SuitePatchResult
 from .suites.suite import Suite, SuiteItem
+from .circuits.options import AttributeOptions, CircuitOptions
+from .circuits.results import AttributionResult, CircuitResult
 
 MEMO_ATTENTION_TOKENS = 512  # longer prompts' head-averaged attention is not kept between calls
 
@@ -51,6 +53,7 @@ RESULT_TYPES: dict[str, type] = {
     "compare": ModelComparison, "language": LanguageMass, "lens-suite": SuiteLensResult,
     "patch-suite": SuitePatchResult,
 }
+RESULT_TYPES.update({"attribution": AttributionResult, "circuit": CircuitResult})  # lens/circuits/
 
 # What each method needs of the engine beyond plain reads (Capabilities fields), and its name in a message.
 NEEDS: dict[str, tuple[tuple[str, ...], str]] = {
@@ -69,6 +72,8 @@ NEEDS: dict[str, tuple[tuple[str, ...], str]] = {
     "fitted_lenses": (("weights_here",), "a fitted lens"),
     "patch_suite": (("writes", "weights_here"), "patching a suite"),
 }
+NEEDS.update({"attribute": (("gradients", "weights_here"), "attribution patching"),
+              "circuit": (("gradients", "writes", "weights_here"), "circuits")})
 
 
 class EngineBackend:
@@ -711,6 +716,59 @@ class EngineBackend:
                 metric_corrupt=np.array([r.metric_corrupt for r in results], np.float64),
                 grids=stacked.astype(np.float32), mean=mean, count=count, left_out=errs, options=options.key())
         return self.results.get("patch-suite", {**self._suite_key(suite), "options": options.key()}, compute)
+
+    # ------------------------------------------------------------ attribution and circuits (lens/circuits/)
+
+    def _pair_tokens(self, clean: str, corrupt: str, target: str, foil: str | None):
+        target_id = self._one_token(target, "target")
+        foil_id = None if foil is None else self._one_token(foil, "foil")
+        if foil_id == target_id:
+            raise LensError("the target and the foil are the same token: the logit difference is always 0")
+        return (*self._pair(clean, corrupt), target_id, foil_id)
+
+    def attribute(self, clean: str, corrupt: str, options: AttributeOptions,
+                  progress: Progress | None = None) -> AttributionResult:
+        """Attribution patching of the grid ``patch`` computes at ``options.site`` (lens/circuits/atp.py); verified:
+        beside the real grid, with their correlation and the cells where they disagree most."""
+        from .circuits.atp import attribution_result
+
+        options.check()
+        self._can("attribute")
+        check_patch_site(options.site, self.info())
+        if (options.qk_fix or options.verify) and not self.engine.capabilities.writes:
+            self._can("patch")
+        clean_ids, corrupt_ids, target, foil = self._pair_tokens(clean, corrupt, options.target, options.foil)
+
+        def compute():
+            actual = None
+            if options.verify:
+                actual = self.patch(clean, corrupt, PatchOptions(options.target, options.foil, options.site))
+            return attribution_result(self.engine, self.loaded.name, self.loaded.tokenizer, clean_ids, corrupt_ids,
+                                      target, foil, options, actual, progress)
+        return self.results.get("attribution", {"prompt": [clean, corrupt], "options": options.key()}, compute)
+
+    def circuit(self, clean: str, corrupt: str, options: CircuitOptions,
+                progress: Progress | None = None) -> CircuitResult:
+        """Edge attribution patching, the circuit of the ``options.edges`` strongest edges and the faithfulness
+        curve (lens/circuits/eap.py); the scores and the curve are kept for the next edge count."""
+        from .circuits.eap import check_circuits, circuit_result, circuit_scores
+        from .circuits.options import MAX_CIRCUIT_TOKENS
+
+        options.check()
+        self._can("circuit")
+        check_patch_site("head", self.info())
+        check_circuits(self.loaded.adapter)
+        clean_ids, corrupt_ids, target, foil = self._pair_tokens(clean, corrupt, options.target, options.foil)
+        if len(clean_ids) > MAX_CIRCUIT_TOKENS:
+            raise LensError(f"the prompts have {len(clean_ids)} tokens; circuits take at most {MAX_CIRCUIT_TOKENS}")
+
+        def compute():
+            key = repr([clean, corrupt, options.target, options.foil])
+            scored = self.memo.get("circuit-scores", key, lambda: circuit_scores(
+                self.engine, clean_ids, corrupt_ids, target, foil, progress))
+            return circuit_result(self.engine, self.loaded.name, self.loaded.tokenizer, scored, clean_ids,
+                                  corrupt_ids, target, foil, options, progress)
+        return self.results.get("circuit", {"prompt": [clean, corrupt], "options": options.key()}, compute)
 
 
 def local_backend(loaded: LoadedModel, cache: ResultCache | None = None, **kwargs) -> EngineBackend:

@@ -125,3 +125,49 @@ def _pattern_edit(pattern_write: torch.Tensor, site: str, hd: int):
                 x[i, i] = pattern_write[i].to(x.dtype)
         return x
     return edit
+
+
+def disagreements(estimate: np.ndarray, actual: np.ndarray, layers: list[str], columns: list[str],
+                  n: int) -> list[dict]:
+    """The ``n`` cells where the normalised estimate and the real patching differ most."""
+    gap = np.abs(estimate.astype(np.float64) - actual.astype(np.float64)).ravel()
+    order = np.argsort(-gap, kind="stable")[:n]
+    C = estimate.shape[1]
+    return [{"layer": layers[i // C], "column": columns[i % C], "estimate": float(estimate.flat[i]),
+             "actual": float(actual.flat[i]), "gap": float(gap[i])} for i in order]
+
+
+def pearson(x: np.ndarray, y: np.ndarray) -> float:
+    x, y = np.asarray(x, np.float64).ravel(), np.asarray(y, np.float64).ravel()
+    x, y = x - x.mean(), y - y.mean()
+    den = float(np.sqrt((x * x).sum() * (y * y).sum()))
+    return float((x * y).sum() / den) if den > 0 else float("nan")
+
+
+def attribution_result(engine, model: str, tokenizer, clean_ids, corrupt_ids, target: int, foil: int | None,
+                       options, actual=None, progress=None):
+    """The AttributionResult of ``options`` (lens/circuits/options.py); ``actual``: the real PatchResult."""
+    from ..analysis.patching import normalised
+    from ..model.tokens import token_strings
+    from .options import DISAGREE
+    from .results import AttributionResult
+
+    a = engine.adapter
+    L, T = a.n_layers, len(corrupt_ids)
+    raw, m_clean, m_corrupt = atp_grid(engine, clean_ids, corrupt_ids, target, foil, options.site, options.qk_fix,
+                                       progress)
+    est = normalised(raw + m_corrupt, m_clean, m_corrupt)
+    layers = (["emb"] if options.site == "resid" else []) + [str(i) for i in range(1, L + 1)]
+    cols = [f"head {h}" for h in range(a.n_heads)] if options.site == "head" else [str(p) for p in range(T)]
+    result = AttributionResult(
+        model=model, site=options.site, tokens=token_strings(tokenizer, clean_ids),
+        corrupt_tokens=token_strings(tokenizer, corrupt_ids), layers=layers, columns=cols, target=options.target,
+        foil=options.foil, metric_name="logit difference" if foil is not None else "log-probability",
+        metric_clean=m_clean, metric_corrupt=m_corrupt, qk_fix=options.qk_fix, estimate=est,
+        estimate_raw=raw.astype(np.float64))
+    if actual is not None:
+        result.verified = True
+        result.actual = np.asarray(actual.patch, np.float32)
+        result.correlation = pearson(est, result.actual)
+        result.disagreements = disagreements(est, result.actual, layers, cols, DISAGREE)
+    return result

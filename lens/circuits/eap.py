@@ -217,3 +217,66 @@ def keep_mask(g: Graph, edges: list[tuple[int, int]]) -> np.ndarray:
     for u, v in edges:
         keep[u, v] = True
     return keep
+
+
+def circuit_scores(engine, clean_ids, corrupt_ids, target, foil, progress=None) -> dict:
+    """What every circuit of one pair shares: the graph, the ranked edges, both metrics, the corrupted writes,
+    and the faithfulness curve (one path-patched run per edge count of CURVE_EDGES below the edge count, and
+    all edges)."""
+    from .options import CURVE_EDGES
+
+    def part(lo, hi):
+        return None if progress is None else (lambda f, m: progress(lo + (hi - lo) * f, m))
+    g, scores, m_clean, m_corrupt, wk = edge_scores(engine, clean_ids, corrupt_ids, target, foil, part(0.0, 0.3))
+    u, v, s = ranked_edges(g, scores)
+    E = len(s)
+    ns = sorted({n for n in CURVE_EDGES if n < E} | {E})
+    keeps = [keep_mask(g, g.prune(list(zip(u[:n], v[:n])))) for n in ns]
+    ms = circuit_metrics(engine, g, clean_ids, wk, keeps, target, foil, part(0.3, 1.0))
+    return {"graph": g, "from": u, "to": v, "score": s, "m_clean": m_clean, "m_corrupt": m_corrupt, "writes": wk,
+            "curve_edges": np.array(ns), "curve_metric": ms}
+
+
+def faithfulness(m, m_clean: float, m_corrupt: float):
+    from ..analysis.patching import MIN_METRIC_GAP
+
+    gap = m_clean - m_corrupt
+    if abs(gap) < MIN_METRIC_GAP:
+        raise LensError("the clean and the corrupted prompt give the same metric: there is nothing to restore; "
+                        "pick a corrupted prompt (or a foil) that changes the answer")
+    return (np.asarray(m, np.float64) - m_corrupt) / gap
+
+
+def circuit_result(engine, model: str, tokenizer, scored: dict, clean_ids, corrupt_ids, target, foil, options,
+                   progress=None):
+    """The CircuitResult of ``options.edges`` edges from what ``circuit_scores`` gave."""
+    from ..model.tokens import token_strings
+    from .results import CircuitResult
+
+    g, u, v, s = scored["graph"], scored["from"], scored["to"], scored["score"]
+    m_clean, m_corrupt = scored["m_clean"], scored["m_corrupt"]
+    ns, ms = scored["curve_edges"], scored["curve_metric"]
+    curve = faithfulness(ms, m_clean, m_corrupt)
+    n = min(options.edges, len(s))
+    kept = g.prune(list(zip(u[:n], v[:n])))
+    if n in set(ns.tolist()):
+        m_n = float(ms[list(ns).index(n)])
+    else:
+        m_n = float(circuit_metrics(engine, g, clean_ids, scored["writes"], [keep_mask(g, kept)], target, foil)[0])
+    rank = {(int(a), int(b)): i for i, (a, b) in enumerate(zip(u, v))}
+    kept = sorted(kept, key=lambda e: rank[(int(e[0]), int(e[1]))])
+    over = [int(k) for k, f in zip(ns, curve) if f >= 0.8]
+    return CircuitResult(
+        model=model, tokens=token_strings(tokenizer, clean_ids), corrupt_tokens=token_strings(tokenizer, corrupt_ids),
+        target=options.target, foil=options.foil,
+        metric_name="logit difference" if foil is not None else "log-probability",
+        metric_clean=m_clean, metric_corrupt=m_corrupt, writers=list(g.writers), readers=list(g.readers),
+        edge_from=u.astype(np.int64), edge_to=v.astype(np.int64), edge_score=s.astype(np.float64), edges=n,
+        kept=[[int(a), int(b), float(scores_at(s, rank, a, b))] for a, b in kept], metric_circuit=m_n,
+        faithfulness=float(faithfulness(m_n, m_clean, m_corrupt)), curve_edges=ns.astype(np.int64),
+        curve_metric=np.asarray(ms, np.float64), curve_faithfulness=np.asarray(curve, np.float64),
+        edges_80=over[0] if over else None)
+
+
+def scores_at(s: np.ndarray, rank: dict, a: int, b: int) -> float:
+    return float(s[rank[(int(a), int(b))]])

@@ -12,6 +12,7 @@ import sys
 
 from ..errors import LensError
 from . import attention, causal, export, fitted, generate, logit_lens, models, projection, runs, suite
+from . import circuits as circuits_commands
 from .common import quiet_libraries, terminal_progress
 
 
@@ -21,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     for group in (models, logit_lens, fitted, generate, attention, projection, causal, export, runs, suite):
         group.register(sub)
+    circuits_commands.register(sub)  # attribute, circuit (lens/circuits/)
     return parser
 
 

@@ -13,6 +13,8 @@ RECORDED = ("tokenize", "logit_lens", "lens_fits", "lens_comparison", "latent_la
             "head_patterns", "head_summary", "contributions", "route_graph", "node_detail", "patch", "patched_lens",
             "ablated_lens", "lens_suite", "patch_suite")
 
+RECORDED += ("attribute", "circuit")  # attribution and circuits (lens/circuits/)
+
 
 class RecordingBackend:
     """``backend`` as it is, keeping (method, result) for every recorded call in ``calls``."""
