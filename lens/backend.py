@@ -22,6 +22,8 @@ from .results import (AttentionContributions, FlowResult, Generation, Generation
 from .suites.options import PairSuiteOptions, SuiteOptions
 from .suites.results import SuiteLensResult, SuitePatchResult
 from .suites.suite import Suite
+from .attribution.options import DLAOptions, KnockoutOptions, SublayerOptions
+from .attribution.results import DLAResult, KnockoutResult, SublayerLensResult
 from .circuits.options import AttributeOptions, CircuitOptions
 from .circuits.results import AttributionResult, CircuitResult
 
@@ -114,6 +116,14 @@ class Backend(Protocol):
 
     def patch_suite(self, suite: Suite, options: PairSuiteOptions = PairSuiteOptions(),
                     progress: Progress | None = None) -> SuitePatchResult: ...
+
+    # Who writes the answer (lens/attribution/): direct logit attribution, the sub-layer lens, attention knockout.
+    def dla(self, text: str, options: DLAOptions = DLAOptions()) -> DLAResult: ...
+
+    def sublayer_lens(self, text: str, options: SublayerOptions = SublayerOptions()) -> SublayerLensResult: ...
+
+    def knockout(self, text: str, options: KnockoutOptions = KnockoutOptions(),
+                 progress: Progress | None = None) -> KnockoutResult: ...
 
     # Attribution and circuits (lens/circuits/): AtP checked against real patching; EAP circuits, their faithfulness.
     def attribute(self, clean: str, corrupt: str, options: AttributeOptions,

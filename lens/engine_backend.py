@@ -38,6 +38,8 @@ from .results import (AttentionContributions, FlowResult, Generation, Generation
 from .suites.options import PairSuiteOptions, SuiteOptions
 from .suites.results import SuiteLensResult, SuitePatchResult
 from .suites.suite import Suite, SuiteItem
+from .attribution.options import DLAOptions, KnockoutOptions, SublayerOptions
+from .attribution.results import DLAResult, KnockoutResult, SublayerLensResult
 from .circuits.options import AttributeOptions, CircuitOptions
 from .circuits.results import AttributionResult, CircuitResult
 
@@ -55,6 +57,8 @@ RESULT_TYPES: dict[str, type] = {
 }
 RESULT_TYPES.update({"attribution": AttributionResult, "circuit": CircuitResult})  # lens/circuits/
 
+RESULT_TYPES.update({"dla": DLAResult, "sublayer-lens": SublayerLensResult, "knockout": KnockoutResult})
+
 # What each method needs of the engine beyond plain reads (Capabilities fields), and its name in a message.
 NEEDS: dict[str, tuple[tuple[str, ...], str]] = {
     "generate": (("generates",), "generation"),
@@ -71,6 +75,9 @@ NEEDS: dict[str, tuple[tuple[str, ...], str]] = {
     "latent_language": (("weights_here",), "the language of each layer"),
     "fitted_lenses": (("weights_here",), "a fitted lens"),
     "patch_suite": (("writes", "weights_here"), "patching a suite"),
+    "dla": (("weights_here",), "direct logit attribution"),
+    "sublayer_lens": (("weights_here",), "the sub-layer lens"),
+    "knockout": (("writes", "weights_here"), "attention knockout"),
 }
 NEEDS.update({"attribute": (("gradients", "weights_here"), "attribution patching"),
               "circuit": (("gradients", "writes", "weights_here"), "circuits")})
@@ -769,6 +776,63 @@ class EngineBackend:
             return circuit_result(self.engine, self.loaded.name, self.loaded.tokenizer, scored, clean_ids,
                                   corrupt_ids, target, foil, options, progress)
         return self.results.get("circuit", {"prompt": [clean, corrupt], "options": options.key()}, compute)
+
+
+    # ------------------------------------------------------------ who writes the answer (lens/attribution/)
+
+    def _answer(self, target: str | None, foil: str | None = None) -> tuple[int | None, int | None]:
+        """The target's and the foil's token ids (None where not given: the target is then the model's top-1)."""
+        t = None if not target else self._one_token(target, "target")
+        f = None if not foil else self._one_token(foil, "foil")
+        if f is not None and f == t:
+            raise LensError("the target and the foil are the same token: the logit difference is always 0")
+        return t, f
+
+    def dla(self, text: str, options: DLAOptions = DLAOptions()) -> DLAResult:
+        """Direct logit attribution at ``options.position`` (None: the last): each head's, attention block's,
+        MLP's and the embeddings' part of logit(target) − logit(foil) (logit(target) without a foil), through the
+        final norm with its scale frozen at the run's value; the parts add up to the model's own difference."""
+        from .analysis.checks import check_position
+        from .attribution.dla import dla
+
+        options.check()
+        self._can("dla")
+        ids = self._ids(text)
+        position = check_position(options.position, len(ids))
+        target, foil = self._answer(options.target, options.foil)
+        tok = self.loaded.tokenizer
+        return self.results.get("dla", {"prompt": text, "options": options.key()}, lambda: dla(
+            self.engine, ids, tok, token_strings(tok, ids), position, target, foil, options.top_k, self.loaded.name))
+
+    def sublayer_lens(self, text: str, options: SublayerOptions = SublayerOptions()) -> SublayerLensResult:
+        """Each block's attention and MLP write decoded on its own (lens/attribution/sublayer.py): top tokens per
+        layer and position, and the target's direct logit (default target: the model's top-1)."""
+        from .attribution.sublayer import sublayer_lens
+
+        options.check()
+        self._can("sublayer_lens")
+        ids = self._ids(text)
+        target, _ = self._answer(options.target)
+        tok = self.loaded.tokenizer
+        return self.results.get("sublayer-lens", {"prompt": text, "options": options.key()}, lambda: sublayer_lens(
+            self.engine, ids, tok, token_strings(tok, ids), target, options.top_k, self.loaded.name))
+
+    def knockout(self, text: str, options: KnockoutOptions = KnockoutOptions(),
+                 progress: Progress | None = None) -> KnockoutResult:
+        """Attention knockout (Geva et al. 2023): the last position's attention to ``options.sources`` (None: each
+        token on its own) blocked in a window of layers at every layer; the target's probability after it."""
+        from .attribution.knockout import groups, knockout
+
+        options.check()
+        self._can("knockout")
+        ids = self._ids(text)
+        tok = self.loaded.tokenizer
+        tokens = token_strings(tok, ids)
+        groups(tokens, options.sources)  # bad positions are a message before any run
+        target, _ = self._answer(options.target)
+        return self.results.get("knockout", {"prompt": text, "options": options.key()}, lambda: knockout(
+            self.engine, ids, tok, tokens, target, options.sources, options.window, options.align,
+            self.loaded.name, progress))
 
 
 def local_backend(loaded: LoadedModel, cache: ResultCache | None = None, **kwargs) -> EngineBackend:

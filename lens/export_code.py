@@ -309,6 +309,53 @@ CODE = {"suite": _suite, "pair-suite": _pair_suite, "logit-lens": _logit_lens, "
         "heads": _heads, "projection": _projection, "geometry": _geometry, "patch": _patch}
 
 
+def _dla(src, p, texts) -> Code:
+    from .attribution.options import DLAOptions
+
+    o = DLAOptions(target=p["target"] or None, foil=p["foil"] or None, position=_position(p["position"]))
+    o.check()
+    return Code(["from lens.attribution.options import DLAOptions"],
+                f"result = backend.dla({src}, {_new('DLAOptions', target=o.target, foil=o.foil, position=o.position)})",
+                "to_json_dict(result)",
+                ["dla", *_flag("--target", o.target), *_flag("--foil", o.foil), *_flag("--position", o.position)],
+                ["from lens.figures.attribution import dla_figure, dla_layers_figure"],
+                "figures = [dla_figure(result), dla_layers_figure(result)]", several=True)
+
+
+def _sublayer_lens(src, p, texts) -> Code:
+    from .attribution.options import SublayerOptions
+
+    o = SublayerOptions(target=p["target"] or None)
+    o.check()
+    return Code(["from lens.attribution.options import SublayerOptions"],
+                f"result = backend.sublayer_lens({src}, {_new('SublayerOptions', target=o.target)})",
+                "to_json_dict(result)", ["sublayer-lens", *_flag("--target", o.target)],
+                ["from lens.figures.attribution import sublayer_figure, sublayer_span"],
+                "span = sublayer_span(result)  # one colour range for both\n"
+                "figures = [sublayer_figure(result, 'attn', span=span), sublayer_figure(result, 'mlp', span=span)]",
+                several=True)
+
+
+def _knockout(src, p, texts) -> Code:
+    from .attribution.options import KnockoutOptions, sources_from_text
+
+    sources = sources_from_text(p["sources"])
+    o = KnockoutOptions(target=p["target"] or None, sources=sources,
+                        window=None if p["window"] is None else int(p["window"]), align=p["align"])
+    o.check()
+    return Code(["from lens.attribution.options import KnockoutOptions"],
+                f"result = backend.knockout({src}, "
+                f"{_new('KnockoutOptions', target=o.target, sources=o.sources, window=o.window, align=o.align)})",
+                "to_json_dict(result)",
+                ["knockout", *_flag("--target", o.target),
+                 *_flag("--sources", None if sources is None else ",".join(map(str, sources))),
+                 *_flag("--window", o.window), *_flag("--align", o.align)],
+                ["from lens.figures.attribution import knockout_figure"], "fig = knockout_figure(result)")
+
+
+CODE.update({"dla": _dla, "sublayer-lens": _sublayer_lens, "knockout": _knockout})  # who writes the answer
+
+
 def _sh(arg: str) -> str:
     """One shell word for ``arg``: quoted as it is, or in bash's $'…' with escapes where it holds a new line or
     another character that does not print."""

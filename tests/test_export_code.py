@@ -58,6 +58,13 @@ CASES = {
               ["patch", "--clean-prompt", CLEAN, "--corrupt-prompt", CORRUPT, "--target", "t", "--foil", "a",
                "--site", "mlp"]),
 }
+CASES.update({  # who writes the answer (lens/attribution/)
+    "dla": (PROMPT, {"target": "t", "foil": "a", "position": -2},
+            ["dla", "--prompt", PROMPT, "--target", "t", "--foil", "a", "--position", "-2"]),
+    "sublayer-lens": (PROMPT, {"target": "e"}, ["sublayer-lens", "--prompt", PROMPT, "--target", "e"]),
+    "knockout": (PROMPT, {"sources": "1,3-4", "window": 2, "align": "start"},
+                 ["knockout", "--prompt", PROMPT, "--sources", "1,3,4", "--window", "2", "--align", "start"]),
+})
 MORE = {  # the same views with other options: another backend call, another figure builder
     "heads --layer": ("heads", PROMPT, {"layer": 2}, ["heads", "--prompt", PROMPT, "--layer", "2"]),
     "geometry senses": ("geometry", BANKS, {"word": "a", "metric": "senses"}, None),  # one byte, one token

@@ -11,7 +11,7 @@ import os
 import sys
 
 from ..errors import LensError
-from . import attention, causal, export, fitted, generate, logit_lens, models, projection, runs, suite
+from . import attention, attribution, causal, export, fitted, generate, logit_lens, models, projection, runs, suite
 from . import circuits as circuits_commands
 from .common import quiet_libraries, terminal_progress
 
@@ -20,7 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m lens",
                                      description="LayerLens: look inside transformer LMs, layer by layer.")
     sub = parser.add_subparsers(dest="command", required=True)
-    for group in (models, logit_lens, fitted, generate, attention, projection, causal, export, runs, suite):
+    for group in (models, logit_lens, fitted, generate, attention, projection, causal, attribution, export, runs, suite):
         group.register(sub)
     circuits_commands.register(sub)  # attribute, circuit (lens/circuits/)
     return parser

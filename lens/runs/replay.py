@@ -15,6 +15,8 @@ RECORDED = ("tokenize", "logit_lens", "lens_fits", "lens_comparison", "latent_la
 
 RECORDED += ("attribute", "circuit")  # attribution and circuits (lens/circuits/)
 
+RECORDED += ("dla", "sublayer_lens", "knockout")  # who writes the answer (lens/attribution/)
+
 
 class RecordingBackend:
     """``backend`` as it is, keeping (method, result) for every recorded call in ``calls``."""
