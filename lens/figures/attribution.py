@@ -81,7 +81,8 @@ def dla_layers_figure(r: DLAResult, height: int = 560) -> go.Figure:
                       title=dict(text="Per layer: attention and MLP", font=dict(size=14)),
                       xaxis=dict(title="direct part", automargin=True, zeroline=True, zerolinecolor="#444"),
                       yaxis=dict(automargin=True, categoryorder="array", categoryarray=rows),
-                      legend=dict(orientation="h", y=1.0, x=1, xanchor="right", yanchor="bottom"))
+                      # inside, bottom right: the early layers' bars are short there, and a title above stays clear
+                      legend=dict(x=1, y=0, xanchor="right", yanchor="bottom", bgcolor="rgba(255,255,255,0.85)"))
     return fig
 
 
@@ -153,8 +154,10 @@ def sublayer_figure(r: SublayerLensResult, block: str, height: int = 560, span: 
 
 
 def sublayer_span(r: SublayerLensResult) -> float:
-    """One colour range for both heatmaps, so that their colours compare."""
-    return max(_span(r.attn_target), _span(r.mlp_target))
+    """One colour range for both heatmaps, so that their colours compare: the 99th percentile of |logit|, so that a
+    few extreme cells (often the first token's, where many models park attention) do not wash out the rest."""
+    z = np.abs(np.concatenate([np.ravel(r.attn_target), np.ravel(r.mlp_target)]))
+    return max(1e-9, float(np.percentile(z, 99))) if z.size else 1.0
 
 
 def knockout_figure(r: KnockoutResult, height: int = 420) -> go.Figure:
@@ -202,3 +205,20 @@ def knockout_reading(r: KnockoutResult) -> str:
     i, j = np.unravel_index(int(np.argmin(r.change)), r.change.shape)
     return (f"p({visible(r.target)}) is {r.base_prob:.3f} with nothing blocked. The largest drop: {r.rows[i]} blocked "
             f"in layers L{r.windows[j][0]}–L{r.windows[j][1]}, to {r.prob[i, j]:.3f} ({100 * r.change[i, j]:+.0f} %).")
+
+
+def fit_rows(fig: go.Figure, height: int, font: int = 12, below: int = 60, keep: tuple[str, ...] = ()) -> go.Figure:
+    """``fig`` ``height`` px tall with a label on every k-th row only (counted from the top row, always labelled), so
+    that labels of ``font`` px stand 1.6 font sizes apart; ``below``: the px the x axis takes under the plot. Rows:
+    the y axis's category order where it has one, else the first trace's."""
+    fig.update_layout(height=height)
+    y = list(fig.layout.yaxis.categoryarray or fig.data[0].y)
+    margin = fig.layout.margin
+    room = height - (margin.t or 80) - max(margin.b or 80, below)
+    k = max(1, -(-int(len(y) * font * 1.6) // max(1, room)))
+    shown = y[::-1][::k][::-1]
+    if keep:  # rows always labelled (the bars' emb and biases), the nearest thinned label above them dropped
+        rest = [v for v in shown if v not in keep]
+        shown = [v for v in keep if v in y] + rest[min(len(rest) - 1, 1) if k > 1 and rest else 0:]
+    fig.update_yaxes(tickmode="array", tickvals=shown, ticktext=shown)
+    return fig
