@@ -309,12 +309,16 @@ def _measure(key: str) -> str:
 URL_KEYS: dict[str, dict[str, tuple[str, Callable]]] = {
     "logit-lens": {"metric": ("metric", str), "target": ("target", str), "stride": ("stride", str),
                    "top_k": ("top_k", str), "lens": ("lens", str), "exits": ("exits", _flag)},
-    "rollout": {"position": ("position", str)},
+    "rollout": {"position": ("position", str), "skip_first": ("rollout_skip_first", _flag)},
     "routes": {"position": ("position", str), "threshold": ("threshold", str)},
     "heads": {"layer": ("head_layer", str), "metric": ("head_metric", str)},
     "projection": {"method": ("method", _METHODS.__getitem__), "dims": ("dims", str), "color_by": ("color", str),
-                   "word": (_WORD, str)},
-    "geometry": {"word": (_WORD, str), "metric": ("measure", _measure)},
+                   "word": (_WORD, str),
+                   "mode": ("mode", {"joint": "Trajectories", "aligned": "Layer by layer"}.__getitem__),
+                   "rows": ("rows", str), "skip_first": ("skip_first", _flag), "skip_special": ("skip_special", _flag),
+                   "rms_scale": ("rms", _flag)},
+    "geometry": {"word": (_WORD, str), "metric": ("measure", _measure), "skip_first": ("skip_first", _flag),
+                 "skip_special": ("skip_special", _flag)},
     "patch": {"target": ("patch_target", str), "foil": ("foil", str), "site": ("site", _SITES.__getitem__)},
 }
 
