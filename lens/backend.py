@@ -14,18 +14,18 @@ from typing import Protocol, Sequence, runtime_checkable
 
 from .options import (Ablation, CellPatchOptions, ComparisonOptions, ContributionOptions, FitOptions, FlowOptions,
                       GenerateOptions, GeometryOptions, HeadOptions, LanguageOptions, LensOptions, NodeOptions,
-                      PatchOptions, Progress, ProjectionOptions, RolloutOptions, RouteOptions)
+                      NoiseOptions, PatchOptions, Progress, ProjectionOptions, RolloutOptions, RouteOptions)
 from .results import (AttentionContributions, FlowResult, Generation, GenerationAttention, GeometryResult,
                       HeadPatterns, HeadSummary, LanguageMass, LensComparison, LensFit, LogitLensResult, ModelComparison,
-                      NodeDetail,
+                      NodeDetail, NoiseTraceResult,
                       PatchResult, ProjectionResult, RolloutResult, RouteGraph)
 from .suites.options import PairSuiteOptions, SuiteOptions
 from .suites.results import SuiteLensResult, SuitePatchResult
 from .suites.suite import Suite
-from .attribution.options import DLAOptions, KnockoutOptions, SublayerOptions
-from .attribution.results import DLAResult, KnockoutResult, SublayerLensResult
 from .circuits.options import AttributeOptions, CircuitOptions
 from .circuits.results import AttributionResult, CircuitResult
+from .attribution.options import DLAOptions, KnockoutOptions, SublayerOptions
+from .attribution.results import DLAResult, KnockoutResult, SublayerLensResult
 
 
 @dataclass(frozen=True)
@@ -103,6 +103,9 @@ class Backend(Protocol):
 
     def patch(self, clean: str, corrupt: str, options: PatchOptions,
               progress: Progress | None = None) -> PatchResult: ...
+
+    def noise_trace(self, prompt: str, options: NoiseOptions,
+                    progress: Progress | None = None) -> NoiseTraceResult: ...
 
     def patched_lens(self, clean: str, corrupt: str, options: CellPatchOptions) -> LogitLensResult: ...
 

@@ -30,11 +30,11 @@ from .model.loading import LoadedModel
 from .model.tokens import encode, token_strings, visible
 from .options import (Ablation, CellPatchOptions, ComparisonOptions, ContributionOptions, FitOptions, FlowOptions,
                       GenerateOptions, GeometryOptions, HeadOptions, LanguageOptions, LensOptions, NodeOptions,
-                      PatchOptions, Progress, ProjectionOptions, RolloutOptions, RouteOptions, check_lens,
+                      NoiseOptions, PatchOptions, Progress, ProjectionOptions, RolloutOptions, RouteOptions, check_lens,
                       check_patch_site)
 from .results import (AttentionContributions, FlowResult, Generation, GenerationAttention, GeometryResult,
                       HeadPatterns, HeadSummary, LanguageMass, LensComparison, LensFit, LogitLensResult,
-                      ModelComparison, NodeDetail, PatchResult, ProjectionResult, RolloutResult, RouteGraph)
+                      ModelComparison, NodeDetail, NoiseTraceResult, PatchResult, ProjectionResult, RolloutResult, RouteGraph)
 from .suites.options import PairSuiteOptions, SuiteOptions
 from .suites.results import SuiteLensResult, SuitePatchResult
 from .suites.suite import Suite, SuiteItem
@@ -51,7 +51,7 @@ RESULT_TYPES: dict[str, type] = {
     "rollout": RolloutResult, "flow": FlowResult, "head-patterns": HeadPatterns, "head-summary": HeadSummary,
     "contributions": AttentionContributions, "routes": RouteGraph, "node": NodeDetail,
     "generation": Generation, "generation-lens": LogitLensResult, "generation-attention": GenerationAttention,
-    "patch": PatchResult, "patched-lens": LogitLensResult, "ablated-lens": LogitLensResult,
+    "patch": PatchResult, "noise-trace": NoiseTraceResult, "patched-lens": LogitLensResult, "ablated-lens": LogitLensResult,
     "compare": ModelComparison, "language": LanguageMass, "lens-suite": SuiteLensResult,
     "patch-suite": SuitePatchResult,
 }
@@ -66,6 +66,7 @@ NEEDS: dict[str, tuple[tuple[str, ...], str]] = {
     "generation_attention": (("generates",), "the attention of a generation"),
     "patch": (("writes", "weights_here"), "patching"),
     "patched_lens": (("writes", "weights_here"), "patching one cell"),
+    "noise_trace": (("writes", "weights_here"), "causal tracing with noise"),
     "ablated_lens": (("writes", "weights_here"), "ablation"),
     "compare_with": (("weights_here",), "comparing two models"),
     "fit_lens": (("weights_here",), "fitting a lens"),
@@ -505,6 +506,49 @@ class EngineBackend:
                 raw=raw.astype(np.float64), lens_clean=lens_metric(a, c.residual, target, foil).astype(np.float64),
                 lens_corrupt=lens_metric(a, k.residual, target, foil).astype(np.float64))
         return self.results.get("patch", {"prompt": [clean, corrupt], "options": options.key()}, compute)
+
+    def noise_trace(self, prompt: str, options: NoiseOptions, progress: Progress | None = None) -> NoiseTraceResult:
+        """Causal tracing with noise (ROME): ``options.subject``'s embeddings noised, one activation of the
+        clean run restored per cell, the metric averaged over the noise samples; ``options.target`` None
+        follows the model's own answer."""
+        from .analysis.patching import MIN_METRIC_GAP, normalised
+        from .interventions.noise import noise_trace
+
+        options.check()
+        self._can("noise_trace")
+        check_patch_site(options.site, self.info())
+        ids = self._ids(prompt)
+        T = len(ids)
+        subject = sorted({p + T if p < 0 else p for p in options.subject})
+        if not all(0 <= p < T for p in subject):
+            raise LensError(f"a noised position is outside the prompt's {T} tokens (0 to {T - 1}, or -1 for the "
+                            f"last): {list(options.subject)}")
+        foil = None if options.foil is None else self._one_token(options.foil, "foil")
+
+        def compute():
+            if options.target is None:  # the model's own answer
+                target = int(self.engine.run(ids, logits="last").logits[0].argmax())
+            else:
+                target = self._one_token(options.target, "target")
+            if foil == target:
+                raise LensError("the target and the foil are the same token: the logit difference is always 0")
+            got = noise_trace(self.engine, ids, subject, target, foil, options.site, options.samples, options.seed,
+                              options.scale, progress)
+            m_clean, m_noised = got["m_clean"], got["m_noised"]
+            if abs(m_clean - m_noised) < MIN_METRIC_GAP:
+                raise LensError("the noise does not change the answer's metric: nothing to restore (noise other "
+                                "tokens, or raise the scale)")
+            L = self.loaded.n_layers
+            tok = self.loaded.tokenizer
+            return NoiseTraceResult(
+                model=self.loaded.name, site=options.site, tokens=token_strings(tok, ids), subject=subject,
+                layers=(["emb"] if options.site == "resid" else []) + [str(i) for i in range(1, L + 1)],
+                target=token_strings(tok, [target])[0], foil=options.foil,
+                metric_name="logit difference" if foil is not None else "log-probability",
+                metric_clean=m_clean, metric_noised=m_noised, patch=normalised(got["raw"], m_clean, m_noised),
+                raw=got["raw"].astype(np.float64), samples=options.samples, seed=options.seed,
+                noise_std=got["noise_std"] * options.scale)
+        return self.results.get("noise-trace", {"prompt": prompt, "options": options.key()}, compute)
 
     def _edited_lens(self, ids: list[int], write: dict, lens: LensOptions) -> LogitLensResult:
         """The logit lens of ``ids`` run with the edits ``write`` (site -> edit)."""

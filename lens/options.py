@@ -157,6 +157,41 @@ class PatchOptions:
         return asdict(self)
 
 
+NOISE_SITES = ("resid", "attn", "mlp")
+
+
+@dataclass(frozen=True)
+class NoiseOptions:
+    """Causal tracing with noise (ROME): Gaussian noise on the ``subject``'s token embeddings (positions,
+    0-based, negative from the end) instead of a corrupted prompt, one activation restored per cell."""
+
+    target: str | None = None  # the prompt's answer, one token (e.g. " Paris"); None: the model's own answer
+    subject: tuple[int, ...] = ()  # the positions the noise goes on (e.g. the subject's tokens)
+    foil: str | None = None  # None: the target's log-probability
+    site: str = "resid"  # resid | attn | mlp
+    samples: int = 5  # noise samples averaged per cell (ROME used 10: more is steadier and slower)
+    seed: int = 0
+    scale: float = 3.0  # the noise's standard deviation, in standard deviations of the prompt's embeddings
+
+    def check(self) -> None:
+        PatchOptions(" " if self.target is None else self.target, self.foil).check()
+        if self.site not in NOISE_SITES:
+            raise LensError(f"noise tracing restores {', '.join(NOISE_SITES)}, not {self.site!r}")
+        if not self.subject or not all(isinstance(p, int) and not isinstance(p, bool) for p in self.subject):
+            raise LensError("say which tokens get the noise: one or more positions (e.g. the subject's)")
+        if len(set(self.subject)) != len(self.subject):
+            raise LensError(f"a position is named twice in {list(self.subject)}")
+        if not isinstance(self.samples, int) or not 1 <= self.samples <= 100:
+            raise LensError(f"samples is a whole number from 1 to 100, not {self.samples!r}")
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise LensError(f"the seed is a whole number from 0, not {self.seed!r}")
+        if not isinstance(self.scale, (int, float)) or not 0 < self.scale <= 20:
+            raise LensError(f"the noise scale is a number above 0 and at most 20, not {self.scale!r}")
+
+    def key(self) -> dict:
+        return asdict(self)
+
+
 ABLATION_MODES = ("zero", "mean")
 
 

@@ -343,6 +343,30 @@ class NodeDetail:
 # ---------------------------------------------------------------- causal experiments
 
 @dataclass
+class NoiseTraceResult:
+    """Causal tracing with noise: the subject's embeddings noised, one clean activation restored per cell.
+
+    ``patch[row][position]`` is ``(m(restored) − m(noised)) / (m(clean) − m(noised))``, each m the mean over
+    the noise samples; rows as in PatchResult (resid: ``emb`` then "1".."L"; attn, mlp: "1".."L")."""
+
+    model: str
+    site: str  # resid | attn | mlp
+    tokens: list[str]
+    subject: list[int]  # the noised positions, 0-based
+    layers: list[str]
+    target: str
+    foil: str | None
+    metric_name: str  # "logit difference" | "log-probability"
+    metric_clean: float
+    metric_noised: float  # the mean over the samples
+    patch: np.ndarray  # [rows, T] float32, normalised
+    raw: np.ndarray  # [rows, T] float64: the mean metric with that cell restored
+    samples: int
+    seed: int
+    noise_std: float  # the noise's standard deviation (scale × the prompt's embeddings' standard deviation)
+
+
+@dataclass
 class PatchResult:
     """Activation patching of a clean prompt's activations into a corrupted prompt's run.
 

@@ -44,6 +44,37 @@ def cmd_patch(args) -> int:
     return 0
 
 
+def subject_positions(text: str | None) -> tuple[int, ...]:
+    """``--subject 1,2,3`` (0-based; negative counts from the end) as positions."""
+    if not text or not text.strip():
+        raise LensError("say which tokens get the noise: --subject 1,2,3 (0-based positions, e.g. the subject's)")
+    try:
+        return tuple(int(p) for p in text.split(",") if p.strip())
+    except ValueError:
+        raise LensError(f"--subject takes positions as whole numbers separated by commas, not {text!r}") from None
+
+
+def cmd_noise_trace(args) -> int:
+    from ..model.tokens import visible
+    from ..options import NoiseOptions
+
+    prompt = checked_prompt(args)
+    options = NoiseOptions(target=args.target, subject=subject_positions(args.subject), foil=args.foil,
+                           site=args.site, samples=args.samples, seed=args.seed, scale=args.scale)
+    options.check()  # before the model loads
+    result = backend(args).noise_trace(prompt, options, progress=None if args.json else terminal_progress)
+    terminal_progress.close()
+    if args.json:
+        return print_json(result)
+    print(f"{result.model}: causal tracing with noise on tokens {result.subject} ({result.samples} samples, "
+          f"noise std {result.noise_std:.3f}); {result.metric_name} clean {result.metric_clean:.3f}, "
+          f"noised {result.metric_noised:.3f}; each cell: the share of the gap one restored activation closes")
+    print(f"{'':>5} " + " ".join(f"{visible(t)[:7]:>7}" for t in result.tokens))
+    for label, row in zip(result.layers, result.patch):
+        print(f"{label:>5} " + " ".join(f"{v:7.2f}" for v in row))
+    return 0
+
+
 def parse_ablation(args):
     from ..options import ablation_from_text
 
@@ -84,6 +115,21 @@ def register(sub) -> None:
     a.add_argument("--mode", choices=["zero", "mean"], default="zero",
                    help="replace an ablated output by zeros (default) or by its mean over the prompt's positions")
     a.set_defaults(func=cmd_ablate)
+
+    n = sub.add_parser("noise-trace", help="causal tracing with noise (ROME): noise on the subject's embeddings, "
+                                           "one clean activation restored per cell")
+    model_args(n)
+    n.add_argument("--target", default=None, help="the answer to follow, one token (e.g. ' Paris'); default: the model's own")
+    n.add_argument("--foil", default=None, help="a wrong answer: the metric becomes logit(target) − logit(foil)")
+    n.add_argument("--subject", required=True, metavar="P,…",
+                   help="the positions the noise goes on, 0-based (negative from the end), e.g. the subject's tokens")
+    n.add_argument("--site", choices=["resid", "attn", "mlp"], default="resid",
+                   help="what to restore: the residual stream (default), attention or MLP outputs")
+    n.add_argument("--samples", type=int, default=5, help="noise samples averaged per cell (default 5)")
+    n.add_argument("--seed", type=int, default=0)
+    n.add_argument("--scale", type=float, default=3.0,
+                   help="the noise's standard deviation in standard deviations of the prompt's embeddings (3)")
+    n.set_defaults(func=cmd_noise_trace)
 
     p = sub.add_parser("patch", help="activation patching: which activations of a clean prompt restore its answer")
     p.add_argument("--model", default=None, help="bundled name, tiny-ARCH, folder, .gguf file or hub id (default: smollm2-135m)")

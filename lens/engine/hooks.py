@@ -330,16 +330,18 @@ class HookEngine:
     # ------------------------------------------------------------ resumable runs (patching)
 
     @torch.no_grad()
-    def record(self, ids: Sequence[int], read: Mapping[str, Read | Positions] | None = None) -> Recording:
-        """One plain pass of ``ids`` that ``resume`` can start from at any block: the residual stream,
-        every block's call and the attention cache (and the sites of ``read``)."""
+    def record(self, ids: Sequence[int], read: Mapping[str, Read | Positions] | None = None,
+               write: Mapping[str, Edit] | None = None) -> Recording:
+        """One pass of ``ids`` that ``resume`` can start from at any block: the residual stream, every
+        block's call and the attention cache (and the sites of ``read``); with ``write``, of the run so
+        edited (e.g. noised embeddings, for resumed runs that start from the noised stream)."""
         checkpoint()
         a = self.adapter
         L, T = a.n_layers, len(ids)
         residual = torch.empty(L + 1, T, a.d_model, dtype=torch.float32, device=self.device)
         reads = {s: Read(into=residual[r]) for r, s in enumerate(resid_rows(L))}
         reads.update({k: (v if isinstance(v, Read) else Read(positions=v)) for k, v in (read or {}).items()})
-        place = _Placement(self, 1, T, reads, None, keep_live=False)
+        place = _Placement(self, 1, T, reads, write, keep_live=False)
         calls: list = [None] * L
         cache_names: list = [[] for _ in range(L)]
 

@@ -11,11 +11,11 @@ from ..errors import LensError
 RECORDED = ("tokenize", "logit_lens", "lens_fits", "lens_comparison", "latent_language", "generate",
             "generation_lens", "generation_attention", "projection", "geometry", "rollout", "attention_flow",
             "head_patterns", "head_summary", "contributions", "route_graph", "node_detail", "patch", "patched_lens",
-            "ablated_lens", "lens_suite", "patch_suite")
-
-RECORDED += ("attribute", "circuit")  # attribution and circuits (lens/circuits/)
+            "ablated_lens", "lens_suite", "patch_suite", "noise_trace")
 
 RECORDED += ("dla", "sublayer_lens", "knockout")  # who writes the answer (lens/attribution/)
+
+RECORDED += ("attribute", "circuit")  # attribution and circuits (lens/circuits/)
 
 
 class RecordingBackend:

@@ -37,6 +37,20 @@ def render_patch(backend, info, prompts, *, target, foil, site) -> Drawn:
     return Drawn([r], [patch_figure(r)], reading(r))
 
 
+def render_noise(backend, info, prompt, *, target, subject, foil, site, samples, seed, scale) -> Drawn:
+    """``subject``: the noised positions, as "1,2,3" (a link's text) or a list."""
+    from ..figures.patching import noise_figure, noise_reading
+    from ..options import NoiseOptions
+
+    if not target:
+        raise LensError("the noise-trace view needs a target token (e.g. ' Paris')")
+    positions = subject if not isinstance(subject, str) else tuple(
+        int(p) for p in subject.split(",") if p.strip())
+    r = backend.noise_trace(prompt, NoiseOptions(target=target, subject=tuple(positions), foil=foil, site=site,
+                                                  samples=samples, seed=seed, scale=scale))
+    return Drawn([r], [noise_figure(r)], noise_reading(r))
+
+
 VIEWS = (
     View("patch", "Activation patching", CAUSE_EFFECT, "patching", (
         "Two prompts that differ in a few tokens: a clean one the model answers with the target, a corrupted one it "
@@ -46,4 +60,15 @@ VIEWS = (
         "0 (white): the patch changes nothing; 1 (blue): it restores the clean answer; red pushes the other way. "
         "Rows: emb (the input of layer 1) then each layer's output, as in the logit lens; columns: positions."),
         {"target": None, "foil": None, "site": "resid"}, render_patch, reads=TWO_PROMPTS),
+    View("noise-trace", "Causal tracing with noise", CAUSE_EFFECT, "patching?tab=Noise+on+the+subject", (
+        "One prompt, no second one: Gaussian noise (3 × the standard deviation of the prompt's embeddings) is "
+        "added to the embeddings of the marked tokens (✱, typically the subject), which takes the model's answer "
+        "away; then one activation of the clean run is put back, cell by cell, and the answer measured again, "
+        "averaged over several noise samples (seeded). A cell shows how much of the gap it closes: "
+        "(m(restored) − m(noised)) / (m(clean) − m(noised)).",
+        "This is ROME's causal tracing (Meng et al. 2022): the bright cells at the subject's last token in the "
+        "middle layers are where the model looks up what it knows of the subject; those at the last token, late, "
+        "are where the answer is carried to the output."),
+        {"target": None, "subject": (1,), "foil": None, "site": "resid", "samples": 5, "seed": 0, "scale": 3.0},
+        render_noise),
 )
