@@ -22,6 +22,8 @@ from .results import (AttentionContributions, FlowResult, Generation, Generation
 from .suites.options import PairSuiteOptions, SuiteOptions
 from .suites.results import SuiteLensResult, SuitePatchResult
 from .suites.suite import Suite
+from .attribution.options import DLAOptions, KnockoutOptions, SublayerOptions
+from .attribution.results import DLAResult, KnockoutResult, SublayerLensResult
 from .circuits.options import AttributeOptions, CircuitOptions
 from .circuits.results import AttributionResult, CircuitResult
 from .attribution.options import DLAOptions, KnockoutOptions, SublayerOptions

@@ -87,12 +87,14 @@ if dla_tab.open:
                   where=left, export=export, share=0.5 if PRESENTING else 0.6,
                   **({"on_select": "rerun", "selection_mode": "points"} if heads else {}))
             asked = st.query_params.get("dla_head")
-            head = ss.get("dla_head") if ss.get("dla_head") in heads else None
+            # Presenting, the head's box is not drawn: the link (or a click) names the head.
+            head = next((h for h in (ss.get("dla_head"), asked) if h in heads), None)
             if PRESENTING and head is not None:  # a picked head takes the bars' place
                 li, hi = heads.index(head) // r.heads.shape[1], heads.index(head) % r.heads.shape[1]
                 chart(head_tokens_figure(r, li, hi, height=HEIGHT), key="dla-head-tokens", where=right, share=0.5)
             else:
-                chart(fit_rows(dla_layers_figure(r, height=HEIGHT), HEIGHT, FONT, BELOW, keep=("biases", "emb")),
+                chart(fit_rows(dla_layers_figure(r, height=HEIGHT), HEIGHT, FONT, BELOW,
+                               keep=("emb",) if PRESENTING else ("biases", "emb")),
                       key="dla-layers", where=right, export=export, share=0.5 if PRESENTING else 0.4)
             if not PRESENTING:
                 st.caption(f"{dla_reading(r)} Metric: {metric_text(r)}"

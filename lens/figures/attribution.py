@@ -69,14 +69,16 @@ def dla_figure(r: DLAResult, height: int = 560) -> go.Figure:
 def dla_layers_figure(r: DLAResult, height: int = 560) -> go.Figure:
     """Per layer, the attention block's and the MLP's direct parts (rows as the heatmap's), and below them the
     embeddings' and the biases'."""
-    rows = ["biases", "emb", *(f"L{l}" for l in r.layers)]
+    biased = bool(r.bias or np.any(r.attn_bias))  # a model without biases gets no row for them
+    rows = ["biases"] * biased + ["emb", *(f"L{l}" for l in r.layers)]
     fig = go.Figure()
-    fig.add_bar(y=rows[2:], x=r.attn, name="attention", orientation="h", marker_color=ATTN_COLOR,
+    n = 1 + biased
+    fig.add_bar(y=rows[n:], x=r.attn, name="attention", orientation="h", marker_color=ATTN_COLOR,
                 hovertemplate="%{y} attention: %{x:+.3f}<extra></extra>")
-    fig.add_bar(y=rows[2:], x=r.mlp, name="MLP", orientation="h", marker_color=MLP_COLOR,
+    fig.add_bar(y=rows[n:], x=r.mlp, name="MLP", orientation="h", marker_color=MLP_COLOR,
                 hovertemplate="%{y} MLP: %{x:+.3f}<extra></extra>")
-    fig.add_bar(y=rows[:2], x=[r.bias, r.embed], name="emb, biases", orientation="h", marker_color=OTHER_COLOR,
-                hovertemplate="%{y}: %{x:+.3f}<extra></extra>")
+    fig.add_bar(y=rows[:n], x=[r.bias, r.embed][-n:], name="emb, biases" if biased else "emb", orientation="h",
+                marker_color=OTHER_COLOR, hovertemplate="%{y}: %{x:+.3f}<extra></extra>")
     fig.update_layout(height=height, margin=dict(l=10, r=10, t=50, b=10), barmode="group", bargap=0.15,
                       title=dict(text="Per layer: attention and MLP", font=dict(size=14)),
                       xaxis=dict(title="direct part", automargin=True, zeroline=True, zerolinecolor="#444"),

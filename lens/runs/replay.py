@@ -17,6 +17,8 @@ RECORDED += ("dla", "sublayer_lens", "knockout")  # who writes the answer (lens/
 
 RECORDED += ("attribute", "circuit")  # attribution and circuits (lens/circuits/)
 
+RECORDED += ("dla", "sublayer_lens", "knockout")  # who writes the answer (lens/attribution/)
+
 
 class RecordingBackend:
     """``backend`` as it is, keeping (method, result) for every recorded call in ``calls``."""
