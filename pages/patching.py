@@ -9,12 +9,13 @@ require_app_router()
 from lens.analysis.compare import peek_shape, shape_of, why_not_comparable  # noqa: E402
 from lens.examples import PATCH_PAIRS  # noqa: E402
 from lens.figures.patching import (ROWS_NOTE, clicked_cell, comparison_figure, lens_rows_figure,  # noqa: E402
-                                   metric_text, patch_figure, reach_figure, reading, readable_rows)
+                                   metric_text, noise_figure, noise_reading, patch_figure, reach_figure, reading,
+                                   readable_rows)
 from lens.model.tokens import visible  # noqa: E402
 from lens.figures.logit_lens import logit_lens_figure, stride_to_fit  # noqa: E402
 from lens.figures.style import slide_rows  # noqa: E402
 from lens.model.registry import BUNDLED, TINY_ARCHS  # noqa: E402
-from lens.options import PatchOptions, ablation_from_text  # noqa: E402
+from lens.options import NoiseOptions, PatchOptions, ablation_from_text  # noqa: E402
 from lens.views.attention import link_note  # noqa: E402
 from ui import present, state  # noqa: E402
 from ui.backends import loaded_models  # noqa: E402
@@ -25,7 +26,7 @@ FIRST = next(iter(PATCH_PAIRS))
 SITES = {"Residual stream": "resid", "Attention": "attn", "MLP": "mlp", "Heads": "head"}
 # The tabs: Streamlit keeps the label in the URL (?tab=Patch+one+cell); a link may also name one by its short name.
 TABS = {"grid": "Patching grid", "lens": "The lens of both prompts", "cell": "Patch one cell", "ablate": "Ablate",
-        "models": "Two models"}
+        "models": "Two models", "noise": "Noise on the subject"}
 TEXTS = ("clean", "corrupt", "patch_target", "foil")  # the experiment's four boxes, in the order of a pair
 ss = st.session_state
 
@@ -121,7 +122,8 @@ if tab_note:
     st.caption(f"ℹ️ The link's {tab_note}")
 HEIGHT = present.SCREEN_CHART - 90 if present.is_on() else 480  # two rows of inputs and the tabs above
 # Bound to the URL, so a link opens the tab it was copied from; only the open tab is computed.
-grid_tab, rows_tab, cell_tab, ablate_tab, models_tab = st.tabs(list(TABS.values()), key="tab", bind="query-params")
+grid_tab, rows_tab, cell_tab, ablate_tab, models_tab, noise_tab = st.tabs(list(TABS.values()), key="tab",
+                                                                         bind="query-params")
 if grid_tab.open:
     with grid_tab:
         chart(patch_figure(result, height=HEIGHT), key="patch",
@@ -319,3 +321,44 @@ if models_tab.open:
                         fig.update_xaxes(title_text="position · token")  # the lens's own title is too wide here
                         chart(fig.update_layout(title_text=f"{b.info().name}"), key=key, where=col,
                               share=0.375 if PRESENTING else 0.5)
+
+
+if noise_tab.open:
+    with noise_tab:
+        if site == "head":
+            st.info("Noise tracing restores the residual stream, attention or MLP outputs: pick one of those above.")
+            st.stop()
+        labels = [f"{p}·{visible(t)}" for p, t in enumerate(result.tokens)]
+        differs = [labels[p] for p in range(T) if result.tokens[p] != result.corrupt_tokens[p]]
+        n1, n2, n3 = st.columns([4, 1, 1], vertical_alignment="bottom")
+        # The tokens the corrupted prompt changes are the subject by default: the noise takes their place.
+        noised = n1.multiselect("Noise on", labels, default=differs or labels[1:2], key="noise_on",
+                                bind="query-params",
+                                help="The tokens whose embeddings get the noise (typically the subject's). Only "
+                                     "the clean prompt is used here: no second prompt.")
+        samples = n2.number_input("Samples", 1, 20, 5, key="noise_samples", bind="query-params",
+                                  help="Noise samples averaged per cell (seeded: the same number gives the same "
+                                       "chart).")
+        seed = n3.number_input("Seed", 0, 10_000, 0, key="noise_seed", bind="query-params")
+        if not noised:
+            st.info("Pick the tokens to put noise on.")
+            st.stop()
+        subject = [labels.index(x) for x in noised]
+        traced = None
+        with shown_in_page("Tracing with noise", stop=False):
+            bar = st.progress(0.0, text="Tracing with noise…")
+            traced = backend.noise_trace(clean, NoiseOptions(
+                target=target, subject=tuple(subject), foil=foil or None, site=site, samples=int(samples),
+                seed=int(seed)), progress=lambda x, m: bar.progress(min(1.0, x), text=m))
+            bar.empty()
+        if traced is not None:
+            chart(noise_figure(traced, height=HEIGHT - (70 if PRESENTING else 0)), key="noise",
+                  export={"view": "noise-trace", "numbers": traced, "texts": clean, "model": info.name,
+                          "params": {"target": target, "subject": ",".join(map(str, subject)),
+                                     "foil": foil or None, "site": site, "samples": int(samples),
+                                     "seed": int(seed)}})
+            st.caption(noise_reading(traced) if PRESENTING else
+                       f"{noise_reading(traced)} {traced.samples} noise samples of standard deviation "
+                       f"{traced.noise_std:.3f} (3× the prompt's embeddings'). {ROWS_NOTE}")
+            if not PRESENTING:
+                download_json(traced, f"noise-{site}")

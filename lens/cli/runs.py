@@ -10,7 +10,8 @@ from .common import print_json
 # The dashboard view each command's run opens in (a command without one is kept and shown, not drawn).
 COMMAND_VIEWS = {"logit-lens": "logit-lens", "compare-lenses": "lens-comparison", "language": "language",
                  "generate": "generate", "rollout": "rollout", "routes": "routes", "heads": "heads",
-                 "project": "projection", "geometry": "geometry", "patch": "patch"}
+                 "project": "projection", "geometry": "geometry", "patch": "patch",
+                 "noise-trace": "noise-trace"}
 
 
 def _texts(args):

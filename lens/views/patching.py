@@ -42,11 +42,9 @@ def render_noise(backend, info, prompt, *, target, subject, foil, site, samples,
     from ..figures.patching import noise_figure, noise_reading
     from ..options import NoiseOptions
 
-    if not target:
-        raise LensError("the noise-trace view needs a target token (e.g. ' Paris')")
     positions = subject if not isinstance(subject, str) else tuple(
         int(p) for p in subject.split(",") if p.strip())
-    r = backend.noise_trace(prompt, NoiseOptions(target=target, subject=tuple(positions), foil=foil, site=site,
+    r = backend.noise_trace(prompt, NoiseOptions(target=target or None, subject=tuple(positions), foil=foil, site=site,
                                                   samples=samples, seed=seed, scale=scale))
     return Drawn([r], [noise_figure(r)], noise_reading(r))
 
