@@ -814,9 +814,9 @@ class EngineBackend:
             raise LensError(f"the prompts have {len(clean_ids)} tokens; circuits take at most {MAX_CIRCUIT_TOKENS}")
 
         def compute():
-            key = repr([clean, corrupt, options.target, options.foil])
+            key = repr([clean, corrupt, options.target, options.foil, options.ig_steps])
             scored = self.memo.get("circuit-scores", key, lambda: circuit_scores(
-                self.engine, clean_ids, corrupt_ids, target, foil, progress))
+                self.engine, clean_ids, corrupt_ids, target, foil, progress, options.ig_steps))
             return circuit_result(self.engine, self.loaded.name, self.loaded.tokenizer, scored, clean_ids,
                                   corrupt_ids, target, foil, options, progress)
         return self.results.get("circuit", {"prompt": [clean, corrupt], "options": options.key()}, compute)

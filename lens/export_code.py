@@ -356,6 +356,43 @@ def _knockout(src, p, texts) -> Code:
 CODE.update({"dla": _dla, "sublayer-lens": _sublayer_lens, "knockout": _knockout})  # who writes the answer
 
 
+def _attribute(src, p, texts) -> Code:
+    from .circuits.options import AttributeOptions
+
+    if not p["target"]:
+        raise LensError("this view needs a target token (e.g. ' Paris')")
+    o = AttributeOptions(target=p["target"], foil=p["foil"], site=p["site"], qk_fix=bool(p["qk_fix"]), verify=True)
+    o.check()
+    return Code(["from lens.circuits.options import AttributeOptions"],
+                f"result = backend.attribute(CLEAN, CORRUPT, "
+                f"{_new('AttributeOptions', target=o.target, foil=o.foil, site=o.site, qk_fix=o.qk_fix, verify=True)})",
+                "to_json_dict(result)",
+                ["attribute", *_flag("--target", o.target), *_flag("--foil", o.foil), *_flag("--site", o.site),
+                 *(["--qk-fix"] if o.qk_fix else []), "--verify"],
+                ["from lens.figures.circuits import estimate_figure, scatter_figure"],
+                "figures = [estimate_figure(result), scatter_figure(result)]", several=True)
+
+
+def _circuit(src, p, texts) -> Code:
+    from .circuits.options import CircuitOptions
+
+    if not p["target"]:
+        raise LensError("this view needs a target token (e.g. ' Paris')")
+    o = CircuitOptions(target=p["target"], foil=p["foil"], edges=int(p["edges"]), ig_steps=int(p["ig_steps"]))
+    o.check()
+    return Code(["from lens.circuits.options import CircuitOptions"],
+                f"result = backend.circuit(CLEAN, CORRUPT, "
+                f"{_new('CircuitOptions', target=o.target, foil=o.foil, edges=o.edges, ig_steps=o.ig_steps)})",
+                "to_json_dict(result)",
+                ["circuit", *_flag("--target", o.target), *_flag("--foil", o.foil), "--edges", str(o.edges),
+                 *(["--ig-steps", str(o.ig_steps)] if o.ig_steps else [])],
+                ["from lens.figures.circuits import circuit_figure, faithfulness_figure"],
+                "figures = [circuit_figure(result), faithfulness_figure(result)]", several=True)
+
+
+CODE.update({"attribute": _attribute, "circuit": _circuit})  # attribution and circuits (lens/circuits/)
+
+
 def _sh(arg: str) -> str:
     """One shell word for ``arg``: quoted as it is, or in bash's $'…' with escapes where it holds a new line or
     another character that does not print."""

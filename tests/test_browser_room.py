@@ -34,6 +34,7 @@ def screens() -> list[str]:
     out += [f"generate?tab={quote(t)}" for t in ("Where each token looked", "Text, token by token")]
     out += ["projection?source=Corpus", "projection?mode=Layer+by+layer"]
     out += ["attribution?dla_head=L24.H4", "attribution?tab=Attention+knockout&ko_sources=3&ko_align=start"]
+    out += ["circuits?tab=Attribution+patching&site=Heads&qk_fix=true", "circuits?tab=Circuit&edges=200"]
     out += [f"suites?tab={quote(t)}&by=continent" for t in ("Where answers settle", "Each prompt")]
     out += ["suites?suite=indirect-object&tab=Patching+over+pairs&patched=true", "suites?source=File",
             "suites?source=Template&as_pairs=true&tab=Patching+over+pairs&patched=true",

@@ -203,3 +203,32 @@ def test_cli_json_equals_the_backend():
     assert got["kept"] == [[u, v, pytest.approx(s)] for u, v, s in want.kept]
     assert got["faithfulness"] == pytest.approx(want.faithfulness, abs=1e-6)
     np.testing.assert_allclose(got["curve_faithfulness"], want.curve_faithfulness, atol=1e-6)
+
+
+def test_integrated_gradients_average_the_gradient_between_the_two_embeddings():
+    """EAP-IG with 2 steps: the gradient at block 3's attention input averaged over embeddings a quarter and three
+    quarters of the way from the corrupted to the clean ones, each run here on inputs_embeds."""
+    model, _ = tiny_model("llama")
+    a = adapt(model)
+    eng = HookEngine(model, a)
+    g, scores, *_ = edge_scores(eng, CLEAN, CORRUPT, TARGET, FOIL, ig_steps=2)
+    emb = model.get_input_embeddings()
+    ec, ek = emb(torch.tensor([CLEAN])).detach(), emb(torch.tensor([CORRUPT])).detach()
+    grads = []
+    for alpha in (0.25, 0.75):
+        kept = {}
+
+        def own(m, args):
+            kept["x"] = args[0].clone()  # block 3's attention alone reads this copy
+            return (kept["x"], *args[1:])
+        h = a.attn_norm[2].register_forward_pre_hook(own)
+        with torch.enable_grad():
+            m = metric(model(inputs_embeds=(ek + alpha * (ec - ek)).requires_grad_()).logits)
+            grads.append(torch.autograd.grad(m, [kept["x"]])[0])
+        h.remove()
+    want = float(((ec - ek).double() * (sum(grads) / 2).double()).sum())
+    a3 = g.readers.index("a3")
+    assert abs(want) > 1e-3
+    assert scores[0, a3] == pytest.approx(want, rel=1e-4, abs=1e-7)
+    plain = edge_scores(eng, CLEAN, CORRUPT, TARGET, FOIL)[1]
+    assert abs(plain[0, a3] - scores[0, a3]) > 1e-4  # not the plain gradient

@@ -65,6 +65,14 @@ CASES.update({  # who writes the answer (lens/attribution/)
     "knockout": (PROMPT, {"sources": "1,3-4", "window": 2, "align": "start"},
                  ["knockout", "--prompt", PROMPT, "--sources", "1,3,4", "--window", "2", "--align", "start"]),
 })
+CASES.update({  # attribution and circuits (lens/circuits/)
+    "attribute": ([CLEAN, CORRUPT], {"target": "t", "foil": "a", "site": "head", "qk_fix": True},
+                  ["attribute", "--clean-prompt", CLEAN, "--corrupt-prompt", CORRUPT, "--target", "t", "--foil", "a",
+                   "--site", "head", "--qk-fix", "--verify"]),
+    "circuit": ([CLEAN, CORRUPT], {"target": "t", "foil": "a", "edges": 6, "ig_steps": 3},
+                ["circuit", "--clean-prompt", CLEAN, "--corrupt-prompt", CORRUPT, "--target", "t", "--foil", "a",
+                 "--edges", "6", "--ig-steps", "3"]),
+})
 MORE = {  # the same views with other options: another backend call, another figure builder
     "heads --layer": ("heads", PROMPT, {"layer": 2}, ["heads", "--prompt", PROMPT, "--layer", "2"]),
     "geometry senses": ("geometry", BANKS, {"word": "a", "metric": "senses"}, None),  # one byte, one token

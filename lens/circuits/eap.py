@@ -136,7 +136,7 @@ def output_weights(adapter) -> list[torch.Tensor]:
     return [adapter.output_projection(i)[0] for i in range(adapter.n_layers)]
 
 
-def edge_scores(engine, clean_ids, corrupt_ids, target, foil, progress=None):
+def edge_scores(engine, clean_ids, corrupt_ids, target, foil, progress=None, ig_steps: int = 0):
     """(graph, scores [U, R] float64 with 0 where no edge, m(clean), m(corrupt), corrupted writes [U, T, d])."""
     a = engine.adapter
     g = Graph(a.n_layers, a.n_heads)
@@ -153,9 +153,31 @@ def edge_scores(engine, clean_ids, corrupt_ids, target, foil, progress=None):
                    grad_of=metric_fn(target, foil))
     wc, wk = _writes(c.reads, a, W_O), _writes(k.reads, a, W_O)
     grads = torch.stack([k.grads[s][0].float() for s in g.reader_site])  # [R, T, d]
+    if ig_steps:
+        say(0.25, f"gradients at {ig_steps} points between the corrupted and the clean embeddings")
+        grads = _integrated(engine, g, corrupt_ids, wc[0], wk[0], target, foil, ig_steps, own)
     scores = torch.einsum("utd,rtd->ur", (wc - wk).double(), grads.double()).cpu().numpy()
     scores[~g.valid] = 0.0
     return g, scores, m_clean, float(k.metric), wk
+
+
+def _integrated(engine, g: Graph, corrupt_ids, emb_clean, emb_corrupt, target, foil, steps: int, own) -> torch.Tensor:
+    """EAP-IG (Hanna et al. 2024): each reader's gradient averaged over ``steps`` runs whose embeddings lie evenly
+    between the corrupted and the clean ones (midpoints), one batch; [R, T, d]."""
+    alphas = (torch.arange(steps, dtype=torch.float32) + 0.5) / steps
+
+    def interpolate(x, call):
+        e = emb_corrupt.to(x.device) + alphas.to(x.device)[:, None, None] * (emb_clean - emb_corrupt).to(x.device)
+        return e.to(x.dtype).requires_grad_()  # a new leaf: the gradients start from it
+
+    def total(z):  # the runs are independent: the gradient of the sum is each run's own
+        z = z.double()
+        if foil is None:
+            return torch.log_softmax(z, -1)[:, target].sum()
+        return (z[:, target] - z[:, foil]).sum()
+    out = engine.run([list(corrupt_ids)] * steps, read={s: None for s in g.reader_site},
+                     write={**own, "resid_pre.1": interpolate}, grad_of=total)
+    return torch.stack([out.grads[s].float().mean(0) for s in g.reader_site])
 
 
 def ranked_edges(g: Graph, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -219,7 +241,7 @@ def keep_mask(g: Graph, edges: list[tuple[int, int]]) -> np.ndarray:
     return keep
 
 
-def circuit_scores(engine, clean_ids, corrupt_ids, target, foil, progress=None) -> dict:
+def circuit_scores(engine, clean_ids, corrupt_ids, target, foil, progress=None, ig_steps: int = 0) -> dict:
     """What every circuit of one pair shares: the graph, the ranked edges, both metrics, the corrupted writes,
     and the faithfulness curve (one path-patched run per edge count of CURVE_EDGES below the edge count, and
     all edges)."""
@@ -227,7 +249,8 @@ def circuit_scores(engine, clean_ids, corrupt_ids, target, foil, progress=None) 
 
     def part(lo, hi):
         return None if progress is None else (lambda f, m: progress(lo + (hi - lo) * f, m))
-    g, scores, m_clean, m_corrupt, wk = edge_scores(engine, clean_ids, corrupt_ids, target, foil, part(0.0, 0.3))
+    g, scores, m_clean, m_corrupt, wk = edge_scores(engine, clean_ids, corrupt_ids, target, foil, part(0.0, 0.3),
+                                                    ig_steps)
     u, v, s = ranked_edges(g, scores)
     E = len(s)
     ns = sorted({n for n in CURVE_EDGES if n < E} | {E})

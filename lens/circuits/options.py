@@ -48,6 +48,7 @@ class AttributeOptions:
 # The edge counts the faithfulness curve is measured at (those up to the number of edges, and all of them).
 CURVE_EDGES = (1, 2, 3, 5, 8, 12, 20, 30, 50, 80, 120, 200, 300, 500, 800, 1200, 2000, 3000, 5000, 8000, 12000)
 DEFAULT_EDGES = 30
+MAX_IG = 32
 
 
 @dataclass(frozen=True)
@@ -58,11 +59,15 @@ class CircuitOptions:
     target: str
     foil: str | None = None
     edges: int = DEFAULT_EDGES
+    ig_steps: int = 0  # EAP-IG: gradients averaged over this many embeddings between corrupted and clean (0: EAP)
 
     def check(self) -> None:
         _check_tokens(self.target, self.foil)
         if isinstance(self.edges, bool) or not isinstance(self.edges, int) or self.edges < 0:
             raise LensError(f"the number of edges must be a whole number from 0 up, not {self.edges!r}")
+        if isinstance(self.ig_steps, bool) or not isinstance(self.ig_steps, int) or not 0 <= self.ig_steps <= MAX_IG:
+            raise LensError(f"integrated-gradient steps must be a whole number from 0 (plain EAP) to {MAX_IG}, "
+                            f"not {self.ig_steps!r}")
 
     def key(self) -> dict:
         return asdict(self)

@@ -35,7 +35,7 @@ def cmd_circuit(args) -> int:
     from ..circuits.options import CircuitOptions
 
     clean, corrupt = pair_text(args, "clean"), pair_text(args, "corrupt")
-    options = CircuitOptions(target=args.target, foil=args.foil, edges=args.edges)
+    options = CircuitOptions(target=args.target, foil=args.foil, edges=args.edges, ig_steps=args.ig_steps)
     options.check()
     r = backend(args).circuit(clean, corrupt, options, progress=terminal_progress)
     terminal_progress.close()
@@ -84,4 +84,6 @@ def register(sub) -> None:
                                        "heads and MLPs, and how much of the answer it restores")
     _pair_args(c)
     c.add_argument("--edges", type=int, default=30, help="edges kept before pruning (default 30)")
+    c.add_argument("--ig-steps", type=int, default=0, help="EAP-IG: average each gradient over this many "
+                                                          "embeddings between corrupted and clean (default 0: EAP)")
     c.set_defaults(func=cmd_circuit)

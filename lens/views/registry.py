@@ -12,7 +12,7 @@ from typing import Sequence
 
 from ..backend import Backend
 from ..errors import LensError
-from . import attention, attribution, generate, logit_lens, patching, projection, suites
+from . import attention, attribution, circuits, generate, logit_lens, patching, projection, suites
 from .entry import LEARN, PROMPT, RESEARCH, SECTIONS, SUITE, TWO_PROMPTS, Page, View
 
 TOUR = Page("tour", "Guided tour", ":material/tour:", "nine short stories about what the layers do, one screen each",
@@ -33,9 +33,9 @@ the options, the numbers behind the chart, and your note. Save one with **Save r
 # The order of the home page's list, and of the pages within a sidebar section.
 PAGES: dict[str, Page] = {p.path: p for p in (
     TOUR, logit_lens.PAGE, projection.PAGE, attention.PAGE, generate.PAGE, patching.PAGE,
-    attribution.PAGE, suites.PAGE, RUNS)}
+    attribution.PAGE, circuits.PAGE, suites.PAGE, RUNS)}
 VIEWS: dict[str, View] = {v.name: v for module in (logit_lens, generate, attention, projection, patching,
-                                                   attribution, suites)
+                                                   attribution, circuits, suites)
                           for v in module.VIEWS}
 
 

@@ -1,0 +1,146 @@
+"""Attribution & circuits page: attribution patching beside real patching, and a circuit with its faithfulness."""
+import streamlit as st
+
+from ui.routing import require_app_router
+
+require_app_router()
+
+from lens.circuits.eap import Graph  # noqa: E402
+from lens.circuits.options import CURVE_EDGES, DEFAULT_EDGES, AttributeOptions, CircuitOptions  # noqa: E402
+from lens.examples import PATCH_PAIRS  # noqa: E402
+from lens.figures.circuits import (agreement_text, circuit_figure, circuit_text, disagreement_rows,  # noqa: E402
+                                   estimate_figure, faithfulness_figure, scatter_figure)
+from lens.figures.patching import ROWS_NOTE, metric_text, readable_rows  # noqa: E402
+from lens.views.attention import link_note  # noqa: E402
+from ui import present, state  # noqa: E402
+from ui.errors import shown_in_page  # noqa: E402
+from ui.widgets import chart, download_json, page_header  # noqa: E402
+
+FIRST = next(iter(PATCH_PAIRS))
+SITES = {"Residual stream": "resid", "Attention": "attn", "MLP": "mlp", "Heads": "head"}
+TABS = {"atp": "Attribution patching", "circuit": "Circuit"}
+TEXTS = ("clean", "corrupt", "patch_target", "foil")  # the same boxes (and URL keys) as Compare & patch
+ss = st.session_state
+PRESENTING = present.is_on()
+IG_STEPS = 5
+
+
+def link_to_label(key: str, labels: dict[str, str]) -> None:
+    """A link naming a tab by its short name (?tab=circuit) is rewritten to the label Streamlit keeps."""
+    asked = st.query_params.get(key)
+    if asked in labels and asked not in labels.values():
+        try:
+            st.query_params[key] = labels[asked]
+        except st.errors.StreamlitAPIException:
+            ss[key] = labels[asked]
+            return
+        st.rerun()
+
+
+def _use_pair() -> None:
+    name = ss.get("pair")
+    if name in PATCH_PAIRS:
+        ss.update(dict(zip(TEXTS, PATCH_PAIRS[name])))
+
+
+def _keep_experiment() -> None:
+    ss.update({k: ss.get(k) for k in TEXTS})
+
+
+page_header("circuits")
+link_to_label("tab", TABS)
+
+backend = state.backend()
+info = backend.info()
+if not (info.has_lm_head and info.is_causal):
+    st.warning(f"{info.name} is not a causal language model: there is no next-token answer to attribute.")
+    st.stop()
+
+ss.update({k: v for k, v in zip(TEXTS, PATCH_PAIRS[FIRST]) if ss.get(k) is None and k not in st.query_params})
+p0, a, b, t, f = st.columns([2.2, 4, 4, 1.2, 1.2], vertical_alignment="bottom")
+p0.selectbox("Example pair", list(PATCH_PAIRS), index=None, key="pair", placeholder="pick a pair…",
+             on_change=_use_pair)
+clean = a.text_input("Clean prompt", value=None, key="clean", bind="query-params", on_change=_keep_experiment) or ""
+corrupt = b.text_input("Corrupted prompt", value=None, key="corrupt", bind="query-params",
+                       on_change=_keep_experiment) or ""
+target = t.text_input("Target", value=None, key="patch_target", bind="query-params", on_change=_keep_experiment,
+                      help="The clean prompt's answer: one token, with its leading space (' Paris').") or ""
+foil = f.text_input("Foil", value=None, key="foil", bind="query-params", on_change=_keep_experiment,
+                    help="The corrupted prompt's answer (' Rome'). Empty: the target's log-probability.") or None
+if not clean.strip() or not corrupt.strip() or not target:
+    st.info("Type a clean and a corrupted prompt and the target token, or pick an example pair.")
+    st.stop()
+
+tab_note = link_note("tab", st.query_params.get("tab"), [*TABS, *TABS.values()], "this page's tabs",
+                     f"“{TABS['atp']}”")
+if tab_note:
+    st.caption(f"ℹ️ The link's {tab_note}")
+HEIGHT = present.SCREEN_CHART - 60 if PRESENTING else 520
+atp_tab, circuit_tab = st.tabs(list(TABS.values()), key="tab", bind="query-params")
+
+if atp_tab.open:
+    with atp_tab:
+        c0, c1 = st.columns([3, 2], vertical_alignment="bottom")
+        site_label = c0.segmented_control("Grid", list(SITES), default="Residual stream", key="site",
+                                          bind="query-params")
+        site = SITES.get(site_label or "Residual stream", "resid")
+        qk_fix = c1.toggle("QK fix", key="qk_fix", bind="query-params", disabled=site not in ("attn", "head"),
+                           help="Attention and heads: each head's new attention pattern patched for real (the "
+                                "softmax recomputed), only its new values estimated; one run per layer.")
+        qk_fix = bool(qk_fix) and site in ("attn", "head")
+        r = None
+        with shown_in_page("Attribution patching", stop=False):
+            bar = st.progress(0.0, text="Estimating, then patching for real…")
+            r = backend.attribute(clean, corrupt, AttributeOptions(target=target, foil=foil, site=site, qk_fix=qk_fix,
+                                                                   verify=True),
+                                  progress=lambda x, m: bar.progress(min(1.0, x), text=m))
+            bar.empty()
+        if r is not None:
+            export = {"view": "attribute", "numbers": r, "texts": [clean, corrupt], "model": info.name,
+                      "params": {"target": target, "foil": foil, "site": site, "qk_fix": qk_fix}}
+            left, right = st.columns([3, 2])
+            grid = estimate_figure(r, height=HEIGHT)
+            if site != "head":
+                grid = readable_rows(grid, HEIGHT, 18 if PRESENTING else 12)
+            chart(grid, key="atp-grid", where=left, export=export, share=0.6)
+            chart(scatter_figure(r, height=HEIGHT), key="atp-scatter", where=right, export=export, share=0.4)
+            st.caption(f"{agreement_text(r)} Metric: {metric_text(r)} at the last position."
+                       + ("" if PRESENTING or site != "resid" else f" {ROWS_NOTE}"))
+            if not PRESENTING:
+                st.markdown("**Where they disagree most**")
+                st.dataframe(disagreement_rows(r), hide_index=True)
+                download_json(r, f"attribute-{site}")
+
+if circuit_tab.open:
+    with circuit_tab:
+        E = int(Graph(info.n_layers, info.n_heads).valid.sum()) if info.has_head_sites else 0
+        choices = [n for n in CURVE_EDGES if n < E] + [E]
+        c0, c1 = st.columns([3, 2], vertical_alignment="bottom")
+        asked = st.query_params.get("edges")
+        if asked is not None and asked not in [str(n) for n in choices]:  # a link's count the slider lacks
+            st.caption(f"ℹ️ The link's edge count {asked!r} is not one the slider offers "
+                       f"({', '.join(map(str, choices[:6]))}, …, {E}): showing {DEFAULT_EDGES}.")
+            del st.query_params["edges"]
+        edges = c0.select_slider("Edges kept (before pruning)", choices, value=DEFAULT_EDGES, key="edges",
+                                 bind="query-params")
+        ig = c1.toggle(f"Integrated gradients ({IG_STEPS} steps)", key="ig", bind="query-params",
+                       help="EAP-IG: each edge's gradient averaged over embeddings between the corrupted and the "
+                            "clean prompt's, instead of taken at the corrupted run alone.")
+        ig_steps = IG_STEPS if ig else 0
+        c = None
+        with shown_in_page("Circuit", stop=False):
+            bar = st.progress(0.0, text="Scoring every edge, then running the circuits…")
+            c = backend.circuit(clean, corrupt, CircuitOptions(target=target, foil=foil, edges=int(edges),
+                                                                  ig_steps=ig_steps),
+                                progress=lambda x, m: bar.progress(min(1.0, x), text=m))
+            bar.empty()
+        if c is not None:
+            export = {"view": "circuit", "numbers": c, "texts": [clean, corrupt], "model": info.name,
+                      "params": {"target": target, "foil": foil, "edges": int(edges), "ig_steps": ig_steps}}
+            left, right = st.columns([3, 2])
+            chart(circuit_figure(c, height=HEIGHT), key="circuit-graph", where=left, export=export, share=0.6)
+            chart(faithfulness_figure(c, height=HEIGHT), key="circuit-curve", where=right, export=export, share=0.4)
+            if not PRESENTING:
+                st.caption(circuit_text(c) + " Each layer's heads read one input (the attention's), so an edge into "
+                           "a layer's attention reaches every head of it that the circuit keeps.")
+                download_json(c, f"circuit-{int(edges)}")
