@@ -29,7 +29,8 @@ def screens() -> list[str]:
 
     out = [""] + [p for p in PAGES if p != "tour"]
     out += [v.page for v in VIEWS.values() if v.page not in out]
-    out += [f"patching?tab={quote(t)}" for t in ("The lens of both prompts", "Patch one cell", "Ablate", "Two models")]
+    out += [f"patching?tab={quote(t)}" for t in ("The lens of both prompts", "Patch one cell", "Ablate", "Two models",
+                                                   "Noise on the subject")]
     out += [f"patching?tab=Ablate&ablate_heads={quote('20.3, 21.0')}&ablate_skip=15"]
     out += [f"generate?tab={quote(t)}" for t in ("Where each token looked", "Text, token by token")]
     out += ["projection?source=Corpus", "projection?mode=Layer+by+layer"]
