@@ -99,11 +99,17 @@ def _lens_comparison(src, p, texts) -> Code:
 
 def _early_exit(src, p, texts) -> Code:
     from .options import check_lens
+    from .views.logit_lens import position_window
 
     check_lens(p["lens"])
-    return Code(["from lens.options import LensOptions"],
-                f"result = backend.logit_lens({src}, {_new('LensOptions', top_k=1, lens=p['lens'])})",
-                "to_json_dict(result)", ["logit-lens", "--top-k", "1", "--lens", p["lens"]],
+    window = position_window(p["positions"])  # the page's last 48 of a long prompt; None: every position
+    if window is None:
+        call = _new("LensOptions", top_k=1, lens=p["lens"])
+        command = ["logit-lens", "--top-k", "1", "--lens", p["lens"]]
+    else:  # `logit-lens` reads every position: no command prints this window's JSON
+        call, command = _new("LensOptions", top_k=1, positions=window, lens=p["lens"]), None
+    return Code(["from lens.options import LensOptions"], f"result = backend.logit_lens({src}, {call})",
+                "to_json_dict(result)", command,
                 ["from lens.figures.early_exit import early_exit_figure"], "fig = early_exit_figure(result)")
 
 
@@ -124,16 +130,28 @@ def _language(src, p, texts) -> Code:
 def _generate(src, p, texts) -> Code:
     from .figures.logit_lens import METRICS
     from .options import GenerateOptions
+    from .views.generate import CHARTS
 
+    if p["chart"] not in CHARTS:
+        raise LensError(f"unknown generate chart {p['chart']!r}; choose {' or '.join(CHARTS)}")
     if p["metric"] not in METRICS or p["metric"].startswith("target"):
         raise LensError(f"unknown colour metric {p['metric']!r}; choose probability, entropy or kl")
     o = GenerateOptions(int(p["max_new_tokens"]), float(p["temperature"]), int(p["seed"]))
     o.check()
+    options = "options = " + _new("GenerateOptions", max_new_tokens=o.max_new_tokens, temperature=o.temperature,
+                                  seed=o.seed) + "\n"
+    if p["chart"] == "attention":  # no command computes where each new token looked
+        skip = bool(p["skip_first"])
+        return Code(["from lens.options import GenerateOptions"],
+                    options + f"looked = backend.generation_attention({src}, options)  # generates, then one "
+                              "attention pass over prompt and continuation",
+                    "to_json_dict(looked)", None,
+                    ["from lens.figures.generation import generation_attention_figure"],
+                    f"fig = generation_attention_figure(looked, skip_first={skip})", {"skip_first": skip})
     chart = {"metric": p["metric"], "stride": int(p["stride"])}
     return Code(["from lens.figures.generation import token_table",
                  "from lens.options import GenerateOptions, LensOptions"],
-                "options = " + _new("GenerateOptions", max_new_tokens=o.max_new_tokens, temperature=o.temperature,
-                                    seed=o.seed) + "\n"
+                options +
                 f"gen = backend.generate({src}, options)\n"
                 f"lens = backend.generation_lens({src}, options, LensOptions(top_k=1))  # top-1 per layer and position",
                 '{**to_json_dict(gen), "steps": token_table(gen, lens)}',  # as `generate --json` prints it
@@ -148,11 +166,23 @@ def _rollout(src, p, texts, flow: bool = False) -> Code:
 
     o = RolloutOptions(_position(p["position"]))
     o.check()
+    skip = bool(p["skip_first"])  # None: the page's default, the first token's column kept
+    if flow:
+        given = p["layers"]  # the layer rows solved (the page: the last one alone for a long prompt); None: all
+        given = [given] if isinstance(given, int) else list(given or ())
+        if any(isinstance(l, bool) or int(l) < 1 for l in given):
+            raise LensError(f"flow layers are numbered from 1, not {p['layers']!r}")
+        layers = tuple(int(l) for l in given) or None
+        options = _new("FlowOptions", position=o.position, layers=layers)
+        command = ["rollout", "--flow", *_flag("--position", o.position),
+                   *_flag("--layers", layers and ",".join(map(str, layers)))]
+    else:
+        options = _new("RolloutOptions", position=o.position)
+        command = ["rollout", *_flag("--position", o.position)]
     kind, call = ("FlowOptions", "attention_flow") if flow else ("RolloutOptions", "rollout")
-    return Code([f"from lens.options import {kind}"],
-                f"result = backend.{call}({src}, {_new(kind, position=o.position)})", "to_json_dict(result)",
-                ["rollout", *(["--flow"] if flow else []), *_flag("--position", o.position)],
-                ["from lens.figures.attention import rollout_figure"], "fig = rollout_figure(result)")
+    return Code([f"from lens.options import {kind}"], f"result = backend.{call}({src}, {options})",
+                "to_json_dict(result)", command, ["from lens.figures.attention import rollout_figure"],
+                f"fig = rollout_figure(result, skip_first={skip})", {"skip_first": skip})
 
 
 def _flow(src, p, texts) -> Code:
@@ -197,14 +227,35 @@ def _projection(src, p, texts) -> Code:
     from .senses import senses_of
 
     corpus = not isinstance(texts, str)
-    o = ProjectionOptions(method=p["method"], dims=int(p["dims"]))
+    skip_first, skip_special, rms_scale = (_on(p[k]) for k in ("skip_first", "skip_special", "rms_scale"))
+    o = ProjectionOptions(method=p["method"], mode=p["mode"] or "joint", dims=int(p["dims"]), rms_scale=rms_scale,
+                          skip_first=skip_first, skip_special=skip_special)
     o.check()
     color_by = p["color_by"] or ("text" if corpus else "layer")  # the view's default colouring
     if color_by not in COLOR_BY:
         raise LensError(f"unknown colouring {color_by!r}; choose from {', '.join(COLOR_BY)}")
+    options = _new("ProjectionOptions", method=o.method, mode=o.mode, dims=o.dims, rms_scale=o.rms_scale,
+                   skip_first=o.skip_first, skip_special=o.skip_special)
+    compute = f"result = backend.projection({src}, {options})"
+    command = ["project", *_flag("--method", o.method), *_flag("--mode", o.mode), *_flag("--dims", o.dims),
+               *([] if o.rms_scale else ["--no-rms-scale"]), *([] if o.skip_first else ["--include-first"]),
+               *([] if o.skip_special else ["--include-special"])]
+    imports = ["from lens.options import ProjectionOptions"]
+    if o.mode == "aligned":  # one PCA per layer, played frame by frame (the word and rows are the paths' only)
+        return Code(imports, compute, "to_json_dict(result)", command,
+                    ["from lens.figures.projection import aligned_figure"],
+                    f"fig = aligned_figure(result, color_by={color_by!r})", {"color_by": p["color_by"]})
     word = p["word"]
     senses = senses_of(texts) if corpus else None
     lines, chart = [], [f"color_by={color_by!r}"]
+    rows = None
+    if p["rows"] is not None:
+        lo, hi = sorted(int(x) for x in p["rows"])
+        if lo < 0:
+            raise LensError(f"rows {lo}–{hi} are out of range: rows are numbered from 0 (the embeddings)")
+        rows = [lo, hi]
+        lines.append(f"rows = list(range({lo}, {hi + 1}))  # the rows shown: result.layers[{lo}] to [{hi}]")
+        chart.append("rows=rows")
     if word:
         lines.append(f"highlight = word_matches(result.tokens, {word!r})  # the word's occurrences, drawn boldly")
         chart.append("highlight=highlight")
@@ -214,12 +265,15 @@ def _projection(src, p, texts) -> Code:
         lines.append(f"senses = {senses!r}  # each text's sense (a shipped corpus): one colour per sense")
         chart.append("senses=senses")
     lines.append(f"fig = trajectory_figure(result, {', '.join(chart)})")
-    return Code(["from lens.options import ProjectionOptions"],
-                f"result = backend.projection({src}, {_new('ProjectionOptions', method=o.method, dims=o.dims)})",
-                "to_json_dict(result)", ["project", *_flag("--method", o.method), *_flag("--dims", o.dims)],
+    return Code(imports, compute, "to_json_dict(result)", command,
                 ["from lens.figures.projection import trajectory_figure",
                  *(["from lens.model.tokens import word_matches"] if word else [])],
-                "\n".join(lines), {"color_by": p["color_by"], "word": word})
+                "\n".join(lines), {"color_by": p["color_by"], "word": word, "rows": rows})
+
+
+def _on(option) -> bool:
+    """A switch the page has on by default: None (the page's default) is on, as the views read it."""
+    return True if option is None else bool(option)
 
 
 def _geometry(src, p, texts) -> Code:
@@ -227,6 +281,8 @@ def _geometry(src, p, texts) -> Code:
     from .views.projection import SENSES
 
     word, metric = p["word"], p["metric"]
+    skip_first, skip_special = _on(p["skip_first"]), _on(p["skip_special"])  # None: left out, the page's default
+    left_out = [*([] if skip_first else ["--include-first"]), *([] if skip_special else ["--include-special"])]
     if metric == SENSES:
         from .senses import senses_of
 
@@ -234,8 +290,10 @@ def _geometry(src, p, texts) -> Code:
             raise LensError("the senses of a word are compared across the sentences of a shipped corpus with senses")
         if not (word or "").strip():
             raise LensError("name the word whose senses to compare")
-        return Code(["from lens.senses import sense_similarity"],
-                    f"result = sense_similarity(backend, {src}, {word!r})  # every pair of texts; their senses known",
+        return Code(["from lens.options import GeometryOptions", "from lens.senses import sense_similarity"],
+                    f"result = sense_similarity(backend, {src}, {word!r}, options="
+                    f"{_new('GeometryOptions', skip_first=skip_first, skip_special=skip_special)})"
+                    "  # every pair of texts; their senses known",
                     "to_json_dict(result)", None, ["from lens.figures.projection import sense_figure"],
                     "fig = sense_figure(result)")
     if metric is not None and metric not in EXPLANATIONS:
@@ -245,8 +303,9 @@ def _geometry(src, p, texts) -> Code:
             f"           for key in {keys!r}]\n"
             "figures = [f for f in figures if f is not None]  # a word's measures need a word")
     return Code(["from lens.options import GeometryOptions"],
-                f"result = backend.geometry({src}, {_new('GeometryOptions', word=word)})", "to_json_dict(result)",
-                ["geometry", *_flag("--word", word)],
+                f"result = backend.geometry({src}, "
+                f"{_new('GeometryOptions', skip_first=skip_first, skip_special=skip_special, word=word)})",
+                "to_json_dict(result)", ["geometry", *left_out, *_flag("--word", word)],
                 ["from lens.figures.projection import layer_similarity_figure, metric_figure"], draw,
                 {"metric": metric}, several=True)
 

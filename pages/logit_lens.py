@@ -192,11 +192,10 @@ def lens_panels(with_heatmap: bool = True) -> None:
     elif panel == EXIT:
         with shown_in_page("Early exit", stop=False):
             r = backend.logit_lens(text, LensOptions(top_k=1, lens=lens, positions=(max(0, n - 48), n)))
-            # The early-exit view reads every position: past 48 tokens (the chart's last 48) it would save
-            # another chart, so no Save run or code then.
+            # Past 48 tokens the view reads the same window (the chart's last 48), so a saved run or code is this chart.
             chart(early_exit_figure(r), key="lens-exit",
                   export={"view": "early-exit", "numbers": r, "texts": text, "model": info.name,
-                          **({"params": {"lens": lens}} if n <= 48 else {})})
+                          "params": {"lens": lens, "positions": [n - 48, n] if n > 48 else None}})
             early = sum(e is not None and e < len(r.layers) - 1 for e in r.exit_layer)
             st.caption(f"{LENS_LABELS[lens]}: {early} of {len(r.exit_layer)} positions"
                        + (" (the last 48)" if n > 48 else "") + " have the model's final answer as their top-1 "

@@ -7,6 +7,7 @@ import ast
 import json
 import math
 import os
+import re
 import runpy
 import shlex
 import subprocess
@@ -17,6 +18,7 @@ import plotly.graph_objects as go
 import pytest
 
 from lens.cli import main
+from lens.errors import LensError
 from lens.engine_backend import local_backend
 from lens.export_code import CODE, notebook, python_script
 from lens.model.loading import load_model
@@ -78,6 +80,26 @@ MORE = {  # the same views with other options: another backend call, another fig
     "geometry senses": ("geometry", BANKS, {"word": "a", "metric": "senses"}, None),  # one byte, one token
     "projection of a prompt": ("projection", PROMPT, {"color_by": "position"}, ["project", "--prompt", PROMPT]),
     "projection of senses": ("projection", BANKS, {"word": "bank"}, ["project", "--corpus-file", "{corpus}"]),
+    # Every option the pages pass, away from its default: the numbers are the command's with the same flags, the
+    # figure the view's.
+    "projection layer by layer": ("projection", TEXTS, {"mode": "aligned", "rms_scale": False, "skip_first": False},
+                                  ["project", "--corpus-file", "{corpus}", "--mode", "aligned", "--no-rms-scale",
+                                   "--include-first"]),
+    "projection of some rows": ("projection", PROMPT, {"rows": [3, 1], "skip_special": False, "word": "t"},
+                                ["project", "--prompt", PROMPT, "--include-special"]),
+    "geometry with every token": ("geometry", TEXTS, {"skip_first": False, "skip_special": False, "word": "e"},
+                                  ["geometry", "--corpus-file", "{corpus}", "--include-first", "--include-special",
+                                   "--word", "e"]),
+    "geometry senses with the first token": ("geometry", BANKS, {"word": "a", "metric": "senses",
+                                                                 "skip_first": False}, None),
+    "flow of some layers": ("flow", PROMPT, {"position": 4, "layers": [3, 2], "skip_first": True},
+                            ["rollout", "--flow", "--prompt", PROMPT, "--position", "4", "--layers", "2,3"]),
+    "flow of the last layer": ("flow", "one two", {"layers": 3}, ["rollout", "--flow", "--prompt", "one two",
+                                                                  "--layers", "3"]),
+    "rollout without the first token": ("rollout", PROMPT, {"skip_first": True}, ["rollout", "--prompt", PROMPT]),
+    "generate's attention": ("generate", PROMPT, {"max_new_tokens": 3, "temperature": 0.7, "seed": 3,
+                                                  "chart": "attention", "skip_first": False}, None),
+    "early exit of a window": ("early-exit", PROMPT, {"positions": [3, 9]}, None),
 }
 
 
@@ -151,9 +173,9 @@ def test_each_views_code_prints_its_commands_json_and_draws_its_chart(name, tiny
     lines = lambda text: [line for line in text.splitlines() if line.strip()]  # noqa: E731
     assert lines(script.split('"""\n', 1)[1]) == lines("\n".join(code[:3]))
     printed, scope, shown = run_here("\n".join(code))
-    if command is None:  # no command computes it: the view's own numbers, and the script says so
+    if command is None:  # no command computes it: the view's own numbers (its chart's), and the script says so
         assert "No `python -m lens` command computes this measure" in script
-        same(json.loads(printed), to_json_dict(rendered.results[0]))
+        same(json.loads(printed), to_json_dict(rendered.results[-1]))
     else:
         corpus = tmp_path / "texts.txt"
         corpus.write_text("\n".join(texts if isinstance(texts, list) else []), encoding="utf-8")
@@ -163,6 +185,43 @@ def test_each_views_code_prints_its_commands_json_and_draws_its_chart(name, tiny
     assert len(shown) == len(rendered.figures) >= 1  # the view's figures, drawn by the same builders
     for mine, theirs in zip(shown, rendered.figures):
         same(json.loads(mine.to_json()), json.loads(theirs.to_json()))
+
+
+def test_early_exit_reads_the_window_the_page_shows(tiny_backend):
+    """A window of positions (the lens page's last 48 of a long prompt): each bar is the full prompt's bar at
+    that position, its exit row the first row from which the lens's top-1 is the last row's to the end."""
+    full = render_view(tiny_backend, "early-exit", PROMPT).results[0]
+    part = render_view(tiny_backend, "early-exit", PROMPT, positions=[3, 9])
+    r = part.results[0]
+    assert r.positions == list(range(3, 9)) and "positions 3–8" in part.caption
+    top1 = full.top_ids[:, :, 0]  # [rows, positions]
+    for i, pos in enumerate(r.positions):
+        rows = [k for k in range(len(full.layers)) if all(top1[j, pos] == top1[-1, pos] for j in range(k, len(top1)))]
+        assert r.exit_layer[i] == full.exit_layer[pos] == rows[0]
+    assert list(json.loads(part.figures[0].to_json())["data"][0]["x"]) == \
+        list(json.loads(render_view(tiny_backend, "early-exit", PROMPT).figures[0].to_json())["data"][0]["x"])[3:9]
+    for bad, said in (([9, 3], "outside the prompt"), ("3,9", "window [start, stop)"), ([1, 2, 3], "two whole")):
+        with pytest.raises(LensError, match=re.escape(said)):
+            render_view(tiny_backend, "early-exit", PROMPT, positions=bad)
+
+
+def test_flow_layers_flag_prints_those_rows(capsys):
+    """`rollout --flow --layers 2,3`: the rows of every layer's flow at those layers (each solved on its own);
+    on a prompt too long for every row, the last layer's row alone, as the attention page asks for it."""
+    every = command_json(capsys, ["rollout", "--flow", "--model", "tiny-llama", "--prompt", "one two", "--position",
+                                  "4"])
+    some = command_json(capsys, ["rollout", "--flow", "--model", "tiny-llama", "--prompt", "one two", "--position",
+                                 "4", "--layers", "3,2"])
+    assert every["layers"] == ["1", "2", "3"] and some["layers"] == ["2", "3"]
+    same(some["flow"], every["flow"][1:])
+    same(some["raw_flow"], every["raw_flow"][1:])
+    for args, said in ((["--layers", "2"], "add --flow"), (["--flow", "--layers", "0"], "numbered from 1"),
+                       (["--flow", "--layers", "two"], "separated by commas"),
+                       (["--flow", "--layers", "4"], "between 1 and 3")):
+        capsys.readouterr()
+        assert main(["rollout", "--model", "tiny-llama", "--prompt", "one two", *args, "--json"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("error: ") and said in err, err
 
 
 def test_the_docstring_names_the_command_exactly():

@@ -18,16 +18,37 @@ def _setup(args):
     return prompt, backend(args)
 
 
+def flow_layers(text: str | None, flow: bool) -> tuple[int, ...] | None:
+    """``--layers 2,4`` (1-based layer rows of the flow) as a tuple; None: every layer."""
+    from ..errors import LensError
+
+    if text is None:
+        return None
+    if not flow:
+        raise LensError("--layers picks the rows of attention flow: add --flow (rollout gives every layer's row)")
+    try:
+        layers = tuple(int(w) for w in text.split(","))
+    except ValueError:
+        raise LensError(f"--layers takes layers numbered from 1, separated by commas (e.g. 2,4), "
+                        f"not {text!r}") from None
+    if any(l < 1 for l in layers):
+        raise LensError(f"--layers {text}: layers are numbered from 1")
+    return layers
+
+
 def cmd_rollout(args) -> int:
     from ..model.tokens import visible
 
+    layers = flow_layers(args.layers, args.flow)  # before the model loads
     prompt, backend = _setup(args)
-    result = backend.attention_flow(prompt, FlowOptions(args.position)) if args.flow else backend.rollout(prompt, RolloutOptions(args.position))
+    result = (backend.attention_flow(prompt, FlowOptions(args.position, layers)) if args.flow
+              else backend.rollout(prompt, RolloutOptions(args.position)))
     if args.json:
         return print_json(result)
     values = result.flow if args.flow else result.rollout
     print(f"{result.model}: {'attention flow' if args.flow else 'attention rollout'} for position {result.position} "
-          f"({visible(result.tokens[result.position])!r}), last layer's row:")
+          f"({visible(result.tokens[result.position])!r}), "
+          + (f"layer {result.layers[-1]}'s row:" if args.flow else "last layer's row:"))
     row = values[-1]
     for j, t in enumerate(result.tokens):
         print(f"{j:>4} {visible(t):<16} {row[j]:7.4f} {bar(float(row[j]))}")
@@ -94,6 +115,9 @@ def register(sub) -> None:
     model_args(p)
     p.add_argument("--position", type=int, default=None, help="output position, 0-based; negative counts from the end, -1 the last (default: the last)")
     p.add_argument("--flow", action="store_true", help="attention flow (max-flow) instead of rollout; short prompts only")
+    p.add_argument("--layers", default=None, metavar="L[,L…]",
+                   help="with --flow: only these layers' rows, numbered from 1 (e.g. the last one: a longer prompt "
+                        "affords it); default: every layer")
     p.set_defaults(func=cmd_rollout)
 
     p = sub.add_parser("contributions", help="who the attention block of one layer reads from, at one position")

@@ -51,13 +51,31 @@ def render_lens_comparison(backend, info, prompt) -> Drawn:
     return Drawn([c], [lens_comparison_figure(c)], f"{', '.join(c.lenses)} lenses of {info.name} on {len(c.tokens)} tokens.")
 
 
-def render_early_exit(backend, info, prompt, *, lens) -> Drawn:
+def position_window(positions) -> tuple[int, int] | None:
+    """A [start, stop) window of positions as given (a pair of whole numbers, e.g. from a saved run's JSON);
+    None: every position. Its range is checked against the prompt by the lens."""
+    if positions is None:
+        return None
+    try:
+        if isinstance(positions, str) or any(isinstance(x, (bool, float)) for x in positions):
+            raise TypeError
+        start, stop = (int(x) for x in positions)
+    except (TypeError, ValueError):
+        raise LensError(f"positions is a window [start, stop) of two whole numbers, not {positions!r}") from None
+    return start, stop
+
+
+def render_early_exit(backend, info, prompt, *, lens, positions) -> Drawn:
+    """``positions``: the [start, stop) window of positions read (the page's last 48 of a long prompt);
+    None: every position."""
     from ..figures.early_exit import early_exit_figure
 
-    r = backend.logit_lens(prompt, LensOptions(top_k=1, lens=lens))
+    window = position_window(positions)
+    r = backend.logit_lens(prompt, LensOptions(top_k=1, lens=lens, positions=window))
     done = sum(e is not None and e < len(r.layers) - 1 for e in r.exit_layer)
+    which = "" if window is None else f" (positions {r.positions[0]}–{r.positions[-1]})"
     return Drawn([r], [early_exit_figure(r)],
-                 f"{done} of {len(r.exit_layer)} positions have their final answer before the last layer.")
+                 f"{done} of {len(r.exit_layer)} positions{which} have their final answer before the last layer.")
 
 
 def render_language(backend, info, prompt, *, position, track, lens) -> Drawn:
@@ -97,7 +115,7 @@ VIEWS = (
         "is the model's final prediction and stays so to the last layer. A model that stopped computing there "
         "would write the same token (the idea behind early-exit models such as LayerSkip).",
         "Right: the share of positions that could stop at or before each layer."),
-        {"lens": "logit"}, render_early_exit),
+        {"lens": "logit", "positions": None}, render_early_exit),
     View("language", "Language of each layer", READ_LAYERS, "logit_lens?panel=language", (
         "At one position, how each layer's reading spreads its probability over scripts (every vocabulary token "
         "counted by the script of its letters) and over tracked words read by their first token. In translation "
