@@ -368,6 +368,29 @@ CODE = {"suite": _suite, "pair-suite": _pair_suite, "logit-lens": _logit_lens, "
         "heads": _heads, "projection": _projection, "geometry": _geometry, "patch": _patch}
 
 
+def _noise_trace(src, p, texts) -> Code:
+    from .options import NoiseOptions
+
+    subject = p["subject"]
+    subject = tuple(int(x) for x in subject.split(",") if x.strip()) if isinstance(subject, str) else tuple(subject)
+    o = NoiseOptions(target=p["target"] or None, subject=subject, foil=p["foil"], site=p["site"],
+                     samples=int(p["samples"]), seed=int(p["seed"]), scale=float(p["scale"]))
+    o.check()
+    options = _new("NoiseOptions", target=o.target, subject=o.subject, foil=o.foil, site=o.site, samples=o.samples,
+                   seed=o.seed, scale=o.scale)
+    return Code(["from lens.options import NoiseOptions"],
+                f"result = backend.noise_trace({src}, "
+                f"{options})",
+                "to_json_dict(result)",
+                ["noise-trace", "--subject", ",".join(map(str, o.subject)), *_flag("--target", o.target),
+                 *_flag("--foil", o.foil), "--site", o.site, "--samples", str(o.samples), "--seed", str(o.seed),
+                 "--scale", repr(o.scale)],
+                ["from lens.figures.patching import noise_figure"], "fig = noise_figure(result)")
+
+
+CODE["noise-trace"] = _noise_trace  # causal tracing with noise, an option of Compare & patch
+
+
 def _dla(src, p, texts) -> Code:
     from .attribution.options import DLAOptions
 

@@ -75,6 +75,9 @@ CASES.update({  # attribution and circuits (lens/circuits/)
                 ["circuit", "--clean-prompt", CLEAN, "--corrupt-prompt", CORRUPT, "--target", "t", "--foil", "a",
                  "--edges", "6", "--ig-steps", "3"]),
 })
+CASES["noise-trace"] = (PROMPT, {"subject": "1,2", "samples": 2, "seed": 3, "site": "mlp"},  # the model's own answer
+                        ["noise-trace", "--prompt", PROMPT, "--subject", "1,2", "--samples", "2", "--seed", "3",
+                         "--site", "mlp"])
 MORE = {  # the same views with other options: another backend call, another figure builder
     "heads --layer": ("heads", PROMPT, {"layer": 2}, ["heads", "--prompt", PROMPT, "--layer", "2"]),
     "geometry senses": ("geometry", BANKS, {"word": "a", "metric": "senses"}, None),  # one byte, one token
