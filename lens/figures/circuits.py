@@ -11,6 +11,8 @@ from ..model.tokens import visible
 from .attention import FONT
 from .patching import SITE_TITLES, column_labels, row_label
 
+LABELLED = 24  # more nodes than this: names in the hover only (they would overlap)
+LOGITS_GAP = 2.5  # the logits this far above the last layer: their tick clear of its
 POSITIVE, NEGATIVE = "rgba(47,109,181,0.8)", "rgba(192,57,43,0.8)"  # an edge that raises the metric, lowers it
 
 
@@ -88,7 +90,7 @@ def _place(name: str, H: int, L: int) -> tuple[float, float]:
     if name == "emb":
         return (H / 2, 0.0)
     if name == "logits":
-        return (H / 2, L + 1.0)
+        return (H / 2, L + LOGITS_GAP)
     if ".h" in name:
         layer, head = name[1:].split(".h")
         return (float(head), float(layer))
@@ -137,7 +139,7 @@ def circuit_figure(c: CircuitResult, height: int = 620) -> go.Figure:
         x, y = _place(n, H, L)
         xs.append(x)
         ys.append(y)
-        labels.append(node_label(n))
+        labels.append(node_label(n) if len(names) <= LABELLED and ".h" in n else "")  # the axes name the rest
         lines = out.get(n, [])
         hover.append(f"<b>{node_label(n)}</b><br>" + "<br>".join(lines[:8]) + ("<br>…" if len(lines) > 8 else ""))
         colour.append("#555" if n in ("emb", "logits") else "#2f6db5" if ".h" in n else "#e07b39")
@@ -146,9 +148,9 @@ def circuit_figure(c: CircuitResult, height: int = 620) -> go.Figure:
                              cliponaxis=False, textfont=dict(size=11),
                              marker=dict(size=11, color=colour, line=dict(width=1, color="white"))))
     every = 1 if L <= 16 else 2 if L <= 32 else 4
-    fig.update_yaxes(tickvals=[0] + [l for l in range(1, L + 1) if l % every == 0] + [L + 1],
+    fig.update_yaxes(tickvals=[0] + [l for l in range(1, L + 1) if l % every == 0] + [L + LOGITS_GAP],
                      ticktext=["emb"] + [f"L{l}" for l in range(1, L + 1) if l % every == 0] + ["logits"],
-                     range=[-0.8, L + 1.8], title="layer", showgrid=False, zeroline=False)
+                     range=[-0.8, L + LOGITS_GAP + 0.8], title="layer", showgrid=False, zeroline=False)
     fig.update_xaxes(tickvals=list(range(H)) + [H + 0.8], ticktext=[f"H{h}" for h in range(H)] + ["MLP"],
                      range=[-0.6, H + 2.2], title="head", showgrid=False, zeroline=False)
     title = f"Top {c.edges} edges, {len(c.kept)} once pruned: {100 * c.faithfulness:.0f} % restored"
