@@ -276,12 +276,16 @@ def test_lens_panels_save_their_view_as_shown(saving, panel, key, view, params):
     assert {k: run.params[k] for k in params} == params
 
 
-def test_early_exit_past_48_tokens_offers_no_save_run(saving):
-    """The page draws the last 48 positions, its view every position: no run or code that would differ."""
-    at = app("the cat sat on the mat and the dog sat on the rug", "pages/logit_lens.py", model=TINY,
-             panel="exit").run()
+def test_early_exit_past_48_tokens_saves_its_window(saving):
+    """The page draws the last 48 positions of a long prompt; Save run and code keep that window: the view drawn
+    again from the saved options gives the same bars (positions 2–49 of 50)."""
+    from saved_views import check_saved
+
+    text = "the cat sat on the mat and the dog sat on the rug"  # 50 characters: 50 tokens of the tiny model
+    at = app(text, "pages/logit_lens.py", model=TINY, panel="exit").run()
     assert not at.exception and not at.error
-    assert "lens-exit" in keyed(at) and "save-lens-heatmap" in [b.key for b in at.button]
-    assert "save-lens-exit" not in [b.key for b in at.button]
-    code = [b.proto.id for b in at.get("download_button")]
-    assert any("x-py-lens-heatmap" in i for i in code) and not any("x-py-lens-exit" in i for i in code)
+    shown = keyed(at)["lens-exit"]
+    assert len(shown["data"][0]["x"]) == 48
+    assert any("x-py-lens-exit" in b.proto.id for b in at.get("download_button"))
+    run = check_saved(at, "lens-exit", shown, saving, "early-exit")
+    assert run.params["positions"] == [len(text) - 48, len(text)] and run.params["lens"] == "logit"
