@@ -277,6 +277,15 @@ def patching_bench(args) -> int:
     return 0
 
 
+def attribution_bench(args) -> int:
+    from bench import attribution
+
+    report = {"when": time.strftime("%Y-%m-%d %H:%M:%S"), "model": "smollm2-135m", "machine": machine(),
+              "attribution": attribution.run(repeats=args.repeats or 3, say=say)}
+    write_report(report, attribution.table(report["attribution"]), "attribution", args.out)
+    return 0
+
+
 def suites_bench(args) -> int:
     from bench import suites
 
@@ -310,6 +319,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--load", type=int, metavar="N", help="only the load test: N browser sessions at once on one server")
     ap.add_argument("--load-open", action="store_true", help="the load test's server in open mode (default: demo mode)")
     ap.add_argument("--patching", action="store_true", help="only the activation-patching grid, beside nnsight's")
+    ap.add_argument("--attribution", action="store_true", help="only attribution patching beside the real grids, "
+                    "and circuits with their faithfulness")
     ap.add_argument("--suites", action="store_true", help="only prompt suites: a 50-prompt lens suite against 50 "
                     "single-prompt lenses, and a 20-pair patching suite")
     ap.add_argument("--lenses", action="store_true", help="only the fitted lenses: fit, train, KL by layer on held-out prompts")
@@ -319,6 +330,8 @@ def main(argv: list[str] | None = None) -> int:
         return load_test(args)
     if args.patching:
         return patching_bench(args)
+    if args.attribution:
+        return attribution_bench(args)
     if args.lenses:
         return lenses_bench(args)
     if args.suites:
