@@ -5,7 +5,7 @@ from ui.routing import require_app_router
 
 require_app_router()
 
-from lens.circuits.eap import Graph  # noqa: E402
+from lens.circuits.graph import Graph  # noqa: E402
 from lens.circuits.options import CURVE_EDGES, DEFAULT_EDGES, AttributeOptions, CircuitOptions  # noqa: E402
 from lens.examples import PATCH_PAIRS  # noqa: E402
 from lens.figures.circuits import (agreement_text, circuit_figure, circuit_text, disagreement_rows,  # noqa: E402
