@@ -51,7 +51,7 @@ def _prompts(view) -> list[str]:
 
 
 def _params(name: str, backend) -> dict:
-    if name == "patch":  # a target the tiny tokenizer has as one token
+    if name in ("patch", "attribute", "circuit"):  # a target the tiny tokenizer has as one token
         target = next(t for t in backend.tokenize(PROMPT) if len(backend.token_ids(t)) == 1)
         return {"target": target}
     return {}
