@@ -22,6 +22,8 @@ from .results import (AttentionContributions, FlowResult, Generation, Generation
 from .suites.options import PairSuiteOptions, SuiteOptions
 from .suites.results import SuiteLensResult, SuitePatchResult
 from .suites.suite import Suite
+from .weights.options import HeadWeightOptions, NeuronOptions, NeuronPageOptions
+from .weights.results import HeadWeights, NeuronPage, NeuronScores
 from .attribution.options import DLAOptions, KnockoutOptions, SublayerOptions
 from .attribution.results import DLAResult, KnockoutResult, SublayerLensResult
 from .circuits.options import AttributeOptions, CircuitOptions
@@ -96,6 +98,14 @@ class Backend(Protocol):
     def head_patterns(self, text: str, options: HeadOptions) -> HeadPatterns: ...
 
     def head_summary(self, text: str) -> HeadSummary: ...
+
+    # The weight space (lens/weights/): the neurons that write a token, one neuron's page, heads' OV and composition.
+    def neurons(self, options: NeuronOptions, progress: Progress | None = None) -> NeuronScores: ...
+
+    def neuron(self, text: str, options: NeuronPageOptions, progress: Progress | None = None) -> NeuronPage: ...
+
+    def head_weights(self, options: HeadWeightOptions = HeadWeightOptions(),
+                     progress: Progress | None = None) -> HeadWeights: ...
 
     def contributions(self, text: str, options: ContributionOptions) -> AttentionContributions: ...
 

@@ -832,6 +832,70 @@ class EngineBackend:
             raise LensError("the target and the foil are the same token: the logit difference is always 0")
         return t, f
 
+    # ------------------------------------------------------------ the weight space (lens/weights/)
+
+    def neurons(self, options, progress: Progress | None = None):
+        """Every MLP neuron scored against ``options.token``'s unembedding row through the final norm's weight
+        (lens/weights/neurons.py); the top promoters and suppressors with their own top and bottom tokens."""
+        from .weights.neurons import check_weights, neuron_scores
+
+        options.check()
+        self._can("neurons")
+        check_weights(self.loaded.adapter)
+        t = self._one_token(options.token, "token")
+        return self.results.get("neurons", {"options": options.key()}, lambda: neuron_scores(
+            self.loaded.adapter, self.loaded.tokenizer, t, options.token, options.top, options.top_k,
+            self.loaded.name, progress))
+
+    def _shipped_corpus(self):
+        from .fitted.corpus import load_corpus
+
+        return self.memo.get("shipped-corpus", "", lambda: load_corpus(self.loaded.tokenizer))
+
+    def neuron_contexts(self, progress: Progress | None = None):
+        """Every neuron's top-activating positions over the shipped corpus: one pass, computed once, cached."""
+        from .weights.neurons import check_weights, neuron_contexts
+
+        self._can("neurons")
+        check_weights(self.loaded.adapter)
+        corpus = self._shipped_corpus()
+        return self.results.get("neuron-contexts", {"corpus": corpus.digest}, lambda: neuron_contexts(
+            self.engine, corpus.chunks, corpus.name, corpus.digest, self.loaded.name, progress=progress))
+
+    def neuron(self, text: str, options, progress: Progress | None = None):
+        """One neuron's page: its vocabulary projection, its activation on ``text``, its top contexts."""
+        from .weights.neurons import check_weights, neuron_page
+
+        a = self.loaded.adapter
+        check_weights(a)
+        options.check(a.n_layers, a.down_projection(0).shape[0])
+        self._can("neurons")
+        ids = self._ids(text)
+        contexts = self.neuron_contexts(progress)
+        stream = [t for c in self._shipped_corpus().chunks for t in c]
+        return self.results.get("neuron", {"prompt": text, "options": options.key(), "corpus": contexts.corpus_digest},
+                                lambda: neuron_page(self.engine, self.loaded.tokenizer, ids, options.layer,
+                                                    options.neuron, options.top_k, options.contexts, contexts, stream,
+                                                    self.loaded.name))
+
+    def head_weights(self, options=None, progress: Progress | None = None):
+        """Each head's OV copying over the shipped corpus's most frequent tokens, and the composition scores of one
+        kind between heads (lens/weights/heads.py)."""
+        from .weights.heads import composition_scores, head_weights
+        from .weights.options import HeadWeightOptions
+
+        options = options or HeadWeightOptions()
+        options.check()
+        self._can("head_weights")
+        corpus = self._shipped_corpus()
+        stream = [t for c in corpus.chunks for t in c]
+
+        def compute():
+            scores = composition_scores(self.loaded.adapter, options.composition, progress)
+            return head_weights(self.loaded, stream, options.composition, options.top_k, options.vocab, scores,
+                                progress)
+        return self.results.get("head-weights", {"options": options.key(), "corpus": corpus.digest}, compute)
+
     def dla(self, text: str, options: DLAOptions = DLAOptions()) -> DLAResult:
         """Direct logit attribution at ``options.position`` (None: the last): each head's, attention block's,
         MLP's and the embeddings' part of logit(target) − logit(foil) (logit(target) without a foil), through the
@@ -892,3 +956,11 @@ def nnsight_backend(loaded: LoadedModel, cache: ResultCache | None = None, remot
     from .engine.nnsight import NnsightEngine
 
     return EngineBackend(loaded, NnsightEngine(loaded, remote=remote), cache, **kwargs)
+
+# The weight space (lens/weights/): neurons that write a token, a neuron's page, heads' OV circuits and composition.
+from .weights.results import HeadWeights, NeuronContexts, NeuronPage, NeuronScores  # noqa: E402
+
+RESULT_TYPES.update({"neurons": NeuronScores, "neuron-contexts": NeuronContexts, "neuron": NeuronPage,
+                     "head-weights": HeadWeights})
+NEEDS.update({"neurons": (("weights_here",), "the neurons that write a token"),
+              "head_weights": (("weights_here",), "the heads' weights")})

@@ -13,6 +13,7 @@ import sys
 from ..errors import LensError
 from . import attention, attribution, causal, export, fitted, generate, logit_lens, models, projection, runs, suite
 from . import circuits as circuits_commands
+from . import weights as weights_commands
 from .common import quiet_libraries, terminal_progress
 
 
@@ -23,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     for group in (models, logit_lens, fitted, generate, attention, projection, causal, attribution, export, runs, suite):
         group.register(sub)
     circuits_commands.register(sub)  # attribute, circuit (lens/circuits/)
+    weights_commands.register(sub)  # neurons, neuron, heads-weights (lens/weights/)
     return parser
 
 
