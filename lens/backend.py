@@ -100,7 +100,8 @@ class Backend(Protocol):
     def head_summary(self, text: str) -> HeadSummary: ...
 
     # The weight space (lens/weights/): the neurons that write a token, one neuron's page, heads' OV and composition.
-    def neurons(self, options: NeuronOptions, progress: Progress | None = None) -> NeuronScores: ...
+    def neurons(self, options: NeuronOptions, text: str | None = None,
+                progress: Progress | None = None) -> NeuronScores: ...  # no token: the top-1 after ``text``
 
     def neuron(self, text: str, options: NeuronPageOptions, progress: Progress | None = None) -> NeuronPage: ...
 

@@ -834,18 +834,29 @@ class EngineBackend:
 
     # ------------------------------------------------------------ the weight space (lens/weights/)
 
-    def neurons(self, options, progress: Progress | None = None):
+    def neurons(self, options, text: str | None = None, progress: Progress | None = None):
         """Every MLP neuron scored against ``options.token``'s unembedding row through the final norm's weight
-        (lens/weights/neurons.py); the top promoters and suppressors with their own top and bottom tokens."""
+        (lens/weights/neurons.py); the top promoters and suppressors with their own top and bottom tokens. No
+        token: the model's own top-1 after ``text``."""
+        from dataclasses import replace
+
+        from .model.tokens import decode_token
         from .weights.neurons import check_weights, neuron_scores
 
         options.check()
         self._can("neurons")
         check_weights(self.loaded.adapter)
-        t = self._one_token(options.token, "token")
-        return self.results.get("neurons", {"options": options.key()}, lambda: neuron_scores(
-            self.loaded.adapter, self.loaded.tokenizer, t, options.token, options.top, options.top_k,
-            self.loaded.name, progress))
+        if options.token is None:
+            if not text:
+                raise LensError("give a token (e.g. ' Paris'), or a prompt: the neurons then write its top-1")
+            t = int(self.engine.run([self._ids(text)]).logits[0].argmax())  # by id: a byte token has no text
+            token = decode_token(self.loaded.tokenizer, t)
+        else:
+            t, token = self._one_token(options.token, "token"), options.token
+        key = {"options": replace(options, token=None).key(), "token_id": t}
+        return self.results.get("neurons", key, lambda: neuron_scores(
+            self.loaded.adapter, self.loaded.tokenizer, t, token, options.top, options.top_k, self.loaded.name,
+            progress))
 
     def _shipped_corpus(self):
         from .fitted.corpus import load_corpus

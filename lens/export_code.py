@@ -475,6 +475,46 @@ def _circuit(src, p, texts) -> Code:
 CODE.update({"attribute": _attribute, "circuit": _circuit})  # attribution and circuits (lens/circuits/)
 
 
+def _neurons(src, p, texts) -> Code:
+    from .weights.options import NeuronOptions
+
+    o = NeuronOptions(token=p["token"] or None, top=int(p["top"]))
+    o.check()
+    return Code(["from lens.weights.options import NeuronOptions"],
+                f"result = backend.neurons({_new('NeuronOptions', token=o.token, top=o.top)}, {src})",
+                "to_json_dict(result)", ["neurons", *_flag("--token", o.token), "--top", str(o.top)],
+                ["from lens.figures.weights import neurons_figure"], "fig = neurons_figure(result)")
+
+
+def _neuron(src, p, texts) -> Code:
+    from .weights.options import NeuronPageOptions
+
+    if p["layer"] is None or p["neuron"] is None:
+        raise LensError("this view needs a neuron: its layer (1-based) and its number (0-based)")
+    o = NeuronPageOptions(layer=int(p["layer"]), neuron=int(p["neuron"]))
+    o.check()
+    return Code(["from lens.weights.options import NeuronPageOptions"],
+                f"result = backend.neuron({src}, {_new('NeuronPageOptions', layer=o.layer, neuron=o.neuron)})",
+                "to_json_dict(result)", ["neuron", "--layer", str(o.layer), "--neuron", str(o.neuron)],
+                ["from lens.figures.weights import neuron_activation_figure, neuron_tokens_figure"],
+                "figures = [neuron_tokens_figure(result), neuron_activation_figure(result)]", several=True)
+
+
+def _head_weights(src, p, texts) -> Code:
+    from .weights.options import HeadWeightOptions
+
+    o = HeadWeightOptions(composition=p["composition"])
+    o.check()
+    return Code(["from lens.weights.options import HeadWeightOptions"],
+                f"result = backend.head_weights({_new('HeadWeightOptions', composition=o.composition)})",
+                "to_json_dict(result)", ["heads-weights", "--composition", o.composition],
+                ["from lens.figures.weights import composition_figure, copying_figure"],
+                "figures = [copying_figure(result), composition_figure(result)]", several=True)
+
+
+CODE.update({"neurons": _neurons, "neuron": _neuron, "head-weights": _head_weights})  # the weight space
+
+
 def _sh(arg: str) -> str:
     """One shell word for ``arg``: quoted as it is, or in bash's $'…' with escapes where it holds a new line or
     another character that does not print."""

@@ -36,6 +36,7 @@ def screens() -> list[str]:
     out += ["projection?source=Corpus", "projection?mode=Layer+by+layer"]
     out += ["attribution?dla_head=L24.H4", "attribution?tab=Attention+knockout&ko_sources=3&ko_align=start"]
     out += ["circuits?tab=Attribution+patching&site=Heads&qk_fix=true", "circuits?tab=Circuit&edges=200"]
+    out += ["neurons?tab=Heads&comp=q&head=L20H0", "neurons?tab=Neurons&token=+Rome&top=5"]
     out += [f"suites?tab={quote(t)}&by=continent" for t in ("Where answers settle", "Each prompt")]
     out += ["suites?suite=indirect-object&tab=Patching+over+pairs&patched=true", "suites?source=File",
             "suites?source=Template&as_pairs=true&tab=Patching+over+pairs&patched=true",

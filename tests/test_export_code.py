@@ -66,6 +66,9 @@ CASES.update({  # who writes the answer (lens/attribution/)
     "sublayer-lens": (PROMPT, {"target": "e"}, ["sublayer-lens", "--prompt", PROMPT, "--target", "e"]),
     "knockout": (PROMPT, {"sources": "1,3-4", "window": 2, "align": "start"},
                  ["knockout", "--prompt", PROMPT, "--sources", "1,3,4", "--window", "2", "--align", "start"]),
+    "neurons": (PROMPT, {"top": 5}, ["neurons", "--prompt", PROMPT, "--top", "5"]),  # the top-1's neurons
+    "neuron": (PROMPT, {"layer": 2, "neuron": 7}, ["neuron", "--prompt", PROMPT, "--layer", "2", "--neuron", "7"]),
+    "head-weights": (PROMPT, {"composition": "k"}, ["heads-weights", "--composition", "k"]),
 })
 CASES.update({  # attribution and circuits (lens/circuits/)
     "attribute": ([CLEAN, CORRUPT], {"target": "t", "foil": "a", "site": "head", "qk_fix": True},
@@ -103,6 +106,7 @@ MORE = {  # the same views with other options: another backend call, another fig
     "generate's attention": ("generate", PROMPT, {"max_new_tokens": 3, "temperature": 0.7, "seed": 3,
                                                   "chart": "attention", "skip_first": False}, None),
     "early exit of a window": ("early-exit", PROMPT, {"positions": [3, 9]}, None),
+    "neurons of a token": ("neurons", PROMPT, {"token": "a", "top": 5}, ["neurons", "--token", "a", "--top", "5"]),
 }
 
 

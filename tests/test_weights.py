@@ -233,10 +233,14 @@ def test_commands_print_their_json_and_refuse_bad_input(models, capsys):
                                                                        "--top"),
                           (["neuron", "--layer", "9", "--neuron", "0"], "--layer"),
                           (["neuron", "--layer", "1", "--neuron", "-1"], "--neuron"),
-                          (["heads-weights", "--top-k", "0"], "top-k")]:
+                          (["heads-weights", "--top-k", "0"], "top-k"), (["neurons"], "--token T")]:
         assert main([*args, "--model", "tiny-llama", "--no-cache"]) == 2
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1, err
+    # no token: the model's own top-1 after the prompt
+    top1 = lm.tokenizer.decode([int(lm.model(torch.tensor([lm.tokenizer(PROMPT)["input_ids"]])).logits[0, -1].argmax())])
+    assert b.neurons(NeuronOptions(top=4), PROMPT).neurons == b.neurons(NeuronOptions(token=top1, top=4)).neurons
+    assert b.neurons(NeuronOptions(top=4), PROMPT).token == top1
     with pytest.raises(LensError, match="--neuron"):
         b.neuron(PROMPT, NeuronPageOptions(layer=1, neuron=10_000))
     with pytest.raises(LensError, match="composition"):

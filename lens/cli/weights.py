@@ -1,6 +1,7 @@
 """``neurons``, ``neuron`` and ``heads-weights``: the weight space, as a table or JSON."""
 from __future__ import annotations
 
+from ..errors import LensError
 from .common import backend, checked_prompt, model_args, print_json, terminal_progress
 
 DEFAULT_PROMPT = "The capital of France is"  # the neuron's activation is shown on it when no prompt is given
@@ -12,7 +13,12 @@ def cmd_neurons(args) -> int:
 
     options = NeuronOptions(token=args.token, top=args.top, top_k=args.top_k)
     options.check()  # before the model loads
-    r = backend(args).neurons(options, progress=terminal_progress)
+    text = None
+    if args.token is None:
+        if args.prompt is None and args.prompt_file is None:
+            raise LensError("give --token T (e.g. ' Paris'), or --prompt P: the neurons then write its top-1")
+        text = checked_prompt(args)
+    r = backend(args).neurons(options, text, progress=terminal_progress)
     terminal_progress.close()
     if args.json:
         return print_json(r)
@@ -82,7 +88,8 @@ def register(sub) -> None:
     p = sub.add_parser("neurons", help="the MLP neurons whose output vectors write a token (and those that "
                                        "suppress it)")
     model_args(p)
-    p.add_argument("--token", required=True, help="one token, e.g. ' Paris' (with its leading space)")
+    p.add_argument("--token", default=None, help="one token, e.g. ' Paris' (with its leading space); default: the "
+                                                 "model's top-1 after --prompt")
     p.add_argument("--top", type=int, default=20, help="neurons listed each side (default 20)")
     p.add_argument("--top-k", type=int, default=8, help="tokens listed per neuron (default 8)")
     p.set_defaults(func=cmd_neurons)

@@ -17,6 +17,8 @@ RECORDED += ("dla", "sublayer_lens", "knockout")  # who writes the answer (lens/
 
 RECORDED += ("attribute", "circuit")  # attribution and circuits (lens/circuits/)
 
+RECORDED += ("neurons", "neuron", "head_weights")  # the weight space (lens/weights/)
+
 RECORDED += ("dla", "sublayer_lens", "knockout")  # who writes the answer (lens/attribution/)
 
 

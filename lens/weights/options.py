@@ -19,7 +19,9 @@ def _whole(value, what: str, lo: int, hi: int | None = None) -> int:
     return value
 
 
-def _token(value) -> str:
+def _token(value) -> str | None:
+    if value is None:
+        return None
     if not isinstance(value, str) or value == "":
         raise LensError(f"the token is a token's text (e.g. ' Paris'), not {value!r}")
     return value
@@ -27,9 +29,10 @@ def _token(value) -> str:
 
 @dataclass(frozen=True)
 class NeuronOptions:
-    """The MLP neurons whose output vectors most raise (and lower) ``token``'s logit, ``top`` each side."""
+    """The MLP neurons whose output vectors most raise (and lower) ``token``'s logit, ``top`` each side;
+    ``token`` None: the model's own top-1 after a prompt."""
 
-    token: str = " Paris"
+    token: str | None = None
     top: int = 20
     top_k: int = 8  # tokens shown for each listed neuron
 

@@ -1,0 +1,62 @@
+"""The Neurons & heads page, in-process (AppTest): the neurons list and the heads' charts are the backend's numbers
+(themselves checked in test_weights.py), the URL holds the token, the tab, the composition and the head, and bad
+link values are named in the page. (A neuron's own page reads the whole corpus once: test_weights.py checks it.)"""
+from pathlib import Path
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from plotly_json import array, charts
+
+from lens.engine_backend import local_backend
+from lens.model.loading import load_model
+from lens.weights.options import HeadWeightOptions, NeuronOptions
+
+APP = str(Path(__file__).resolve().parent.parent / "app.py")
+PAGE = "pages/neurons.py"
+
+
+def page(**params) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=600)
+    at.switch_page(PAGE)
+    for k, v in params.items():
+        at.query_params[k] = v
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+@pytest.fixture(scope="module")
+def backend():
+    return local_backend(load_model("smollm2-135m"), None)
+
+
+def caption(at) -> str:
+    return " ".join(c.value for c in at.caption)
+
+
+def test_the_neurons_of_a_token_are_the_backends(backend):
+    at = page(token=" Paris", top="6")
+    (bars,) = charts(at)
+    want = backend.neurons(NeuronOptions(token=" Paris", top=6))
+    x = array(bars["data"][0]["x"])
+    np.testing.assert_allclose(x[-6:][::-1], [n["score"] for n in want.neurons], atol=1e-5)
+    np.testing.assert_allclose(x[:6], [n["score"] for n in want.suppressors][::-1], atol=1e-5)
+    assert bars["data"][0]["y"][-1].strip() == f"L{want.neurons[0]['layer']} N{want.neurons[0]['neuron']}"
+    assert "Click a bar" in caption(at)
+
+
+def test_heads_tab_from_a_link_and_bad_values_named(backend):
+    at = page(tab="Heads", comp="q", head="L20H0")
+    figs = charts(at)
+    want = backend.head_weights(HeadWeightOptions(composition="q"))
+    np.testing.assert_allclose(array(figs[0]["data"][0]["z"]), want.copy_score, atol=1e-5)
+    z = array(figs[1]["data"][0]["z"])
+    iu = np.triu_indices(want.n_layers, 1)
+    np.testing.assert_allclose(z[iu], want.layer_scores[iu], atol=1e-6)
+    assert len(figs) == 3 and "L20H0" in figs[2]["layout"]["title"]["text"]
+    at = page(tab="Heads", head="L99H0")
+    assert "head “L99H0” (showing none)" in caption(at)
+    at = page(token="xyzzy")
+    assert any("is 2 tokens here" in e.value for e in at.error)
