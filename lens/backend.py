@@ -28,6 +28,8 @@ from .attribution.options import DLAOptions, KnockoutOptions, SublayerOptions
 from .attribution.results import DLAResult, KnockoutResult, SublayerLensResult
 from .circuits.options import AttributeOptions, CircuitOptions
 from .circuits.results import AttributionResult, CircuitResult
+from .steering.options import SteerOptions
+from .steering.results import SteerResult
 from .attribution.options import DLAOptions, KnockoutOptions, SublayerOptions
 from .attribution.results import DLAResult, KnockoutResult, SublayerLensResult
 
@@ -147,3 +149,6 @@ class Backend(Protocol):
 
     def circuit(self, clean: str, corrupt: str, options: CircuitOptions,
                 progress: Progress | None = None) -> CircuitResult: ...
+
+    # Steering (lens/steering/): plain and steered continuations, the target's lens in both, the dose-response.
+    def steer(self, prompt: str, options: SteerOptions, progress: Progress | None = None) -> SteerResult: ...

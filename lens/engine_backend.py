@@ -42,6 +42,8 @@ from .attribution.options import DLAOptions, KnockoutOptions, SublayerOptions
 from .attribution.results import DLAResult, KnockoutResult, SublayerLensResult
 from .circuits.options import AttributeOptions, CircuitOptions
 from .circuits.results import AttributionResult, CircuitResult
+from .steering.options import SteerOptions
+from .steering.results import SteerResult
 
 MEMO_ATTENTION_TOKENS = 512  # longer prompts' head-averaged attention is not kept between calls
 
@@ -57,6 +59,7 @@ RESULT_TYPES: dict[str, type] = {
 }
 RESULT_TYPES.update({"attribution": AttributionResult, "circuit": CircuitResult})  # lens/circuits/
 
+RESULT_TYPES["steer"] = SteerResult  # lens/steering/
 RESULT_TYPES.update({"dla": DLAResult, "sublayer-lens": SublayerLensResult, "knockout": KnockoutResult})
 
 # What each method needs of the engine beyond plain reads (Capabilities fields), and its name in a message.
@@ -80,6 +83,7 @@ NEEDS: dict[str, tuple[tuple[str, ...], str]] = {
     "sublayer_lens": (("weights_here",), "the sub-layer lens"),
     "knockout": (("writes", "weights_here"), "attention knockout"),
 }
+NEEDS["steer"] = (("writes", "generates", "weights_here"), "steering")  # lens/steering/
 NEEDS.update({"attribute": (("gradients", "weights_here"), "attribution patching"),
               "circuit": (("gradients", "writes", "weights_here"), "circuits")})
 
@@ -952,6 +956,42 @@ class EngineBackend:
         return self.results.get("knockout", {"prompt": text, "options": options.key()}, lambda: knockout(
             self.engine, ids, tok, tokens, target, options.sources, options.window, options.align,
             self.loaded.name, progress))
+
+    # ------------------------------------------------------------ steering (lens/steering/)
+
+    def steer(self, prompt: str, options: "SteerOptions", progress: Progress | None = None) -> "SteerResult":
+        """``prompt`` continued plainly and with a steering vector at the residual stream entering block
+        ``options.layer`` (lens/steering/options.py says how), from the same seed; the target's lens in both runs
+        and the dose-response."""
+        from .steering.steer import steer
+        from .steering.vectors import contrast_vector, token_vector
+
+        a = self.loaded.adapter
+        options.check(a.n_layers)
+        self._can("steer")
+        if not (a.has_lm_head and a.is_causal):
+            raise LensError(f"{self.loaded.name} is not a causal language model: it does not generate text")
+        if a.post_ln:
+            raise LensError(f"{a.model_type} normalises after each sub-block: it has no residual stream to steer")
+        ids = self._ids(prompt)
+        room = self.token_limit - len(ids)
+        if room < 1:
+            raise LensError(f"the prompt already fills the {self.token_limit} tokens allowed here: shorten it")
+        target = None if options.target is None else self._one_token(options.target, "target")
+        if options.vector == "token":
+            token_id = self._one_token(options.token, "steering token")
+        stop = [i for i in [getattr(self.loaded.tokenizer, "eos_token_id", None)] if i is not None]
+
+        def compute():
+            if options.vector == "token":
+                v, label = token_vector(a, token_id), f"the unembedding of {options.token!r}"
+            else:
+                pairs = [(self._ids(p), self._ids(n)) for p, n in zip(options.positive, options.negative)]
+                v = contrast_vector(self.engine, pairs, options.layer)
+                label = " / ".join(f"{p!r} − {n!r}" for p, n in zip(options.positive, options.negative))
+            return steer(self.engine, self.loaded.tokenizer, self.loaded.name, ids, v, options, label, target,
+                         stop, room, progress)
+        return self.results.get("steer", {"prompt": prompt, "options": options.key()}, compute)
 
 
 def local_backend(loaded: LoadedModel, cache: ResultCache | None = None, **kwargs) -> EngineBackend:

@@ -14,6 +14,7 @@ from ..errors import LensError
 from . import attention, attribution, causal, export, fitted, generate, logit_lens, models, projection, runs, suite
 from . import circuits as circuits_commands
 from . import weights as weights_commands
+from . import steering as steering_commands
 from .common import quiet_libraries, terminal_progress
 
 
@@ -25,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
         group.register(sub)
     circuits_commands.register(sub)  # attribute, circuit (lens/circuits/)
     weights_commands.register(sub)  # neurons, neuron, heads-weights (lens/weights/)
+    steering_commands.register(sub)  # steer (lens/steering/)
     return parser
 
 

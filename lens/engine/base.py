@@ -46,6 +46,9 @@ class SiteCall:
     site: Site
     input: torch.Tensor | None = None
     run_block: Callable[[int], torch.Tensor] | None = None  # 1-based layer -> that block's output here
+    # The position of the activation's first row: 0 in a whole pass; during generation on a KV cache, where one new
+    # token at a time is run, its position in the text (an edit at chosen positions needs it).
+    start: int = 0
 
 
 Edit = Callable[[torch.Tensor, SiteCall], torch.Tensor]

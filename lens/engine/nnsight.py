@@ -163,10 +163,12 @@ class NnsightEngine:
             out.reduced = {k: (v.detach().cpu() if isinstance(v, torch.Tensor) else v) for k, v in dict(reduced).items()}
         return out
 
-    def generate(self, ids, max_new_tokens: int, temperature: float = 0.0, seed: int = 0, stop_ids=()):
+    def generate(self, ids, max_new_tokens: int, temperature: float = 0.0, seed: int = 0, stop_ids=(), write=None):
         """Generation reads no activations: the weights are here, so the model continues the prompt itself."""
         from ..model.generate import generate_ids
 
+        if write:
+            raise LensError("generating with edits (steering) runs on this machine's own engine: use --backend local")
         if not self.capabilities.generates:
             raise LensError(f"generation needs a loop of forward passes here, not {self.capabilities.where}")
         checkpoint()
