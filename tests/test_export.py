@@ -20,7 +20,7 @@ from lens.engine_backend import local_backend
 from lens.model.loading import load_model
 from lens.serialize import to_json_dict
 from lens.views import VIEWS, render_view
-from lens.views.entry import TEXTS, TWO_PROMPTS
+from lens.views.entry import SUITE, TEXTS, TWO_PROMPTS
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMPT = "hello there, the end; see me here"
@@ -40,7 +40,9 @@ def numbers_in(html: str) -> list:
 @pytest.mark.parametrize("name", list(VIEWS))
 def test_every_view_renders_and_exports_its_numbers(backend, name, tmp_path):
     reads = VIEWS[name].reads
-    texts = {TEXTS: CORPUS, TWO_PROMPTS: ["The cat sat on", "The dog ran on"]}.get(reads, PROMPT)
+    suite = ('{"clean": "The cat sat on", "corrupt": "The dog ran on", "target": "t", "foil": "a"}\n'
+             '{"clean": "A cat sat by", "corrupt": "A dog ran by", "target": "e", "foil": "o"}\n')  # one-char targets
+    texts = {TEXTS: CORPUS, TWO_PROMPTS: ["The cat sat on", "The dog ran on"], SUITE: suite}.get(reads, PROMPT)
     rendered = render_view(backend, name, texts, **({"target": "t", "foil": "a"} if reads == TWO_PROMPTS else {}))
     assert rendered.figures and rendered.results and rendered.view.about
     out = export_view(rendered, tmp_path / f"{name}.html")
