@@ -980,6 +980,10 @@ class EngineBackend:
         target = None if options.target is None else self._one_token(options.target, "target")
         if options.vector == "token":
             token_id = self._one_token(options.token, "steering token")
+            target = token_id if target is None else target
+        elif target is None:  # the first token where the first pair's texts differ, from the positive (" love")
+            p, n = self._ids(options.positive[0]), self._ids(options.negative[0])
+            target = next((int(a) for a, b in zip(p, n) if a != b), int(p[len(n)]) if len(p) > len(n) else None)
         stop = [i for i in [getattr(self.loaded.tokenizer, "eos_token_id", None)] if i is not None]
 
         def compute():

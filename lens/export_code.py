@@ -673,3 +673,24 @@ def notebook(view, model: str | None = None, texts=None, params: dict | None = N
                          "language_info": {"name": "python"}},
             "nbformat": 4, "nbformat_minor": 5}
     return json.dumps(book, ensure_ascii=False, indent=1) + "\n"
+
+
+def _steer(src, p, texts) -> Code:
+    from .views.steering import options_from
+
+    o = options_from(p)
+    o.check()
+    vector = (["--token", o.token] if o.vector == "token" else
+              [x for a, b in zip(o.positive, o.negative) for x in ("--positive", a, "--negative", b)])
+    return Code(["from lens.steering.options import SteerOptions", "from lens.steering.results import steer_json"],
+                f"result = backend.steer({src}, "
+                f"{_new('SteerOptions', positive=o.positive, negative=o.negative, layer=o.layer, coef=o.coef, mode=o.mode, positions=o.positions, unit=o.unit, vector=o.vector, token=o.token, max_new_tokens=o.max_new_tokens, temperature=o.temperature, seed=o.seed, target=o.target)})",
+                "steer_json(result)",
+                ["steer", *vector, "--layer", str(o.layer), "--coef", repr(o.coef), "--mode", o.mode,
+                 "--positions", o.positions, "--unit", o.unit, "--max-new-tokens", str(o.max_new_tokens),
+                 "--temperature", repr(o.temperature), "--seed", str(o.seed), *_flag("--target", o.target)],
+                ["from lens.figures.steering import dose_figure, lens_figure"],
+                "figures = [dose_figure(result), lens_figure(result)]", several=True)
+
+
+CODE["steer"] = _steer  # steering (lens/steering/)

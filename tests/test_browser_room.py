@@ -41,6 +41,7 @@ def screens() -> list[str]:
     out += ["suites?suite=indirect-object&tab=Patching+over+pairs&patched=true", "suites?source=File",
             "suites?source=Template&as_pairs=true&tab=Patching+over+pairs&patched=true",
             "suites?source=Paste&pasted=" + quote("The capital of France is\t Paris\nThe capital of Peru is\t Lima")]
+    out += ["steering?steer_mode=cap&steer_positions=after-prompt&steer_unit=raw&steer_coef=2&steer_layer=99"]
     out += [f"tour?step={n}" for n in range(1, len(STEPS) + 1)]
     return out
 

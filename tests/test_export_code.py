@@ -81,6 +81,10 @@ CASES.update({  # attribution and circuits (lens/circuits/)
 CASES["noise-trace"] = (PROMPT, {"subject": "1,2", "samples": 2, "seed": 3, "site": "mlp"},  # the model's own answer
                         ["noise-trace", "--prompt", PROMPT, "--subject", "1,2", "--samples", "2", "--seed", "3",
                          "--site", "mlp"])
+CASES["steer"] = (PROMPT, {"positive": "good", "negative": "bad", "layer": 2, "coef": 3.0, "unit": "raw",  # steering
+                          "positions": "all", "max_new_tokens": 4},
+                  ["steer", "--prompt", PROMPT, "--positive", "good", "--negative", "bad", "--layer", "2", "--coef", "3",
+                   "--unit", "raw", "--max-new-tokens", "4"])
 MORE = {  # the same views with other options: another backend call, another figure builder
     "heads --layer": ("heads", PROMPT, {"layer": 2}, ["heads", "--prompt", PROMPT, "--layer", "2"]),
     "geometry senses": ("geometry", BANKS, {"word": "a", "metric": "senses"}, None),  # one byte, one token

@@ -220,6 +220,7 @@ def test_bundled_model_steers_as_a_hook_does(models):
     new, first = hooked_generate(lm.model, lm.model.model.layers[layer - 1], ids, 6, lambda h: h + coef * v,
                                  len(ids), WHICH["all"])
     assert r.steered_ids == new and r.steered_ids != r.plain_ids
+    assert r.target == " love"  # the default target: the positive's first token that differs from the negative's
     assert r.lens_steered[-1] == pytest.approx(float(first[r.target_id]), abs=1e-3)
 
 

@@ -18,6 +18,7 @@ RECORDED += ("dla", "sublayer_lens", "knockout")  # who writes the answer (lens/
 RECORDED += ("attribute", "circuit")  # attribution and circuits (lens/circuits/)
 
 RECORDED += ("neurons", "neuron", "head_weights")  # the weight space (lens/weights/)
+RECORDED += ("steer",)  # steering (lens/steering/)
 
 RECORDED += ("dla", "sublayer_lens", "knockout")  # who writes the answer (lens/attribution/)
 

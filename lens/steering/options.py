@@ -42,7 +42,9 @@ class SteerOptions:
     max_new_tokens: int = 20
     temperature: float = 0.0  # 0: greedy
     seed: int = 0
-    target: str | None = None  # the dose-response's token (None: the steered run's first new token)
+    # the dose-response's and the lens's token (None: a token vector's token; for a contrast, the positive text's
+    # first token where the first pair differs; failing that, the steered run's first new token)
+    target: str | None = None
     dose: bool = True  # also the dose-response (coefficient -> the target's log-probability, and a few texts)
 
     def check(self, n_layers: int | None = None) -> None:

@@ -1,0 +1,113 @@
+"""Steer the model: plain and steered continuations side by side, the dose-response and the lens of both runs."""
+from html import escape
+
+import streamlit as st
+
+from ui.routing import require_app_router
+
+require_app_router()
+
+from lens.figures.steering import PLAIN_COLOR, STEERED_COLOR, dose_figure, lens_figure, steer_reading, steer_table  # noqa: E402
+from lens.steering.options import MODES, POSITIONS  # noqa: E402
+from lens.views.steering import PRESETS, VIEWS, default_layer, options_from  # noqa: E402
+from ui import present, state  # noqa: E402
+from ui.errors import shown_in_page  # noqa: E402
+from ui.state import PROMPT_KEY  # noqa: E402
+from ui.widgets import (chart, download_json, link_options, link_value_unused, one_of, page_header,  # noqa: E402
+                        presenter_table, say_link_values_unused, whole_in)
+
+ss = st.session_state
+PRESENTING = present.is_on()
+DEFAULTS = VIEWS[0].params
+UNITS = {"norm": "× norm", "raw": "raw"}
+WHERE = {"all": "all", "after-prompt": "after prompt", "front": "front"}
+
+page_header("steering")
+backend = state.backend()
+info = backend.info()
+if not (info.has_lm_head and info.is_causal) or info.post_ln:
+    st.warning(f"{info.name} is not a causal language model with a residual stream: there is nothing to steer.")
+    st.stop()
+L = info.n_layers
+
+
+def use_preset() -> None:
+    name = ss.get("steer_preset")
+    if name in PRESETS:
+        prompt, pos, neg, layer, coef, unit, where = PRESETS[name]
+        ss.update({PROMPT_KEY: prompt, "steer_pos": pos, "steer_neg": neg, "steer_layer": min(layer, L),
+                   "steer_coef": coef, "steer_unit": unit, "steer_positions": where})
+
+
+# The link's values a widget cannot take: said under the controls (the widget shows its default).
+unused = [(link_value_unused("steer_layer", whole_in(1, L)), "layer", default_layer(L)),
+          (link_value_unused("steer_coef", lambda v: abs(float(v)) <= 1e4), "coefficient", DEFAULTS["coef"]),
+          (link_value_unused("steer_mode", one_of(MODES)), "mode", "add"),
+          (link_value_unused("steer_positions", one_of(POSITIONS, WHERE.values())), "positions", "all"),
+          (link_value_unused("steer_unit", one_of(UNITS, UNITS.values())), "unit", "× norm"),
+          (link_value_unused("steer_tokens", whole_in(1, 64)), "new tokens", DEFAULTS["max_new_tokens"])]
+
+link_options("steer_unit", UNITS)  # a link may name the option ("raw") or its label
+link_options("steer_positions", WHERE)
+c = st.columns([1.3, 2, 2, 0.8, 0.9, 1.1, 1.1, 1.3, 0.8], vertical_alignment="bottom")
+c[0].selectbox("Preset", list(PRESETS), index=None, key="steer_preset", on_change=use_preset,
+               placeholder="pick one", help="Sets the prompt, both texts, the layer and the coefficient.")
+positive = c[1].text_input("Positive", value=DEFAULTS["positive"], key="steer_pos", bind="query-params",
+                           help="The text steered towards (several: one per line in a saved link).")
+negative = c[2].text_input("Negative", value=DEFAULTS["negative"], key="steer_neg", bind="query-params",
+                           help="The text steered away from; the vector is positive − negative at the stream "
+                                "entering the layer, at each text's last token.")
+layer = c[3].number_input("Layer", 1, L, default_layer(L), key="steer_layer", bind="query-params",
+                          help="The residual stream entering this block (1-based).")
+coef = c[4].number_input("Coef.", -1e4, 1e4, float(DEFAULTS["coef"]), step=0.1, key="steer_coef",
+                         bind="query-params", help="0 with “add”: exactly the plain run.")
+unit = c[5].selectbox("Unit", list(UNITS), index=list(UNITS).index(DEFAULTS["unit"]), format_func=UNITS.get,
+                      key="steer_unit", bind="query-params",
+                      help="raw: c multiplies the difference vector; × norm: the added vector is c times the "
+                           "stream's mean norm at that layer.")
+mode = c[6].selectbox("Mode", list(MODES), key="steer_mode", bind="query-params",
+                      help="add: h + c·v; orthogonal: the part along v times c; cap: the projection at most c; "
+                           "ablate: the part along v removed.")
+where = c[7].selectbox("Positions", list(POSITIONS), index=list(POSITIONS).index(DEFAULTS["positions"]),
+                       format_func=WHERE.get, key="steer_positions", bind="query-params")
+n_new = c[8].number_input("Tokens", 1, 64, DEFAULTS["max_new_tokens"], key="steer_tokens", bind="query-params",
+                          help="New tokens of each continuation (greedy).")
+say_link_values_unused(unused)
+
+text = state.prompt()
+if not text:
+    st.info("Type a prompt in the sidebar (or pick a preset) to steer its continuation.")
+    st.stop()
+
+params = {**DEFAULTS, "positive": positive, "negative": negative, "layer": int(layer), "coef": float(coef),
+          "unit": unit, "mode": mode, "positions": where, "max_new_tokens": int(n_new)}
+r = None
+with shown_in_page("Steering", stop=False):
+    with st.spinner("Generating plainly and steered, then the dose-response…"):
+        r = backend.steer(text, options_from(params, L))
+if r is None:
+    st.stop()
+
+
+
+def continuation(title: str, new: str, colour: str) -> str:
+    # HTML, not markdown: a continuation's own characters (*, #, new lines) are text, not formatting
+    def html(t: str) -> str:
+        return escape(t).replace("\n", "<br>")
+    return (f"<p><b>{escape(title)}</b><br>{html(text)}"
+            f"<span style='color:{colour}; font-weight:600'>{html(new)}</span></p>")
+
+
+left, right = st.columns(2)
+left.markdown(continuation("Plain", r.plain_text, PLAIN_COLOR), unsafe_allow_html=True)
+right.markdown(continuation(f"Steered ({r.mode}, layer {r.layer}, c = {r.coef:g})", r.steered_text, STEERED_COLOR),
+               unsafe_allow_html=True)
+export = {"view": "steer", "numbers": r, "texts": text, "model": info.name, "params": params}
+HEIGHT = 300 if PRESENTING else 420
+a, b = st.columns(2)
+chart(dose_figure(r, height=HEIGHT), key="steer-dose", where=a, export=export, share=0.5)
+chart(lens_figure(r, height=HEIGHT), key="steer-lens", where=b, export=export, share=0.5)
+if not PRESENTING:
+    st.caption(steer_reading(r) + " Hover a dose-response point for its text.")
+    presenter_table(steer_table(r))
+    download_json(r, "steering")
