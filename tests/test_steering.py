@@ -262,3 +262,15 @@ def test_bad_options_refused_before_any_run(models):
                     (SteerOptions(positive=("same",), negative=("same",), layer=2), "zero")]:
         with pytest.raises(LensError, match=says):
             b.steer(PROMPT, o)
+
+
+def test_saved_run_reads_back(tmp_path, monkeypatch, capsys):
+    from lens.runs.store import RunStore
+
+    monkeypatch.setenv("LAYERLENS_RUNS", str(tmp_path / "runs.sqlite"))
+    code = main(["steer", "--model", "tiny-llama", "--prompt", PROMPT, "--positive", "good", "--negative", "bad",
+                 "--layer", "2", "--coef", "3", "--max-new-tokens", "4", "--no-cache", "--json", "--save", "s"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0
+    r = RunStore(tmp_path / "runs.sqlite").get(1).results[0]
+    assert r.steered_ids == out["steered"]["ids"] and r.vector_norm == pytest.approx(out["vector_norm"])

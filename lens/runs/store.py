@@ -15,6 +15,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from ..errors import LensError
 
 SCHEMA = """
@@ -68,6 +70,8 @@ def _encode(result) -> tuple[str, str, bytes]:
     if not dataclasses.is_dataclass(result):
         return "json", json.dumps(plain(result), ensure_ascii=False), b""
     arrays, fields = split(result)
+    # safetensors writes an array's buffer as it lies: a strided view (a column of a matrix) must be copied first.
+    arrays = {k: np.ascontiguousarray(v) for k, v in arrays.items()}
     return type(result).__name__, json.dumps(plain(fields), ensure_ascii=False), save(arrays) if arrays else b""
 
 
@@ -83,9 +87,11 @@ def _decode(kind: str, fields: str, arrays: bytes):
     from ..circuits import results as circuit_types
     from ..suites import results as suite_types
     from ..weights import results as weight_types
+    from ..steering import results as steering_types
 
     # Only the result types LayerLens defines: a name in the file picks one of them, never anything else.
-    known = {m.__name__: m for m in (result_types, suite_types, attribution_types, circuit_types, weight_types)}
+    known = {m.__name__: m for m in (result_types, suite_types, attribution_types, circuit_types, weight_types,
+                                       steering_types)}
     cls = next((getattr(m, kind) for m in known.values() if isinstance(getattr(m, kind, None), type)), None)
     if cls is None or not dataclasses.is_dataclass(cls) or cls.__module__ not in known:
         raise LensError(f"a saved result of unknown type {kind!r} (saved by another version?)")
