@@ -202,3 +202,21 @@ def test_save_is_not_confused_by_nnsight_in_the_same_process(tmp_path, monkeypat
     assert RunStore(tmp_path / "runs.sqlite").list() == []
     saved = cli("logit-lens", "--model", "tiny-llama", "--prompt", PROMPT, "--json", "--no-cache", "--save", "x")
     assert saved.returncode == 0 and [r["name"] for r in RunStore(tmp_path / "runs.sqlite").list()] == ["x"]
+
+
+def test_a_result_holding_a_strided_view_is_saved_as_its_values():
+    """A result's array may be a view into a bigger one (one neuron's column of every neuron's activations):
+    what is saved is its values, not the buffer it lies in."""
+    import numpy as np
+
+    from lens.results import RolloutResult
+    from lens.runs.store import _decode, _encode
+
+    grid = np.arange(60, dtype=np.float32).reshape(5, 12)
+    strided = grid[:, ::3][:2]  # [2, 4], every third column: not contiguous
+    assert not strided.flags["C_CONTIGUOUS"]
+    r = RolloutResult(model="m", tokens=["a", "b", "c", "d"], position=3, layers=["1", "2"], rollout=strided,
+                      attention=grid[3:5, 1:12:3])
+    again = _decode(*_encode(r))
+    np.testing.assert_array_equal(again.rollout, strided)
+    np.testing.assert_array_equal(again.attention, grid[3:5, 1:12:3])
