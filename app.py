@@ -63,7 +63,8 @@ def home() -> None:
 # The sidebar: Home first (a section named "" has no header), then the pages by section.
 navigation = st.navigation({"": [st.Page(home, title="Home", icon=":material/home:", default=True)],
                             **{section: [st.Page(p.file, title=p.title, icon=p.icon) for p in pages]
-                               for section, pages in sections().items()}})
+                               for section, pages in sections().items()}},
+                        expanded=True)  # every page listed: collapsed, Streamlit hides all past the tenth
 state.sidebar()
 state.refusal()
 with routing.routed(), asking.for_this_session():
