@@ -30,6 +30,8 @@ from .circuits.options import AttributeOptions, CircuitOptions
 from .circuits.results import AttributionResult, CircuitResult
 from .steering.options import SteerOptions
 from .steering.results import SteerResult
+from .anatomy.options import AnatomyOptions, ContrastiveOptions
+from .anatomy.results import AnatomyResult, CKAResult, ContrastiveResult
 from .attribution.options import DLAOptions, KnockoutOptions, SublayerOptions
 from .attribution.results import DLAResult, KnockoutResult, SublayerLensResult
 
@@ -152,3 +154,10 @@ class Backend(Protocol):
 
     # Steering (lens/steering/): plain and steered continuations, the target's lens in both, the dose-response.
     def steer(self, prompt: str, options: SteerOptions, progress: Progress | None = None) -> SteerResult: ...
+
+    # Layer anatomy (lens/anatomy/): per-layer norms, block changes, skipping and swapping blocks, CKA, outliers.
+    def anatomy(self, text: str, options: AnatomyOptions = AnatomyOptions()) -> AnatomyResult: ...
+
+    def cka_with(self, other: "Backend", text: str) -> CKAResult: ...
+
+    def contrastive(self, text: str, options: ContrastiveOptions) -> ContrastiveResult: ...

@@ -997,6 +997,78 @@ class EngineBackend:
                          stop, room, progress)
         return self.results.get("steer", {"prompt": prompt, "options": options.key()}, compute)
 
+    # ------------------------------------------------------------ layer anatomy (lens/anatomy/)
+
+    def _anatomy_ids(self, text: str, what: str) -> list[int]:
+        from .anatomy.options import MAX_TOKENS
+
+        a = self.loaded.adapter
+        if not (a.has_lm_head and a.is_causal) or a.post_ln:
+            raise LensError(f"{self.loaded.name} is not a causal language model with a residual stream: {what} "
+                            "does not apply")
+        ids = self._ids(text)
+        if len(ids) < 3:
+            raise LensError(f"the prompt is {len(ids)} token{'s' if len(ids) > 1 else ''}: the measures leave out the "
+                            "first position and need two after it: give at least three tokens")
+        if len(ids) > MAX_TOKENS:
+            raise LensError(f"the prompt is {len(ids):,} tokens; layer anatomy reads at most {MAX_TOKENS} "
+                            "(every layer's similarity to every other is a tokens × tokens matrix each): shorten it")
+        return ids
+
+    def anatomy(self, text: str, options=None):
+        """Per-layer measures of ``text`` (lens/anatomy/): residual norms, block changes and the attention's and MLP's
+        shares, KL of the next token with each block skipped (and neighbours swapped), CKA between layers, outlier
+        dimensions, kurtosis, the previous token's embedding in the stream; positions 1… (the first left out)."""
+        from .anatomy.measure import anatomy
+        from .anatomy.options import AnatomyOptions
+        from .model.tokens import decode_token
+
+        options = options or AnatomyOptions()
+        options.check()
+        self._can("anatomy")
+        ids = self._anatomy_ids(text, "layer anatomy")
+        tok = self.loaded.tokenizer
+        return self.results.get("anatomy", {"prompt": text, "options": options.key()}, lambda: anatomy(
+            self.engine, ids, token_strings(tok, ids), self.loaded.n_layers, options, self.loaded.name,
+            lambda i: decode_token(tok, i)))
+
+    def cka_with(self, other: "EngineBackend", text: str):
+        """Linear CKA between every layer of this model and every layer of ``other`` on ``text``'s tokens (both models
+        must read it as the same token ids)."""
+        from .anatomy.measure import cka_between
+
+        for b in (self, other):
+            b._can("cka_with")
+        ids = self._anatomy_ids(text, "layer similarity")
+        other_ids = other._anatomy_ids(text, "layer similarity")
+        if list(other_ids) != list(ids):
+            raise LensError(f"{other.loaded.name} reads the prompt as other tokens than {self.loaded.name} "
+                            f"({len(other_ids)} against {len(ids)}): layers are compared token by token, so both "
+                            "models need the same tokenizer")
+        key = {"prompt": text, "options": {"other": other.loaded.fingerprint}}
+        return self.results.get("cka", key, lambda: cka_between(
+            self.engine, other.engine, ids, self.loaded.n_layers, other.loaded.n_layers, self.loaded.name,
+            other.loaded.name))
+
+    def contrastive(self, text: str, options):
+        """Autocontrastive decoding at ``text``'s last position (log p_L − log p_l over the plausible tokens, the
+        amateur l = ``options.amateur_layer``'s logit lens), and greedy continuations with and without it."""
+        from .anatomy.measure import contrastive
+        from .model.tokens import decode_token
+
+        options.check(self.loaded.n_layers)
+        self._can("contrastive")
+        ids = self._anatomy_ids(text, "autocontrastive decoding")
+        room = self.token_limit - len(ids)
+        if room < options.max_new_tokens:
+            raise LensError(f"the prompt leaves room for {max(room, 0)} new tokens of the {self.token_limit} allowed "
+                            f"here, not {options.max_new_tokens}: shorten it or ask for fewer")
+        tok = self.loaded.tokenizer
+        stop = [i for i in [getattr(tok, "eos_token_id", None)] if i is not None]
+        return self.results.get("contrastive", {"prompt": text, "options": options.key()}, lambda: contrastive(
+            self.engine, ids, options, self.loaded.name, lambda i: decode_token(tok, i),
+            lambda new: tok.decode(new, skip_special_tokens=True), stop))
+
 
 def local_backend(loaded: LoadedModel, cache: ResultCache | None = None, **kwargs) -> EngineBackend:
     """A backend whose model runs in this process, with hooks."""
@@ -1019,3 +1091,10 @@ RESULT_TYPES.update({"neurons": NeuronScores, "neuron-contexts": NeuronContexts,
                      "head-weights": HeadWeights})
 NEEDS.update({"neurons": (("weights_here",), "the neurons that write a token"),
               "head_weights": (("weights_here",), "the heads' weights")})
+
+# Layer anatomy (lens/anatomy/).
+from .anatomy.results import AnatomyResult, CKAResult, ContrastiveResult  # noqa: E402
+
+RESULT_TYPES.update({"anatomy": AnatomyResult, "cka": CKAResult, "contrastive": ContrastiveResult})
+NEEDS.update({"anatomy": (("writes",), "layer anatomy (it skips blocks)"), "cka_with": ((), "comparing two models' layers"),
+              "contrastive": ((), "autocontrastive decoding")})
