@@ -694,3 +694,33 @@ def _steer(src, p, texts) -> Code:
 
 
 CODE["steer"] = _steer  # steering (lens/steering/)
+
+
+def _anatomy(src, p, texts) -> Code:
+    from .anatomy.options import AnatomyOptions
+
+    o = AnatomyOptions(swap=bool(p["swap"]))
+    o.check()
+    return Code(["from lens.anatomy.options import AnatomyOptions", "from lens.anatomy.results import anatomy_json"],
+                f"result = backend.anatomy({src}, {_new('AnatomyOptions', swap=o.swap)})", "anatomy_json(result)",
+                ["anatomy", *(["--swap"] if o.swap else [])],
+                ["from lens.figures.anatomy import anatomy_figures"], "figures = anatomy_figures(result)", several=True)
+
+
+def _contrastive(src, p, texts) -> Code:
+    from .anatomy.options import ContrastiveOptions
+
+    if p["amateur_layer"] is None:
+        raise LensError("give the amateur layer (a block below the last)")
+    o = ContrastiveOptions(amateur_layer=int(p["amateur_layer"]), max_new_tokens=int(p["max_new_tokens"]))
+    o.check()
+    return Code(["from lens.anatomy.options import ContrastiveOptions",
+                 "from lens.anatomy.results import contrastive_json"],
+                f"result = backend.contrastive({src}, "
+                f"{_new('ContrastiveOptions', amateur_layer=o.amateur_layer, max_new_tokens=o.max_new_tokens)})",
+                "contrastive_json(result)",
+                ["contrastive", "--amateur-layer", str(o.amateur_layer), "--max-new-tokens", str(o.max_new_tokens)],
+                ["from lens.figures.anatomy import contrastive_figure"], "fig = contrastive_figure(result)")
+
+
+CODE.update({"anatomy": _anatomy, "contrastive": _contrastive})  # layer anatomy (lens/anatomy/)

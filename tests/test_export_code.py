@@ -85,6 +85,11 @@ CASES["steer"] = (PROMPT, {"positive": "good", "negative": "bad", "layer": 2, "c
                           "positions": "all", "max_new_tokens": 4},
                   ["steer", "--prompt", PROMPT, "--positive", "good", "--negative", "bad", "--layer", "2", "--coef", "3",
                    "--unit", "raw", "--max-new-tokens", "4"])
+CASES.update({  # layer anatomy (lens/anatomy/)
+    "anatomy": (PROMPT, {"swap": True}, ["anatomy", "--prompt", PROMPT, "--swap"]),
+    "contrastive": (PROMPT, {"amateur_layer": 1, "max_new_tokens": 3},
+                    ["contrastive", "--prompt", PROMPT, "--amateur-layer", "1", "--max-new-tokens", "3"]),
+})
 MORE = {  # the same views with other options: another backend call, another figure builder
     "heads --layer": ("heads", PROMPT, {"layer": 2}, ["heads", "--prompt", PROMPT, "--layer", "2"]),
     "geometry senses": ("geometry", BANKS, {"word": "a", "metric": "senses"}, None),  # one byte, one token

@@ -15,6 +15,7 @@ from ..errors import LensError
 from . import attention, attribution, circuits, generate, logit_lens, patching, projection, suites
 from . import weights as weight_views
 from . import steering as steering_views
+from . import anatomy as anatomy_views
 from .entry import LEARN, PROMPT, RESEARCH, SECTIONS, SUITE, TWO_PROMPTS, Page, View
 
 TOUR = Page("tour", "Guided tour", ":material/tour:", "nine short stories about what the layers do, one screen each",
@@ -35,10 +36,10 @@ the options, the numbers behind the chart, and your note. Save one with **Save r
 # The order of the home page's list, and of the pages within a sidebar section.
 PAGES: dict[str, Page] = {p.path: p for p in (
     TOUR, logit_lens.PAGE, projection.PAGE, attention.PAGE, generate.PAGE, patching.PAGE,
-    attribution.PAGE, weight_views.PAGE, steering_views.PAGE, circuits.PAGE, suites.PAGE, RUNS)}
+    attribution.PAGE, weight_views.PAGE, steering_views.PAGE, circuits.PAGE, suites.PAGE, anatomy_views.PAGE, RUNS)}
 VIEWS: dict[str, View] = {v.name: v for module in (logit_lens, generate, attention, projection, patching,
                                                    attribution, circuits, suites, weight_views,
-                                                   steering_views)
+                                                   steering_views, anatomy_views)
                           for v in module.VIEWS}
 
 
