@@ -689,8 +689,9 @@ def _steer(src, p, texts) -> Code:
                 ["steer", *vector, "--layer", str(o.layer), "--coef", repr(o.coef), "--mode", o.mode,
                  "--positions", o.positions, "--unit", o.unit, "--max-new-tokens", str(o.max_new_tokens),
                  "--temperature", repr(o.temperature), "--seed", str(o.seed), *_flag("--target", o.target)],
-                ["from lens.figures.steering import dose_figure, lens_figure"],
-                "figures = [dose_figure(result), lens_figure(result)]", several=True)
+                ["from lens.figures.steering import difference_figure, dose_figure, grid_figure, lens_figure"],
+                "figures = [difference_figure(result), grid_figure(result, 'plain'), grid_figure(result, 'steered'), "
+                "dose_figure(result), lens_figure(result)]", several=True)
 
 
 CODE["steer"] = _steer  # steering (lens/steering/)

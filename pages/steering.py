@@ -7,7 +7,9 @@ from ui.routing import require_app_router
 
 require_app_router()
 
-from lens.figures.steering import PLAIN_COLOR, STEERED_COLOR, dose_figure, lens_figure, steer_reading, steer_table  # noqa: E402
+from lens.figures.steering import (PLAIN_COLOR, STEERED_COLOR, difference_figure, difference_reading,  # noqa: E402
+                                   dose_figure, grid_figure, lens_figure, steer_reading, steer_table)
+from lens.views.attention import link_note  # noqa: E402
 from lens.steering.options import MODES, POSITIONS  # noqa: E402
 from lens.views.steering import PRESETS, VIEWS, default_layer, options_from  # noqa: E402
 from ui import present, state  # noqa: E402
@@ -103,11 +105,37 @@ left.markdown(continuation("Plain", r.plain_text, PLAIN_COLOR), unsafe_allow_htm
 right.markdown(continuation(f"Steered ({r.mode}, layer {r.layer}, c = {r.coef:g})", r.steered_text, STEERED_COLOR),
                unsafe_allow_html=True)
 export = {"view": "steer", "numbers": r, "texts": text, "model": info.name, "params": params}
+TABS = {"difference": "Lens difference", "lenses": "Both lenses", "dose": "Dose-response"}
+tab_note = link_note("tab", st.query_params.get("steer_tab"), list(TABS.values()), "this page's tabs",
+                     f"“{TABS['difference']}”")
+if tab_note:
+    st.caption(f"ℹ️ The link's {tab_note}")
+diff_tab, lenses_tab, dose_tab = st.tabs(list(TABS.values()), key="steer_tab", bind="query-params")
 HEIGHT = 300 if PRESENTING else 420
-a, b = st.columns(2)
-chart(dose_figure(r, height=HEIGHT), key="steer-dose", where=a, export=export, share=0.5)
-chart(lens_figure(r, height=HEIGHT), key="steer-lens", where=b, export=export, share=0.5)
+GRID = present.SCREEN_CHART if PRESENTING else 560
+if diff_tab.open:
+    with diff_tab:
+        chart(difference_figure(r, height=GRID, max_rows=16 if PRESENTING else None), key="steer-diff",
+              export=export)
+        if not PRESENTING:
+            st.caption(difference_reading(r) + " Hover a cell for both runs' top-1 and log-probabilities.")
+if lenses_tab.open:
+    with lenses_tab:
+        a, b = st.columns(2)
+        for run, where in (("plain", a), ("steered", b)):
+            chart(grid_figure(r, run, height=GRID, max_rows=16 if PRESENTING else None), key=f"steer-grid-{run}",
+                  where=where, export=export, share=0.5)
+        if not PRESENTING:
+            st.caption("Each cell: the top-1 token the lens reads at that layer and position, coloured by its "
+                       "probability; both runs read the prompt and the plain continuation (left of and right of the "
+                       "dotted line).")
+if dose_tab.open:
+    with dose_tab:
+        a, b = st.columns(2)
+        chart(dose_figure(r, height=HEIGHT), key="steer-dose", where=a, export=export, share=0.5)
+        chart(lens_figure(r, height=HEIGHT), key="steer-lens", where=b, export=export, share=0.5)
+        if not PRESENTING:
+            st.caption(steer_reading(r) + " Hover a dose-response point for its text.")
+            presenter_table(steer_table(r))
 if not PRESENTING:
-    st.caption(steer_reading(r) + " Hover a dose-response point for its text.")
-    presenter_table(steer_table(r))
     download_json(r, "steering")

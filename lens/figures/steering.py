@@ -66,3 +66,105 @@ def steer_reading(r: SteerResult) -> str:
 def steer_table(r: SteerResult) -> list[dict]:
     """The dose-response's texts: coefficient and continuation."""
     return [{"coefficient": float(np.round(c, 4)), "continuation": t} for c, t in zip(r.text_coefs, r.texts)]
+
+
+GRID_TEXT_COLUMNS = 28  # more columns than this: the top-1 tokens are left to the hover (too narrow to read)
+
+
+def _grid_axes(r: SteerResult, rows: list[int]) -> tuple[list[str], list[str]]:
+    from ..model.tokens import visible
+
+    x = [f"{i}·{_short(visible(t), 8)}" for i, t in enumerate(r.grid_tokens)]
+    y = ["emb" if r.grid_rows[i] == "emb" else f"L{r.grid_rows[i]}" for i in rows]
+    return x, y
+
+
+def _short(s: str, width: int) -> str:
+    return s if len(s) <= width else s[: width - 1] + "…"
+
+
+def grid_rows(r: SteerResult, max_rows: int | None = None) -> list[int]:
+    """The lens rows drawn: all, or every k-th from the embeddings up (the last always kept) to fit ``max_rows``."""
+    n = len(r.grid_rows)
+    if max_rows is None or n <= max_rows:
+        return list(range(n))
+    k = -(-n // max_rows)
+    rows = list(range(0, n, k))
+    return rows if rows[-1] == n - 1 else rows + [n - 1]
+
+
+def _layout(fig: go.Figure, r: SteerResult, title: str, height: int) -> go.Figure:
+    fig.update_layout(height=height, margin=dict(l=10, r=10, t=50, b=10), plot_bgcolor="white",
+                      title=dict(text=title, font=dict(size=14), x=0.01),
+                      xaxis=dict(title=f"position · token of the prompt and the plain continuation (the prompt ends "
+                                       f"at {r.n_prompt - 1})", type="category", tickangle=-45, automargin=True),
+                      yaxis=dict(title="layer", type="category", automargin=True))
+    # where the prompt ends and the continuation starts
+    fig.add_vline(x=r.n_prompt - 0.5, line=dict(color="#444", dash="dot"))
+    return fig
+
+
+def grid_figure(r: SteerResult, run: str = "plain", height: int = 520, max_rows: int | None = None) -> go.Figure:
+    """The logit lens of one run (``plain`` or ``steered``) over the prompt and the plain continuation: each cell
+    coloured by its top-1 token's probability, the token written in it."""
+    from ..model.tokens import visible
+
+    rows = grid_rows(r, max_rows)
+    top = r.grid_plain_top if run == "plain" else r.grid_steered_top
+    prob = np.asarray(r.grid_plain_top_prob if run == "plain" else r.grid_steered_top_prob)[rows]
+    lp = np.asarray(r.grid_plain_logprob if run == "plain" else r.grid_steered_logprob)[rows]
+    x, y = _grid_axes(r, rows)
+    show = len(x) <= GRID_TEXT_COLUMNS
+    text = [[_short(visible(top[i][c]), 6) for c in range(len(x))] for i in rows]
+    hover = [[[visible(top[i][c]), float(lp[j, c])] for c in range(len(x))] for j, i in enumerate(rows)]
+    fig = go.Figure(go.Heatmap(
+        z=prob, x=x, y=y, text=text if show else None, texttemplate="%{text}" if show else None,
+        textfont=dict(size=10), customdata=hover, colorscale="Blues", zmin=0, zmax=1, xgap=1, ygap=1,
+        colorbar=dict(title=dict(text="top-1 p", side="right")),
+        hovertemplate=(f"%{{y}}, %{{x}} ({run})<br>top-1 “%{{customdata[0]}}” p = %{{z:.3f}}<br>"
+                       f"log p(“{visible(r.target)}”) = %{{customdata[1]:.2f}}<extra></extra>")))
+    colour = PLAIN_COLOR if run == "plain" else STEERED_COLOR
+    return _layout(fig, r, f"<span style='color:{colour}'>{run.capitalize()}</span> run's lens: each cell's top-1 "
+                           "token", height)
+
+
+def difference_figure(r: SteerResult, height: int = 520, max_rows: int | None = None) -> go.Figure:
+    """Per cell, log p(target) in the steered run minus in the plain run (red: steering raised it), the steered
+    run's top-1 written where it differs from the plain run's."""
+    from ..model.tokens import visible
+
+    rows = grid_rows(r, max_rows)
+    d = r.grid_difference[rows]
+    x, y = _grid_axes(r, rows)
+    show = len(x) <= GRID_TEXT_COLUMNS
+    text = [[_short(visible(r.grid_steered_top[i][c]), 6) if r.grid_steered_top[i][c] != r.grid_plain_top[i][c]
+             else "" for c in range(len(x))] for i in rows]
+    hover = [[[visible(r.grid_plain_top[i][c]), visible(r.grid_steered_top[i][c]),
+               float(r.grid_plain_logprob[i, c]), float(r.grid_steered_logprob[i, c])]
+              for c in range(len(x))] for i in rows]
+    span = float(np.nanmax(np.abs(d))) if d.size else 1.0
+    span = span if span > 0 else 1.0
+    t = visible(r.target)
+    fig = go.Figure(go.Heatmap(
+        z=d, x=x, y=y, text=text if show else None, texttemplate="%{text}" if show else None,
+        textfont=dict(size=10), customdata=hover, colorscale="RdBu_r", zmid=0, zmin=-span, zmax=span, xgap=1,
+        ygap=1, colorbar=dict(title=dict(text="Δ log p", side="right")),
+        hovertemplate=(f"%{{y}}, %{{x}}<br>log p(“{t}”): plain %{{customdata[2]:.2f}}, steered "
+                       "%{customdata[3]:.2f} (Δ %{z:+.2f})<br>top-1: plain “%{customdata[0]}”, steered "
+                       "“%{customdata[1]}”<extra></extra>")))
+    return _layout(fig, r, f"Lens difference: log p(“{t}”) steered − plain per cell (red: raised; text: the "
+                           "steered top-1 where it changed)", height)
+
+
+def difference_reading(r: SteerResult) -> str:
+    """One line on the difference heatmap: where the target gained most, and how many cells' top-1 changed."""
+    d = r.grid_difference
+    if not d.size:
+        return ""
+    i, c = np.unravel_index(int(np.argmax(d)), d.shape)
+    changed = sum(a != b for ra, rb in zip(r.grid_plain_top, r.grid_steered_top) for a, b in zip(ra, rb))
+    before = int(r.layer)  # rows emb..L(layer−1) read the stream before the edit: unchanged
+    return (f"Both runs read the same text (the prompt and the plain continuation), so each cell differs by the "
+            f"edit alone; rows up to {'emb' if before == 1 else f'L{before - 1}'} are before it. log p(“{r.target}”) "
+            f"rises most at layer {r.grid_rows[i]}, position {c} ({d[i, c]:+.2f}); the top-1 token changed in "
+            f"{changed} of {d.size} cells.")

@@ -46,6 +46,7 @@ class SteerOptions:
     # first token where the first pair differs; failing that, the steered run's first new token)
     target: str | None = None
     dose: bool = True  # also the dose-response (coefficient -> the target's log-probability, and a few texts)
+    grid: bool = True  # also the full lens of both runs (every layer × the prompt and the plain continuation)
 
     def check(self, n_layers: int | None = None) -> None:
         if self.mode not in MODES:

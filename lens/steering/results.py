@@ -1,7 +1,7 @@
 """The typed result of a steering run: small dataclasses of numpy arrays, lists and numbers (no torch)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -44,6 +44,22 @@ class SteerResult:
     dose_logprob: np.ndarray  # [K] log p(target) of the next token after the prompt, steered with each
     text_coefs: list[float]  # the coefficients a continuation was generated at
     texts: list[str]  # those continuations (``DOSE_TOKENS`` new tokens each)
+    # The full logit lens of both runs over the same text, the prompt followed by the plain continuation (so each
+    # cell has the same context in both), rows "emb", "1".."L", one column per token of that text (the cell
+    # predicts the token after it). Empty when not asked for (SteerOptions.grid).
+    grid_rows: list[str] = field(default_factory=list)
+    grid_tokens: list[str] = field(default_factory=list)
+    grid_plain_top: list[list[str]] = field(default_factory=list)  # [R][T] each cell's top-1 token, plain run
+    grid_steered_top: list[list[str]] = field(default_factory=list)  # [R][T] the same, steered run
+    grid_plain_top_prob: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))  # [R, T] its probability
+    grid_steered_top_prob: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    grid_plain_logprob: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))  # [R, T] log p(target)
+    grid_steered_logprob: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+
+    @property
+    def grid_difference(self) -> np.ndarray:
+        """[R, T] log p(target) steered − plain, cell by cell."""
+        return np.asarray(self.grid_steered_logprob) - np.asarray(self.grid_plain_logprob)
 
 
 def steer_json(r: SteerResult) -> dict:
@@ -58,6 +74,12 @@ def steer_json(r: SteerResult) -> dict:
         "steered": {"ids": r.steered_ids, "text": r.steered_text},
         "target": r.target, "target_id": r.target_id,
         "lens": {"layers": r.layers, "plain": np.asarray(r.lens_plain), "steered": np.asarray(r.lens_steered)},
+        "grid": {"rows": r.grid_rows, "tokens": r.grid_tokens,
+                 "plain": {"top": r.grid_plain_top, "top_prob": np.asarray(r.grid_plain_top_prob),
+                           "logprob": np.asarray(r.grid_plain_logprob)},
+                 "steered": {"top": r.grid_steered_top, "top_prob": np.asarray(r.grid_steered_top_prob),
+                             "logprob": np.asarray(r.grid_steered_logprob)},
+                 "difference": r.grid_difference},
         "dose": {"coefs": np.asarray(r.dose_coefs), "logprob": np.asarray(r.dose_logprob),
                  "texts": [{"coef": c, "text": t} for c, t in zip(r.text_coefs, r.texts)]},
     })

@@ -10,9 +10,12 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from ..analysis.logit_lens import logit_lens
 from ..engine.base import Edit, SiteCall
+from ..engine.trace import CaptureSpec, capture
 from ..errors import LensError
 from ..model.tokens import token_strings
+from ..options import LensOptions
 from .options import SteerOptions
 from .results import SteerResult
 
@@ -90,6 +93,20 @@ def next_logprob(engine, ids: Sequence[int], target_id: int, write: dict | None)
     return float(torch.log_softmax(z, -1)[target_id])
 
 
+TINY = float(np.finfo(np.float32).tiny)  # the lens keeps probabilities in float32: log p floored at about −87
+
+
+def lens_grid(engine, tokenizer, ids: Sequence[int], target: str, write: dict | None) -> dict:
+    """The full logit lens (every row × every position of ``ids``) of one run, with the edits ``write``: each
+    cell's top-1 token and probability and log p(target), read by ``logit_lens`` (lens/analysis/logit_lens.py)."""
+    trace = capture(engine, ids, CaptureSpec(residual=True), tokens=token_strings(tokenizer, ids), write=write)
+    r = logit_lens(trace, tokenizer, LensOptions(top_k=1, target=target))
+    return {"top": [[row[p][0] for p in range(len(row))] for row in r.top_tokens],
+            "top_prob": r.top_probs[..., 0].astype(np.float64),
+            "logprob": np.log(np.maximum(r.target_prob.astype(np.float64), TINY)),
+            "target_id": int(r.target_ids[0]), "rows": list(r.layers)}
+
+
 def dose_points(options: SteerOptions, base: float) -> tuple[list[float], list[float]]:
     """The dose-response's coefficients and those a text is generated at (``base``: the scale when coef is 0)."""
     c = float(options.coef)
@@ -122,18 +139,33 @@ def steer(engine, tokenizer, model_name: str, ids: list[int], v: torch.Tensor, o
     def say(i, n, what):
         if progress is not None:
             progress(i / n, what)
-    say(0, 4, "generating the plain continuation")
+    say(0, 5, "generating the plain continuation")
     plain, _, _ = engine.generate(ids, n_new, t, seed, stop_ids)
-    say(1, 4, "generating the steered continuation")
+    say(1, 5, "generating the steered continuation")
     steered, _, _ = engine.generate(ids, n_new, t, seed, stop_ids, write=write_at(options.coef))
     if target_id is None:
         target_id = int(steered[0])
-    say(2, 4, "the lens of both runs")
+    say(2, 5, "the lens of both runs")
     lens_plain = layer_logprobs(engine, ids, target_id, None)
     lens_steered = layer_logprobs(engine, ids, target_id, write_at(options.coef))
     base = 1.0 if options.unit == "norm" else m / norm_v  # coef 0: the scale of a vector as long as the stream
     coefs, text_coefs = dose_points(options, base) if options.dose else ([], [])
-    say(3, 4, "the dose-response")
+    grid: dict = {}
+    if options.grid:
+        # Both runs read the same text, the prompt and the plain continuation, so every cell of the two lenses
+        # has the same context and their difference is the edit's alone (the steered text's own tokens differ).
+        say(3, 5, "the full lens of both runs")
+        full = list(ids) + [int(i) for i in plain]
+        target_text = tokenizer.decode([target_id])
+        g0 = lens_grid(engine, tokenizer, full, target_text, None)
+        g1 = lens_grid(engine, tokenizer, full, target_text, write_at(options.coef))
+        if g0["target_id"] != target_id:
+            raise LensError(f"the target {target_text!r} does not read back as one token here: give --target")
+        grid = dict(grid_rows=g0["rows"], grid_tokens=token_strings(tokenizer, full), grid_plain_top=g0["top"],
+                    grid_steered_top=g1["top"], grid_plain_top_prob=g0["top_prob"],
+                    grid_steered_top_prob=g1["top_prob"], grid_plain_logprob=g0["logprob"],
+                    grid_steered_logprob=g1["logprob"])
+    say(4, 5, "the dose-response")
     dose = [next_logprob(engine, ids, target_id, write_at(c)) for c in coefs]
     texts = []
     for c in text_coefs:
@@ -153,4 +185,4 @@ def steer(engine, tokenizer, model_name: str, ids: list[int], v: torch.Tensor, o
         target=tokenizer.decode([target_id]), target_id=int(target_id), layers=[str(l) for l in range(1, L + 1)],
         lens_plain=np.asarray(lens_plain, np.float64), lens_steered=np.asarray(lens_steered, np.float64),
         dose_coefs=np.asarray(coefs, np.float64), dose_logprob=np.asarray(dose, np.float64),
-        text_coefs=[float(c) for c in text_coefs], texts=texts)
+        text_coefs=[float(c) for c in text_coefs], texts=texts, **grid)

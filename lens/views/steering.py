@@ -25,8 +25,17 @@ logit lens reads as that token).
 - **Positions**: all; after the prompt (its last token, which chooses the first new token, and every new one); or
   the prompt's first tokens ("front", as ActAdd adds them).
 
-Both continuations start from the same seed (greedy by default), so any difference is the edit's. The **lens**
-chart reads log p(target) after each block at the prompt's last token in both runs (they agree before the block
+Both continuations start from the same seed (greedy by default), so any difference is the edit's.
+
+**Lens difference** (the first tab): the full logit lens, every layer × every token, of the plain and of the steered
+run over the *same* text: the prompt followed by the plain continuation (the dotted line is where the prompt
+ends). Reading the same tokens, each cell of the two runs has the same context, so their difference is the edit's
+alone. Each cell shows **log p(target) steered − plain** (red: steering raised the target there, blue: lowered it;
+rows before the steered block are exactly zero), with the steered run's top-1 token written where it differs from the
+plain run's. **Both lenses** shows the two runs' own lenses side by side (each cell's top-1 token, coloured by its
+probability).
+
+In the **Dose-response** tab, the **lens** chart reads log p(target) after each block at the prompt's last token in both runs (they agree before the block
 steered); the **dose-response** varies the coefficient and reads log p(target) of the next token, and the table
 gives the text at a few coefficients. The target defaults to the positive text's first token that differs from the
 negative one (“ love” for love ↔ hate), or a token vector's own token.
@@ -71,13 +80,14 @@ def options_from(params: dict, n_layers: int | None = None) -> SteerOptions:
 
 def render_steer(backend, info, prompt, *, positive, negative, token, layer, coef, unit, mode, positions,
                  max_new_tokens, temperature, seed, target) -> Drawn:
-    from ..figures.steering import dose_figure, lens_figure, steer_reading
+    from ..figures.steering import difference_figure, dose_figure, grid_figure, lens_figure, steer_reading
 
     r = backend.steer(prompt, options_from(dict(
         positive=positive, negative=negative, token=token, layer=layer, coef=coef, unit=unit, mode=mode,
         positions=positions, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed, target=target),
         info.n_layers))
-    return Drawn([r], [dose_figure(r), lens_figure(r)], steer_reading(r))
+    return Drawn([r], [difference_figure(r), grid_figure(r, "plain"), grid_figure(r, "steered"), dose_figure(r),
+                       lens_figure(r)], steer_reading(r))
 
 
 VIEWS = (
@@ -85,8 +95,11 @@ VIEWS = (
         "The prompt continued plainly and with a steering vector at the residual stream entering one block, from "
         "the same seed. The vector: positive − negative texts' streams at their last token (averaged over pairs), or "
         "a token's unembedding row; added (h + c·v), or the part along it rescaled, capped or removed.",
-        "The dose-response reads log p(target) of the next token as the coefficient varies; the lens chart reads it "
-        "after each block in both runs (they agree before the block steered)."),
+        "The lens difference: both runs read the same text (the prompt and the plain continuation); each cell is "
+        "log p(target) read by the logit lens in the steered run minus in the plain run (rows before the block "
+        "steered are zero). The two lens heatmaps give each run's top-1 token per cell. The dose-response reads "
+        "log p(target) of the next token as the coefficient varies; the lens chart reads it after each block in both "
+        "runs at the prompt's last token."),
         {"positive": "I love talking about love", "negative": "I hate talking about hate", "token": None,
          "layer": None, "coef": 0.8, "unit": "norm", "mode": "add", "positions": "all", "max_new_tokens": 20,
          "temperature": 0.0, "seed": 0, "target": None},
