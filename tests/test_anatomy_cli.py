@@ -1,0 +1,71 @@
+"""python -m lens anatomy / contrastive: the --json numbers against hooks of the tests' own (tiny model), bad input in
+one line with exit code 2, and a saved run read back."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from lens.model.loading import load_model
+from test_anatomy import PROMPT, hooked_pass, kl
+
+
+@pytest.fixture(scope="module")
+def loaded():
+    return load_model("tiny-llama")
+
+
+def test_anatomy_json_matches_hooks(cli, loaded):
+    out = cli("anatomy", "--model", "tiny-llama", "--prompt", PROMPT, "--json", "--no-cache", "--swap")
+    assert out.returncode == 0, out.stderr
+    j = json.loads(out.stdout)
+    ids = loaded.tokenizer(PROMPT)["input_ids"]
+    h, _, _, logits = hooked_pass(loaded, ids)
+    L = loaded.n_layers
+    x = h[:, 1:]
+    assert len(j["norm"]) == L + 1 and len(j["block_change"]) == L and len(j["skip_kl"]) == L
+    assert len(j["swap_kl"]) == L - 1 and np.asarray(j["cka"]).shape == (L + 1, L + 1)
+    np.testing.assert_allclose(j["norm"], np.linalg.norm(x, axis=-1).mean(1), rtol=1e-4)
+    np.testing.assert_allclose(j["max_abs"], np.abs(x).max((1, 2)), rtol=1e-4)
+    assert j["max_dim"] == [int(np.argmax(np.abs(r).max(0))) for r in x]
+    np.testing.assert_allclose(j["skip_kl"], [kl(logits, hooked_pass(loaded, ids, skip=l)[3]) for l in range(1, L + 1)],
+                               rtol=1e-3, atol=1e-6)
+    assert j["rows"] == ["emb", *(f"L{l}" for l in range(1, L + 1))]
+
+
+def test_anatomy_text_and_contrastive_json(cli):
+    out = cli("anatomy", "--model", "tiny-llama", "--prompt", PROMPT, "--no-cache")
+    assert out.returncode == 0 and "first token left out" in out.stdout and "matters most" in out.stdout
+    out = cli("contrastive", "--model", "tiny-llama", "--prompt", PROMPT, "--amateur-layer", "1", "--top-k", "4",
+              "--max-new-tokens", "3", "--json", "--no-cache")
+    assert out.returncode == 0, out.stderr
+    j = json.loads(out.stdout)
+    assert j["amateur_layer"] == 1 and len(j["plain_ids"]) == 4 and len(j["contrast_new_ids"]) <= 3
+    assert all(p >= 0.1 * j["plain_prob"][0] - 1e-12 for p in j["contrast_prob"])  # only plausible tokens
+    assert j["contrast_score"] == sorted(j["contrast_score"], reverse=True)
+
+
+@pytest.mark.parametrize("args, says", [
+    (["anatomy", "--prompt", "ab"], "at least three tokens"),
+    (["anatomy", "--prompt", PROMPT, "--top-dims", "0"], "top dimensions"),
+    (["contrastive", "--prompt", PROMPT, "--amateur-layer", "3"], "amateur layer must be a whole number from 1 to 2"),
+    (["contrastive", "--prompt", PROMPT, "--amateur-layer", "1", "--alpha", "2"], "alpha"),
+    (["anatomy"], "give a prompt"),
+])
+def test_bad_input_one_line_exit_2(cli, args, says):
+    out = cli(*args, "--model", "tiny-llama", "--no-cache")
+    assert out.returncode == 2 and says in out.stderr and out.stderr.count("\n") == 1 and not out.stdout
+
+
+def test_saved_run_reads_back(cli, tmp_path):
+    from lens.runs.store import RunStore
+
+    out = cli("anatomy", "--model", "tiny-llama", "--prompt", PROMPT, "--json", "--no-cache", "--save", "a",
+              env={"LAYERLENS_RUNS": tmp_path / "runs.sqlite"})
+    assert out.returncode == 0, out.stderr
+    j = json.loads(out.stdout)
+    r = RunStore(tmp_path / "runs.sqlite").get(1).results[0]
+    np.testing.assert_allclose(r.skip_kl, j["skip_kl"])
+    np.testing.assert_allclose(r.cka, j["cka"])
+    assert r.top_dims == j["top_dims"]
