@@ -30,6 +30,10 @@ from .circuits.options import AttributeOptions, CircuitOptions
 from .circuits.results import AttributionResult, CircuitResult
 from .steering.options import SteerOptions
 from .steering.results import SteerResult
+from .steering.store import SavedVector
+from .probes.data import ProbeSet
+from .probes.options import ProbeOptions
+from .probes.results import ProbeResult
 from .anatomy.options import AnatomyOptions, ContrastiveOptions
 from .anatomy.results import AnatomyResult, CKAResult, ContrastiveResult
 from .attribution.options import DLAOptions, KnockoutOptions, SublayerOptions
@@ -154,6 +158,12 @@ class Backend(Protocol):
 
     # Steering (lens/steering/): plain and steered continuations, the target's lens in both, the dose-response.
     def steer(self, prompt: str, options: SteerOptions, progress: Progress | None = None) -> SteerResult: ...
+
+    def steering_vector(self, options: SteerOptions, name: str = "") -> SavedVector: ...  # to save by name
+
+    # Probes (lens/probes/): per-layer logistic-regression probes of a labelled set, cross-validated.
+    def probe(self, probe_set: ProbeSet, options: ProbeOptions | None = None,
+              progress: Progress | None = None) -> ProbeResult: ...
 
     # Layer anatomy (lens/anatomy/): per-layer norms, block changes, skipping and swapping blocks, CKA, outliers.
     def anatomy(self, text: str, options: AnatomyOptions = AnatomyOptions()) -> AnatomyResult: ...

@@ -44,6 +44,7 @@ from .circuits.options import AttributeOptions, CircuitOptions
 from .circuits.results import AttributionResult, CircuitResult
 from .steering.options import SteerOptions
 from .steering.results import SteerResult
+from .probes.results import ProbeResult
 
 MEMO_ATTENTION_TOKENS = 512  # longer prompts' head-averaged attention is not kept between calls
 
@@ -60,6 +61,7 @@ RESULT_TYPES: dict[str, type] = {
 RESULT_TYPES.update({"attribution": AttributionResult, "circuit": CircuitResult})  # lens/circuits/
 
 RESULT_TYPES["steer"] = SteerResult  # lens/steering/
+RESULT_TYPES["probe"] = ProbeResult  # lens/probes/
 RESULT_TYPES.update({"dla": DLAResult, "sublayer-lens": SublayerLensResult, "knockout": KnockoutResult})
 
 # What each method needs of the engine beyond plain reads (Capabilities fields), and its name in a message.
@@ -964,7 +966,6 @@ class EngineBackend:
         ``options.layer`` (lens/steering/options.py says how), from the same seed; the target's lens in both runs
         and the dose-response."""
         from .steering.steer import steer
-        from .steering.vectors import contrast_vector, token_vector
 
         a = self.loaded.adapter
         options.check(a.n_layers)
@@ -978,24 +979,95 @@ class EngineBackend:
         if room < 1:
             raise LensError(f"the prompt already fills the {self.token_limit} tokens allowed here: shorten it")
         target = None if options.target is None else self._one_token(options.target, "target")
-        if options.vector == "token":
-            token_id = self._one_token(options.token, "steering token")
+        saved = self._saved_vector(options.saved) if options.vector == "saved" else None
+        how = saved.how if saved is not None else {}
+        if options.vector == "token" or (saved is not None and saved.source == "token" and how.get("token")):
+            token_id = self._one_token(options.token or how["token"], "steering token")
             target = token_id if target is None else target
-        elif target is None:  # the first token where the first pair's texts differ, from the positive (" love")
-            p, n = self._ids(options.positive[0]), self._ids(options.negative[0])
+        elif target is None and (options.vector == "contrast" or how.get("positive")):
+            # the first token where the first pair's texts differ, from the positive (" love")
+            p = self._ids(options.positive[0] if options.vector == "contrast" else how["positive"][0])
+            n = self._ids(options.negative[0] if options.vector == "contrast" else how["negative"][0])
             target = next((int(a) for a, b in zip(p, n) if a != b), int(p[len(n)]) if len(p) > len(n) else None)
         stop = [i for i in [getattr(self.loaded.tokenizer, "eos_token_id", None)] if i is not None]
 
         def compute():
-            if options.vector == "token":
-                v, label = token_vector(a, token_id), f"the unembedding of {options.token!r}"
-            else:
-                pairs = [(self._ids(p), self._ids(n)) for p, n in zip(options.positive, options.negative)]
-                v = contrast_vector(self.engine, pairs, options.layer)
-                label = " / ".join(f"{p!r} − {n!r}" for p, n in zip(options.positive, options.negative))
+            v, label = self._vector(options, saved)
             return steer(self.engine, self.loaded.tokenizer, self.loaded.name, ids, v, options, label, target,
                          stop, room, progress)
-        return self.results.get("steer", {"prompt": prompt, "options": options.key()}, compute)
+        key = {"prompt": prompt, "options": options.key()}
+        if saved is not None:  # a name saved again with other numbers is another vector
+            key["vector"] = saved.digest
+        return self.results.get("steer", key, compute)
+
+    def _saved_vector(self, name: str):
+        """The saved vector ``name``, refused when its width is not this model's residual stream's."""
+        from .steering.store import VectorStore
+
+        v = VectorStore().get(name)
+        v.fits(self.loaded.name, self.loaded.adapter.d_model)
+        return v
+
+    def _vector(self, options: "SteerOptions", saved=None):
+        """(the steering vector [d] float64 torch, its label) for ``options``."""
+        import torch
+
+        from .steering.vectors import contrast_vector, token_vector
+
+        a = self.loaded.adapter
+        if options.vector == "token":
+            return token_vector(a, self._one_token(options.token, "steering token")), \
+                f"the unembedding of {options.token!r}"
+        if options.vector == "saved":
+            saved = saved or self._saved_vector(options.saved)
+            label = saved.label()
+            if saved.layer != options.layer:
+                label += f", applied at layer {options.layer}"
+            return torch.as_tensor(saved.vector, dtype=torch.float64), label
+        if options.vector == "probe":
+            from .probes.data import shipped
+            from .probes.options import ProbeOptions
+
+            r = self.probe(shipped(options.probe_set), ProbeOptions())
+            row = options.layer - 1  # the lens row of the stream entering block ``layer``
+            return torch.as_tensor(r.directions[row], dtype=torch.float64), (
+                f"the {options.probe_set} probe's direction ({r.classes[1]} − {r.classes[0]}) at layer "
+                f"{options.layer} (cross-validated accuracy {r.accuracy[row]:.0%})")
+        pairs = [(self._ids(p), self._ids(n)) for p, n in zip(options.positive, options.negative)]
+        return contrast_vector(self.engine, pairs, options.layer), \
+            " / ".join(f"{p!r} − {n!r}" for p, n in zip(options.positive, options.negative))
+
+    def steering_vector(self, options: "SteerOptions", name: str = ""):
+        """The vector ``options`` steer with, as a ``SavedVector`` named ``name`` (not saved: see VectorStore)."""
+        from .steering.store import SavedVector
+
+        a = self.loaded.adapter
+        options.check(a.n_layers)
+        self._can("steer")
+        v, label = self._vector(options)
+        if options.vector == "saved":
+            got = self._saved_vector(options.saved)
+            return SavedVector(name, got.model, got.fingerprint, options.layer, got.source, got.how, got.vector)
+        how = {"contrast": lambda: {"positive": list(options.positive), "negative": list(options.negative)},
+               "token": lambda: {"token": options.token},
+               "probe": lambda: {"set": options.probe_set, "label": label}}[options.vector]()
+        return SavedVector(name, self.loaded.name, self.loaded.fingerprint, options.layer, options.vector, how,
+                           v.double().cpu().numpy())
+
+    # ------------------------------------------------------------ probes (lens/probes/)
+
+    def probe(self, probe_set, options=None, progress: Progress | None = None):
+        """Per lens row, a logistic-regression probe of ``probe_set``'s labels from the stream at each prompt's
+        last token, k-fold cross-validated; each row's direction (lens/probes/)."""
+        from .probes.options import ProbeOptions
+        from .probes.probe import run_probe
+
+        options = options or ProbeOptions()
+        options.check(fewest=min(sum(probe_set.labels), len(probe_set.labels) - sum(probe_set.labels)))
+        ids = [self._ids(p) for p in probe_set.prompts]  # every prompt checked before any is run
+        return self.results.get("probe", {"set": probe_set.key(), "options": options.key()}, lambda: run_probe(
+            self.engine, self.loaded.name, ids, probe_set, options, progress))
+
 
     # ------------------------------------------------------------ layer anatomy (lens/anatomy/)
 

@@ -680,11 +680,12 @@ def _steer(src, p, texts) -> Code:
 
     o = options_from(p)
     o.check()
-    vector = (["--token", o.token] if o.vector == "token" else
+    vector = (["--token", o.token] if o.vector == "token" else ["--vector", o.saved] if o.vector == "saved" else
+              ["--probe-set", o.probe_set] if o.vector == "probe" else
               [x for a, b in zip(o.positive, o.negative) for x in ("--positive", a, "--negative", b)])
     return Code(["from lens.steering.options import SteerOptions", "from lens.steering.results import steer_json"],
                 f"result = backend.steer({src}, "
-                f"{_new('SteerOptions', positive=o.positive, negative=o.negative, layer=o.layer, coef=o.coef, mode=o.mode, positions=o.positions, unit=o.unit, vector=o.vector, token=o.token, max_new_tokens=o.max_new_tokens, temperature=o.temperature, seed=o.seed, target=o.target)})",
+                f"{_new('SteerOptions', positive=o.positive, negative=o.negative, layer=o.layer, coef=o.coef, mode=o.mode, positions=o.positions, unit=o.unit, vector=o.vector, token=o.token, saved=o.saved, probe_set=o.probe_set, max_new_tokens=o.max_new_tokens, temperature=o.temperature, seed=o.seed, target=o.target)})",
                 "steer_json(result)",
                 ["steer", *vector, "--layer", str(o.layer), "--coef", repr(o.coef), "--mode", o.mode,
                  "--positions", o.positions, "--unit", o.unit, "--max-new-tokens", str(o.max_new_tokens),
@@ -725,3 +726,19 @@ def _contrastive(src, p, texts) -> Code:
 
 
 CODE.update({"anatomy": _anatomy, "contrastive": _contrastive})  # layer anatomy (lens/anatomy/)
+
+
+def _probe(src, p, texts) -> Code:
+    from .probes.options import ProbeOptions
+
+    o = ProbeOptions(folds=int(p["folds"]), l2=float(p["l2"]))
+    o.check()
+    return Code(["from lens.probes.data import parse_set", "from lens.probes.options import ProbeOptions",
+                 "from lens.probes.results import probe_json"],
+                f"result = backend.probe(parse_set({src}, {_py(SUITE_FILE)}), "
+                f"{_new('ProbeOptions', folds=o.folds, l2=o.l2)})",
+                "probe_json(result)", ["probe", "--folds", str(o.folds), "--l2", repr(o.l2)],
+                ["from lens.figures.probes import accuracy_figure"], "fig = accuracy_figure(result)")
+
+
+CODE["probe"] = _probe  # probes (lens/probes/)

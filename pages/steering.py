@@ -10,7 +10,10 @@ require_app_router()
 from lens.figures.steering import (PLAIN_COLOR, STEERED_COLOR, difference_figure, difference_reading,  # noqa: E402
                                    dose_figure, grid_figure, lens_figure, steer_reading, steer_table)
 from lens.views.attention import link_note  # noqa: E402
-from lens.steering.options import MODES, POSITIONS  # noqa: E402
+from lens.errors import LensError  # noqa: E402
+from lens.probes.data import SHIPPED  # noqa: E402
+from lens.steering.options import MODES, POSITIONS, VECTORS  # noqa: E402
+from lens.steering.store import VectorStore, check_name  # noqa: E402
 from lens.views.steering import PRESETS, VIEWS, default_layer, options_from  # noqa: E402
 from ui import present, state  # noqa: E402
 from ui.errors import shown_in_page  # noqa: E402
@@ -38,7 +41,15 @@ def use_preset() -> None:
     if name in PRESETS:
         prompt, pos, neg, layer, coef, unit, where = PRESETS[name]
         ss.update({PROMPT_KEY: prompt, "steer_pos": pos, "steer_neg": neg, "steer_layer": min(layer, L),
-                   "steer_coef": coef, "steer_unit": unit, "steer_positions": where})
+                   "steer_coef": coef, "steer_unit": unit, "steer_positions": where, "steer_vector": "contrast"})
+
+
+def use_saved() -> None:
+    """A saved vector is applied, by default, where it was read."""
+    try:
+        ss["steer_layer"] = min(L, VectorStore().get(ss.get("steer_saved")).layer)
+    except LensError:
+        pass  # said where the page reads it
 
 
 # The link's values a widget cannot take: said under the controls (the widget shows its default).
@@ -47,41 +58,68 @@ unused = [(link_value_unused("steer_layer", whole_in(1, L)), "layer", default_la
           (link_value_unused("steer_mode", one_of(MODES)), "mode", "add"),
           (link_value_unused("steer_positions", one_of(POSITIONS, WHERE.values())), "positions", "all"),
           (link_value_unused("steer_unit", one_of(UNITS, UNITS.values())), "unit", "× norm"),
-          (link_value_unused("steer_tokens", whole_in(1, 64)), "new tokens", DEFAULTS["max_new_tokens"])]
+          (link_value_unused("steer_tokens", whole_in(1, 64)), "new tokens", DEFAULTS["max_new_tokens"]),
+          (link_value_unused("steer_vector", one_of(VECTORS)), "vector", "contrast"),
+          (link_value_unused("steer_probe", one_of(SHIPPED)), "probe set", "true-false")]
+with shown_in_page("The saved vectors", stop=False):
+    SAVED = VectorStore().names()
+if "steer_saved" in st.query_params and st.query_params["steer_saved"] not in SAVED:
+    unused.append((st.query_params["steer_saved"], "saved vector", "none: no vector of that name is saved"))
 
 link_options("steer_unit", UNITS)  # a link may name the option ("raw") or its label
 link_options("steer_positions", WHERE)
-c = st.columns([1.3, 2, 2, 0.8, 0.9, 1.1, 1.1, 1.3, 0.8], vertical_alignment="bottom")
+c = st.columns([1.1, 1.0, 1.9, 1.9, 0.7, 0.8, 1.0, 1.0, 1.2, 0.7], vertical_alignment="bottom")
 c[0].selectbox("Preset", list(PRESETS), index=None, key="steer_preset", on_change=use_preset,
                placeholder="pick one", help="Sets the prompt, both texts, the layer and the coefficient.")
-positive = c[1].text_input("Positive", value=DEFAULTS["positive"], key="steer_pos", bind="query-params",
-                           help="The text steered towards (several: one per line in a saved link).")
-negative = c[2].text_input("Negative", value=DEFAULTS["negative"], key="steer_neg", bind="query-params",
-                           help="The text steered away from; the vector is positive − negative at the stream "
-                                "entering the layer, at each text's last token.")
-layer = c[3].number_input("Layer", 1, L, default_layer(L), key="steer_layer", bind="query-params",
+vector = c[1].selectbox("Vector", VECTORS, key="steer_vector", bind="query-params",
+                        help="contrast: positive − negative texts; token: a token's unembedding row; probe: a "
+                             "shipped probe's direction at the layer (Probes page); saved: a vector saved by name.")
+positive, negative, token, saved, probe_set = DEFAULTS["positive"], DEFAULTS["negative"], None, None, None
+if vector == "contrast":
+    positive = c[2].text_input("Positive", value=DEFAULTS["positive"], key="steer_pos", bind="query-params",
+                               help="The text steered towards (several: one per line in a saved link).")
+    negative = c[3].text_input("Negative", value=DEFAULTS["negative"], key="steer_neg", bind="query-params",
+                               help="The text steered away from; the vector is positive − negative at the stream "
+                                    "entering the layer, at each text's last token.")
+elif vector == "token":
+    token = c[2].text_input("Token", value=" love", key="steer_token", bind="query-params",
+                            help="One token, with its leading space: steer along its unembedding row.")
+elif vector == "probe":
+    probe_set = c[2].selectbox("Probe set", list(SHIPPED), key="steer_probe", bind="query-params",
+                               help="The probe's direction fitted at the stream entering the layer.")
+else:
+    saved = c[2].selectbox("Saved vector", SAVED, index=0 if SAVED else None, key="steer_saved",
+                           bind="query-params", on_change=use_saved, placeholder="none saved yet",
+                           help="Vectors saved with “Save vector” below, on the Probes page, or with "
+                                "`steer --save-vector NAME`; `python -m lens vectors list` lists them.")
+layer = c[4].number_input("Layer", 1, L, default_layer(L), key="steer_layer", bind="query-params",
                           help="The residual stream entering this block (1-based).")
-coef = c[4].number_input("Coef.", -1e4, 1e4, float(DEFAULTS["coef"]), step=0.1, key="steer_coef",
+coef = c[5].number_input("Coef.", -1e4, 1e4, float(DEFAULTS["coef"]), step=0.1, key="steer_coef",
                          bind="query-params", help="0 with “add”: exactly the plain run.")
-unit = c[5].selectbox("Unit", list(UNITS), index=list(UNITS).index(DEFAULTS["unit"]), format_func=UNITS.get,
+unit = c[6].selectbox("Unit", list(UNITS), index=list(UNITS).index(DEFAULTS["unit"]), format_func=UNITS.get,
                       key="steer_unit", bind="query-params",
                       help="raw: c multiplies the difference vector; × norm: the added vector is c times the "
                            "stream's mean norm at that layer.")
-mode = c[6].selectbox("Mode", list(MODES), key="steer_mode", bind="query-params",
+mode = c[7].selectbox("Mode", list(MODES), key="steer_mode", bind="query-params",
                       help="add: h + c·v; orthogonal: the part along v times c; cap: the projection at most c; "
                            "ablate: the part along v removed.")
-where = c[7].selectbox("Positions", list(POSITIONS), index=list(POSITIONS).index(DEFAULTS["positions"]),
+where = c[8].selectbox("Positions", list(POSITIONS), index=list(POSITIONS).index(DEFAULTS["positions"]),
                        format_func=WHERE.get, key="steer_positions", bind="query-params")
-n_new = c[8].number_input("Tokens", 1, 64, DEFAULTS["max_new_tokens"], key="steer_tokens", bind="query-params",
+n_new = c[9].number_input("Tokens", 1, 64, DEFAULTS["max_new_tokens"], key="steer_tokens", bind="query-params",
                           help="New tokens of each continuation (greedy).")
 say_link_values_unused(unused)
+if vector == "saved" and not saved:
+    st.info("No steering vector is saved yet: pick another vector, steer with it, and save it with “Save vector” "
+            "under the texts (or save a probe's direction on the Probes page).")
+    st.stop()
 
 text = state.prompt()
 if not text:
     st.info("Type a prompt in the sidebar (or pick a preset) to steer its continuation.")
     st.stop()
 
-params = {**DEFAULTS, "positive": positive, "negative": negative, "layer": int(layer), "coef": float(coef),
+params = {**DEFAULTS, "positive": positive, "negative": negative, "token": token, "saved": saved,
+          "probe_set": probe_set, "layer": int(layer), "coef": float(coef),
           "unit": unit, "mode": mode, "positions": where, "max_new_tokens": int(n_new)}
 r = None
 with shown_in_page("Steering", stop=False):
@@ -104,6 +142,26 @@ left, right = st.columns(2)
 left.markdown(continuation("Plain", r.plain_text, PLAIN_COLOR), unsafe_allow_html=True)
 right.markdown(continuation(f"Steered ({r.mode}, layer {r.layer}, c = {r.coef:g})", r.steered_text, STEERED_COLOR),
                unsafe_allow_html=True)
+
+
+def save_vector() -> None:
+    """A callback (one save per click): the vector this run steered with, saved under the typed name."""
+    try:
+        v = VectorStore().save(backend.steering_vector(options_from(params, L), check_name(ss.get("steer_save_name"))))
+        ss["steer_saved_note"] = (f"Saved “{v.name}” (layer {v.layer}, ‖v‖ = {v.norm:.3g}): vector “saved” picks it, "
+                                  f"`python -m lens steer --vector '{v.name}'` steers with it.")
+    except LensError as exc:
+        ss["steer_saved_note"] = f"Not saved: {exc}"
+
+
+if not PRESENTING:
+    row = st.container(horizontal=True, vertical_alignment="center")
+    with row.popover("Save vector", icon=":material/save:"):
+        st.text_input("Name", key="steer_save_name", placeholder="e.g. love − hate L8",
+                      help="Saved beside the saved runs (not the cache): reusable on this page and from the CLI.")
+        st.button("Save", key="steer_save", type="primary", on_click=save_vector)
+    note = ss.pop("steer_saved_note", None)
+    row.caption(note or f"Vector: {r.vector_label}; ‖v‖ = {r.vector_norm:.3g}.")
 export = {"view": "steer", "numbers": r, "texts": text, "model": info.name, "params": params}
 TABS = {"difference": "Lens difference", "lenses": "Both lenses", "dose": "Dose-response"}
 tab_note = link_note("tab", st.query_params.get("steer_tab"), list(TABS.values()), "this page's tabs",

@@ -85,6 +85,11 @@ CASES["steer"] = (PROMPT, {"positive": "good", "negative": "bad", "layer": 2, "c
                           "positions": "all", "max_new_tokens": 4},
                   ["steer", "--prompt", PROMPT, "--positive", "good", "--negative", "bad", "--layer", "2", "--coef", "3",
                    "--unit", "raw", "--max-new-tokens", "4"])
+PROBE_SET = "".join(json.dumps({"prompt": p, "label": l}) + "\n" for p, l in [  # probes: two labels, six each
+    ("a good day", "pos"), ("a bad day", "neg"), ("so nice", "pos"), ("so dull", "neg"), ("fun times", "pos"),
+    ("sad times", "neg"), ("we won", "pos"), ("we lost", "neg"), ("great", "pos"), ("awful", "neg"), ("yes!", "pos"),
+    ("no.", "neg")])
+CASES["probe"] = (PROBE_SET, {"folds": 3, "l2": 2.0}, ["probe", "--prompts-file", "{suite}", "--folds", "3", "--l2", "2"])
 CASES.update({  # layer anatomy (lens/anatomy/)
     "anatomy": (PROMPT, {"swap": True}, ["anatomy", "--prompt", PROMPT, "--swap"]),
     "contrastive": (PROMPT, {"amateur_layer": 1, "max_new_tokens": 3},

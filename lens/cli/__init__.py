@@ -15,6 +15,7 @@ from . import attention, attribution, causal, export, fitted, generate, logit_le
 from . import circuits as circuits_commands
 from . import weights as weights_commands
 from . import steering as steering_commands
+from . import probes as probe_commands
 from . import anatomy as anatomy_commands
 from .common import quiet_libraries, terminal_progress
 
@@ -28,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     circuits_commands.register(sub)  # attribute, circuit (lens/circuits/)
     weights_commands.register(sub)  # neurons, neuron, heads-weights (lens/weights/)
     steering_commands.register(sub)  # steer (lens/steering/)
+    probe_commands.register(sub)  # probe, vectors (lens/probes/, lens/steering/store.py)
     anatomy_commands.register(sub)  # anatomy, contrastive (lens/anatomy/)
     return parser
 

@@ -19,6 +19,7 @@ RECORDED += ("attribute", "circuit")  # attribution and circuits (lens/circuits/
 
 RECORDED += ("neurons", "neuron", "head_weights")  # the weight space (lens/weights/)
 RECORDED += ("steer",)  # steering (lens/steering/)
+RECORDED += ("probe",)  # probes (lens/probes/)
 RECORDED += ("anatomy", "contrastive")  # layer anatomy (lens/anatomy/)
 
 RECORDED += ("dla", "sublayer_lens", "knockout")  # who writes the answer (lens/attribution/)

@@ -88,11 +88,12 @@ def _decode(kind: str, fields: str, arrays: bytes):
     from ..suites import results as suite_types
     from ..weights import results as weight_types
     from ..steering import results as steering_types
+    from ..probes import results as probe_types
     from ..anatomy import results as anatomy_types
 
     # Only the result types LayerLens defines: a name in the file picks one of them, never anything else.
     known = {m.__name__: m for m in (result_types, suite_types, attribution_types, circuit_types, weight_types,
-                                       steering_types, anatomy_types)}
+                                       steering_types, anatomy_types, probe_types)}
     cls = next((getattr(m, kind) for m in known.values() if isinstance(getattr(m, kind, None), type)), None)
     if cls is None or not dataclasses.is_dataclass(cls) or cls.__module__ not in known:
         raise LensError(f"a saved result of unknown type {kind!r} (saved by another version?)")

@@ -9,7 +9,7 @@ from ..options import MAX_NEW_TOKENS, MIN_TEMPERATURE
 MODES = ("add", "orthogonal", "cap", "ablate")
 POSITIONS = ("all", "after-prompt", "front")
 UNITS = ("raw", "norm")
-VECTORS = ("contrast", "token")
+VECTORS = ("contrast", "token", "saved", "probe")
 MAX_PAIRS = 32  # contrast pairs in one vector
 MAX_COEF = 1e4
 
@@ -18,7 +18,10 @@ MAX_COEF = 1e4
 class SteerOptions:
     """A steering run. The vector is read at ``resid_pre.{layer}`` (the residual stream entering block ``layer``,
     1-based): ``contrast``: the mean over pairs of positive − negative at each text's last token (CAA / ActAdd);
-    ``token``: the unembedding row of ``token`` (the direction the lens reads as that token).
+    ``token``: the unembedding row of ``token`` (the direction the lens reads as that token); ``saved``: the vector
+    saved under the name ``saved`` (lens/steering/store.py); ``probe``: the direction of a logistic-regression probe
+    of the shipped set ``probe_set`` fitted at the stream entering ``layer`` (lens/probes/logistic.py: its length the
+    gap between the two classes' means along it).
 
     ``mode`` (u = v/‖v‖, p = h·u the projection of the residual h on it, s = coef_raw·‖v‖):
     add: h + coef_raw·v; orthogonal: h + (coef − 1)·p·u (the part orthogonal to v kept, the parallel part times
@@ -38,6 +41,8 @@ class SteerOptions:
     unit: str = "raw"
     vector: str = "contrast"
     token: str | None = None  # vector="token": the token whose unembedding direction is the vector
+    saved: str | None = None  # vector="saved": the saved vector's name
+    probe_set: str | None = None  # vector="probe": a shipped probe set (lens/probes/data.py SHIPPED)
     front_tokens: int = 4
     max_new_tokens: int = 20
     temperature: float = 0.0  # 0: greedy
@@ -56,7 +61,7 @@ class SteerOptions:
         if self.unit not in UNITS:
             raise LensError(f"unknown coefficient unit {self.unit!r}; choose raw or norm")
         if self.vector not in VECTORS:
-            raise LensError(f"unknown vector {self.vector!r}; choose contrast or token")
+            raise LensError(f"unknown vector {self.vector!r}; choose {', '.join(VECTORS)}")
         if self.vector == "contrast":
             if not self.positive or not self.negative:
                 raise LensError("a contrast vector needs a positive and a negative text")
@@ -67,8 +72,16 @@ class SteerOptions:
                 raise LensError(f"at most {MAX_PAIRS} pairs, not {len(self.positive)}")
             if any(not str(t).strip() for t in self.positive + self.negative):
                 raise LensError("a positive or negative text is empty")
-        elif not self.token:
+        elif self.vector == "token" and not self.token:
             raise LensError("a token vector needs a token (e.g. ' love')")
+        elif self.vector == "saved" and not (self.saved or "").strip():
+            raise LensError("name the saved vector to steer with (`python -m lens vectors list` shows them)")
+        elif self.vector == "probe":
+            from ..probes.data import SHIPPED
+
+            if self.probe_set not in SHIPPED:
+                raise LensError(f"a probe vector needs a shipped probe set ({', '.join(SHIPPED)}), not "
+                                f"{self.probe_set!r}")
         if not isinstance(self.layer, int) or self.layer < 1 or (n_layers is not None and self.layer > n_layers):
             top = f" to {n_layers}" if n_layers is not None else ""
             raise LensError(f"the layer must be a whole number from 1{top}, not {self.layer!r}")

@@ -15,6 +15,7 @@ from ..errors import LensError
 from . import attention, attribution, circuits, generate, logit_lens, patching, projection, suites
 from . import weights as weight_views
 from . import steering as steering_views
+from . import probes as probe_views
 from . import anatomy as anatomy_views
 from .entry import LEARN, PROMPT, RESEARCH, SECTIONS, SUITE, TWO_PROMPTS, Page, View
 
@@ -41,6 +42,9 @@ VIEWS: dict[str, View] = {v.name: v for module in (logit_lens, generate, attenti
                                                    attribution, circuits, suites, weight_views,
                                                    steering_views, anatomy_views)
                           for v in module.VIEWS}
+# Probes (lens/probes/): a Research page, listed before Saved runs.
+PAGES = {**{k: p for k, p in PAGES.items() if k != RUNS.path}, probe_views.PAGE.path: probe_views.PAGE, RUNS.path: RUNS}
+VIEWS.update({v.name: v for v in probe_views.VIEWS})
 
 
 @dataclass

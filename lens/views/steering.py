@@ -67,23 +67,28 @@ def options_from(params: dict, n_layers: int | None = None) -> SteerOptions:
     from ..errors import LensError
 
     token = params.get("token") or None
+    saved, probe_set = params.get("saved") or None, params.get("probe_set") or None
     if params["layer"] is None and n_layers is None:
         raise LensError("give the layer to steer at")
     layer = default_layer(n_layers) if params["layer"] is None else params["layer"]
+    vector = "saved" if saved else "probe" if probe_set else "token" if token else "contrast"
+    contrast = vector == "contrast"
     return SteerOptions(
-        positive=() if token else lines(params["positive"]), negative=() if token else lines(params["negative"]),
+        positive=lines(params["positive"]) if contrast else (), negative=lines(params["negative"]) if contrast else (),
         layer=int(layer), coef=float(params["coef"]), mode=params["mode"], positions=params["positions"],
-        unit=params["unit"], vector="token" if token else "contrast", token=token,
+        unit=params["unit"], vector=vector, token=token if vector == "token" else None,
+        saved=saved if vector == "saved" else None, probe_set=probe_set if vector == "probe" else None,
         max_new_tokens=int(params["max_new_tokens"]), temperature=float(params["temperature"]),
         seed=int(params["seed"]), target=params.get("target") or None)
 
 
 def render_steer(backend, info, prompt, *, positive, negative, token, layer, coef, unit, mode, positions,
-                 max_new_tokens, temperature, seed, target) -> Drawn:
+                 max_new_tokens, temperature, seed, target, saved=None, probe_set=None) -> Drawn:
     from ..figures.steering import difference_figure, dose_figure, grid_figure, lens_figure, steer_reading
 
     r = backend.steer(prompt, options_from(dict(
-        positive=positive, negative=negative, token=token, layer=layer, coef=coef, unit=unit, mode=mode,
+        positive=positive, negative=negative, token=token, saved=saved, probe_set=probe_set, layer=layer, coef=coef,
+        unit=unit, mode=mode,
         positions=positions, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed, target=target),
         info.n_layers))
     return Drawn([r], [difference_figure(r), grid_figure(r, "plain"), grid_figure(r, "steered"), dose_figure(r),
@@ -101,6 +106,7 @@ VIEWS = (
         "log p(target) of the next token as the coefficient varies; the lens chart reads it after each block in both "
         "runs at the prompt's last token."),
         {"positive": "I love talking about love", "negative": "I hate talking about hate", "token": None,
+         "saved": None, "probe_set": None,
          "layer": None, "coef": 0.8, "unit": "norm", "mode": "add", "positions": "all", "max_new_tokens": 20,
          "temperature": 0.0, "seed": 0, "target": None},
         render_steer),
