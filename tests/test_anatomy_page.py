@@ -1,0 +1,89 @@
+"""The Layer anatomy page, in-process (AppTest): its charts are the backend's numbers (themselves checked against
+hooks in test_anatomy.py), the readings name them, the tab, the swap option and the amateur layer come from the
+URL, and bad link values or prompts are named in the page."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from plotly_json import array, charts
+
+from lens.anatomy.options import AnatomyOptions, ContrastiveOptions
+from lens.anatomy.readings import similarity_reading, skip_reading
+from lens.engine_backend import local_backend
+
+APP = str(Path(__file__).resolve().parent.parent / "app.py")
+PAGE = "pages/anatomy.py"
+PROMPT = "The Eiffel Tower is located in the city of"
+
+
+def page(**params) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=600)
+    at.switch_page(PAGE)
+    at.query_params["prompt"] = PROMPT
+    for k, v in params.items():
+        at.query_params[k] = v
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+@pytest.fixture(scope="module")
+def backend(bundled):
+    return local_backend(bundled, None)
+
+
+def text(at) -> str:
+    return " ".join([c.value for c in at.caption] + [m.value for m in at.markdown])
+
+
+def test_first_tab_and_the_readings_are_the_backends(backend):
+    at = page()
+    r = backend.anatomy(PROMPT, AnatomyOptions())
+    norm, change = charts(at)
+    np.testing.assert_allclose(array(norm["data"][0]["y"]), r.norm, rtol=1e-5)
+    np.testing.assert_allclose(array(change["data"][2]["y"]), r.block_change, rtol=1e-5)
+    said = text(at)
+    assert skip_reading(r).split(". ")[0] in said
+    assert similarity_reading(r.rows, r.cka).split(". ")[0] in said
+    assert "is the outlier" in said
+
+
+def test_skip_tab_with_swap_from_a_link(backend):
+    at = page(tab="Skip & swap", swap="true")
+    (fig,) = charts(at)
+    r = backend.anatomy(PROMPT, AnatomyOptions(swap=True))
+    np.testing.assert_allclose(array(fig["data"][0]["y"]), r.skip_kl, rtol=1e-5)
+    np.testing.assert_allclose(array(fig["data"][1]["y"]), r.swap_kl, rtol=1e-5)
+
+
+def test_similarity_and_outlier_tabs(backend):
+    r = backend.anatomy(PROMPT, AnatomyOptions())
+    (cka,) = charts(page(tab="Similarity"))
+    np.testing.assert_allclose(array(cka["data"][0]["z"]), r.cka, atol=1e-6)
+    heat, lines = charts(page(tab="Outliers"))
+    np.testing.assert_allclose(array(heat["data"][0]["z"]), r.dim_mean_abs, rtol=1e-5)
+    np.testing.assert_allclose(array(lines["data"][0]["y"]), r.max_abs, rtol=1e-5)
+
+
+def test_contrastive_tab_amateur_from_the_link_and_a_bad_one_named(backend):
+    at = page(tab="Autocontrastive", amateur="8")
+    (fig,) = charts(at)
+    r = backend.contrastive(PROMPT, ContrastiveOptions(amateur_layer=8))
+    np.testing.assert_allclose(array(fig["data"][0]["x"]), r.plain_prob, rtol=1e-5)
+    assert "With L8 as the amateur" in text(at)
+    at = page(tab="Autocontrastive", amateur="99")
+    assert "amateur layer “99” (showing 10)" in text(at)
+    assert "With L10 as the amateur" in text(at)
+
+
+def test_bad_tab_and_short_prompt_named():
+    at = page(tab="Nowhere")
+    assert "tab Nowhere is not one of this page's tabs" in text(at)
+    at = AppTest.from_file(APP, default_timeout=600)
+    at.switch_page(PAGE)
+    at.query_params["prompt"] = "Hi"
+    at.run()
+    assert not at.exception
+    assert any("at least three tokens" in e.value for e in at.error)
