@@ -64,6 +64,7 @@ class ModelInfo:
     corpus_limit: int = 100  # sentences in one projection corpus
     corpus_token_limit: int = 4096  # their tokens together
     has_head_sites: bool = False  # each head's output is a site of its own (patch or ablate one head)
+    has_qkv_sites: bool = False  # separate q, k, v projections are sites (circuits give each head its own inputs)
 
 
 @runtime_checkable

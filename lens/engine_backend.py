@@ -124,7 +124,7 @@ class EngineBackend:
             token_limit=self.token_limit, has_lm_head=a.has_lm_head, is_causal=a.is_causal, post_ln=a.post_ln,
             supports_routes=reason is None, routes_note=reason or "", fingerprint=self.loaded.fingerprint,
             corpus_limit=self.limits.max_corpus_texts, corpus_token_limit=self.limits.max_corpus_tokens,
-            has_head_sites=bool(a.out_proj),
+            has_head_sites=bool(a.out_proj), has_qkv_sites=bool(a.query_proj),
         )
 
     def busy(self) -> bool:
@@ -820,9 +820,9 @@ class EngineBackend:
             raise LensError(f"the prompts have {len(clean_ids)} tokens; circuits take at most {MAX_CIRCUIT_TOKENS}")
 
         def compute():
-            key = repr([clean, corrupt, options.target, options.foil, options.ig_steps])
+            key = repr([clean, corrupt, options.target, options.foil, options.ig_steps, options.rank])
             scored = self.memo.get("circuit-scores", key, lambda: circuit_scores(
-                self.engine, clean_ids, corrupt_ids, target, foil, progress, options.ig_steps))
+                self.engine, clean_ids, corrupt_ids, target, foil, progress, options.ig_steps, options.rank))
             return circuit_result(self.engine, self.loaded.name, self.loaded.tokenizer, scored, clean_ids,
                                   corrupt_ids, target, foil, options, progress)
         return self.results.get("circuit", {"prompt": [clean, corrupt], "options": options.key()}, compute)

@@ -460,14 +460,15 @@ def _circuit(src, p, texts) -> Code:
 
     if not p["target"]:
         raise LensError("this view needs a target token (e.g. ' Paris')")
-    o = CircuitOptions(target=p["target"], foil=p["foil"], edges=int(p["edges"]), ig_steps=int(p["ig_steps"]))
+    o = CircuitOptions(target=p["target"], foil=p["foil"], edges=int(p["edges"]), ig_steps=int(p["ig_steps"]),
+                       rank=p.get("rank", "help"))
     o.check()
     return Code(["from lens.circuits.options import CircuitOptions"],
                 f"result = backend.circuit(CLEAN, CORRUPT, "
-                f"{_new('CircuitOptions', target=o.target, foil=o.foil, edges=o.edges, ig_steps=o.ig_steps)})",
+                f"{_new('CircuitOptions', target=o.target, foil=o.foil, edges=o.edges, ig_steps=o.ig_steps, rank=o.rank)})",
                 "to_json_dict(result)",
                 ["circuit", *_flag("--target", o.target), *_flag("--foil", o.foil), "--edges", str(o.edges),
-                 *(["--ig-steps", str(o.ig_steps)] if o.ig_steps else [])],
+                 *(["--ig-steps", str(o.ig_steps)] if o.ig_steps else []), "--rank", o.rank],
                 ["from lens.figures.circuits import circuit_figure, faithfulness_figure"],
                 "figures = [circuit_figure(result), faithfulness_figure(result)]", several=True)
 

@@ -80,7 +80,7 @@ atp_tab, circuit_tab = st.tabs(list(TABS.values()), key="tab", bind="query-param
 
 if atp_tab.open:
     with atp_tab:
-        c0, c1 = st.columns([3, 2], vertical_alignment="bottom")
+        c0, c1, c2 = st.columns([3, 2, 2], vertical_alignment="bottom")
         site_label = c0.segmented_control("Grid", list(SITES), default="Residual stream", key="site",
                                           bind="query-params")
         site = SITES.get(site_label or "Residual stream", "resid")
@@ -113,7 +113,7 @@ if atp_tab.open:
 
 if circuit_tab.open:
     with circuit_tab:
-        E = int(Graph(info.n_layers, info.n_heads).valid.sum()) if info.has_head_sites else 0
+        E = int(Graph.of(info).valid.sum()) if info.has_head_sites else 0
         choices = [n for n in CURVE_EDGES if n < E] + [E]
         c0, c1 = st.columns([3, 2], vertical_alignment="bottom")
         asked = st.query_params.get("edges")
@@ -127,20 +127,29 @@ if circuit_tab.open:
                        help="EAP-IG: each edge's gradient averaged over embeddings between the corrupted and the "
                             "clean prompt's, instead of taken at the corrupted run alone.")
         ig_steps = IG_STEPS if ig else 0
+        rank = c2.segmented_control("Keep first", ["help", "size"], default="help", key="rank", bind="query-params",
+                                    format_func={"help": "edges that help", "size": "largest |score|"}.get,
+                                    help="Edges that help: the edges that raise the metric most (what restores the "
+                                         "answer). Largest |score|: either sign, edge attribution patching's own "
+                                         "ranking.") or "help"
         c = None
         with shown_in_page("Circuit", stop=False):
             bar = st.progress(0.0, text="Scoring every edge, then running the circuits…")
             c = backend.circuit(clean, corrupt, CircuitOptions(target=target, foil=foil, edges=int(edges),
-                                                                  ig_steps=ig_steps),
+                                                                  ig_steps=ig_steps, rank=rank),
                                 progress=lambda x, m: bar.progress(min(1.0, x), text=m))
             bar.empty()
         if c is not None:
             export = {"view": "circuit", "numbers": c, "texts": [clean, corrupt], "model": info.name,
-                      "params": {"target": target, "foil": foil, "edges": int(edges), "ig_steps": ig_steps}}
+                      "params": {"target": target, "foil": foil, "edges": int(edges), "ig_steps": ig_steps,
+                                 "rank": rank}}
             left, right = st.columns([3, 2])
             chart(circuit_figure(c, height=HEIGHT), key="circuit-graph", where=left, export=export, share=0.6)
             chart(faithfulness_figure(c, height=HEIGHT), key="circuit-curve", where=right, export=export, share=0.4)
             if not PRESENTING:
-                st.caption(circuit_text(c) + " Each layer's heads read one input (the attention's), so an edge into "
-                           "a layer's attention reaches every head of it that the circuit keeps.")
+                st.caption(circuit_text(c) + (
+                    " Each head's query, and each key/value head's keys and values, read an input of their own: an "
+                    "edge into keys or values reaches every head that shares them." if info.has_qkv_sites else
+                    " Each layer's heads read one input (the attention's), so an edge into a layer's attention "
+                    "reaches every head of it that the circuit keeps."))
                 download_json(c, f"circuit-{int(edges)}")

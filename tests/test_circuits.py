@@ -80,7 +80,7 @@ def test_models_whose_blocks_do_not_add_heads_to_one_stream_are_refused(arch):
         check_circuits(adapt(model))
 
 
-@pytest.mark.parametrize("arch", ["llama", "gpt2", "qwen2"])
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "qwen2", "opt"])
 def test_small_circuits_equal_a_path_patch_built_by_hand(arch):
     model, _ = tiny_model(arch)
     a = adapt(model)
@@ -106,13 +106,43 @@ def test_small_circuits_equal_a_path_patch_built_by_hand(arch):
     hs[0].remove()
     d_head = head_write(a, 2, 1, seen["z"]) - head_write(a, 2, 1, got["kz"])
     want2 = plain_run(model, CORRUPT, post=[(a.blocks[L - 1], lambda x: x + d_head[None])])
-    logits, a2 = g.readers.index("logits"), g.readers.index("a2")
+    logits = g.readers.index("logits")
     h21 = g.writers.index("a2.h1")
     keep1 = keep_mask(g, [(0, logits)])
-    keep2 = keep_mask(g, [(0, a2), (h21, logits)])
-    ms = circuit_metrics(eng, g, CLEAN, wk, [keep1, keep2], TARGET, FOIL)
+    if g.per_head:  # head 1 reads the changed stream through its query, its key/value head's keys and values
+        kv = 1 // a.kv_group
+        into = [g.readers.index(n) for n in ("a2.h1.q", f"a2.kv{kv}.k", f"a2.kv{kv}.v")]
+    else:
+        into = [g.readers.index("a2")]
+    keep2 = keep_mask(g, [(0, r) for r in into] + [(h21, logits)])
+    keeps = [keep1, keep2]
+    if g.per_head:
+        # 3. emb → a2.h1.q and a2.h1 → logits: only head 1's query sees the changed stream; built here by
+        #    recomputing its columns of the query projection from the corrupted input plus the difference.
+        W = a.query_proj[1].weight
+        b = a.query_proj[1].bias
+        cols = slice(a.head_dim, 2 * a.head_dim)
+        held = {}
+
+        def query_from_changed_input(m, args, out):
+            q = torch.nn.functional.linear(a.attn_norm[1].forward(held["x"] + d_emb), W, b)
+            out = out.clone()
+            out[..., cols] = q[..., cols]
+            return out
+        hs = [a.attn_norm[1].register_forward_pre_hook(lambda m, args: held.__setitem__("x", args[0])),
+              a.query_proj[1].register_forward_hook(query_from_changed_input),
+              a.out_proj[1].register_forward_pre_hook(lambda m, args: seen.__setitem__("zq", args[0]))]
+        plain_run(model, CORRUPT)
+        for h in hs:
+            h.remove()
+        d_q = head_write(a, 2, 1, seen["zq"]) - head_write(a, 2, 1, got["kz"])
+        want3 = plain_run(model, CORRUPT, post=[(a.blocks[L - 1], lambda x: x + d_q[None])])
+        keeps.append(keep_mask(g, [(0, g.readers.index("a2.h1.q")), (h21, logits)]))
+    ms = circuit_metrics(eng, g, CLEAN, wk, keeps, TARGET, FOIL)
     assert ms[0] == pytest.approx(want1, abs=1e-4) and ms[1] == pytest.approx(want2, abs=1e-4)
     assert abs(want2 - m_corrupt) > 1e-4  # the two-edge path does something
+    if g.per_head:
+        assert ms[2] == pytest.approx(want3, abs=1e-4) and abs(want3 - want2) > 1e-5
 
 
 @pytest.mark.parametrize("arch", ["llama", "gpt2", "opt"])
@@ -141,16 +171,37 @@ def test_scores_are_write_differences_times_each_readers_own_gradient(arch):
     hs = [a.attn_norm[2].register_forward_pre_hook(own("a3")), a.mlp_norm[1].register_forward_pre_hook(own("m2"))]
     emb = model.get_input_embeddings().register_forward_hook(lambda m, args, out: out.detach().requires_grad_())
     hs.append(emb)
+    # Per-head readers: block 2's head 2 query and key/value head 0's keys, each recomputed from a tensor of its
+    # own (a copy of the attention's input) through the norm and its rows of the projection. (Block 3's queries
+    # would give 0: only the last position's matters there, and its token is the same in both prompts.)
+    parts = {"a2.h2.q": (a.query_proj, 2), "a2.kv0.k": (a.key_proj, 0)} if g.per_head else {}
+    hs.append(a.attn_norm[1].register_forward_pre_hook(lambda m, args: leaf.__setitem__("a2in", args[0])))
+
+    def alone(name, mods, index):
+        def hook(m, args, out):
+            x = leaf["a2in"].detach().requires_grad_()
+            leaf[name] = x
+            cols = slice(index * a.head_dim, (index + 1) * a.head_dim)
+            out = out.clone()
+            out[..., cols] = torch.nn.functional.linear(a.attn_norm[1].forward(x), m.weight, m.bias)[..., cols]
+            return out
+        return hook
+    hs += [mods[1].register_forward_hook(alone(name, mods, i)) for name, (mods, i) in parts.items()]
     with torch.enable_grad():
         m = metric(model(input_ids=torch.tensor([CORRUPT])).logits)
-        ga3, gm2 = torch.autograd.grad(m, [leaf["a3"], leaf["m2"]])
+        ga3, gm2, *g_parts = torch.autograd.grad(m, [leaf["a3"], leaf["m2"]] + [leaf[n] for n in parts])
     for h in hs:
         h.remove()
     d_emb = (writes["cemb"] - writes["kemb"]).double()
     d_m1 = (writes["cm1"] - writes["km1"]).double()
     R = g.readers.index
     gm2 = gm2.reshape(d_emb.shape).double()
-    assert scores[0, R("a3")] == pytest.approx(float((d_emb * ga3.double()).sum()), rel=1e-4, abs=1e-7)
+    if g.per_head:
+        for name, gp in zip(parts, g_parts):
+            assert scores[0, R(name)] == pytest.approx(float((d_emb * gp.double()).sum()), rel=1e-4, abs=1e-7)
+            assert abs(scores[0, R(name)]) > 1e-6
+    else:
+        assert scores[0, R("a3")] == pytest.approx(float((d_emb * ga3.double()).sum()), rel=1e-4, abs=1e-7)
     assert scores[0, R("m2")] == pytest.approx(float((d_emb * gm2).sum()), rel=1e-4, abs=1e-7)
     assert scores[g.writers.index("m1"), R("m2")] == pytest.approx(float((d_m1 * gm2).sum()), rel=1e-4, abs=1e-7)
     assert scores[g.writers.index("m2"), R("m1")] == 0  # no edge runs backwards
@@ -177,8 +228,11 @@ def test_backend_result(tmp_path):
     b = local_backend(load_model("tiny-llama"), None)
     r = b.circuit("hello there, the end", "jello where, the fnd", CircuitOptions("e", "f", 10))
     E = len(r.edge_score)
-    assert E == int(Graph(3, 4).valid.sum())
-    assert list(np.abs(r.edge_score)) == sorted(np.abs(r.edge_score), reverse=True)
+    assert E == int(Graph(3, 4, 2).valid.sum())  # per-head q, k, v readers: tiny llama has 2 key/value heads
+    assert list(r.edge_score) == sorted(r.edge_score, reverse=True)  # by default, the edges that help first
+    by_size = b.circuit("hello there, the end", "jello where, the fnd", CircuitOptions("e", "f", 10, rank="size"))
+    assert list(np.abs(by_size.edge_score)) == sorted(np.abs(by_size.edge_score), reverse=True)
+    assert sorted(by_size.edge_score) == sorted(r.edge_score)  # the same scores, ranked another way
     assert r.curve_edges[-1] == E and r.curve_faithfulness[-1] == pytest.approx(1.0, abs=1e-4)
     assert r.faithfulness == pytest.approx((r.metric_circuit - r.metric_corrupt) / (r.metric_clean - r.metric_corrupt))
     i = list(r.curve_edges).index(8)
@@ -227,8 +281,11 @@ def test_integrated_gradients_average_the_gradient_between_the_two_embeddings():
             grads.append(torch.autograd.grad(m, [kept["x"]])[0])
         h.remove()
     want = float(((ec - ek).double() * (sum(grads) / 2).double()).sum())
-    a3 = g.readers.index("a3")
+    # Block 3's attention reads its input through every head's query and every key/value head's keys and values:
+    # by the chain rule their gradients add up to the gradient at that input.
+    a3 = g.attn_readers[3]
+    assert len(a3) == 4 + 2 + 2
     assert abs(want) > 1e-3
-    assert scores[0, a3] == pytest.approx(want, rel=1e-4, abs=1e-7)
+    assert scores[0, a3].sum() == pytest.approx(want, rel=1e-4, abs=1e-7)
     plain = edge_scores(eng, CLEAN, CORRUPT, TARGET, FOIL)[1]
-    assert abs(plain[0, a3] - scores[0, a3]) > 1e-4  # not the plain gradient
+    assert abs(plain[0, a3].sum() - scores[0, a3].sum()) > 1e-4  # not the plain gradient

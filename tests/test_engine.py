@@ -122,6 +122,33 @@ def test_head_and_neuron_sites_are_the_projections_inputs(tiny, arch):
     torch.testing.assert_close(mlp, out.reads["mlp_out.1"][0], atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "opt"])
+def test_query_key_value_sites_are_the_projections_outputs(tiny, arch):
+    """``q_proj.l``, ``k_proj.l``, ``v_proj.l``: each projection of the attention's normed input (taken here by hand),
+    and a write there reaches the output (zeroing the values zeroes the attention's write, bias aside)."""
+    model, _, adapter = tiny(arch)
+    eng = HookEngine(model, adapter)
+    out = eng.run(IDS, read={"attn_in.2": None, "q_proj.2": None, "k_proj.2": None, "v_proj.2": None})
+    normed = adapter.attn_norm[1].forward(out.reads["attn_in.2"])
+    for site, mod, width in (("q_proj.2", adapter.query_proj[1], adapter.n_heads),
+                             ("k_proj.2", adapter.key_proj[1], adapter.n_kv_heads),
+                             ("v_proj.2", adapter.separate_value_proj[1], adapter.n_kv_heads)):
+        with torch.no_grad():
+            by_hand = torch.nn.functional.linear(normed, mod.weight, mod.bias)
+        assert out.reads[site].shape == (1, len(IDS), width * adapter.head_dim)
+        torch.testing.assert_close(out.reads[site], by_hand, atol=1e-5, rtol=0)
+    zero = eng.run(IDS, read={"attn_out.2": None}, write={"v_proj.2": lambda x, call: torch.zeros_like(x)})
+    _, b = adapter.output_projection(1)
+    want = torch.zeros_like(zero.reads["attn_out.2"]) + (0 if b is None else b)
+    torch.testing.assert_close(zero.reads["attn_out.2"], want, atol=1e-5, rtol=0)
+
+
+def test_fused_projections_have_no_query_key_value_sites(tiny):
+    model, _, adapter = tiny("gpt2")
+    with pytest.raises(LensError, match="separate projections"):
+        HookEngine(model, adapter).run(IDS, read={"q_proj.1": None})
+
+
 class PlainEngine(HookEngine):
     """The hook engine with resumed runs turned off: every patched run is a whole pass."""
 

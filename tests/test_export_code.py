@@ -74,9 +74,9 @@ CASES.update({  # attribution and circuits (lens/circuits/)
     "attribute": ([CLEAN, CORRUPT], {"target": "t", "foil": "a", "site": "head", "qk_fix": True},
                   ["attribute", "--clean-prompt", CLEAN, "--corrupt-prompt", CORRUPT, "--target", "t", "--foil", "a",
                    "--site", "head", "--qk-fix", "--verify"]),
-    "circuit": ([CLEAN, CORRUPT], {"target": "t", "foil": "a", "edges": 6, "ig_steps": 3},
+    "circuit": ([CLEAN, CORRUPT], {"target": "t", "foil": "a", "edges": 6, "ig_steps": 3, "rank": "size"},
                 ["circuit", "--clean-prompt", CLEAN, "--corrupt-prompt", CORRUPT, "--target", "t", "--foil", "a",
-                 "--edges", "6", "--ig-steps", "3"]),
+                 "--edges", "6", "--ig-steps", "3", "--rank", "size"]),
 })
 CASES["noise-trace"] = (PROMPT, {"subject": "1,2", "samples": 2, "seed": 3, "site": "mlp"},  # the model's own answer
                         ["noise-trace", "--prompt", PROMPT, "--subject", "1,2", "--samples", "2", "--seed", "3",

@@ -1,18 +1,21 @@
 """Edge attribution patching (EAP; Syed et al. 2023) and the faithfulness of the circuit it keeps, through the engine.
 
 The graph. Writers: the embedding, every head (its write ``z_h · W_O[h]``), every MLP (``mlp_out``).
-Readers: each block's attention (all its heads read one input, ``attn_in.l``, the residual stream at its
-norm: a per-head input would need the queries, keys and values split per head), each block's MLP
-(``mlp_in.l``) and the logits (``resid_post.L``, what the final norm reads). An edge joins a writer to every
+Readers: every head's query and every key/value head's keys and values (models with separate q, k, v
+projections: each reads an input of its own, the residual stream at the attention's norm; other models: each
+block's attention as one reader, ``attn_in.l``), each block's MLP (``mlp_in.l``) and the logits
+(``resid_post.L``, what the final norm reads). An edge joins a writer to every
 reader computed after it. Because blocks are pre-norm and sequential, a reader's input is the sum of the
 writes before it (plus biases, the same in every run).
 
 Scores. ``score(u→v) = (a_u,clean − a_u,corrupt) · ∂m/∂(input of v)`` on the corrupted run; the gradient at a
 reader's input is the one through that reader only (``attn_in.l`` and ``mlp_in.l`` are tensors of their own,
-not the skip connection's).
+not the skip connection's). A per-head reader's gradient is its projection's (``q_proj.l`` …) taken back
+through its rows of the projection and through the norm at the attention's input.
 
 Circuit runs (path patching of edges). The clean prompt runs with every reader's input replaced by
-``input_v − Σ_{u→v left out} (a_u − a_u,corrupt)``, ``a_u`` the writer's value in this very run: an edge left
+``input_v − Σ_{u→v left out} (a_u − a_u,corrupt)``, ``a_u`` the writer's value in this very run (a per-head
+reader: its slice of the projection recomputed from that input through the norm): an edge left
 out carries the corrupted run's value, an edge kept the circuit's own. Every edge kept: the clean run;
 none: the corrupted run (each writer then sees the corrupted input and writes its corrupted value).
 """
@@ -63,10 +66,73 @@ def output_weights(adapter) -> list[torch.Tensor]:
     return [adapter.output_projection(i)[0] for i in range(adapter.n_layers)]
 
 
+def graph_of(adapter) -> Graph:
+    """Per-head query, key and value readers where the model has separate projections; else one reader per
+    attention block (``Graph.of`` says the same from a ModelInfo)."""
+    a = adapter
+    return Graph(a.n_layers, a.n_heads, a.n_kv_heads if a.query_proj else None)
+
+
+_PARTS = {"q": "q_proj", "k": "k_proj", "v": "v_proj"}
+
+
+def _qkv_reads(g: Graph) -> list[str]:
+    return [f"{_PARTS[p]}.{l}" for l in range(1, g.L + 1) for p in "qkv"] if g.per_head else []
+
+
+def _projection(adapter, part: str, layer: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(W as [out, in], bias) of block ``layer``'s (1-based) query, key or value projection."""
+    from ..model.adapters import linear_in_out
+
+    mod = {"q": adapter.query_proj, "k": adapter.key_proj, "v": adapter.separate_value_proj}[part][layer - 1]
+    W, b = linear_in_out(mod)
+    return W.detach().float().T, (None if b is None else b.detach().float())
+
+
+def _slice(adapter, part: str, index: int) -> slice:
+    hd = adapter.head_dim
+    return slice(index * hd, (index + 1) * hd)
+
+
+def _head_input_gradients(adapter, g: Graph, layer: int, x: torch.Tensor, grads: dict) -> torch.Tensor:
+    """[S, n, T, d]: for each of block ``layer``'s per-head readers, the gradient at the attention's input ``x``
+    [S, T, d] through that reader alone: its projection's gradient (``grads``: site -> [S, T, out]) taken back
+    through its rows of the projection, then through the norm at ``x``."""
+    norm = adapter.attn_norm[layer - 1]
+    through = []
+    for v in g.attn_readers[layer]:
+        part, index = g.reader_part[v]
+        W, _ = _projection(adapter, part, layer)
+        cols = _slice(adapter, part, index)
+        gq = grads[f"{_PARTS[part]}.{layer}"].float()[..., cols]  # [S, T, hd]
+        through.append(gq @ W[cols].to(gq.device))  # [S, T, d]: the gradient at the norm's output
+    g_n = torch.stack(through, 1)  # [S, n, T, d]
+    with torch.enable_grad():
+        xs = x.detach().float()[:, None].expand(g_n.shape).clone().requires_grad_()
+        n = norm.forward(xs.to(x.dtype)).float()  # .forward: the norm's own maths, no engine hook
+        (gx,) = torch.autograd.grad(n, xs, g_n)
+    return gx
+
+
+def _reader_gradients(adapter, g: Graph, reads: dict, grads: dict) -> torch.Tensor:
+    """[S, R, T, d] every reader's gradient at its input, from a run that read the readers' sites (and, per
+    head, each block's attention input and its q, k, v projections) with gradients."""
+    out: list[torch.Tensor | None] = [None] * len(g.readers)
+    for v, site in enumerate(g.reader_site):
+        if g.reader_part[v] is None:
+            out[v] = grads[site].float()
+    if g.per_head:
+        for l in range(1, g.L + 1):
+            gx = _head_input_gradients(adapter, g, l, reads[f"attn_in.{l}"], grads)
+            for j, v in enumerate(g.attn_readers[l]):
+                out[v] = gx[:, j]
+    return torch.stack(out, 1)
+
+
 def edge_scores(engine, clean_ids, corrupt_ids, target, foil, progress=None, ig_steps: int = 0):
     """(graph, scores [U, R] float64 with 0 where no edge, m(clean), m(corrupt), corrupted writes [U, T, d])."""
     a = engine.adapter
-    g = Graph(a.n_layers, a.n_heads)
+    g = graph_of(a)
     W_O = output_weights(a)
     say = progress or (lambda f, m: None)
     writers = {s: None for s in _writer_sites(a.n_layers)}
@@ -74,21 +140,30 @@ def edge_scores(engine, clean_ids, corrupt_ids, target, foil, progress=None, ig_
     c = engine.run(clean_ids, read=writers, logits="last")
     m_clean = float(metric_rows(c.logits, target, foil)[0])
     say(0.2, "corrupted run and its backward pass")
-    # An identity edit makes each sub-block's input a tensor of its own: its gradient is the sub-block's alone.
-    own = {s: (lambda x, call: x.clone()) for s in g.reader_site[:-1]}
-    k = engine.run(corrupt_ids, read={**writers, **{s: None for s in g.reader_site}}, write=own,
-                   grad_of=metric_fn(target, foil))
+    own, reads = _gradient_sites(g)
+    k = engine.run(corrupt_ids, read={**writers, **reads}, write=own, grad_of=metric_fn(target, foil))
     wc, wk = _writes(c.reads, a, W_O), _writes(k.reads, a, W_O)
-    grads = torch.stack([k.grads[s][0].float() for s in g.reader_site])  # [R, T, d]
+    grads = _reader_gradients(a, g, {s: x for s, x in k.reads.items()}, k.grads)[0]  # [R, T, d]
     if ig_steps:
         say(0.25, f"gradients at {ig_steps} points between the corrupted and the clean embeddings")
-        grads = _integrated(engine, g, corrupt_ids, wc[0], wk[0], target, foil, ig_steps, own)
+        grads = _integrated(engine, g, corrupt_ids, wc[0], wk[0], target, foil, ig_steps)
     scores = torch.einsum("utd,rtd->ur", (wc - wk).double(), grads.double()).cpu().numpy()
     scores[~g.valid] = 0.0
     return g, scores, m_clean, float(k.metric), wk
 
 
-def _integrated(engine, g: Graph, corrupt_ids, emb_clean, emb_corrupt, target, foil, steps: int, own) -> torch.Tensor:
+def _gradient_sites(g: Graph) -> tuple[dict, dict]:
+    """(writes, reads) of a run whose backward pass gives every reader's gradient: an identity edit makes each
+    sub-block's input a tensor of its own, so its gradient is that sub-block's alone."""
+    coarse = sorted({site for v, site in enumerate(g.reader_site[:-1]) if g.reader_part[v] is None})
+    own = {s: (lambda x, call: x.clone()) for s in coarse}
+    reads = {s: None for s in coarse + [g.reader_site[-1]] + _qkv_reads(g)}
+    if g.per_head:
+        reads.update({f"attn_in.{l}": None for l in range(1, g.L + 1)})
+    return own, reads
+
+
+def _integrated(engine, g: Graph, corrupt_ids, emb_clean, emb_corrupt, target, foil, steps: int) -> torch.Tensor:
     """EAP-IG (Hanna et al. 2024): each reader's gradient averaged over ``steps`` runs whose embeddings lie evenly
     between the corrupted and the clean ones (midpoints), one batch; [R, T, d]."""
     alphas = (torch.arange(steps, dtype=torch.float32) + 0.5) / steps
@@ -102,16 +177,18 @@ def _integrated(engine, g: Graph, corrupt_ids, emb_clean, emb_corrupt, target, f
         if foil is None:
             return torch.log_softmax(z, -1)[:, target].sum()
         return (z[:, target] - z[:, foil]).sum()
-    out = engine.run([list(corrupt_ids)] * steps, read={s: None for s in g.reader_site},
-                     write={**own, "resid_pre.1": interpolate}, grad_of=total)
-    return torch.stack([out.grads[s].float().mean(0) for s in g.reader_site])
+    own, reads = _gradient_sites(g)
+    out = engine.run([list(corrupt_ids)] * steps, read=reads, write={**own, "resid_pre.1": interpolate},
+                     grad_of=total)
+    return _reader_gradients(engine.adapter, g, out.reads, out.grads).mean(0)
 
 
-def ranked_edges(g: Graph, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Every edge (writer, reader, score), largest |score| first (ties: the order computed)."""
+def ranked_edges(g: Graph, scores: np.ndarray, rank: str = "size") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every edge (writer, reader, score): ``rank`` "size" largest |score| first, "help" largest score first
+    (ties: the order computed)."""
     u, v = np.nonzero(g.valid)
     s = scores[u, v]
-    order = np.argsort(-np.abs(s), kind="stable")
+    order = np.argsort(-np.abs(s) if rank == "size" else -s, kind="stable")
     return u[order], v[order], s[order]
 
 
@@ -149,12 +226,45 @@ def circuit_metrics(engine, g: Graph, clean_ids, corrupt_writes: torch.Tensor, k
                 left_out = torch.einsum("bu,butd->btd", drop[:, :n, v], delta[:, :n])
                 return x - left_out.to(x.dtype)
             return edit
+        attn_inputs: dict[int, torch.Tensor] = {}
+
+        def keep_input(l: int):
+            def edit(x, call):
+                attn_inputs[l] = x
+                return x
+            return edit
+
+        def projection(l: int, part: str):
+            """Each per-head reader's slice of the projection, recomputed from its own input: the attention's
+            input less what the reader's left-out edges carry, through the norm and the reader's rows."""
+            vs = [v for v in g.attn_readers[l] if g.reader_part[v][0] == part]
+            n = int(g.before[vs[0]])
+            W, bias = _projection(a, part, l)
+            norm = a.attn_norm[l - 1]
+
+            def edit(x, call):
+                left_out = torch.einsum("bun,butd->bntd", drop[:, :n, vs], delta[:, :n])  # [B, n, T, d]
+                ins = attn_inputs[l].float()[:, None] - left_out
+                normed = norm.forward(ins.to(x.dtype)).float()  # .forward: no engine hook
+                y = x.clone()
+                for j, v in enumerate(vs):
+                    cols = _slice(a, part, g.reader_part[v][1])
+                    y[..., cols] = (normed[:, j] @ W[cols].T.to(normed.device)
+                                    + (0 if bias is None else bias[cols].to(normed.device))).to(x.dtype)
+                return y
+            return edit
         write["resid_pre.1"] = capture(0, False)
         for l in range(1, L + 1):
             write[f"head_out.{l}"] = capture(g.head_index[l][0], True, W_O[l - 1])
             write[f"mlp_out.{l}"] = capture(g.mlp_index[l], False)
         for v, site in enumerate(g.reader_site):
-            write[site] = reader(v)
+            if g.reader_part[v] is None:
+                write[site] = reader(v)
+        if g.per_head:
+            for l in range(1, L + 1):
+                write[f"attn_in.{l}"] = keep_input(l)
+                for part in "qkv":
+                    write[f"{_PARTS[part]}.{l}"] = projection(l, part)
         z = engine.run([list(clean_ids)] * B, write=write, logits="last").logits
         out[start:start + B] = metric_rows(z, target, foil).cpu().numpy()
         say(min(1.0, (start + B) / len(keeps)), f"ran {start + B} of {len(keeps)} circuits")
@@ -168,7 +278,8 @@ def keep_mask(g: Graph, edges: list[tuple[int, int]]) -> np.ndarray:
     return keep
 
 
-def circuit_scores(engine, clean_ids, corrupt_ids, target, foil, progress=None, ig_steps: int = 0) -> dict:
+def circuit_scores(engine, clean_ids, corrupt_ids, target, foil, progress=None, ig_steps: int = 0,
+                   rank: str = "size") -> dict:
     """What every circuit of one pair shares: the graph, the ranked edges, both metrics, the corrupted writes,
     and the faithfulness curve (one path-patched run per edge count of CURVE_EDGES below the edge count, and
     all edges)."""
@@ -178,7 +289,7 @@ def circuit_scores(engine, clean_ids, corrupt_ids, target, foil, progress=None, 
         return None if progress is None else (lambda f, m: progress(lo + (hi - lo) * f, m))
     g, scores, m_clean, m_corrupt, wk = edge_scores(engine, clean_ids, corrupt_ids, target, foil, part(0.0, 0.3),
                                                     ig_steps)
-    u, v, s = ranked_edges(g, scores)
+    u, v, s = ranked_edges(g, scores, rank)
     E = len(s)
     ns = sorted({n for n in CURVE_EDGES if n < E} | {E})
     keeps = [keep_mask(g, g.prune(list(zip(u[:n], v[:n])))) for n in ns]

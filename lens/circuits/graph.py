@@ -7,46 +7,87 @@ import numpy as np
 
 
 class Graph:
-    """The writers, readers and which edges exist, for L blocks of H heads."""
+    """The writers, readers and which edges exist, for L blocks of H heads.
 
-    def __init__(self, n_layers: int, n_heads: int):
+    ``kv_heads`` None: each block's attention is one reader (``a{l}``: its heads share one input, the residual
+    stream at their norm). A number: every head's query is a reader of its own (``a{l}.h{h}.q``) and so are the
+    keys and the values of each of the ``kv_heads`` key/value heads (``a{l}.kv{g}.k``, ``a{l}.kv{g}.v``; with
+    grouped-query attention a key/value head serves H / kv_heads query heads)."""
+
+    def __init__(self, n_layers: int, n_heads: int, kv_heads: int | None = None):
         L, H = n_layers, n_heads
-        self.L, self.H = L, H
+        self.L, self.H, self.kv_heads = L, H, kv_heads
         self.writers: list[str] = ["emb"]
         self.writer_layer = [0]  # the block a writer belongs to (0: the embedding)
-        self.writer_reader: list[int | None] = [None]  # the reader whose input the writer computes from
+        self.writer_readers: list[list[int]] = [[]]  # the readers whose inputs the writer computes from
         self.readers: list[str] = []
-        self.reader_site: list[str] = []
+        self.reader_site: list[str] = []  # the site holding the reader's input (per-head readers: their block's)
+        self.reader_layer: list[int] = []
+        self.reader_part: list[tuple[str, int] | None] = []  # per-head readers: ("q", head) or ("k"/"v", kv head)
         self.head_index: dict[int, list[int]] = {}  # block -> its heads' writer indices
         self.mlp_index: dict[int, int] = {}
+        self.attn_readers: dict[int, list[int]] = {}  # block -> its attention's readers
+        self.mlp_reader: dict[int, int] = {}
+        before: list[int] = []
+        group = H // kv_heads if kv_heads else H
         for l in range(1, L + 1):
-            self.readers += [f"a{l}", f"m{l}"]
-            self.reader_site += [f"attn_in.{l}", f"mlp_in.{l}"]
-            self.head_index[l] = list(range(len(self.writers), len(self.writers) + H))
+            first_head = len(self.writers)
+            heads = list(range(first_head, first_head + H))
+            parts = [None] if kv_heads is None else (
+                [("q", h) for h in range(H)] + [(p, g) for p in ("k", "v") for g in range(kv_heads)])
+            self.attn_readers[l] = []
+            for part in parts:
+                self.attn_readers[l].append(len(self.readers))
+                self.readers.append(f"a{l}" if part is None else
+                                    f"a{l}.h{part[1]}.q" if part[0] == "q" else f"a{l}.kv{part[1]}.{part[0]}")
+                self.reader_site.append(f"attn_in.{l}")
+                self.reader_layer.append(l)
+                self.reader_part.append(part)
+                before.append(first_head)
+            self.mlp_reader[l] = len(self.readers)
+            self.readers.append(f"m{l}")
+            self.reader_site.append(f"mlp_in.{l}")
+            self.reader_layer.append(l)
+            self.reader_part.append(None)
+            before.append(first_head + H)
+            self.head_index[l] = heads
             self.writers += [f"a{l}.h{h}" for h in range(H)]
             self.writer_layer += [l] * H
-            self.writer_reader += [2 * (l - 1)] * H
+            for h in range(H):
+                self.writer_readers.append([v for v, part in zip(self.attn_readers[l], parts)
+                                            if part is None or part == ("q", h) or
+                                            (part[0] in "kv" and part[1] == h // group)])
             self.mlp_index[l] = len(self.writers)
             self.writers.append(f"m{l}")
             self.writer_layer.append(l)
-            self.writer_reader.append(2 * (l - 1) + 1)
+            self.writer_readers.append([self.mlp_reader[l]])
         self.readers.append("logits")
         self.reader_site.append(f"resid_post.{L}")
-        U, R = len(self.writers), len(self.readers)
+        self.reader_layer.append(L + 1)
+        self.reader_part.append(None)
+        U = len(self.writers)
+        before.append(U)
         # Writers computed before each reader: a prefix of the writers, in the order the model computes them.
-        self.before = np.empty(R, int)
-        for l in range(1, L + 1):
-            self.before[2 * (l - 1)] = self.head_index[l][0]  # attention l: everything of blocks < l
-            self.before[2 * (l - 1) + 1] = self.mlp_index[l]  # MLP l: … and the heads of block l
-        self.before[R - 1] = U
+        self.before = np.array(before, int)
         self.valid = np.arange(U)[:, None] < self.before[None, :]  # [U, R]
+        self._reader_writers = [[] for _ in self.readers]
+        for u, rs in enumerate(self.writer_readers):
+            for r in rs:
+                self._reader_writers[r].append(u)
+
+    @property
+    def per_head(self) -> bool:
+        return self.kv_heads is not None
 
     def reader_writers(self, v: int) -> list[int]:
         """The writers that compute from reader ``v``'s input (none for the logits)."""
-        if v == len(self.readers) - 1:
-            return []
-        l = v // 2 + 1
-        return self.head_index[l] if v % 2 == 0 else [self.mlp_index[l]]
+        return self._reader_writers[v]
+
+    @staticmethod
+    def of(info) -> "Graph":
+        """The graph of a model (its ModelInfo): per-head query, key and value readers where its q, k and v
+        projections are sites of their own, else one reader per attention block."""
+        return Graph(info.n_layers, info.n_heads, info.n_kv_heads if info.has_qkv_sites else None)
 
     def prune(self, edges: list[tuple[int, int]]) -> list[tuple[int, int]]:
         """The edges left once what cannot reach the logits, or cannot be reached from the embedding, is dropped
@@ -59,10 +100,11 @@ class Graph:
             while changed:
                 changed = False
                 for u, v in kept:
-                    r = self.writer_reader[u]
-                    if v in alive and r is not None and r not in alive:
-                        alive.add(r)
-                        changed = True
+                    if v in alive:
+                        for r in self.writer_readers[u]:
+                            if r not in alive:
+                                alive.add(r)
+                                changed = True
             useful = [(u, v) for u, v in kept if v in alive]
             reached = {0}  # writers whose value can differ from the corrupted run's
             changed = True

@@ -49,17 +49,21 @@ class AttributeOptions:
 CURVE_EDGES = (1, 2, 3, 5, 8, 12, 20, 30, 50, 80, 120, 200, 300, 500, 800, 1200, 2000, 3000, 5000, 8000, 12000)
 DEFAULT_EDGES = 30
 MAX_IG = 32
+# How edges are ranked: "help" puts the edges that raise the metric most first (what restores the answer);
+# "size" the largest |score| first, either sign (edge attribution patching's own ranking).
+RANKS = ("help", "size")
 
 
 @dataclass(frozen=True)
 class CircuitOptions:
     """Edge attribution patching over the embedding, every head, every MLP and the logits; the circuit keeps the
-    ``edges`` edges of largest |score| (then drops what no longer reaches the logits or the input)."""
+    ``edges`` first edges by ``rank`` (RANKS), then drops what no longer reaches the logits or the input."""
 
     target: str
     foil: str | None = None
     edges: int = DEFAULT_EDGES
     ig_steps: int = 0  # EAP-IG: gradients averaged over this many embeddings between corrupted and clean (0: EAP)
+    rank: str = "help"
 
     def check(self) -> None:
         _check_tokens(self.target, self.foil)
@@ -68,6 +72,9 @@ class CircuitOptions:
         if isinstance(self.ig_steps, bool) or not isinstance(self.ig_steps, int) or not 0 <= self.ig_steps <= MAX_IG:
             raise LensError(f"integrated-gradient steps must be a whole number from 0 (plain EAP) to {MAX_IG}, "
                             f"not {self.ig_steps!r}")
+        if self.rank not in RANKS:
+            raise LensError(f"unknown ranking {self.rank!r}: choose help (edges that raise the metric first) or "
+                            "size (largest |score| first)")
 
     def key(self) -> dict:
         return asdict(self)

@@ -35,7 +35,8 @@ def cmd_circuit(args) -> int:
     from ..circuits.options import CircuitOptions
 
     clean, corrupt = pair_text(args, "clean"), pair_text(args, "corrupt")
-    options = CircuitOptions(target=args.target, foil=args.foil, edges=args.edges, ig_steps=args.ig_steps)
+    options = CircuitOptions(target=args.target, foil=args.foil, edges=args.edges, ig_steps=args.ig_steps,
+                             rank=args.rank)
     options.check()
     r = backend(args).circuit(clean, corrupt, options, progress=terminal_progress)
     terminal_progress.close()
@@ -45,7 +46,7 @@ def cmd_circuit(args) -> int:
           f"{r.faithfulness:.3f} ({r.metric_name} clean {r.metric_clean:.3f}, corrupted {r.metric_corrupt:.3f}, "
           f"circuit {r.metric_circuit:.3f})")
     for u, v, s in r.kept:
-        print(f"  {r.writers[u]:>8} → {r.readers[v]:<7} {s:+.4f}")
+        print(f"  {r.writers[u]:>8} → {r.readers[v]:<10} {s:+.4f}")
     print("faithfulness by edge count: " + ", ".join(f"{n}: {f:.2f}" for n, f in
                                                    zip(r.curve_edges, r.curve_faithfulness)))
     print(f"edges recovering 80 %: {r.edges_80 if r.edges_80 is not None else 'none of the curve'}")
@@ -86,4 +87,7 @@ def register(sub) -> None:
     c.add_argument("--edges", type=int, default=30, help="edges kept before pruning (default 30)")
     c.add_argument("--ig-steps", type=int, default=0, help="EAP-IG: average each gradient over this many "
                                                           "embeddings between corrupted and clean (default 0: EAP)")
+    c.add_argument("--rank", choices=["help", "size"], default="help",
+                   help="help: keep the edges that raise the metric most (default); size: the largest |score|, "
+                        "either sign (edge attribution patching's ranking)")
     c.set_defaults(func=cmd_circuit)

@@ -24,6 +24,11 @@ site               what it holds                                               s
                    ([B, 1 or H, T, T]), applied before the softmax (eager or
                    SDPA attention): an edge set False is knocked out
 ``value.l``        block l's value vectors (read only)                         [B, T, KV, head_dim]
+``q_proj.l``       block l's query projection's output, before rotary          [B, T, H·head_dim]
+                   positions (models with separate q, k, v projections)
+``k_proj.l``       … its key projection's output, before rotary positions      [B, T, KV·head_dim]
+``v_proj.l``       … its value projection's output (``value.l`` as a site      [B, T, KV·head_dim]
+                   that can also be written and differentiated)
 ``block.l``        block l as a whole (write only: the edit gets the block's   [B, T, d]
                    output and may return its input, or another block's output)
 ``final_norm``     the final norm's output (what the unembedding reads)        [B, T, d]
@@ -53,6 +58,9 @@ ORDER = {"resid_pre": 0, "attn_mask": 1, "value": 1, "head_out": 2, "attn_patter
 # Each sub-block's own input, at its norm's call (circuits give each reader an input of its own).
 PER_BLOCK += ("attn_in", "mlp_in")
 ORDER.update(attn_in=0.5, mlp_in=4.5)
+# The query, key and value projections' outputs (circuits give each head's q, k and v an input of its own).
+PER_BLOCK += ("q_proj", "k_proj", "v_proj")
+ORDER.update(q_proj=0.6, k_proj=0.7, v_proj=0.8)
 
 
 @dataclass(frozen=True)
@@ -145,6 +153,12 @@ def locate(site: Site, adapter: Adapter) -> Location:
         if not mods:
             raise LensError(f"{a.model_type} has no {kind.replace('_', ' ')} site: {a.routes_unavailable()}")
         return Location(mods[i], "output" if kind == "value" else "input", flat=kind == "mlp_act")
+    if kind in ("q_proj", "k_proj", "v_proj"):
+        mods = {"q_proj": a.query_proj, "k_proj": a.key_proj, "v_proj": a.separate_value_proj}[kind]
+        if not mods:
+            raise LensError(f"{a.model_type} has no {kind.replace('_', ' ')} site: its queries, keys and values "
+                            "do not come out of separate projections")
+        return Location(mods[i], "output")
     if kind == "final_norm":
         if a.final_norm is None:
             raise LensError(f"{a.model_type} has no final norm")

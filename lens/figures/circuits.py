@@ -98,7 +98,15 @@ def _place(name: str, H: int, L: int) -> tuple[float, float]:
 
 
 def node_label(name: str) -> str:
-    """'L5.H3', 'MLP 5', 'emb', 'logits' for a writer's or reader's name."""
+    """'L5.H3', 'MLP 5', 'emb', 'logits' for a writer's name; 'L5.H3 query', 'L5 KV1 keys', 'L5 values'… for a
+    reader's."""
+    if name.endswith((".q", ".k", ".v")):
+        part = {"q": "query", "k": "keys", "v": "values"}[name[-1]]
+        head = name[:-2]
+        if ".kv" in head:
+            layer, kv = head[1:].split(".kv")
+            return f"L{layer} KV{kv} {part}"
+        return f"{node_label(head)} {part}"
     if ".h" in name:
         layer, head = name[1:].split(".h")
         return f"L{layer}.H{head}"
@@ -107,11 +115,25 @@ def node_label(name: str) -> str:
     return name
 
 
+def _reader_heads(reader: str, writers: set[str], H: int, KV: int) -> list[str]:
+    """The heads in the circuit that read through ``reader``: a head's query, a key/value head's keys or values
+    (every query head it serves), or a whole layer's attention (every head, they read one input)."""
+    if reader.endswith(".q"):
+        return [reader[:-2]] if reader[:-2] in writers else []
+    if reader.endswith((".k", ".v")):
+        layer, kv = reader[1:-2].split(".kv")
+        group = H // max(1, KV)
+        return [w for w in (f"a{layer}.h{h}" for h in range(int(kv) * group, (int(kv) + 1) * group)) if w in writers]
+    return [w for w in writers if w.startswith(reader + ".h")]
+
+
 def circuit_figure(c: CircuitResult, height: int = 620) -> go.Figure:
     """The kept edges, width by |score|, blue where the edge raises the metric and red where it lowers it; an edge
-    into a layer's attention reaches every head of that layer in the circuit (they read one input)."""
+    into a head's query, keys or values ends at the heads that read them (into a layer's attention, where its heads
+    share one input: at every head of that layer in the circuit)."""
     L = max(int(n[1:].split(".")[0]) for n in c.writers if n != "emb")
     H = sum(1 for n in c.writers if n.startswith("a1.h"))
+    KV = sum(1 for n in c.readers if n.startswith("a1.kv") and n.endswith(".k"))
     writers = {c.writers[u] for u, _, _ in c.kept}
     top = max((abs(s) for _, _, s in c.kept), default=1.0) or 1.0
     fig = go.Figure()
@@ -120,7 +142,8 @@ def circuit_figure(c: CircuitResult, height: int = 620) -> go.Figure:
         a = _place(c.writers[u], H, L)
         reader = c.readers[v]
         if reader.startswith("a"):
-            ends = [_place(w, H, L) for w in writers if w.startswith(reader + ".h")] or [(H / 2, float(reader[1:]))]
+            layer = float(reader[1:].split(".")[0])
+            ends = [_place(w, H, L) for w in _reader_heads(reader, writers, H, KV)] or [(H / 2, layer)]
         else:
             ends = [_place(reader, H, L)]
         xs, ys = bins.setdefault(("+" if s >= 0 else "−", min(6, int(6 * abs(s) / top))), ([], []))

@@ -67,6 +67,10 @@ class Adapter:
     value_proj: list[nn.Module] = field(default_factory=list)  # empty where routes are unavailable
     out_proj: list[nn.Module] = field(default_factory=list)
     down_proj: list[nn.Module] = field(default_factory=list)
+    # Each block's query, key and value projections, where they are separate modules (else empty).
+    query_proj: list[nn.Module] = field(default_factory=list)
+    key_proj: list[nn.Module] = field(default_factory=list)
+    separate_value_proj: list[nn.Module] = field(default_factory=list)
 
     @property
     def n_layers(self) -> int:
@@ -257,4 +261,8 @@ def adapt(model: nn.Module) -> Adapter:
             adapter.value_proj.append(child(spec.value_proj, "value projection"))
             adapter.out_proj.append(child(spec.out_proj, "attention output projection"))
             adapter.down_proj.append(child(spec.down_proj, "MLP down projection"))
+            if spec.query_proj and spec.key_proj and not spec.value_fused:
+                adapter.query_proj.append(child(spec.query_proj, "query projection"))
+                adapter.key_proj.append(child(spec.key_proj, "key projection"))
+                adapter.separate_value_proj.append(adapter.value_proj[-1])
     return adapter

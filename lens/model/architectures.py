@@ -38,6 +38,10 @@ class ArchSpec:
     value_fused: bool = False  # ... as the last KV·head_dim features of a fused q, k, v output
     out_proj: str | None = None  # attention's output projection (per-head slices of its input)
     down_proj: str | None = None  # the MLP's down projection (its input: the neuron activations)
+    # Separate query and key projections (None where q, k and v come out of one fused module): circuits give
+    # each head's query, key and value an input of its own through them (and ``value_proj`` when not fused).
+    query_proj: str | None = None
+    key_proj: str | None = None
     # RMSNorm scales by (norm_offset + weight): Gemma stores the weight minus 1.
     norm_offset: float = 0.0
     # Reads ``num_key_value_heads`` from its config (grouped-query attention); False: one KV head per head.
@@ -48,6 +52,7 @@ _LLAMA_LIKE = ArchSpec(
     layers="model.layers", final_norm="model.norm", unembed="lm_head",
     attn="self_attn", mlp="mlp", attn_norm="input_layernorm", mlp_norm="post_attention_layernorm",
     value_proj="self_attn.v_proj", out_proj="self_attn.o_proj", down_proj="mlp.down_proj",
+    query_proj="self_attn.q_proj", key_proj="self_attn.k_proj",
 )
 _GEMMA_SANDWICH = ArchSpec(
     layers="model.layers", final_norm="model.norm", unembed="lm_head",
@@ -78,12 +83,13 @@ SPECS: dict[str, ArchSpec] = {
         unembed="lm_head", attn="self_attn", mlp="fc2", attn_norm="self_attn_layer_norm", mlp_norm="final_layer_norm",
         project_out="model.decoder.project_out", final_norm_optional=True, grouped_kv=False,
         value_proj="self_attn.v_proj", out_proj="self_attn.out_proj", down_proj="fc2",
+        query_proj="self_attn.q_proj", key_proj="self_attn.k_proj",
     ),
     "phi": ArchSpec(
         layers="model.layers", final_norm="model.final_layernorm", unembed="lm_head",
         attn="self_attn", mlp="mlp", attn_norm="input_layernorm", parallel_residual=True,
     ),
-    "phi3": replace(_LLAMA_LIKE, value_proj="self_attn.qkv_proj", value_fused=True),
+    "phi3": replace(_LLAMA_LIKE, value_proj="self_attn.qkv_proj", value_fused=True, query_proj=None, key_proj=None),
     "bert": ArchSpec(
         layers="encoder.layer", final_norm=None, unembed=None,
         attn="attention", mlp="output", attn_norm=None, is_encoder=True, grouped_kv=False,

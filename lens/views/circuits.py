@@ -23,9 +23,11 @@ the *foil*; the metric `m` is `logit(target) − logit(foil)` at the last positi
   what its new values change; the first is patched for real (the softmax recomputed, as in AtP*, Kramár et al.
   2024), only the second is estimated.
 - **Circuit**: edge attribution patching (Syed et al. 2023) scores every edge from a writer (the embedding, a head,
-  an MLP) to a reader (a layer's attention, whose heads read one input; an MLP; the logits) as
-  `(a_clean − a_corrupt) · ∂m/∂(reader's input)`. The top *n* edges are kept, what no longer joins the input to the
-  logits is pruned, and the circuit is run for real: every edge left out carries the corrupted run's value.
+  an MLP) to a reader (a head's query; a key/value head's keys or values; an MLP; the logits) as
+  `(a_clean − a_corrupt) · ∂m/∂(reader's input)`. (Models whose q, k and v come out of one fused projection, like
+  GPT-2, have one reader per layer's attention instead.) The first *n* edges are kept — by default those that raise
+  the metric most, or the largest |score| of either sign — what no longer joins the input to the logits is
+  pruned, and the circuit is run for real: every edge left out carries the corrupted run's value.
   **Faithfulness** `(m(circuit) − m(corrupt)) / (m(clean) − m(corrupt))`: 1 restores the clean answer, 0 nothing.
 """)
 
@@ -45,12 +47,12 @@ def render_attribute(backend, info, prompts, *, target, foil, site, qk_fix) -> D
     return Drawn([r], [estimate_figure(r), scatter_figure(r)], agreement_text(r))
 
 
-def render_circuit(backend, info, prompts, *, target, foil, edges, ig_steps) -> Drawn:
+def render_circuit(backend, info, prompts, *, target, foil, edges, ig_steps, rank="help") -> Drawn:
     from ..figures.circuits import circuit_figure, circuit_text, faithfulness_figure
 
     _check(target)
     c = backend.circuit(prompts[0], prompts[1], CircuitOptions(target=target, foil=foil, edges=int(edges),
-                                                                    ig_steps=int(ig_steps)))
+                                                                    ig_steps=int(ig_steps), rank=rank))
     return Drawn([c], [circuit_figure(c), faithfulness_figure(c)], circuit_text(c))
 
 
@@ -64,9 +66,9 @@ VIEWS = (
         {"target": None, "foil": None, "site": "resid", "qk_fix": False}, render_attribute, reads=TWO_PROMPTS),
     View("circuit", "Circuit and faithfulness", CAUSE_EFFECT, "circuits?tab=Circuit", (
         "Edge attribution patching scores each edge from a writer (the embedding, a head, an MLP) to a reader (a "
-        "layer's attention, an MLP, the logits); the strongest edges are kept and pruned to what joins the input to "
-        "the logits.",
+        "head's query, a key/value head's keys or values, an MLP, the logits); the first edges are kept and pruned "
+        "to what joins the input to the logits.",
         "The graph: blue edges raise the metric, red lower it, width by score. The curve: the share of the clean "
         "answer the top-n edges restore when every other edge carries the corrupted run's value."),
-        {"target": None, "foil": None, "edges": DEFAULT_EDGES, "ig_steps": 0}, render_circuit, reads=TWO_PROMPTS),
+        {"target": None, "foil": None, "edges": DEFAULT_EDGES, "ig_steps": 0, "rank": "help"}, render_circuit, reads=TWO_PROMPTS),
 )
