@@ -69,3 +69,19 @@ def test_saved_run_reads_back(cli, tmp_path):
     np.testing.assert_allclose(r.skip_kl, j["skip_kl"])
     np.testing.assert_allclose(r.cka, j["cka"])
     assert r.top_dims == j["top_dims"]
+
+
+def test_both_views_save_and_open_again_without_the_model(tmp_path):
+    from lens.engine_backend import local_backend
+    from lens.runs import RunStore, open_view, save_view
+    from lens.views import render_view
+
+    store = RunStore(tmp_path / "runs.sqlite")
+    b = local_backend(load_model("tiny-llama"), None)
+    for view, params in (("anatomy", {"swap": True}), ("contrastive", {"amateur_layer": 2, "max_new_tokens": 3})):
+        run = save_view(store, b, view, PROMPT, params)
+        again = open_view(store.get(run.id))  # from the saved results: no model
+        fresh = render_view(b, view, PROMPT, **params)
+        assert again.caption == fresh.caption and len(again.figures) == len(fresh.figures)
+        for mine, theirs in zip(again.figures, fresh.figures):
+            assert mine.to_json() == theirs.to_json()
