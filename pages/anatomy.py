@@ -19,7 +19,8 @@ from lens.views.attention import link_note  # noqa: E402
 from ui import present, state  # noqa: E402
 from ui.backends import loaded_models  # noqa: E402
 from ui.errors import shown_in_page  # noqa: E402
-from ui.widgets import chart, download_json, link_value_unused, page_header, say_link_values_unused, whole_in  # noqa: E402
+from ui.widgets import (chart, download_json, link_value_unused, one_of, page_header,  # noqa: E402
+                        say_link_values_unused, whole_in)
 
 TABS = ("Norms & change", "Skip & swap", "Similarity", "Outliers", "Token erasure", "Autocontrastive")
 PRESENTING = present.is_on()
@@ -63,19 +64,17 @@ def others() -> list[str]:
     return [m for m in dict.fromkeys(out) if m != info.name]
 
 
-unused = [(link_value_unused("amateur", whole_in(1, max(1, L - 1))), "amateur layer", DEFAULT_AMATEUR)]
+choices = others()
+unused = [(link_value_unused("amateur", whole_in(1, max(1, L - 1))), "amateur layer", DEFAULT_AMATEUR),
+          (link_value_unused("other_model", one_of(choices)), "second model", "none")]  # before the box drops it
 c = st.columns([1.2, 1, 1.6, 2.2], vertical_alignment="bottom")
 swap = c[0].toggle("Swap neighbours too", value=VIEWS[0].params["swap"], key="swap", bind="query-params",
                    help="Beside skipping each block, run every two neighbouring blocks in each other's place.")
 amateur = c[1].number_input("Amateur layer", 1, max(1, L - 1), DEFAULT_AMATEUR, key="amateur", bind="query-params",
                             disabled=L < 2, help="Autocontrastive decoding: the block whose logit lens is the amateur.")
-choices = others()
 other_ref = c[2].selectbox("Second model (CKA)", choices, index=None, key="other_model", bind="query-params",
                            placeholder="none", help="Compare this model's layers with another model's (the same "
                                                     "tokenizer: a fine-tuned copy, say) on the Similarity tab.")
-asked_other = st.query_params.get("other_model")
-if asked_other is not None and asked_other not in choices:
-    unused.append((asked_other, "second model", "none"))
 say_link_values_unused(unused)
 
 text = state.prompt()
@@ -98,7 +97,7 @@ export = {"view": "anatomy", "numbers": r, "texts": text, "model": info.name, "p
 tab_note = link_note("tab", st.query_params.get("tab"), TABS, "this page's tabs", f"“{TABS[0]}”")
 if tab_note:
     st.caption(f"ℹ️ The link's {tab_note}")
-HEIGHT = present.SCREEN_CHART - 90 if PRESENTING else 440
+HEIGHT = present.SCREEN_CHART - 40 if PRESENTING else 440  # a row of controls and the tabs above
 norms_tab, skip_tab, sim_tab, out_tab, erase_tab, contrast_tab = st.tabs(list(TABS), key="tab", bind="query-params")
 
 if norms_tab.open:

@@ -87,3 +87,21 @@ def test_bad_tab_and_short_prompt_named():
     at.run()
     assert not at.exception
     assert any("at least three tokens" in e.value for e in at.error)
+
+
+def test_two_models_cka_from_a_link_and_a_model_not_on_offer_named():
+    from lens.model.loading import load_model
+
+    prompt = "hello there, the end; see me"
+    at = AppTest.from_file(APP, default_timeout=600)
+    at.switch_page(PAGE)
+    for k, v in {"prompt": prompt, "model": "tiny-llama", "tab": "Similarity", "other_model": "tiny-qwen2"}.items():
+        at.query_params[k] = v
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    own, pair = charts(at)
+    a, b = local_backend(load_model("tiny-llama"), None), local_backend(load_model("tiny-qwen2"), None)
+    np.testing.assert_allclose(array(pair["data"][0]["z"]), a.cka_with(b, prompt).cka, atol=1e-6)
+    assert "tiny-llama's last row L3 is most like tiny-qwen2's" in text(at)
+    at = page(other_model="no-such-model")
+    assert "second model “no-such-model” (showing none)" in text(at)

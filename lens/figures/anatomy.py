@@ -25,7 +25,7 @@ def norm_figure(r: AnatomyResult, height: int = 380) -> go.Figure:
     fig = go.Figure(go.Scatter(x=r.rows, y=r.norm, mode="lines+markers", line=dict(color=LINE_COLOR),
                                customdata=ratio, hovertemplate="%{x}: mean ‖h‖ %{y:.4g} %{customdata}<extra></extra>"))
     _layout(fig, "Residual norm per layer", height, "layer (emb: the embeddings; Ll: after block l)", "mean ‖h‖")
-    fig.update_yaxes(type="log")
+    fig.update_yaxes(type="log", dtick=1)  # labels at the powers of ten only
     return fig
 
 
@@ -103,7 +103,7 @@ def massive_figure(r: AnatomyResult, height: int = 480) -> go.Figure:
                     name="kurtosis", hovertemplate="%{x}: kurtosis %{y:.4g}<extra></extra>")
     title = "<span style='color:#d62728'>max |h|</span> and kurtosis (dotted) per layer"
     _layout(fig, title, height, "layer", "value (log)")
-    fig.update_yaxes(type="log")
+    fig.update_yaxes(type="log", dtick=1)  # labels at the powers of ten only
     return fig
 
 
@@ -124,7 +124,7 @@ def erasure_figure(r: AnatomyResult, height: int = 480) -> go.Figure:
 def contrastive_figure(r: ContrastiveResult, height: int = 420) -> go.Figure:
     """The model's top tokens by p_L beside the plausible tokens by log p_L − log p_l."""
     fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.18,
-                        subplot_titles=("plain: p_L", f"contrastive: log p_L − log p_L{r.amateur_layer}"))
+                        subplot_titles=("the model: p", f"contrastive: log p − log p(L{r.amateur_layer})"))
     fig.add_bar(y=[visible(t) for t in r.plain_tokens], x=r.plain_prob, orientation="h", marker_color=LINE_COLOR,
                 hovertemplate="“%{y}”: p = %{x:.4f}<extra></extra>", row=1, col=1)
     fig.add_bar(y=[visible(t) for t in r.contrast_tokens], x=r.contrast_score, orientation="h",
