@@ -34,6 +34,10 @@ from .steering.store import SavedVector
 from .probes.data import ProbeSet
 from .probes.options import ProbeOptions
 from .probes.results import ProbeResult
+from .explain.options import AttentionWeightOptions, CellOptions, NeuronAtOptions
+from .explain.results import AttentionExplanation, CellExplanation, NeuronExplanation
+from .sampling.options import SampleOptions
+from .sampling.results import NextLogits, SampleResult
 from .anatomy.options import AnatomyOptions, ContrastiveOptions
 from .anatomy.results import AnatomyResult, CKAResult, ContrastiveResult
 from .attribution.options import DLAOptions, KnockoutOptions, SublayerOptions
@@ -172,3 +176,15 @@ class Backend(Protocol):
     def cka_with(self, other: "Backend", text: str) -> CKAResult: ...
 
     def contrastive(self, text: str, options: ContrastiveOptions) -> ContrastiveResult: ...
+
+    # Show the work (lens/explain/): one lens cell, one attention weight, one neuron at one position, step by step.
+    def explain_cell(self, text: str, options: CellOptions) -> CellExplanation: ...
+
+    def explain_attention(self, text: str, options: AttentionWeightOptions) -> AttentionExplanation: ...
+
+    def explain_neuron(self, text: str, options: NeuronAtOptions) -> NeuronExplanation: ...
+
+    # Sampling on the spot (lens/sampling/): the prompt's final logits (cached), resampled without a model run.
+    def next_logits(self, text: str) -> NextLogits: ...
+
+    def sample(self, text: str, options: SampleOptions) -> SampleResult: ...

@@ -1141,6 +1141,66 @@ class EngineBackend:
             self.engine, ids, options, self.loaded.name, lambda i: decode_token(tok, i),
             lambda new: tok.decode(new, skip_special_tokens=True), stop))
 
+    # ------------------------------------------------------------ show the work (lens/explain/), sampling (lens/sampling/)
+
+    def explain_cell(self, text: str, options: CellOptions) -> CellExplanation:
+        """One logit-lens cell walked through from its residual vector to its probability (lens/explain/cell.py)."""
+        from .explain.cell import explain_cell
+
+        options.check(self.loaded.n_layers)
+        self._lm_head()
+        self._can("explain_cell")
+        ids = self._ids(text)
+        check_position(options.position, len(ids))
+        return self.results.get("explain-cell", {"prompt": text, "options": options.key()}, lambda: explain_cell(
+            self.engine, self.loaded.tokenizer, self.loaded.name, ids, self._shown(ids), options))
+
+    def explain_attention(self, text: str, options: AttentionWeightOptions) -> AttentionExplanation:
+        """One attention weight walked through from the query and key vectors (lens/explain/attention.py)."""
+        from .explain.attention import explain_attention
+
+        a = self.loaded.adapter
+        options.check(a.n_layers, a.n_heads)
+        self._can("explain_attention")
+        ids = self._ids(text)
+        check_position(options.query, len(ids))
+        check_position(options.key_position, len(ids))
+        return self.results.get("explain-attention", {"prompt": text, "options": options.key()}, lambda: explain_attention(
+            self.engine, self.loaded.name, ids, self._shown(ids), options))
+
+    def explain_neuron(self, text: str, options: NeuronAtOptions) -> NeuronExplanation:
+        """One MLP neuron at one position walked through (lens/explain/neuron.py)."""
+        from .explain.neuron import explain_neuron, n_neurons
+
+        a = self.loaded.adapter
+        options.check(a.n_layers, n_neurons(a) or None)
+        self._can("explain_neuron")
+        ids = self._ids(text)
+        check_position(options.position, len(ids))
+        return self.results.get("explain-neuron", {"prompt": text, "options": options.key()}, lambda: explain_neuron(
+            self.engine, self.loaded.tokenizer, self.loaded.name, ids, self._shown(ids), options))
+
+    def next_logits(self, text: str) -> NextLogits:
+        """The model's own logits after ``text`` (every token of the vocabulary): one pass, then kept (in memory for the
+        last prompt, and in the result cache), so that resampling them runs no model."""
+        self._lm_head("there are no next-token logits to sample from")
+
+        def compute():
+            ids = self._ids(text)
+            out = self.engine.run(ids, logits="last")
+            return NextLogits(model=self.loaded.name, tokens=self._shown(ids), logits=out.logits[0].cpu().numpy())
+        return self.memo.get("next-logits", text, lambda: self.results.get("next-logits", {"prompt": text}, compute))
+
+    def sample(self, text: str, options: SampleOptions) -> SampleResult:
+        """Temperature, top-k and top-p on the cached final logits of ``text``, and a sample (lens/sampling/sample.py):
+        numpy on the kept logits, no model run once they are kept."""
+        from .model.tokens import decode_token, visible
+        from .sampling.sample import sample
+
+        options.check(self.engine.vocab_size())
+        tok = self.loaded.tokenizer
+        return sample(self.next_logits(text), options, lambda i: visible(decode_token(tok, i)))
+
 
 def local_backend(loaded: LoadedModel, cache: ResultCache | None = None, **kwargs) -> EngineBackend:
     """A backend whose model runs in this process, with hooks."""
@@ -1170,3 +1230,16 @@ from .anatomy.results import AnatomyResult, CKAResult, ContrastiveResult  # noqa
 RESULT_TYPES.update({"anatomy": AnatomyResult, "cka": CKAResult, "contrastive": ContrastiveResult})
 NEEDS.update({"anatomy": (("writes",), "layer anatomy (it skips blocks)"), "cka_with": ((), "comparing two models' layers"),
               "contrastive": ((), "autocontrastive decoding")})
+
+# Show the work (lens/explain/) and sampling on the spot (lens/sampling/).
+from .explain.options import AttentionWeightOptions, CellOptions, NeuronAtOptions  # noqa: E402
+from .explain.results import AttentionExplanation, CellExplanation, NeuronExplanation  # noqa: E402
+from .sampling.options import SampleOptions  # noqa: E402
+from .sampling.results import NextLogits, SampleResult  # noqa: E402
+
+RESULT_TYPES.update({"explain-cell": CellExplanation, "explain-attention": AttentionExplanation,
+                     "explain-neuron": NeuronExplanation, "next-logits": NextLogits})
+NEEDS.update({"explain_attention": (("weights_here",), "one attention weight's steps"),
+              "explain_neuron": (("weights_here",), "one neuron's steps"),
+              "explain_cell": (("weights_here",), "one lens cell's steps")})
+

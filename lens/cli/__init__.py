@@ -17,6 +17,8 @@ from . import weights as weights_commands
 from . import steering as steering_commands
 from . import probes as probe_commands
 from . import anatomy as anatomy_commands
+from . import explain as explain_commands
+from . import sampling as sampling_commands
 from .common import quiet_libraries, terminal_progress
 
 
@@ -31,6 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     steering_commands.register(sub)  # steer (lens/steering/)
     probe_commands.register(sub)  # probe, vectors (lens/probes/, lens/steering/store.py)
     anatomy_commands.register(sub)  # anatomy, contrastive (lens/anatomy/)
+    explain_commands.register(sub)  # explain (lens/explain/)
+    sampling_commands.register(sub)  # sample (lens/sampling/)
     return parser
 
 
