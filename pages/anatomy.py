@@ -11,8 +11,9 @@ require_app_router()
 from lens.anatomy.options import AnatomyOptions, ContrastiveOptions  # noqa: E402
 from lens.anatomy.readings import (cka_pair_reading, contrastive_reading, erasure_reading, norm_reading,  # noqa: E402
                                    outlier_reading, similarity_reading, skip_reading)
-from lens.figures.anatomy import (change_figure, cka_figure, cka_pair_figure, contrastive_figure,  # noqa: E402
-                                  erasure_figure, massive_figure, norm_figure, outlier_figure, skip_figure)
+from lens.figures.anatomy import (FIRST_LEFT_OUT, change_figure, cka_figure, cka_pair_figure,  # noqa: E402
+                                  contrastive_figure, erasure_figure, massive_figure, norm_figure, outlier_figure,
+                                  skip_figure)
 from lens.model.registry import TINY_ARCHS  # noqa: E402
 from lens.views.anatomy import VIEWS, default_amateur  # noqa: E402
 from lens.views.attention import link_note  # noqa: E402
@@ -41,7 +42,8 @@ def continuation(title: str, new: str) -> str:
     # HTML, not markdown: the text's own characters (*, #, new lines) are text, not formatting
     def html(t: str) -> str:
         return escape(t).replace("\n", "<br>")
-    return f"<p><b>{escape(title)}</b><br>{html(text)}<span style='color:#9467bd; font-weight:600'>{html(new)}</span></p>"
+    return (f"<p><b>{escape(title)}</b><br>{html(text)}"
+            f"<span style='color:#9467bd; font-weight:600'>{html(new)}</span></p>")
 
 
 page_header("anatomy")
@@ -92,6 +94,9 @@ if r is None:
 if not PRESENTING:  # the page's answers in three sentences, whichever tab is open
     st.markdown("\n".join(f"- {first_sentence(s)}" for s in (
         skip_reading(r), similarity_reading(r.rows, r.cka), outlier_reading(r))))
+    st.caption(f"Every measure is over positions 1… ({FIRST_LEFT_OUT}: an attention sink whose norm dwarfs the "
+               "rest); the skips and swaps read the next token at the last position; the last row is the last "
+               "block's raw output, before the final norm.")
 
 export = {"view": "anatomy", "numbers": r, "texts": text, "model": info.name, "params": {"swap": bool(swap)}}
 tab_note = link_note("tab", st.query_params.get("tab"), TABS, "this page's tabs", f"“{TABS[0]}”")
@@ -155,7 +160,8 @@ if contrast_tab.open:
             left, right = st.columns([3, 2]) if not PRESENTING else st.columns([1, 1])
             chart(contrastive_figure(cr, height=HEIGHT), key="anatomy-contrastive", where=left, share=0.6,
                   export={"view": "contrastive", "numbers": cr, "texts": text, "model": info.name,
-                          "params": {"amateur_layer": int(amateur), "max_new_tokens": ContrastiveOptions().max_new_tokens}})
+                          "params": {"amateur_layer": int(amateur),
+                                     "max_new_tokens": ContrastiveOptions().max_new_tokens}})
             right.markdown(continuation("Plain (greedy)", cr.plain_text), unsafe_allow_html=True)
             right.markdown(continuation(f"Contrastive (amateur L{cr.amateur_layer})", cr.contrast_text),
                            unsafe_allow_html=True)

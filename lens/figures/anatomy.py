@@ -10,7 +10,7 @@ from ..anatomy.results import AnatomyResult, CKAResult, ContrastiveResult
 from ..model.tokens import visible
 
 ATTN_COLOR, MLP_COLOR, LINE_COLOR, SWAP_COLOR = "#1f77b4", "#ff7f0e", "#333333", "#9467bd"
-FIRST_LEFT_OUT = "positions 1… (the first token left out)"
+FIRST_LEFT_OUT = "the first token left out"
 
 
 def _layout(fig: go.Figure, title: str, height: int, x: str, y: str) -> go.Figure:
@@ -67,7 +67,7 @@ def cka_figure(r: AnatomyResult, height: int = 480) -> go.Figure:
     fig = go.Figure(go.Heatmap(z=r.cka, x=r.rows, y=r.rows, zmin=0, zmax=1, colorscale="Viridis",
                                colorbar=dict(title="CKA"),
                                hovertemplate="%{y} · %{x}: CKA %{z:.3f}<extra></extra>"))
-    _layout(fig, f"Layer similarity: linear CKA over {FIRST_LEFT_OUT}", height, "layer", "layer")
+    _layout(fig, "Layer similarity (linear CKA)", height, "layer", "layer")
     fig.update_yaxes(autorange="reversed")
     return fig
 
@@ -76,8 +76,7 @@ def cka_pair_figure(r: CKAResult, height: int = 480) -> go.Figure:
     fig = go.Figure(go.Heatmap(z=r.cka, x=r.other_rows, y=r.rows, zmin=0, zmax=1, colorscale="Viridis",
                                colorbar=dict(title="CKA"),
                                hovertemplate=f"{r.model} %{{y}} · {r.other} %{{x}}: CKA %{{z:.3f}}<extra></extra>"))
-    _layout(fig, f"Linear CKA: {r.model} (rows) against {r.other} (columns)", height, f"{r.other} layer",
-            f"{r.model} layer")
+    _layout(fig, f"CKA: {r.model} × {r.other}", height, f"{r.other} layer", f"{r.model} layer")
     fig.update_yaxes(autorange="reversed")
     return fig
 
