@@ -10,11 +10,13 @@ st.set_page_config(page_title="LayerLens", page_icon="🔬", layout="wide")
 present.apply()
 
 from lens.figures.logit_lens import prediction_figure  # noqa: E402
+from lens.figures.sampling import sampling_summary, sampling_table  # noqa: E402
+from lens.sampling.options import MAX_SEED, MIN_TEMPERATURE, SampleOptions  # noqa: E402
 from lens.model.tokens import visible  # noqa: E402
 from lens.views import PAGES, sections  # noqa: E402
 from ui import asking, state  # noqa: E402
 from ui.errors import shown_in_page  # noqa: E402
-from ui.widgets import chart, keep_link_options  # noqa: E402
+from ui.widgets import chart, keep_link_options, link_value_unused, say_link_values_unused, whole_in  # noqa: E402
 
 
 def home() -> None:
@@ -53,11 +55,40 @@ def home() -> None:
         result = backend.logit_lens(text, state.HOME_LENS)
     st.subheader(f"What it predicts next, after “{visible(result.tokens[-1])}”")
     chart(prediction_figure(result, height=370 if present.is_on() else 320), key="next-token")
+    # Hidden in presenter mode with every expander (the prediction fills the screen); the generate page's
+    # "Sampling on the spot" tab has the same panel for a talk.
+    with st.expander("Sampling on the spot: temperature, top-k and top-p on these logits", expanded=True):
+        sampling_panel(backend, text, info.vocab_size)
 
     with st.container(key="home-views"):  # hidden in presenter mode, to fit the screen
         st.subheader("Views")
         for page in PAGES.values():
             st.page_link(page.file, label=f"{page.title}: {page.summary}", icon=page.icon)
+
+
+@st.fragment
+def sampling_panel(backend, text: str, vocab: int) -> None:
+    """The next-token distribution resampled from the prompt's kept final logits: a control reruns this panel only,
+    and the backend redoes numpy on the kept logits (no model run)."""
+    unused = [(link_value_unused("s_temp", lambda v: MIN_TEMPERATURE <= float(v) <= 3.0), "temperature", 1.0),
+              (link_value_unused("s_top_k", whole_in(0, vocab)), "top-k", "0 (off)"),
+              (link_value_unused("s_top_p", lambda v: 0.05 <= float(v) <= 1.0), "top-p", "1 (off)"),
+              (link_value_unused("s_seed", whole_in(0, MAX_SEED)), "seed", 0)]
+    c1, c2, c3, c4 = st.columns(4)
+    t = c1.slider("Temperature", MIN_TEMPERATURE, 3.0, 1.0, 0.05, key="s_temp", bind="query-params",
+                  help="Divides every logit: below 1 sharpens the distribution, above 1 flattens it.")
+    k = c2.number_input("Top-k (0: off)", 0, vocab, 0, key="s_top_k", bind="query-params",
+                        help="Keep only the k most likely tokens (ties with the k-th kept).")
+    p = c3.slider("Top-p (1: off)", 0.05, 1.0, 1.0, 0.05, key="s_top_p", bind="query-params",
+                  help="Then keep the most likely tokens until their probabilities sum to p.")
+    seed = c4.number_input("Seed", 0, MAX_SEED, 0, key="s_seed", bind="query-params",
+                           help="The draw: the same seed draws the same token from the same distribution.")
+    say_link_values_unused(unused)
+    with shown_in_page("Sampling", stop=False):
+        r = backend.sample(text, SampleOptions(temperature=float(t), top_k=int(k), top_p=float(p), seed=int(seed),
+                                               shown=8))
+        st.markdown(sampling_summary(r), unsafe_allow_html=True)
+        st.markdown(sampling_table(r), unsafe_allow_html=True)
 
 
 # The sidebar: Home first (a section named "" has no header), then the pages by section.

@@ -7,6 +7,8 @@ from ui.routing import require_app_router
 require_app_router()
 
 from lens.analysis.flow_plan import plan_flow  # noqa: E402
+from lens.explain.options import AttentionWeightOptions  # noqa: E402
+from lens.figures.explain import attention_steps  # noqa: E402
 from lens.figures.attention import (SCORES, SUMMARY_METRICS, clicked_node, head_grid_figure,  # noqa: E402
                                     head_summary_figure, node_bars_figure, node_table, pattern_figure,
                                     rollout_figure, route_figure, token_labels)
@@ -95,6 +97,29 @@ if view != HEADS:  # the head views show every position at once
     position = int(picked) if picked in POSITIONS else T - 1
     note(link_note("position", asked, [*POSITIONS, *labels], f"the prompt's {T} tokens",
                    f"the last position, {T - 1}"))
+
+def explain_weight(layer: int, head: int) -> None:
+    """One weight of the head shown above, walked through: q and k, q·k/√d, the mask, the softmax, the output.
+    Its query and key are in the URL (?w_query=, ?w_key=); a query's own row is what the pattern's row shows."""
+    asked = {k: st.query_params.get(k) for k in ("w_query", "w_key")}
+    c1, c2, c3 = st.columns([2, 2, 3], vertical_alignment="bottom")
+    q = c1.selectbox("Query position (the row)", POSITIONS, index=T - 1, key="w_query", bind="query-params",
+                     format_func=LABELS.get)
+    k = c2.selectbox("Key position (the column)", POSITIONS, index=0, key="w_key", bind="query-params",
+                     format_func=LABELS.get)
+    q, k = int(q) if q in POSITIONS else T - 1, int(k) if k in POSITIONS else 0
+    for key, what, used in (("w_query", "query", f"position {q}"), ("w_key", "key", f"position {k}")):
+        c3.caption(link_note(what, asked[key], [*POSITIONS, *labels], f"the prompt's {T} tokens", used) or "")
+    with shown_in_page("One attention weight", stop=False):
+        r = backend.explain_attention(text, AttentionWeightOptions(layer=layer, head=head, query=q, key_position=k))
+        st.markdown(f"**Layer {layer}, head {head}: query {q} → key {k}**: weight {r.weight:.4g} — the "
+                    "pattern's cell above (row: query, column: key).")
+        steps = attention_steps(r)
+        for tab, (_, blocks) in zip(st.tabs([title for title, _ in steps], key="w_step"), steps):
+            with tab:
+                for block in blocks:
+                    st.markdown(block, unsafe_allow_html=True)
+
 
 # ---------------------------------------------------------------- routes
 if view == ROUTES:
@@ -332,6 +357,10 @@ else:
             chart(pattern_figure(pats, head, height=height), key="head-pattern", where=head_col, share=0.5)
             if not PRESENTING:
                 download(pats, "head_patterns")
+                # Below the charts, in the normal view (presenting, the two charts fill the screen).
+                with st.expander(f"Explain one weight of layer {pats.layer}, head {head}: from q and k to the weight",
+                                 expanded=True):
+                    explain_weight(pats.layer, head)
     if summary is not None and not PRESENTING:
         st.caption(SUMMARY_METRICS[metric][2] + (
             f" The repeated sequence: {summary.repeat_length} random tokens, twice." if metric != "entropy" else

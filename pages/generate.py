@@ -11,14 +11,16 @@ from lens.figures.generation import (GENERATION_TOP, generation_attention_figure
                                      token_table)
 from lens.figures.logit_lens import METRICS, stride_to_fit  # noqa: E402
 from lens.figures.style import slide_rows  # noqa: E402
+from lens.figures.sampling import sampling_summary, sampling_table  # noqa: E402
 from lens.options import MAX_NEW_TOKENS, GenerateOptions, LensOptions  # noqa: E402
+from lens.sampling.options import MAX_SEED, MAX_TEMPERATURE, MIN_TEMPERATURE, SampleOptions  # noqa: E402
 from ui import present, state  # noqa: E402
 from ui.errors import shown_in_page  # noqa: E402
 from ui.widgets import (chart, download_json, link_options, link_value_unused, one_of, page_header,  # noqa: E402
                         say_link_values_unused, whole_in)
 
 # The tabs, as the URL names them (?tab=Where+each+token+looked).
-TABS = ("Lens, token by token", "Where each token looked", "Text, token by token")
+TABS = ("Lens, token by token", "Where each token looked", "Text, token by token", "Sampling on the spot")
 
 page_header("generate")
 
@@ -69,7 +71,7 @@ with shown_in_page("Generating"):
         lens = backend.generation_lens(text, options, LensOptions(top_k=1))
 
 # Tabs: on a projector each part fills the screen on its own.
-lens_tab, looked_tab, text_tab = st.tabs(list(TABS), key="tab", bind="query-params")
+lens_tab, looked_tab, text_tab, sampling_tab = st.tabs(list(TABS), key="tab", bind="query-params")
 # The generate view's options as shown (both charts: the lens, and where each token looked).
 shown = {"max_new_tokens": options.max_new_tokens, "temperature": options.temperature, "seed": options.seed,
          "metric": metric, "stride": int(stride)}
@@ -106,3 +108,38 @@ with looked_tab:
         chart(fig, key="generation-attention",
               export={"view": "generate", "numbers": [gen, flow], "texts": text, "model": info.name,
                       "params": {**shown, "chart": "attention", "skip_first": bool(skip)}})
+
+
+@st.fragment
+def sampling_on_the_spot() -> None:
+    """Temperature, top-k and top-p on the prompt's final logits, kept from one pass: moving a control reruns this
+    panel only, and the backend redoes numpy on the kept logits (no model run)."""
+    if not present.is_on():  # the speaker says it; the screen keeps its room for the table
+        st.caption("The next token after the prompt: its logits are computed once and kept; each control below "
+                   "recomputes the distribution from them at once (temperature, then top-k, then top-p, as "
+                   "transformers' generate applies them). Struck through: the tokens a cut removes.")
+    V = info.vocab_size
+    unused = [(link_value_unused("s_temp", lambda v: MIN_TEMPERATURE <= float(v) <= 3.0), "temperature", 1.0),
+              (link_value_unused("s_top_k", whole_in(0, V)), "top-k", "0 (off)"),
+              (link_value_unused("s_top_p", lambda v: 0.05 <= float(v) <= 1.0), "top-p", "1 (off)"),
+              (link_value_unused("s_seed", whole_in(0, MAX_SEED)), "seed", 0)]
+    c1, c2, c3, c4 = st.columns(4)
+    t = c1.slider("Temperature", MIN_TEMPERATURE, min(3.0, MAX_TEMPERATURE), 1.0, 0.05, key="s_temp",
+                  bind="query-params",
+                  help="Divides every logit: below 1 sharpens the distribution, above 1 flattens it.")
+    k = c2.number_input("Top-k (0: off)", 0, V, 0, key="s_top_k", bind="query-params",
+                        help="Keep only the k most likely tokens (ties with the k-th kept).")
+    p = c3.slider("Top-p (1: off)", 0.05, 1.0, 1.0, 0.05, key="s_top_p", bind="query-params",
+                  help="Then keep the most likely tokens until their probabilities sum to p.")
+    seed = c4.number_input("Seed", 0, MAX_SEED, 0, key="s_seed", bind="query-params",
+                           help="The draw: the same seed draws the same token from the same distribution.")
+    say_link_values_unused(unused)
+    with shown_in_page("Sampling", stop=False):
+        r = backend.sample(text, SampleOptions(temperature=float(t), top_k=int(k), top_p=float(p), seed=int(seed),
+                                               shown=2 if present.is_on() else 15))
+        st.markdown(sampling_summary(r), unsafe_allow_html=True)
+        st.markdown(sampling_table(r), unsafe_allow_html=True)
+
+
+with sampling_tab:
+    sampling_on_the_spot()

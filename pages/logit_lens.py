@@ -6,12 +6,15 @@ from ui.routing import require_app_router
 
 require_app_router()
 
+from lens.explain.options import CellOptions  # noqa: E402
 from lens.figures.early_exit import early_exit_figure  # noqa: E402
+from lens.figures.explain import cell_steps, tok  # noqa: E402
 from lens.figures.language import language_figure  # noqa: E402
 from lens.figures.lens_comparison import lens_comparison_figure  # noqa: E402
 from lens.figures.logit_lens import METRICS, logit_lens_figure, stride_to_fit  # noqa: E402
 from lens.figures.style import slide_rows  # noqa: E402
 from lens.examples import TRANSLATIONS  # noqa: E402
+from lens.model.tokens import visible  # noqa: E402
 from lens.options import LENS_LABELS, LensOptions  # noqa: E402
 from lens.views import query_value  # noqa: E402
 from ui import present, state  # noqa: E402
@@ -119,7 +122,8 @@ def lens_view(n: int) -> None:
         + (f" · positions {window[0]}–{window[1] - 1} shown" if window else "") + ". "
         f"The model's own next-token prediction "
         + ("at the last position" if last == n - 1 else f"at position {last}")
-        + f": “{result.final_prediction[-1]}”. Use the camera icon on the chart to save a PNG for slides."
+        + f": “{result.final_prediction[-1]}”. *More → Show the work* walks one cell through its computation; "
+        "use the camera icon on the chart to save a PNG for slides."
     )
     download_json(result, "logit_lens",
                   "Download the numbers (JSON)" + (" of the positions shown" if window else ""))
@@ -158,7 +162,8 @@ def fitted_lens_ready(kind: str) -> bool:
 
 # The panel's URL values are those of the views' registry entries (?panel=exit opens early exit).
 COMPARE, EXIT, LANGUAGE = (query_value(v, "panel") for v in ("lens-comparison", "early-exit", "language"))
-PANELS = {COMPARE: "Compare lenses", EXIT: "Early exit", LANGUAGE: "Language of each layer"}
+WORK = "work"  # one cell's computation, step by step (a table, not a view: no export)
+PANELS = {COMPARE: "Compare lenses", EXIT: "Early exit", LANGUAGE: "Language of each layer", WORK: "Show the work"}
 
 
 @st.fragment
@@ -200,6 +205,8 @@ def lens_panels(with_heatmap: bool = True) -> None:
             st.caption(f"{LENS_LABELS[lens]}: {early} of {len(r.exit_layer)} positions"
                        + (" (the last 48)" if n > 48 else "") + " have the model's final answer as their top-1 "
                        "before the last layer, and keep it to the end.")
+    elif panel == WORK:
+        show_the_work()
     elif panel == LANGUAGE:
         c1, c2 = st.columns([3, 2])
         pick = c2.selectbox("Translation example", ["(your prompt)"] + list(TRANSLATIONS), key="lang_example",
@@ -217,6 +224,37 @@ def lens_panels(with_heatmap: bool = True) -> None:
             chart(language_figure(m), key="lens-language",
                   export={"view": "language", "numbers": m, "texts": prompt, "model": info.name,
                           "params": {"position": None, "track": ",".join(words) or None, "lens": lens}})
+
+
+def show_the_work() -> None:
+    """One cell of the logit lens walked through with its real numbers: residual vector, final norm, logits,
+    softmax; the layer and position are in the URL. (Plotly heatmaps take no click selection in this Streamlit:
+    the cell is chosen with the two boxes, its row and column as the heatmap labels them.)"""
+    L, tokens = info.n_layers, backend.tokenize(text)
+    unused = {"cell_layer": link_value_unused("cell_layer", whole_in(0, L)),
+              "cell_pos": link_value_unused("cell_pos", whole_in(0, n - 1))}
+    for key, ok in (("cell_layer", lambda v: 0 <= v <= L), ("cell_pos", lambda v: 0 <= v <= n - 1)):
+        if key in st.session_state and st.session_state[key] is not None and not ok(st.session_state[key]):
+            del st.session_state[key]  # a value kept from a longer prompt
+    c1, c2, c3 = st.columns([1, 1, 3], vertical_alignment="bottom")
+    layer = c1.number_input("Layer (0: embeddings)", 0, L, L, key="cell_layer", bind="query-params",
+                            help=f"The lens row: 0 the embeddings, {L} the model's own output.")
+    pos = c2.number_input("Position", 0, n - 1, n - 1, key="cell_pos", bind="query-params",
+                          help="0 is the first token, as the heatmap's columns are numbered.")
+    c3.markdown(f"Position {int(pos)} is {tok(visible(tokens[int(pos)]))}: the cell predicts the token after it.",
+                unsafe_allow_html=True)
+    say_link_values_unused([(unused["cell_layer"], "layer", f"layer {int(layer)}"),
+                            (unused["cell_pos"], "position", f"position {int(pos)}")])
+    with shown_in_page("Showing the work", stop=False):
+        r = backend.explain_cell(text, CellOptions(layer=int(layer), position=int(pos)))
+        top = r.top[0]
+        st.markdown(f"**{'Layer ' + r.layer_label if r.layer else 'The embeddings'}, position {r.position}**: "
+                    f"top-1 {tok(top['token'])} with p = {top['prob']:.4g} — the heatmap's cell"
+                    + (" (the model's own output)." if r.is_final else "."), unsafe_allow_html=True)
+        for tab, (_, blocks) in zip(st.tabs([title for title, _ in cell_steps(r)], key="work_step"), cell_steps(r)):
+            with tab:
+                for block in blocks:
+                    st.markdown(block, unsafe_allow_html=True)
 
 
 # Presenter mode: the heatmap, or the panel the link or the "More" control names (both would not fit a screen).

@@ -131,6 +131,21 @@ if neurons_tab.open:
                         lo_col.markdown("Lowest activations")
                         lo_col.markdown(contexts_html(p, low=True), unsafe_allow_html=True)
                         download_json(p, "neuron")
+                        if text:  # the neuron at one position of the prompt, step by step (lens/explain/neuron.py)
+                            with st.expander("At this position: gate, up, activation and write, with the numbers"):
+                                from lens.explain.options import NeuronAtOptions
+                                from lens.figures.explain import neuron_steps
+
+                                n_tok = len(p.prompt_tokens)
+                                at = st.columns([1, 4])[0].number_input(
+                                    "Position", 0, n_tok - 1, n_tok - 1, key="n_pos", bind="query-params",
+                                    help="0 is the prompt's first token.")
+                                with shown_in_page("The neuron at this position", stop=False):
+                                    w = backend.explain_neuron(text, NeuronAtOptions(layer, neuron, int(at)))
+                                    for tab, (_, blocks) in zip(st.tabs([t for t, _ in neuron_steps(w)]),
+                                                                neuron_steps(w)):
+                                        for block in blocks:
+                                            tab.markdown(block, unsafe_allow_html=True)
 
 if heads_tab.open:
     with heads_tab:

@@ -64,7 +64,8 @@ def cell_steps(r: CellExplanation) -> list[Step]:
         what = "RMSNorm"
     elif r.norm_kind == "layernorm":
         eq = (f"μ = mean of <i>h</i> = {num(r.mean)}, σ = √(variance of <i>h</i> + ε) = √({num(r.var)} + "
-              f"{num(r.eps)}) = <b>{num(r.rms)}</b>, and <i>x</i>ᵢ = (<i>h</i>ᵢ − μ) / σ · <i>w</i>ᵢ + <i>b</i>ᵢ")
+              f"{num(r.eps)}) = <b>{num(r.rms)}</b>, and "
+              "<i>x</i>ᵢ = (<i>h</i>ᵢ − μ) / σ · <i>w</i>ᵢ + <i>b</i>ᵢ")
         head = ["dimension", "h", "(h − μ)/σ", "× w", "+ b", "= x"]
         rows = [[str(d), num(h), num((h - r.mean) / r.rms), num(w), num(b), num(x)]
                 for d, h, w, b, x in zip(r.dims, r.values, r.weight, r.bias, r.normed)]
@@ -101,7 +102,8 @@ def cell_steps(r: CellExplanation) -> list[Step]:
           f"The cell's top-1: <i>p</i>({tok(t0['token'])}) = exp({num(t0['logit'])} − {num(r.logsumexp)}) "
           f"= <b>{num(t0['prob'])}</b>, the heatmap's probability.",
           f"Entropy −Σ <i>p</i> log <i>p</i> = <b>{num(r.entropy)}</b> nats; KL to the final row "
-          f"Σ <i>p</i>′ log(<i>p</i>′ / <i>p</i>), with <i>p</i>′ the last row's, = <b>{num(r.kl_to_final)}</b> nats."]
+          f"Σ <i>p</i>′ log(<i>p</i>′ / <i>p</i>), with <i>p</i>′ the last row's, "
+          f"= <b>{num(r.kl_to_final)}</b> nats."]
     return [("1 · Residual vector", s1), ("2 · Final norm", s2), ("3 · Logits", s3), ("4 · Softmax", s4)]
 
 
@@ -117,7 +119,7 @@ def attention_steps(r: AttentionExplanation) -> list[Step]:
     head = ["dimension", "q", "k", "q·k term"]
     rows = [[str(d), num(q), num(k), num(q * k)] for d, q, k in zip(r.dims, r.q, r.k)]
     if r.positions == "rotary":
-        head += ["query angle", "key angle"]
+        head += ["query angle (rad)", "key angle (rad)"]
         for row, aq, ak in zip(rows, r.rotary_query_angles, r.rotary_angles):
             row += [num(aq), num(ak)]
     s1 = [f"Block {r.layer}, head {r.head}: query position {r.query} ({qt}) looking at key position {r.key} ({kt}). "
@@ -127,8 +129,8 @@ def attention_steps(r: AttentionExplanation) -> list[Step]:
           "their dot product:", table(head, rows, across=True)]
     s2 = [f"<i>q</i> · <i>k</i> = {num(r.dot)}, scaled: {num(r.dot)} × {num(r.scale)} = <b>{num(r.score)}</b>"
           + (f" (the scale is 1/√{r.head_dim})." if abs(r.scale * r.head_dim ** 0.5 - 1) < 1e-6 else "."),
-          ("The causal mask: the key comes after the query, so the query cannot read it: its score is set to −∞ and "
-           "its weight is 0." if r.masked else
+          ("The causal mask: the key comes after the query, so the query cannot read it: its score is set to −∞ "
+           "and its weight is 0." if r.masked else
            f"The causal mask lets query {r.query} read keys 0…{r.query}; later keys get −∞ (weight 0).")]
     live = [(j, s) for j, s in enumerate(r.row_scores)]
     rows = [[str(j), tok(r.tokens[j]), num(s) if s is not None else "−∞ (masked)", num(r.row_weights[j])]
@@ -137,7 +139,8 @@ def attention_steps(r: AttentionExplanation) -> list[Step]:
           f"lse = log Σ exp(<i>s</i>) = {num(r.row_logsumexp)} over the keys it may read.",
           table(["key", "token", "score s", "weight w"], rows, struck=[s is None for _, s in live],
                 marked=[j == r.key for j, _ in live]),
-          f"The weight of key {r.key}: <b>{num(r.weight)}</b>; the heads view (the model's own attention pattern) shows "
+          f"The weight of key {r.key}: <b>{num(r.weight)}</b>; the heads view (the model's own attention pattern) "
+          "shows "
           f"{num(r.shown_weight)}."]
     steps = [("1 · Query and key", s1), ("2 · Score and mask", s2), ("3 · Softmax", s3)]
     if r.output_dims:
@@ -193,7 +196,8 @@ def as_text(steps: list[Step]) -> str:
         for b in blocks:
             if b.startswith("<table"):
                 rows = re.findall(r"<tr[^>]*>(.*?)</tr>", b)
-                cells = [[html.unescape(re.sub(r"<[^>]+>", "", c)) for c in re.findall(r"<t[hd][^>]*>(.*?)</t[hd]>", r)] for r in rows]
+                cells = [[html.unescape(re.sub(r"<[^>]+>", "", c)) for c in re.findall(r"<t[hd][^>]*>(.*?)</t[hd]>", r)]
+                         for r in rows]
                 widths = [max(len(r[i]) for r in cells if i < len(r)) for i in range(len(cells[0]))]
                 lines += ["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in cells]
             else:

@@ -19,10 +19,10 @@ class NextLogits:
 class SampleResult:
     """Temperature, then top-k, then top-p on the cached final logits, and one sample.
 
-    ``rows``: the walk-through, best first (the ``shown`` most likely tokens, then the sampled one if it is not
-    among them): ``{token, id, rank, logit, scaled (logit/T), prob_t (softmax of logit/T), prob_k (the same after top-k: what top-p reads), cut ("top-k", "top-p"
-    or None), cumulative (the running sum of the probabilities top-p reads, this token included), prob (after
-    renormalising: 0 when cut)}``. ``distribution``: the kept tokens ``{token, id, prob}``, best first, at most 50.
+    ``rows``: the walk-through by rank (the ``shown`` most likely tokens, the last kept and the first cut ones, the
+    first cut by top-k and the sampled one): ``{token, id, rank, logit, scaled (logit/T), prob_t (softmax of logit/T), prob_k (the same after
+    top-k: what top-p reads), cut ("top-k", "top-p" or None), cumulative (the running sum of prob_k down to this
+    token, None when top-k cut it), prob (after renormalising: 0 when cut)}``. ``distribution``: the kept tokens ``{token, id, prob}``, best first, at most 50.
     """
 
     model: str

@@ -59,10 +59,14 @@ def sample(logits: NextLogits, options: SampleOptions, name: Callable[[int], str
         return {"token": name(i), "id": i, "rank": r, "logit": float(z[i]), "scaled": float(scaled[i]),
                 "prob_t": float(prob_t[i]), "prob_k": float(p_k[i]), "cut": cut[i],
                 "cumulative": float(cumulative[i]) if np.isfinite(after_k[i]) else None, "prob": float(final[i])}
-    shown = [int(i) for i in order[: options.shown]]
-    rows = [row(i, r + 1) for r, i in enumerate(shown)]
-    if pick not in shown:
-        rows.append(row(pick, sampled_rank))
+    # The most likely tokens, then where the cuts fall (the last kept token and the first ones cut, so a short table
+    # still shows a cut) and the sampled token: by rank, each once.
+    ranks = set(range(min(options.shown, V)))
+    last_kept = len(kept_ids) - 1  # kept tokens are the most likely ones: ranks 0 … len − 1
+    ranks |= {r for r in (last_kept, last_kept + 1, last_kept + 2) if r < V}
+    first_k_cut = int(np.nonzero(cut[order] == "top-k")[0][0]) if options.top_k and (cut == "top-k").any() else None
+    ranks |= {r for r in (first_k_cut,) if r is not None} | {sampled_rank - 1}
+    rows = [row(int(order[r]), r + 1) for r in sorted(ranks)]
     return SampleResult(
         model=logits.model, context=logits.tokens[-1] if logits.tokens else "", temperature=float(options.temperature),
         top_k=k, top_p=float(options.top_p), seed=options.seed, vocab_size=V, kept=len(kept_ids),
