@@ -443,14 +443,15 @@ def _attribute(src, p, texts) -> Code:
 
     if not p["target"]:
         raise LensError("this view needs a target token (e.g. ' Paris')")
-    o = AttributeOptions(target=p["target"], foil=p["foil"], site=p["site"], qk_fix=bool(p["qk_fix"]), verify=True)
+    o = AttributeOptions(target=p["target"], foil=p["foil"], site=p["site"], qk_fix=bool(p["qk_fix"]), verify=True,
+                         grad_drop=bool(p.get("grad_drop", False)))
     o.check()
     return Code(["from lens.circuits.options import AttributeOptions"],
                 f"result = backend.attribute(CLEAN, CORRUPT, "
-                f"{_new('AttributeOptions', target=o.target, foil=o.foil, site=o.site, qk_fix=o.qk_fix, verify=True)})",
+                f"{_new('AttributeOptions', target=o.target, foil=o.foil, site=o.site, qk_fix=o.qk_fix, verify=True, grad_drop=o.grad_drop)})",
                 "to_json_dict(result)",
                 ["attribute", *_flag("--target", o.target), *_flag("--foil", o.foil), *_flag("--site", o.site),
-                 *(["--qk-fix"] if o.qk_fix else []), "--verify"],
+                 *(["--qk-fix"] if o.qk_fix else []), *(["--grad-drop"] if o.grad_drop else []), "--verify"],
                 ["from lens.figures.circuits import estimate_figure, scatter_figure"],
                 "figures = [estimate_figure(result), scatter_figure(result)]", several=True)
 

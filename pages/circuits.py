@@ -88,16 +88,21 @@ if atp_tab.open:
                            help="Attention and heads: each head's new attention pattern patched for real (the "
                                 "softmax recomputed), only its new values estimated; one run per layer.")
         qk_fix = bool(qk_fix) and site in ("attn", "head")
+        grad_drop = bool(c2.toggle("GradDrop", key="grad_drop", bind="query-params",
+                                   help="Against cancellation (AtP*): one more backward pass per block, each without "
+                                        "that block's gradient; a cell's estimate is the mean size |AtP| over the "
+                                        "passes, compared with the size of real patching's effect."))
         r = None
         with shown_in_page("Attribution patching", stop=False):
             bar = st.progress(0.0, text="Estimating, then patching for real…")
             r = backend.attribute(clean, corrupt, AttributeOptions(target=target, foil=foil, site=site, qk_fix=qk_fix,
-                                                                   verify=True),
+                                                                   verify=True, grad_drop=grad_drop),
                                   progress=lambda x, m: bar.progress(min(1.0, x), text=m))
             bar.empty()
         if r is not None:
             export = {"view": "attribute", "numbers": r, "texts": [clean, corrupt], "model": info.name,
-                      "params": {"target": target, "foil": foil, "site": site, "qk_fix": qk_fix}}
+                      "params": {"target": target, "foil": foil, "site": site, "qk_fix": qk_fix,
+                                 "grad_drop": grad_drop}}
             left, right = st.columns([3, 2])
             grid = estimate_figure(r, height=HEIGHT)
             if site != "head":

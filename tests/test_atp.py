@@ -257,3 +257,71 @@ def test_models_without_head_sites_refuse_the_qk_fix():
     a = adapt(model)
     with pytest.raises(LensError, match="no head sites"):
         atp_grid(HookEngine(model, a), CLEAN, CORRUPT, TARGET, FOIL, "attn", qk_fix=True)
+
+
+def _grads_without_block(model, a, ids, site, drop):
+    """Each grid row's activation [T, D] and the metric's gradient there on a run of ``ids`` whose block ``drop``
+    (0-based) passes no gradient back through its attention and MLP writes (they are detached here)."""
+    L = a.n_layers
+    rows = L + 1 if site == "resid" else L
+    acts, hooks = {}, []
+
+    def keep(row, flat):
+        def grab(x):
+            acts[row] = x
+        return grab
+    for row in range(rows):
+        module, kind, flat = _place(a, site, row)
+        if kind == "pre":
+            hooks.append(module.register_forward_pre_hook(
+                lambda m, args, kw, g=keep(row, flat): g(args[0] if args else kw["hidden_states"]), with_kwargs=True))
+        else:
+            hooks.append(module.register_forward_hook(lambda m, args, out, g=keep(row, flat): g(first(out))))
+    for mod in (a.attn_write[drop], a.mlp_write[drop]):
+        hooks.append(mod.register_forward_hook(
+            lambda m, args, out: (first(out).detach(), *out[1:]) if isinstance(out, tuple) else out.detach()))
+    hooks.append(model.get_input_embeddings().register_forward_hook(
+        lambda m, args, out: out.detach().requires_grad_()))
+    try:
+        with torch.enable_grad():
+            m = _metric(model(input_ids=torch.tensor([ids])).logits, FOIL)
+            grads = torch.autograd.grad(m, [acts[r] for r in range(rows)], allow_unused=True)
+    finally:
+        for h in hooks:
+            h.remove()
+    T = len(ids)
+    shape = lambda x: x.detach().reshape(T, -1)  # noqa: E731
+    return ([shape(acts[r]) for r in range(rows)],
+            [torch.zeros(T, acts[r].shape[-1]) if g is None else shape(g) for r, g in enumerate(grads)])
+
+
+@pytest.mark.parametrize("arch,site", [("llama", "resid"), ("llama", "head"), ("gpt2", "attn"), ("qwen2", "mlp")])
+def test_grad_drop_is_the_mean_size_over_passes_that_each_skip_one_block(arch, site):
+    """GradDrop by hand: one backward pass per block with that block's writes detached; a cell's estimate is the
+    mean |(clean − corrupted) · gradient| over the passes other than its own block's."""
+    model, _ = tiny_model(arch)
+    a = adapt(model)
+    L, H = a.n_layers, a.n_heads
+    clean_acts, _ = _grads_without_block(model, a, CLEAN, site, 0)
+    per_pass = []
+    for drop in range(L):
+        acts, grads = _grads_without_block(model, a, CORRUPT, site, drop)
+        prods = [((c.double() - k.double()) * g.double()) for c, k, g in zip(clean_acts, acts, grads)]
+        per_pass.append([p.reshape(len(CORRUPT), H, -1).sum((0, 2)) if site == "head" else p.sum(-1) for p in prods])
+    blocks = list(range(0 if site == "resid" else 1, L + 1))  # each row's block (the embeddings: none)
+    want = np.stack([np.mean([np.abs(per_pass[d][r].numpy()) for d in range(L) if d != b - 1], axis=0)
+                     for r, b in enumerate(blocks)])
+    got, *_ = atp_grid(HookEngine(model, a), CLEAN, CORRUPT, TARGET, FOIL, site, grad_drop=True)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+    plain, *_ = atp_grid(HookEngine(model, a), CLEAN, CORRUPT, TARGET, FOIL, site)
+    assert not np.allclose(np.abs(plain), got, atol=1e-6)  # dropping a block's gradient changes something
+
+
+def test_grad_drop_verifies_against_the_size_of_real_patching(tiny_backend):
+    r = tiny_backend.attribute("hello there", "jello where", AttributeOptions("e", "f", "head", verify=True,
+                                                                              grad_drop=True))
+    assert r.grad_drop and (r.estimate >= 0).all()
+    assert r.correlation == pytest.approx(np.corrcoef(r.estimate.ravel(), np.abs(r.actual).ravel())[0, 1], abs=1e-6)
+    both = tiny_backend.attribute("hello there", "jello where", AttributeOptions("e", "f", "head", qk_fix=True,
+                                                                                 grad_drop=True))
+    assert (both.estimate >= 0).all() and both.estimate.shape == r.estimate.shape

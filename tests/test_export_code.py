@@ -71,9 +71,9 @@ CASES.update({  # who writes the answer (lens/attribution/)
     "head-weights": (PROMPT, {"composition": "k"}, ["heads-weights", "--composition", "k"]),
 })
 CASES.update({  # attribution and circuits (lens/circuits/)
-    "attribute": ([CLEAN, CORRUPT], {"target": "t", "foil": "a", "site": "head", "qk_fix": True},
+    "attribute": ([CLEAN, CORRUPT], {"target": "t", "foil": "a", "site": "head", "qk_fix": True, "grad_drop": True},
                   ["attribute", "--clean-prompt", CLEAN, "--corrupt-prompt", CORRUPT, "--target", "t", "--foil", "a",
-                   "--site", "head", "--qk-fix", "--verify"]),
+                   "--site", "head", "--qk-fix", "--grad-drop", "--verify"]),
     "circuit": ([CLEAN, CORRUPT], {"target": "t", "foil": "a", "edges": 6, "ig_steps": 3, "rank": "size"},
                 ["circuit", "--clean-prompt", CLEAN, "--corrupt-prompt", CORRUPT, "--target", "t", "--foil", "a",
                  "--edges", "6", "--ig-steps", "3", "--rank", "size"]),

@@ -25,13 +25,15 @@ class AttributeOptions:
     ``qk_fix`` (attn, head): each head's write splits exactly into its pattern's change and its values'
     change, ``(A_c − A_k)·V_k + A_c·(V_c − V_k)``; the first is patched for real (one run per layer, the
     softmax recomputed, not linearised), the second estimated from the gradient. ``verify``: real patching
-    beside it, their correlation and the cells where they disagree most."""
+    beside it, their correlation and the cells where they disagree most. ``grad_drop`` (GradDrop, AtP*): the size
+    of each cell's effect, averaged over backward passes that each skip one block's writes, against cancellation."""
 
     target: str
     foil: str | None = None
     site: str = "resid"
     qk_fix: bool = False
     verify: bool = False
+    grad_drop: bool = False
 
     def check(self) -> None:
         _check_tokens(self.target, self.foil)

@@ -32,6 +32,9 @@ class AttributionResult:
     actual: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))  # [rows, columns] when verified
     correlation: float = float("nan")  # Pearson r of estimate and actual over every cell (verified)
     disagreements: list[dict] = field(default_factory=list)  # {layer, column, estimate, actual}, largest gap first
+    # GradDrop: ``estimate`` is a size (mean |AtP| over passes that each drop one block's gradient), and the
+    # correlation and disagreements compare it with |actual|.
+    grad_drop: bool = False
 
 
 @dataclass

@@ -12,7 +12,7 @@ def cmd_attribute(args) -> int:
 
     clean, corrupt = pair_text(args, "clean"), pair_text(args, "corrupt")
     options = AttributeOptions(target=args.target, foil=args.foil, site=args.site, qk_fix=args.qk_fix,
-                               verify=args.verify)
+                               verify=args.verify, grad_drop=args.grad_drop)
     options.check()  # before the model loads
     r = backend(args).attribute(clean, corrupt, options, progress=terminal_progress)
     terminal_progress.close()
@@ -77,6 +77,8 @@ def register(sub) -> None:
                    help="the grid to estimate: residual stream (default), attention or MLP outputs, or heads")
     a.add_argument("--qk-fix", action="store_true", help="attn, head: each head's attention pattern patched for "
                                                         "real (the softmax recomputed), only its values estimated")
+    a.add_argument("--grad-drop", action="store_true", help="GradDrop (AtP*): each cell's size |effect|, averaged "
+                                                           "over backward passes that each skip one block's writes")
     a.add_argument("--verify", action="store_true", help="real patching beside the estimate: 'actual', the "
                                                         "Pearson 'correlation' and the cells that disagree most")
     a.set_defaults(func=cmd_attribute)

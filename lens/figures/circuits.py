@@ -52,18 +52,21 @@ def scatter_figure(r: AttributionResult, height: int = 480) -> go.Figure:
     cols = column_labels(r)
     rows = np.repeat(np.arange(r.estimate.shape[0]), C)
     text = [f"row {row_label(r.layers[i // C])} · {cols[i % C]}" for i in range(r.estimate.size)]
-    lo = float(min(r.actual.min(), r.estimate.min(), 0.0))
-    hi = float(max(r.actual.max(), r.estimate.max(), 1.0))
+    actual = np.abs(r.actual) if r.grad_drop else r.actual  # GradDrop estimates a size
+    lo = float(min(actual.min(), r.estimate.min(), 0.0))
+    hi = float(max(actual.max(), r.estimate.max(), 1.0))
     fig = go.Figure()
     fig.add_trace(go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", line=dict(color="#999", dash="dot"),
                              hoverinfo="skip", name="estimate = actual"))
     fig.add_trace(go.Scatter(
-        x=r.actual.ravel(), y=r.estimate.ravel(), mode="markers", text=text, name="cells",
+        x=actual.ravel(), y=r.estimate.ravel(), mode="markers", text=text, name="cells",
         marker=dict(size=7, color=rows, colorscale="Viridis", opacity=0.8,
                     colorbar=dict(title=dict(text="layer", side="right"))),
         hovertemplate="%{text}<br>actual %{x:.3f}<br>estimate %{y:.3f}<extra></extra>"))
-    fig.update_xaxes(title="real patching (share of the gap restored)", zeroline=True, automargin=True)
-    fig.update_yaxes(title="AtP estimate", zeroline=True, automargin=True)
+    fig.update_xaxes(title="|real patching| (share of the gap)" if r.grad_drop else
+                     "real patching (share of the gap restored)", zeroline=True, automargin=True)
+    fig.update_yaxes(title="AtP estimate, GradDrop (size)" if r.grad_drop else "AtP estimate", zeroline=True,
+                     automargin=True)
     fig.update_layout(showlegend=False)
     return _layout(fig, f"Pearson r = {r.correlation:.2f} over {r.estimate.size} cells", height)
 
@@ -73,9 +76,10 @@ def agreement_text(r: AttributionResult) -> str:
     if not r.verified:
         return "Not checked against real patching."
     worst = r.disagreements[0]
-    return (f"Pearson r = {r.correlation:.3f} over every cell; the furthest off is row "
-            f"{row_label(worst['layer'])} at {worst['column']}: estimate {worst['estimate']:.2f}, "
-            f"real {worst['actual']:.2f}.")
+    real = "real size" if r.grad_drop else "real"
+    return (f"Pearson r = {r.correlation:.3f} over every cell{' (sizes: GradDrop estimates |effect|)' if r.grad_drop else ''}; "
+            f"the furthest off is row {row_label(worst['layer'])} at {worst['column']}: estimate "
+            f"{worst['estimate']:.2f}, {real} {worst['actual']:.2f}.")
 
 
 def disagreement_rows(r: AttributionResult) -> list[dict]:

@@ -37,13 +37,14 @@ def _check(target):
         raise LensError("this view needs a target token (e.g. ' Paris')")
 
 
-def render_attribute(backend, info, prompts, *, target, foil, site, qk_fix) -> Drawn:
+def render_attribute(backend, info, prompts, *, target, foil, site, qk_fix, grad_drop=False) -> Drawn:
     """``prompts``: the clean prompt, then the corrupted one; real patching beside the estimate."""
     from ..figures.circuits import agreement_text, estimate_figure, scatter_figure
 
     _check(target)
     r = backend.attribute(prompts[0], prompts[1], AttributeOptions(target=target, foil=foil, site=site,
-                                                                   qk_fix=bool(qk_fix), verify=True))
+                                                                   qk_fix=bool(qk_fix), verify=True,
+                                                                   grad_drop=bool(grad_drop)))
     return Drawn([r], [estimate_figure(r), scatter_figure(r)], agreement_text(r))
 
 
@@ -63,7 +64,7 @@ VIEWS = (
         "m the target's logit minus the foil's at the last position.",
         "Left the estimate, right real patching (same rows, columns and colours); under them every cell as a point, "
         "real patching across and the estimate up, with their Pearson correlation."),
-        {"target": None, "foil": None, "site": "resid", "qk_fix": False}, render_attribute, reads=TWO_PROMPTS),
+        {"target": None, "foil": None, "site": "resid", "qk_fix": False, "grad_drop": False}, render_attribute, reads=TWO_PROMPTS),
     View("circuit", "Circuit and faithfulness", CAUSE_EFFECT, "circuits?tab=Circuit", (
         "Edge attribution patching scores each edge from a writer (the embedding, a head, an MLP) to a reader (a "
         "head's query, a key/value head's keys or values, an MLP, the logits); the first edges are kept and pruned "
