@@ -75,7 +75,8 @@ labels = token_labels(tokens, width=14)
 POSITIONS = [str(i) for i in range(T)]  # strings: what the URL holds once a position is picked by its label
 LABELS = dict(zip(POSITIONS, labels))
 HEADS_OF = [str(h) for h in range(info.n_heads)]
-link_to_labels({"position": LABELS, "node_pos": LABELS, "head": {h: f"head {h}" for h in HEADS_OF},
+link_to_labels({"position": LABELS, "node_pos": LABELS, "w_query": LABELS, "w_key": LABELS,
+                "head": {h: f"head {h}" for h in HEADS_OF},
                 "head_metric": SCORES})
 
 # An encoder (post-LN) has no routes: open it on rollout, which applies.
@@ -357,7 +358,9 @@ else:
             chart(pattern_figure(pats, head, height=height), key="head-pattern", where=head_col, share=0.5)
             if not PRESENTING:
                 download(pats, "head_patterns")
-                # Below the charts, in the normal view (presenting, the two charts fill the screen).
+            # Below the charts, in the normal view (presenting, the two charts fill the screen); a post-LN encoder's
+            # attention reads no pre-norm residual stream of its own, whose steps the walk-through shows.
+            if not PRESENTING and not info.post_ln:
                 with st.expander(f"Explain one weight of layer {pats.layer}, head {head}: from q and k to the weight",
                                  expanded=True):
                     explain_weight(pats.layer, head)
