@@ -37,9 +37,10 @@ def explain_cell(engine, tokenizer, model_name: str, ids: list[int], tokens: lis
     site = resid(row)
     final = resid(L)
     read = {site: [p], final: [p]}
-    if row == L:
-        read["logits"] = [p]
-    out = engine.run(ids, read=read, logits="none")
+    last = p == len(ids) - 1
+    if row == L and not last:  # the model's own final hidden state here (its logits at every position: T × V floats)
+        read["final_norm"] = [p]
+    out = engine.run(ids, read=read, logits="last" if row == L and last else "none")
     h = as64(out.reads[site][0, 0])
     kind, scale, bias, eps = norm_params(a.final_norm, h.shape[0], a.spec.norm_offset)
     x, mean, var, rms = apply_norm(h, kind, scale, bias, eps)
@@ -72,7 +73,12 @@ def explain_cell(engine, tokenizer, model_name: str, ids: list[int], tokens: lis
                     "prob": float(np.exp(logit - lse)), "row_norm": float(np.linalg.norm(w_row))})
     model_top = []
     if row == L:
-        own = as64(out.reads["logits"][0, 0])
+        if last:
+            own = as64(out.logits[0])
+        else:  # the unembedding of the model's own final-norm output, as its lm_head computes it
+            with torch.no_grad():
+                own = as64(a.unembed(out.reads["final_norm"][0, 0].to(W.dtype)))
+            own = np.tanh(own / cap) * cap if cap else own
         model_top = [{"token": t["token"], "id": t["id"], "logit": float(own[t["id"]])} for t in top]
     dims = largest(h, options.dims)
     return CellExplanation(
