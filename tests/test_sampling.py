@@ -175,3 +175,15 @@ def test_sample_command(capsys):
         assert main(["sample", "--model", "tiny-llama", "--prompt", PROMPT, "--no-cache", *args]) == 2
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1, err
+
+
+def test_a_short_table_still_shows_where_the_cuts_fall():
+    logits = np.random.default_rng(0).normal(0, 2, 1000).astype(np.float32)
+    r = sample(NextLogits("m", ["x"], logits), SampleOptions(shown=3, top_k=60, top_p=0.5, seed=2), str)
+    ranks = [x["rank"] for x in r.rows]
+    assert ranks == sorted(set(ranks)) and ranks[:3] == [1, 2, 3]
+    assert {r.kept, r.kept + 1, r.kept + 2, 61, r.sampled_rank} <= set(ranks)  # last kept, first cut, first top-k cut
+    by_rank = {x["rank"]: x for x in r.rows}
+    assert by_rank[r.kept]["cut"] is None and by_rank[r.kept + 1]["cut"] == "top-p" and by_rank[61]["cut"] == "top-k"
+    plain = sample(NextLogits("m", ["x"], logits), SampleOptions(shown=3, seed=2), str)
+    assert [x["rank"] for x in plain.rows][:3] == [1, 2, 3] and len(plain.rows) <= 4  # nothing cut: no edge rows

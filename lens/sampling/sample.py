@@ -63,7 +63,8 @@ def sample(logits: NextLogits, options: SampleOptions, name: Callable[[int], str
     # still shows a cut) and the sampled token: by rank, each once.
     ranks = set(range(min(options.shown, V)))
     last_kept = len(kept_ids) - 1  # kept tokens are the most likely ones: ranks 0 … len − 1
-    ranks |= {r for r in (last_kept, last_kept + 1, last_kept + 2) if r < V}
+    if last_kept < V - 1:  # something is cut
+        ranks |= {r for r in (last_kept, last_kept + 1, last_kept + 2) if r < V}
     first_k_cut = int(np.nonzero(cut[order] == "top-k")[0][0]) if options.top_k and (cut == "top-k").any() else None
     ranks |= {r for r in (first_k_cut,) if r is not None} | {sampled_rank - 1}
     rows = [row(int(order[r]), r + 1) for r in sorted(ranks)]
