@@ -19,6 +19,7 @@ from . import probes as probe_commands
 from . import anatomy as anatomy_commands
 from . import explain as explain_commands
 from . import sampling as sampling_commands
+from . import talks as talk_commands
 from .common import quiet_libraries, terminal_progress
 
 
@@ -35,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     anatomy_commands.register(sub)  # anatomy, contrastive (lens/anatomy/)
     explain_commands.register(sub)  # explain (lens/explain/)
     sampling_commands.register(sub)  # sample (lens/sampling/)
+    talk_commands.register(sub)  # talk show|export (lens/talks/)
     return parser
 
 

@@ -1,0 +1,137 @@
+"""A talk as one self-contained HTML deck: every scene's chart drawn in the browser from its numbers (plotly.js
+inlined from the installed plotly package), its title, the question and then its answer, the speaker's notes
+behind a key; ← → move between scenes. The file makes no network request: it holds everything it shows.
+"""
+from __future__ import annotations
+
+import json
+from html import escape
+
+from ..figures.style import for_slides
+
+_STYLE = """
+* { box-sizing: border-box; }
+html, body { margin: 0; height: 100%; background: #fff; color: #000;
+             font-family: Inter, Helvetica, Arial, sans-serif; font-size: 20px; }
+.scene { display: none; height: 100vh; padding: 14px 32px 10px; flex-direction: column; gap: 8px; }
+.scene.on { display: flex; }
+.scene header { display: flex; align-items: baseline; gap: 18px; }
+.scene h1 { font-size: 30px; margin: 0; flex: 1; }
+.count, .meta { color: #333; font-size: 18px; }
+.chart { flex: 1; min-height: 200px; }
+.question, .answer { font-size: 22px; padding: 6px 14px; border-radius: 6px; }
+.question { background: #eef3fb; border-left: 5px solid #2f6db5; }
+.answer { background: #eef8ee; border-left: 5px solid #2e7d32; }
+.notes { position: fixed; left: 0; right: 0; bottom: 0; max-height: 45vh; overflow: auto; background: #fffbe6;
+         border-top: 2px solid #c9a400; padding: 10px 32px; font-size: 20px; white-space: pre-wrap; }
+.hint { position: fixed; right: 12px; bottom: 6px; color: #555; font-size: 18px; }
+[hidden] { display: none !important; }
+body.notes-on .hint { display: none; }
+.title-scene h1 { font-size: 44px; margin-top: 30vh; text-align: center; }
+.title-scene p { text-align: center; }
+"""
+
+# The deck's keys: → (or space, Page Down) reveals a hidden answer first, then moves on; ← goes back; N shows
+# the notes. The scene's number stays in the address (#3), so a reload keeps the place.
+_SCRIPT = """
+const figs = JSON.parse(document.getElementById('deck-figures').textContent);
+const scenes = Array.from(document.querySelectorAll('.scene'));
+let at = 0;
+function draw(s) {
+  for (const div of s.querySelectorAll('.chart')) {
+    const f = figs[div.id];
+    if (!div.dataset.drawn) {
+      Plotly.newPlot(div, f.data, f.layout, {displaylogo: false, responsive: true});
+      div.dataset.drawn = '1';
+    } else { Plotly.Plots.resize(div); }
+  }
+}
+function show(i) {
+  at = Math.max(0, Math.min(scenes.length - 1, i));
+  scenes.forEach((s, k) => s.classList.toggle('on', k === at));
+  const a = scenes[at].querySelector('.answer');
+  if (a) a.hidden = true;
+  draw(scenes[at]);
+  if (location.hash !== '#' + (at + 1)) history.replaceState(null, '', '#' + (at + 1));
+}
+function next() {
+  const a = scenes[at].querySelector('.answer');
+  if (a && a.hidden) { a.hidden = false; return; }
+  show(at + 1);
+}
+document.addEventListener('keydown', (e) => {
+  if (e.ctrlKey || e.metaKey || e.altKey) return;
+  if (['ArrowRight', 'PageDown', ' ', 'Enter'].includes(e.key)) { next(); e.preventDefault(); }
+  else if (['ArrowLeft', 'PageUp', 'Backspace'].includes(e.key)) { show(at - 1); e.preventDefault(); }
+  else if (e.key === 'Home') show(0);
+  else if (e.key === 'End') show(scenes.length - 1);
+  else if (e.key === 'n' || e.key === 'N') {
+    document.querySelectorAll('.notes').forEach((n) => { n.hidden = !n.hidden; });
+    document.body.classList.toggle('notes-on');
+  }
+});
+const start = parseInt(location.hash.slice(1), 10);
+show(Number.isFinite(start) ? start - 1 : 0);
+"""
+
+
+def _figure_json(fig) -> dict:
+    """The figure as plotly.js draws it, at slide type sizes, sized by its box in the deck."""
+    import plotly.io as pio
+
+    fig = for_slides(fig)
+    fig.update_layout(height=None, width=None, autosize=True)
+    return json.loads(pio.to_json(fig, validate=False))
+
+
+def _para(text: str) -> str:
+    return escape(text).replace("\n", "<br>")
+
+
+def deck_html(talk, backend_for, progress=None, model: str | None = None) -> str:
+    """``talk`` (lens.talks.Talk) as one HTML file; ``backend_for(model_ref or None)`` gives the backend a scene
+    runs on (``model``: one model for every scene, over what the scenes' links name)."""
+    from plotly.offline import get_plotlyjs
+
+    from .links import draw
+
+    figures: dict[str, dict] = {}
+    parts = [f'<section class="scene title-scene"><h1>{escape(talk.title or "A talk")}</h1>'
+             f'<p class="meta">{len(talk.scenes)} scenes · → next, ← back, N notes</p></section>']
+    n = len(talk.scenes)
+    for i, scene in enumerate(talk.scenes):
+        if progress:
+            progress(i / max(n, 1), f"scene {i + 1} of {n}: {scene.title or scene.view}")
+        rendered, how = draw(backend_for(model or how_model(scene)), scene)
+        fig_id = f"fig-{i}"
+        figures[fig_id] = _figure_json(rendered.figures[0])
+        meta = f"{rendered.view.title} · {rendered.model}"
+        if how.unused:
+            meta += f" · not drawn here: {', '.join(f'{k}={scene.params[k]}' for k in how.unused)}"
+        html = [f'<section class="scene" id="scene-{i + 1}" data-view="{escape(rendered.view.name)}">',
+                f'<header><h1>{escape(scene.title or rendered.view.title)}</h1>'
+                f'<span class="count">{i + 1} / {n}</span></header>',
+                f'<div class="meta">{escape(meta)}</div>',
+                f'<div class="chart" id="{fig_id}"></div>']
+        if rendered.caption:
+            html.append(f'<div class="meta">{escape(rendered.caption)}</div>')
+        if scene.question:
+            html.append(f'<div class="question"><b>Question.</b> {_para(scene.question)}</div>')
+            html.append(f'<div class="answer" hidden><b>Answer.</b> {_para(scene.answer or "(no answer given)")}'
+                        "</div>")
+        html.append(f'<aside class="notes" hidden><b>Notes.</b> {_para(scene.notes or "(no notes)")}</aside>')
+        html.append("</section>")
+        parts.append("\n".join(html))
+    if progress:
+        progress(1.0, "done")
+    data = json.dumps(figures, ensure_ascii=False).replace("</", "<\\/")
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<meta name=\"viewport\" content=\"width=device-width\"><title>{escape(talk.title or 'A talk')}</title>"
+            f"<style>{_STYLE}</style><script>{get_plotlyjs()}</script></head>\n<body>\n" + "\n".join(parts)
+            + f'\n<div class="hint">→ next · ← back · N notes</div>'
+            + f'\n<script type="application/json" id="deck-figures">{data}</script>'
+            + f"\n<script>{_SCRIPT}</script>\n</body></html>\n")
+
+
+def how_model(scene) -> str | None:
+    return (scene.params.get("model") or "").strip() or None
