@@ -24,6 +24,7 @@ MAX_BYTES = 2_000_000  # a talk is text: a larger file is not one
 MAX_TEXT = 20_000  # characters of one title, note, question, answer or parameter
 FIELDS = ("title", "view", "params", "notes", "question", "answer")
 SUFFIX = ".json"
+NOT_SCENES = ("tour", "runs", "talk")  # pages that are not one view (a tour step is offered as a scene instead)
 
 
 @dataclass(frozen=True)
@@ -82,8 +83,8 @@ def canonical_view(name: str) -> str:
     from ..views import PAGES
 
     path = str(name).strip().strip("/").replace("-", "_")
-    if path not in PAGES or path in ("tour", "runs"):
-        shown = [p for p in PAGES if p not in ("tour", "runs")]
+    if path not in PAGES or path in NOT_SCENES:
+        shown = [p for p in PAGES if p not in NOT_SCENES]
         raise LensError(f"unknown view {str(name)[:60]!r}: a scene shows one of the pages {', '.join(shown)}")
     return path
 

@@ -236,7 +236,7 @@ def scene_from_url(url: str, title: str = "", **texts):
     from .format import scene_from_dict
 
     view, query = scene_query(url)
-    return scene_from_dict({"view": view, "params": query, "title": title, **texts}, "the link")
+    return scene_from_dict({"view": view, "params": query, "title": title, **texts}, "that link")
 
 
 def page_link(scene, present: bool = False, **extra) -> str:

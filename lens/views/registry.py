@@ -17,6 +17,7 @@ from . import weights as weight_views
 from . import steering as steering_views
 from . import probes as probe_views
 from . import anatomy as anatomy_views
+from . import talks as talk_views
 from .entry import LEARN, PROMPT, RESEARCH, SECTIONS, SUITE, TWO_PROMPTS, Page, View
 
 TOUR = Page("tour", "Guided tour", ":material/tour:", "nine short stories about what the layers do, one screen each",
@@ -36,7 +37,7 @@ the options, the numbers behind the chart, and your note. Save one with **Save r
 
 # The order of the home page's list, and of the pages within a sidebar section.
 PAGES: dict[str, Page] = {p.path: p for p in (
-    TOUR, logit_lens.PAGE, projection.PAGE, attention.PAGE, generate.PAGE, patching.PAGE,
+    TOUR, talk_views.PAGE, logit_lens.PAGE, projection.PAGE, attention.PAGE, generate.PAGE, patching.PAGE,
     attribution.PAGE, weight_views.PAGE, steering_views.PAGE, circuits.PAGE, suites.PAGE, anatomy_views.PAGE, RUNS)}
 VIEWS: dict[str, View] = {v.name: v for module in (logit_lens, generate, attention, projection, patching,
                                                    attribution, circuits, suites, weight_views,
