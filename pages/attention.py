@@ -113,8 +113,9 @@ def explain_weight(layer: int, head: int) -> None:
         c3.caption(link_note(what, asked[key], [*POSITIONS, *labels], f"the prompt's {T} tokens", used) or "")
     with shown_in_page("One attention weight", stop=False):
         r = backend.explain_attention(text, AttentionWeightOptions(layer=layer, head=head, query=q, key_position=k))
-        st.markdown(f"**Layer {layer}, head {head}: query {q} → key {k}**: weight {r.weight:.4g} — the "
-                    "pattern's cell above (row: query, column: key).")
+        if not PRESENTING:  # presenting, the last tab says it (one screen)
+            st.markdown(f"**Layer {layer}, head {head}: query {q} → key {k}**: weight {r.weight:.4g} — the "
+                        "pattern's cell above (row: query, column: key).")
         steps = attention_steps(r)
         for tab, (_, blocks) in zip(st.tabs([title for title, _ in steps], key="w_step"), steps):
             with tab:
@@ -346,7 +347,11 @@ else:
                                       format_func=lambda h: f"head {h}", required=True)
             head = int(pick) if pick in heads else 0
             height = present.SCREEN_CHART if PRESENTING else None
-            if PRESENTING and summary is not None:  # every head's score in the layer's place
+            # Presenting, a link naming a weight (?w_query=) shows its walk-through in the charts' place (one screen).
+            walk_through = PRESENTING and not info.post_ln and st.query_params.get("w_query") is not None
+            if walk_through:
+                explain_weight(pats.layer, head)
+            elif PRESENTING and summary is not None:  # every head's score in the layer's place
                 chart(head_summary_figure(summary, metric, height=height), key="head-summary", where=grid_col,
                       share=0.5, export={"view": "heads", "numbers": summary, "texts": text, "model": info.name,
                                          "params": {"layer": None, "metric": metric}})
@@ -355,7 +360,8 @@ else:
                       where=grid_col, share=0.5,
                       export={"view": "heads", "numbers": pats, "texts": text, "model": info.name,
                               "params": {"layer": pats.layer}})
-            chart(pattern_figure(pats, head, height=height), key="head-pattern", where=head_col, share=0.5)
+            if not walk_through:
+                chart(pattern_figure(pats, head, height=height), key="head-pattern", where=head_col, share=0.5)
             if not PRESENTING:
                 download(pats, "head_patterns")
             # Below the charts, in the normal view (presenting, the two charts fill the screen); a post-LN encoder's

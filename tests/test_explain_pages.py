@@ -58,6 +58,10 @@ def test_attention_weight_is_the_patterns_cell(backend):
     assert f"query 4 → key 2**: weight {w:.4g} — the pattern's cell" in text(at)
     r = backend.explain_attention(PROMPT, AttentionWeightOptions(5, 4, 4, 2))
     assert r.kv_head == 1 and "reads key/value head 1" in text(at)
+    # presenting, a link naming a weight shows its walk-through in the charts' place
+    at = page("pages/attention.py", present="1", view="Heads", head_layer="5", head="4", w_query="4", w_key="2")
+    assert f"The weight of key 2: <b>{w:.4g}</b>" in text(at)
+    assert not [e for e in at.expander if e.label.startswith("Explain one weight")]
     at = page("pages/attention.py", view="Heads", head_layer="5", head="4", w_query="77")
     assert "query 77 is past the prompt's 5 tokens" in text(at)
 

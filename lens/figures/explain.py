@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from html import escape
 
+import numpy as np
+
 from ..explain.results import AttentionExplanation, CellExplanation, NeuronExplanation
 
 Step = tuple[str, list[str]]
+ROW_KEYS = 6  # keys of an attention row listed (the largest weights, and the chosen key)
 
 
 def num(x: float | None, digits: int = 4) -> str:
@@ -33,8 +36,13 @@ def table(head: list[str], rows: list[list[str]], struck: list[bool] | None = No
     ``across``: turned on its side (one column per row given, the heads down the left): a vector's few largest
     dimensions take a few lines instead of one line each."""
     if across:
-        lines = [[f"<b>{h}</b>"] + [r[i] for r in rows] for i, h in enumerate(head)]
-        body = "".join("<tr>" + "".join(f'<td style="{CELL}">{c}</td>' for c in line) + "</tr>" for line in lines)
+        def style(j: int) -> str:  # row j given is column j + 1 drawn
+            if struck and struck[j]:
+                return CELL + "; color:#777; text-decoration: line-through"
+            return CELL + ("; font-weight:700; background:#fff3d6" if marked and marked[j] else "")
+        body = "".join(f'<tr><td style="{CELL}"><b>{h}</b></td>'
+                       + "".join(f'<td style="{style(j)}">{r[i]}</td>' for j, r in enumerate(rows)) + "</tr>"
+                       for i, h in enumerate(head))
         return f'<table class="explain-table" style="border-collapse:collapse; margin-bottom:0.4rem">{body}</table>'
     out = ['<table class="explain-table" style="border-collapse:collapse; margin-bottom:0.4rem"><tr>'
            + "".join(f'<th style="{CELL}">{h}</th>' for h in head) + "</tr>"]
@@ -111,8 +119,8 @@ def attention_steps(r: AttentionExplanation) -> list[Step]:
     qt, kt = tok(r.query_token), tok(r.key_token)
     gqa = (f" With grouped-query attention ({r.n_heads} query heads share {r.n_kv_heads} key/value heads) head "
            f"{r.head} reads key/value head {r.kv_head}." if r.n_kv_heads != r.n_heads else "")
-    pos = ("Rotary positions: each pair of dimensions (i, i + d/2) is turned by the angle position × θᵢ, the query "
-           "by its position, the key by its own, so their dot product depends on the distance between them."
+    pos = ("Rotary positions: each pair of dimensions (i, i + d/2) turns by position × θᵢ (the query by its own "
+           "position, the key by its own): q · k depends on their distance."
            if r.positions == "rotary" else
            "Learned positions: the position was added to the embeddings at the bottom of the model; nothing is "
            "rotated here.")
@@ -132,16 +140,35 @@ def attention_steps(r: AttentionExplanation) -> list[Step]:
           ("The causal mask: the key comes after the query, so the query cannot read it: its score is set to −∞ "
            "and its weight is 0." if r.masked else
            f"The causal mask lets query {r.query} read keys 0…{r.query}; later keys get −∞ (weight 0).")]
-    live = [(j, s) for j, s in enumerate(r.row_scores)]
-    rows = [[str(j), tok(r.tokens[j]), num(s) if s is not None else "−∞ (masked)", num(r.row_weights[j])]
-            for j, s in live]
+    # The row's largest weights and the chosen key, in key order (a long prompt's row would not fit a screen); the
+    # keys after the query, masked, in one row of their own.
+    W = np.asarray(r.row_weights)
+    keys = sorted(set(np.argsort(-W, kind="stable")[:ROW_KEYS].tolist()) | {r.key})
+    masked = [j for j, sc in enumerate(r.row_scores) if sc is None]
+    rows, struck, marked = [], [], []
+    for j in keys:
+        if j in masked:
+            continue
+        if rows and j > keys[keys.index(j) - 1] + 1:
+            rows.append(["…", "", "", ""])
+            struck.append(False)
+            marked.append(False)
+        rows.append([str(j), tok(r.tokens[j]), num(r.row_scores[j]), num(W[j])])
+        struck.append(False)
+        marked.append(j == r.key)
+    if masked:
+        span = f"{masked[0]}" if len(masked) == 1 else f"{masked[0]}…{masked[-1]}"
+        rows.append([span, "after the query", "−∞ (masked)", "0"])
+        struck.append(True)
+        marked.append(r.key in masked)
+    left = sum(1 for j, sc in enumerate(r.row_scores) if sc is not None and j not in keys)
     s3 = [f"The softmax over the query's row: <i>w</i> = exp(<i>s</i> − lse) with "
-          f"lse = log Σ exp(<i>s</i>) = {num(r.row_logsumexp)} over the keys it may read.",
-          table(["key", "token", "score s", "weight w"], rows, struck=[s is None for _, s in live],
-                marked=[j == r.key for j, _ in live]),
+          f"lse = log Σ exp(<i>s</i>) = {num(r.row_logsumexp)} over the keys it may read"
+          + (f" (the {ROW_KEYS} largest weights and the chosen key shown; {left} more keys share "
+             f"{num(float(W.sum() - W[keys].sum()))})." if left else "."),
+          table(["key", "token", "score s", "weight w"], rows, struck=struck, marked=marked, across=True),
           f"The weight of key {r.key}: <b>{num(r.weight)}</b>; the heads view (the model's own attention pattern) "
-          "shows "
-          f"{num(r.shown_weight)}."]
+          f"shows {num(r.shown_weight)}."]
     steps = [("1 · Query and key", s1), ("2 · Score and mask", s2), ("3 · Softmax", s3)]
     if r.output_dims:
         s4 = [f"The head's output at position {r.query} is the weighted sum of every key's value vector, "
