@@ -1153,7 +1153,7 @@ class EngineBackend:
         ids = self._ids(text)
         check_position(options.position, len(ids))
         return self.results.get("explain-cell", {"prompt": text, "options": options.key()}, lambda: explain_cell(
-            self.engine, self.loaded.tokenizer, self.loaded.name, ids, self._shown(ids), options))
+            self.engine, self.loaded.tokenizer, self.loaded.name, ids, token_strings(self.loaded.tokenizer, ids), options))
 
     def explain_attention(self, text: str, options: AttentionWeightOptions) -> AttentionExplanation:
         """One attention weight walked through from the query and key vectors (lens/explain/attention.py)."""
@@ -1166,7 +1166,7 @@ class EngineBackend:
         check_position(options.query, len(ids))
         check_position(options.key_position, len(ids))
         return self.results.get("explain-attention", {"prompt": text, "options": options.key()}, lambda: explain_attention(
-            self.engine, self.loaded.name, ids, self._shown(ids), options))
+            self.engine, self.loaded.name, ids, token_strings(self.loaded.tokenizer, ids), options))
 
     def explain_neuron(self, text: str, options: NeuronAtOptions) -> NeuronExplanation:
         """One MLP neuron at one position walked through (lens/explain/neuron.py)."""
@@ -1178,7 +1178,7 @@ class EngineBackend:
         ids = self._ids(text)
         check_position(options.position, len(ids))
         return self.results.get("explain-neuron", {"prompt": text, "options": options.key()}, lambda: explain_neuron(
-            self.engine, self.loaded.tokenizer, self.loaded.name, ids, self._shown(ids), options))
+            self.engine, self.loaded.tokenizer, self.loaded.name, ids, token_strings(self.loaded.tokenizer, ids), options))
 
     def next_logits(self, text: str) -> NextLogits:
         """The model's own logits after ``text`` (every token of the vocabulary): one pass, then kept (in memory for the
@@ -1188,18 +1188,18 @@ class EngineBackend:
         def compute():
             ids = self._ids(text)
             out = self.engine.run(ids, logits="last")
-            return NextLogits(model=self.loaded.name, tokens=self._shown(ids), logits=out.logits[0].cpu().numpy())
+            return NextLogits(model=self.loaded.name, tokens=token_strings(self.loaded.tokenizer, ids), logits=out.logits[0].cpu().numpy())
         return self.memo.get("next-logits", text, lambda: self.results.get("next-logits", {"prompt": text}, compute))
 
     def sample(self, text: str, options: SampleOptions) -> SampleResult:
         """Temperature, top-k and top-p on the cached final logits of ``text``, and a sample (lens/sampling/sample.py):
         numpy on the kept logits, no model run once they are kept."""
-        from .model.tokens import decode_token, visible
+        from .model.tokens import decode_token
         from .sampling.sample import sample
 
         options.check(self.engine.vocab_size())
         tok = self.loaded.tokenizer
-        return sample(self.next_logits(text), options, lambda i: visible(decode_token(tok, i)))
+        return sample(self.next_logits(text), options, lambda i: decode_token(tok, i))
 
 
 def local_backend(loaded: LoadedModel, cache: ResultCache | None = None, **kwargs) -> EngineBackend:

@@ -9,6 +9,7 @@ from streamlit.testing.v1 import AppTest
 from lens.engine_backend import local_backend
 from lens.explain.options import AttentionWeightOptions
 from lens.model.loading import load_model
+from lens.model.tokens import visible
 from lens.options import HeadOptions, LensOptions
 from lens.sampling.options import SampleOptions
 
@@ -73,7 +74,7 @@ def test_sampling_panel_is_the_backends_sample(backend, path):
     r = backend.sample(PROMPT, SampleOptions(temperature=0.7, top_k=5, seed=1))
     shown = text(at)
     assert f"{r.kept} of {r.vocab_size:,} tokens kept" in shown and "cut by top-5" in shown
-    assert f"Seed 1 drew u = {r.draw:.4g}" in shown and r.sampled.replace("␣", "") in shown
+    assert f"Seed 1 drew u = {r.draw:.4g}" in shown and visible(r.sampled) in shown
     # the temperature slider: a new distribution, from the same kept logits
     at.slider(key="s_temp").set_value(1.5).run()
     r2 = backend.sample(PROMPT, SampleOptions(temperature=1.5, top_k=5, seed=1))

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from ..errors import LensError
-from ..model.tokens import decode_token, visible
+from ..model.tokens import decode_token
 
 
 def as64(x) -> np.ndarray:
@@ -70,4 +70,5 @@ def activation(name: str, x: float) -> float:
 
 
 def shown(tokenizer, token_id: int) -> str:
-    return visible(decode_token(tokenizer, int(token_id)))
+    """A token's text as the model's tokenizer writes it (" Paris"; pages and the terminal show it visibly)."""
+    return decode_token(tokenizer, int(token_id))

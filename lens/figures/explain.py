@@ -6,6 +6,7 @@ from html import escape
 
 import numpy as np
 
+from ..model.tokens import visible
 from ..explain.results import AttentionExplanation, CellExplanation, NeuronExplanation
 
 Step = tuple[str, list[str]]
@@ -23,8 +24,9 @@ MARKDOWN_CHARS = {"*": "&#42;", "_": "&#95;", "`": "&#96;", "[": "&#91;", "]": "
 
 
 def tok(t: str) -> str:
-    """A token as a page shows it: escaped for HTML and for markdown, in a code chip."""
-    return "<code>" + "".join(MARKDOWN_CHARS.get(c, c) for c in escape(t, quote=False)) + "</code>"
+    """A token as a page shows it: its spaces and control characters visible, escaped for HTML and for markdown,
+    in a code chip."""
+    return "<code>" + "".join(MARKDOWN_CHARS.get(c, c) for c in escape(visible(t), quote=False)) + "</code>"
 
 
 CELL = "padding:0.1rem 0.55rem; border-bottom:1px solid #e3e3e3; text-align:right; white-space:nowrap"
