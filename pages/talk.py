@@ -26,6 +26,8 @@ from ui.widgets import PLOT_CONFIG, page_header  # noqa: E402
 
 ss = st.session_state
 TALK, OPENED, VERSION, MESSAGE = "talk_current", "talk_opened", "talk_version", "talk_message"
+TALLEST = 560  # px: a scene's chart with nothing under it (the page has no other controls to fit)
+NOTES_BOX = 180  # px: the tallest the notes get on screen (longer ones scroll inside)
 SHIPPED_LABEL = {TOUR: "The guided tour (shipped)"}
 # The shortcut hints Streamlit draws after a button's label repeat the label's arrow: hidden.
 NAV_CSS = ("<style>.st-key-talk-prev kbd, .st-key-talk-next kbd, .st-key-talk-notes kbd "
@@ -227,9 +229,11 @@ def play(talk: Talk) -> None:
     title_col.markdown(f"#### {i}/{n} · {scene.title or talk.title}")
     texts = [t for t in (note, scene.question if asks else "", scene.answer if asks and revealed else "",
                          scene.notes if notes_on else "") if t]
-    # The chart takes what the screen leaves: 720 px less the title row, the caption and each text's lines.
-    used = 118 + sum(31 * (1 + len(t) // 110) + 22 for t in texts)
-    height = int(max(220, min(present.SCREEN_CHART, 720 - used)))
+    # The chart takes what the 720 px screen leaves: the title row and the exit button (140 px), and each box of
+    # text under it (68 px for one line, 29 more per further line of about 105 characters at 18 px).
+    used = 140 + sum(min(NOTES_BOX, 68 + 29 * (len(t) // 105)) if t is scene.notes else 68 + 29 * (len(t) // 105)
+                     for t in texts)
+    height = int(max(220, min(TALLEST, 720 - used)))
     rendered = None
     with shown_in_page(f"Scene {i}", stop=False):
         with st.spinner("Computing this scene's chart (cached after the first time)…"):
@@ -244,8 +248,10 @@ def play(talk: Talk) -> None:
         st.info(f"**Question.** {scene.question}")
         if revealed:
             st.success(f"**Answer.** {scene.answer or '(no answer written)'}")
-    if notes_on:
-        st.warning(f"**Notes.** {scene.notes or '(no notes for this scene)'}")
+    if notes_on:  # long notes scroll in their own box: the screen itself never scrolls
+        long = 68 + 29 * (len(scene.notes) // 105) > NOTES_BOX
+        with st.container(height=NOTES_BOX if long else "content", border=False, key="talk-notes-box"):
+            st.warning(f"**Notes.** {scene.notes or '(no notes for this scene)'}")
 
 
 # ---------------------------------------------------------------- building

@@ -128,7 +128,7 @@ def deck_html(talk, backend_for, progress=None, model: str | None = None) -> str
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<meta name=\"viewport\" content=\"width=device-width\"><title>{escape(talk.title or 'A talk')}</title>"
             f"<style>{_STYLE}</style><script>{get_plotlyjs()}</script></head>\n<body>\n" + "\n".join(parts)
-            + f'\n<div class="hint">→ next · ← back · N notes</div>'
+            + '\n<div class="hint">→ next · ← back · N notes</div>'
             + f'\n<script type="application/json" id="deck-figures">{data}</script>'
             + f"\n<script>{_SCRIPT}</script>\n</body></html>\n")
 
