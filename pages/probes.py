@@ -88,12 +88,12 @@ def save_direction() -> None:
 
 
 best = r.layers.index(r.best_layer)
-s = st.columns([0.8, 1.6, 0.8, 3.8], vertical_alignment="bottom")
+s = st.columns([0.8, 1.6, 1.3, 3.3], vertical_alignment="bottom")
 s[0].number_input("Layer", 1, info.n_layers, min(info.n_layers, max(1, best + 1)), key="probe_layer",
                   help="The stream entering this block (the row after block layer − 1): where the direction is "
                        "read and where steering adds it. Default: the best row.")
 s[1].text_input("Vector name", value=f"{probe_set.name} probe", key="probe_vector_name")
-s[2].button("Save as steering vector", on_click=save_direction)
+s[2].button("Save as steering vector", key="probe_save", on_click=save_direction)
 said = ss.pop("probe_saved", None)
 if said:
     s[3].caption(said)

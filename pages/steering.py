@@ -68,7 +68,7 @@ if "steer_saved" in st.query_params and st.query_params["steer_saved"] not in SA
 
 link_options("steer_unit", UNITS)  # a link may name the option ("raw") or its label
 link_options("steer_positions", WHERE)
-c = st.columns([1.1, 1.0, 1.9, 1.9, 0.7, 0.8, 1.0, 1.0, 1.2, 0.7], vertical_alignment="bottom")
+c = st.columns([1.0, 0.95, 1.75, 1.75, 0.75, 0.8, 1.0, 0.95, 1.1, 0.95], vertical_alignment="bottom")
 c[0].selectbox("Preset", list(PRESETS), index=None, key="steer_preset", on_change=use_preset,
                placeholder="pick one", help="Sets the prompt, both texts, the layer and the coefficient.")
 vector = c[1].selectbox("Vector", VECTORS, key="steer_vector", bind="query-params",
@@ -170,10 +170,11 @@ if tab_note:
     st.caption(f"ℹ️ The link's {tab_note}")
 diff_tab, lenses_tab, dose_tab = st.tabs(list(TABS.values()), key="steer_tab", bind="query-params")
 HEIGHT = 300 if PRESENTING else 420
-GRID = present.SCREEN_CHART if PRESENTING else 560
+GRID = present.SCREEN_CHART - 110 if PRESENTING else 560  # presenting: room for the two texts
 if diff_tab.open:
     with diff_tab:
-        chart(difference_figure(r, height=GRID, max_rows=16 if PRESENTING else None), key="steer-diff",
+        chart(difference_figure(r, height=GRID, max_rows=16 if PRESENTING else None, cell_text=not PRESENTING),
+              key="steer-diff",
               export=export)
         if not PRESENTING:
             st.caption(difference_reading(r) + " Hover a cell for both runs' top-1 and log-probabilities.")
@@ -181,7 +182,8 @@ if lenses_tab.open:
     with lenses_tab:
         a, b = st.columns(2)
         for run, where in (("plain", a), ("steered", b)):
-            chart(grid_figure(r, run, height=GRID, max_rows=16 if PRESENTING else None), key=f"steer-grid-{run}",
+            chart(grid_figure(r, run, height=GRID, max_rows=16 if PRESENTING else None, cell_text=not PRESENTING),
+                  key=f"steer-grid-{run}",
                   where=where, export=export, share=0.5)
         if not PRESENTING:
             st.caption("Each cell: the top-1 token the lens reads at that layer and position, coloured by its "

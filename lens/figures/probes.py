@@ -27,7 +27,7 @@ def accuracy_figure(r: ProbeResult, height: int = 420) -> go.Figure:
                     hovertemplate="%{x}: %{y:.1%} held out<extra></extra>", name="cross-validated")
     best = r.layers.index(r.best_layer)
     fig.add_annotation(x=x[best], y=float(acc[best]), text=f"best {acc[best]:.0%}", showarrow=True, arrowhead=2,
-                       ay=-30, font=dict(size=12))
+                       ay=-22, font=dict(size=12))
     if r.readable_layer is not None:
         fig.add_vline(x=r.layers.index(r.readable_layer), line=dict(color="#2ca02c", dash="dot"))
     title = (f"Probe accuracy per layer ({r.classes[1]} vs {r.classes[0]}, {r.n} prompts, {r.folds}-fold): "
@@ -35,7 +35,9 @@ def accuracy_figure(r: ProbeResult, height: int = 420) -> go.Figure:
     fig.update_layout(height=height, margin=dict(l=10, r=10, t=50, b=10), showlegend=False,
                       title=dict(text=title, font=dict(size=14), x=0.01),
                       xaxis=dict(title="layer (the stream after each block, at the last token)", automargin=True),
-                      yaxis=dict(title="accuracy", range=[0, 1.02], tickformat=".0%", automargin=True))
+                      # room above 100 % for the best layer's label
+                      yaxis=dict(title="accuracy", range=[0, 1.16], tickvals=[0, 0.2, 0.4, 0.6, 0.8, 1.0],
+                                 tickformat=".0%", automargin=True))
     return fig
 
 

@@ -104,7 +104,8 @@ def _layout(fig: go.Figure, r: SteerResult, title: str, height: int) -> go.Figur
     return fig
 
 
-def grid_figure(r: SteerResult, run: str = "plain", height: int = 520, max_rows: int | None = None) -> go.Figure:
+def grid_figure(r: SteerResult, run: str = "plain", height: int = 520, max_rows: int | None = None,
+                cell_text: bool = True) -> go.Figure:
     """The logit lens of one run (``plain`` or ``steered``) over the prompt and the plain continuation: each cell
     coloured by its top-1 token's probability, the token written in it."""
     from ..model.tokens import visible
@@ -114,7 +115,7 @@ def grid_figure(r: SteerResult, run: str = "plain", height: int = 520, max_rows:
     prob = np.asarray(r.grid_plain_top_prob if run == "plain" else r.grid_steered_top_prob)[rows]
     lp = np.asarray(r.grid_plain_logprob if run == "plain" else r.grid_steered_logprob)[rows]
     x, y = _grid_axes(r, rows)
-    show = len(x) <= GRID_TEXT_COLUMNS
+    show = cell_text and len(x) <= GRID_TEXT_COLUMNS  # cell_text False: the tokens in the hover only
     text = [[_short(visible(top[i][c]), 6) for c in range(len(x))] for i in rows]
     hover = [[[visible(top[i][c]), float(lp[j, c])] for c in range(len(x))] for j, i in enumerate(rows)]
     fig = go.Figure(go.Heatmap(
@@ -128,7 +129,8 @@ def grid_figure(r: SteerResult, run: str = "plain", height: int = 520, max_rows:
                            "token", height)
 
 
-def difference_figure(r: SteerResult, height: int = 520, max_rows: int | None = None) -> go.Figure:
+def difference_figure(r: SteerResult, height: int = 520, max_rows: int | None = None,
+                      cell_text: bool = True) -> go.Figure:
     """Per cell, log p(target) in the steered run minus in the plain run (red: steering raised it), the steered
     run's top-1 written where it differs from the plain run's."""
     from ..model.tokens import visible
@@ -136,7 +138,7 @@ def difference_figure(r: SteerResult, height: int = 520, max_rows: int | None = 
     rows = grid_rows(r, max_rows)
     d = r.grid_difference[rows]
     x, y = _grid_axes(r, rows)
-    show = len(x) <= GRID_TEXT_COLUMNS
+    show = cell_text and len(x) <= GRID_TEXT_COLUMNS  # cell_text False: the tokens in the hover only
     text = [[_short(visible(r.grid_steered_top[i][c]), 6) if r.grid_steered_top[i][c] != r.grid_plain_top[i][c]
              else "" for c in range(len(x))] for i in rows]
     hover = [[[visible(r.grid_plain_top[i][c]), visible(r.grid_steered_top[i][c]),
