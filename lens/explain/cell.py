@@ -51,7 +51,7 @@ def explain_cell(engine, tokenizer, model_name: str, ids: list[int], tokens: lis
     cap = a.softcap
 
     def logits(v: np.ndarray) -> np.ndarray:  # the whole vocabulary, float32 as in the lens
-        z = as64(torch.from_numpy(v).to(W.dtype) @ W.T)
+        z = as64(torch.from_numpy(v).to(W.device, W.dtype) @ W.T)
         if b is not None:
             z = z + as64(b)
         return np.tanh(z / cap) * cap if cap else z

@@ -71,8 +71,9 @@ def explain_neuron(engine, tokenizer, model_name: str, ids: list[int], tokens: l
     promotes = []
     if a.has_lm_head:
         # The tokens the write pushes up, read straight through the unembedding (the final norm's scale folded in).
-        direction = a.linearised_final_norm(torch.from_numpy(write.astype(np.float32))[None])[0]
-        z = as64(a.unembed.weight.detach().float() @ direction)
+        W_U = a.unembed.weight.detach()
+        direction = a.linearised_final_norm(torch.from_numpy(write.astype(np.float32)).to(W_U.device)[None])[0]
+        z = as64(W_U.float() @ direction)
         promotes = [{"token": shown(tokenizer, int(i)), "id": int(i), "logit": float(z[i])}
                     for i in np.argsort(-z, kind="stable")[:8]]
     return NeuronExplanation(
