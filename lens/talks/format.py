@@ -15,16 +15,17 @@ import os
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 from ..errors import LensError
 from ..files import atomic_write_text
+from .links import TALK_KEYS, canonical_view, resolve
 
 MAX_SCENES = 200
 MAX_BYTES = 2_000_000  # a talk is text: a larger file is not one
 MAX_TEXT = 20_000  # characters of one title, note, question, answer or parameter
 FIELDS = ("title", "view", "params", "notes", "question", "answer")
 SUFFIX = ".json"
-NOT_SCENES = ("tour", "runs", "talk")  # pages that are not one view (a tour step is offered as a scene instead)
 
 
 @dataclass(frozen=True)
@@ -78,17 +79,6 @@ class Talk:
         return self.with_scenes(s)
 
 
-def canonical_view(name: str) -> str:
-    """The page's URL path for ``name``: ``logit-lens`` and ``/logit_lens`` both name ``logit_lens``."""
-    from ..views import PAGES
-
-    path = str(name).strip().strip("/").replace("-", "_")
-    if path not in PAGES or path in NOT_SCENES:
-        shown = [p for p in PAGES if p not in NOT_SCENES]
-        raise LensError(f"unknown view {str(name)[:60]!r}: a scene shows one of the pages {', '.join(shown)}")
-    return path
-
-
 def _text(value, what: str) -> str:
     if value is None:
         return ""
@@ -102,8 +92,6 @@ def _text(value, what: str) -> str:
 def scene_from_dict(d, where: str = "scene") -> Scene:
     """A checked scene: its page known, its params the page's URL query (text values), which the registry
     can draw (lens.talks.links.resolve)."""
-    from .links import resolve
-
     if not isinstance(d, dict):
         raise LensError(f"{where} must be an object with {', '.join(FIELDS)}, not {type(d).__name__}")
     unknown = sorted(set(d) - set(FIELDS))
@@ -231,3 +219,27 @@ def load_named(name: str) -> Talk:
     if not path.exists():
         raise LensError(f"no saved talk named {name!r} in {talks_dir()}")
     return load_talk(path)
+
+
+# ---------------------------------------------------------------- a pasted link
+
+def scene_query(url: str) -> tuple[str, dict[str, str]]:
+    """A pasted LayerLens link (``http://host/attention?view=Heads&prompt=…``, or only its path and query) as its
+    page and URL query; the player's own keys (present, talk, scene) are left out."""
+    text = (url or "").strip()
+    if not text:
+        raise LensError("paste a LayerLens link (its address, e.g. http://localhost:8501/attention?view=Heads)")
+    parts = urlsplit(text if "://" in text or text.startswith("/") else "/" + text)
+    page = parts.path.strip("/").rpartition("/")[2]
+    if not page:
+        raise LensError("the link opens the home page, which is not a view: open a page and copy its link")
+    view = canonical_view(page)
+    query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()
+             if k not in ("present", *TALK_KEYS)}
+    return view, query
+
+
+def scene_from_url(url: str, title: str = "", **texts):
+    """A checked scene for a pasted link."""
+    view, query = scene_query(url)
+    return scene_from_dict({"view": view, "params": query, "title": title, **texts}, "that link")

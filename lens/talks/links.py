@@ -10,17 +10,28 @@ in the scene, so the page shows it when played, and is named as not drawn in an 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from urllib.parse import parse_qs, urlsplit
 
 from ..errors import LensError
 
 # Keys every page shares (ui/state.py, ui/present.py), none of which changes what a chart computes but the model.
 SHARED = ("model", "prompt", "engine", "present", "example")
+NOT_SCENES = ("tour", "runs", "talk")  # pages that are not one view (a tour step is offered as a scene instead)
 TALK_KEYS = ("talk", "scene")  # added by the Talk page's player; never part of a scene
 # What a page opens with no choice in its URL (the attention page starts on routes where the model has them).
 PAGE_DEFAULT = {"attention": "routes", "logit_lens": "logit-lens", "projection": "projection", "patching": "patch",
                 "generate": "generate", "neurons": "neurons", "steering": "steer", "anatomy": "anatomy",
                 "attribution": "dla", "circuits": "attribute"}
+
+
+def canonical_view(name: str) -> str:
+    """The page's URL path for ``name``: ``logit-lens`` and ``/logit_lens`` both name ``logit_lens``."""
+    from ..views import PAGES
+
+    path = str(name).strip().strip("/").replace("-", "_")
+    if path not in PAGES or path in NOT_SCENES:
+        shown = [p for p in PAGES if p not in NOT_SCENES]
+        raise LensError(f"unknown view {str(name)[:60]!r}: a scene shows one of the pages {', '.join(shown)}")
+    return path
 
 
 @dataclass(frozen=True)
@@ -211,32 +222,6 @@ def resolve(scene) -> Resolved:
     params = _params(view, given)
     unused = tuple(sorted(k for k in query if k not in used))
     return Resolved(view.name, texts, params, (query.get("model") or "").strip() or None, unused)
-
-
-def scene_query(url: str) -> tuple[str, dict[str, str]]:
-    """A pasted LayerLens link (``http://host/attention?view=Heads&prompt=…``, or only its path and query) as its
-    page and URL query; the player's own keys (present, talk, scene) are left out."""
-    from .format import canonical_view
-
-    text = (url or "").strip()
-    if not text:
-        raise LensError("paste a LayerLens link (its address, e.g. http://localhost:8501/attention?view=Heads)")
-    parts = urlsplit(text if "://" in text or text.startswith("/") else "/" + text)
-    page = parts.path.strip("/").rpartition("/")[2]
-    if not page:
-        raise LensError("the link opens the home page, which is not a view: open a page and copy its link")
-    view = canonical_view(page)
-    query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()
-             if k not in ("present", *TALK_KEYS)}
-    return view, query
-
-
-def scene_from_url(url: str, title: str = "", **texts):
-    """A checked scene for a pasted link."""
-    from .format import scene_from_dict
-
-    view, query = scene_query(url)
-    return scene_from_dict({"view": view, "params": query, "title": title, **texts}, "that link")
 
 
 def page_link(scene, present: bool = False, **extra) -> str:
