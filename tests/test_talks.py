@@ -239,6 +239,16 @@ def test_talk_command_bad_input_one_line_exit_2(cli, tmp_path, args, says, monke
     assert out.returncode == 2 and out.stderr.count("\n") == 1 and says in out.stderr, out.stderr
 
 
+def test_a_scene_that_cannot_be_drawn_is_named(cli, tmp_path):
+    talk = Talk("t", (five_scenes().scenes[0], Scene("patching", {**TINY, "clean": "abcab", "corrupt": "abcabc",
+                                                                  "patch_target": "c"}, "Two lengths")))
+    save_talk(talk, tmp_path / "t.json")
+    out = cli("talk", "export", str(tmp_path / "t.json"), "--out", str(tmp_path / "d.html"), "--no-cache")
+    assert out.returncode == 2 and not (tmp_path / "d.html").exists()
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: scene 2 (Two lengths): ") and "tokens" in last, out.stderr
+
+
 def test_talk_command_bad_file_and_show_json(cli, tmp_path):
     (tmp_path / "bad.json").write_text('{"title": "t", "scenes": [{"view": "nowhere"}]}')
     out = cli("talk", "show", str(tmp_path / "bad.json"))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from html import escape
 
+from ..errors import LensError
 from ..figures.style import for_slides
 
 _STYLE = """
@@ -102,7 +103,10 @@ def deck_html(talk, backend_for, progress=None, model: str | None = None) -> str
     for i, scene in enumerate(talk.scenes):
         if progress:
             progress(i / max(n, 1), f"scene {i + 1} of {n}: {scene.title or scene.view}")
-        rendered, how = draw(backend_for(model or how_model(scene)), scene)
+        try:
+            rendered, how = draw(backend_for(model or how_model(scene)), scene)
+        except LensError as exc:
+            raise LensError(f"scene {i + 1} ({scene.title or scene.view}): {exc}") from None
         fig_id = f"fig-{i}"
         figures[fig_id] = _figure_json(rendered.figures[0])
         meta = f"{rendered.view.title} · {rendered.model}"
