@@ -7,44 +7,20 @@ require_app_router()
 
 from lens.circuits.graph import Graph  # noqa: E402
 from lens.circuits.options import CURVE_EDGES, DEFAULT_EDGES, AttributeOptions, CircuitOptions  # noqa: E402
-from lens.examples import PATCH_PAIRS  # noqa: E402
 from lens.figures.circuits import (agreement_text, circuit_figure, circuit_text, disagreement_rows,  # noqa: E402
                                    estimate_figure, faithfulness_figure, scatter_figure)
 from lens.figures.patching import ROWS_NOTE, metric_text, readable_rows  # noqa: E402
 from lens.views.attention import link_note  # noqa: E402
 from ui import present, state  # noqa: E402
 from ui.errors import shown_in_page  # noqa: E402
+from ui.experiment import link_to_label, pair_boxes, pair_picker  # noqa: E402
 from ui.widgets import chart, download_json, page_header  # noqa: E402
 
-FIRST = next(iter(PATCH_PAIRS))
 SITES = {"Residual stream": "resid", "Attention": "attn", "MLP": "mlp", "Heads": "head"}
 TABS = {"atp": "Attribution patching", "circuit": "Circuit"}
-TEXTS = ("clean", "corrupt", "patch_target", "foil")  # the same boxes (and URL keys) as Compare & patch
 ss = st.session_state
 PRESENTING = present.is_on()
 IG_STEPS = 5
-
-
-def link_to_label(key: str, labels: dict[str, str]) -> None:
-    """A link naming a tab by its short name (?tab=circuit) is rewritten to the label Streamlit keeps."""
-    asked = st.query_params.get(key)
-    if asked in labels and asked not in labels.values():
-        try:
-            st.query_params[key] = labels[asked]
-        except st.errors.StreamlitAPIException:
-            ss[key] = labels[asked]
-            return
-        st.rerun()
-
-
-def _use_pair() -> None:
-    name = ss.get("pair")
-    if name in PATCH_PAIRS:
-        ss.update(dict(zip(TEXTS, PATCH_PAIRS[name])))
-
-
-def _keep_experiment() -> None:
-    ss.update({k: ss.get(k) for k in TEXTS})
 
 
 page_header("circuits")
@@ -56,17 +32,9 @@ if not (info.has_lm_head and info.is_causal):
     st.warning(f"{info.name} is not a causal language model: there is no next-token answer to attribute.")
     st.stop()
 
-ss.update({k: v for k, v in zip(TEXTS, PATCH_PAIRS[FIRST]) if ss.get(k) is None and k not in st.query_params})
 p0, a, b, t, f = st.columns([2.2, 4, 4, 1.2, 1.2], vertical_alignment="bottom")
-p0.selectbox("Example pair", list(PATCH_PAIRS), index=None, key="pair", placeholder="pick a pair…",
-             on_change=_use_pair)
-clean = a.text_input("Clean prompt", value=None, key="clean", bind="query-params", on_change=_keep_experiment) or ""
-corrupt = b.text_input("Corrupted prompt", value=None, key="corrupt", bind="query-params",
-                       on_change=_keep_experiment) or ""
-target = t.text_input("Target", value=None, key="patch_target", bind="query-params", on_change=_keep_experiment,
-                      help="The clean prompt's answer: one token, with its leading space (' Paris').") or ""
-foil = f.text_input("Foil", value=None, key="foil", bind="query-params", on_change=_keep_experiment,
-                    help="The corrupted prompt's answer (' Rome'). Empty: the target's log-probability.") or None
+pair_picker(p0, "pick a pair…")
+clean, corrupt, target, foil = pair_boxes(a, b, t, f)
 if not clean.strip() or not corrupt.strip() or not target:
     st.info("Type a clean and a corrupted prompt and the target token, or pick an example pair.")
     st.stop()
@@ -120,7 +88,7 @@ if circuit_tab.open:
     with circuit_tab:
         E = int(Graph.of(info).valid.sum()) if info.has_head_sites else 0
         choices = [n for n in CURVE_EDGES if n < E] + [E]
-        c0, c1 = st.columns([3, 2], vertical_alignment="bottom")
+        c0, c1, c2 = st.columns([3, 2, 2], vertical_alignment="bottom")
         asked = st.query_params.get("edges")
         if asked is not None and asked not in [str(n) for n in choices]:  # a link's count the slider lacks
             st.caption(f"ℹ️ The link's edge count {asked!r} is not one the slider offers "

@@ -7,7 +7,6 @@ from ui.routing import require_app_router
 require_app_router()
 
 from lens.analysis.compare import peek_shape, shape_of, why_not_comparable  # noqa: E402
-from lens.examples import PATCH_PAIRS  # noqa: E402
 from lens.figures.patching import (ROWS_NOTE, clicked_cell, comparison_figure, lens_rows_figure,  # noqa: E402
                                    metric_text, noise_figure, noise_reading, patch_figure, reach_figure, reading,
                                    readable_rows)
@@ -20,41 +19,14 @@ from lens.views.attention import link_note  # noqa: E402
 from ui import present, state  # noqa: E402
 from ui.backends import loaded_models  # noqa: E402
 from ui.errors import shown_in_page  # noqa: E402
+from ui.experiment import link_to_label, pair_boxes, pair_picker  # noqa: E402
 from ui.widgets import chart, download_json, page_header  # noqa: E402
 
-FIRST = next(iter(PATCH_PAIRS))
 SITES = {"Residual stream": "resid", "Attention": "attn", "MLP": "mlp", "Heads": "head"}
 # The tabs: Streamlit keeps the label in the URL (?tab=Patch+one+cell); a link may also name one by its short name.
 TABS = {"grid": "Patching grid", "lens": "The lens of both prompts", "cell": "Patch one cell", "ablate": "Ablate",
         "models": "Two models", "noise": "Noise on the subject"}
-TEXTS = ("clean", "corrupt", "patch_target", "foil")  # the experiment's four boxes, in the order of a pair
 ss = st.session_state
-
-
-def link_to_label(key: str, labels: dict[str, str]) -> None:
-    """A link naming an option by its short name (?tab=cell): Streamlit keeps an option's label in the URL and
-    drops a value it does not know, so the URL is rewritten to the label and the page run again, before
-    anything is computed (the widget then starts at it, and a copied link still names it)."""
-    asked = st.query_params.get(key)
-    if asked in labels and asked not in labels.values():
-        try:
-            st.query_params[key] = labels[asked]
-        except st.errors.StreamlitAPIException:  # bound already in this session: set the widget instead
-            ss[key] = labels[asked]
-            return
-        st.rerun()
-
-
-def _use_pair() -> None:
-    name = ss.get("pair")
-    if name in PATCH_PAIRS:
-        ss.update(dict(zip(TEXTS, PATCH_PAIRS[name])))
-
-
-def _keep_experiment() -> None:
-    """After an edit of one box, all four go in the URL (set again, they are written there): a link then holds
-    the whole experiment, an emptied foil included (which the browser alone would drop from the URL)."""
-    ss.update({k: ss.get(k) for k in TEXTS})
 
 
 page_header("patching")
@@ -67,22 +39,11 @@ if not (info.has_lm_head and info.is_causal):
     st.stop()
 
 c0, c1 = st.columns([2, 3], vertical_alignment="bottom")
-c0.selectbox("Example pair", list(PATCH_PAIRS), index=None, key="pair", placeholder="pick an example pair…",
-             on_change=_use_pair)
+pair_picker(c0)
 site_label = c1.segmented_control("Patch", list(SITES), default="Residual stream", key="site", bind="query-params")
 site = SITES.get(site_label or "Residual stream", "resid")
-# Each box starts at the first pair unless the link or the session fills it (an emptied box is "" in both).
-ss.update({k: v for k, v in zip(TEXTS, PATCH_PAIRS[FIRST]) if ss.get(k) is None and k not in st.query_params})
 a, b, t, f = st.columns([4, 4, 1.2, 1.2], vertical_alignment="bottom")
-# No defaults of their own (value=None): a pair sets them through the session state, which a default would
-# make Streamlit warn about.
-clean = a.text_input("Clean prompt", value=None, key="clean", bind="query-params", on_change=_keep_experiment) or ""
-corrupt = b.text_input("Corrupted prompt", value=None, key="corrupt", bind="query-params",
-                       on_change=_keep_experiment) or ""
-target = t.text_input("Target", value=None, key="patch_target", bind="query-params", on_change=_keep_experiment,
-                      help="The clean prompt's answer: one token, with its leading space (' Paris').") or ""
-foil = f.text_input("Foil", value=None, key="foil", bind="query-params", on_change=_keep_experiment,
-                    help="The corrupted prompt's answer (' Rome'). Leave it empty to use the target's log-probability.")
+clean, corrupt, target, foil = pair_boxes(a, b, t, f)
 if not clean.strip() or not corrupt.strip() or not target:
     st.info("Type a clean and a corrupted prompt and the target token, or pick an example pair.")
     st.stop()
