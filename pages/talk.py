@@ -161,7 +161,8 @@ def what(scene: Scene) -> str:
     except LensError as exc:
         return f"{scene.view} ({exc})"
     texts = r.texts if isinstance(r.texts, str) else " / ".join(r.texts)
-    return f"{VIEWS[r.view].title} of “{texts[:60]}”" + (f" · {r.model}" if r.model else "")
+    return (f"{VIEWS[r.view].title} of “{texts[:60]}”" + (f" · {r.model}" if r.model else "")
+            + (" · drawn here with the view's default options" if r.partial else ""))
 
 
 def backend_for(ref: str | None):
@@ -227,8 +228,12 @@ def play(talk: Talk) -> None:
     notes_col.button("Notes", on_click=toggle_notes, shortcut="N", key="talk-notes", type="tertiary",
                      help="Or N: your notes under the chart.")
     title_col.markdown(f"#### {i}/{n} · {scene.title or talk.title}")
-    texts = [t for t in (note, scene.question if asks else "", scene.answer if asks and revealed else "",
-                         scene.notes if notes_on else "") if t]
+    try:
+        partial = resolve(scene).partial
+    except LensError:  # named below, where the scene is drawn
+        partial = False
+    texts = [t for t in (note, "partial" if partial else "", scene.question if asks else "",
+                         scene.answer if asks and revealed else "", scene.notes if notes_on else "") if t]
     # The chart takes what the 720 px screen leaves: the title row and the exit button (140 px), and each box of
     # text under it (68 px for one line, 29 more per further line of about 105 characters at 18 px).
     used = 140 + sum(min(NOTES_BOX, 68 + 29 * (len(t) // 105)) if t is scene.notes else 68 + 29 * (len(t) // 105)
@@ -244,6 +249,9 @@ def play(talk: Talk) -> None:
         st.plotly_chart(fig, key=f"talk-chart-{i}", config=PLOT_CONFIG, theme=None)
     if note:
         st.caption(f"ℹ️ {note}")
+    if rendered is not None and partial:
+        st.caption(f"ℹ️ Drawn with the default options of “{rendered.view.title}”: "
+                   f"[its page]({page_link(scene, present=True)}) reads every setting of the link.")
     if asks:
         st.info(f"**Question.** {scene.question}")
         if revealed:

@@ -145,6 +145,10 @@ def test_a_pasted_link_becomes_a_scene():
                                     "&method=UMAP&rms=true"))
     assert (corpus.texts, corpus.params["word"], corpus.params["method"], corpus.params["rms_scale"]) == (
         ["one bank", "two banks"], "bank", "umap", True)
+    # A page whose options links do not carry yet: its view with the defaults, and the link's settings named.
+    r = resolve(scene_from_url("/generate?prompt=abc&gen_stride=3&tab=Sampling+on+the+spot"))
+    assert (r.view, r.texts, r.partial, r.unused) == ("generate", "abc", True, ("gen_stride", "tab"))
+    assert not resolve(scene_from_url("/logit_lens?stride=3")).partial
     for url, says in (("", "paste a LayerLens link"), ("http://localhost:8501/", "home page"),
                       ("http://localhost:8501/nowhere?x=1", "unknown view 'nowhere'"),
                       ("/logit_lens?top_k=many", "is not an integer")):

@@ -110,6 +110,8 @@ def deck_html(talk, backend_for, progress=None, model: str | None = None) -> str
         fig_id = f"fig-{i}"
         figures[fig_id] = _figure_json(rendered.figures[0])
         meta = f"{rendered.view.title} · {rendered.model}"
+        if how.partial:
+            meta += " · drawn with this view's default options (its page reads more of the link)"
         if how.unused:
             meta += f" · not drawn here: {', '.join(f'{k}={scene.params[k]}' for k in how.unused)}"
         html = [f'<section class="scene" id="scene-{i + 1}" data-view="{escape(rendered.view.name)}">',

@@ -43,6 +43,7 @@ class Resolved:
     params: dict
     model: str | None  # the link's model; None: the default
     unused: tuple[str, ...]  # URL parameters the drawing does not read (the page's own widgets)
+    partial: bool = False  # a view whose options links do not carry yet: drawn with its defaults
 
 
 def _flag(text: str) -> bool:
@@ -221,7 +222,8 @@ def resolve(scene) -> Resolved:
             raise LensError("the two prompts need a target token (patch_target=…)")
     params = _params(view, given)
     unused = tuple(sorted(k for k in query if k not in used))
-    return Resolved(view.name, texts, params, (query.get("model") or "").strip() or None, unused)
+    return Resolved(view.name, texts, params, (query.get("model") or "").strip() or None, unused,
+                    view.name not in parsers())
 
 
 def page_link(scene, present: bool = False, **extra) -> str:
