@@ -93,6 +93,12 @@ def test_chance_band_formula():
 
 # ---------------------------------------------------------------- the sets
 
+def test_a_pair_suite_probes_clean_against_corrupted():
+    s = parse_set('{"clean": "a cat", "corrupt": "a dog"}\n{"clean": "the sun", "corrupt": "the moon"}\n', "p.jsonl")
+    assert s.prompts == ("a cat", "a dog", "the sun", "the moon") and s.labels == (1, 0, 1, 0)
+    assert s.classes == ("corrupt", "clean")
+
+
 def test_shipped_sets_are_balanced_and_plain():
     for name in SHIPPED:
         s = shipped(name)
@@ -152,7 +158,10 @@ def test_probe_command_json_and_bad_input(tmp_path, capsys):
     assert out["classes"] == ["neg", "pos"] and out["n"] == 12 and out["chance"] == 0.5 and out["folds"] == 3
     assert len(out["accuracy"]) == len(out["layers"]) == 4 and out["best_layer"] in out["layers"]
     assert {"band", "readable_layer", "train_accuracy", "fold_accuracy"} <= set(out)
-    for args, says in [(["--set", "nope"], "unknown probe set"), (["--set", str(csv), "--folds", "7"], "fewer than"),
+    assert main(["probe", "--model", "tiny-llama", "--set", str(csv), "--folds", "9", "--no-cache", "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["folds"] == 6 and "6 folds, not 9" in err  # one fold per prompt of a label
+    for args, says in [(["--set", "nope"], "unknown probe set"), (["--set", str(csv), "--folds", "1"], "folds"),
                        (["--set", str(csv), "--prompt", "x"], "not a prompt"), ([], "give the labelled set"),
                        (["--set", str(tmp_path / "none.csv")], "cannot read"),
                        (["--set", str(csv), "--save-vector", "v"], "--layer")]:

@@ -3,6 +3,7 @@ steering vectors (lens/steering/store.py)."""
 from __future__ import annotations
 
 import json
+import sys
 
 from .common import backend, model_args, terminal_progress
 
@@ -21,7 +22,10 @@ def cmd_probe(args) -> int:
                         "--prompts-file, one of them")
     s = load_set(args.set or args.prompts_file)
     options = ProbeOptions(folds=args.folds, l2=args.l2)
-    options.check(fewest=min(sum(s.labels), len(s.labels) - sum(s.labels)))
+    fewest = min(sum(s.labels), len(s.labels) - sum(s.labels))
+    options.check(fewest=fewest)
+    if options.fitted(fewest).folds < options.folds:
+        print(f"note: {fewest} prompts of a label: {fewest} folds, not {options.folds}", file=sys.stderr)
     if args.save_vector and args.layer is None:
         raise LensError("--save-vector needs --layer L: the stream entering block L, where the direction is read")
     b = backend(args)

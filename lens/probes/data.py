@@ -1,5 +1,5 @@
 """Labelled prompt sets for probes: the shipped ones (sets/*.jsonl, written by hand) or a user's CSV/JSONL with a
-``prompt`` and a ``label`` column holding two values. Read by the suites' readers (lens/suites/suite.py), so a
+``prompt`` and a ``label`` column holding two values (or a suite of clean/corrupt pairs: clean vs corrupted). Read by the suites' readers (lens/suites/suite.py), so a
 file's bad rows are named the same way. Imports nothing heavy."""
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ SHIPPED = {  # name -> (file, the class probed for (label 1), what it is)
     "true-false": ("true-false.jsonl", "true", "36 true and 36 false plain statements (capitals, numbers, nature)"),
     "reviews": ("reviews.jsonl", "positive", "30 positive and 30 negative short reviews (food, films, hotels)"),
 }
-MIN_PER_CLASS = 4
+MIN_PER_CLASS = 2  # the fewest prompts of a label: two folds need one of each on either side
 MAX_PROMPTS = 400  # one engine run per prompt (batched by length): a page still waits for them
 
 
@@ -29,6 +29,10 @@ class ProbeSet:
 
 
 def _from_suite(suite, name: str, positive: str | None) -> ProbeSet:
+    if "label" not in suite.columns and suite.items and all(i.is_pair for i in suite.items):
+        # A pair suite (the patching work's clean/corrupt pairs) probes whether the stream tells them apart.
+        prompts = tuple(p for i in suite.items for p in (i.clean, i.corrupt))
+        return ProbeSet(name, prompts, tuple(1 - k % 2 for k in range(len(prompts))), ("corrupt", "clean"))
     if "label" not in suite.columns:
         raise LensError(f"{name} has no 'label' column: give each prompt a label (two values, e.g. true/false)")
     labels = [item.label("label").strip() for item in suite.items]

@@ -25,8 +25,13 @@ class ProbeOptions:
             raise LensError(f"the L2 strength must be a number, not {self.l2!r}") from None
         if not 1e-6 <= lam <= 1e6:
             raise LensError(f"the L2 strength must be from 1e-6 to 1e6, not {self.l2!r}")
-        if fewest is not None and fewest < self.folds:
-            raise LensError(f"the smaller class has {fewest} prompts: fewer than the {self.folds} folds")
+        if fewest is not None and fewest < 2:
+            raise LensError(f"a label has {fewest} prompt: give each label at least two")
+
+    def fitted(self, fewest: int) -> "ProbeOptions":
+        """These options for a set whose smaller label has ``fewest`` prompts: at most that many folds (each fold
+        holds a prompt of each label)."""
+        return ProbeOptions(folds=min(int(self.folds), int(fewest)), l2=float(self.l2))
 
     def key(self) -> dict:
         return {"folds": int(self.folds), "l2": float(self.l2)}
