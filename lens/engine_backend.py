@@ -1062,8 +1062,10 @@ class EngineBackend:
         from .probes.options import ProbeOptions
         from .probes.probe import run_probe
 
+        fewest = min(sum(probe_set.labels), len(probe_set.labels) - sum(probe_set.labels))
         options = options or ProbeOptions()
-        options.check(fewest=min(sum(probe_set.labels), len(probe_set.labels) - sum(probe_set.labels)))
+        options.check(fewest=fewest)
+        options = options.fitted(fewest)  # fewer prompts of a label than folds: one fold per prompt of it
         ids = [self._ids(p) for p in probe_set.prompts]  # every prompt checked before any is run
         return self.results.get("probe", {"set": probe_set.key(), "options": options.key()}, lambda: run_probe(
             self.engine, self.loaded.name, ids, probe_set, options, progress))
