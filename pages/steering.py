@@ -180,15 +180,15 @@ if diff_tab.open:
             st.caption(difference_reading(r) + " Hover a cell for both runs' top-1 and log-probabilities.")
 if lenses_tab.open:
     with lenses_tab:
-        a, b = st.columns(2)
-        for run, where in (("plain", a), ("steered", b)):
+        # Presenting: side by side, tokens in the hover; else one above the other, wide enough for the tokens.
+        spots = st.columns(2) if PRESENTING else (st.container(), st.container())
+        for run, where in zip(("plain", "steered"), spots):
             chart(grid_figure(r, run, height=GRID, max_rows=16 if PRESENTING else None, cell_text=not PRESENTING),
-                  key=f"steer-grid-{run}",
-                  where=where, export=export, share=0.5)
+                  key=f"steer-grid-{run}", where=where, export=export, share=0.5 if PRESENTING else 1.0)
         if not PRESENTING:
             st.caption("Each cell: the top-1 token the lens reads at that layer and position, coloured by its "
-                       "probability; both runs read the prompt and the plain continuation (left of and right of the "
-                       "dotted line).")
+                       "probability; both runs read the same text: the prompt left of the dotted line, the plain "
+                       "continuation right of it.")
 if dose_tab.open:
     with dose_tab:
         a, b = st.columns(2)

@@ -96,8 +96,9 @@ def grid_rows(r: SteerResult, max_rows: int | None = None) -> list[int]:
 def _layout(fig: go.Figure, r: SteerResult, title: str, height: int) -> go.Figure:
     fig.update_layout(height=height, margin=dict(l=10, r=10, t=50, b=10), plot_bgcolor="white",
                       title=dict(text=title, font=dict(size=14), x=0.01),
-                      xaxis=dict(title=f"position · token of the prompt and the plain continuation (the prompt ends "
-                                       f"at {r.n_prompt - 1})", type="category", tickangle=-45, automargin=True),
+                      # short: it must fit half a presenter's screen
+                      xaxis=dict(title="position (the prompt ┆ the plain continuation)", type="category",
+                                 tickangle=-45, automargin=True),
                       yaxis=dict(title="layer", type="category", automargin=True))
     # where the prompt ends and the continuation starts
     fig.add_vline(x=r.n_prompt - 0.5, line=dict(color="#444", dash="dot"))
