@@ -224,14 +224,46 @@ def test_pruning_drops_what_reaches_nothing_and_keeps_the_metric(tiny):
     assert ms[0] == pytest.approx(ms[1], abs=1e-5)
 
 
+def grown_from_the_logits(g, u, v, s, key) -> bool:
+    """Written here: each edge's reader is the logits or read by a writer taken before it, and it has the largest
+    key among the edges whose readers were open then."""
+    open_readers = {len(g.readers) - 1}
+    left = set(range(len(u)))
+    for i in range(len(u)):
+        if v[i] not in open_readers:
+            return False
+        best = max(key(s[j]) for j in left if v[j] in open_readers)
+        if key(s[i]) < best - 1e-12:
+            return False
+        left.discard(i)
+        open_readers.update(g.writer_readers[u[i]])
+    return True
+
+
+def test_the_greedy_order_grows_a_circuit_from_the_logits():
+    g = Graph(2, 1)  # writers emb, a1.h0, m1, a2.h0, m2; readers a1, m1, a2, m2, logits
+    W, R = g.writers.index, g.readers.index
+    u, v = np.nonzero(g.valid)
+    score = {(W("emb"), R("a1")): 9.0, (W("m2"), R("logits")): 1.0, (W("a2.h0"), R("logits")): 3.0,
+             (W("emb"), R("a2")): 2.0, (W("m1"), R("a2")): 5.0, (W("emb"), R("logits")): 0.5}
+    s = np.array([score.get((int(a), int(b)), 0.0) for a, b in zip(u, v)])
+    order = g.greedy_order(s)
+    named = [(g.writers[u[i]], g.readers[v[i]]) for i in order[:5]]
+    # emb → a1 scores highest but is taken only once a1 matters, which needs a1.h0 taken: it never is here.
+    assert named == [("a2.h0", "logits"), ("m1", "a2"), ("emb", "a2"), ("m2", "logits"), ("emb", "logits")]
+    assert sorted(order.tolist()) == list(range(len(u)))  # every edge, once
+    assert grown_from_the_logits(g, u[order], v[order], s[order], lambda x: x)
+
+
 def test_backend_result(tmp_path):
     b = local_backend(load_model("tiny-llama"), None)
     r = b.circuit("hello there, the end", "jello where, the fnd", CircuitOptions("e", "f", 10))
     E = len(r.edge_score)
     assert E == int(Graph(3, 4, 2).valid.sum())  # per-head q, k, v readers: tiny llama has 2 key/value heads
-    assert list(r.edge_score) == sorted(r.edge_score, reverse=True)  # by default, the edges that help first
+    g = Graph(3, 4, 2)
+    assert grown_from_the_logits(g, r.edge_from, r.edge_to, r.edge_score, lambda s: s)  # by default: by score
     by_size = b.circuit("hello there, the end", "jello where, the fnd", CircuitOptions("e", "f", 10, rank="size"))
-    assert list(np.abs(by_size.edge_score)) == sorted(np.abs(by_size.edge_score), reverse=True)
+    assert grown_from_the_logits(g, by_size.edge_from, by_size.edge_to, by_size.edge_score, np.abs)
     assert sorted(by_size.edge_score) == sorted(r.edge_score)  # the same scores, ranked another way
     assert r.curve_edges[-1] == E and r.curve_faithfulness[-1] == pytest.approx(1.0, abs=1e-4)
     assert r.faithfulness == pytest.approx((r.metric_circuit - r.metric_corrupt) / (r.metric_clean - r.metric_corrupt))

@@ -63,7 +63,7 @@ def test_the_circuit_tab_shows_the_graph_and_the_curve(backend):
     at = page(tab="Circuit", edges="12")
     graph, curve = charts(at)[:2]
     want = backend.circuit(clean, corrupt, CircuitOptions(target, foil, 12))
-    assert graph["layout"]["title"]["text"].startswith(f"Top 12 edges, {len(want.kept)} once pruned")
+    assert graph["layout"]["title"]["text"].startswith(f"First 12 edges, {len(want.kept)} once pruned")
     np.testing.assert_allclose(array(curve["data"][0]["x"]), want.curve_edges)
     np.testing.assert_allclose(array(curve["data"][0]["y"]), want.curve_faithfulness, atol=1e-9)
     nodes = graph["data"][-1]

@@ -184,11 +184,12 @@ def _integrated(engine, g: Graph, corrupt_ids, emb_clean, emb_corrupt, target, f
 
 
 def ranked_edges(g: Graph, scores: np.ndarray, rank: str = "size") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Every edge (writer, reader, score): ``rank`` "size" largest |score| first, "help" largest score first
-    (ties: the order computed)."""
+    """Every edge (writer, reader, score) in the order a circuit grown from the logits takes them
+    (``Graph.greedy_order``): ``rank`` "size" by |score|, "help" by score. Grown, not the top n overall: the
+    top edges overall often join nothing to the logits and are pruned away."""
     u, v = np.nonzero(g.valid)
     s = scores[u, v]
-    order = np.argsort(-np.abs(s) if rank == "size" else -s, kind="stable")
+    order = g.greedy_order(np.abs(s) if rank == "size" else s)
     return u[order], v[order], s[order]
 
 

@@ -89,6 +89,37 @@ class Graph:
         projections are sites of their own, else one reader per attention block."""
         return Graph(info.n_layers, info.n_heads, info.n_kv_heads if info.has_qkv_sites else None)
 
+    def greedy_order(self, key: np.ndarray) -> np.ndarray:
+        """Every edge's index (into ``np.nonzero(self.valid)``), in the order a circuit grown from the logits takes
+        them: each step adds the edge of largest ``key`` whose reader already matters (the logits, or a reader of
+        a writer taken before), so every prefix reaches the logits. Ties: the order computed."""
+        import heapq
+
+        u, v = np.nonzero(self.valid)
+        by_reader: list[list[int]] = [[] for _ in self.readers]
+        for i, r in enumerate(v):
+            by_reader[r].append(i)
+        heap: list[tuple[float, int]] = []
+        active = [False] * len(self.readers)
+
+        def activate(r: int) -> None:
+            if not active[r]:
+                active[r] = True
+                for i in by_reader[r]:
+                    heapq.heappush(heap, (-float(key[i]), i))
+        activate(len(self.readers) - 1)
+        taken = [False] * len(self.readers)  # per writer: its readers activated
+        order = []
+        while heap:
+            _, i = heapq.heappop(heap)
+            order.append(i)
+            w = int(u[i])
+            if not taken[w]:
+                taken[w] = True
+                for r in self.writer_readers[w]:
+                    activate(r)
+        return np.asarray(order, dtype=np.int64)
+
     def prune(self, edges: list[tuple[int, int]]) -> list[tuple[int, int]]:
         """The edges left once what cannot reach the logits, or cannot be reached from the embedding, is dropped
         (neither changes the circuit's metric: such an edge carries nothing that arrives, or carries no change)."""

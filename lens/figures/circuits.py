@@ -180,7 +180,7 @@ def circuit_figure(c: CircuitResult, height: int = 620) -> go.Figure:
                      range=[-0.8, L + LOGITS_GAP + 0.8], title="layer", showgrid=False, zeroline=False)
     fig.update_xaxes(tickvals=list(range(H)) + [H + 0.8], ticktext=[f"H{h}" for h in range(H)] + ["MLP"],
                      range=[-0.6, H + 2.2], title="head", showgrid=False, zeroline=False)
-    title = f"Top {c.edges} edges, {len(c.kept)} once pruned: {100 * c.faithfulness:.0f} % restored"
+    title = f"First {c.edges} edges, {len(c.kept)} once pruned: {round(100 * c.faithfulness) + 0:.0f} % restored"
     return _layout(fig, title, height)
 
 
@@ -203,9 +203,13 @@ def faithfulness_figure(c: CircuitResult, height: int = 420) -> go.Figure:
 
 
 def circuit_text(c: CircuitResult) -> str:
-    return (f"The top {c.edges} of {len(c.edge_score)} edges ({len(c.kept)} once pruned) give "
+    text = (f"The first {c.edges} of {len(c.edge_score)} edges ({len(c.kept)} once pruned) give "
             f"{metric_name_text(c)} {c.metric_circuit:.2f} (clean {c.metric_clean:.2f}, corrupted "
             f"{c.metric_corrupt:.2f}): faithfulness {c.faithfulness:.2f}.")
+    if not c.kept:
+        text += (" None of them joins the input to the logits, so the circuit is the corrupted run: keep more edges"
+                 + (f" ({c.edges_80} restore 80 %)" if c.edges_80 else "") + " or rank by largest |score|.")
+    return text
 
 
 def metric_name_text(c) -> str:
