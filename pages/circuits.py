@@ -21,6 +21,7 @@ TABS = {"atp": "Attribution patching", "circuit": "Circuit"}
 ss = st.session_state
 PRESENTING = present.is_on()
 IG_STEPS = 5
+IOI = "Indirect object: who gets the drink"
 
 
 page_header("circuits")
@@ -34,7 +35,9 @@ if not (info.has_lm_head and info.is_causal):
 
 p0, a, b, t, f = st.columns([2.2, 4, 4, 1.2, 1.2], vertical_alignment="bottom")
 pair_picker(p0, "pick a pair…")
-clean, corrupt, target, foil = pair_boxes(a, b, t, f)
+# The indirect-object pair first: its answer is written by heads a circuit of a few dozen edges finds (the
+# factual pairs' subject is built by early MLPs, which the gradient estimates poorly).
+clean, corrupt, target, foil = pair_boxes(a, b, t, f, start=IOI)
 if not clean.strip() or not corrupt.strip() or not target:
     st.info("Type a clean and a corrupted prompt and the target token, or pick an example pair.")
     st.stop()

@@ -13,6 +13,7 @@ from plotly_json import array, charts
 from lens.circuits.options import AttributeOptions, CircuitOptions
 from lens.engine_backend import local_backend
 from lens.examples import PATCH_PAIRS
+IOI = "Indirect object: who gets the drink"  # the page starts at this pair
 from lens.model.loading import load_model
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
@@ -37,7 +38,7 @@ def backend():
 def test_attribution_is_the_default_tab_with_the_real_grid_beside_it(backend):
     at = page()
     grid, scatter = charts(at)[:2]
-    clean, corrupt, target, foil = next(iter(PATCH_PAIRS.values()))
+    clean, corrupt, target, foil = PATCH_PAIRS[IOI]
     want = backend.attribute(clean, corrupt, AttributeOptions(target, foil, "resid", verify=True))
     np.testing.assert_allclose(array(grid["data"][0]["z"]), want.estimate, atol=1e-5)
     np.testing.assert_allclose(array(grid["data"][1]["z"]), want.actual, atol=1e-5)
@@ -59,7 +60,7 @@ def test_a_link_holds_the_grid_and_the_qk_fix(backend):
 
 
 def test_the_circuit_tab_shows_the_graph_and_the_curve(backend):
-    clean, corrupt, target, foil = next(iter(PATCH_PAIRS.values()))
+    clean, corrupt, target, foil = PATCH_PAIRS[IOI]
     at = page(tab="Circuit", edges="12")
     graph, curve = charts(at)[:2]
     want = backend.circuit(clean, corrupt, CircuitOptions(target, foil, 12))

@@ -44,12 +44,12 @@ def pair_picker(where, placeholder: str = "pick an example pair…") -> None:
                     on_change=_use_pair)
 
 
-def pair_boxes(a, b, t, f) -> tuple[str, str, str, str | None]:
+def pair_boxes(a, b, t, f, start: str = FIRST) -> tuple[str, str, str, str | None]:
     """The clean and corrupted prompts, the target and the foil in the columns given: (clean, corrupt, target,
-    foil or None). Each box starts at the first pair unless the link or the session fills it (an emptied box
-    is "" in both)."""
+    foil or None). Each box starts at the pair ``start`` unless the link or the session fills it (an emptied
+    box is "" in both)."""
     ss = st.session_state
-    ss.update({k: v for k, v in zip(TEXTS, PATCH_PAIRS[FIRST]) if ss.get(k) is None and k not in st.query_params})
+    ss.update({k: v for k, v in zip(TEXTS, PATCH_PAIRS[start]) if ss.get(k) is None and k not in st.query_params})
     # No defaults of their own (value=None): a pair sets them through the session state, which a default would
     # make Streamlit warn about.
     clean = a.text_input("Clean prompt", value=None, key="clean", bind="query-params", on_change=_keep_experiment)
