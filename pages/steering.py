@@ -1,4 +1,5 @@
 """Steer the model: plain and steered continuations side by side, the dose-response and the lens of both runs."""
+from dataclasses import replace
 from html import escape
 
 import streamlit as st
@@ -25,6 +26,7 @@ ss = st.session_state
 PRESENTING = present.is_on()
 DEFAULTS = VIEWS[0].params
 UNITS = {"norm": "× norm", "raw": "raw"}
+DOSE_TAB = "Dose-response"
 WHERE = {"all": "all", "after-prompt": "after prompt", "front": "front"}
 
 page_header("steering")
@@ -123,8 +125,12 @@ params = {**DEFAULTS, "positive": positive, "negative": negative, "token": token
           "unit": unit, "mode": mode, "positions": where, "max_new_tokens": int(n_new)}
 r = None
 with shown_in_page("Steering", stop=False):
-    with st.spinner("Generating plainly and steered, then the dose-response…"):
-        r = backend.steer(text, options_from(params, L))
+    # The dose-response (most of the work: a pass per coefficient, a text at five) only where its tab is open, so
+    # a preset shows both texts and the lens difference first.
+    dose = (ss.get("steer_tab") or st.query_params.get("steer_tab")) == DOSE_TAB
+    with st.spinner("Generating plainly and steered, then the lens of both runs"
+                    + (" and the dose-response…" if dose else "…")):
+        r = backend.steer(text, replace(options_from(params, L), dose=dose))
 if r is None:
     st.stop()
 
@@ -163,7 +169,7 @@ if not PRESENTING:
     note = ss.pop("steer_saved_note", None)
     row.caption(note or f"Vector: {r.vector_label}; ‖v‖ = {r.vector_norm:.3g}.")
 export = {"view": "steer", "numbers": r, "texts": text, "model": info.name, "params": params}
-TABS = {"difference": "Lens difference", "lenses": "Both lenses", "dose": "Dose-response"}
+TABS = {"difference": "Lens difference", "lenses": "Both lenses", "dose": DOSE_TAB}
 tab_note = link_note("tab", st.query_params.get("steer_tab"), list(TABS.values()), "this page's tabs",
                      f"“{TABS['difference']}”")
 if tab_note:
