@@ -22,6 +22,10 @@ logit lens reads as that token).
   it, −1 reflects it).
 - **Cap**: the projection of h on v's direction at most c·‖v‖ (raw) or c × the mean norm.
 - **Ablate**: the part of h along v removed (c unused).
+- **Vector**: *contrast* (the two texts), *token* (a token's unembedding row), *probe* (the direction of a
+  logistic-regression probe of a shipped labelled set, fitted at the layer: see Probes), or *saved*: a vector saved
+  by name with **Save vector** (or on the Probes page, or `steer --save-vector NAME`), kept beside the saved runs and
+  applied by default at the layer it was read at. A saved vector of another model's width is refused.
 - **Positions**: all; after the prompt (its last token, which chooses the first new token, and every new one); or
   the prompt's first tokens ("front", as ActAdd adds them).
 
@@ -35,7 +39,7 @@ rows before the steered block are exactly zero), with the steered run's top-1 to
 plain run's. **Both lenses** shows the two runs' own lenses side by side (each cell's top-1 token, coloured by its
 probability).
 
-In the **Dose-response** tab, the **lens** chart reads log p(target) after each block at the prompt's last token in both runs (they agree before the block
+In the **Dose-response** tab (computed when it is opened), the **lens** chart reads log p(target) after each block at the prompt's last token in both runs (they agree before the block
 steered); the **dose-response** varies the coefficient and reads log p(target) of the next token, and the table
 gives the text at a few coefficients. The target defaults to the positive text's first token that differs from the
 negative one (“ love” for love ↔ hate), or a token vector's own token.
