@@ -155,3 +155,18 @@ def test_steering_vector_is_what_the_run_adds(tiny):
     v = b.steering_vector(o, "n")
     np.testing.assert_allclose(v.vector, hf_contrast(lm.model, lm.tokenizer, "good", "bad", 3), atol=1e-5)
     assert v.layer == 3 and v.source == "contrast" and v.model == "tiny-llama"
+
+
+def test_vectors_live_beside_the_saved_runs(tmp_path, monkeypatch):
+    from lens.runs.store import default_runs_path
+    from lens.steering.store import default_vectors_path
+
+    monkeypatch.delenv("LAYERLENS_VECTORS", raising=False)
+    for runs in (None, str(tmp_path / "elsewhere" / "runs.sqlite")):
+        if runs:
+            monkeypatch.setenv("LAYERLENS_RUNS", runs)
+        else:
+            monkeypatch.delenv("LAYERLENS_RUNS", raising=False)
+            monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+        assert default_vectors_path() == default_runs_path().with_name("vectors.sqlite")
+        assert "cache" not in default_vectors_path().parts

@@ -1,7 +1,7 @@
 """Steering vectors saved by name: one SQLite file beside the saved runs (user data, not cache).
 
-Where: ``LAYERLENS_VECTORS`` (a file path), else ``vectors.sqlite`` in the saved runs' folder
-(``lens.runs.store.default_runs_path``). Each save or delete is one transaction in SQLite's write-ahead log, so a
+Where: ``LAYERLENS_VECTORS`` (a file path), else ``vectors.sqlite`` in the saved runs' folder (beside
+``LAYERLENS_RUNS``, else ``$XDG_DATA_HOME/layerlens/``, else ``~/.local/share/layerlens/``). Each save or delete is one transaction in SQLite's write-ahead log, so a
 writer killed half-way leaves every vector saved before it whole. A vector is stored as safetensors bytes and
 how it was made as JSON, never pickle: reading one runs no code. A damaged or missing vector is one clear line.
 """
@@ -33,9 +33,12 @@ SOURCES = ("contrast", "token", "probe")
 def default_vectors_path() -> Path:
     if os.environ.get("LAYERLENS_VECTORS"):
         return Path(os.environ["LAYERLENS_VECTORS"]).expanduser()
-    from ..runs.store import default_runs_path
-
-    return default_runs_path().with_name("vectors.sqlite")
+    # Beside the saved runs (lens/runs/store.py default_runs_path: the same rules, not imported, since the run
+    # store's module reads the backend's types and those name this one)
+    if os.environ.get("LAYERLENS_RUNS"):
+        return Path(os.environ["LAYERLENS_RUNS"]).expanduser().with_name("vectors.sqlite")
+    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(base) / "layerlens" / "vectors.sqlite"
 
 
 def check_name(name: str) -> str:
