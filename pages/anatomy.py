@@ -95,8 +95,8 @@ if not PRESENTING:  # the page's answers in three sentences, whichever tab is op
     st.markdown("\n".join(f"- {first_sentence(s)}" for s in (
         skip_reading(r), similarity_reading(r.rows, r.cka), outlier_reading(r))))
     st.caption(f"Every measure is over positions 1… ({FIRST_LEFT_OUT}: an attention sink whose norm dwarfs the "
-               "rest); the skips and swaps read the next token at the last position; the last row is the last "
-               "block's raw output, before the final norm.")
+               "rest); the skips and swaps read the next token at the last position; the bottom row is the last "
+               "block's output as it leaves the block (the final norm not yet applied).")
 
 export = {"view": "anatomy", "numbers": r, "texts": text, "model": info.name, "params": {"swap": bool(swap)}}
 tab_note = link_note("tab", st.query_params.get("tab"), TABS, "this page's tabs", f"“{TABS[0]}”")

@@ -42,6 +42,12 @@ def screens() -> list[str]:
             "suites?source=Template&as_pairs=true&tab=Patching+over+pairs&patched=true",
             "suites?source=Paste&pasted=" + quote("The capital of France is\t Paris\nThe capital of Peru is\t Lima")]
     out += ["steering?steer_mode=cap&steer_positions=after-prompt&steer_unit=raw&steer_coef=2&steer_layer=99"]
+    out += ["circuits?tab=Attribution+patching&grad_drop=true", "circuits?tab=Circuit&rank=size"]
+    out += [f"anatomy?tab={quote(t)}" for t in ("Skip & swap", "Similarity", "Outliers", "Token erasure",
+                                                "Autocontrastive")]
+    out += ["logit_lens?panel=work", "attention?view=Heads&w_query=4&w_key=2",
+            f"generate?tab={quote('Sampling on the spot')}"]
+    out += ["talk?talk=tour&scene=3"]
     out += [f"tour?step={n}" for n in range(1, len(STEPS) + 1)]
     return out
 
