@@ -288,15 +288,15 @@ def parse_step(raw: str | None, n: int = len(STEPS)) -> tuple[int, str]:
 # ---------------------------------------------------------------- links to the dashboard
 
 _WORD = "word"  # the projection page's word box: "corpus_word" for a corpus, "word" for a prompt
-_METHODS = {"pca": "PCA", "umap": "UMAP"}  # the projection page's choices, as its URL spells them
-_SITES = {"resid": "Residual stream", "attn": "Attention", "mlp": "MLP", "head": "Heads"}  # the patching page's
+PROJECTION_METHODS = {"pca": "PCA", "umap": "UMAP"}  # the projection page's choices, as its URL spells them
+PATCH_SITE_LABELS = {"resid": "Residual stream", "attn": "Attention", "mlp": "MLP", "head": "Heads"}  # the patching page's
 
 
-def _flag(value) -> str:
+def url_flag(value) -> str:
     return "true" if value else "false"
 
 
-def _measure(key: str) -> str:
+def url_measure(key: str) -> str:
     """The projection page's measure box lists the measures by name, and its URL holds the name."""
     from .views.projection import measure_title
 
@@ -308,18 +308,18 @@ def _measure(key: str) -> str:
 # here could not travel in a link (tests hold the table complete).
 URL_KEYS: dict[str, dict[str, tuple[str, Callable]]] = {
     "logit-lens": {"metric": ("metric", str), "target": ("target", str), "stride": ("stride", str),
-                   "top_k": ("top_k", str), "lens": ("lens", str), "exits": ("exits", _flag)},
-    "rollout": {"position": ("position", str), "skip_first": ("rollout_skip_first", _flag)},
+                   "top_k": ("top_k", str), "lens": ("lens", str), "exits": ("exits", url_flag)},
+    "rollout": {"position": ("position", str), "skip_first": ("rollout_skip_first", url_flag)},
     "routes": {"position": ("position", str), "threshold": ("threshold", str)},
     "heads": {"layer": ("head_layer", str), "metric": ("head_metric", str)},
-    "projection": {"method": ("method", _METHODS.__getitem__), "dims": ("dims", str), "color_by": ("color", str),
+    "projection": {"method": ("method", PROJECTION_METHODS.__getitem__), "dims": ("dims", str), "color_by": ("color", str),
                    "word": (_WORD, str),
                    "mode": ("mode", {"joint": "Trajectories", "aligned": "Layer by layer"}.__getitem__),
-                   "rows": ("rows", str), "skip_first": ("skip_first", _flag), "skip_special": ("skip_special", _flag),
-                   "rms_scale": ("rms", _flag)},
-    "geometry": {"word": (_WORD, str), "metric": ("measure", _measure), "skip_first": ("skip_first", _flag),
-                 "skip_special": ("skip_special", _flag)},
-    "patch": {"target": ("patch_target", str), "foil": ("foil", str), "site": ("site", _SITES.__getitem__)},
+                   "rows": ("rows", str), "skip_first": ("skip_first", url_flag), "skip_special": ("skip_special", url_flag),
+                   "rms_scale": ("rms", url_flag)},
+    "geometry": {"word": (_WORD, str), "metric": ("measure", url_measure), "skip_first": ("skip_first", url_flag),
+                 "skip_special": ("skip_special", url_flag)},
+    "patch": {"target": ("patch_target", str), "foil": ("foil", str), "site": ("site", PATCH_SITE_LABELS.__getitem__)},
 }
 
 

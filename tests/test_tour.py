@@ -126,6 +126,8 @@ def test_every_link_names_every_option_of_its_chart():
                 assert query.pop("prompt") == shown.texts
             params = chart_params(shown)
             source = (ROOT / page_named(view.path).file).read_text()
+            if view.reads == "two prompts":  # the experiment's boxes are the shared ones of ui/experiment.py
+                source += (ROOT / "ui" / "experiment.py").read_text()
             for option, value in params.items():
                 if value is None:  # the page's own default ("the last position")
                     continue

@@ -108,7 +108,7 @@ class Graph:
                 for i in by_reader[r]:
                     heapq.heappush(heap, (-float(key[i]), i))
         activate(len(self.readers) - 1)
-        taken = [False] * len(self.readers)  # per writer: its readers activated
+        taken = [False] * len(self.writers)  # per writer: its readers activated
         order = []
         while heap:
             _, i = heapq.heappop(heap)

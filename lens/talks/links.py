@@ -106,9 +106,9 @@ def _one_of(view: str, option: str, values: tuple[str, ...]):
 
 def _parsers() -> dict[str, dict[str, tuple[str, callable]]]:
     """view -> option -> (URL key, text -> option value): lens.tour.URL_KEYS read backwards."""
-    from ..tour import _METHODS, _SITES, URL_KEYS
-    from ..tour import _flag as spell_flag
-    from ..tour import _measure as spell_measure
+    from ..tour import PROJECTION_METHODS, PATCH_SITE_LABELS, URL_KEYS
+    from ..tour import url_flag as spell_flag
+    from ..tour import url_measure as spell_measure
 
     ints = {"stride", "top_k", "position", "layer", "dims", "samples", "seed"}
     floats = {"threshold", "scale"}
@@ -123,10 +123,10 @@ def _parsers() -> dict[str, dict[str, tuple[str, callable]]]:
                 parse = _flag
             elif spell is spell_measure:
                 parse = _measure
-            elif getattr(spell, "__self__", None) is _METHODS:
-                parse = _inverse(_METHODS)
-            elif getattr(spell, "__self__", None) is _SITES:
-                parse = _inverse(_SITES)
+            elif getattr(spell, "__self__", None) is PROJECTION_METHODS:
+                parse = _inverse(PROJECTION_METHODS)
+            elif getattr(spell, "__self__", None) is PATCH_SITE_LABELS:
+                parse = _inverse(PATCH_SITE_LABELS)
             elif getattr(spell, "__self__", None) is not None and isinstance(spell.__self__, dict):
                 parse = _inverse(spell.__self__)
             else:
@@ -199,7 +199,7 @@ def resolve(scene) -> Resolved:
     """What ``scene`` (a lens.talks.Scene) draws; a URL value the view cannot take is refused in one line."""
     from ..examples import PATCH_PAIRS
     from ..views.entry import TWO_PROMPTS
-    from ..views.registry import _params
+    from ..views.registry import view_params
 
     query = dict(scene.params)
     view = choose_view(scene.view, query)
@@ -220,7 +220,7 @@ def resolve(scene) -> Resolved:
             given["target"], given["foil"] = first[2], given.get("foil") or first[3]
         else:
             raise LensError("the two prompts need a target token (patch_target=…)")
-    params = _params(view, given)
+    params = view_params(view, given)
     unused = tuple(sorted(k for k in query if k not in used))
     return Resolved(view.name, texts, params, (query.get("model") or "").strip() or None, unused,
                     view.name not in parsers())

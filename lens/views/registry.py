@@ -82,7 +82,7 @@ def query_value(name: str, key: str) -> str:
     return view_named(name).query[key]
 
 
-def _params(view: View, given: dict) -> dict:
+def view_params(view: View, given: dict) -> dict:
     unknown = sorted(set(given) - set(view.params))
     if unknown:
         raise LensError(f"the {view.name} view has no option {', '.join(unknown)}; it takes "
@@ -94,7 +94,7 @@ def render_view(backend: Backend, name: str, texts: str | Sequence[str], **given
     """The result and figures of view ``name`` for ``texts`` (a prompt; a corpus for the projections;
     the clean and the corrupted prompt for patching)."""
     view = view_named(name)
-    p = _params(view, given)
+    p = view_params(view, given)
     info = backend.info()
     corpus = not isinstance(texts, str)
     if corpus and view.reads == PROMPT:
