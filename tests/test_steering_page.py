@@ -76,3 +76,30 @@ def test_token_vector_from_the_link_and_saved_then_picked(backend):
     np.testing.assert_allclose(array(d2["data"][0]["z"]), r.grid_difference, atol=1e-6)
     missing = page(**LINK, steer_vector="saved", steer_saved="nope")
     assert "saved vector “nope” (showing none: no vector of that name is saved)" in texts(missing)
+
+
+def test_a_preset_runs_what_the_warm_start_computes(backend):
+    """Picking a preset (nothing else changed) asks the backend for exactly ``preset_options``: the warm start's
+    result is the page's, so a speaker's first pick is served from the cache."""
+    from dataclasses import replace
+
+    from lens.views.steering import PRESETS, preset_options
+
+    asked = []
+    real = type(backend).steer
+
+    def spy(self, text, options, *a, **k):
+        asked.append((text, options))
+        return real(self, text, options, *a, **k)
+    at = AppTest.from_file(APP, default_timeout=900)
+    at.switch_page("pages/steering.py")
+    at.query_params["steer_tokens"] = "5"
+    at.run()
+    name = next(iter(PRESETS))
+    import pytest as _pytest
+    with _pytest.MonkeyPatch.context() as mp:
+        mp.setattr(type(backend), "steer", spy)
+        at.selectbox(key="steer_preset").set_value(name).run()
+    assert not at.exception, [e.value for e in at.exception]
+    prompt, options = preset_options(name, 30)
+    assert (prompt, replace(options, max_new_tokens=5)) in asked

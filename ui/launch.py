@@ -55,10 +55,14 @@ def warm() -> None:
 
         # UMAP compiles its code (numba) on its first call in a process: 10 s or more.
         backend.projection(DEFAULT_PROMPT, ProjectionOptions(method="umap"))
+        from lens.views.steering import PRESETS, preset_options
+
+        for name in PRESETS:  # a speaker's presets on the steering page (two generations and two lenses each)
+            backend.steer(*preset_options(name, backend.info().n_layers))
     except Exception as exc:
         print(f"LayerLens: warming the tour failed ({exc}); its pages will compute their charts", file=sys.stderr)
         return
-    print(f"LayerLens: the tour's {len(STEPS)} steps and the examples computed, UMAP compiled, "
+    print(f"LayerLens: the tour's {len(STEPS)} steps, the examples and the steering presets computed, UMAP compiled, "
           f"{time.perf_counter() - t0:.1f} s after launch",
           file=sys.stderr, flush=True)
 

@@ -115,3 +115,15 @@ VIEWS = (
          "temperature": 0.0, "seed": 0, "target": None},
         render_steer),
 )
+
+
+def preset_options(name: str, n_layers: int):
+    """(prompt, SteerOptions) the steering page runs when the preset ``name`` is picked and nothing else changed
+    (the dose-response left to its own tab): what the warm start computes, so a speaker's first pick is cached."""
+    from dataclasses import replace
+
+    prompt, positive, negative, layer, coef, unit, positions = PRESETS[name]
+    params = {**VIEWS[0].params, "positive": positive, "negative": negative, "token": None, "saved": None,
+              "probe_set": None, "layer": min(layer, n_layers), "coef": coef, "unit": unit, "mode": "add",
+              "positions": positions}
+    return prompt, replace(options_from(params, n_layers), dose=False)
