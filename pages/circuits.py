@@ -80,8 +80,10 @@ if atp_tab.open:
                 grid = readable_rows(grid, HEIGHT, 18 if PRESENTING else 12)
             chart(grid, key="atp-grid", where=left, export=export, share=0.6)
             chart(scatter_figure(r, height=HEIGHT), key="atp-scatter", where=right, export=export, share=0.4)
-            st.caption(f"{agreement_text(r)} Metric: {metric_text(r)} at the last position."
-                       + ("" if PRESENTING or site != "resid" else f" {ROWS_NOTE}"))
+            # Presenting: one line (the scatter's title has the correlation; the metric is the foil's page-wide).
+            st.caption(agreement_text(r) if PRESENTING else
+                       f"{agreement_text(r)} Metric: {metric_text(r)} at the last position."
+                       + ("" if site != "resid" else f" {ROWS_NOTE}"))
             if not PRESENTING:
                 st.markdown("**Where they disagree most**")
                 st.dataframe(disagreement_rows(r), hide_index=True)

@@ -122,8 +122,9 @@ def lens_view(n: int) -> None:
         + (f" · positions {window[0]}–{window[1] - 1} shown" if window else "") + ". "
         f"The model's own next-token prediction "
         + ("at the last position" if last == n - 1 else f"at position {last}")
-        + f": “{result.final_prediction[-1]}”. *More → Show the work* walks one cell through its computation; "
-        "use the camera icon on the chart to save a PNG for slides."
+        + f": “{result.final_prediction[-1]}”. "
+        + ("" if present.is_on() else "*More → Show the work* walks one cell through its computation; ")
+        + "use the camera icon on the chart to save a PNG for slides."
     )
     download_json(result, "logit_lens",
                   "Download the numbers (JSON)" + (" of the positions shown" if window else ""))

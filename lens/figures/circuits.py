@@ -77,7 +77,7 @@ def agreement_text(r: AttributionResult) -> str:
         return "Not checked against real patching."
     worst = r.disagreements[0]
     real = "real size" if r.grad_drop else "real"
-    return (f"Pearson r = {r.correlation:.3f} over every cell{' (sizes: GradDrop estimates |effect|)' if r.grad_drop else ''}; "
+    return (f"Pearson r = {r.correlation:.3f} over every cell{' (GradDrop: sizes)' if r.grad_drop else ''}; "
             f"the furthest off is row {row_label(worst['layer'])} at {worst['column']}: estimate "
             f"{worst['estimate']:.2f}, {real} {worst['actual']:.2f}.")
 
