@@ -97,7 +97,7 @@ def test_the_launch_warms_the_model_and_the_tour(page):
         time.sleep(1)
     text = log.read_text()
     assert "smollm2-135m loaded and the home page computed" in text, text[-2000:]
-    assert f"the tour's {len(STEPS)} steps and the examples computed, UMAP compiled" in text, text[-2000:]
+    assert f"the tour's {len(STEPS)} steps, the examples and the steering presets computed, UMAP compiled" in text, text[-2000:]
     assert "failed" not in text
 
 
