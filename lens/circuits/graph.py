@@ -22,7 +22,6 @@ class Graph:
         self.writer_readers: list[list[int]] = [[]]  # the readers whose inputs the writer computes from
         self.readers: list[str] = []
         self.reader_site: list[str] = []  # the site holding the reader's input (per-head readers: their block's)
-        self.reader_layer: list[int] = []
         self.reader_part: list[tuple[str, int] | None] = []  # per-head readers: ("q", head) or ("k"/"v", kv head)
         self.head_index: dict[int, list[int]] = {}  # block -> its heads' writer indices
         self.mlp_index: dict[int, int] = {}
@@ -41,13 +40,11 @@ class Graph:
                 self.readers.append(f"a{l}" if part is None else
                                     f"a{l}.h{part[1]}.q" if part[0] == "q" else f"a{l}.kv{part[1]}.{part[0]}")
                 self.reader_site.append(f"attn_in.{l}")
-                self.reader_layer.append(l)
                 self.reader_part.append(part)
                 before.append(first_head)
             self.mlp_reader[l] = len(self.readers)
             self.readers.append(f"m{l}")
             self.reader_site.append(f"mlp_in.{l}")
-            self.reader_layer.append(l)
             self.reader_part.append(None)
             before.append(first_head + H)
             self.head_index[l] = heads
@@ -63,7 +60,6 @@ class Graph:
             self.writer_readers.append([self.mlp_reader[l]])
         self.readers.append("logits")
         self.reader_site.append(f"resid_post.{L}")
-        self.reader_layer.append(L + 1)
         self.reader_part.append(None)
         U = len(self.writers)
         before.append(U)

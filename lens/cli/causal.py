@@ -132,6 +132,14 @@ def register(sub) -> None:
     n.set_defaults(func=cmd_noise_trace)
 
     p = sub.add_parser("patch", help="activation patching: which activations of a clean prompt restore its answer")
+    pair_args(p)
+    p.add_argument("--site", choices=["resid", "attn", "mlp", "head"], default="resid",
+                   help="what to patch: the residual stream (default), attention or MLP outputs, or heads")
+    p.set_defaults(func=cmd_patch)
+
+
+def pair_args(p) -> None:
+    """The options of every command that compares a clean prompt with a corrupted one (patch, attribute, circuit)."""
     p.add_argument("--model", default=None, help="bundled name, tiny-ARCH, folder, .gguf file or hub id (default: smollm2-135m)")
     p.add_argument("--clean-prompt", default=None)
     p.add_argument("--clean-file", default=None, metavar="PATH")
@@ -140,11 +148,8 @@ def register(sub) -> None:
     p.add_argument("--target", required=True, help="the clean prompt's answer, one token (e.g. ' Paris')")
     p.add_argument("--foil", default=None, help="the corrupted prompt's answer (e.g. ' Rome'); default: the "
                                                 "target's log-probability is the metric")
-    p.add_argument("--site", choices=["resid", "attn", "mlp", "head"], default="resid",
-                   help="what to patch: the residual stream (default), attention or MLP outputs, or heads")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
     p.add_argument("--no-cache", action="store_true", help="neither read nor write cached results")
     p.add_argument("--trust-remote-code", action="store_true", help="allow a hub model's own Python code to run")
     save_args(p)
-    p.set_defaults(func=cmd_patch)

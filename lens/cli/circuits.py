@@ -2,8 +2,8 @@
 the circuit kept and its faithfulness), as a table or JSON."""
 from __future__ import annotations
 
-from .causal import pair_text
-from .common import backend, print_json, save_args, terminal_progress
+from .causal import pair_args, pair_text
+from .common import backend, print_json, terminal_progress
 
 
 def cmd_attribute(args) -> int:
@@ -53,26 +53,10 @@ def cmd_circuit(args) -> int:
     return 0
 
 
-def _pair_args(p) -> None:
-    p.add_argument("--model", default=None, help="bundled name, tiny-ARCH, folder, .gguf file or hub id (default: smollm2-135m)")
-    p.add_argument("--clean-prompt", default=None)
-    p.add_argument("--clean-file", default=None, metavar="PATH")
-    p.add_argument("--corrupt-prompt", default=None)
-    p.add_argument("--corrupt-file", default=None, metavar="PATH")
-    p.add_argument("--target", required=True, help="the clean prompt's answer, one token (e.g. ' Paris')")
-    p.add_argument("--foil", default=None, help="the corrupted prompt's answer (e.g. ' Rome'); default: the "
-                                                "target's log-probability is the metric")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
-    p.add_argument("--no-cache", action="store_true", help="neither read nor write cached results")
-    p.add_argument("--trust-remote-code", action="store_true", help="allow a hub model's own Python code to run")
-    save_args(p)
-
-
 def register(sub) -> None:
     a = sub.add_parser("attribute", help="attribution patching: every patching cell estimated from one backward "
                                          "pass, with --verify against real patching")
-    _pair_args(a)
+    pair_args(a)
     a.add_argument("--site", choices=["resid", "attn", "mlp", "head"], default="resid",
                    help="the grid to estimate: residual stream (default), attention or MLP outputs, or heads")
     a.add_argument("--qk-fix", action="store_true", help="attn, head: each head's attention pattern patched for "
@@ -85,7 +69,7 @@ def register(sub) -> None:
 
     c = sub.add_parser("circuit", help="edge attribution patching: the circuit of the strongest edges between "
                                        "heads and MLPs, and how much of the answer it restores")
-    _pair_args(c)
+    pair_args(c)
     c.add_argument("--edges", type=int, default=30, help="edges kept before pruning (default 30)")
     c.add_argument("--ig-steps", type=int, default=0, help="EAP-IG: average each gradient over this many "
                                                           "embeddings between corrupted and clean (default 0: EAP)")
