@@ -126,3 +126,64 @@ def test_ndif_job_updates_reach_the_progress_callback():
     with ndif_status(lambda f, m: seen.append(m)):
         assert RemoteBackend.note(backend, queued) is False
     assert seen == ["NDIF: queued position 3 in line"] and RemoteBackend.note is original
+
+
+def assert_same_fields(x, y, atol=1e-5):
+    """Every field of two results equal: arrays of numbers within ``atol``, everything else exactly."""
+    import dataclasses
+
+    for f in dataclasses.fields(x):
+        a, b = getattr(x, f.name), getattr(y, f.name)
+        if isinstance(a, np.ndarray) and a.dtype.kind == "f":
+            np.testing.assert_allclose(a, b, atol=atol, rtol=1e-4, err_msg=f.name)
+        elif isinstance(a, np.ndarray):
+            assert a.shape == b.shape and (a == b).all(), f.name
+        else:
+            assert a == b, f.name
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "gemma2", "phi"])
+def test_anatomy_equals_the_local_backend(arch):
+    """Skipping and swapping blocks (whole-block edits: the block's input kept as it is entered, another block run
+    on it outside nnsight's own count) give the hook engine's numbers, and so does every other anatomy measure."""
+    from lens.anatomy.options import AnatomyOptions
+
+    lm = load_model(f"tiny-{arch}")
+    local, nn = local_backend(lm), nnsight_backend(lm)
+    a, b = local.anatomy(PROMPT, AnatomyOptions(swap=True)), nn.anatomy(PROMPT, AnatomyOptions(swap=True))
+    assert len(a.skip_kl) == lm.adapter.n_layers and len(a.swap_kl) == lm.adapter.n_layers - 1
+    assert (a.skip_kl > 1e-4).all() and (a.swap_kl > 1e-6).all()  # every skip and swap changed the output
+    assert_same_fields(a, b)
+
+
+def test_a_block_written_whole_and_its_stream_read_in_one_nnsight_run():
+    """block.2 := block 3 run on block 2's input, with resid_post.2 read in the same run: the stream carries the
+    replaced output on (as the hook engine orders them), and block 3 still runs once as the model's own step."""
+    from lens.engine.hooks import HookEngine
+    from lens.engine.nnsight import NnsightEngine
+
+    lm = load_model("tiny-llama")
+    ids = lm.tokenizer(PROMPT)["input_ids"]
+    write = {"block.2": lambda x, call: call.run_block(3)}
+    read = {"resid_post.2": None, "resid_post.3": None, "resid_pre.2": None}
+    a = HookEngine.of(lm).run(ids, read=read, write=write)
+    b = NnsightEngine(lm).run(ids, read=read, write=write)
+    for site in read:
+        np.testing.assert_allclose(a.reads[site], b.reads[site], atol=1e-5, err_msg=site)
+    np.testing.assert_allclose(a.logits, b.logits, atol=1e-5)
+    plain = HookEngine.of(lm).run(ids, read={"resid_post.2": None})
+    assert not np.allclose(plain.reads["resid_post.2"], a.reads["resid_post.2"], atol=1e-3)
+
+
+def test_anatomy_from_the_cli_on_nnsight_equals_local(cli):
+    out = {}
+    for backend in ("local", "nnsight"):
+        got = cli("anatomy", "--model", "tiny-llama", "--prompt", PROMPT, "--swap", "--json", "--no-cache",
+                  "--backend", backend)
+        assert got.returncode == 0, got.stderr
+        out[backend] = json.loads(got.stdout)
+    assert out["local"].keys() == out["nnsight"].keys()
+    for key in ("norm", "block_change", "skip_kl", "swap_kl", "cka", "max_abs", "kurtosis"):
+        np.testing.assert_allclose(np.array(out["local"][key], float), np.array(out["nnsight"][key], float),
+                                   atol=1e-5, rtol=1e-4, err_msg=key)
+    assert out["local"]["max_dim"] == out["nnsight"]["max_dim"] and out["local"]["skip_top"] == out["nnsight"]["skip_top"]

@@ -9,9 +9,14 @@ Code inside a trace may run on the server, which has torch and nnsight but not L
 the trace body uses plain locals and torch operations, and the functions it calls (a read's
 ``map``, a ``reduce``) are shipped by value. On NDIF the weights stay there: the engine
 declares no weights here, no edits, no gradients, no resumed runs and no generation.
+
+A whole-block edit (``block.l``) gets what the hook engine gives it: the block's input, kept as
+the block is entered, and ``run_block(m)``, block m's module run on that input with the
+arguments the model gave block l (without the trace's KV cache, which block m would extend).
 """
 from __future__ import annotations
 
+import contextlib
 import threading
 from typing import Mapping
 
@@ -20,7 +25,7 @@ import torch
 from ..errors import LensError
 from ..jobs import checkpoint
 from .base import Capabilities, Edit, Metric, Positions, Read, Readout, Reduce, RunOutput, SiteCall
-from .hooks import attention_implementation
+from .hooks import attention_implementation, first
 from .sites import locate, parse
 
 
@@ -30,6 +35,46 @@ def _envoy(root, path: str):
     for part in path.split("."):
         obj = obj[int(part)] if part.isdigit() else getattr(obj, part)
     return obj
+
+
+def _block_call(site, entered, blocks) -> SiteCall:
+    """The ``SiteCall`` of a ``block.l`` edit: ``entered`` is (the block's input, its positional and keyword
+    arguments) as kept when the block was entered; ``blocks`` the model's own block modules."""
+    from transformers.cache_utils import Cache
+
+    x, (args, kwargs) = entered
+    kw = {k: (None if isinstance(v, Cache) else v) for k, v in kwargs.items() if k != "hidden_states"}
+    if "use_cache" in kw:
+        kw["use_cache"] = False
+    rest = tuple(None if isinstance(v, Cache) else v for v in args[1:])
+
+    def run_block(layer: int) -> torch.Tensor:
+        with _outside_the_trace(blocks[layer - 1]):
+            return first(blocks[layer - 1](x, *rest, **kw))
+    return SiteCall(site, input=x, run_block=run_block)
+
+
+@contextlib.contextmanager
+def _outside_the_trace(module):
+    """Module calls that nnsight does not hand to the trace: another block run inside an edit is no step of the
+    model's own pass (nnsight would count it as that block's call, and the block's real call, later, as its
+    second). nnsight (pinned in requirements.txt) passes values straight through while its interleaver is not
+    interleaving; the model's own thread waits at the edited block meanwhile."""
+    state = getattr(vars(module).get("forward"), "state", None)
+    interleaver = state.active()[0] if state is not None else None
+    if interleaver is None:
+        yield
+        return
+    interleaver.interleaving = False
+    try:
+        yield
+    finally:
+        interleaver.interleaving = True
+
+
+# A block's output, written whole, before the stream it carries on is read there (as the hook engine orders them);
+# the block's input is kept as it is entered, after any edit of resid_pre.l.
+_ORDER = {"block": 6.5, "block_in": 0.25}
 
 
 def _ship_by_value(*fns) -> None:
@@ -88,13 +133,24 @@ class NnsightEngine:
         # The plan the trace walks: one step per module and side, in the order the model reaches them.
         # Plain tuples, builtins and envoys only: on NDIF the body runs where LayerLens is not installed.
         plan: dict[tuple[int, str], tuple] = {}
-        for name in sorted(set(reads) | set(writes), key=lambda n: parse(n, L).order(L)):
-            site = parse(name, L)
+        blocks_in = [("block_in", parse(n, L)) for n in writes if parse(n, L).kind == "block"]
+
+        def order(entry):
+            role, site = entry
+            key = role if role == "block_in" else site.kind
+            return site.order(L) if key not in _ORDER else (site.layer, _ORDER[key])
+        for role, site in sorted([("site", parse(n, L)) for n in set(reads) | set(writes)] + blocks_in, key=order):
+            name = site.name
             if site.kind == "logits":
                 continue
+            if role == "block_in":  # the block's input and arguments, kept for its edit at the output
+                step = plan.setdefault((id(a.blocks[site.block]), "input"), (self._env(a.blocks[site.block]),
+                                                                              "input", []))
+                step[2].append(("block_in", name, False, None, None, False, None, None))
+                continue
             loc = locate(site, a)
-            if site.kind == "block" and name in writes:
-                raise LensError(f"whole-block edits ({name}) are not available {self.capabilities.where}")
+            if site.kind == "block" and name in reads:
+                raise LensError(f"{name} is a whole block: read resid_post.{site.layer} instead")
             if site.kind == "attn_mask":
                 raise LensError(f"attention-mask edits ({name}) are not available {self.capabilities.where}: "
                                 "use --backend local")
@@ -118,15 +174,22 @@ class NnsightEngine:
 
         from .ndif import ndif_status
 
+        blocks = a.blocks
         with self.lock, torch.no_grad(), attention_implementation(self.model, "eager" if eager else "sdpa"), \
                 ndif_status(progress if self.remote else None):
             with nnm.trace(batch, remote=self.remote):
                 got = nnsight.save({})
+                entered = {}
                 for env, side, entries in steps:
                     full = env.input if side == "input" else env.output
                     x0 = full[0] if side == "output" and isinstance(full, tuple) else full
                     x = x0
                     for kind, name, flat, positions, fn, wanted, edit, call in entries:
+                        if kind == "block_in":
+                            entered[name] = (x, env.inputs)
+                            continue
+                        if kind == "block":
+                            call = _block_call(call.site, entered[name], blocks)
                         if kind == "attn_pattern":
                             y = full[1]
                         elif kind == "value":
