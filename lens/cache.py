@@ -59,6 +59,9 @@ class ResultCache:
     def _path(self, key: str) -> Path:
         return self.root / f"{key}.safetensors"
 
+    def has(self, key: str) -> bool:
+        return self._path(key).is_file()
+
     def get(self, key: str) -> tuple[dict[str, np.ndarray], dict] | None:
         path = self._path(key)
         if not path.is_file():

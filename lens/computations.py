@@ -35,6 +35,10 @@ class Computations:
         """``compute()`` through the job queue (at once when there is none)."""
         return self.jobs.run(compute) if self.jobs is not None else compute()
 
+    def has(self, kind: str, key: dict) -> bool:
+        """Whether the cache holds a ``kind`` entry for ``key`` (read when asked for; a damaged one is a miss then)."""
+        return self.cache is not None and self.cache.has(make_key(kind, model=self.fingerprint, **key))
+
     def get(self, kind: str, key: dict, compute: Callable[[], object]):
         """The cached ``kind`` result for ``key`` (prompt and options), else ``compute()``'s, stored.
 

@@ -991,13 +991,21 @@ class EngineBackend:
             target = next((int(a) for a, b in zip(p, n) if a != b), int(p[len(n)]) if len(p) > len(n) else None)
         stop = [i for i in [getattr(self.loaded.tokenizer, "eos_token_id", None)] if i is not None]
 
-        def compute():
-            v, label = self._vector(options, saved)
-            return steer(self.engine, self.loaded.tokenizer, self.loaded.name, ids, v, options, label, target,
-                         stop, room, progress)
         key = {"prompt": prompt, "options": options.key()}
         if saved is not None:  # a name saved again with other numbers is another vector
             key["vector"] = saved.digest
+        done = None
+        if options.dose and not self.results.has("steer", key):
+            # The texts and lenses are the run's without the dose-response (cached when it was shown); asked for
+            # here, not in compute(), which runs as one job.
+            from dataclasses import replace
+
+            done = self.steer(prompt, replace(options, dose=False), progress)
+
+        def compute():
+            v, label = self._vector(options, saved)
+            return steer(self.engine, self.loaded.tokenizer, self.loaded.name, ids, v, options, label, target,
+                         stop, room, progress, done=done)
         return self.results.get("steer", key, compute)
 
     def _saved_vector(self, name: str):

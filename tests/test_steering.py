@@ -274,3 +274,27 @@ def test_saved_run_reads_back(tmp_path, monkeypatch, capsys):
     assert code == 0
     r = RunStore(tmp_path / "runs.sqlite").get(1).results[0]
     assert r.steered_ids == out["steered"]["ids"] and r.vector_norm == pytest.approx(out["vector_norm"])
+
+
+def test_opening_the_dose_response_reuses_the_shown_texts(tmp_path):
+    """With a results cache, asking for the dose-response after the plain run generates only the dose-response's own
+    texts; the result is the one computed in one go (without a cache)."""
+    from dataclasses import replace
+
+    from lens.cache import ResultCache
+
+    lm = load_model("tiny-llama")
+    b = local_backend(lm, ResultCache(tmp_path))
+    o = SteerOptions(positive=("good",), negative=("bad",), layer=2, coef=4.0, max_new_tokens=6, dose=False)
+    shown = b.steer(PROMPT, o)
+    calls = []
+    generate = b.engine.generate
+    b.engine.generate = lambda *a, **k: calls.append(k.get("write")) or generate(*a, **k)
+    with_dose = b.steer(PROMPT, replace(o, dose=True))
+    b.engine.generate = generate
+    assert len(calls) == len(with_dose.text_coefs) > 0  # no plain or steered continuation generated again
+    whole = local_backend(load_model("tiny-llama"), None).steer(PROMPT, replace(o, dose=True))
+    assert with_dose.steered_ids == shown.steered_ids == whole.steered_ids and with_dose.plain_ids == whole.plain_ids
+    np.testing.assert_allclose(with_dose.dose_logprob, whole.dose_logprob, atol=1e-6)
+    assert with_dose.texts == whole.texts and with_dose.text_coefs == whole.text_coefs
+    np.testing.assert_allclose(with_dose.lens_steered, whole.lens_steered, atol=1e-6)

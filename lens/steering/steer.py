@@ -120,8 +120,11 @@ def dose_points(options: SteerOptions, base: float) -> tuple[list[float], list[f
 
 def steer(engine, tokenizer, model_name: str, ids: list[int], v: torch.Tensor, options: SteerOptions,
           vector_label: str, target_id: int | None, stop_ids: Sequence[int] = (), room: int | None = None,
-          progress=None) -> SteerResult:
-    """Plain and steered continuations of ``ids`` with the vector ``v`` [d] at ``resid_pre.{options.layer}``."""
+          progress=None, done: SteerResult | None = None) -> SteerResult:
+    """Plain and steered continuations of ``ids`` with the vector ``v`` [d] at ``resid_pre.{options.layer}``.
+
+    ``done``: the same run without the dose-response (its texts, lenses and grid are taken from it, so opening
+    the dose-response computes only the dose-response)."""
     layer = options.layer
     site = f"resid_pre.{layer}"
     norm_v = float(v.norm())
@@ -139,6 +142,8 @@ def steer(engine, tokenizer, model_name: str, ids: list[int], v: torch.Tensor, o
     def say(i, n, what):
         if progress is not None:
             progress(i / n, what)
+    if done is not None:
+        return _with_dose(done, options, engine, tokenizer, ids, write_at, m, norm_v, stop_ids, n_new, say)
     say(0, 5, "generating the plain continuation")
     plain, _, _ = engine.generate(ids, n_new, t, seed, stop_ids)
     say(1, 5, "generating the steered continuation")
@@ -148,8 +153,6 @@ def steer(engine, tokenizer, model_name: str, ids: list[int], v: torch.Tensor, o
     say(2, 5, "the lens of both runs")
     lens_plain = layer_logprobs(engine, ids, target_id, None)
     lens_steered = layer_logprobs(engine, ids, target_id, write_at(options.coef))
-    base = 1.0 if options.unit == "norm" else m / norm_v  # coef 0: the scale of a vector as long as the stream
-    coefs, text_coefs = dose_points(options, base) if options.dose else ([], [])
     grid: dict = {}
     if options.grid:
         # Both runs read the same text, the prompt and the plain continuation, so every cell of the two lenses
@@ -165,12 +168,10 @@ def steer(engine, tokenizer, model_name: str, ids: list[int], v: torch.Tensor, o
                     grid_steered_top=g1["top"], grid_plain_top_prob=g0["top_prob"],
                     grid_steered_top_prob=g1["top_prob"], grid_plain_logprob=g0["logprob"],
                     grid_steered_logprob=g1["logprob"])
+    base = 1.0 if options.unit == "norm" else m / norm_v  # coef 0: the scale of a vector as long as the stream
+    coefs, text_coefs = dose_points(options, base) if options.dose else ([], [])
     say(4, 5, "the dose-response")
-    dose = [next_logprob(engine, ids, target_id, write_at(c)) for c in coefs]
-    texts = []
-    for c in text_coefs:
-        new, _, _ = engine.generate(ids, min(DOSE_TOKENS, n_new), t, seed, stop_ids, write=write_at(c))
-        texts.append(tokenizer.decode(new, skip_special_tokens=True))
+    dose, texts = _dose(engine, tokenizer, ids, target_id, write_at, coefs, text_coefs, options, stop_ids, n_new)
     L = engine.adapter.n_layers
     return SteerResult(
         model=model_name, prompt_tokens=token_strings(tokenizer, ids), n_prompt=len(ids), layer=layer,
@@ -186,3 +187,26 @@ def steer(engine, tokenizer, model_name: str, ids: list[int], v: torch.Tensor, o
         lens_plain=np.asarray(lens_plain, np.float64), lens_steered=np.asarray(lens_steered, np.float64),
         dose_coefs=np.asarray(coefs, np.float64), dose_logprob=np.asarray(dose, np.float64),
         text_coefs=[float(c) for c in text_coefs], texts=texts, **grid)
+
+
+def _dose(engine, tokenizer, ids, target_id, write_at, coefs, text_coefs, options, stop_ids, n_new):
+    """log p(target) of the next token at each coefficient, and a short text at each of ``text_coefs``."""
+    dose = [next_logprob(engine, ids, target_id, write_at(c)) for c in coefs]
+    texts = []
+    for c in text_coefs:
+        new, _, _ = engine.generate(ids, min(DOSE_TOKENS, n_new), float(options.temperature), options.seed, stop_ids,
+                                    write=write_at(c))
+        texts.append(tokenizer.decode(new, skip_special_tokens=True))
+    return dose, texts
+
+
+def _with_dose(done: SteerResult, options, engine, tokenizer, ids, write_at, m, norm_v, stop_ids, n_new, say):
+    """``done`` (the run without the dose-response) with the dose-response added."""
+    from dataclasses import replace
+
+    base = 1.0 if options.unit == "norm" else m / norm_v
+    coefs, text_coefs = dose_points(options, base)
+    say(4, 5, "the dose-response")
+    dose, texts = _dose(engine, tokenizer, ids, done.target_id, write_at, coefs, text_coefs, options, stop_ids, n_new)
+    return replace(done, dose_coefs=np.asarray(coefs, np.float64), dose_logprob=np.asarray(dose, np.float64),
+                   text_coefs=[float(c) for c in text_coefs], texts=texts)
