@@ -287,40 +287,28 @@ def parse_step(raw: str | None, n: int = len(STEPS)) -> tuple[int, str]:
 
 # ---------------------------------------------------------------- links to the dashboard
 
-_WORD = "word"  # the projection page's word box: "corpus_word" for a corpus, "word" for a prompt
-PROJECTION_METHODS = {"pca": "PCA", "umap": "UMAP"}  # the projection page's choices, as its URL spells them
-PATCH_SITE_LABELS = {"resid": "Residual stream", "attn": "Attention", "mlp": "MLP", "head": "Heads"}  # the patching page's
+# Every view's options as its page binds them in the URL: lens.talks.urls (read backwards by a talk's scenes).
+from .talks.urls import (CLEAN_ONLY, MISSING, PAIR_KEYS, PATCH_SITE_LABELS, PROJECTION_METHODS,  # noqa: E402
+                         WORD as _WORD, page_default, url_flag, url_keys, url_measure)
 
 
-def url_flag(value) -> str:
-    return "true" if value else "false"
+class _Table:
+    """``URL_KEYS[view][option]``: the Box (URL key, spelling, the page's default) of that option."""
+
+    def __getitem__(self, view: str):
+        return url_keys()[view]
+
+    def __contains__(self, view: str) -> bool:
+        return view in url_keys()
+
+    def __iter__(self):
+        return iter(url_keys())
+
+    def items(self):
+        return url_keys().items()
 
 
-def url_measure(key: str) -> str:
-    """The projection page's measure box lists the measures by name, and its URL holds the name."""
-    from .views.projection import measure_title
-
-    return measure_title(key)
-
-
-# Every option of the views the tour shows, as its page binds it in the URL: option -> (URL key, the value as
-# the link spells it: the option itself, which the pages take from links, ?metric=kl). A view option missing
-# here could not travel in a link (tests hold the table complete).
-URL_KEYS: dict[str, dict[str, tuple[str, Callable]]] = {
-    "logit-lens": {"metric": ("metric", str), "target": ("target", str), "stride": ("stride", str),
-                   "top_k": ("top_k", str), "lens": ("lens", str), "exits": ("exits", url_flag)},
-    "rollout": {"position": ("position", str), "skip_first": ("rollout_skip_first", url_flag)},
-    "routes": {"position": ("position", str), "threshold": ("threshold", str)},
-    "heads": {"layer": ("head_layer", str), "metric": ("head_metric", str)},
-    "projection": {"method": ("method", PROJECTION_METHODS.__getitem__), "dims": ("dims", str), "color_by": ("color", str),
-                   "word": (_WORD, str),
-                   "mode": ("mode", {"joint": "Trajectories", "aligned": "Layer by layer"}.__getitem__),
-                   "rows": ("rows", str), "skip_first": ("skip_first", url_flag), "skip_special": ("skip_special", url_flag),
-                   "rms_scale": ("rms", url_flag)},
-    "geometry": {"word": (_WORD, str), "metric": ("measure", url_measure), "skip_first": ("skip_first", url_flag),
-                 "skip_special": ("skip_special", url_flag)},
-    "patch": {"target": ("patch_target", str), "foil": ("foil", str), "site": ("site", PATCH_SITE_LABELS.__getitem__)},
-}
+URL_KEYS = _Table()
 
 
 def chart_params(shown: Shown) -> dict:
@@ -344,15 +332,30 @@ def link_query(shown: Shown, present: bool = False, model: str | None = None) ->
     corpus = not isinstance(shown.texts, str)
     if view.reads == TWO_PROMPTS:
         query["clean"], query["corrupt"] = shown.texts
+    elif view.name in CLEAN_ONLY:  # the page's clean prompt (its corrupted one: the page's first pair's)
+        query["clean"] = shown.texts
     elif corpus:
         query.update(source="Corpus", corpus="\n".join(shown.texts))
     else:
         query["prompt"] = shown.texts
-    for option, value in chart_params(shown).items():
-        if value is None:
+    params = chart_params(shown)
+    for option, value in params.items():
+        box = URL_KEYS[shown.view][option]
+        if box.key == "-":  # no box on the page: the page computes it
             continue
-        key, spell = URL_KEYS[shown.view][option]
-        query["corpus_word" if key == _WORD and corpus else key] = spell(value)
+        if value is None:  # "the page's default": an emptied box where the page would fill in its own
+            if page_default(box) is not MISSING or box.key in PAIR_KEYS:
+                query[box.key] = ""
+            continue
+        if box.when is not None:  # a box only one choice above it shows (greedy decoding has no temperature)
+            cond, shows, absent = box.when
+            if value == (view.params[option] if box.otherwise is MISSING else box.otherwise):
+                continue
+            if query.get(cond, absent) not in shows:
+                if cond in query:  # another choice, already written: this box is not on the page
+                    continue
+                query[cond] = shows[0]
+        query["corpus_word" if box.key == _WORD and corpus else box.key] = box.text(value, params)
     if present:
         query["present"] = "1"
     return query

@@ -2,8 +2,13 @@
 
 The URL: ``?talk=NAME`` opens a saved talk (or ``tour``, the shipped one); with ``present=1`` the page plays it,
 ``scene=N`` (1-based) the scene on screen, ``reveal=1`` its answer shown, ``notes=1`` the notes under the chart.
+``notes=window&sync=KEY`` is the speaker's notes window: the player publishes the scene on screen under its
+session's KEY (a dictionary of this server process), and the notes window reads it every second, so it follows
+the main window on one machine with no network.
 """
 import hashlib
+import secrets
+import time
 
 import streamlit as st
 
@@ -30,8 +35,8 @@ TALLEST = 560  # px: a scene's chart with nothing under it (the page has no othe
 NOTES_BOX = 180  # px: the tallest the notes get on screen (longer ones scroll inside)
 SHIPPED_LABEL = {TOUR: "The guided tour (shipped)"}
 # The shortcut hints Streamlit draws after a button's label repeat the label's arrow: hidden.
-NAV_CSS = ("<style>.st-key-talk-prev kbd, .st-key-talk-next kbd, .st-key-talk-notes kbd "
-           "{ display: none !important; }</style>")
+NAV_CSS = ("<style>.st-key-talk-prev kbd, .st-key-talk-next kbd, .st-key-talk-notes kbd, "
+           ".st-key-talk-notes-window-open kbd { display: none !important; }</style>")
 
 
 # ---------------------------------------------------------------- the talk in this session
@@ -162,7 +167,7 @@ def what(scene: Scene) -> str:
         return f"{scene.view} ({exc})"
     texts = r.texts if isinstance(r.texts, str) else " / ".join(r.texts)
     return (f"{VIEWS[r.view].title} of “{texts[:60]}”" + (f" · {r.model}" if r.model else "")
-            + (" · drawn here with the view's default options" if r.partial else ""))
+            + (f" · not drawn here: {', '.join(r.unused)}" if r.unused else ""))
 
 
 def backend_for(ref: str | None):
@@ -219,7 +224,8 @@ def play(talk: Talk) -> None:
     notes_on = st.query_params.get("notes") == "1"
     asks = bool(scene.question)
     st.html(NAV_CSS)
-    prev_col, title_col, notes_col, next_col = st.columns([1.3, 5.4, 0.9, 1.3], vertical_alignment="center")
+    prev_col, title_col, notes_col, window_col, next_col = st.columns([1.3, 4.6, 0.9, 0.9, 1.3],
+                                                                      vertical_alignment="center")
     prev_col.button("← Back", on_click=go, args=(i - 1,), disabled=i == 1, shortcut="Left", key="talk-prev",
                     help="Or the left arrow key.")
     next_col.button("Reveal →" if asks and not revealed else "Next →", on_click=forward,
@@ -227,13 +233,19 @@ def play(talk: Talk) -> None:
                     key="talk-next", type="primary", help="Or the right arrow key: a question's answer, then on.")
     notes_col.button("Notes", on_click=toggle_notes, shortcut="N", key="talk-notes", type="tertiary",
                      help="Or N: your notes under the chart.")
+    window_col.link_button("Window", notes_link(), shortcut="W", key="talk-notes-window-open", type="tertiary",
+                           help="Or W: your notes in a second window (on your own screen) that follows this one.")
     title_col.markdown(f"#### {i}/{n} · {scene.title or talk.title}")
+    publish(talk, i, revealed)
     try:
-        partial = resolve(scene).partial
-    except LensError:  # named below, where the scene is drawn
-        partial = False
-    texts = [t for t in (note, "partial" if partial else "", scene.question if asks else "",
-                         scene.answer if asks and revealed else "", scene.notes if notes_on else "") if t]
+        unused = resolve(scene).unused
+    except LensError:  # said below, where the scene is drawn
+        unused = ()
+    if unused:  # the page's own settings (a highlighted head): its link has them
+        note = (note + " " if note else "") + (f"Not drawn here: {', '.join(unused)} "
+                                               f"([its page]({page_link(scene, present=True)}) shows them).")
+    texts = [t for t in (note, scene.question if asks else "", scene.answer if asks and revealed else "",
+                         scene.notes if notes_on else "") if t]
     # The chart takes what the 720 px screen leaves: the title row and the exit button (140 px), and each box of
     # text under it (68 px for one line, 29 more per further line of about 105 characters at 18 px).
     used = 140 + sum(min(NOTES_BOX, 68 + 29 * (len(t) // 105)) if t is scene.notes else 68 + 29 * (len(t) // 105)
@@ -244,14 +256,15 @@ def play(talk: Talk) -> None:
         with st.spinner("Computing this scene's chart (cached after the first time)…"):
             rendered, how = draw(backend_for(resolve(scene).model), scene)
     if rendered is not None:
-        fig = for_slides(rendered.figures[0], height, width=SCREEN_WIDTH)
-        fig.update_layout(height=height)
-        st.plotly_chart(fig, key=f"talk-chart-{i}", config=PLOT_CONFIG, theme=None)
+        # The charts the page's tab shows (two side by side where it shows two), each at slide type sizes.
+        shown = [k for k in how.figures if k < len(rendered.figures)] or [0]
+        spots = st.columns(len(shown)) if len(shown) > 1 else [st]
+        for k, where in zip(shown, spots):
+            fig = for_slides(rendered.figures[k], height, width=SCREEN_WIDTH // len(shown))
+            fig.update_layout(height=height)
+            where.plotly_chart(fig, key=f"talk-chart-{i}-{k}", config=PLOT_CONFIG, theme=None)
     if note:
         st.caption(f"ℹ️ {note}")
-    if rendered is not None and partial:
-        st.caption(f"ℹ️ Drawn with the default options of “{rendered.view.title}”: "
-                   f"[its page]({page_link(scene, present=True)}) reads every setting of the link.")
     if asks:
         st.info(f"**Question.** {scene.question}")
         if revealed:
@@ -260,6 +273,64 @@ def play(talk: Talk) -> None:
         long = 68 + 29 * (len(scene.notes) // 105) > NOTES_BOX
         with st.container(height=NOTES_BOX if long else "content", border=False, key="talk-notes-box"):
             st.warning(f"**Notes.** {scene.notes or '(no notes for this scene)'}")
+
+
+# ---------------------------------------------------------------- the notes window
+
+@st.cache_resource
+def _published() -> dict:
+    """sync key -> what the player shows now (this server process's memory: the two windows share a server)."""
+    return {}
+
+
+KEEP = 200  # players remembered at once (the oldest forgotten first)
+
+
+def sync_key() -> str:
+    if "talk_sync" not in ss:
+        ss["talk_sync"] = secrets.token_urlsafe(9)
+    return ss["talk_sync"]
+
+
+def publish(talk: Talk, i: int, revealed: bool) -> None:
+    """The scene on screen, for the notes window: its title, notes, question and answer, and the next title."""
+    scene = talk.scenes[i - 1]
+    nxt = talk.scenes[i] if i < len(talk.scenes) else None
+    board = _published()
+    board[sync_key()] = {"talk": talk.title, "i": i, "n": len(talk.scenes), "title": scene.title or talk.title,
+                         "notes": scene.notes, "question": scene.question, "answer": scene.answer,
+                         "revealed": revealed, "next": (nxt.title or "(untitled)") if nxt else None,
+                         "at": time.time()}
+    while len(board) > KEEP:
+        board.pop(min(board, key=lambda k: board[k]["at"]))
+
+
+def notes_link() -> str:
+    return f"/talk?notes=window&sync={sync_key()}&present=1"
+
+
+NOTES_CSS = ("<style>.talk-notes-window p, .talk-notes-window li { font-size: 24px !important; line-height: 1.4; }"
+             ".talk-notes-window .next { color: #333; }</style>")
+
+
+@st.fragment(run_every=1.0)
+def notes_window() -> None:
+    """The speaker's second window: the player's scene, read again every second."""
+    key = (st.query_params.get("sync") or "").strip()
+    now = _published().get(key)
+    if not key or now is None:
+        st.info("No talk is playing in the window that opened this one (yet): start playing it there "
+                "(Play), then press W for this window.")
+        return
+    st.html(NOTES_CSS)
+    with st.container(key="talk-notes-window"):
+        st.markdown(f"#### {now['i']}/{now['n']} · {now['title']}")
+        if now["question"]:
+            st.info(f"**Question.** {now['question']}")
+            st.success(f"**Answer** ({'revealed' if now['revealed'] else 'not revealed yet: → reveals it'}). "
+                       f"{now['answer'] or '(no answer written)'}")
+        st.warning(f"**Notes.** {now['notes'] or '(no notes for this scene)'}")
+        st.markdown(f"**Next:** {now['next']}" if now["next"] else "**Next:** the end of the talk.")
 
 
 # ---------------------------------------------------------------- building
@@ -328,7 +399,8 @@ def build(talk: Talk) -> None:
     dl_col.download_button("Download JSON", talk.to_json(), file_name=stem, mime="application/json",
                            key="talk-download", on_click="ignore", icon=":material/download:")
     play_col.button("Play", on_click=_play, key="talk-play", type="primary", icon=":material/slideshow:",
-                    disabled=not talk.scenes, help="Presenter mode: → reveals, then moves on; ← back; N notes.")
+                    disabled=not talk.scenes,
+                    help="Presenter mode: → reveals, then moves on; ← back; N notes; W notes in a second window.")
     export_deck(talk)
 
 
@@ -353,8 +425,11 @@ def export_deck(talk: Talk) -> None:
                            key="talk-deck-download", on_click="ignore", icon=":material/download:")
 
 
-open_from_url()
-if present.is_on():
-    play(current())
+if st.query_params.get("notes") == "window":
+    notes_window()
 else:
-    build(current())
+    open_from_url()
+    if present.is_on():
+        play(current())
+    else:
+        build(current())

@@ -1,7 +1,7 @@
 """A talk in a real headless Chromium: a five-scene talk (one predict-then-reveal) played with the arrow keys in
 presenter mode at 1280×720 (every scene on one screen: nothing scrolls, no label clipped, no text under 18 px),
 and its deck exported from the page and opened from the file with every network request blocked: the charts are
-drawn and → ← N work."""
+drawn and → ← N work. In both, W opens the speaker's notes in a second window that follows → in the main one."""
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -91,6 +91,40 @@ def test_play_with_the_arrow_keys_at_1280x720(server):
     pg.close()
 
 
+def test_notes_window_follows_the_player(server):
+    """W in the player opens the notes window (title, notes, the question and its answer, the next title); → in
+    the main window moves it to the next scene's notes."""
+    browser, url = server
+    ctx = browser.new_context(viewport={"width": 1280, "height": 720})
+    pg = ctx.new_page()
+    pg.goto(f"{url}/talk?talk=five&present=1&scene=1")
+    settle(pg)
+    with ctx.expect_page() as opened:
+        pg.keyboard.press("w")
+    notes = opened.value
+    notes.set_viewport_size({"width": 900, "height": 700})
+    notes.get_by_text("Notes for Where does Paris appear?").wait_for(timeout=60_000)
+    assert "notes=window" in notes.url and notes.get_by_text("1/5 · Where does Paris appear?").is_visible()
+    assert notes.get_by_text("At which layer is “ Paris” the top guess first?").is_visible()
+    assert notes.get_by_text("not revealed yet").is_visible()  # the speaker sees the answer before the room does
+    assert notes.get_by_text("Only in the last few layers.").is_visible()
+    assert notes.get_by_text("How sure is each layer?").is_visible()  # the next scene's title
+    notes.screenshot(path=str(ARTIFACTS / "talk_notes_window.png"))
+    pg.bring_to_front()
+    pg.keyboard.press("ArrowRight")  # the answer, in both windows
+    settle(pg)
+    notes.get_by_text("Answer (revealed).").wait_for(timeout=15_000)
+    pg.keyboard.press("ArrowRight")
+    settle(pg)
+    assert query(pg)["scene"] == "2"
+    notes.get_by_text("Notes for How sure is each layer?").wait_for(timeout=15_000)
+    assert notes.get_by_text("2/5 · How sure is each layer?").is_visible()
+    assert notes.get_by_text("The attention sink").is_visible()  # scene 3 next
+    assert notes.get_by_text("Notes for Where does Paris appear?").count() == 0
+    fits(pg, "scene 2 with a notes window open")  # the main window is as before
+    ctx.close()
+
+
 def test_deck_exported_from_the_page_works_offline(server, tmp_path):
     browser, url = server
     pg = browser.new_page(viewport={"width": 1600, "height": 1000})
@@ -107,7 +141,7 @@ def test_deck_exported_from_the_page_works_offline(server, tmp_path):
     got.value.save_as(deck)
     pg.close()
 
-    off = browser.new_page(viewport={"width": 1280, "height": 720})
+    ctx = browser.new_context(viewport={"width": 1280, "height": 720})  # its pages, the notes window too, offline
     asked = []
 
     def only_the_file(route):
@@ -117,7 +151,8 @@ def test_deck_exported_from_the_page_works_offline(server, tmp_path):
             asked.append(route.request.url)
             route.abort()
 
-    off.route("**/*", only_the_file)
+    ctx.route("**/*", only_the_file)
+    off = ctx.new_page()
     off.goto(deck.as_uri())
     off.wait_for_function("() => typeof Plotly !== 'undefined'")
     shown = lambda: off.eval_on_selector(".scene.on", "s => s.id || 'title'")  # noqa: E731
@@ -143,5 +178,21 @@ def test_deck_exported_from_the_page_works_offline(server, tmp_path):
     off.screenshot(path=str(ARTIFACTS / "talk_deck_last.png"))
     off.keyboard.press("ArrowLeft")
     assert shown() == "scene-4"
-    assert asked == []  # the deck asked for nothing beyond itself
-    off.close()
+    # W: the speaker's notes in a second window, written by the deck itself; → in the deck moves it on.
+    with ctx.expect_page() as opened:
+        off.keyboard.press("w")
+    notes = opened.value
+    said = lambda: notes.inner_text("#speaker")  # noqa: E731
+    assert "4 / 5" in said() and "Notes for Induction heads." in said() and "Next: Routes to the answer" in said()
+    notes.screenshot(path=str(ARTIFACTS / "talk_deck_notes_window.png"))
+    off.keyboard.press("ArrowRight")
+    assert shown() == "scene-5" and "Notes for Routes to the answer." in said()
+    assert "the end of the talk" in said()
+    notes.keyboard.press("Home")  # keys pressed in the notes window move the deck
+    assert shown() == "title"
+    notes.keyboard.press("ArrowRight")
+    assert shown() == "scene-1" and "Question. At which layer" in said() and "not revealed yet" in said()
+    notes.keyboard.press("ArrowRight")
+    assert shown() == "scene-1" and off.locator(".scene.on .answer").is_visible() and "(revealed)" in said()
+    assert asked == []  # the deck and its notes window asked for nothing beyond the file
+    ctx.close()

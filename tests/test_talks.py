@@ -9,8 +9,8 @@ import re
 import pytest
 
 from lens.errors import LensError
-from lens.talks import (MAX_SCENES, Scene, Talk, load_named, load_talk, parse_talk, resolve, save_named, save_talk,
-                        saved_talks, scene_from_url, talks_dir, tour_talk)
+from lens.talks import (MAX_SCENES, Scene, Talk, load_named, load_talk, page_link, parse_talk, resolve, save_named,
+                        save_talk, saved_talks, scene_from_url, talks_dir, tour_talk)
 from lens.tour import STEPS, chart_params, link_query
 from lens.views import PAGES, VIEWS
 
@@ -90,15 +90,24 @@ def good() -> dict:
     ({"title": "t", "scenes": [{"view": "logit_lens", "params": {"stride": "five"}}]},
      "scene 1: URL parameter stride: 'five' is not an integer"),
     ({"title": "t", "scenes": [{"view": "logit_lens", "params": {"metric": "colourfulness"}}]},
-     "the logit-lens view's metric must be one of"),
+     "URL parameter metric: 'colourfulness' is not one of top-1 probability, entropy"),
     ({"title": "t", "scenes": [{"view": "attention", "params": {"view": "Nothing"}}]},
      "view='Nothing' opens no view of the attention page"),
     ({"title": "t", "scenes": [{"view": "projection", "params": {"method": "tsne"}}]}, "'tsne' is not one of"),
     ({"title": "t", "scenes": [{"view": "logit_lens"}] * (MAX_SCENES + 1)}, f"at most {MAX_SCENES}"),
     ({"title": "x" * 3_000_000, "scenes": []}, "a talk file is at most 2 MB"),
     ({"title": "t", "scenes": [{"view": "suites"}]}, "reads a suite file"),
-    ({"title": "t", "scenes": [{"view": "patching", "params": {"clean": "a", "corrupt": "b"}}]},
+    ({"title": "t", "scenes": [{"view": "patching", "params": {"clean": "a", "corrupt": "b", "patch_target": ""}}]},
      "need a target token"),
+    ({"title": "t", "scenes": [{"view": "generate", "params": {"tab": "Sampling on the spot"}}]},
+     "“Sampling on the spot” tab is a live panel of controls and a table: a talk draws its Lens, token by token, "
+     "Where each token looked tabs"),
+    ({"title": "t", "scenes": [{"view": "patching", "params": {"tab": "cell"}}]},
+     "“Patch one cell” tab has no exported view"),
+    ({"title": "t", "scenes": [{"view": "anatomy", "params": {"tab": "Bones"}}]},
+     "tab='Bones' is not one of the Layer anatomy page's tabs: Norms & change, Skip & swap"),
+    ({"title": "t", "scenes": [{"view": "neurons", "params": {"top": "1.5"}}]},
+     "URL parameter top: '1.5' is not an integer"),
 ])
 def test_bad_files_one_line(tmp_path, data, says):
     path = tmp_path / "bad.json"
@@ -145,10 +154,14 @@ def test_a_pasted_link_becomes_a_scene():
                                     "&method=UMAP&rms=true"))
     assert (corpus.texts, corpus.params["word"], corpus.params["method"], corpus.params["rms_scale"]) == (
         ["one bank", "two banks"], "bank", "umap", True)
-    # A page whose options links do not carry yet: its view with the defaults, and the link's settings named.
-    r = resolve(scene_from_url("/generate?prompt=abc&gen_stride=3&tab=Sampling+on+the+spot"))
-    assert (r.view, r.texts, r.partial, r.unused) == ("generate", "abc", True, ("gen_stride", "tab"))
-    assert not resolve(scene_from_url("/logit_lens?stride=3")).partial
+    # Every page's settings are read (tests/test_talk_links.py holds each page to its boxes).
+    r = resolve(scene_from_url("/generate?prompt=abc&gen_stride=3&tab=Where+each+token+looked&decoding=Sampled"))
+    assert (r.view, r.texts, r.unused) == ("generate", "abc", ())
+    assert (r.params["stride"], r.params["chart"], r.params["temperature"]) == (3, "attention", 0.8)
+    # A multi-choice box's repeated key: kept one value per line, given back to the page as the repeated key.
+    s = scene_from_url("/patching?tab=noise&noise_on=2%C2%B7c&noise_on=3%C2%B7a")
+    assert s.params["noise_on"] == "2·c\n3·a" and resolve(s).params["subject"] == (2, 3)
+    assert page_link(s).count("noise_on=") == 2
     for url, says in (("", "paste a LayerLens link"), ("http://localhost:8501/", "home page"),
                       ("http://localhost:8501/nowhere?x=1", "unknown view 'nowhere'"),
                       ("/logit_lens?top_k=many", "is not an integer")):

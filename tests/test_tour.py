@@ -129,11 +129,11 @@ def test_every_link_names_every_option_of_its_chart():
             if view.reads == "two prompts":  # the experiment's boxes are the shared ones of ui/experiment.py
                 source += (ROOT / "ui" / "experiment.py").read_text()
             for option, value in params.items():
-                if value is None:  # the page's own default ("the last position")
+                box = URL_KEYS[shown.view][option]
+                if value is None or box.key == "-":  # the page's own default ("the last position"), no box
                     continue
-                key, spell = URL_KEYS[shown.view][option]
-                key = "corpus_word" if key == "word" and isinstance(shown.texts, tuple) else key
-                assert query.pop(key) == spell(value), (step.title, option)
+                key = "corpus_word" if box.key == "word" and isinstance(shown.texts, tuple) else box.key
+                assert query.pop(key) == box.text(value, params), (step.title, option)
                 assert f'key="{key}"' in source, (view.path, key)  # the page has a box for it
             assert query == {}, (step.title, query)  # nothing else travels
     # The options the steps pin travel too, whatever the page's default (presenter mode's stride is 2).

@@ -19,7 +19,8 @@ html, body { margin: 0; height: 100%; background: #fff; color: #000;
 .scene header { display: flex; align-items: baseline; gap: 18px; }
 .scene h1 { font-size: 30px; margin: 0; flex: 1; }
 .count, .meta { color: #333; font-size: 18px; }
-.chart { flex: 1; min-height: 200px; }
+.charts { flex: 1; min-height: 200px; display: flex; gap: 12px; }
+.chart { flex: 1; min-width: 0; }
 .question, .answer { font-size: 22px; padding: 6px 14px; border-radius: 6px; }
 .question { background: #eef3fb; border-left: 5px solid #2f6db5; }
 .answer { background: #eef8ee; border-left: 5px solid #2e7d32; }
@@ -32,8 +33,23 @@ body.notes-on .hint { display: none; }
 .title-scene p { text-align: center; }
 """
 
+# The notes window's look: the speaker reads it at arm's length.
+_NOTES_STYLE = """
+body { margin: 0; padding: 18px 28px; font-family: Inter, Helvetica, Arial, sans-serif; font-size: 24px; color: #000;
+       background: #fffdf3; }
+h1 { font-size: 30px; margin: 4px 0 12px; }
+.count { color: #333; font-size: 20px; }
+.question { background: #eef3fb; border-left: 5px solid #2f6db5; padding: 6px 12px; }
+.answer { background: #eef8ee; border-left: 5px solid #2e7d32; padding: 6px 12px; }
+.notes { white-space: normal; line-height: 1.45; margin: 12px 0; }
+.next { color: #333; border-top: 1px solid #ccc; padding-top: 10px; }
+"""
+
 # The deck's keys: → (or space, Page Down) reveals a hidden answer first, then moves on; ← goes back; N shows
-# the notes. The scene's number stays in the address (#3), so a reload keeps the place.
+# the notes under the chart; W opens them in a second window (the speaker's screen) that follows every move:
+# the deck writes into that window itself (window.open of a blank page shares the deck's origin, even from a
+# file), so nothing is asked of any network, and the keys pressed there move the deck. The scene's number stays
+# in the address (#3), so a reload keeps the place.
 _SCRIPT = """
 const figs = JSON.parse(document.getElementById('deck-figures').textContent);
 const scenes = Array.from(document.querySelectorAll('.scene'));
@@ -47,6 +63,39 @@ function draw(s) {
     } else { Plotly.Plots.resize(div); }
   }
 }
+const notes = JSON.parse(document.getElementById('deck-notes').textContent);
+let notesWindow = null;
+function esc(t) {
+  return String(t).replace(/[&<>"]/g, (c) => ({'&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;'})[c])
+    .replace(/\n/g, '<br>');
+}
+function speakerNotes() {
+  if (!notesWindow || notesWindow.closed) return;
+  const n = notes[at], a = scenes[at].querySelector('.answer');
+  const d = notesWindow.document;
+  d.title = 'Notes · ' + n.title;
+  let html = '<div class="count">' + esc(n.count) + '</div><h1>' + esc(n.title) + '</h1>';
+  if (n.question) {
+    html += '<p class="question"><b>Question.</b> ' + esc(n.question) + '</p><p class="answer"><b>Answer ('
+      + (a && !a.hidden ? 'revealed' : 'not revealed yet: → reveals it') + ').</b> ' + esc(n.answer) + '</p>';
+  }
+  html += '<div class="notes"><b>Notes.</b> ' + esc(n.notes) + '</div>'
+    + '<p class="next"><b>Next:</b> ' + esc(n.next || 'the end of the talk.') + '</p>';
+  d.getElementById('speaker').innerHTML = html;
+}
+function openNotes() {
+  if (notesWindow && !notesWindow.closed) { notesWindow.focus(); speakerNotes(); return; }
+  notesWindow = window.open('', 'deck-notes', 'width=900,height=700');
+  if (!notesWindow) return;  // a blocked pop-up: N still shows the notes under the chart
+  const d = notesWindow.document;
+  d.open();
+  d.write('<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>Notes</title><style>'
+    + document.getElementById('deck-notes-style').textContent + '</style></head><body><main id="speaker"></main>'
+    + '</body></html>');
+  d.close();
+  d.addEventListener('keydown', onKey);  // the speaker's keys in the notes window move the deck too
+  speakerNotes();
+}
 function show(i) {
   at = Math.max(0, Math.min(scenes.length - 1, i));
   scenes.forEach((s, k) => s.classList.toggle('on', k === at));
@@ -54,13 +103,14 @@ function show(i) {
   if (a) a.hidden = true;
   draw(scenes[at]);
   if (location.hash !== '#' + (at + 1)) history.replaceState(null, '', '#' + (at + 1));
+  speakerNotes();
 }
 function next() {
   const a = scenes[at].querySelector('.answer');
-  if (a && a.hidden) { a.hidden = false; return; }
+  if (a && a.hidden) { a.hidden = false; speakerNotes(); return; }
   show(at + 1);
 }
-document.addEventListener('keydown', (e) => {
+function onKey(e) {
   if (e.ctrlKey || e.metaKey || e.altKey) return;
   if (['ArrowRight', 'PageDown', ' ', 'Enter'].includes(e.key)) { next(); e.preventDefault(); }
   else if (['ArrowLeft', 'PageUp', 'Backspace'].includes(e.key)) { show(at - 1); e.preventDefault(); }
@@ -70,7 +120,9 @@ document.addEventListener('keydown', (e) => {
     document.querySelectorAll('.notes').forEach((n) => { n.hidden = !n.hidden; });
     document.body.classList.toggle('notes-on');
   }
-});
+  else if (e.key === 'w' || e.key === 'W') openNotes();
+}
+document.addEventListener('keydown', onKey);
 const start = parseInt(location.hash.slice(1), 10);
 show(Number.isFinite(start) ? start - 1 : 0);
 """
@@ -98,8 +150,12 @@ def deck_html(talk, backend_for, progress=None, model: str | None = None) -> str
 
     figures: dict[str, dict] = {}
     parts = [f'<section class="scene title-scene"><h1>{escape(talk.title or "A talk")}</h1>'
-             f'<p class="meta">{len(talk.scenes)} scenes · → next, ← back, N notes</p></section>']
+             f'<p class="meta">{len(talk.scenes)} scenes · → next, ← back, N notes, W notes in a second window'
+             '</p></section>']
     n = len(talk.scenes)
+    first = talk.scenes[0].title if talk.scenes else ""
+    speaker = [{"count": f"0 / {n}", "title": talk.title or "A talk", "notes": "The title screen.", "question": "",
+                "answer": "", "next": first or ("scene 1" if n else "")}]
     for i, scene in enumerate(talk.scenes):
         if progress:
             progress(i / max(n, 1), f"scene {i + 1} of {n}: {scene.title or scene.view}")
@@ -107,18 +163,19 @@ def deck_html(talk, backend_for, progress=None, model: str | None = None) -> str
             rendered, how = draw(backend_for(model or how_model(scene)), scene)
         except LensError as exc:
             raise LensError(f"scene {i + 1} ({scene.title or scene.view}): {exc}") from None
-        fig_id = f"fig-{i}"
-        figures[fig_id] = _figure_json(rendered.figures[0])
+        # The charts the page's tab shows (the first as fig-i, a second beside it as fig-i-2).
+        shown = [k for k in how.figures if k < len(rendered.figures)] or [0]
+        ids = [f"fig-{i}" if j == 0 else f"fig-{i}-{j + 1}" for j in range(len(shown))]
+        for fig_id, k in zip(ids, shown):
+            figures[fig_id] = _figure_json(rendered.figures[k])
         meta = f"{rendered.view.title} · {rendered.model}"
-        if how.partial:
-            meta += " · drawn with this view's default options (its page reads more of the link)"
         if how.unused:
             meta += f" · not drawn here: {', '.join(f'{k}={scene.params[k]}' for k in how.unused)}"
         html = [f'<section class="scene" id="scene-{i + 1}" data-view="{escape(rendered.view.name)}">',
                 f'<header><h1>{escape(scene.title or rendered.view.title)}</h1>'
                 f'<span class="count">{i + 1} / {n}</span></header>',
                 f'<div class="meta">{escape(meta)}</div>',
-                f'<div class="chart" id="{fig_id}"></div>']
+                '<div class="charts">' + "".join(f'<div class="chart" id="{f}"></div>' for f in ids) + "</div>"]
         if rendered.caption:
             html.append(f'<div class="meta">{escape(rendered.caption)}</div>')
         if scene.question:
@@ -128,14 +185,22 @@ def deck_html(talk, backend_for, progress=None, model: str | None = None) -> str
         html.append(f'<aside class="notes" hidden><b>Notes.</b> {_para(scene.notes or "(no notes)")}</aside>')
         html.append("</section>")
         parts.append("\n".join(html))
+        nxt = talk.scenes[i + 1] if i + 1 < n else None
+        speaker.append({"count": f"{i + 1} / {n}", "title": scene.title or rendered.view.title,
+                        "notes": scene.notes or "(no notes)", "question": scene.question,
+                        "answer": scene.answer or "(no answer given)",
+                        "next": (nxt.title or f"scene {i + 2}") if nxt else ""})
     if progress:
         progress(1.0, "done")
     data = json.dumps(figures, ensure_ascii=False).replace("</", "<\\/")
+    said = json.dumps(speaker, ensure_ascii=False).replace("</", "<\\/")
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<meta name=\"viewport\" content=\"width=device-width\"><title>{escape(talk.title or 'A talk')}</title>"
             f"<style>{_STYLE}</style><script>{get_plotlyjs()}</script></head>\n<body>\n" + "\n".join(parts)
-            + '\n<div class="hint">→ next · ← back · N notes</div>'
+            + '\n<div class="hint">→ next · ← back · N notes · W notes window</div>'
             + f'\n<script type="application/json" id="deck-figures">{data}</script>'
+            + f'\n<script type="application/json" id="deck-notes">{said}</script>'
+            + f'\n<script type="text/plain" id="deck-notes-style">{_NOTES_STYLE}</script>'
             + f"\n<script>{_SCRIPT}</script>\n</body></html>\n")
 
 

@@ -225,7 +225,8 @@ def load_named(name: str) -> Talk:
 
 def scene_query(url: str) -> tuple[str, dict[str, str]]:
     """A pasted LayerLens link (``http://host/attention?view=Heads&prompt=…``, or only its path and query) as its
-    page and URL query; the player's own keys (present, talk, scene) are left out."""
+    page and URL query; the player's own keys (present, talk, scene) are left out, and a multi-choice box's
+    repeated key kept as its values one per line."""
     text = (url or "").strip()
     if not text:
         raise LensError("paste a LayerLens link (its address, e.g. http://localhost:8501/attention?view=Heads)")
@@ -234,8 +235,10 @@ def scene_query(url: str) -> tuple[str, dict[str, str]]:
     if not page:
         raise LensError("the link opens the home page, which is not a view: open a page and copy its link")
     view = canonical_view(page)
-    query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()
-             if k not in ("present", *TALK_KEYS)}
+    from .urls import MULTI
+
+    query = {k: "\n".join(v) if k in MULTI else v[-1]
+             for k, v in parse_qs(parts.query, keep_blank_values=True).items() if k not in ("present", *TALK_KEYS)}
     return view, query
 
 
