@@ -207,6 +207,15 @@ def _trace_lens_rollout(ctx: Ctx):
     return run
 
 
+def _lens_long(ctx: Ctx):
+    """The full lens of a long prompt on its own (the CLI's ``lens``, an export): the trace, then every position."""
+    from lens.analysis.logit_lens import logit_lens
+    from lens.options import LensOptions
+
+    tok = ctx.loaded.tokenizer
+    return lambda: logit_lens(ctx.trace(residual=True), tok, LensOptions(top_k=5))
+
+
 STEPS: list[Step] = [
     Step("forward", "forward pass alone", _forward),
     Step("trace", "trace capture (residual stream)", _trace),
@@ -220,6 +229,11 @@ STEPS: list[Step] = [
          max_tokens=_umap_max),
     Step("lens-window", "lens page, long prompt: trace + the 48 positions on screen", _lens_window,
          largest_only=True, bench_max_tokens=None),
+    # Each view of a long prompt in a process of its own (peak memory per view, weights included): the lens
+    # page is "lens-window" above; these are the full lens and the attention page's rollout.
+    Step("lens-long", "long prompt: trace + full lens, alone", _lens_long, largest_only=True, bench_max_tokens=None),
+    Step("rollout-long", "long prompt: attention rollout (capture + rollout), alone", _rollout,
+         modules=("lens.analysis.rollout",), largest_only=True, bench_max_tokens=None),
     # The largest prompt only: its parts are timed one by one, and the lens's floor after them.
     Step("trace+lens+rollout", "trace + full lens + rollout, one process", _trace_lens_rollout,
          modules=("lens.analysis.rollout",), largest_only=True, bench_max_tokens=None,

@@ -32,6 +32,10 @@ def mean_attention_stack(attentions: dict[int, torch.Tensor], n_layers: int) -> 
         raise LensError("this trace holds no attention weights for every layer; capture them to run rollout")
     first = attentions[0]
     T = first.shape[-1]
+    base = first._base
+    if (base is not None and base.shape == (n_layers, T, T) and base.dtype == torch.float32
+            and all(attentions[l].dim() == 2 and attentions[l].data_ptr() == base[l].data_ptr() for l in range(n_layers))):
+        return base  # already one stack, layer by layer (a trace's head means are read so): no copy
     stack = torch.empty(n_layers, T, T, dtype=torch.float32, device=first.device)
     for l in range(n_layers):
         a = attentions[l]
@@ -57,24 +61,21 @@ def rollout_rows(mean_attn: torch.Tensor, position: int, residual: bool = True) 
 
     ``row_l = e_i Â_l Â_{l−1} … Â_1``: a chain of vector–matrix products per layer. With
     ``Â = D⁻¹(Ā + I)`` and ``d`` the row sums of ``Ā + I``, ``v Â = (v/d) Ā + v/d``: only the
-    [L, T] row sums are stored beside the attention itself.
+    [L, T] row sums are stored beside the attention itself. The chains run together from the
+    top layer down: at layer m, every row of a layer above m is multiplied by ``Â_m`` in one
+    matrix product, then row m starts, so each layer's map is read once (not once per row).
     """
     L, T, _ = mean_attn.shape
     eye = 1.0 if residual else 0.0
     d = mean_attn.sum(-1) + eye  # [L, T]
-
-    def times_hat(v: torch.Tensor, m: int) -> torch.Tensor:
-        w = v / d[m]
-        return w @ mean_attn[m] + eye * w
-
     rows = torch.empty(L, T, dtype=mean_attn.dtype)
-    for l in range(L):
-        v = mean_attn[l, position].clone()
+    for m in range(L - 1, -1, -1):
+        if m < L - 1:
+            w = rows[m + 1:] / d[m]
+            torch.addmm(w, w, mean_attn[m], beta=eye, out=rows[m + 1:])
+        v = mean_attn[m, position].clone()
         v[position] += eye
-        v /= d[l, position]
-        for m in range(l - 1, -1, -1):
-            v = times_hat(v, m)
-        rows[l] = v
+        rows[m] = v / d[m, position]
     return rows
 
 

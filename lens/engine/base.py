@@ -38,6 +38,13 @@ class Read:
     map: Callable[[torch.Tensor], torch.Tensor] | None = None  # applied as it is read (e.g. a head mean)
 
 
+def head_mean(weights: torch.Tensor) -> torch.Tensor:
+    """``attn_pattern.l`` averaged over heads, [B, H, T, T] -> [B, T, T]: as ``Read(map=head_mean)``, the local
+    engine computes it a block of query rows at a time (no [H, T, T] matrix is ever held; the numbers are the
+    eager attention's); any other engine applies it to the whole pattern."""
+    return weights.mean(1)
+
+
 @dataclass
 class SiteCall:
     """What an edit gets besides the activation: the site, and for ``block.l`` the block's input

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import sys
 import threading
 from dataclasses import dataclass
 from typing import Mapping, Sequence
@@ -19,13 +20,13 @@ import torch
 from ..errors import AttentionWeightsUnavailable, LensError
 from ..jobs import checkpoint
 from ..model.adapters import Adapter
-from .base import Capabilities, Edit, Metric, Positions, Read, Readout, Reduce, RunOutput, SiteCall
+from .base import Capabilities, Edit, Metric, Positions, Read, Readout, Reduce, RunOutput, SiteCall, head_mean
 from .sites import Location, Site, locate, parse, resid_rows
 
 
 @contextlib.contextmanager
 def attention_implementation(model, wanted: str):
-    """Run with ``wanted`` attention ("sdpa" or "eager"), then restore the model's own.
+    """Run with ``wanted`` attention ("sdpa", "eager" or ``ROWS``), then restore the model's own.
 
     Only eager attention returns the weights, and it builds every [heads, T, T] score
     matrix; a pass that keeps no weights uses PyTorch's fused SDPA instead (at 2048
@@ -45,6 +46,72 @@ def attention_implementation(model, wanted: str):
         yield
     finally:
         model.set_attn_implementation(current)
+
+
+# Head-averaged attention (``Read(map=head_mean)`` at ``attn_pattern.l``) comes from a pass under an attention
+# implementation of this name: each attention calls the model's own eager attention function on blocks of query rows
+# (the same numbers as an eager pass) and keeps only their mean over heads, so no [heads, T, T] score matrix is ever
+# held (every layer's would be 4.5 GB at 2048 tokens on the bundled model; one layer's, 2 × 151 MB at a time).
+ROWS = "layerlens_rows"
+ROW_BLOCK_BYTES = 2**24  # one block's [B, H, rows, T] scores: 16 MiB (256 rows at 2048 tokens, 9 heads)
+_row_means: set[int] = set()  # id() of the attention modules whose head mean a run keeps, while it runs
+_rows_registered: bool | None = None
+
+
+def _own_eager(module):
+    """The eager attention function of ``module``'s modelling file (what eager attention runs), or None."""
+    return getattr(sys.modules.get(type(module).__module__), "eager_attention_forward", None)
+
+
+def _all_masked(mask: torch.Tensor) -> bool:
+    return not bool(mask.any()) if mask.dtype == torch.bool else bool((mask <= torch.finfo(mask.dtype).min / 2).all())
+
+
+def rows_attention(module, query, key, value, attention_mask, **kwargs):
+    """The model's eager attention, ``ROW_BLOCK_BYTES`` of scores at a time: returns the output and, for the modules
+    in ``_row_means``, the weights' mean over heads as [B, 1, T, T] (None for the others)."""
+    eager = _own_eager(module)
+    B, H, T, _ = query.shape
+    Tk = key.shape[2]
+    rows = max(1, ROW_BLOCK_BYTES // (4 * B * H * Tk))
+    keep = id(module) in _row_means
+    mean = torch.zeros(B, 1, T, Tk, dtype=torch.float32, device=query.device) if keep else None
+    out = None
+    for r0 in range(0, T, rows):
+        r1 = min(T, r0 + rows)
+        mask = attention_mask
+        if mask is not None and mask.shape[-2] > 1:
+            mask = mask[:, :, r0:r1]
+        n = Tk
+        # Keys that every row of the block is masked from (a causal model's later positions) get a weight of
+        # exactly 0 after the softmax: leaving them out changes no number and halves a causal pass's work.
+        if mask is not None and r1 < Tk and _all_masked(mask[..., r1:Tk]):
+            n, mask = r1, mask[..., :r1]
+        o, w = eager(module, query[:, :, r0:r1], key[:, :, :n], value[:, :, :n], mask, **kwargs)
+        if out is None:
+            out = o.new_empty(B, T, *o.shape[2:])
+        out[:, r0:r1] = o
+        if keep:
+            mean[:, 0, r0:r1, :n] = w.float().mean(1)
+    return out, mean
+
+
+def _rows_ready(model, adapter: Adapter) -> bool:
+    """Whether ``model`` can run under ``ROWS`` (registered with transformers once; eager masks)."""
+    global _rows_registered
+    if _rows_registered is None:
+        try:
+            from transformers import AttentionInterface
+            from transformers.masking_utils import AttentionMaskInterface, eager_mask
+
+            AttentionInterface.register(ROWS, rows_attention)
+            AttentionMaskInterface.register(ROWS, eager_mask)
+            _rows_registered = True
+        except Exception:  # an older transformers: eager attention, whole
+            _rows_registered = False
+    return bool(_rows_registered and hasattr(model, "set_attn_implementation")
+                and getattr(model.config, "_attn_implementation", None) in ("eager", "sdpa")
+                and all(_own_eager(m) is not None for m in adapter.attn))
 
 
 def first(out):
@@ -119,7 +186,12 @@ class _Placement:
                 continue
             loc = locate(site, a)
             self.groups.setdefault((id(loc.module), loc.side), []).append((site, loc))
-        self.eager = any(Site.kind_of(n) == "attn_pattern" for n in self.read)
+        patterns = [n for n in self.read if Site.kind_of(n) == "attn_pattern"]
+        self.eager = bool(patterns)
+        # Only head means read: the attention modules that keep theirs under ROWS (see rows_attention), with their
+        # submodules (BERT's attention calls the attention function from a module inside it).
+        self.row_means = ({id(m) for n in patterns for m in locate(parse(n, L), a).module.modules()}
+                          if patterns and all(self.read[n].map is head_mean for n in patterns) else None)
 
     def _as_bt(self, x: torch.Tensor, loc: Location) -> torch.Tensor:
         return x.reshape(self.B, -1, x.shape[-1]) if loc.flat else x
@@ -186,7 +258,7 @@ class _Placement:
         implementation = getattr(self.engine.model.config, "_attn_implementation", None)
 
         def hook(module, args, kwargs):
-            if implementation not in ("eager", "sdpa"):
+            if implementation not in ("eager", "sdpa", ROWS):
                 raise LensError(f"attention masks are edited under eager or SDPA attention, not {implementation}")
             hidden = args[0] if args else kwargs["hidden_states"]
             T = hidden.shape[1]
@@ -297,9 +369,13 @@ class HookEngine:
         keep_all = logits == "all" or want_logits
         extra = {"logits_to_keep": 1} if self._some_logits and not keep_all else {}
         handles = []
+        rows = place.row_means is not None and _rows_ready(self.model, self.adapter)
+        implementation = ROWS if rows else "eager" if place.eager else "sdpa"
         with self.lock, (torch.enable_grad() if grad else torch.no_grad()), \
-                attention_implementation(self.model, "eager" if place.eager else "sdpa"):
+                attention_implementation(self.model, implementation):
             try:
+                if rows:
+                    _row_means.update(place.row_means)
                 if grad:  # every activation joins the graph, even with frozen weights
                     handles.append(self.model.get_input_embeddings().register_forward_hook(
                         lambda m, a, out: out if out.requires_grad else out.detach().requires_grad_()))
@@ -308,6 +384,8 @@ class HookEngine:
             finally:
                 for h in handles:
                     h.remove()
+                if rows:
+                    _row_means.difference_update(place.row_means)
             z = getattr(out, "logits", None)
             if want_logits:
                 place._keep("logits", z)
