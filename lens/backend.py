@@ -39,7 +39,7 @@ from .explain.results import AttentionExplanation, CellExplanation, NeuronExplan
 from .sampling.options import SampleOptions
 from .sampling.results import NextLogits, SampleResult
 from .anatomy.options import AnatomyOptions, ContrastiveOptions
-from .anatomy.results import AnatomyResult, CKAResult, ContrastiveResult
+from .anatomy.results import AnatomyResult, AnatomySuiteResult, CKAResult, ContrastiveResult
 from .attribution.options import DLAOptions, KnockoutOptions, SublayerOptions
 from .attribution.results import DLAResult, KnockoutResult, SublayerLensResult
 
@@ -176,6 +176,9 @@ class Backend(Protocol):
     def cka_with(self, other: "Backend", text: str) -> CKAResult: ...
 
     def contrastive(self, text: str, options: ContrastiveOptions) -> ContrastiveResult: ...
+
+    def anatomy_suite(self, suite: Suite, options: AnatomyOptions = AnatomyOptions(),
+                      progress: Progress | None = None) -> AnatomySuiteResult: ...  # every prompt's anatomy
 
     # Show the work (lens/explain/): one lens cell, one attention weight, one neuron at one position, step by step.
     def explain_cell(self, text: str, options: CellOptions) -> CellExplanation: ...

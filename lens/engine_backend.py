@@ -1151,6 +1151,35 @@ class EngineBackend:
             self.engine, ids, options, self.loaded.name, lambda i: decode_token(tok, i),
             lambda new: tok.decode(new, skip_special_tokens=True), stop))
 
+    def anatomy_suite(self, suite: Suite, options=None, progress: Progress | None = None):
+        """``anatomy`` of every prompt of ``suite`` (a pair's clean prompt), one prompt at a time, stacked per prompt
+        (lens/anatomy/suite.py; ``summary`` there gives the means over the prompts and their spread). Every prompt is
+        checked before any is run."""
+        from .anatomy.options import MAX_SUITE_PROMPTS, AnatomyOptions
+        from .anatomy.suite import anatomy_suite
+        from .model.tokens import decode_token
+
+        options = options or AnatomyOptions()
+        options.check()
+        self._can("anatomy")
+        if not suite.items:
+            raise LensError(f"{suite.name} holds no prompts")
+        if len(suite.items) > MAX_SUITE_PROMPTS:
+            raise LensError(f"{suite.name} holds {len(suite.items):,} prompts; layer anatomy measures at most "
+                            f"{MAX_SUITE_PROMPTS} of a suite (each runs once with every block skipped): use fewer")
+        ids = []
+        for item in suite.items:
+            try:
+                ids.append(self._anatomy_ids(item.prompt, "layer anatomy"))
+            except LensError as exc:
+                raise LensError(f"{item.where}: {exc}") from None
+        tok = self.loaded.tokenizer
+        return self.results.get("anatomy-suite", {**self._suite_key(suite), "options": options.key()},
+                                lambda: anatomy_suite(
+                                    self.engine, ids, [token_strings(tok, x) for x in ids], self.loaded.n_layers,
+                                    options, self.loaded.name, lambda i: decode_token(tok, i), suite.name,
+                                    [i.prompt for i in suite.items], [i.where for i in suite.items], progress))
+
     # ------------------------------------------------------------ show the work (lens/explain/), sampling (lens/sampling/)
 
     def explain_cell(self, text: str, options: CellOptions) -> CellExplanation:
@@ -1240,6 +1269,10 @@ from .anatomy.results import AnatomyResult, CKAResult, ContrastiveResult  # noqa
 RESULT_TYPES.update({"anatomy": AnatomyResult, "cka": CKAResult, "contrastive": ContrastiveResult})
 NEEDS.update({"anatomy": (("writes",), "layer anatomy (it skips blocks)"), "cka_with": ((), "comparing two models' layers"),
               "contrastive": ((), "autocontrastive decoding")})
+from .anatomy.results import AnatomySuiteResult  # noqa: E402
+
+RESULT_TYPES["anatomy-suite"] = AnatomySuiteResult
+NEEDS["anatomy_suite"] = NEEDS["anatomy"]
 
 # Show the work (lens/explain/) and sampling on the spot (lens/sampling/).
 from .explain.options import AttentionWeightOptions, CellOptions, NeuronAtOptions  # noqa: E402

@@ -730,6 +730,23 @@ def _contrastive(src, p, texts) -> Code:
 CODE.update({"anatomy": _anatomy, "contrastive": _contrastive})  # layer anatomy (lens/anatomy/)
 
 
+def _anatomy_suite(src, p, texts) -> Code:
+    from .anatomy.options import AnatomyOptions
+
+    o = AnatomyOptions(swap=bool(p["swap"]))
+    o.check()
+    return Code(["from lens.anatomy.options import AnatomyOptions", "from lens.anatomy.results import anatomy_suite_json",
+                 "from lens.suites.suite import parse_jsonl"],
+                f"suite = parse_jsonl({src}, {_py(SUITE_FILE)})\n"
+                f"result = backend.anatomy_suite(suite, {_new('AnatomyOptions', swap=o.swap)})",
+                "anatomy_suite_json(result)", ["anatomy", *(["--swap"] if o.swap else [])],
+                ["from lens.figures.anatomy import anatomy_suite_figures"], "figures = anatomy_suite_figures(result)",
+                several=True)
+
+
+CODE["anatomy-suite"] = _anatomy_suite  # layer anatomy over a suite (lens/anatomy/suite.py)
+
+
 def _probe(src, p, texts) -> Code:
     from .probes.options import ProbeOptions
 

@@ -1,5 +1,6 @@
 """Layer anatomy page: what each layer adds, which blocks could be skipped, which layers are alike, where the
-outlier dimensions live, and what the late layers correct (autocontrastive decoding)."""
+outlier dimensions live, and what the late layers correct (autocontrastive decoding); for the sidebar's prompt or,
+averaged with its spread, for every prompt of a suite."""
 from html import escape
 
 import streamlit as st
@@ -10,20 +11,26 @@ require_app_router()
 
 from lens.anatomy.options import AnatomyOptions, ContrastiveOptions  # noqa: E402
 from lens.anatomy.readings import (cka_pair_reading, contrastive_reading, erasure_reading, norm_reading,  # noqa: E402
-                                   outlier_reading, similarity_reading, skip_reading)
-from lens.figures.anatomy import (FIRST_LEFT_OUT, change_figure, cka_figure, cka_pair_figure,  # noqa: E402
+                                   outlier_reading, similarity_reading, skip_reading, suite_erasure_reading,
+                                   suite_norm_reading, suite_outlier_reading, suite_similarity_reading,
+                                   suite_skip_reading)
+from lens.figures.anatomy import (BAND, FIRST_LEFT_OUT, change_figure, cka_figure, cka_pair_figure,  # noqa: E402
                                   contrastive_figure, erasure_figure, massive_figure, norm_figure, outlier_figure,
-                                  skip_figure)
+                                  skip_figure, suite_change_figure, suite_cka_figure, suite_erasure_figure,
+                                  suite_massive_figure, suite_norm_figure, suite_outlier_figure, suite_skip_figure)
+from lens.suites.suite import SUFFIXES, example, example_names, suite_from_bytes  # noqa: E402
 from lens.model.registry import TINY_ARCHS  # noqa: E402
 from lens.views.anatomy import VIEWS, default_amateur  # noqa: E402
 from lens.views.attention import link_note  # noqa: E402
 from ui import present, state  # noqa: E402
 from ui.backends import loaded_models  # noqa: E402
 from ui.errors import shown_in_page  # noqa: E402
-from ui.widgets import (chart, download_json, link_value_unused, one_of, page_header,  # noqa: E402
+from ui.widgets import (chart, download_json, link_options, link_value_unused, one_of, page_header,  # noqa: E402
                         say_link_values_unused, whole_in)
 
 TABS = ("Norms & change", "Skip & swap", "Similarity", "Outliers", "Token erasure", "Autocontrastive")
+SOURCES = {"prompt": "This prompt", "suite": "A suite"}  # ?source=suite (the URL keeps the label once clicked)
+OWN = "your own file…"
 PRESENTING = present.is_on()
 ss = st.session_state
 
@@ -67,17 +74,107 @@ def others() -> list[str]:
 
 
 choices = others()
-unused = [(link_value_unused("amateur", whole_in(1, max(1, L - 1))), "amateur layer", DEFAULT_AMATEUR),
-          (link_value_unused("other_model", one_of(choices)), "second model", "none")]  # before the box drops it
-c = st.columns([1.2, 1, 1.6, 2.2], vertical_alignment="bottom")
-swap = c[0].toggle("Swap neighbours too", value=VIEWS[0].params["swap"], key="swap", bind="query-params",
+unused = [(link_value_unused("source", one_of(SOURCES, SOURCES.values())), "measure on", SOURCES["prompt"])]
+link_options("source", SOURCES)
+c = st.columns([1.5, 1.2, 1, 1.6, 1.2], vertical_alignment="bottom")
+source = c[0].segmented_control("Measure on", list(SOURCES), format_func=SOURCES.get, key="source",
+                                default=None if "source" in ss else "prompt",  # a link's ?source=suite set it
+                                bind="query-params", help="The sidebar's prompt, or every prompt of a suite (each "
+                                "measured on its own, then the mean over them with its spread).") or "prompt"
+SUITE_MODE = source == "suite"
+swap = c[1].toggle("Swap neighbours too", value=VIEWS[0].params["swap"], key="swap", bind="query-params",
                    help="Beside skipping each block, run every two neighbouring blocks in each other's place.")
-amateur = c[1].number_input("Amateur layer", 1, max(1, L - 1), DEFAULT_AMATEUR, key="amateur", bind="query-params",
-                            disabled=L < 2, help="Autocontrastive decoding: the block whose logit lens is the amateur.")
-other_ref = c[2].selectbox("Second model (CKA)", choices, index=None, key="other_model", bind="query-params",
-                           placeholder="none", help="Compare this model's layers with another model's (the same "
-                                                    "tokenizer: a fine-tuned copy, say) on the Similarity tab.")
+if SUITE_MODE:
+    names = example_names()
+    unused.append((link_value_unused("suite", one_of(names, [OWN])), "suite", names[0]))
+    suite_name = c[2].selectbox("Suite", [*names, OWN], key="suite", bind="query-params",
+                                help="A shipped suite (the Prompt suites page shows its prompts), or a suite file of "
+                                     "your own (.jsonl, .csv or .txt, as that page reads it).")
+else:
+    unused += [(link_value_unused("amateur", whole_in(1, max(1, L - 1))), "amateur layer", DEFAULT_AMATEUR),
+               (link_value_unused("other_model", one_of(choices)), "second model", "none")]  # before the box drops it
+    amateur = c[2].number_input("Amateur layer", 1, max(1, L - 1), DEFAULT_AMATEUR, key="amateur",
+                                bind="query-params", disabled=L < 2,
+                                help="Autocontrastive decoding: the block whose logit lens is the amateur.")
+    other_ref = c[3].selectbox("Second model (CKA)", choices, index=None, key="other_model", bind="query-params",
+                               placeholder="none", help="Compare this model's layers with another model's (the same "
+                                                        "tokenizer: a fine-tuned copy, say) on the Similarity tab.")
 say_link_values_unused(unused)
+HEIGHT = present.SCREEN_CHART - 40 if PRESENTING else 440  # a row of controls and the tabs above
+
+
+def tabs():
+    tab_note = link_note("tab", st.query_params.get("tab"), TABS, "this page's tabs", f"“{TABS[0]}”")
+    if tab_note:
+        st.caption(f"ℹ️ The link's {tab_note}")
+    return st.tabs(list(TABS), key="tab", bind="query-params")
+
+
+def suite_page() -> None:
+    """Every prompt of the chosen suite measured, each chart the mean over them with the 10–90 % band."""
+    with shown_in_page("Reading the suite"):
+        if suite_name == OWN:
+            up = st.file_uploader("Suite file", type=[x[1:] for x in SUFFIXES], key="anatomy_suite_file",
+                                  help="JSONL (one object a line) or CSV (a header row) with a `prompt` column, or "
+                                       ".txt, one prompt a line; read here, never run as code.")
+            if up is None:
+                st.info("Upload a suite file: each of its prompts is measured (a pair's clean prompt).")
+                st.stop()
+            suite = suite_from_bytes(up.getvalue(), up.name)
+        else:
+            suite = example(suite_name)
+    bar = st.empty()
+    with shown_in_page("Layer anatomy over the suite"):
+        s = backend.anatomy_suite(suite, AnatomyOptions(swap=bool(swap)),
+                                  progress=lambda f, m: bar.progress(min(1.0, f), text=f"{suite.name}: {m}"))
+    bar.empty()
+    n = len(s.prompts)
+    if not PRESENTING:
+        st.markdown("\n".join(f"- {first_sentence(x)}" for x in (
+            suite_skip_reading(s), suite_similarity_reading(s), suite_outlier_reading(s))))
+        st.caption(f"{n} prompts of {suite.name}, each measured as one prompt is (positions 1…, {FIRST_LEFT_OUT}; "
+                   f"the skips at its last position); lines and bars: the mean over the prompts; bands and error "
+                   f"bars: {BAND}.")
+    export = {"view": "anatomy-suite", "numbers": s, "texts": suite.to_jsonl(), "model": info.name,
+              "params": {"suite": suite.name, "swap": bool(swap)}}
+    norms_tab, skip_tab, sim_tab, out_tab, erase_tab, contrast_tab = tabs()
+    if norms_tab.open:
+        with norms_tab:
+            a, b = st.columns(2)
+            chart(suite_norm_figure(s, height=HEIGHT), key="anatomy-suite-norm", where=a, export=export, share=0.5)
+            chart(suite_change_figure(s, height=HEIGHT), key="anatomy-suite-change", where=b, export=export,
+                  share=0.5)
+            say(suite_norm_reading(s))
+    if skip_tab.open:
+        with skip_tab:
+            chart(suite_skip_figure(s, height=HEIGHT), key="anatomy-suite-skip", export=export)
+            say(suite_skip_reading(s))
+    if sim_tab.open:
+        with sim_tab:
+            chart(suite_cka_figure(s, height=HEIGHT + 40), key="anatomy-suite-cka", export=export)
+            say(suite_similarity_reading(s))
+    if out_tab.open:
+        with out_tab:
+            a, b = st.columns(2)
+            chart(suite_outlier_figure(s, height=HEIGHT), key="anatomy-suite-outliers", where=a, export=export,
+                  share=0.5)
+            chart(suite_massive_figure(s, height=HEIGHT), key="anatomy-suite-massive", where=b, export=export,
+                  share=0.5)
+            say(suite_outlier_reading(s))
+    if erase_tab.open:
+        with erase_tab:
+            chart(suite_erasure_figure(s, height=HEIGHT), key="anatomy-suite-erasure", export=export)
+            say(suite_erasure_reading(s))
+    if contrast_tab.open:
+        with contrast_tab:
+            st.info("Autocontrastive decoding ranks and continues one prompt: choose **This prompt** above.")
+    if not PRESENTING:
+        download_json(s, f"{suite.name}-anatomy")
+
+
+if SUITE_MODE:
+    suite_page()
+    st.stop()
 
 text = state.prompt()
 if not text:
@@ -99,11 +196,7 @@ if not PRESENTING:  # the page's answers in three sentences, whichever tab is op
                "block's output as it leaves the block (the final norm not yet applied).")
 
 export = {"view": "anatomy", "numbers": r, "texts": text, "model": info.name, "params": {"swap": bool(swap)}}
-tab_note = link_note("tab", st.query_params.get("tab"), TABS, "this page's tabs", f"“{TABS[0]}”")
-if tab_note:
-    st.caption(f"ℹ️ The link's {tab_note}")
-HEIGHT = present.SCREEN_CHART - 40 if PRESENTING else 440  # a row of controls and the tabs above
-norms_tab, skip_tab, sim_tab, out_tab, erase_tab, contrast_tab = st.tabs(list(TABS), key="tab", bind="query-params")
+norms_tab, skip_tab, sim_tab, out_tab, erase_tab, contrast_tab = tabs()
 
 if norms_tab.open:
     with norms_tab:

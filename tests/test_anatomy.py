@@ -258,3 +258,117 @@ def test_near_duplicate_runs_and_their_reading():
     np.fill_diagonal(cka, 1.0)
     assert similarity_reading(rows, cka) == ("No two neighbouring layers are near-duplicates (CKA < 0.95); the most "
                                              "alike neighbours are L4 and L5 (CKA 0.900).")
+
+
+# ---------------------------------------------------------------- a prompt suite
+
+SUITE_PROMPTS = ["hello there, the end; see me", "the cat sat on the mat", "abc def ghi jkl", "one two three four"]
+
+
+def per_prompt_stack(backend, prompts, options):
+    """Each prompt's anatomy asked for one at a time (a backend of its own, no cache), stacked: the suite's
+    numbers must be these."""
+    fresh = local_backend(backend.loaded, None)
+    got = [fresh.anatomy(p, options) for p in prompts]
+    return got, {name: np.stack([np.asarray(getattr(r, name), dtype=float) for r in got])
+                 for name in ("norm", "norm_ratio", "block_change", "attn_share", "mlp_share", "max_abs", "kurtosis",
+                              "skip_kl", "swap_kl", "cka")}
+
+
+def test_suite_means_are_the_means_of_one_prompt_at_a_time(tiny_backends):
+    from collections import Counter
+
+    from lens.anatomy.results import anatomy_suite_json
+    from lens.suites.suite import parse_lines
+
+    b = tiny_backends("llama")
+    seen = []
+    s = b.anatomy_suite(parse_lines("\n".join(SUITE_PROMPTS), "four"), AnatomyOptions(swap=True),
+                        progress=lambda f, m: seen.append((f, m)))
+    got, each = per_prompt_stack(b, SUITE_PROMPTS, AnatomyOptions(swap=True))
+    j = anatomy_suite_json(s)
+    assert j["n_prompts"] == 4 and s.prompts == SUITE_PROMPTS and s.where == [f"four line {i}" for i in range(1, 5)]
+    for name, x in each.items():
+        if name == "cka":
+            np.testing.assert_allclose(j["cka_mean"], x.mean(0), atol=1e-12)
+            continue
+        np.testing.assert_allclose(j["mean"][name], x.mean(0), rtol=1e-12, atol=1e-12, err_msg=name)
+        np.testing.assert_allclose(j["sd"][name], x.std(0, ddof=1), rtol=1e-9, atol=1e-12, err_msg=name)
+        for q in (10, 90):  # linear interpolation between the prompts' values, written out here
+            srt = np.sort(x, 0)
+            pos = (len(x) - 1) * q / 100
+            lo, frac = int(np.floor(pos)), pos - np.floor(pos)
+            want = srt[lo] + frac * (srt[min(lo + 1, len(x) - 1)] - srt[lo])
+            np.testing.assert_allclose(j[f"p{q}"][name], want, rtol=1e-9, atol=1e-12, err_msg=f"{name} p{q}")
+    assert s.skip_top == [r.skip_top for r in got] and s.top == [r.top for r in got]
+    # The outlier dimension: each prompt's largest coordinate's dimension, the most frequent of them.
+    each_dim = [int(r.max_dim[int(np.argmax(r.max_abs))]) for r in got]
+    dim, count = Counter(each_dim).most_common(1)[0]
+    assert (j["outlier"]["dim"], j["outlier"]["prompts"]) == (dim, count) and j["outlier"]["each"] == each_dim
+    assert j["outlier"]["rows_with"] == sum(int(np.sum(r.max_dim == dim)) for r in got)
+    # The top dimensions: largest mean |h| at any row after averaging the prompts' streams (read by hooks here).
+    mean_abs = []
+    for p in SUITE_PROMPTS:
+        h = hooked_pass(b.loaded, b.loaded.tokenizer(p)["input_ids"])[0]
+        mean_abs.append(np.abs(h[:, 1:]).mean(1))
+    mean_abs = np.stack(mean_abs)
+    order = list(np.argsort(-mean_abs.mean(0).max(0), kind="stable")[:16])
+    assert s.top_dims == order
+    np.testing.assert_allclose(s.dim_mean_abs, mean_abs[:, :, order], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(s.prev_cos, [np.nanmean(r.prev_cos[:, 1:], 1) for r in got], atol=1e-12)
+    # Progress: one message a prompt, then done.
+    assert [m for _, m in seen][:1] == ["prompt 1 of 4: its pass, then 3 skipped blocks and the swaps"]
+    assert seen[-1][0] == 1.0 and [f for f, _ in seen] == sorted(f for f, _ in seen)
+
+
+def test_suite_readings_say_the_means(tiny_backends):
+    from lens.anatomy.readings import suite_outlier_reading, suite_similarity_reading, suite_skip_reading
+    from lens.suites.suite import parse_lines
+
+    b = tiny_backends("llama")
+    s = b.anatomy_suite(parse_lines("\n".join(SUITE_PROMPTS), "four"))
+    got, each = per_prompt_stack(b, SUITE_PROMPTS, AnatomyOptions())
+    mean = each["skip_kl"].mean(0)
+    top = int(np.argmax(mean))
+    firsts = int(np.sum(np.argmax(each["skip_kl"], 1) == top))
+    said = suite_skip_reading(s)
+    assert said.startswith(f"Across the 4 prompts, block {top + 1} matters most") and f"KL {mean[top]:.3g} nats" in said
+    assert f"matters most for {firsts} of 4 prompts" in said
+    assert suite_similarity_reading(s).startswith("Across the 4 prompts (mean CKA), ")
+    assert similarity_reading(s.rows, each["cka"].mean(0))[1:] in suite_similarity_reading(s)
+    dims = [int(r.max_dim[int(np.argmax(r.max_abs))]) for r in got]
+    dim = max(dims, key=lambda d: (dims.count(d), -dims.index(d)))  # the most frequent, the first seen among equals
+    assert suite_outlier_reading(s).startswith(f"Across the 4 prompts, dimension {dim} is the outlier: it holds the "
+                                               f"largest coordinate in {dims.count(dim)} of 4 prompts")
+
+
+def test_bundled_model_suite_equals_each_prompt_alone(smol):
+    from lens.suites.suite import Suite, example
+
+    capitals = example("capitals")
+    short = Suite(name="capitals", items=capitals.items[:3])
+    s = smol.anatomy_suite(short)
+    _, each = per_prompt_stack(smol, [i.prompt for i in short.items], AnatomyOptions())
+    from lens.anatomy.suite import summary
+
+    m = summary(s)
+    for name in ("norm", "block_change", "skip_kl", "max_abs", "kurtosis"):
+        np.testing.assert_allclose(m["mean"][name], each[name].mean(0), rtol=1e-9, err_msg=name)
+    np.testing.assert_allclose(m["cka_mean"], each["cka"].mean(0), atol=1e-12)
+    assert s.n_tokens == [len(smol.token_ids(i.prompt)) for i in short.items]
+
+
+@pytest.mark.parametrize("lines, says", [
+    ("hello there world\nab", "suite line 2: the prompt is 2 tokens"),
+])
+def test_suite_bad_prompt_names_its_line(tiny_backends, lines, says):
+    from lens.suites.suite import Suite, parse_lines
+
+    b = tiny_backends("llama")
+    with pytest.raises(LensError, match=says):
+        b.anatomy_suite(parse_lines(lines, "suite"))
+    big = parse_lines("\n".join(["hello there"] * 201), "big")
+    with pytest.raises(LensError, match="at most 200"):
+        b.anatomy_suite(big)
+    with pytest.raises(LensError, match="holds no prompts"):
+        b.anatomy_suite(Suite(name="empty", items=()))

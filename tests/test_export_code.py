@@ -95,6 +95,7 @@ CASES.update({  # layer anatomy (lens/anatomy/)
     "contrastive": (PROMPT, {"amateur_layer": 1, "max_new_tokens": 3},
                     ["contrastive", "--prompt", PROMPT, "--amateur-layer", "1", "--max-new-tokens", "3"]),
 })
+CASES["anatomy-suite"] = (SUITE, {"swap": True}, ["anatomy", "--prompts-file", "{suite}", "--swap"])  # its clean prompts
 MORE = {  # the same views with other options: another backend call, another figure builder
     "heads --layer": ("heads", PROMPT, {"layer": 2}, ["heads", "--prompt", PROMPT, "--layer", "2"]),
     "geometry senses": ("geometry", BANKS, {"word": "a", "metric": "senses"}, None),  # one byte, one token

@@ -39,6 +39,12 @@ def residual(engine, ids: Sequence[int], n_layers: int, sublayers: bool = True):
 
 def anatomy(engine, ids: Sequence[int], tokens: list[str], n_layers: int, options: AnatomyOptions, model: str,
             decode: Callable[[int], str]) -> AnatomyResult:
+    return anatomy_and_stream(engine, ids, tokens, n_layers, options, model, decode)[0]
+
+
+def anatomy_and_stream(engine, ids: Sequence[int], tokens: list[str], n_layers: int, options: AnatomyOptions,
+                       model: str, decode: Callable[[int], str]) -> tuple[AnatomyResult, np.ndarray]:
+    """``anatomy``'s result and the residual stream [L+1, T, d] it was measured on (a suite averages more of it)."""
     h, attn, mlp, logits = residual(engine, ids, n_layers)
     norm, ratio = norm_growth(h, KEEP)
     attn_share, mlp_share = sublayer_shares(h, attn, mlp, KEEP)
@@ -55,7 +61,7 @@ def anatomy(engine, ids: Sequence[int], tokens: list[str], n_layers: int, option
         max_abs=max_abs, max_dim=max_dim, max_pos=max_pos, kurtosis=kurtosis(h, KEEP), top_dims=dims,
         dim_mean_abs=dim_mean_abs, skip_kl=kl(logits, skipped), skip_top=[decode(int(i)) for i in skipped.argmax(1)],
         swap_kl=kl(logits, swapped) if pairs else np.zeros(0), swap_top=[decode(int(i)) for i in swapped.argmax(1)],
-        top=decode(int(np.argmax(logits))), cka=linear_cka(list(h[:, KEEP])), prev_cos=prev, self_cos=own)
+        top=decode(int(np.argmax(logits))), cka=linear_cka(list(h[:, KEEP])), prev_cos=prev, self_cos=own), h
 
 
 def cka_between(engine, other_engine, ids: Sequence[int], n_layers: int, other_layers: int, model: str,

@@ -67,4 +67,5 @@ class ContrastiveOptions:
     def key(self) -> dict:
         return {**asdict(self), "alpha": float(self.alpha)}
 
+MAX_SUITE_PROMPTS = 200  # a suite's prompts are measured one at a time, each run once per block skipped
 MAX_TOKENS = 512  # every layer's CKA with every other is a tokens × tokens Gram matrix per layer

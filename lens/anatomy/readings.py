@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .results import AnatomyResult, CKAResult, ContrastiveResult
+from .results import AnatomyResult, AnatomySuiteResult, CKAResult, ContrastiveResult
 
 NEAR_DUPLICATE = 0.95  # CKA at or above: layers that represent the prompt alike
 
@@ -114,3 +114,83 @@ def cka_pair_reading(r: CKAResult) -> str:
     return (f"{r.model}'s last row {r.rows[-1]} is most like {r.other}'s {r.other_rows[best[-1]]} (CKA {last:.3f}); "
             f"the diagonal's mean CKA is {np.nanmean(np.diag(r.cka)):.3f}." if r.cka.shape[0] == r.cka.shape[1] else
             f"{r.model}'s last row {r.rows[-1]} is most like {r.other}'s {r.other_rows[best[-1]]} (CKA {last:.3f}).")
+
+
+# ---------------------------------------------------------------- a suite's readings: from the means over its prompts
+
+def _lower_first(text: str) -> str:
+    return text[:1].lower() + text[1:]
+
+
+def suite_skip_reading(s: AnatomySuiteResult) -> str:
+    """Which block matters most across the prompts (the largest mean KL), and for how many prompts it is the top."""
+    from .suite import spread
+
+    kl = spread(s.skip_kl)
+    mean = kl["mean"]
+    N = len(s.prompts)
+    top = int(np.nanargmax(mean))
+    each = np.nanargmax(np.nan_to_num(np.asarray(s.skip_kl, dtype=float), nan=-1), axis=1)
+    first = int(np.sum(each == top))
+    changed = sum(s.skip_top[i][top] != s.top[i] for i in range(N))
+    said = (f"Across the {N} prompts, block {top + 1} matters most: skipping it moves the next token's distribution by "
+            f"KL {mean[top]:.3g} nats on average (10–90 %: {kl['p10'][top]:.3g}–{kl['p90'][top]:.3g}); it is the "
+            f"block that matters most for {first} of {N} prompts, and skipping it changes the top-1 of {changed}.")
+    order = [int(i) for i in np.argsort(-np.nan_to_num(mean, nan=-1), kind="stable")]
+    if len(order) > 2:
+        said += (f" Next: blocks {order[1] + 1} (mean KL {mean[order[1]]:.3g}) and {order[2] + 1} "
+                 f"(mean KL {mean[order[2]]:.3g}).")
+    said += f" Skipping block {order[-1] + 1} moves it least (mean KL {mean[order[-1]]:.2g})."
+    if s.swap_kl.shape[1]:
+        sw = spread(s.swap_kl)["mean"]
+        k = int(np.nanargmax(sw))
+        said += f" Swapping blocks {k + 1} and {k + 2} moves it most (mean KL {sw[k]:.3g})."
+    return said
+
+
+def suite_similarity_reading(s: AnatomySuiteResult) -> str:
+    """The one-prompt reading, from the CKA matrix averaged over the prompts."""
+    from .suite import spread
+
+    return (f"Across the {len(s.prompts)} prompts (mean CKA), "
+            + _lower_first(similarity_reading(s.rows, spread(s.cka)["mean"])))
+
+
+def suite_outlier_reading(s: AnatomySuiteResult) -> str:
+    """The most frequent outlier dimension: in how many prompts it holds the largest coordinate, and where."""
+    from .suite import outliers, spread
+
+    o = outliers(s)
+    N, R = len(s.prompts), len(s.rows)
+    max_abs = spread(s.max_abs)["mean"]
+    row = int(np.nanargmax(max_abs))
+    kurt = spread(s.kurtosis)["mean"]
+    return (f"Across the {N} prompts, dimension {o['dim']} is the outlier: it holds the largest coordinate in {o['prompts']} "
+            f"of {N} prompts, and is the largest coordinate in {o['rows_with']} of the {N * R} rows of all prompts. "
+            f"The mean max |h| peaks at {s.rows[row]} ({max_abs[row]:.4g}); the mean kurtosis at "
+            f"{s.rows[int(np.nanargmax(kurt))]} ({np.nanmax(kurt):.3g}; 3 for a Gaussian).")
+
+
+def suite_norm_reading(s: AnatomySuiteResult) -> str:
+    """How the mean residual norm grows, and which block changes the stream most on average (and through what)."""
+    from .suite import spread
+
+    norm, ratio = spread(s.norm)["mean"], spread(s.norm_ratio)["mean"]
+    change = spread(s.block_change)["mean"]
+    jump, big = int(np.nanargmax(ratio)), int(np.nanargmax(change))
+    a, m = float(np.mean(s.attn_share[:, big])), float(np.mean(s.mlp_share[:, big]))
+    via = "its MLP" if m >= a else "its attention"
+    return (f"Across the {len(s.prompts)} prompts, the mean residual norm grows from {norm[0]:.3g} ({s.rows[0]}) to "
+            f"{norm[-1]:.3g} ({s.rows[-1]}); the largest step is block {jump + 1} (×{ratio[jump]:.3g} on average). "
+            f"Block {big + 1} turns the stream most (mean 1 − cos = {change[big]:.3g}), mostly through {via} "
+            f"(attention {a:.0%}, MLP {m:.0%} of its write on average).")
+
+
+def suite_erasure_reading(s: AnatomySuiteResult) -> str:
+    from .suite import spread
+
+    own, prev = spread(s.self_cos)["mean"], spread(s.prev_cos)["mean"]
+    peak = int(np.nanargmax(prev[1:])) + 1  # among the block rows: row 0 is the embeddings themselves
+    return (f"Across the {len(s.prompts)} prompts, a position's own token embedding: mean cosine {own[1]:.2f} after "
+            f"block 1, {own[-1]:.2f} at {s.rows[-1]}; the previous token's embedding is most visible at "
+            f"{s.rows[peak]} (mean cosine {prev[peak]:.3f}).")

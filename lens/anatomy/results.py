@@ -6,7 +6,7 @@ token, an attention sink whose norm dwarfs the rest, is left out); ``skip_kl`` a
 distribution at the last position."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -84,3 +84,45 @@ def contrastive_json(r: ContrastiveResult) -> dict:
     from ..serialize import to_json_dict
 
     return to_json_dict(r)
+
+
+@dataclass
+class AnatomySuiteResult:
+    """The layer-anatomy measures of every prompt of a suite, one prompt at a time (each exactly its
+    ``Backend.anatomy``): per prompt (first axis) and row or block. ``summary`` (lens/anatomy/suite.py) gives each
+    measure's mean over the prompts with its spread."""
+
+    model: str
+    suite: str  # the suite's name
+    prompts: list[str]  # [N]
+    where: list[str]  # [N] where each prompt came from ("capitals.jsonl line 3")
+    n_tokens: list[int]  # [N]
+    rows: list[str]  # [L+1] "emb", "L1", … "LL"
+    norm: np.ndarray  # [N, L+1] mean ‖h‖ per row (positions 1…)
+    norm_ratio: np.ndarray  # [N, L]
+    block_change: np.ndarray  # [N, L] mean 1 − cos(h_{l−1}, h_l)
+    attn_share: np.ndarray  # [N, L]
+    mlp_share: np.ndarray  # [N, L]
+    max_abs: np.ndarray  # [N, L+1] max |h| over positions 1… and dimensions
+    max_dim: np.ndarray  # [N, L+1] int64, its dimension
+    kurtosis: np.ndarray  # [N, L+1]
+    skip_kl: np.ndarray  # [N, L] KL(original ‖ block l skipped) at each prompt's last position, nats
+    skip_top: list[list[str]]  # [N][L] the top-1 with block l skipped
+    swap_kl: np.ndarray  # [N, L−1]; [N, 0] when not asked
+    top: list[str]  # [N] each prompt's own top-1 next token
+    cka: np.ndarray  # [N, L+1, L+1] linear CKA between rows over each prompt's positions 1…
+    top_dims: list[int]  # [K] the dimensions of largest mean |h| at any row, averaged over the prompts
+    dim_mean_abs: np.ndarray  # [N, L+1, K] each prompt's mean |h| of those dimensions per row
+    prev_cos: np.ndarray  # [N, L+1] mean over positions 1… of cos(h_r[p], emb[p−1])
+    self_cos: np.ndarray  # [N, L+1] mean over positions 1… of cos(h_r[p], emb[p])
+    options: dict = field(default_factory=dict)
+
+
+def anatomy_suite_json(r: AnatomySuiteResult) -> dict:
+    """What ``python -m lens anatomy --suite NAME --json`` prints: every prompt's numbers, their number, and per row or
+    block each measure's mean, standard deviation and 10th/90th percentiles over the prompts; the mean CKA matrix;
+    the most frequent outlier dimension."""
+    from ..serialize import plain, to_json_dict
+    from .suite import outliers, summary
+
+    return {**to_json_dict(r), "n_prompts": len(r.prompts), **plain(summary(r)), "outlier": plain(outliers(r))}

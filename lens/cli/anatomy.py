@@ -1,10 +1,55 @@
-"""``anatomy`` and ``contrastive``: per-layer measurements of one prompt (lens/anatomy/), and autocontrastive decoding
-(an early layer's logit lens as the amateur)."""
+"""``anatomy`` and ``contrastive``: per-layer measurements of one prompt or of every prompt of a suite (lens/anatomy/),
+and autocontrastive decoding (an early layer's logit lens as the amateur)."""
 from __future__ import annotations
 
 import json
 
-from .common import backend, checked_prompt, model_args
+from ..errors import LensError
+from .common import backend, checked_prompt, model_args, terminal_progress
+
+
+def _suite_of(args):
+    """The suite ``--suite NAME`` or ``--prompts-file FILE`` names, or None (one prompt); one of them only."""
+    from ..suites.suite import example, read_suite
+
+    given = [f for f, v in (("--suite", args.suite), ("--prompts-file", args.prompts_file),
+                            ("--prompt", args.prompt), ("--prompt-file", args.prompt_file)) if v is not None]
+    if len(given) > 1:
+        raise LensError(f"give one of --prompt, --prompt-file, --suite or --prompts-file, not {' and '.join(given)}")
+    if args.suite is not None:
+        return example(args.suite)
+    return read_suite(args.prompts_file) if args.prompts_file is not None else None
+
+
+def cmd_anatomy_suite(args, suite, options) -> int:
+    from ..anatomy.readings import (suite_norm_reading, suite_outlier_reading, suite_similarity_reading,
+                                    suite_skip_reading)
+    from ..anatomy.results import anatomy_suite_json
+    from ..anatomy.suite import outliers, spread
+
+    # What --save keeps: the page's suite view, with the suite itself as JSONL.
+    args.saved_view = ("anatomy-suite", suite.to_jsonl(), {"suite": suite.name, "swap": options.swap})
+    s = backend(args).anatomy_suite(suite, options, progress=None if args.json else terminal_progress)
+    terminal_progress.close()
+    if args.json:
+        print(json.dumps(anatomy_suite_json(s), ensure_ascii=False))
+        return 0
+    N = len(s.prompts)
+    print(f"{s.model}, suite {s.suite}: {N} prompts, each measured on its own; per row, the mean over the prompts "
+          "[10th–90th percentile]; every measure over positions 1… (the first token left out)")
+    norm, change, kl = spread(s.norm), spread(s.block_change), spread(s.skip_kl)
+    max_abs, kurt, o = spread(s.max_abs), spread(s.kurtosis), outliers(s)
+    print(f"{'row':>5} {'mean ‖h‖':>10} {'1−cos':>8} {'skip KL':>9} {'[10–90 %]':>17} {'max |h|':>9} "
+          f"{'dim':>5} {'prompts':>7} {'kurt':>8}")
+    for i, row in enumerate(s.rows):
+        b = i - 1
+        block = (f"{change['mean'][b]:>8.4f} {kl['mean'][b]:>9.4g} [{kl['p10'][b]:>7.3g}, {kl['p90'][b]:>7.3g}]"
+                 if i else f"{'':>8} {'':>9} {'':>17}")
+        print(f"{row:>5} {norm['mean'][i]:>10.4g} {block} {max_abs['mean'][i]:>9.4g} {o['row_dim'][i]:>5} "
+              f"{o['row_count'][i]:>7} {kurt['mean'][i]:>8.3g}")
+    for line in (suite_norm_reading(s), suite_skip_reading(s), suite_similarity_reading(s), suite_outlier_reading(s)):
+        print(line)
+    return 0
 
 
 def cmd_anatomy(args) -> int:
@@ -12,9 +57,12 @@ def cmd_anatomy(args) -> int:
     from ..anatomy.readings import norm_reading, outlier_reading, similarity_reading, skip_reading
     from ..anatomy.results import anatomy_json
 
-    prompt = checked_prompt(args)
+    suite = _suite_of(args)
     options = AnatomyOptions(swap=args.swap, top_dims=args.top_dims)
     options.check()
+    if suite is not None:
+        return cmd_anatomy_suite(args, suite, options)
+    prompt = checked_prompt(args)
     r = backend(args).anatomy(prompt, options)
     if args.json:
         print(json.dumps(anatomy_json(r), ensure_ascii=False))
@@ -67,6 +115,10 @@ def register(sub) -> None:
     p.add_argument("--swap", action="store_true", help="also swap every two neighbouring blocks (KL of each swap)")
     p.add_argument("--top-dims", type=int, default=16, help=f"dimensions in the outlier table, 1 to {MAX_TOP_DIMS} "
                                                             "(default 16)")
+    p.add_argument("--suite", default=None, metavar="NAME", help="a shipped prompt suite (capitals, landmarks, "
+                   "indirect-object, multilingual): every prompt measured, then per row the mean and spread")
+    p.add_argument("--prompts-file", default=None, metavar="FILE",
+                   help="a suite file, as `suite --prompts-file` reads it (.jsonl, .csv or .txt): as --suite")
     p.set_defaults(func=cmd_anatomy)
     p = sub.add_parser("contrastive", help="autocontrastive decoding: the last layer against an early one's lens")
     model_args(p)

@@ -142,3 +142,153 @@ def anatomy_figures(r: AnatomyResult) -> list[go.Figure]:
     """Every chart of the anatomy view, in the page's order."""
     return [norm_figure(r), change_figure(r), skip_figure(r), cka_figure(r), outlier_figure(r), massive_figure(r),
             erasure_figure(r)]
+
+
+# ---------------------------------------------------------------- a suite: the mean over its prompts, with a band
+
+BAND = "10–90 % of prompts"
+
+
+def _rgba(color: str, alpha: float) -> str:
+    c = color.lstrip("#")
+    return f"rgba({int(c[0:2], 16)}, {int(c[2:4], 16)}, {int(c[4:6], 16)}, {alpha})"
+
+
+def _band(fig: go.Figure, x, stats: dict, color: str, name: str) -> None:
+    """The 10th–90th percentile band (filled, no hover), then the mean's line over it."""
+    x = list(x)
+    fig.add_scatter(x=x + x[::-1], y=list(stats["p90"]) + list(stats["p10"])[::-1], fill="toself", mode="lines",
+                    line=dict(width=0), fillcolor=_rgba(color, 0.18), hoverinfo="skip", name=f"{name} ({BAND})")
+    fig.add_scatter(x=x, y=stats["mean"], mode="lines+markers", line=dict(color=color), name=name,
+                    customdata=np.stack([stats["p10"], stats["p90"], stats["sd"]], -1),
+                    hovertemplate=f"%{{x}}: mean {name} %{{y:.4g}} (10–90 %: %{{customdata[0]:.4g}}–"
+                                  "%{customdata[1]:.4g}; s.d. %{customdata[2]:.3g})<extra></extra>")
+
+
+def _n(s) -> str:
+    return f"{len(s.prompts)} prompts"
+
+
+def suite_norm_figure(s, height: int = 380) -> go.Figure:
+    """Mean ‖h‖ per row over the prompts (log scale), with the 10–90 % band."""
+    from ..anatomy.suite import spread
+
+    fig = go.Figure()
+    _band(fig, s.rows, spread(s.norm), LINE_COLOR, "‖h‖")
+    _layout(fig, f"Residual norm per layer: mean of {_n(s)}, band {BAND}", height,
+            "layer (emb: the embeddings; Ll: after block l)", "mean ‖h‖")
+    fig.update_yaxes(type="log", dtick=1)
+    return fig
+
+
+def suite_change_figure(s, height: int = 380) -> go.Figure:
+    """Per block, the mean over the prompts of 1 − cos split into the attention's and the MLP's parts (each the
+    mean of the prompts' change × share), the mean change with its 10–90 % range as error bars."""
+    from ..anatomy.suite import spread
+
+    x = s.rows[1:]
+    change = spread(s.block_change)
+    attn = np.mean(np.asarray(s.block_change) * np.asarray(s.attn_share), 0)
+    mlp = np.mean(np.asarray(s.block_change) * np.asarray(s.mlp_share), 0)
+    fig = go.Figure()
+    fig.add_bar(x=x, y=attn, name="attention", marker_color=ATTN_COLOR,
+                hovertemplate="block %{x}: the attention's part, mean %{y:.4f}<extra></extra>")
+    fig.add_bar(x=x, y=mlp, name="MLP", marker_color=MLP_COLOR,
+                hovertemplate="block %{x}: the MLP's part, mean %{y:.4f}<extra></extra>")
+    fig.add_scatter(x=x, y=change["mean"], mode="markers", marker=dict(color=LINE_COLOR, size=6), name="1 − cos",
+                    error_y=dict(type="data", symmetric=False, array=change["p90"] - change["mean"],
+                                 arrayminus=change["mean"] - change["p10"], color=LINE_COLOR, thickness=1),
+                    customdata=np.stack([change["p10"], change["p90"]], -1),
+                    hovertemplate="block %{x}: mean 1 − cos = %{y:.4f} (10–90 %: %{customdata[0]:.4f}–"
+                                  "%{customdata[1]:.4f})<extra></extra>")
+    fig.update_layout(barmode="relative")
+    title = (f"Block change, mean of {_n(s)}: <span style='color:{ATTN_COLOR}'>attention</span> and "
+             f"<span style='color:{MLP_COLOR}'>MLP</span> parts")
+    return _layout(fig, title, height, "block", "1 − cos(before, after)")
+
+
+def suite_skip_figure(s, height: int = 380) -> go.Figure:
+    """Mean KL(original ‖ block l skipped) over the prompts with the 10–90 % range (error bars); swaps as a line."""
+    from ..anatomy.suite import spread
+
+    x = s.rows[1:]
+    kl = spread(s.skip_kl)
+    fig = go.Figure(go.Bar(x=x, y=kl["mean"], marker_color=LINE_COLOR, name="skip",
+                           error_y=dict(type="data", symmetric=False, array=kl["p90"] - kl["mean"],
+                                        arrayminus=kl["mean"] - kl["p10"], color="#d62728", thickness=1.5),
+                           customdata=np.stack([kl["p10"], kl["p90"], kl["sd"]], -1),
+                           hovertemplate="skip block %{x}: mean KL %{y:.4g} nats (10–90 %: %{customdata[0]:.3g}–"
+                                         "%{customdata[1]:.3g}; s.d. %{customdata[2]:.3g})<extra></extra>"))
+    title = f"Next token's KL with one block skipped: mean of {_n(s)}, bars {BAND}"
+    if s.swap_kl.shape[1]:
+        sw = spread(s.swap_kl)
+        fig.add_scatter(x=x[:-1], y=sw["mean"], mode="lines+markers", line=dict(color=SWAP_COLOR), name="swap",
+                        customdata=[f"{a}↔{b}" for a, b in zip(x[:-1], x[1:])],
+                        hovertemplate="swap %{customdata}: mean KL %{y:.4g} nats<extra></extra>")
+        title = (f"Next token's KL, mean of {_n(s)}: block skipped (bars), <span style='color:{SWAP_COLOR}'>"
+                 "swapped with the next</span>")
+    return _layout(fig, title, height, "block", "KL(original ‖ changed), nats")
+
+
+def suite_cka_figure(s, height: int = 480) -> go.Figure:
+    """The CKA matrix averaged over the prompts (its standard deviation in the hover)."""
+    from ..anatomy.suite import spread
+
+    cka = spread(s.cka)
+    fig = go.Figure(go.Heatmap(z=cka["mean"], x=s.rows, y=s.rows, zmin=0, zmax=1, colorscale="Viridis",
+                               colorbar=dict(title="CKA"), customdata=cka["sd"],
+                               hovertemplate="%{y} · %{x}: mean CKA %{z:.3f} (s.d. %{customdata:.3f})<extra></extra>"))
+    _layout(fig, f"Layer similarity (linear CKA), mean of {_n(s)}", height, "layer", "layer")
+    fig.update_yaxes(autorange="reversed")
+    return fig
+
+
+def suite_outlier_figure(s, height: int = 480) -> go.Figure:
+    """Mean |h| of the top dimensions per row, averaged over the prompts."""
+    dims = [f"d{d}" for d in s.top_dims]
+    fig = go.Figure(go.Heatmap(z=np.mean(s.dim_mean_abs, 0), x=dims, y=s.rows, colorscale="Reds",
+                               colorbar=dict(title="mean |h|"),
+                               hovertemplate="%{y}, dimension %{x}: mean |h| %{z:.4g}<extra></extra>"))
+    _layout(fig, f"Outlier dimensions: mean |h|, mean of {_n(s)}", height, "dimension", "layer")
+    fig.update_yaxes(autorange="reversed")
+    fig.update_xaxes(type="category")
+    return fig
+
+
+def suite_massive_figure(s, height: int = 480) -> go.Figure:
+    """Mean max |h| and mean kurtosis per row, each with its 10–90 % band (log scale); the hover names the most
+    frequent max-|h| dimension of the row and in how many prompts it is the max."""
+    from ..anatomy.suite import outliers, spread
+
+    o = outliers(s)
+    fig = go.Figure()
+    _band(fig, s.rows, spread(s.max_abs), "#d62728", "max |h|")
+    fig.data[-1].customdata = np.column_stack([fig.data[-1].customdata, o["row_dim"], o["row_count"]])
+    fig.data[-1].hovertemplate = ("%{x}: mean max |h| %{y:.4g} (10–90 %: %{customdata[0]:.4g}–%{customdata[1]:.4g}); "
+                                  f"dimension %{{customdata[3]}} in %{{customdata[4]}} of {len(s.prompts)} prompts"
+                                  "<extra></extra>")
+    _band(fig, s.rows, spread(s.kurtosis), LINE_COLOR, "kurtosis")
+    fig.data[-1].line.dash = "dot"
+    title = f"<span style='color:#d62728'>max |h|</span> and kurtosis (dotted), mean of {_n(s)}"
+    _layout(fig, title, height, "layer", "value (log)")
+    fig.update_yaxes(type="log", dtick=1)
+    return fig
+
+
+def suite_erasure_figure(s, height: int = 480) -> go.Figure:
+    """Per row, the mean over positions 1… and prompts of the cosine with the token's own embedding and with the
+    previous token's, each with its 10–90 % band over the prompts."""
+    from ..anatomy.suite import spread
+
+    fig = go.Figure()
+    _band(fig, s.rows, spread(s.self_cos), ATTN_COLOR, "cos with its own token")
+    _band(fig, s.rows, spread(s.prev_cos), MLP_COLOR, "cos with the previous token")
+    title = (f"Token erasure (proxy), mean of {_n(s)}: <span style='color:{ATTN_COLOR}'>own token</span> and "
+             f"<span style='color:{MLP_COLOR}'>previous token</span>")
+    return _layout(fig, title, height, "layer", "cosine with the embedding")
+
+
+def anatomy_suite_figures(s) -> list[go.Figure]:
+    """Every chart of the suite view, in the page's order."""
+    return [suite_norm_figure(s), suite_change_figure(s), suite_skip_figure(s), suite_cka_figure(s),
+            suite_outlier_figure(s), suite_massive_figure(s), suite_erasure_figure(s)]

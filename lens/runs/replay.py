@@ -21,6 +21,7 @@ RECORDED += ("neurons", "neuron", "head_weights")  # the weight space (lens/weig
 RECORDED += ("steer",)  # steering (lens/steering/)
 RECORDED += ("probe",)  # probes (lens/probes/)
 RECORDED += ("anatomy", "contrastive")  # layer anatomy (lens/anatomy/)
+RECORDED += ("anatomy_suite",)  # layer anatomy over a suite (lens/anatomy/suite.py)
 
 RECORDED += ("dla", "sublayer_lens", "knockout")  # who writes the answer (lens/attribution/)
 

@@ -3,7 +3,8 @@ swapping blocks, layer similarity (CKA), outlier dimensions, token erasure, and 
 from __future__ import annotations
 
 from ..anatomy.options import AnatomyOptions, ContrastiveOptions
-from .entry import READ_LAYERS, Drawn, Page, View
+from ..errors import LensError
+from .entry import READ_LAYERS, SUITE, Drawn, Page, View
 
 PAGE = Page(
     "anatomy", "Layer anatomy", ":material/stacks:",
@@ -32,6 +33,12 @@ dwarfs the rest); the skip and swap measures read the next-token distribution at
 - **Autocontrastive decoding.** Pick an **amateur layer** l: the next token scored by `log p_L − log p_l` (p_l the
   logit lens after block l) over the tokens the model finds plausible (`p_L ≥ 0.1 · max p_L`), beside the plain
   ranking, and a short greedy continuation with and without it.
+
+**Measure on: a suite.** Every prompt of a shipped suite (or a suite file of your own) is measured on its own, exactly
+as one prompt is; each chart then shows the **mean over the prompts**, with the **10–90 % range of the prompts** as a
+band or error bars, and the sentences are computed from those means (which block matters most across the prompts and
+for how many of them, the mean CKA's near-duplicates, the most frequent outlier dimension and in how many prompts it
+holds the largest coordinate). Autocontrastive decoding reads one prompt only.
 """)
 
 
@@ -52,6 +59,17 @@ def render_contrastive(backend, info, prompt, *, amateur_layer, max_new_tokens) 
     return Drawn([r], [contrastive_figure(r)], contrastive_reading(r))
 
 
+def render_anatomy_suite(backend, info, text, *, suite, swap) -> Drawn:
+    from ..anatomy.readings import suite_skip_reading
+    from ..figures.anatomy import anatomy_suite_figures
+    from ..suites.suite import parse_jsonl
+
+    if not isinstance(text, str) or not text.strip():
+        raise LensError("the anatomy-suite view takes the suite as JSONL text (one item a line)")
+    s = backend.anatomy_suite(parse_jsonl(text, suite), AnatomyOptions(swap=bool(swap)))
+    return Drawn([s], anatomy_suite_figures(s), suite_skip_reading(s))
+
+
 def default_amateur(n_layers: int) -> int:
     """A third of the way down (10 of SmolLM2's 30), below the last block."""
     return max(1, min(n_layers - 1, n_layers // 3))
@@ -70,4 +88,12 @@ VIEWS = (
         "logit lens, over the plausible tokens (p_L ≥ 0.1 × the top p_L), and greedy continuations with and "
         "without it.",),
         {"amateur_layer": None, "max_new_tokens": 12}, render_contrastive),
+    View("anatomy-suite", "Layer anatomy over a suite of prompts", READ_LAYERS, "anatomy?source=suite", (
+        "Every prompt of the suite measured as the layer-anatomy view measures one (positions 1…, the first token "
+        "left out; the skips at each prompt's last position), then per layer the mean over the prompts with the "
+        "10–90 % range of the prompts as a band or error bars: the residual norm, the block change with the "
+        "attention's and MLP's parts, the next token's KL with each block skipped (and neighbours swapped), the CKA "
+        "matrix (the mean), the top dimensions' mean |h|, max |h| and kurtosis, the cosines with the tokens' "
+        "embeddings.",),
+        {"suite": "suite", "swap": False}, render_anatomy_suite, reads=SUITE),
 )
