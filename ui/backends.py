@@ -10,9 +10,18 @@ a model off the allowlist is refused before anything is loaded or looked up. Eve
 computation of every model waits in one queue (``JOBS``).
 lens.engine_backend (torch, transformers) is imported on first use, not when a page
 is imported, so the page can start drawing while it loads.
+
+Where the model runs: with ``LAYERLENS_WORKER=1`` (set by ``python -m ui.launch``, what ``make run``
+starts) models on this machine's hook engine load and compute in one child process (lens/worker/),
+so this server never imports torch or transformers and keeps drawing pages while they import; the
+child holds the job queue and the results cache. Otherwise (``streamlit run app.py``, the page tests)
+they run in this process. The nnsight and NDIF engines always run here. A worker that died is
+started again, and its models loaded again, by the next request for them.
 """
 from __future__ import annotations
 
+import logging
+import os
 import threading
 from collections import OrderedDict
 from concurrent.futures import Future
@@ -26,6 +35,28 @@ from lens.jobs import JobQueue
 HOSTING = hosting()
 MAX_LOADED = HOSTING.max_loaded_models  # models kept in memory at once
 JOBS = JobQueue(HOSTING.slots, HOSTING.max_waiting, HOSTING.rate_per_minute)
+log = logging.getLogger("layerlens")
+
+
+def use_worker() -> bool:
+    """Whether local models run in the model worker process (``LAYERLENS_WORKER=1``)."""
+    return os.environ.get("LAYERLENS_WORKER", "0").strip() == "1"
+
+
+_worker = None
+_worker_lock = threading.Lock()
+
+
+def worker():
+    """The model worker this server's local models run in (started with the first load)."""
+    global _worker
+    with _worker_lock:
+        if _worker is None:
+            from lens.worker import Worker
+
+            # The worker's own queue, with this server's settings: computations wait there, first come first.
+            _worker = Worker(HOSTING.slots, HOSTING.max_waiting, HOSTING.rate_per_minute)
+        return _worker
 
 
 ENGINES = {"local": "this machine", "nnsight": "this machine, through nnsight", "ndif": "NDIF (remote GPUs)"}
@@ -59,6 +90,8 @@ class _Load:
         self.future.set_result(backend)
 
     def _load(self) -> Backend:
+        if self.engine == "local" and use_worker():  # torch and transformers import in the worker, not here
+            return worker().load(self.model_ref, progress=self.report, limits=HOSTING.limits)
         import torch  # noqa: F401  (the first model of a process imports it: seconds)
 
         self.report(0.3, "importing transformers…")
@@ -103,7 +136,18 @@ def _trim(keep: str) -> None:
     nor one still computing (it goes at a later request, once idle). Called under ``_lock``."""
     idle = [r for r in _loaded if r != keep and not _busy(_loaded[r])]  # least recently used first
     while len(_loaded) > MAX_LOADED and idle:
-        del _loaded[idle.pop(0)]
+        _close(_loaded.pop(idle.pop(0)))
+
+
+def _close(backend: Backend) -> None:
+    close = getattr(backend, "close", None)  # a worker's model: its memory is freed there
+    if callable(close):
+        close()
+
+
+def _alive(backend: Backend) -> bool:
+    alive = getattr(backend, "alive", None)  # a worker's model is gone with its worker
+    return bool(alive()) if callable(alive) else True
 
 
 def _busy(backend: Backend) -> bool:
@@ -121,6 +165,10 @@ def _start(ref: str, engine: str = "local") -> Backend | _Load:
                         "a demo server runs its models here, not on NDIF")
     key = engine_key(ref, engine)
     with _lock:
+        if key in _loaded and not _alive(_loaded[key]):
+            log.warning("the model worker holding %s stopped (%s); loading the model again", key,
+                        getattr(getattr(_loaded[key], "worker", None), "ended", None) or "unknown cause")
+            del _loaded[key]
         if key in _loaded:
             _loaded.move_to_end(key)
             _trim(key)

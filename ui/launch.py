@@ -5,8 +5,9 @@ when the first browser asks (several seconds on a laptop). This starts that load
 and the home page's first result, on a background thread as the server starts, so
 the first visitor waits for less of it; then the guided tour's charts, so a talk's
 steps come from the cache, and UMAP's compilation (``LAYERLENS_WARM=home`` stops after
-the home page). The
-options go to ``streamlit run``.
+the home page). The model runs in a worker process of its own (lens/worker/, ``LAYERLENS_WORKER=1``
+unless set otherwise), so the server draws its pages while PyTorch imports there; the warm start
+loads it through that worker. The options go to ``streamlit run``.
 """
 from __future__ import annotations
 
@@ -90,6 +91,8 @@ def main(argv: list[str] | None = None) -> None:
     except LensError as exc:
         print(f"LayerLens: {exc}", file=sys.stderr)
         sys.exit(2)
+    # The model in a child process: this one (Streamlit's server) never imports torch (ui/backends.py).
+    os.environ.setdefault("LAYERLENS_WORKER", "1")
     threading.Thread(target=warm, name="warm start", daemon=True).start()
     from streamlit.web import cli
 

@@ -1,0 +1,144 @@
+"""Start-up times: the command line against a bare ``import torch, transformers``, and the dashboard's cold start.
+
+``python -m bench.start [--runs N] [--cold N] [--no-cli] [--no-cold]`` (also ``python -m bench --start``)
+
+- CLI: ``python -m lens --help``, and a cached command (``logit-lens --prompt … --json``, run once before to
+  fill the cache), each in a fresh process, interleaved run by run with ``python -c "import torch,
+  transformers"`` (the bare import), so the shared machine's load falls on both alike; medians, ranges and
+  the ratio of medians.
+- Cold start: launch ``python -m ui.launch`` (``make run``'s server, ``LAYERLENS_WARM=home``, a fresh results
+  cache with the converted model linked in) and open the home page at once; the time until its prediction
+  chart is drawn and the page idle, measured as bench/browser.py measures it (its helpers). Also the time to
+  the first chart of any kind (the page drawing while the model loads shows none: the prediction's chart
+  comes with the model).
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from urllib.parse import quote
+
+ROOT = Path(__file__).resolve().parent.parent
+PROMPT = "The capital of France is"
+BARE = [sys.executable, "-c", "import torch, transformers"]
+COMMANDS = {
+    "help": [sys.executable, "-m", "lens", "--help"],
+    "cached logit-lens": [sys.executable, "-m", "lens", "logit-lens", "--prompt", PROMPT, "--json"],
+}
+
+
+def _timed(cmd: list[str]) -> float:
+    t0 = time.perf_counter()
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    dt = time.perf_counter() - t0
+    if r.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd[1:])} failed: {r.stderr.strip()[-400:]}")
+    return dt
+
+
+def _summary(times: list[float]) -> dict:
+    return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times), "times_s": times}
+
+
+def cli(runs: int = 7, say=print) -> dict:
+    """Each command against the bare import, interleaved; the ratio of the medians."""
+    _timed(COMMANDS["cached logit-lens"])  # fills the results cache (a miss the first time on a fresh cache)
+    bare: list[float] = []
+    times: dict[str, list[float]] = {name: [] for name in COMMANDS}
+    for i in range(runs):
+        bare.append(_timed(BARE))
+        for name, cmd in COMMANDS.items():
+            times[name].append(_timed(cmd))
+        say(f"  run {i + 1}: bare import {bare[-1]:.2f} s, " + ", ".join(f"{n} {t[-1]:.2f} s" for n, t in times.items()))
+    out = {"runs": runs, "bare_import": _summary(bare)}
+    for name, t in times.items():
+        out[name] = {**_summary(t), "ratio_to_bare": statistics.median(t) / statistics.median(bare)}
+    return out
+
+
+def cold(runs: int = 3, say=print, modes: tuple[str, ...] = ("1",)) -> dict:
+    """Launch → the home page's prediction drawn, the page opened at the launch (as bench/browser.py).
+    ``modes``: LAYERLENS_WORKER values, taken in turn each run (("1", "0"): the model worker against the
+    model in the server's process, interleaved)."""
+    from bench.browser import PLOT, _cache_env, _wait_idle
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from browser import CHROMIUM, CHROMIUM_ARGS, streamlit_server
+    from playwright.sync_api import sync_playwright
+
+    total = {m: [] for m in modes}
+    first_paint = {m: [] for m in modes}
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        for _, mode in itertools.product(range(runs), modes):
+            with tempfile.TemporaryDirectory(prefix="layerlens-start-") as tmp:
+                page = browser.new_page(viewport={"width": 1400, "height": 1000})
+                t0 = time.perf_counter()
+                env = {**_cache_env(Path(tmp)), "LAYERLENS_WORKER": mode}
+                with streamlit_server(env=env, timeout=120) as url:
+                    page.goto(url + "/?prompt=" + quote(PROMPT))
+                    # the page drawn: its title is there (while the model may still load)
+                    page.wait_for_selector("h1, h2", timeout=180_000)
+                    first_paint[mode].append(time.perf_counter() - t0)
+                    page.wait_for_selector(PLOT, timeout=180_000)
+                    _wait_idle(page)
+                    total[mode].append(time.perf_counter() - t0)
+                    say(f"  cold start (LAYERLENS_WORKER={mode}): page drawn {first_paint[mode][-1]:.2f} s, "
+                        f"prediction drawn {total[mode][-1]:.2f} s; load {load()}")
+                page.close()
+        browser.close()
+    return {"runs": runs, **{f"worker={m}": {"page_drawn": _summary(first_paint[m]),
+                                              "prediction_drawn": _summary(total[m])} for m in modes}}
+
+
+def load() -> str:
+    try:
+        return " ".join(open("/proc/loadavg").read().split()[:3])  # 1, 5 and 15 minute load averages
+    except OSError:
+        return "?"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.start", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--runs", type=int, default=7, help="CLI runs (each command and the bare import once per run)")
+    ap.add_argument("--cold", type=int, default=3, help="cold starts of the dashboard")
+    ap.add_argument("--ab", action="store_true", help="cold starts with the model worker and without it "
+                    "(LAYERLENS_WORKER=1 and 0), interleaved")
+    ap.add_argument("--no-cli", action="store_true")
+    ap.add_argument("--no-cold", action="store_true")
+    ap.add_argument("--out", type=Path, help="JSON file (default: bench/results/start-latest.json)")
+    args = ap.parse_args(argv)
+    report: dict = {"when": time.strftime("%Y-%m-%d %H:%M:%S"), "load_before": load()}
+    if not args.no_cli:
+        report["cli"] = cli(args.runs)
+    if not args.no_cold:
+        report["cold_start"] = cold(args.cold, modes=("1", "0") if args.ab else ("1",))
+    report["load_after"] = load()
+    text = json.dumps(report, indent=1)
+    print(text)
+    out = args.out or ROOT / "bench" / "results" / "start-latest.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text + "\n")
+    for name in COMMANDS:
+        if "cli" in report:
+            c = report["cli"][name]
+            print(f"{name}: median {c['median_s']:.2f} s [{c['min_s']:.2f}–{c['max_s']:.2f}], "
+                  f"{c['ratio_to_bare']:.2f}× the bare import ({report['cli']['bare_import']['median_s']:.2f} s)")
+    for mode, c in report.get("cold_start", {}).items():
+        if mode.startswith("worker="):
+            p, c = c["page_drawn"], c["prediction_drawn"]
+            print(f"cold start ({mode}): page drawn median {p['median_s']:.2f} s [{p['min_s']:.2f}–{p['max_s']:.2f}], "
+                  f"prediction median {c['median_s']:.2f} s [{c['min_s']:.2f}–{c['max_s']:.2f}]")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,270 @@
+"""lens/worker/: the model in a child process. The same Backend calls through the worker and in this process give
+exactly the same results (tiny model, and the bundled model's lens); progress, the queue's place in line and errors
+come back to the caller; a result asked for at once by several callers is computed once; a caller who leaves
+cancels its call; the server side never imports torch; a killed worker is named and restarted by the next
+request; a worker never outlives its parent; a message naming anything but a result type is refused."""
+from __future__ import annotations
+
+import dataclasses
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lens.backend import Backend
+from lens.errors import LensError
+from lens.jobs import Asker, Cancelled, asking
+from lens.options import (Ablation, FlowOptions, GenerateOptions, HeadOptions, LensOptions, PatchOptions,
+                          ProjectionOptions, RolloutOptions, RouteOptions)
+from lens.worker import Worker, WorkerBackend, WorkerDied, wire
+
+ROOT = Path(__file__).resolve().parent.parent
+TEXT = "the cat sat on the mat"
+TIMINGS = {"seconds"}  # fields that time the work (a fit), never the same twice
+
+
+def same(a, b, where: str = "result") -> None:
+    """``a`` and ``b`` identical: same types, arrays equal to the bit (dtype, shape, NaN where NaN)."""
+    assert type(a) is type(b), f"{where}: {type(a).__name__} against {type(b).__name__}"
+    if dataclasses.is_dataclass(a):
+        for f in dataclasses.fields(a):
+            if f.name in TIMINGS:
+                assert isinstance(getattr(b, f.name), type(getattr(a, f.name))), f"{where}.{f.name}"
+                continue
+            same(getattr(a, f.name), getattr(b, f.name), f"{where}.{f.name}")
+    elif isinstance(a, np.ndarray):
+        assert a.dtype == b.dtype and a.shape == b.shape, f"{where}: {a.dtype}{a.shape} against {b.dtype}{b.shape}"
+        assert np.array_equal(a, b, equal_nan=a.dtype.kind in "fc"), f"{where} differs"
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), f"{where}: {len(a)} items against {len(b)}"
+        for i, (x, y) in enumerate(zip(a, b)):
+            same(x, y, f"{where}[{i}]")
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for k in a:
+            same(a[k], b[k], f"{where}[{k!r}]")
+    elif isinstance(a, float) and a != a:
+        assert b != b, where
+    else:
+        assert a == b, f"{where}: {a!r} against {b!r}"
+
+
+@pytest.fixture(scope="module")
+def worker():
+    w = Worker(no_cache=True)
+    yield w
+    w.close()
+
+
+@pytest.fixture(scope="module")
+def tiny(worker):
+    from lens.engine_backend import local_backend
+    from lens.model.loading import load_model
+
+    return worker.load("tiny-llama"), local_backend(load_model("tiny-llama"))
+
+
+CALLS = [
+    ("tokenize", (TEXT,), {}),
+    ("token_ids", (TEXT,), {}),
+    ("logit_lens", (TEXT,), {}),
+    ("logit_lens", (TEXT, LensOptions(top_k=3, target="a")), {}),
+    ("rollout", (TEXT, RolloutOptions()), {}),
+    ("attention_flow", (TEXT, FlowOptions()), {}),
+    ("head_patterns", (TEXT, HeadOptions(layer=2)), {}),
+    ("head_summary", (TEXT,), {}),
+    ("route_graph", (TEXT, RouteOptions()), {}),
+    ("generate", (TEXT, GenerateOptions(max_new_tokens=4)), {}),
+    ("generate", (TEXT,), {"options": GenerateOptions(max_new_tokens=3, temperature=0.7, seed=5)}),
+    ("patch", ("the cat sat", "the dog sat", PatchOptions(target="a")), {}),
+    ("ablated_lens", (TEXT, Ablation(heads=((1, 0),), mlp=(2,))), {}),
+    ("projection", ([TEXT, "a dog ran"], ProjectionOptions(method="pca")), {}),
+    ("next_logits", (TEXT,), {}),
+]
+
+
+def test_the_worker_backend_answers_every_protocol_method():
+    wanted = {n for n, v in vars(Backend).items() if callable(v) and not n.startswith("_")}
+    assert wanted <= set(dir(WorkerBackend))
+    assert "logit_lens" in wanted and "steer" in wanted
+
+
+@pytest.mark.parametrize("method,args,kwargs", CALLS, ids=[f"{c[0]}-{i}" for i, c in enumerate(CALLS)])
+def test_tiny_model_through_the_worker_is_exactly_in_process(tiny, method, args, kwargs):
+    remote, here = tiny
+    same(getattr(remote, method)(*args, **kwargs), getattr(here, method)(*args, **kwargs), method)
+
+
+def test_info_is_the_in_process_info(tiny):
+    remote, here = tiny
+    same(remote.info(), here.info())
+
+
+def test_progress_lines_come_back_to_the_caller_on_its_thread(tiny):
+    remote, here = tiny
+    seen, there = [], []
+    me = threading.get_ident()
+
+    def mine(f, m):
+        assert threading.get_ident() == me
+        seen.append((f, m))
+
+    options = LensOptions(top_k=4)
+    remote.logit_lens("progress test one", options, progress=mine)
+    here.logit_lens("progress test one", options, progress=lambda f, m: there.append((f, m)))
+    assert seen == there and seen[-1][0] == 1.0
+
+
+def test_errors_come_back_with_their_type_and_message(tiny):
+    remote, here = tiny
+    for call in (lambda b: b.logit_lens(""), lambda b: b.logit_lens(TEXT, LensOptions(top_k=0)),
+                 lambda b: b.head_patterns(TEXT, HeadOptions(layer=99)),
+                 lambda b: b.logit_lens(TEXT, "not options")):  # a bug's error: AttributeError, not a LensError
+        with pytest.raises(BaseException) as got:
+            call(remote)
+        with pytest.raises(BaseException) as expected:
+            call(here)
+        assert type(got.value) is type(expected.value) and str(got.value) == str(expected.value)
+    assert isinstance(got.value, AttributeError)
+    assert any("in the model worker" in n for n in getattr(got.value, "__notes__", []))  # its traceback, for the log
+
+
+def test_callers_asking_at_once_share_one_computation(tiny):
+    remote, _ = tiny
+    text = "shared by three callers " + str(time.time())
+    results, progressed = [None] * 3, [0] * 3
+
+    def ask(i):
+        def count(f, m):
+            progressed[i] += 1
+        results[i] = remote.logit_lens(text, LensOptions(top_k=5), progress=count)
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    for r in results[1:]:
+        same(r, results[0])
+    # one caller computed it (its progress lines); the others waited for its result
+    assert sum(1 for p in progressed if p > 0) == 1, progressed
+
+
+def test_a_caller_behind_another_sees_its_place_and_can_leave(worker, tiny):
+    remote, _ = tiny
+    places, first_done = [], threading.Event()
+
+    def long_one():
+        with asking(Asker(who="a")):
+            remote.patch("the cat sat on the mat again", "the dog sat on the rug again", PatchOptions(target="a"))
+        first_done.set()
+
+    t = threading.Thread(target=long_one)
+    t.start()
+    time.sleep(0.3)
+    gone = threading.Event()
+    t0 = time.perf_counter()
+    with pytest.raises(Cancelled):
+        with asking(Asker(who="b", on_wait=lambda p, r: (places.append((p, r)), gone.set()),
+                          alive=lambda: not gone.is_set())):
+            remote.logit_lens("a caller who leaves " + str(time.time()))
+    left_after = time.perf_counter() - t0
+    t.join(120)
+    assert first_done.is_set()
+    assert places and places[0] == (1, 1), places  # first in line, one computation running
+    assert left_after < 10
+    assert remote.tokenize("ab") == ["a", "b"]  # the worker goes on serving
+
+
+def test_the_server_side_imports_no_torch_and_the_worker_dies_with_it():
+    code = textwrap.dedent("""
+        import sys, time
+        from lens.worker import Worker
+        from lens.options import LensOptions
+        w = Worker(no_cache=True)
+        b = w.load("tiny-gpt2", progress=lambda f, m: None)
+        r = b.logit_lens("hello", LensOptions(top_k=2))
+        heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "transformers"))
+        print("HEAVY", heavy[:5], r.top_probs.shape, flush=True)
+        print(w.pid(), flush=True)
+        time.sleep(600)
+    """)
+    parent = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        assert parent.stdout.readline().strip() == "HEAVY [] (4, 5, 2)"
+        child = int(parent.stdout.readline())
+        assert Path(f"/proc/{child}").exists()
+    finally:
+        parent.kill()  # no clean-up of its own: the worker must notice by itself
+        parent.wait()
+    deadline = time.time() + 15
+    while time.time() < deadline and _state(child) not in ("gone", "Z"):
+        time.sleep(0.2)
+    assert _state(child) in ("gone", "Z"), "the worker outlived its parent"
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[1].split()[0]
+    except OSError:
+        return "gone"
+
+
+def test_results_are_cached_where_the_worker_runs(tmp_path, monkeypatch):
+    monkeypatch.setenv("LAYERLENS_CACHE", str(tmp_path))
+    w = Worker()
+    try:
+        b = w.load("tiny-llama")
+        first = b.logit_lens(TEXT)
+        entries = list((tmp_path / "results").glob("lens-*.safetensors"))
+        assert len(entries) == 1
+        same(b.logit_lens(TEXT), first)
+    finally:
+        w.close()
+
+
+def test_a_saved_run_records_the_workers_results(tiny):
+    from lens.runs import RecordingBackend
+    from lens.runs.replay import ReplayBackend
+
+    remote, here = tiny
+    rec = RecordingBackend(remote)
+    result = rec.logit_lens(TEXT)
+    replay = ReplayBackend(rec.info(), rec.calls)
+    same(replay.logit_lens(TEXT), here.logit_lens(TEXT))
+    same(result, here.logit_lens(TEXT))
+
+
+def test_a_message_naming_anything_but_results_is_refused():
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("true",))
+
+    with pytest.raises(wire.Refused):
+        wire.loads(pickle.dumps(Evil()))
+    with pytest.raises(wire.Refused):  # a function of LayerLens itself is no result either
+        wire.loads(pickle.dumps(("done", 1, __import__("lens.model.registry", fromlist=["x"]).known_models)))
+    opts = LensOptions(top_k=3, target="a")
+    assert wire.loads(wire.dumps(("call", 1, opts, np.arange(3, dtype=np.float32), float("nan")))
+                      )[2] == opts
+
+
+def test_bundled_model_lens_through_the_worker_is_exactly_in_process(worker):
+    from lens.engine_backend import local_backend
+    from lens.model.loading import load_model
+
+    remote = worker.load("smollm2-135m")
+    here = local_backend(load_model("smollm2-135m"))
+    for text, options in (("The capital of France is", LensOptions(top_k=10)),
+                          ("The Eiffel Tower is in the city of", LensOptions(target=" Paris"))):
+        same(remote.logit_lens(text, options), here.logit_lens(text, options))
+    same(remote.info(), here.info())
