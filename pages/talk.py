@@ -309,8 +309,8 @@ def notes_link() -> str:
     return f"/talk?notes=window&sync={sync_key()}&present=1"
 
 
-NOTES_CSS = ("<style>.talk-notes-window p, .talk-notes-window li { font-size: 24px !important; line-height: 1.4; }"
-             ".talk-notes-window .next { color: #333; }</style>")
+NOTES_CSS = ("<style>.st-key-talk-notes-window p, .st-key-talk-notes-window li "
+             "{ font-size: 24px !important; line-height: 1.45; }</style>")
 
 
 @st.fragment(run_every=1.0)

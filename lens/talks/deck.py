@@ -67,7 +67,7 @@ const notes = JSON.parse(document.getElementById('deck-notes').textContent);
 let notesWindow = null;
 function esc(t) {
   return String(t).replace(/[&<>"]/g, (c) => ({'&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;'})[c])
-    .replace(/\n/g, '<br>');
+    .replace(/\\n/g, '<br>');
 }
 function speakerNotes() {
   if (!notesWindow || notesWindow.closed) return;

@@ -192,8 +192,11 @@ def resolve(scene) -> Resolved:
     query = dict(scene.params)
     view, figures = choose(scene.view, query)
     used = {k for v in page_views(scene.view) for k in v.query} | set(SHARED) | set(TALK_KEYS)
-    from .urls import choices
+    from .urls import choices, url_keys
 
+    # The boxes of the page's other views (the anatomy page's amateur layer beside the skip chart): on the page
+    # whichever tab is open, and nothing this chart draws.
+    used |= {b.key for v in page_views(scene.view) if v.name != view.name for b in url_keys().get(v.name, {}).values()}
     if scene.view in choices():
         used.add(choices()[scene.view][0])
     texts = _texts(scene.view, view, query, used)

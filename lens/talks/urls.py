@@ -243,7 +243,7 @@ def _lenses() -> dict:
 
 
 def _build() -> dict[str, dict[str, Box]]:
-    from ..figures.attention import SUMMARY_METRICS
+    from ..figures.attention import SCORES
     from ..figures.projection import COLOR_BY
     from ..steering.options import MODES, VECTORS
 
@@ -279,7 +279,7 @@ def _build() -> dict[str, dict[str, Box]]:
         "rollout": {"position": whole("position"), "skip_first": flag("rollout_skip_first")},
         "flow": {"position": whole("position"), "skip_first": flag("rollout_skip_first"), "layers": fixed()},
         "routes": {"position": whole("position"), "threshold": number("threshold")},
-        "heads": {"layer": whole("head_layer"), "metric": one_of("head_metric", SUMMARY_METRICS)},
+        "heads": {"layer": whole("head_layer"), "metric": label("head_metric", SCORES, short=True)},
         # Cause & effect
         "patch": {"target": text("patch_target"), "foil": text("foil"), "site": site},
         "noise-trace": {"target": text("patch_target"), "foil": text("foil"), "site": site,
