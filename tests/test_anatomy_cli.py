@@ -85,3 +85,59 @@ def test_both_views_save_and_open_again_without_the_model(tmp_path):
         assert again.caption == fresh.caption and len(again.figures) == len(fresh.figures)
         for mine, theirs in zip(again.figures, fresh.figures):
             assert mine.to_json() == theirs.to_json()
+
+
+def test_anatomy_over_a_shipped_suite(cli, loaded):
+    """--suite NAME: every prompt's numbers (skip KL against hooks of the tests' own), their number, and per row
+    the mean and spread over them."""
+    from lens.suites.suite import example
+
+    out = cli("anatomy", "--model", "tiny-llama", "--suite", "multilingual", "--json", "--no-cache")
+    assert out.returncode == 0, out.stderr
+    j = json.loads(out.stdout)
+    prompts = [i.prompt for i in example("multilingual").items]
+    assert j["n_prompts"] == len(prompts) == 12 and j["prompts"] == prompts and j["suite"] == "multilingual"
+    L = loaded.n_layers
+    each = []
+    for p in prompts:
+        ids = loaded.tokenizer(p)["input_ids"]
+        logits = hooked_pass(loaded, ids)[3]
+        each.append([kl(logits, hooked_pass(loaded, ids, skip=l)[3]) for l in range(1, L + 1)])
+    each = np.array(each)
+    np.testing.assert_allclose(j["skip_kl"], each, rtol=1e-3, atol=1e-6)
+    np.testing.assert_allclose(j["mean"]["skip_kl"], each.mean(0), rtol=1e-3, atol=1e-6)
+    np.testing.assert_allclose(j["sd"]["skip_kl"], each.std(0, ddof=1), rtol=1e-2, atol=1e-6)
+    np.testing.assert_allclose([j["p10"]["skip_kl"], j["p90"]["skip_kl"]], np.percentile(each, [10, 90], axis=0),
+                               rtol=1e-3, atol=1e-6)
+    np.testing.assert_allclose(j["mean"]["norm"], np.mean(j["norm"], 0), rtol=1e-12)
+    assert np.asarray(j["cka_mean"]).shape == (L + 1, L + 1) and len(j["outlier"]["row_dim"]) == L + 1
+    text = cli("anatomy", "--model", "tiny-llama", "--suite", "multilingual")  # cached now
+    assert text.returncode == 0 and "Across the 12 prompts, block" in text.stdout and "12 prompts" in text.stdout
+
+
+def test_anatomy_over_a_suite_file_saved_and_read_back(cli, tmp_path):
+    from lens.runs.store import RunStore
+
+    f = tmp_path / "mine.txt"
+    f.write_text("hello there world\nthe cat sat on the mat\n", encoding="utf-8")
+    out = cli("anatomy", "--model", "tiny-llama", "--prompts-file", str(f), "--swap", "--json", "--no-cache",
+              "--save", "s", env={"LAYERLENS_RUNS": tmp_path / "runs.sqlite"})
+    assert out.returncode == 0, out.stderr
+    j = json.loads(out.stdout)
+    assert j["suite"] == "mine.txt" and j["n_prompts"] == 2 and np.asarray(j["swap_kl"]).shape == (2, 2)
+    run = RunStore(tmp_path / "runs.sqlite").get(1)
+    assert run.view == "anatomy-suite" and run.params == {"suite": "mine.txt", "swap": True}
+    np.testing.assert_allclose(run.results[0].skip_kl, j["skip_kl"])
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--suite", "no-such-suite"], "no shipped suite 'no-such-suite'"),
+    (["--suite", "capitals", "--prompt", PROMPT], "give one of --prompt, --prompt-file, --suite or --prompts-file"),
+    (["--prompts-file", "/nonexistent/suite.jsonl"], "cannot read /nonexistent/suite.jsonl"),
+    (["--prompts-file", "{short}"], "line 2: the prompt is 2 tokens"),
+])
+def test_bad_suite_input_one_line_exit_2(cli, tmp_path, args, says):
+    short = tmp_path / "short.txt"
+    short.write_text("hello there world\nab\n", encoding="utf-8")
+    out = cli("anatomy", *[a.replace("{short}", str(short)) for a in args], "--model", "tiny-llama", "--no-cache")
+    assert out.returncode == 2 and says in out.stderr and out.stderr.count("\n") == 1 and not out.stdout, out.stderr

@@ -105,3 +105,55 @@ def test_two_models_cka_from_a_link_and_a_model_not_on_offer_named():
     assert "tiny-llama's last row L3 is most like tiny-qwen2's" in text(at)
     at = page(other_model="no-such-model")
     assert "second model “no-such-model” (showing none)" in text(at)
+
+
+def suite_page(**params) -> AppTest:
+    """The page in suite mode on the tiny model (each prompt runs once per block skipped: the bundled model's suite
+    is checked in test_anatomy.py)."""
+    at = AppTest.from_file(APP, default_timeout=600)
+    at.switch_page(PAGE)
+    for k, v in {"model": "tiny-llama", "source": "suite", **params}.items():
+        at.query_params[k] = v
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+@pytest.fixture(scope="module")
+def tiny_suite():
+    from lens.model.loading import load_model
+    from lens.suites.suite import example
+
+    return local_backend(load_model("tiny-llama"), None).anatomy_suite(example("multilingual"), AnatomyOptions())
+
+
+def test_suite_mode_from_a_link_charts_the_means(tiny_suite):
+    from lens.anatomy.readings import suite_similarity_reading, suite_skip_reading
+    from lens.anatomy.suite import spread
+
+    s = tiny_suite
+    at = suite_page(suite="multilingual")
+    norm, change = charts(at)
+    band, mean = norm["data"][:2]
+    np.testing.assert_allclose(array(mean["y"]), spread(s.norm)["mean"], rtol=1e-6)
+    np.testing.assert_allclose(array(band["y"]), [*spread(s.norm)["p90"], *spread(s.norm)["p10"][::-1]], rtol=1e-6)
+    np.testing.assert_allclose(array(change["data"][2]["y"]), s.block_change.mean(0), rtol=1e-6)
+    said = text(at)
+    assert suite_skip_reading(s).split(". ")[0] + "." in said and "Across the 12 prompts" in said
+    assert suite_similarity_reading(s).split(". ")[0] in said and "is the outlier" in said
+    (skip,) = charts(suite_page(suite="multilingual", tab="Skip & swap"))
+    np.testing.assert_allclose(array(skip["data"][0]["y"]), s.skip_kl.mean(0), rtol=1e-6)
+    np.testing.assert_allclose(array(skip["data"][0]["error_y"]["array"]),
+                               np.percentile(s.skip_kl, 90, axis=0) - s.skip_kl.mean(0), rtol=1e-6, atol=1e-9)
+    (cka,) = charts(suite_page(suite="multilingual", tab="Similarity"))
+    np.testing.assert_allclose(array(cka["data"][0]["z"]), s.cka.mean(0), atol=1e-9)
+    at = suite_page(suite="multilingual", tab="Autocontrastive")
+    assert not charts(at) and any("one prompt" in i.value for i in at.info)
+
+
+def test_suite_mode_bad_link_values_named():
+    at = suite_page(suite="no-such-suite", tab="Outliers")
+    assert "suite “no-such-suite” (showing capitals)" in text(at)
+    assert "Across the 32 prompts" in text(at) and len(charts(at)) == 2
+    at = page(source="elsewhere")
+    assert "measure on “elsewhere” (showing This prompt)" in text(at)
