@@ -120,3 +120,58 @@ def test_in_demo_mode_a_model_off_the_allowlist_is_refused_before_any_load(loads
         with pytest.raises(LensError):
             backends.preload(ref)
     assert loads == ["a"]
+
+
+class Held(str):
+    """A backend held by a model worker: alive until its worker ends, closed when unloaded."""
+
+    def __new__(cls, ref):
+        self = super().__new__(cls, ref)
+        self.up, self.closed = True, False
+        return self
+
+    def alive(self):
+        return self.up
+
+    def close(self):
+        self.closed = True
+
+
+def test_a_model_whose_worker_ended_is_loaded_again_and_an_unloaded_one_is_closed(monkeypatch):
+    made = []
+
+    def fake_load(self):
+        made.append(Held(f"backend:{self.ref}"))
+        return made[-1]
+
+    monkeypatch.setattr(backends, "_loaded", type(backends._loaded)())
+    monkeypatch.setattr(backends, "_loading", {})
+    monkeypatch.setattr(backends._Load, "_load", fake_load)
+    monkeypatch.setattr(backends, "MAX_LOADED", 1)
+    first = backends.get_backend("a")
+    assert backends.get_backend("a") is first  # alive: kept
+    first.up = False  # its worker was killed
+    second = backends.get_backend("a")
+    assert second is not first and second == "backend:a" and len(made) == 2
+    backends.get_backend("b")  # room for b: a is unloaded, and told so (its worker frees the memory)
+    assert second.closed and backends.loaded_models() == ["b"]
+
+
+def test_the_model_warmed_at_launch_is_the_pages_default(monkeypatch):
+    from lens.hosting import Hosting
+    import ui.state as state
+
+    assert backends.default_model() == state.default_model()
+    demo = Hosting(demo=True, models=("minilm-l6", "smollm2-135m"))
+    monkeypatch.setattr(backends, "HOSTING", demo)
+    monkeypatch.setattr(state, "HOSTING", demo)
+    assert backends.default_model() == state.default_model() == "minilm-l6"
+
+
+def test_the_worker_is_used_only_when_asked_for(monkeypatch):
+    monkeypatch.delenv("LAYERLENS_WORKER", raising=False)
+    assert not backends.use_worker()  # streamlit run app.py, the page tests: in this process
+    monkeypatch.setenv("LAYERLENS_WORKER", "1")
+    assert backends.use_worker()
+    monkeypatch.setenv("LAYERLENS_WORKER", "0")
+    assert not backends.use_worker()

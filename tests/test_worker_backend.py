@@ -268,3 +268,36 @@ def test_bundled_model_lens_through_the_worker_is_exactly_in_process(worker):
                           ("The Eiffel Tower is in the city of", LensOptions(target=" Paris"))):
         same(remote.logit_lens(text, options), here.logit_lens(text, options))
     same(remote.info(), here.info())
+
+
+HOME = textwrap.dedent("""
+    import json, os, sys
+    sys.path.insert(0, "tests")
+    from streamlit.testing.v1 import AppTest
+    from plotly_json import charts
+    at = AppTest.from_file("app.py", default_timeout=300)
+    at.query_params["prompt"] = "The capital of France is"
+    at.run()
+    heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "transformers"))
+    print(json.dumps({"heavy": heavy[:3], "exception": [str(e.value) for e in at.exception],
+                      "errors": [e.value for e in at.error], "chart": charts(at)[0]["data"]}))
+""")
+
+
+def _home(worker: str) -> dict:
+    import json
+
+    r = subprocess.run([sys.executable, "-c", HOME], cwd=ROOT, capture_output=True, text=True, timeout=600,
+                       env={**os.environ, "PYTHONPATH": str(ROOT), "LAYERLENS_WORKER": worker})
+    assert r.returncode == 0, r.stderr[-2000:]
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def test_home_page_through_the_worker_draws_what_it_draws_in_process():
+    """The page's server with the model in the worker imports no torch, and its prediction chart is the one drawn
+    with the model in its own process, number for number."""
+    remote, here = _home("1"), _home("0")
+    assert remote["heavy"] == [] and here["heavy"] != []
+    assert remote["exception"] == remote["errors"] == here["exception"] == here["errors"] == []
+    assert remote["chart"] == here["chart"]
+    assert "Paris" in remote["chart"][0]["y"][-1]  # the top prediction, drawn last (at the top)

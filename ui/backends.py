@@ -26,8 +26,6 @@ import threading
 from collections import OrderedDict
 from concurrent.futures import Future
 
-import streamlit as st
-
 from lens.backend import Backend
 from lens.hosting import hosting
 from lens.jobs import JobQueue
@@ -36,6 +34,13 @@ HOSTING = hosting()
 MAX_LOADED = HOSTING.max_loaded_models  # models kept in memory at once
 JOBS = JobQueue(HOSTING.slots, HOSTING.max_waiting, HOSTING.rate_per_minute)
 log = logging.getLogger("layerlens")
+
+
+def default_model() -> str:
+    """The model a page shows when none is asked for (ui.state.default_model; here without Streamlit)."""
+    from lens.model.registry import DEFAULT_MODEL
+
+    return HOSTING.models[0] if HOSTING.demo else DEFAULT_MODEL
 
 
 def use_worker() -> bool:
@@ -195,6 +200,8 @@ def get_backend(ref: str, engine: str = "local") -> Backend:
     got = _start(ref, engine)
     if not isinstance(got, _Load):
         return got
+    import streamlit as st  # here, not at the top: ui.launch starts the load before Streamlit is imported
+
     box = st.empty()
     with box.container():
         bar = st.progress(got.fraction, text=f"Loading {ref}: {got.message}")

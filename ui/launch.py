@@ -24,15 +24,18 @@ def warm() -> None:
     """Load the default model and compute what the home page shows first."""
     t0 = time.perf_counter()
     try:
-        from lens.examples import DEFAULT_PROMPT
-        from ui.backends import HOSTING, preload
-        from ui.state import HOME_LENS, default_model
+        # The load first (in the model worker: torch imports there), then Streamlit's modules (ui.state).
+        from ui.backends import HOSTING, default_model, preload
 
         model = default_model()
+        loading = preload(model)
+        from lens.examples import DEFAULT_PROMPT
+        from ui.state import HOME_LENS
+
         if HOSTING.demo:
             print(f"LayerLens: demo mode, offering {', '.join(HOSTING.models)}; prompts up to "
                   f"{HOSTING.limits.max_prompt_tokens} tokens", file=sys.stderr, flush=True)
-        backend = preload(model).result()
+        backend = loading.result()
         backend.logit_lens(DEFAULT_PROMPT, HOME_LENS)
         import lens.figures.logit_lens  # noqa: F401  (plotly, for the first page's figure)
     except Exception as exc:  # the page will load it again and show the error there
