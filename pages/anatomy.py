@@ -76,7 +76,7 @@ def others() -> list[str]:
 choices = others()
 unused = [(link_value_unused("source", one_of(SOURCES, SOURCES.values())), "measure on", SOURCES["prompt"])]
 link_options("source", SOURCES)
-c = st.columns([1.5, 1.2, 1, 1.6, 1.2], vertical_alignment="bottom")
+c = st.columns([1.5, 1.5, 1.1, 1.6, 0.8], vertical_alignment="bottom")
 source = c[0].segmented_control("Measure on", list(SOURCES), format_func=SOURCES.get, key="source",
                                 default=None if "source" in ss else "prompt",  # a link's ?source=suite set it
                                 bind="query-params", help="The sidebar's prompt, or every prompt of a suite (each "

@@ -306,6 +306,8 @@ def test_suite_means_are_the_means_of_one_prompt_at_a_time(tiny_backends):
     dim, count = Counter(each_dim).most_common(1)[0]
     assert (j["outlier"]["dim"], j["outlier"]["prompts"]) == (dim, count) and j["outlier"]["each"] == each_dim
     assert j["outlier"]["rows_with"] == sum(int(np.sum(r.max_dim == dim)) for r in got)
+    rows = Counter(int(d) for r in got for d in r.max_dim).most_common(1)[0]
+    assert (j["outlier"]["rows_dim"], j["outlier"]["rows_count"]) == rows
     # The top dimensions: largest mean |h| at any row after averaging the prompts' streams (read by hooks here).
     mean_abs = []
     for p in SUITE_PROMPTS:
@@ -339,7 +341,7 @@ def test_suite_readings_say_the_means(tiny_backends):
     dims = [int(r.max_dim[int(np.argmax(r.max_abs))]) for r in got]
     dim = max(dims, key=lambda d: (dims.count(d), -dims.index(d)))  # the most frequent, the first seen among equals
     assert suite_outlier_reading(s).startswith(f"Across the 4 prompts, dimension {dim} is the outlier: it holds the "
-                                               f"largest coordinate in {dims.count(dim)} of 4 prompts")
+                                               f"prompt's largest coordinate in {dims.count(dim)} of 4 prompts")
 
 
 def test_bundled_model_suite_equals_each_prompt_alone(smol):

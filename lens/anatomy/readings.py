@@ -165,10 +165,15 @@ def suite_outlier_reading(s: AnatomySuiteResult) -> str:
     max_abs = spread(s.max_abs)["mean"]
     row = int(np.nanargmax(max_abs))
     kurt = spread(s.kurtosis)["mean"]
-    return (f"Across the {N} prompts, dimension {o['dim']} is the outlier: it holds the largest coordinate in {o['prompts']} "
-            f"of {N} prompts, and is the largest coordinate in {o['rows_with']} of the {N * R} rows of all prompts. "
-            f"The mean max |h| peaks at {s.rows[row]} ({max_abs[row]:.4g}); the mean kurtosis at "
-            f"{s.rows[int(np.nanargmax(kurt))]} ({np.nanmax(kurt):.3g}; 3 for a Gaussian).")
+    said = (f"Across the {N} prompts, dimension {o['dim']} is the outlier: it holds the prompt's largest coordinate "
+            f"in {o['prompts']} of {N} prompts (the mean max |h| peaks at {s.rows[row]}, {max_abs[row]:.4g}).")
+    if o["rows_dim"] != o["dim"]:
+        said += (f" Dimension {o['rows_dim']} is the largest coordinate of the most rows: {o['rows_count']} of the "
+                 f"{N * R} rows of all prompts (dimension {o['dim']}: {o['rows_with']}).")
+    else:
+        said += f" It is the largest coordinate in {o['rows_with']} of the {N * R} rows of all prompts."
+    return said + (f" The mean kurtosis peaks at {s.rows[int(np.nanargmax(kurt))]} ({np.nanmax(kurt):.3g}; 3 for a "
+                   "Gaussian).")
 
 
 def suite_norm_reading(s: AnatomySuiteResult) -> str:

@@ -71,7 +71,9 @@ def outliers(r: AnatomySuiteResult) -> dict:
     """The outlier dimension over the suite: each prompt's is the dimension of its largest coordinate at any row
     (as the one-prompt reading says); ``dim`` is the most frequent of those, ``prompts`` how many prompts have it;
     per row, the most frequent max-|h| dimension (``row_dim``) and in how many prompts it is the max (``row_count``);
-    ``rows_with``: of all the prompts' rows, how many have ``dim`` as their max."""
+    ``rows_with``: of all the prompts' rows, how many have ``dim`` as their max; ``rows_dim``: the dimension that is
+    the max of the most rows of all prompts (the stream's outlier through the middle layers, where the largest
+    coordinate of all may sit in the last ones), ``rows_count`` how many."""
     max_abs, max_dim = np.asarray(r.max_abs), np.asarray(r.max_dim)
     each = [int(max_dim[i, int(np.nanargmax(max_abs[i]))]) for i in range(len(max_abs))]
     dim, prompts = Counter(each).most_common(1)[0]
@@ -80,5 +82,6 @@ def outliers(r: AnatomySuiteResult) -> dict:
         d, c = Counter(int(v) for v in col).most_common(1)[0]
         row_dim.append(d)
         row_count.append(c)
+    rows_dim, rows_count = Counter(int(v) for v in max_dim.ravel()).most_common(1)[0]
     return {"dim": dim, "prompts": prompts, "each": each, "row_dim": row_dim, "row_count": row_count,
-            "rows_with": int((max_dim == dim).sum())}
+            "rows_with": int((max_dim == dim).sum()), "rows_dim": rows_dim, "rows_count": rows_count}

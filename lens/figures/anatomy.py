@@ -175,7 +175,7 @@ def suite_norm_figure(s, height: int = 380) -> go.Figure:
 
     fig = go.Figure()
     _band(fig, s.rows, spread(s.norm), LINE_COLOR, "‖h‖")
-    _layout(fig, f"Residual norm per layer: mean of {_n(s)}, band {BAND}", height,
+    _layout(fig, f"Residual norm per layer, mean of {_n(s)}", height,
             "layer (emb: the embeddings; Ll: after block l)", "mean ‖h‖")
     fig.update_yaxes(type="log", dtick=1)
     return fig
@@ -219,7 +219,7 @@ def suite_skip_figure(s, height: int = 380) -> go.Figure:
                            customdata=np.stack([kl["p10"], kl["p90"], kl["sd"]], -1),
                            hovertemplate="skip block %{x}: mean KL %{y:.4g} nats (10–90 %: %{customdata[0]:.3g}–"
                                          "%{customdata[1]:.3g}; s.d. %{customdata[2]:.3g})<extra></extra>"))
-    title = f"Next token's KL with one block skipped: mean of {_n(s)}, bars {BAND}"
+    title = f"Next token's KL with one block skipped, mean of {_n(s)} (bars: {BAND})"
     if s.swap_kl.shape[1]:
         sw = spread(s.swap_kl)
         fig.add_scatter(x=x[:-1], y=sw["mean"], mode="lines+markers", line=dict(color=SWAP_COLOR), name="swap",
