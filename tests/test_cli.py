@@ -200,3 +200,88 @@ def test_an_error_after_progress_starts_on_its_own_line(capsys, monkeypatch):
     assert cli.main(["models"]) == 2
     err = capsys.readouterr().err
     assert "converting" in err and err.endswith("\nerror: disk full\n"), repr(err)
+
+
+# ------------------------------------------------------------------ start-up: a command run again loads no model
+
+def _lens_again(cache, *extra: str) -> list[str]:
+    """``logit-lens`` in a fresh process; its output lines, then whether torch or transformers were imported."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    code = ("import sys\nfrom lens.cli import main\n"
+            f"rc = main(['logit-lens', '--prompt', 'The capital of France is', '--json', *{list(extra)!r}])\n"
+            "print('HEAVY' if {'torch', 'transformers'} & set(sys.modules) else 'LIGHT', rc)")
+    r = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=600,
+                       env={**os.environ, "PYTHONPATH": str(root), "LAYERLENS_CACHE": str(cache)})
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+    return r.stdout.splitlines()
+
+
+def test_a_command_run_again_is_answered_from_the_cache_without_torch(tmp_path):
+    from lens.model.registry import default_cache_root
+
+    (tmp_path / "models").symlink_to(default_cache_root().resolve() / "models", target_is_directory=True)
+    first = _lens_again(tmp_path)
+    again = _lens_again(tmp_path)
+    fresh = _lens_again(tmp_path, "--no-cache")
+    assert first[-1] == "HEAVY 0" and again[-1] == "LIGHT 0" and fresh[-1] == "HEAVY 0"
+    assert again[0] == first[0] == fresh[0]  # byte for byte the JSON computed with the model
+    assert json.loads(again[0])["final_prediction"][-1] == " Paris"
+
+
+def test_recalled_calls_load_the_model_only_on_a_miss(tmp_path):
+    from lens.cache import ResultCache
+    from lens.engine_backend import local_backend
+    from lens.model.loading import load_model
+    from lens.options import LensOptions
+    from lens.recall import Recalling
+
+    loads = []
+
+    def load():
+        loads.append(1)
+        return local_backend(load_model("tiny-llama"))
+
+    cache = ResultCache(tmp_path)
+    first = Recalling(load, cache, "model-identity-a").logit_lens("hello", LensOptions(top_k=3))
+    assert len(loads) == 1
+    again = Recalling(load, cache, "model-identity-a")
+    second = again.logit_lens("hello", LensOptions(top_k=3))
+    assert len(loads) == 1 and again.info().name == "tiny-llama"  # no load: its info kept from the last one
+    assert second.tokens == first.tokens
+    for f in ("top_probs", "entropy", "kl_to_final", "target_rank"):
+        np.testing.assert_array_equal(getattr(second, f), getattr(first, f))
+    again.logit_lens("hello", LensOptions(top_k=4))  # other options: computed
+    assert len(loads) == 2
+    other = Recalling(load, cache, "model-identity-b")  # other files: the model is loaded and fingerprinted again
+    other.logit_lens("hello", LensOptions(top_k=3))
+    assert len(loads) == 3
+    fitted = Recalling(load, cache, "model-identity-a")
+    from lens.errors import LensError
+
+    with pytest.raises(LensError, match="tuned"):
+        fitted.logit_lens("hello", LensOptions(lens="tuned"))  # a fitted lens is never recalled: asked of the model
+    assert len(loads) == 4
+
+
+def test_a_models_identity_follows_its_files(tmp_path):
+    import os
+
+    from lens.recall import identity, model_files
+
+    folder = tmp_path / "m"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    (folder / "model.safetensors").write_bytes(b"x" * 10)
+    files = model_files(str(folder))
+    assert [p.name for p in files] == ["config.json", "model.safetensors"]
+    before = identity(str(folder), "cpu", files)
+    assert identity(str(folder), "cpu", files) == before
+    assert identity(str(folder), "cuda", files) != before
+    os.utime(folder / "model.safetensors", ns=(1, 1))  # new weights: another identity
+    assert identity(str(folder), "cpu", model_files(str(folder))) != before
+    assert model_files("tiny-llama") is None and model_files("HuggingFaceTB/SmolLM2-135M") is None
