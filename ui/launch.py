@@ -30,12 +30,13 @@ def warm() -> None:
         model = default_model()
         loading = preload(model)
         from lens.examples import DEFAULT_PROMPT
-        from ui.state import HOME_LENS
 
         if HOSTING.demo:
             print(f"LayerLens: demo mode, offering {', '.join(HOSTING.models)}; prompts up to "
                   f"{HOSTING.limits.max_prompt_tokens} tokens", file=sys.stderr, flush=True)
         backend = loading.result()
+        from ui.state import HOME_LENS  # after the load: Streamlit's runtime is up (its caches want it)
+
         backend.logit_lens(DEFAULT_PROMPT, HOME_LENS)
         import lens.figures.logit_lens  # noqa: F401  (plotly, for the first page's figure)
     except Exception as exc:  # the page will load it again and show the error there

@@ -20,6 +20,8 @@ from multiprocessing.connection import Connection
 
 from . import wire
 
+STARTED = time.perf_counter()
+
 
 def _die_with_parent(parent: int) -> None:
     """Exit once the parent has gone, even if something else still holds its end of the socket: a child
@@ -123,9 +125,11 @@ class Child:
         with self._load_lock:  # one load at a time: two would only slow each other down
             if ref in self.backends:
                 return self.backends[ref].info()
+            t0 = time.perf_counter()
             report(0.02, "importing PyTorch…")
             import torch  # noqa: F401  (seconds: the first model of this process)
 
+            t1 = time.perf_counter()
             report(0.3, "importing transformers…")
             from ..cache import ResultCache
             from ..engine_backend import local_backend
@@ -137,6 +141,9 @@ class Child:
             cache = None if self.settings.get("no_cache") else ResultCache(default_cache_root() / "results")
             backend = local_backend(loaded, cache, jobs=self.jobs, **engine_kwargs)
             self.backends[ref] = backend
+            logging.getLogger("layerlens").info(
+                "%s loaded in %.1f s (PyTorch imported in %.1f s), %.1f s after this worker started", model,
+                time.perf_counter() - t0, t1 - t0, time.perf_counter() - STARTED)
             return backend.info()
 
 
