@@ -12,6 +12,11 @@
 - the projection and attention pages: submit → chart for a new prompt (the projection names the
   new word at its last point; the route graph shows it on its x axis), after a warm-up prompt.
 
+``python -m bench.browser --views`` (``views()``) times only the lens page's view switches, on one server and
+one prompt: "Colour by" → recoloured (as above), "Layer stride" → the heatmap has the new number of rows,
+and a cell click → "Show the work" drawn for that cell (where the page has no cell clicks: "More → Show the
+work" → drawn); it also counts the script runs each switch caused (from the app's running state).
+
 Results go to a fresh temporary cache folder (the converted model is linked in), so every
 "new" prompt really is computed.
 """
@@ -70,10 +75,16 @@ def _submit(page, text: str, word: str, prev: str, shows: str = SHOWS_WORD) -> f
 
 
 def _switch(page, label: str) -> float:
-    page.get_by_role("combobox", name="Colour by").click()
-    option = page.get_by_role("option", name=label, exact=True)
-    t0 = time.perf_counter()
-    option.click()
+    box = page.get_by_role("combobox", name="Colour by")
+    if box.evaluate("e => e.tagName") == "SELECT":  # the live heatmap's own box (ui/live)
+        value = box.evaluate("(e, l) => [...e.options].find(o => o.textContent === l).value", label)
+        t0 = time.perf_counter()
+        box.select_option(value)
+    else:  # Streamlit's box
+        box.click()
+        option = page.get_by_role("option", name=label, exact=True)
+        t0 = time.perf_counter()
+        option.click()
     page.wait_for_function(SHOWS_COLOURBAR, arg=label, polling="raf", timeout=60_000)
     dt = time.perf_counter() - t0
     _wait_idle(page)
@@ -165,7 +176,110 @@ def run(runs: int = 5, cold_runs: int = 2, say=print) -> dict:
     return out
 
 
+# Script runs seen in the page: the app's running state, watched from before a switch to after it.
+COUNT_RUNS = """() => {
+  const app = document.querySelector('[data-testid=stApp]');
+  window.__runs = 0;
+  if (window.__runsObserver) window.__runsObserver.disconnect();
+  window.__runsObserver = new MutationObserver(() => {
+    if (app.getAttribute('data-test-script-state') === 'running') window.__runs += 1;
+  });
+  window.__runsObserver.observe(app, {attributes: true, attributeFilter: ['data-test-script-state']});
+}"""
+ROWS = "(n) => document.querySelectorAll('.js-plotly-plot .yaxislayer-above .ytick text').length === n"
+WORK_SHOWN = """(cell) => [...document.querySelectorAll('[data-testid=stMarkdownContainer] strong')]
+  .some(e => cell ? e.textContent === cell : /^Layer \\d+, position \\d+$/.test(e.textContent))"""
+
+
+def _settled_runs(page) -> int:
+    page.wait_for_timeout(1500)  # a live chart reports its metric to the server after a pause: count that too
+    _wait_idle(page)
+    return page.evaluate("() => window.__runs")
+
+
+def _stride(page, stride: int, rows: int) -> float:
+    box = page.get_by_role("spinbutton", name="Layer stride")
+    box.fill(str(stride))
+    t0 = time.perf_counter()
+    box.press("Enter")
+    page.wait_for_function(ROWS, arg=rows, polling="raf", timeout=60_000)
+    return time.perf_counter() - t0
+
+
+def _cell(page, row: int, col: int, label: str) -> float:
+    """Click the heatmap's cell (row, col) (0, 0: bottom left) or, without cell clicks, More → Show the work;
+    until the panel names ``label`` ("Layer 3, position 5")."""
+    plot = page.locator(PLOT).first
+    plot.evaluate("e => e.scrollIntoView({block: 'center'})")
+    page.wait_for_timeout(300)
+    box = plot.locator(".nsewdrag").first.bounding_box()
+    n_rows = page.locator(f"{PLOT} .yaxislayer-above .ytick text").count()
+    n_cols = page.locator(f"{PLOT} .xaxislayer-above .xtick text").count()
+    x = box["x"] + (col + 0.5) * box["width"] / n_cols
+    y = box["y"] + box["height"] - (row + 0.5) * box["height"] / n_rows
+    live = page.locator(".ll-live-plot").count() > 0
+    t0 = time.perf_counter()
+    if live:
+        page.mouse.click(x, y)
+    else:
+        page.get_by_text("Show the work", exact=True).click()
+    page.wait_for_function(WORK_SHOWN, arg=label if live else "", polling="raf", timeout=60_000)
+    return time.perf_counter() - t0
+
+
+def views(runs: int = 5, say=print) -> dict:
+    """The lens page's view switches: metric, stride, cell click → Show the work (see the module's text)."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, streamlit_server
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    prompt = prompt_for(WORDS[0])
+    out: dict = {"runs": runs, "prompt": prompt, "metric_s": [], "metric_runs": [], "stride_s": [],
+                 "stride_runs": [], "cell_s": [], "cell_runs": []}
+    with sync_playwright() as pw, tempfile.TemporaryDirectory(prefix="layerlens-bench-") as tmp:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        with streamlit_server(env=_cache_env(Path(tmp)), timeout=120) as url:
+            page.goto(f"{url}/{view_named('logit-lens').path}?prompt={quote(prompt)}")
+            page.wait_for_selector(PLOT, timeout=180_000)
+            _wait_idle(page)
+            page.wait_for_timeout(1500)
+            n_rows = page.locator(f"{PLOT} .yaxislayer-above .ytick text").count()
+            for label in ("entropy", "top-1 probability"):  # warm-up, back to the first metric
+                _switch(page, label)
+                _wait_idle(page)
+            for label in (SWITCHES * runs)[:max(3, runs)]:
+                page.evaluate(COUNT_RUNS)
+                out["metric_s"].append(_switch(page, label))
+                out["metric_runs"].append(_settled_runs(page))
+                say(f"  lens page: colour → {label!r} {out['metric_s'][-1]:.3f} s, "
+                    f"{out['metric_runs'][-1]} script run(s)")
+            for stride in ([2, 1] * runs)[:max(2, runs)]:
+                rows = len(range(0, n_rows, stride)) + ((n_rows - 1) % stride != 0)
+                page.evaluate(COUNT_RUNS)
+                out["stride_s"].append(_stride(page, stride, rows))
+                out["stride_runs"].append(_settled_runs(page))
+                say(f"  lens page: stride → {stride} {out['stride_s'][-1]:.3f} s, {out['stride_runs'][-1]} run(s)")
+            page.wait_for_timeout(800)
+            for i in range(max(1, runs)):
+                row, col = 3 + i, 2 + i  # stride 1 here: row r is layer r
+                page.evaluate(COUNT_RUNS)
+                out["cell_s"].append(_cell(page, row, col, f"Layer {row}, position {col}"))
+                out["cell_runs"].append(_settled_runs(page))
+                say(f"  lens page: cell ({row}, {col}) → Show the work {out['cell_s'][-1]:.3f} s, "
+                    f"{out['cell_runs'][-1]} run(s)")
+                if page.locator(".ll-live-plot").count() == 0:
+                    break  # More → Show the work: once is the measurement
+            page.screenshot(path=str(ARTIFACTS / "bench-lens-views.png"), full_page=True)
+        browser.close()
+    return out
+
+
 if __name__ == "__main__":
     import json
 
-    print(json.dumps(run(runs=int(os.environ.get("RUNS", "3")), cold_runs=1), indent=1))
+    if "--views" in sys.argv:
+        print(json.dumps(views(runs=int(os.environ.get("RUNS", "3"))), indent=1))
+    else:
+        print(json.dumps(run(runs=int(os.environ.get("RUNS", "3")), cold_runs=1), indent=1))

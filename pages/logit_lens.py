@@ -1,6 +1,7 @@
 """Logit lens page: a layers × positions heatmap of what each layer would predict."""
 import streamlit as st
 from lens.options import FitOptions, LanguageOptions
+from streamlit.errors import StreamlitAPIException
 
 from ui.routing import require_app_router
 
@@ -11,17 +12,17 @@ from lens.figures.early_exit import early_exit_figure  # noqa: E402
 from lens.figures.explain import cell_steps, tok  # noqa: E402
 from lens.figures.language import language_figure  # noqa: E402
 from lens.figures.lens_comparison import lens_comparison_figure  # noqa: E402
-from lens.figures.logit_lens import METRICS, logit_lens_figure, stride_to_fit  # noqa: E402
+from lens.figures.logit_lens import METRICS, live_payload, logit_lens_figure, stride_to_fit  # noqa: E402
 from lens.figures.style import slide_rows  # noqa: E402
 from lens.examples import TRANSLATIONS  # noqa: E402
 from lens.model.tokens import visible  # noqa: E402
 from lens.options import LENS_LABELS, LensOptions  # noqa: E402
 from lens.views import query_value  # noqa: E402
-from ui import present, state  # noqa: E402
+from ui import live, present, state  # noqa: E402
 from ui.backends import HOSTING  # noqa: E402
 from ui.errors import shown_in_page  # noqa: E402
-from ui.widgets import (chart, download_json, link_options, link_value_unused, one_of, page_header,  # noqa: E402
-                        say_link_values_unused, whole_in)
+from ui.widgets import (PLOT_CONFIG, chart, download_json, export_controls, link_options,  # noqa: E402
+                        link_value_unused, one_of, page_header, say_link_values_unused, whole_in)
 
 WINDOW = 48  # positions shown at once by default on long prompts
 
@@ -48,6 +49,27 @@ def lens_names() -> dict[str, str]:
     return {k: v for k, v in LENS_LABELS.items() if k != "jacobian" or k in have}
 
 
+HEATMAP = "lens-live"  # the live heatmap's key (and its "Colour by" box's channel)
+LIVE = live.available()  # else (no runtime, no plotly.js file) the plain chart, redrawn by the server
+
+
+def metric_from_browser(metric: str) -> None:
+    """The live chart's metric, reported after a switch in the browser: the box (and so the URL) follows."""
+    if metric in METRICS:
+        st.session_state["metric"] = metric
+
+
+def cell_clicked(layer: int, position: int) -> None:
+    """A clicked heatmap cell: "Show the work" opens on it."""
+    for key, value in (("cell_layer", layer), ("cell_pos", position)):
+        st.session_state[key] = value
+        try:  # a closed panel's boxes start from the link: it must name this cell, not one from before
+            st.query_params[key] = str(value)
+        except StreamlitAPIException:
+            pass  # the panel is open: its bound box takes the value (and writes the link) itself
+    st.session_state["panel"] = WORK
+
+
 @st.fragment
 def lens_view(n: int) -> None:
     """The controls and the heatmap: changing a control reruns this view only, not the page."""
@@ -64,9 +86,11 @@ def lens_view(n: int) -> None:
                         help="How each layer is read: as it is (logit lens) or through a map to the last layer "
                              "(linear shortcut, tuned lens; Jacobian lens once a checkpoint is imported).")
     link_options("metric", metric_labels)
+    metric_help = "\n\n".join(f"**{m.label}**: {m.help}" for m in METRICS.values())
     metric = c1.selectbox("Colour by", list(METRICS), format_func=lambda k: METRICS[k].label, key="metric",
-                          bind="query-params",
-                          help="\n\n".join(f"**{m.label}**: {m.help}" for m in METRICS.values()))
+                          bind="query-params", help=metric_help)
+    if LIVE:  # the browser's own box, which recolours the live chart at once (this one is hidden then)
+        live.metric_box(HEATMAP, "Colour by", metric_labels, metric, help=metric_help.replace("**", ""), where=c1)
     target = c2.text_input("Target token", key="target", bind="query-params", placeholder="default: final top-1",
                            help="Type a token (e.g. ' Paris', with its leading space) to follow its rank and "
                                 "probability.")
@@ -111,11 +135,22 @@ def lens_view(n: int) -> None:
     if result.target_note:
         st.caption(f"ℹ️ {result.target_note}")
 
-    fig = logit_lens_figure(result, metric=metric, stride=int(stride), show_exit=bool(st.session_state.get("exits")))
-    chart(fig, key="lens-heatmap", export={
-        "view": "logit-lens", "numbers": result, "texts": text, "model": info.name,
-        "params": {"metric": metric, "target": target or None, "stride": int(stride), "top_k": int(top_k),
-                   "lens": lens, "exits": bool(st.session_state.get("exits"))}})
+    exits = bool(st.session_state.get("exits"))
+    fig = logit_lens_figure(result, metric=metric, stride=int(stride), show_exit=exits)
+    export = {"view": "logit-lens", "numbers": result, "texts": text, "model": info.name,
+              "params": {"metric": metric, "target": target or None, "stride": int(stride), "top_k": int(top_k),
+                         "lens": lens, "exits": exits}}
+    if LIVE:
+        # Every metric's figure at once: the browser recolours without a rerun. The metric it shows comes back
+        # after a pause (URL, exports); a clicked cell opens "Show the work" on it.
+        payload = live_payload(result, stride=int(stride), show_exit=exits, style=present.styled)
+        clicked = live.heatmap(payload, metric, key=HEATMAP, hide=["metric"], on_metric=metric_from_browser,
+                               on_cell=cell_clicked, config=PLOT_CONFIG)
+        if clicked.cell:
+            st.rerun(scope="app")  # the panel is in another fragment
+        export_controls(fig, "lens-heatmap", export)
+    else:
+        chart(fig, key="lens-heatmap", export=export)
     last = result.positions[-1]
     st.caption(
         f"{info.name} · {len(result.tokens)} tokens · {info.n_layers} layers"
@@ -123,7 +158,8 @@ def lens_view(n: int) -> None:
         f"The model's own next-token prediction "
         + ("at the last position" if last == n - 1 else f"at position {last}")
         + f": “{result.final_prediction[-1]}”. "
-        + ("" if present.is_on() else "*More → Show the work* walks one cell through its computation; ")
+        + ("" if present.is_on() else ("Click a cell" if LIVE else "*More → Show the work*")
+           + " to walk it through its computation; ")
         + "use the camera icon on the chart to save a PNG for slides."
     )
     download_json(result, "logit_lens",
@@ -229,19 +265,26 @@ def lens_panels(with_heatmap: bool = True) -> None:
 
 def show_the_work() -> None:
     """One cell of the logit lens walked through with its real numbers: residual vector, final norm, logits,
-    softmax; the layer and position are in the URL. (Plotly heatmaps take no click selection in this Streamlit:
-    the cell is chosen with the two boxes, its row and column as the heatmap labels them.)"""
+    softmax; the layer and position are in the URL. A click on a cell of the live heatmap sets them
+    (``cell_clicked``); the two boxes choose one exactly, its row and column as the heatmap labels them."""
     L, tokens = info.n_layers, backend.tokenize(text)
     unused = {"cell_layer": link_value_unused("cell_layer", whole_in(0, L)),
               "cell_pos": link_value_unused("cell_pos", whole_in(0, n - 1))}
-    for key, ok in (("cell_layer", lambda v: 0 <= v <= L), ("cell_pos", lambda v: 0 <= v <= n - 1)):
+    for key, ok, default in (("cell_layer", lambda v: 0 <= v <= L, L), ("cell_pos", lambda v: 0 <= v <= n - 1, n - 1)):
         if key in st.session_state and st.session_state[key] is not None and not ok(st.session_state[key]):
             del st.session_state[key]  # a value kept from a longer prompt
+        # The boxes start at the last cell unless the link names one; set here rather than as the boxes'
+        # defaults, because a clicked cell sets them too (Streamlit warns of a box with both).
+        if key not in st.session_state and (key not in st.query_params or unused[key] is not None):
+            st.session_state[key] = default
     c1, c2, c3 = st.columns([1, 1, 3], vertical_alignment="bottom")
-    layer = c1.number_input("Layer (0: embeddings)", 0, L, L, key="cell_layer", bind="query-params",
+    # value=None: no default of the boxes' own (they start above), so every cell, the embeddings' too, is in
+    # the link; an emptied box shows the last cell.
+    layer = c1.number_input("Layer (0: embeddings)", 0, L, None, key="cell_layer", bind="query-params",
                             help=f"The lens row: 0 the embeddings, {L} the model's own output.")
-    pos = c2.number_input("Position", 0, n - 1, n - 1, key="cell_pos", bind="query-params",
+    pos = c2.number_input("Position", 0, n - 1, None, key="cell_pos", bind="query-params",
                           help="0 is the first token, as the heatmap's columns are numbered.")
+    layer, pos = L if layer is None else layer, n - 1 if pos is None else pos
     c3.markdown(f"Position {int(pos)} is {tok(visible(tokens[int(pos)]))}: the cell predicts the token after it.",
                 unsafe_allow_html=True)
     say_link_values_unused([(unused["cell_layer"], "layer", f"layer {int(layer)}"),

@@ -42,6 +42,19 @@ def chart(fig, key: str, where=st, export: dict | None = None, share: float = 1.
     return out
 
 
+def export_controls(fig, key: str, export: dict, where=st) -> None:
+    """Only the Export and Save run menus that ``chart`` draws under a chart (for a chart drawn some other way,
+    e.g. the lens page's live heatmap): the same files and runs as ``chart`` with this ``fig`` and ``export``."""
+    if present.is_on():
+        return
+    row = where.container(horizontal=True)
+    export = dict(export)
+    params = export.pop("params", None)
+    export_menu(fig, key, where=row, params=params, **export)
+    if params is not None:
+        save_menu(key, export["view"], export["texts"], params, where=row)
+
+
 def save_menu(key: str, view: str, texts, params: dict, where=st) -> None:
     """Save this view as a run (the Runs page lists it and opens it again without recomputing)."""
     with where.popover("Save run", icon=":material/bookmark_add:"):

@@ -197,3 +197,40 @@ def prediction_figure(result: LogitLensResult, height: int = 320) -> go.Figure:
     fig.update_layout(height=height, margin=dict(l=10, r=10, t=10, b=30),
                       xaxis=dict(title="probability", range=[0, 1]), yaxis=dict(automargin=True))
     return fig
+
+
+def live_payload(result: LogitLensResult, stride: int = 1, show_exit: bool = False, style=None) -> dict:
+    """What the page's live heatmap (ui/live) draws: ``logit_lens_figure`` for every colour metric, so that the
+    browser switches the metric without asking the server; ``style`` (e.g. presenter mode's restyling) is applied
+    to each figure first. The cell texts and hovers are the same for every metric: sent once (``shared``), each
+    figure keeps only what differs. ``layers`` and ``positions`` name each shown row's layer (0: the embeddings)
+    and each column's position, for a clicked cell."""
+    import json
+
+    figures, shared = {}, None
+    for key in METRICS:
+        fig = logit_lens_figure(result, metric=key, stride=stride, show_exit=show_exit)
+        fig = style(fig) if style is not None else fig
+        d = json.loads(fig.to_json())
+        trace = d["data"][0]
+        if shared is None:
+            shared = {k: trace[k] for k in ("text", "customdata", "hovertemplate") if k in trace}
+        for k in list(shared):
+            if trace.get(k) == shared[k]:
+                del trace[k]
+        figures[key] = d
+    rows = strided_rows(len(result.layers), stride)
+    return {"figures": figures, "shared": shared or {},
+            "layers": [0 if result.layers[r] == "emb" else int(result.layers[r]) for r in rows],
+            "positions": [int(p) for p in result.positions]}
+
+
+def live_figure(payload: dict, metric: str) -> dict:
+    """The figure JSON the live heatmap draws for ``metric`` (the browser does the same: the shared cell texts
+    and hovers put back into the metric's figure)."""
+    import copy
+
+    fig = copy.deepcopy(payload["figures"][metric])
+    for k, v in payload["shared"].items():
+        fig["data"][0].setdefault(k, copy.deepcopy(v))
+    return fig

@@ -1,0 +1,180 @@
+"""The lens page's live heatmap (ui/live): what the browser draws for each metric is the tested figure
+(``logit_lens_figure``), a clicked cell opens "Show the work" on it, the metric the browser reports is what the
+page (and so the URL and the exports) then uses; and, in a real Chromium, switching the metric recolours the
+chart without a script run, the URL then names the metric, and a click opens the clicked cell's work."""
+import json
+import sys
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+
+from lens.engine_backend import local_backend
+from lens.figures.logit_lens import METRICS, live_figure, live_payload, logit_lens_figure
+from lens.figures.style import for_slides
+from lens.model.loading import load_model
+from lens.options import LensOptions
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+APP = str(Path(__file__).resolve().parent.parent / "app.py")
+PROMPT = "abcabcab"
+
+
+@pytest.fixture(scope="module")
+def result():
+    return local_backend(load_model("tiny-llama"), None).logit_lens(PROMPT, LensOptions(top_k=3, target="b"))
+
+
+@pytest.mark.parametrize("stride", [1, 2, 3])
+@pytest.mark.parametrize("exits", [False, True])
+def test_each_metric_is_the_tested_figure(result, stride, exits):
+    payload = live_payload(result, stride=stride, show_exit=exits)
+    assert set(payload["figures"]) == set(METRICS)
+    for m in METRICS:
+        want = json.loads(logit_lens_figure(result, metric=m, stride=stride, show_exit=exits).to_json())
+        assert live_figure(payload, m) == want, m
+    # Sent once: the cell texts and hovers are the same for every metric.
+    assert payload["shared"]["customdata"] and all("customdata" not in f["data"][0]
+                                                   for f in payload["figures"].values())
+
+
+def test_presenter_styling_is_applied_to_each_figure(result):
+    payload = live_payload(result, stride=2, style=lambda f: for_slides(f, 450))
+    for m in METRICS:
+        want = json.loads(for_slides(logit_lens_figure(result, metric=m, stride=2), 450).to_json())
+        assert live_figure(payload, m) == want, m
+
+
+@pytest.mark.parametrize("stride", [1, 4])
+def test_rows_and_columns_name_the_clicked_cell(result, stride):
+    """A click at (row i, column j) of the drawn figure names layer ``layers[i]`` (0: the embeddings) and
+    position ``positions[j]``: the row's and column's labels say the same."""
+    payload = live_payload(result, stride=stride)
+    fig = live_figure(payload, "probability")
+    y, x = fig["data"][0]["y"], fig["data"][0]["x"]
+    assert len(payload["layers"]) == len(y) and len(payload["positions"]) == len(x)
+    for layer, label in zip(payload["layers"], y):
+        assert label == ("emb" if layer == 0 else f"L{layer}")
+    for pos, label in zip(payload["positions"], x):
+        assert label.startswith(f"{pos}·")
+
+
+# ---------------------------------------------------------------- the page, in process
+@pytest.fixture(autouse=True)
+def live_in_process(monkeypatch):
+    """The live chart in an in-process run (which, having no browser, gets the plain chart otherwise); the tiny
+    model offered in the sidebar's box (else AppTest cannot send the page's widget states back)."""
+    import ui.live
+    from saved_views import offer_in_model_box
+
+    monkeypatch.setattr(ui.live, "available", lambda: True)
+    offer_in_model_box(monkeypatch, "tiny-llama")
+
+
+def live_heatmap_data(element) -> dict | None:
+    """The data a live heatmap was sent, or None for another component (or its "Colour by" box)."""
+    proto = element.proto
+    raw = proto.json or (proto.mixed.json if proto.HasField("mixed") else "")
+    data = json.loads(raw) if raw else None
+    return data if isinstance(data, dict) and data.get("kind") == "heatmap" else None
+
+
+def charts(at) -> list[dict]:
+    """The live heatmap as the figure it draws for the metric it was sent (no plain charts on the lens page)."""
+    return [live_figure(d, d["metric"]) for d in map(live_heatmap_data, at.get("bidi_component")) if d]
+
+
+def page(**params):
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(APP, default_timeout=300)
+    at.switch_page("pages/logit_lens.py")
+    at.query_params.update(model="tiny-llama", prompt=PROMPT, **params)
+    return at
+
+
+def heatmap_element(at):
+    return next(e for e in at.get("bidi_component") if live_heatmap_data(e) is not None)
+
+
+def send(at, **values):
+    """Run the page again as the browser would after the live heatmap set ``values``: ``cell`` as a trigger
+    value (a click), anything else as its state."""
+    from streamlit.components.v2.bidi_component.main import _make_trigger_id
+    from streamlit.proto.WidgetStates_pb2 import WidgetState
+
+    el = heatmap_element(at)
+    states = at._tree.get_widget_states()
+    cell = values.pop("cell", None)
+    if values:
+        w = WidgetState(id=el.proto.id)
+        w.json_value = json.dumps(values)
+        states.widgets.append(w)
+    if cell is not None:
+        w = WidgetState(id=_make_trigger_id(el.proto.id, "events"))
+        w.json_trigger_value = json.dumps([{"event": "cell", "value": cell}])
+        states.widgets.append(w)
+    return at._run(states)
+
+
+def test_the_page_sends_every_metric_and_draws_the_linked_one():
+    at = page(metric="kl", stride="2").run()
+    assert not at.exception and not at.error
+    assert not at.get("plotly_chart")  # the live chart replaces it
+    data = live_heatmap_data(heatmap_element(at))
+    assert data["metric"] == "kl" and set(data["figures"]) == set(METRICS)
+    assert "colour: KL to final (nats)" in charts(at)[0]["layout"]["title"]["text"]
+    assert len(charts(at)[0]["data"][0]["y"]) == len(data["layers"])
+
+
+def test_a_clicked_cell_opens_show_the_work_on_it(caplog):
+    import logging
+
+    from streamlit.elements.lib import policies
+
+    at = page().run()
+    assert not at.exception
+    policies._shown_default_value_warning = False  # Streamlit warns once per process: make this run count
+    with caplog.at_level(logging.WARNING):
+        at = send(at, cell={"layer": 1, "position": 3})
+    assert not [r for r in caplog.records if "default value" in r.getMessage()], caplog.text
+    assert not at.exception and not at.error
+    assert at.session_state["cell_layer"] == 1 and at.session_state["cell_pos"] == 3
+    assert at.session_state["panel"] == "work"
+    assert at.number_input(key="cell_layer").value == 1 and at.number_input(key="cell_pos").value == 3
+    assert any(m.value.startswith("**Layer 1, position 3**") for m in at.markdown)
+    assert str(at.query_params.get("panel")) in ("work", "Show the work", "['Show the work']"), at.query_params
+    assert at.query_params.get("cell_layer") in ("1", ["1"]) and at.query_params.get("cell_pos") in ("3", ["3"])
+    # A second click with the panel open moves it to the new cell.
+    at = send(at, cell={"layer": 0, "position": 5})
+    assert [at.number_input(key=k).value for k in ("cell_layer", "cell_pos")] == [0, 5]
+    assert any(m.value.startswith("**The embeddings, position 5**") for m in at.markdown)
+    assert at.query_params.get("cell_layer") in ("0", ["0"])  # the embeddings too: in the link
+
+
+def test_the_metric_the_browser_shows_comes_back_to_the_box_and_the_url():
+    at = page().run()
+    at = send(at, metric="entropy")
+    assert not at.exception
+    assert at.selectbox(key="metric").value == "entropy"
+    qp = at.query_params.get("metric")
+    assert "entropy" in (qp if isinstance(qp, list) else [qp]), at.query_params
+    assert live_heatmap_data(heatmap_element(at))["metric"] == "entropy"
+    # What the exports are made from follows: the chart read back from the page is the entropy figure.
+    assert charts(at)[0]["layout"]["title"]["text"].endswith("colour: entropy (nats)")
+    # A value the page does not know is ignored (the box keeps its metric).
+    at = send(at, metric="bogus")
+    assert not at.exception and at.selectbox(key="metric").value == "entropy"
+
+
+def test_without_the_live_chart_the_plain_chart_and_its_box_work(monkeypatch):
+    """The fallback (no browser in process, or no plotly.js file): Streamlit's chart, redrawn by the server, with
+    the same figure, and no component on the page."""
+    import ui.live
+
+    monkeypatch.setattr(ui.live, "available", lambda: False)
+    at = page(metric="entropy").run()
+    assert not at.exception and not at.get("bidi_component")
+    shown = json.loads(at.get("plotly_chart")[0].proto.spec)
+    assert "colour: entropy (nats)" in shown["layout"]["title"]["text"]

@@ -1,0 +1,115 @@
+"""A live heatmap (Streamlit custom components v2: in the page, no iframe): every colour metric's figure is sent
+once and the browser switches between them in place; the metric shown comes back to Python after a pause, and a
+clicked cell comes back as a trigger value.
+
+plotly.js is the installed plotly package's own ``plotly.min.js``, served by this Streamlit server from that
+package's folder (components v2 serve a component's ``asset_dir``): nothing is fetched from the network."""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Callable
+
+import streamlit as st
+
+NAME = "layerlens.live_heatmap"
+PLOTLY = "layerlens.plotlyjs"  # a component with no code of its own: its asset folder is plotly's package_data
+_JS = (Path(__file__).with_name("live_heatmap.js")).read_text(encoding="utf-8")
+_CSS = """
+.ll-live-control { display: none; font-size: 0.875rem; }  /* as Streamlit's boxes (presenter mode: 18 px) */
+.ll-live-control .ll-label { display: block; line-height: 1.6; margin-bottom: 0.25rem;
+  color: var(--st-text-color, #31333f); }
+.ll-live-control .ll-select { width: 100%; height: 2.5rem; padding: 0 0.75rem; font: inherit;
+  color: var(--st-text-color, #31333f); background: var(--st-secondary-background-color, #f0f2f6);
+  border: 1px solid transparent; border-radius: 0.5rem; cursor: pointer; }
+.ll-live-control .ll-select:focus { outline: none; border-color: var(--st-primary-color, #2f6db5); }
+.ll-live-plot { width: 100%; }
+"""
+
+_mount = None
+
+
+def _plotly_root() -> Path:
+    import plotly
+
+    return Path(plotly.__file__).resolve().parent
+
+
+def _register() -> Callable:
+    """Register the component (once per process) and, on the runtime running this script, plotly.js's folder."""
+    global _mount
+    from streamlit.components.v2.manifest_scanner import ComponentConfig, ComponentManifest
+    from streamlit.runtime import Runtime
+
+    manager = Runtime.instance().bidi_component_registry
+    if manager.get_component_asset_root(PLOTLY) is None:  # each runtime (AppTest makes one per test) once
+        manager.register_from_manifest(
+            ComponentManifest(name="layerlens", version="1",
+                              components=[ComponentConfig(name="plotlyjs", asset_dir="package_data")]),
+            _plotly_root())
+    if _mount is None:
+        _mount = st.components.v2.component(NAME, js=_JS, css=_CSS, isolate_styles=False)
+    return _mount
+
+
+def available() -> bool:
+    """Whether the live chart can be drawn here: a Streamlit runtime with a browser (an in-process AppTest run has
+    none: it gets the plain chart, as the page drew before) and plotly.js in the installed package."""
+    try:
+        from streamlit.runtime import Runtime
+
+        if st.get_option("global.appTest"):
+            return False
+        return Runtime.exists() and (_plotly_root() / "package_data" / "plotly.min.js").is_file()
+    except Exception:  # an older or newer Streamlit without these internals: the plain chart is drawn
+        return False
+
+
+def plotly_url() -> str:
+    base = (st.get_option("server.baseUrlPath") or "").strip("/")
+    return ("/" + base if base else "") + f"/_stcore/bidi-components/{PLOTLY}/plotly.min.js"
+
+
+def metric_box(channel: str, label: str, options: dict[str, str], value: str, help: str = "", where=st) -> None:
+    """The "Colour by" box of the live heatmap ``channel`` (its key): a choice the browser applies at once.
+    Streamlit's own box for the same option stays in the page, hidden once the chart is live: links, in-process
+    tests and the fallback (plotly.js not loaded) use it."""
+    mount = _register()
+    with where.container():
+        mount(key=f"{channel}-control", data={"kind": "control", "channel": channel, "label": label,
+                                              "options": options, "value": value, "help": help})
+
+
+def heatmap(payload: dict, metric: str, key: str, hide: list[str], on_metric: Callable[[str], None],
+            on_cell: Callable[[int, int], None], config: dict | None = None):
+    """Draw ``payload`` (lens.figures.logit_lens.live_payload) at ``metric``. ``hide``: the widget keys of
+    Streamlit's boxes this chart replaces (hidden once it is drawn). ``on_metric(metric)`` runs when the browser
+    reports the metric it shows; ``on_cell(layer, position)`` when a cell is clicked (both as callbacks, before the
+    script reruns). Returns the component's result (``.cell`` is the click of this run, if any)."""
+    mount = _register()
+    body = json.dumps(payload["figures"], sort_keys=True) + json.dumps(payload["shared"], sort_keys=True)
+    data = {"kind": "heatmap", "channel": key, "metric": metric, "hide": hide, "plotly_url": plotly_url(),
+            "config": config or {}, "signature": hashlib.sha1(body.encode()).hexdigest()[:16], **payload}
+
+    def metric_changed() -> None:
+        value = _value(key, "metric")
+        if isinstance(value, str):
+            on_metric(value)
+
+    def cell_clicked() -> None:
+        value = _value(key, "cell")
+        if isinstance(value, dict) and isinstance(value.get("layer"), int) and isinstance(value.get("position"), int):
+            on_cell(value["layer"], value["position"])
+
+    return mount(key=key, data=data, on_metric_change=metric_changed, on_cell_change=cell_clicked)
+
+
+def _value(key: str, name: str):
+    state = st.session_state.get(key)
+    if state is None:
+        return None
+    try:
+        return state[name]
+    except (KeyError, TypeError):
+        return getattr(state, name, None)
