@@ -288,8 +288,7 @@ def parse_step(raw: str | None, n: int = len(STEPS)) -> tuple[int, str]:
 # ---------------------------------------------------------------- links to the dashboard
 
 # Every view's options as its page binds them in the URL: lens.talks.urls (read backwards by a talk's scenes).
-from .talks.urls import (CLEAN_ONLY, MISSING, PAIR_KEYS, PATCH_SITE_LABELS, PROJECTION_METHODS,  # noqa: E402
-                         WORD as _WORD, page_default, url_flag, url_keys, url_measure)
+from .talks.urls import CLEAN_ONLY, MISSING, PAIR_KEYS, WORD as _WORD, page_default, url_keys  # noqa: E402
 
 
 class _Table:

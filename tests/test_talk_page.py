@@ -149,3 +149,49 @@ def test_play_question_then_answer_then_next(saved):
     assert at.button(key="talk-next").label == "Next →"
     at = page(talk="play", present="1", scene="9")
     assert any("scenes 1 to 2: here is scene 2" in c.value for c in at.caption)
+
+
+def test_notes_window_follows_the_player(saved):
+    """The notes window (``?notes=window&sync=KEY``, what W opens): the player's scene, its notes, question and
+    answer and the next title; after → in the player, the next scene's (the two sessions share the server)."""
+    from lens.talks import Scene, Talk, save_named
+
+    scenes = (Scene("logit_lens", {"model": "tiny-llama", "prompt": "abcab", "metric": "entropy"}, "First",
+                    "Say it slowly.", "Which row?", "The top one."),
+              Scene("attention", {"model": "tiny-llama", "prompt": "abcab", "view": "Heads"}, "Second", "Heads now."),
+              Scene("anatomy", {"model": "tiny-llama", "prompt": "abcab", "tab": "Skip & swap"}, "Third"))
+    save_named(Talk("Notes", scenes), "notes")
+    at = page(talk="notes", present="1", scene="1")
+    link = next(b for b in at.get("link_button") if b.proto.label == "Window").proto.url
+    assert link.startswith("/talk?notes=window&sync=") and link.endswith("&present=1")
+    key = link.split("sync=")[1].split("&")[0]
+    notes = page(notes="window", sync=key, present="1")
+    said = lambda: " ".join(m.value for m in [*notes.markdown, *notes.info, *notes.success, *notes.warning])  # noqa
+    assert "1/3 · First" in said() and "**Notes.** Say it slowly." in said() and "Which row?" in said()
+    assert "not revealed yet" in said() and "The top one." in said() and "**Next:** Second" in said()
+    run(at.button(key="talk-next").click())  # the answer
+    run(notes)
+    assert "(revealed)" in said()
+    run(at.button(key="talk-next").click())  # scene 2
+    run(notes)
+    assert "2/3 · Second" in said() and "Heads now." in said() and "**Next:** Third" in said()
+    assert "Say it slowly." not in said()
+    other = page(notes="window", sync="nobody", present="1")  # a key no player published
+    assert any("No talk is playing" in i.value for i in other.info)
+
+
+def test_a_tab_of_two_charts_plays_both(saved):
+    """A scene from the attribution page's first tab: both of its charts, side by side, as the page shows them."""
+    from lens.engine_backend import local_backend
+    from lens.model.loading import load_model
+    from lens.talks import Talk, save_named, scene_from_url
+
+    s = scene_from_url("/attribution?model=tiny-llama&prompt=abcab&tab=Direct+attribution&dla_target=c", "DLA")
+    save_named(Talk("Two", (s,)), "two")
+    at = page(talk="two", present="1", scene="1")
+    r = resolve(s)
+    want = render_view(local_backend(load_model("tiny-llama"), None), r.view, r.texts, **r.params).figures
+    got = charts(at)
+    assert r.figures == (0, 1) and len(got) == 2
+    np.testing.assert_allclose(array(got[0]["data"][0]["z"]), np.asarray(want[0].data[0].z, float), atol=1e-6)
+    assert got[1]["layout"]["title"]["text"] == want[1].layout.title.text

@@ -64,7 +64,12 @@ def choose(page: str, query: dict[str, str]) -> tuple:
     if not views:
         raise LensError(f"the {page} page has no view a talk can draw")
     table = choices().get(page)
+    matching = [v for v in views if v.query and all(query.get(k) == x for k, x in v.query.items())]
     if table is not None:
+        # A view the link opens by another key than the page's tabs (the anatomy page's ?source=suite).
+        other = [v for v in matching if set(v.query) - {table[0]}]
+        if other:
+            return max(other, key=lambda v: len(v.query)), None
         key, opens = table
         value = query.get(key)
         if value is None or value == "":
@@ -91,7 +96,6 @@ def choose(page: str, query: dict[str, str]) -> tuple:
                 except LensError:
                     pass
         return view_named(name), opened.figures
-    matching = [v for v in views if v.query and all(query.get(k) == x for k, x in v.query.items())]
     if matching:
         return max(matching, key=lambda v: len(v.query)), None
     chosen = [k for v in views for k in v.query if k in query]

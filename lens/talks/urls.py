@@ -245,7 +245,7 @@ def _lenses() -> dict:
 def _build() -> dict[str, dict[str, Box]]:
     from ..figures.attention import SCORES
     from ..figures.projection import COLOR_BY
-    from ..steering.options import MODES, VECTORS
+    from ..steering.options import MODES
 
     metrics, lenses = _metrics(), _lenses()
     gen_metrics = {k: v for k, v in metrics.items() if not k.startswith("target")}
@@ -261,7 +261,7 @@ def _build() -> dict[str, dict[str, Box]]:
         "language": {"track": text("track"), "lens": label("lens", lenses, short=True), "position": fixed()},
         "generate": {"max_new_tokens": whole("new_tokens"),
                      "temperature": number("temperature", default=SAMPLED_TEMPERATURE,
-                                           when=("decoding", ("Sampled",), "Greedy"), otherwise=0.0),
+                                           when=("decoding", DECODING[1:], DECODING[0]), otherwise=0.0),
                      "seed": whole("seed"), "metric": label("gen_metric", gen_metrics, short=True),
                      "stride": whole("gen_stride"), "chart": label("tab", GENERATE_CHARTS),
                      "skip_first": flag("gen_skip_first")},
@@ -395,11 +395,13 @@ def _choices() -> dict[str, tuple[str, dict[str, Opens]]]:
         "circuits": ("tab", both({"atp": "Attribution patching", "circuit": "Circuit"}, {
             "Attribution patching": Opens("attribute", (0, 1)), "Circuit": Opens("circuit", (0, 1))})),
         "neurons": ("tab", {WEIGHT_TABS["neurons"]: Opens("neurons"), WEIGHT_TABS["heads"]: Opens("head-weights", (0, 1))}),
-        "steering": ("steer_tab", {"Lens difference": Opens("steer", (0,)), "Both lenses": Opens("steer", (1, 2)),
-                                   "Dose-response": Opens("steer", (3, 4))}),
-        "anatomy": ("tab", {"Norms & change": Opens("anatomy", (0, 1)), "Skip & swap": Opens("anatomy", (2,)),
-                            "Similarity": Opens("anatomy", (3,)), "Outliers": Opens("anatomy", (4, 5)),
-                            "Token erasure": Opens("anatomy", (6,)), "Autocontrastive": Opens("contrastive")}),
+        # The steering view draws the lens difference, the two lenses, the dose-response and its lens, in order.
+        "steering": ("steer_tab", dict(zip(STEER_TABS, (Opens("steer", (0,)), Opens("steer", (1, 2)),
+                                                        Opens("steer", (3, 4)))))),
+        # lens.figures.anatomy.anatomy_figures: norms, change, skip, CKA, outliers, massive, erasure.
+        "anatomy": ("tab", dict(zip(ANATOMY_TABS, (Opens("anatomy", (0, 1)), Opens("anatomy", (2,)),
+                                                   Opens("anatomy", (3,)), Opens("anatomy", (4, 5)),
+                                                   Opens("anatomy", (6,)), Opens("contrastive"))))),
     }
 
 
