@@ -255,7 +255,7 @@ def views(runs: int = 5, say=print) -> dict:
                 out["metric_runs"].append(_settled_runs(page))
                 say(f"  lens page: colour → {label!r} {out['metric_s'][-1]:.3f} s, "
                     f"{out['metric_runs'][-1]} script run(s)")
-            for stride in ([2, 1] * runs)[:max(2, runs)]:
+            for stride in [2, 1] * ((runs + 1) // 2):  # ends at stride 1, for the cell clicks
                 rows = len(range(0, n_rows, stride)) + ((n_rows - 1) % stride != 0)
                 page.evaluate(COUNT_RUNS)
                 out["stride_s"].append(_stride(page, stride, rows))

@@ -143,7 +143,13 @@ def lens_view(n: int) -> None:
     if LIVE:
         # Every metric's figure at once: the browser recolours without a rerun. The metric it shows comes back
         # after a pause (URL, exports); a clicked cell opens "Show the work" on it.
-        payload = live_payload(result, stride=int(stride), show_exit=exits, style=present.styled)
+        # Kept for the next run of the same view (the rerun that reports a switched metric changes nothing here).
+        same = (info.name, text, int(top_k), target, window, lens, int(stride), exits, present.is_on())
+        kept = st.session_state.get("_live_payload")
+        if kept is None or kept[0] != same:
+            kept = (same, live_payload(result, stride=int(stride), show_exit=exits, style=present.styled))
+            st.session_state["_live_payload"] = kept
+        payload = kept[1]
         clicked = live.heatmap(payload, metric, key=HEATMAP, hide=["metric"], on_metric=metric_from_browser,
                                on_cell=cell_clicked, config=PLOT_CONFIG)
         if clicked.cell:

@@ -178,3 +178,85 @@ def test_without_the_live_chart_the_plain_chart_and_its_box_work(monkeypatch):
     assert not at.exception and not at.get("bidi_component")
     shown = json.loads(at.get("plotly_chart")[0].proto.spec)
     assert "colour: entropy (nats)" in shown["layout"]["title"]["text"]
+
+
+# ---------------------------------------------------------------- in a real Chromium
+BROWSER_PROMPT = "The Eiffel Tower is in the city of"
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    from playwright.sync_api import sync_playwright
+
+    from browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, streamlit_server
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as pw, streamlit_server(env={"LAYERLENS_WARM": "home"}) as url:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        browser.base_url = url
+        yield browser
+        browser.close()
+
+
+def test_in_the_browser_the_metric_switches_without_a_rerun_and_a_click_opens_the_cell(chromium):
+    from bench.browser import COUNT_RUNS, _cell, _switch
+    from browser import ARTIFACTS, charts, clipped_labels, settle
+
+    pg = chromium.new_page(viewport={"width": 1600, "height": 1000})
+    requests = []
+    pg.on("request", lambda r: requests.append(r.url))
+    try:
+        pg.goto(f"{chromium.base_url}/logit_lens?prompt={quote(BROWSER_PROMPT)}")
+        settle(pg)
+        pg.wait_for_selector(".ll-live-plot.js-plotly-plot .main-svg", timeout=120_000)
+        assert not pg.locator(".st-key-metric").is_visible()  # Streamlit's box gives way to the live one
+        before = charts(pg)
+        assert len(before) == 1 and "colour: top-1 probability" in before[0]["title"]
+        assert clipped_labels(pg) == []
+        pg.evaluate("() => { document.querySelector('.ll-live-plot').__kept = true; }")
+        pg.evaluate(COUNT_RUNS)
+        _switch(pg, "entropy")  # until the colour bar says entropy
+        assert pg.evaluate("() => window.__runs") == 0  # recoloured by the browser alone
+        after = charts(pg)
+        assert "colour: entropy (nats)" in after[0]["title"]
+        assert after[0]["data"][0]["z"] != before[0]["data"][0]["z"]
+        assert after[0]["data"][0]["customdata"] == before[0]["data"][0]["customdata"]  # the same cells
+        # A moment later the server hears of it: the URL names the metric, the chart is not drawn again.
+        pg.wait_for_function("() => location.search.includes('metric=entropy')", timeout=30_000)
+        settle(pg)
+        assert pg.evaluate("() => window.__runs") == 1
+        assert pg.evaluate("() => document.querySelector('.ll-live-plot').__kept === true")
+        # A copied link shows the same chart.
+        other = chromium.new_page(viewport={"width": 1600, "height": 1000})
+        other.goto(pg.url)
+        settle(other)
+        other.wait_for_selector(".ll-live-plot .main-svg", timeout=120_000)
+        assert charts(other)[0]["title"] == after[0]["title"]
+        other.close()
+        # A cell: Show the work opens on it, and the link names it.
+        _cell(pg, 25, 2, "Layer 25, position 2")
+        settle(pg)
+        assert "panel=Show+the+work" in pg.url and "cell_layer=25" in pg.url and "cell_pos=2" in pg.url
+        pg.screenshot(path=str(ARTIFACTS / "live-heatmap-clicked.png"))
+        # plotly.js came from this server, nothing from the network.
+        assert not [u for u in requests if not u.startswith((chromium.base_url, "data:", "blob:"))]
+        assert any(u.endswith("/_stcore/bidi-components/layerlens.plotlyjs/plotly.min.js") for u in requests)
+    finally:
+        pg.close()
+
+
+def test_presenter_mode_fits_with_the_live_chart(chromium):
+    from browser import charts, clipped_labels, overflow, settle, small_text
+
+    pg = chromium.new_page(viewport={"width": 1280, "height": 720})
+    try:
+        pg.goto(f"{chromium.base_url}/logit_lens?prompt={quote(BROWSER_PROMPT)}&present=1")
+        settle(pg)
+        pg.wait_for_selector(".ll-live-plot .main-svg", timeout=120_000)
+        settle(pg)
+        assert len(charts(pg)) == 1
+        assert clipped_labels(pg) == [] and small_text(pg, 18) == []
+        assert overflow(pg) == {"down": 0, "across": 0}
+        assert pg.evaluate("() => parseFloat(getComputedStyle(document.querySelector('.ll-select')).fontSize)") >= 18
+    finally:
+        pg.close()

@@ -162,5 +162,15 @@ function mountHeatmap(component) {
 }
 
 export default function (component) {
-  return component.data.kind === "control" ? mountControl(component) : mountHeatmap(component);
+  // Streamlit calls this again when the data changes, without calling the cleanup it was given (that runs only
+  // when the element goes): the previous call's listeners and timers are removed here, once per element.
+  const el = component.parentElement;
+  if (el.__llCleanup) el.__llCleanup();
+  const cleanup = component.data.kind === "control" ? mountControl(component) : mountHeatmap(component);
+  let done = false;
+  el.__llCleanup = () => {
+    if (!done) cleanup();
+    done = true;
+  };
+  return el.__llCleanup;
 }
