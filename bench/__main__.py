@@ -325,7 +325,13 @@ def main(argv: list[str] | None = None) -> int:
                     "single-prompt lenses, and a 20-pair patching suite")
     ap.add_argument("--lenses", action="store_true", help="only the fitted lenses: fit, train, KL by layer on held-out prompts")
     ap.add_argument("--tuned-steps", type=int, default=100, help="--lenses: tuned-lens training steps (0: none)")
+    ap.add_argument("--start", action="store_true", help="only start-up: the CLI against a bare import of torch and "
+                    "transformers, and the dashboard's cold start (bench/start.py; ~3 min)")
     args = ap.parse_args(argv)
+    if args.start:
+        from bench import start
+
+        return start.main([] if args.out is None else ["--out", str(args.out)])
     if args.load is not None:
         return load_test(args)
     if args.patching:

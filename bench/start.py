@@ -29,9 +29,13 @@ from urllib.parse import quote
 ROOT = Path(__file__).resolve().parent.parent
 PROMPT = "The capital of France is"
 BARE = [sys.executable, "-c", "import torch, transformers"]
+LENS_ARGS = ["logit-lens", "--prompt", PROMPT, "--json"]
 COMMANDS = {
     "help": [sys.executable, "-m", "lens", "--help"],
-    "cached logit-lens": [sys.executable, "-m", "lens", "logit-lens", "--prompt", PROMPT, "--json"],
+    "cached logit-lens": [sys.executable, "-m", "lens", *LENS_ARGS],
+    # as before lens/recall.py: the model loaded, the result then found in the results cache
+    "cached logit-lens, model loaded": [sys.executable, "-c", "import sys, lens.cli as c; "
+                                        "c.common._backend = c._load_backend; sys.exit(c.main(%r))" % LENS_ARGS],
 }
 
 
