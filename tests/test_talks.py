@@ -162,6 +162,9 @@ def test_a_pasted_link_becomes_a_scene():
     s = scene_from_url("/patching?tab=noise&noise_on=2%C2%B7c&noise_on=3%C2%B7a")
     assert s.params["noise_on"] == "2·c\n3·a" and resolve(s).params["subject"] == (2, 3)
     assert page_link(s).count("noise_on=") == 2
+    # A clicked lens cell opens Show the work under the heatmap: the scene is the heatmap, the cell named as not drawn.
+    r = resolve(scene_from_url("/logit_lens?metric=KL+to+final&panel=Show+the+work&cell_layer=3&cell_pos=2"))
+    assert (r.view, r.params["metric"], r.unused) == ("logit-lens", "kl", ("cell_layer", "cell_pos"))
     for url, says in (("", "paste a LayerLens link"), ("http://localhost:8501/", "home page"),
                       ("http://localhost:8501/nowhere?x=1", "unknown view 'nowhere'"),
                       ("/logit_lens?top_k=many", "is not an integer")):

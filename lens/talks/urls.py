@@ -379,7 +379,9 @@ def _choices() -> dict[str, tuple[str, dict[str, Opens]]]:
         "logit_lens": ("panel", both(panels, {
             "": Opens("logit-lens", label="the heatmap"), "Compare lenses": Opens("lens-comparison"), "Early exit": Opens("early-exit"),
             "Language of each layer": Opens("language"),
-            "Show the work": Opens(None, why="walks one cell through its numbers in a table")})),
+            # The heatmap stays above the walk through one cell (a clicked cell opens it): the scene is the heatmap,
+            # and the cell (cell_layer, cell_pos) is named as not drawn.
+            "Show the work": Opens("logit-lens")})),
         "generate": ("tab", {"Lens, token by token": Opens("generate"), "Where each token looked": Opens("generate"),
                              "Text, token by token": Opens(None, why=table["table"]),
                              "Sampling on the spot": Opens(None, why="is a live panel of controls and a table")}),
