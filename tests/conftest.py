@@ -180,6 +180,15 @@ def bundled():
 
 
 @pytest.fixture(scope="session")
+def backend(bundled):
+    """A backend on the bundled model with no results cache (every call computes): what the page tests compare a
+    page's charts with. One for the session; a module needing another kind defines its own ``backend``."""
+    from lens.engine_backend import local_backend
+
+    return local_backend(bundled, None)
+
+
+@pytest.fixture(scope="session")
 def bundled_linear_lens(tmp_path_factory):
     """A backend on the bundled model whose linear-shortcut lens is fitted on the first quarter of the shipped
     corpus (about 25 s, once per test session; stored in the session's own cache, where pages run in-process
@@ -224,3 +233,10 @@ def lens_page(prompt: str = "The capital of France is", **params):
     for k, v in params.items():
         at.query_params[k] = v
     return at.run()
+
+
+def pytest_collection_modifyitems(items):
+    """The browser tests last: their servers read the session's results cache (TEST_CACHE), so the charts the
+    in-process page tests computed are served from it instead of computed again (the test still draws, checks and
+    compares every screen). A stable sort keeps every other test in its file's order."""
+    items.sort(key=lambda item: Path(str(item.fspath)).name.startswith("test_browser"))

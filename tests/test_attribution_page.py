@@ -1,12 +1,12 @@
 """The Who writes the answer page, in-process (AppTest): each tab shows the backend's numbers (themselves checked in
 test_attribution.py), the URL holds the target, foil, tab, head and knockout options, bad input is a message in the
 page, and each chart is saved with the options shown."""
-from pathlib import Path
 
 import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from apptest import open_page
 from plotly_json import array, charts
 
 from lens.attribution.options import DLAOptions, KnockoutOptions, SublayerOptions
@@ -14,24 +14,12 @@ from lens.engine_backend import local_backend
 from lens.examples import DEFAULT_PROMPT
 from lens.model.loading import load_model
 
-APP = str(Path(__file__).resolve().parent.parent / "app.py")
 PAGE = "pages/attribution.py"
 IOI = "When Mary and John went to the store, John gave a drink to"
 
 
 def page(**params) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=600)
-    at.switch_page(PAGE)
-    for k, v in params.items():
-        at.query_params[k] = v
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
-@pytest.fixture(scope="module")
-def backend():
-    return local_backend(load_model("smollm2-135m"), None)
+    return open_page(PAGE, 600, **params)
 
 
 def caption(at) -> str:

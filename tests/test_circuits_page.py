@@ -2,12 +2,12 @@
 scatter show the backend's numbers (themselves checked in test_atp.py), the circuit's graph and curve the
 backend's circuit (test_circuits.py); links hold the experiment; bad input is a message in the page; both views
 saved and exported."""
-from pathlib import Path
 
 import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from apptest import open_page
 from plotly_json import array, charts
 
 from lens.circuits.options import AttributeOptions, CircuitOptions
@@ -16,23 +16,11 @@ from lens.examples import PATCH_PAIRS
 IOI = "Indirect object: who gets the drink"  # the page starts at this pair
 from lens.model.loading import load_model
 
-APP = str(Path(__file__).resolve().parent.parent / "app.py")
 PAGE = "pages/circuits.py"
 
 
 def page(**params) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=300)
-    at.switch_page(PAGE)
-    for k, v in params.items():
-        at.query_params[k] = v
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
-@pytest.fixture(scope="module")
-def backend():
-    return local_backend(load_model("smollm2-135m"), None)
+    return open_page(PAGE, 300, **params)
 
 
 def test_attribution_is_the_default_tab_with_the_real_grid_beside_it(backend):

@@ -2,12 +2,12 @@
 patching grid (itself checked cell by cell in test_patching.py), the URL holds the experiment, and bad
 input is a message in the page."""
 from lens.options import CellPatchOptions
-from pathlib import Path
 
 import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from apptest import open_page
 from plotly_json import array, charts
 
 from lens.examples import PATCH_PAIRS
@@ -15,23 +15,11 @@ from lens.engine_backend import local_backend
 from lens.model.loading import load_model
 from lens.options import PatchOptions
 
-APP = str(Path(__file__).resolve().parent.parent / "app.py")
 PAGE = "pages/patching.py"
 
 
 def page(**params) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=300)
-    at.switch_page(PAGE)
-    for k, v in params.items():
-        at.query_params[k] = v
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
-@pytest.fixture(scope="module")
-def backend():
-    return local_backend(load_model("smollm2-135m"), None)
+    return open_page(PAGE, 300, **params)
 
 
 def test_default_pair_shows_the_patching_grid(backend):

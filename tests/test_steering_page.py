@@ -7,10 +7,9 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from apptest import open_page
 from plotly_json import array, charts
 
-from lens.engine_backend import local_backend
-from lens.model.loading import load_model
 from lens.model.tokens import visible
 from lens.steering.options import SteerOptions
 
@@ -20,18 +19,7 @@ LINK = dict(prompt=PROMPT, steer_tokens="5")
 
 
 def page(**params) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=900)
-    at.switch_page("pages/steering.py")
-    for k, v in params.items():
-        at.query_params[k] = v
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
-@pytest.fixture(scope="module")
-def backend():
-    return local_backend(load_model("smollm2-135m"), None)
+    return open_page("pages/steering.py", 900, **params)
 
 
 @pytest.fixture(autouse=True)

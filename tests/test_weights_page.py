@@ -1,35 +1,20 @@
 """The Neurons & heads page, in-process (AppTest): the neurons list and the heads' charts are the backend's numbers
 (themselves checked in test_weights.py), the URL holds the token, the tab, the composition and the head, and bad
 link values are named in the page. (A neuron's own page reads the whole corpus once: test_weights.py checks it.)"""
-from pathlib import Path
 
 import numpy as np
-import pytest
 from streamlit.testing.v1 import AppTest
 
+from apptest import open_page
 from plotly_json import array, charts
 
-from lens.engine_backend import local_backend
-from lens.model.loading import load_model
 from lens.weights.options import HeadWeightOptions, NeuronOptions
 
-APP = str(Path(__file__).resolve().parent.parent / "app.py")
 PAGE = "pages/neurons.py"
 
 
 def page(**params) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=600)
-    at.switch_page(PAGE)
-    for k, v in params.items():
-        at.query_params[k] = v
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
-@pytest.fixture(scope="module")
-def backend():
-    return local_backend(load_model("smollm2-135m"), None)
+    return open_page(PAGE, 600, **params)
 
 
 def caption(at) -> str:
