@@ -15,7 +15,7 @@ def register(sub) -> None:
     talk = sub.add_parser("talk", help="a talk: scenes of live views with notes and questions; show or export it")
     tsub = talk.add_subparsers(dest="talk_command", required=True)
     for name, helptext in (("show", "the talk's scenes, checked, and what each one draws"),
-                           ("export", "one self-contained HTML deck: live charts, ← → between scenes, N for notes")):
+                           ("export", "one self-contained HTML deck: live charts, ← → between scenes, N for notes, W for a notes window")):
         p = tsub.add_parser(name, help=helptext)
         p.add_argument("talk", metavar="TALK", help="a talk file (.json), a saved talk's name, or 'tour'")
         p.add_argument("--model", default=None, help="draw every scene with this model (default: the model each "
@@ -97,5 +97,5 @@ def run_export(args) -> int:
         print(json.dumps({"out": str(out), "scenes": len(talk.scenes), "bytes": size}))
         return 0
     print(f"wrote {out} ({len(talk.scenes)} scenes, {size / 1e6:.1f} MB); open it in a browser: → next, ← back, "
-          "N notes", file=sys.stderr)
+          "N notes, W notes in a second window", file=sys.stderr)
     return 0
