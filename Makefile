@@ -31,9 +31,10 @@ browser:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	  else echo "The browser test needs Chromium at /usr/bin/chromium: sudo apt-get install chromium"; fi; }
 
+# One worker per core (at most 4), a test module at a time each: module fixtures are built once.
 test: setup browser
 	$(BIN)/python -m lens prepare
-	$(BIN)/python -m pytest tests -q
+	$(BIN)/python -m pytest tests -q -n auto --maxprocesses 4 --dist loadfile
 
 bench: setup
 	$(BIN)/python -m bench

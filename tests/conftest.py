@@ -35,8 +35,12 @@ def _session_cache() -> Path:
     return root
 
 
-TEST_CACHE = _session_cache()
+TEST_CACHE = _session_cache()  # one per pytest-xdist worker: a fit or a cached result never crosses workers
 os.environ["LAYERLENS_CACHE"] = str(TEST_CACHE)
+# Parallel workers share the cores: each computes with its share of them instead of all of them at once.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1:
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // _WORKERS))
 
 from lens.model.adapters import adapt  # noqa: E402
 from lens.options import FitOptions  # noqa: E402
@@ -236,7 +240,7 @@ def lens_page(prompt: str = "The capital of France is", **params):
 
 
 def pytest_collection_modifyitems(items):
-    """The browser tests last: their servers read the session's results cache (TEST_CACHE), so the charts the
-    in-process page tests computed are served from it instead of computed again (the test still draws, checks and
-    compares every screen). A stable sort keeps every other test in its file's order."""
-    items.sort(key=lambda item: Path(str(item.fspath)).name.startswith("test_browser"))
+    """The room test (every screen at both sizes, the longest module by far) first, so that with parallel workers
+    (``make test`` runs ``pytest -n``, one module per worker at a time) it runs beside the others instead of after
+    them. A stable sort keeps every other test in its file's order."""
+    items.sort(key=lambda item: Path(str(item.fspath)).name != "test_browser_room.py")
