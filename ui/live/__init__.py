@@ -59,7 +59,7 @@ def available() -> bool:
     try:
         from streamlit.runtime import Runtime
 
-        if st.get_option("global.appTest"):
+        if not st.context.headers.get("Host"):  # no browser's request behind this session (AppTest)
             return False
         return Runtime.exists() and (_plotly_root() / "package_data" / "plotly.min.js").is_file()
     except Exception:  # an older or newer Streamlit without these internals: the plain chart is drawn
