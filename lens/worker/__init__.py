@@ -6,6 +6,13 @@
 asker's place in the job queue back to the caller. Importing this package imports neither torch nor
 transformers; the child does. ui/backends.py uses it when ``LAYERLENS_WORKER=1`` (set by ``python -m ui.launch``).
 """
-from .client import Worker, WorkerBackend, WorkerDied
-
 __all__ = ["Worker", "WorkerBackend", "WorkerDied"]
+
+
+def __getattr__(name: str):
+    # On first use: the worker process itself (lens.worker.child) needs none of the server's side.
+    if name in __all__:
+        from . import client
+
+        return getattr(client, name)
+    raise AttributeError(name)
