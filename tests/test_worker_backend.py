@@ -219,6 +219,30 @@ def _state(pid: int) -> str:
         return "gone"
 
 
+def test_a_killed_worker_is_named_and_the_next_request_restarts_it(monkeypatch):
+    import ui.backends as backends
+
+    monkeypatch.setenv("LAYERLENS_WORKER", "1")
+    monkeypatch.setattr(backends, "_loaded", type(backends._loaded)())
+    monkeypatch.setattr(backends, "_loading", {})
+    monkeypatch.setattr(backends, "_worker", None)
+    try:
+        b = backends.preload("tiny-llama").result(300)
+        assert isinstance(b, WorkerBackend)
+        first = b.worker.pid()
+        os.kill(first, signal.SIGKILL)
+        with pytest.raises(WorkerDied, match="killed by SIGKILL"):
+            for _ in range(50):  # the kill lands at once; a call sees it once the socket closes
+                b.tokenize("ab")
+                time.sleep(0.1)
+        again = backends.preload("tiny-llama").result(300)  # the next request: a new worker, the model again
+        assert again is not b and again.worker.pid() != first
+        assert again.tokenize("ab") == ["a", "b"]
+    finally:
+        if backends._worker is not None:
+            backends._worker.close()
+
+
 def test_results_are_cached_where_the_worker_runs(tmp_path, monkeypatch):
     monkeypatch.setenv("LAYERLENS_CACHE", str(tmp_path))
     w = Worker()

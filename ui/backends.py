@@ -171,8 +171,9 @@ def _start(ref: str, engine: str = "local") -> Backend | _Load:
     key = engine_key(ref, engine)
     with _lock:
         if key in _loaded and not _alive(_loaded[key]):
+            worker_of = getattr(_loaded[key], "worker", None)
             log.warning("the model worker holding %s stopped (%s); loading the model again", key,
-                        getattr(getattr(_loaded[key], "worker", None), "ended", None) or "unknown cause")
+                        worker_of.why_ended() if worker_of is not None else "unknown cause")
             del _loaded[key]
         if key in _loaded:
             _loaded.move_to_end(key)

@@ -59,6 +59,13 @@ class Worker:
     def alive(self) -> bool:
         return self._proc is not None and self._proc.poll() is None and self._conn is not None
 
+    def why_ended(self) -> str:
+        """Why the last worker process ended (its exit code or signal), as far as known yet."""
+        if self.ended:
+            return self.ended
+        code = self._proc.poll() if self._proc is not None else None
+        return _exit_text(code) if code is not None else "restarted since"
+
     def pid(self) -> int | None:
         return self._proc.pid if self._proc is not None else None
 
@@ -273,7 +280,7 @@ class WorkerBackend:
                 raise LensError("both models must run the same way (here or in the model worker) to be compared")
         if not self.alive():
             raise WorkerDied(f"the model worker that held {self.ref} has stopped "
-                             f"({self.worker.ended or 'restarted since'}); ask again to load the model")
+                             f"({self.worker.why_ended()}); ask again to load the model")
         conn = self.worker._conn
         if conn is None:
             raise WorkerDied(f"the model worker that held {self.ref} has stopped; ask again to load the model")
