@@ -111,12 +111,14 @@ LENS_TITLES = {"logit": "Logit lens", "linear": "Linear-shortcut lens", "tuned":
 
 def logit_lens_figure(result: LogitLensResult, metric: str = "probability", stride: int = 1,
                       columns: tuple[int, int] | None = None, show_tokens: bool | None = None,
-                      show_exit: bool = False) -> go.Figure:
+                      show_exit: bool = False, hover: bool = True) -> go.Figure:
     """Heatmap of ``metric``; ``columns`` is a [start, stop) window into the result's positions.
 
     ``show_tokens`` writes each cell's top-1 token into it; by default only while the
     window has at most MAX_CELL_TEXT_COLUMNS columns (beyond that they cannot be read).
-    ``show_exit`` draws a line under each column's saturation cell (lens/analysis/early_exit.py)."""
+    ``show_exit`` draws a line under each column's saturation cell (lens/analysis/early_exit.py).
+    ``hover=False`` leaves out the per-cell hover data (the same for every metric: ``live_payload`` takes it
+    from one figure instead of building and checking it once per metric)."""
     spec = METRICS[metric]
     rows = strided_rows(len(result.layers), stride)
     c0, c1 = columns or (0, len(result.positions))
@@ -128,7 +130,7 @@ def logit_lens_figure(result: LogitLensResult, metric: str = "probability", stri
 
     width, size = next((w, px) for n, w, px in CELL_TEXT if len(cols) <= n) if show_tokens else (7, 11)
     text = [[_short(result.top_tokens[r][c][0], width) for c in cols] for r in rows]
-    customdata, hovertemplate = _hover(result, rows, cols)
+    customdata, hovertemplate = _hover(result, rows, cols) if hover else (None, None)
 
     labels = position_labels(result)
     x = [labels[c] for c in cols]
@@ -209,7 +211,7 @@ def live_payload(result: LogitLensResult, stride: int = 1, show_exit: bool = Fal
 
     figures, shared = {}, None
     for key in METRICS:
-        fig = logit_lens_figure(result, metric=key, stride=stride, show_exit=show_exit)
+        fig = logit_lens_figure(result, metric=key, stride=stride, show_exit=show_exit, hover=shared is None)
         fig = style(fig) if style is not None else fig
         d = json.loads(fig.to_json())
         trace = d["data"][0]
