@@ -1161,7 +1161,7 @@ class EngineBackend:
 
         options = options or AnatomyOptions()
         options.check()
-        self._can("anatomy")
+        self._can("anatomy_suite")
         if not suite.items:
             raise LensError(f"{suite.name} holds no prompts")
         if len(suite.items) > MAX_SUITE_PROMPTS:

@@ -348,7 +348,7 @@ def test_bundled_model_suite_equals_each_prompt_alone(smol):
     from lens.suites.suite import Suite, example
 
     capitals = example("capitals")
-    short = Suite(name="capitals", items=capitals.items[:3])
+    short = Suite(name="capitals", items=capitals.items[:2])
     s = smol.anatomy_suite(short)
     _, each = per_prompt_stack(smol, [i.prompt for i in short.items], AnatomyOptions())
     from lens.anatomy.suite import summary
