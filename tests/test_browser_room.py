@@ -45,6 +45,7 @@ def screens() -> list[str]:
     out += ["circuits?tab=Attribution+patching&grad_drop=true", "circuits?tab=Circuit&rank=size"]
     out += [f"anatomy?tab={quote(t)}" for t in ("Skip & swap", "Similarity", "Outliers", "Token erasure",
                                                 "Autocontrastive")]
+    out += ["anatomy?source=suite&suite=multilingual", f"anatomy?source=suite&suite=multilingual&tab={quote('Similarity')}"]
     out += ["logit_lens?panel=work", "attention?view=Heads&w_query=4&w_key=2",
             f"generate?tab={quote('Sampling on the spot')}"]
     out += ["talk?talk=tour&scene=3"]
