@@ -54,7 +54,9 @@ def attention_implementation(model, wanted: str):
 # held (every layer's would be 4.5 GB at 2048 tokens on the bundled model; one layer's, 2 × 151 MB at a time).
 ROWS = "layerlens_rows"
 ROW_BLOCK_BYTES = 2**24  # one block's [B, H, rows, T] scores: 16 MiB (256 rows at 2048 tokens, 9 heads)
-_row_means: set[int] = set()  # id() of the attention modules whose head mean a run keeps, while it runs
+# id() of each attention module whose head mean a run keeps, while it runs -> where to write it ([B, T, T] or a tensor
+# of as many numbers: the read's ``into``), or None
+_row_means: dict[int, torch.Tensor | None] = {}
 _rows_registered: bool | None = None
 
 
@@ -63,19 +65,43 @@ def _own_eager(module):
     return getattr(sys.modules.get(type(module).__module__), "eager_attention_forward", None)
 
 
+_libc = None
+
+
+def _trim_heap() -> None:
+    """Give the C heap's free memory back to the system (glibc keeps the freed score blocks otherwise: ~0.1 GB
+    held through a 2048-token pass); nothing where there is no glibc."""
+    global _libc
+    if _libc is None:
+        try:
+            import ctypes
+
+            _libc = ctypes.CDLL("libc.so.6")
+            _libc.malloc_trim
+        except (OSError, AttributeError):
+            _libc = False
+    if _libc:
+        _libc.malloc_trim(0)
+
+
 def _all_masked(mask: torch.Tensor) -> bool:
     return not bool(mask.any()) if mask.dtype == torch.bool else bool((mask <= torch.finfo(mask.dtype).min / 2).all())
 
 
 def rows_attention(module, query, key, value, attention_mask, **kwargs):
     """The model's eager attention, ``ROW_BLOCK_BYTES`` of scores at a time: returns the output and, for the modules
-    in ``_row_means``, the weights' mean over heads as [B, 1, T, T] (None for the others)."""
+    in ``_row_means``, the weights' mean over heads as [B, 1, T, T], written where ``_row_means`` says (None for the
+    others)."""
     eager = _own_eager(module)
     B, H, T, _ = query.shape
     Tk = key.shape[2]
     rows = max(1, ROW_BLOCK_BYTES // (4 * B * H * Tk))
     keep = id(module) in _row_means
-    mean = torch.zeros(B, 1, T, Tk, dtype=torch.float32, device=query.device) if keep else None
+    mean = None
+    if keep:
+        into = _row_means[id(module)]
+        ok = into is not None and into.numel() == B * T * Tk and into.dtype == torch.float32 and into.is_contiguous()
+        mean = into.view(B, T, Tk) if ok else torch.empty(B, T, Tk, dtype=torch.float32, device=query.device)
     out = None
     for r0 in range(0, T, rows):
         r1 = min(T, r0 + rows)
@@ -92,8 +118,11 @@ def rows_attention(module, query, key, value, attention_mask, **kwargs):
             out = o.new_empty(B, T, *o.shape[2:])
         out[:, r0:r1] = o
         if keep:
-            mean[:, 0, r0:r1, :n] = w.float().mean(1)
-    return out, mean
+            mean[:, r0:r1, :n] = w.float().mean(1)
+            mean[:, r0:r1, n:] = 0.0
+    if rows < T:  # more than one block: large scores were freed
+        _trim_heap()
+    return out, (None if mean is None else mean[:, None])
 
 
 def _rows_ready(model, adapter: Adapter) -> bool:
@@ -190,7 +219,7 @@ class _Placement:
         self.eager = bool(patterns)
         # Only head means read: the attention modules that keep theirs under ROWS (see rows_attention), with their
         # submodules (BERT's attention calls the attention function from a module inside it).
-        self.row_means = ({id(m) for n in patterns for m in locate(parse(n, L), a).module.modules()}
+        self.row_means = ({id(m): self.read[n].into for n in patterns for m in locate(parse(n, L), a).module.modules()}
                           if patterns and all(self.read[n].map is head_mean for n in patterns) else None)
 
     def _as_bt(self, x: torch.Tensor, loc: Location) -> torch.Tensor:
@@ -207,10 +236,13 @@ class _Placement:
             self.live_shape[name] = x.shape
         y = x if spec.positions is None else x[:, spec.positions]
         y = y.detach()
-        if spec.map is not None:
+        if spec.map is head_mean and y.dim() == 4 and y.shape[1] == 1:
+            y = y[:, 0].float()  # the mean over heads already (rows_attention's), perhaps in ``into`` itself
+        elif spec.map is not None:
             y = spec.map(y.float())
         if spec.into is not None:
-            spec.into.copy_(y.reshape(spec.into.shape))
+            if y.data_ptr() != spec.into.data_ptr():
+                spec.into.copy_(y.reshape(spec.into.shape))
             self.reads[name] = spec.into
         else:
             self.reads[name] = y.float()
@@ -385,7 +417,8 @@ class HookEngine:
                 for h in handles:
                     h.remove()
                 if rows:
-                    _row_means.difference_update(place.row_means)
+                    for k in place.row_means:
+                        _row_means.pop(k, None)
             z = getattr(out, "logits", None)
             if want_logits:
                 place._keep("logits", z)
