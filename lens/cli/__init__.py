@@ -20,21 +20,7 @@ from . import anatomy as anatomy_commands
 from . import explain as explain_commands
 from . import sampling as sampling_commands
 from . import talks as talk_commands
-from . import common
 from .common import quiet_libraries, terminal_progress
-
-_load_backend = common._backend
-
-
-def _backend(args):
-    """The backend a command asks for, its calls answered from the disk cache when the same command ran before
-    (lens/recall.py: no model loaded, no torch imported for them)."""
-    from ..recall import for_command
-
-    return for_command(args, lambda: _load_backend(args))
-
-
-common._backend = _backend  # common.backend() calls it (and wraps it for --save)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -84,8 +84,11 @@ terminal_progress = _Progress()
 
 
 def backend(args):
-    """The backend the arguments name; with ``--save``, one that records its results for the saved run."""
-    b = _backend(args)
+    """The backend the arguments name; with ``--save``, one that records its results for the saved run. A command
+    run before is answered from the disk cache without loading the model (lens/recall.py: no torch imported)."""
+    from ..recall import for_command
+
+    b = for_command(args, lambda: _backend(args))
     if vars(args).get("save_name"):
         from ..runs import RecordingBackend
 
