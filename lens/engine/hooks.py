@@ -53,7 +53,10 @@ def attention_implementation(model, wanted: str):
 # (the same numbers as an eager pass) and keeps only their mean over heads, so no [heads, T, T] score matrix is ever
 # held (every layer's would be 4.5 GB at 2048 tokens on the bundled model; one layer's, 2 × 151 MB at a time).
 ROWS = "layerlens_rows"
-ROW_BLOCK_BYTES = 2**24  # one block's [B, H, rows, T] scores: 16 MiB (256 rows at 2048 tokens, 9 heads)
+# One block's [B, H, rows, T] scores: 4 MiB (56 rows at 2048 tokens, 9 heads). Small blocks are as fast as large
+# ones here, and the C heap keeps (does not give back) a few blocks' worth of freed scores: at 16 MiB that held
+# ~0.1 GB more through a 2048-token pass.
+ROW_BLOCK_BYTES = 2**22
 # id() of each attention module whose head mean a run keeps, while it runs -> where to write it ([B, T, T] or a tensor
 # of as many numbers: the read's ``into``), or None
 _row_means: dict[int, torch.Tensor | None] = {}
@@ -63,25 +66,6 @@ _rows_registered: bool | None = None
 def _own_eager(module):
     """The eager attention function of ``module``'s modelling file (what eager attention runs), or None."""
     return getattr(sys.modules.get(type(module).__module__), "eager_attention_forward", None)
-
-
-_libc = None
-
-
-def _trim_heap() -> None:
-    """Give the C heap's free memory back to the system (glibc keeps the freed score blocks otherwise: ~0.1 GB
-    held through a 2048-token pass); nothing where there is no glibc."""
-    global _libc
-    if _libc is None:
-        try:
-            import ctypes
-
-            _libc = ctypes.CDLL("libc.so.6")
-            _libc.malloc_trim
-        except (OSError, AttributeError):
-            _libc = False
-    if _libc:
-        _libc.malloc_trim(0)
 
 
 def _all_masked(mask: torch.Tensor) -> bool:
@@ -120,8 +104,6 @@ def rows_attention(module, query, key, value, attention_mask, **kwargs):
         if keep:
             mean[:, r0:r1, :n] = w.float().mean(1)
             mean[:, r0:r1, n:] = 0.0
-    if rows < T:  # more than one block: large scores were freed
-        _trim_heap()
     return out, (None if mean is None else mean[:, None])
 
 
