@@ -351,7 +351,7 @@ def test_bundled_model_suite_equals_each_prompt_alone(smol):
     short = Suite(name="capitals", items=capitals.items[:2])
     s = smol.anatomy_suite(short)
     _, each = per_prompt_stack(smol, [i.prompt for i in short.items], AnatomyOptions())
-    from lens.anatomy.suite import summary
+    from lens.anatomy.spread import summary
 
     m = summary(s)
     for name in ("norm", "block_change", "skip_kl", "max_abs", "kurtosis"):

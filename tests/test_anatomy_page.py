@@ -129,7 +129,7 @@ def tiny_suite():
 
 def test_suite_mode_from_a_link_charts_the_means(tiny_suite):
     from lens.anatomy.readings import suite_similarity_reading, suite_skip_reading
-    from lens.anatomy.suite import spread
+    from lens.anatomy.spread import spread
 
     s = tiny_suite
     at = suite_page(suite="multilingual")

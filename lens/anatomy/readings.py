@@ -124,7 +124,7 @@ def _lower_first(text: str) -> str:
 
 def suite_skip_reading(s: AnatomySuiteResult) -> str:
     """Which block matters most across the prompts (the largest mean KL), and for how many prompts it is the top."""
-    from .suite import spread
+    from .spread import spread
 
     kl = spread(s.skip_kl)
     mean = kl["mean"]
@@ -150,7 +150,7 @@ def suite_skip_reading(s: AnatomySuiteResult) -> str:
 
 def suite_similarity_reading(s: AnatomySuiteResult) -> str:
     """The one-prompt reading, from the CKA matrix averaged over the prompts."""
-    from .suite import spread
+    from .spread import spread
 
     return (f"Across the {len(s.prompts)} prompts (mean CKA), "
             + _lower_first(similarity_reading(s.rows, spread(s.cka)["mean"])))
@@ -158,7 +158,7 @@ def suite_similarity_reading(s: AnatomySuiteResult) -> str:
 
 def suite_outlier_reading(s: AnatomySuiteResult) -> str:
     """The most frequent outlier dimension: in how many prompts it holds the largest coordinate, and where."""
-    from .suite import outliers, spread
+    from .spread import outliers, spread
 
     o = outliers(s)
     N, R = len(s.prompts), len(s.rows)
@@ -178,7 +178,7 @@ def suite_outlier_reading(s: AnatomySuiteResult) -> str:
 
 def suite_norm_reading(s: AnatomySuiteResult) -> str:
     """How the mean residual norm grows, and which block changes the stream most on average (and through what)."""
-    from .suite import spread
+    from .spread import spread
 
     norm, ratio = spread(s.norm)["mean"], spread(s.norm_ratio)["mean"]
     change = spread(s.block_change)["mean"]
@@ -192,7 +192,7 @@ def suite_norm_reading(s: AnatomySuiteResult) -> str:
 
 
 def suite_erasure_reading(s: AnatomySuiteResult) -> str:
-    from .suite import spread
+    from .spread import spread
 
     own, prev = spread(s.self_cos)["mean"], spread(s.prev_cos)["mean"]
     peak = int(np.nanargmax(prev[1:])) + 1  # among the block rows: row 0 is the embeddings themselves

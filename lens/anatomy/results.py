@@ -123,6 +123,6 @@ def anatomy_suite_json(r: AnatomySuiteResult) -> dict:
     block each measure's mean, standard deviation and 10th/90th percentiles over the prompts; the mean CKA matrix;
     the most frequent outlier dimension."""
     from ..serialize import plain, to_json_dict
-    from .suite import outliers, summary
+    from .spread import outliers, summary
 
     return {**to_json_dict(r), "n_prompts": len(r.prompts), **plain(summary(r)), "outlier": plain(outliers(r))}

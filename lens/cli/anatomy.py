@@ -25,7 +25,7 @@ def cmd_anatomy_suite(args, suite, options) -> int:
     from ..anatomy.readings import (suite_norm_reading, suite_outlier_reading, suite_similarity_reading,
                                     suite_skip_reading)
     from ..anatomy.results import anatomy_suite_json
-    from ..anatomy.suite import outliers, spread
+    from ..anatomy.spread import outliers, spread
 
     # What --save keeps: the page's suite view, with the suite itself as JSONL.
     args.saved_view = ("anatomy-suite", suite.to_jsonl(), {"suite": suite.name, "swap": options.swap})

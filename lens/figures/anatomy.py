@@ -171,7 +171,7 @@ def _n(s) -> str:
 
 def suite_norm_figure(s, height: int = 380) -> go.Figure:
     """Mean ‖h‖ per row over the prompts (log scale), with the 10–90 % band."""
-    from ..anatomy.suite import spread
+    from ..anatomy.spread import spread
 
     fig = go.Figure()
     _band(fig, s.rows, spread(s.norm), LINE_COLOR, "‖h‖")
@@ -184,7 +184,7 @@ def suite_norm_figure(s, height: int = 380) -> go.Figure:
 def suite_change_figure(s, height: int = 380) -> go.Figure:
     """Per block, the mean over the prompts of 1 − cos split into the attention's and the MLP's parts (each the
     mean of the prompts' change × share), the mean change with its 10–90 % range as error bars."""
-    from ..anatomy.suite import spread
+    from ..anatomy.spread import spread
 
     x = s.rows[1:]
     change = spread(s.block_change)
@@ -209,7 +209,7 @@ def suite_change_figure(s, height: int = 380) -> go.Figure:
 
 def suite_skip_figure(s, height: int = 380) -> go.Figure:
     """Mean KL(original ‖ block l skipped) over the prompts with the 10–90 % range (error bars); swaps as a line."""
-    from ..anatomy.suite import spread
+    from ..anatomy.spread import spread
 
     x = s.rows[1:]
     kl = spread(s.skip_kl)
@@ -232,7 +232,7 @@ def suite_skip_figure(s, height: int = 380) -> go.Figure:
 
 def suite_cka_figure(s, height: int = 480) -> go.Figure:
     """The CKA matrix averaged over the prompts (its standard deviation in the hover)."""
-    from ..anatomy.suite import spread
+    from ..anatomy.spread import spread
 
     cka = spread(s.cka)
     fig = go.Figure(go.Heatmap(z=cka["mean"], x=s.rows, y=s.rows, zmin=0, zmax=1, colorscale="Viridis",
@@ -258,7 +258,7 @@ def suite_outlier_figure(s, height: int = 480) -> go.Figure:
 def suite_massive_figure(s, height: int = 480) -> go.Figure:
     """Mean max |h| and mean kurtosis per row, each with its 10–90 % band (log scale); the hover names the most
     frequent max-|h| dimension of the row and in how many prompts it is the max."""
-    from ..anatomy.suite import outliers, spread
+    from ..anatomy.spread import outliers, spread
 
     o = outliers(s)
     fig = go.Figure()
@@ -278,7 +278,7 @@ def suite_massive_figure(s, height: int = 480) -> go.Figure:
 def suite_erasure_figure(s, height: int = 480) -> go.Figure:
     """Per row, the mean over positions 1… and prompts of the cosine with the token's own embedding and with the
     previous token's, each with its 10–90 % band over the prompts."""
-    from ..anatomy.suite import spread
+    from ..anatomy.spread import spread
 
     fig = go.Figure()
     _band(fig, s.rows, spread(s.self_cos), ATTN_COLOR, "cos with its own token")
