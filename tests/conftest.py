@@ -35,12 +35,11 @@ def _session_cache() -> Path:
     return root
 
 
-TEST_CACHE = _session_cache()  # one per pytest-xdist worker: a fit or a cached result never crosses workers
+# One per pytest-xdist worker: a fit or a cached result never crosses workers. (Workers keep torch's own thread
+# count: the CLI, exported scripts and the model worker they start compute with it too, so their numbers are
+# bit for bit the in-process ones.)
+TEST_CACHE = _session_cache()
 os.environ["LAYERLENS_CACHE"] = str(TEST_CACHE)
-# Parallel workers share the cores: each computes with its share of them instead of all of them at once.
-_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-if _WORKERS > 1:
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // _WORKERS))
 
 from lens.model.adapters import adapt  # noqa: E402
 from lens.options import FitOptions  # noqa: E402

@@ -139,8 +139,15 @@ def test_a_tour_edit_still_fits_and_goes_in_the_url(room):
 
 # A widget changed on a page: (page, what to do with it). The URL afterwards must draw the same charts.
 def _select(label: str, option: str):
-    """Streamlit's select box: open the box under ``label``, pick ``option`` from its list."""
+    """Streamlit's select box: open the box under ``label``, pick ``option`` from its list. Where a live chart's
+    own box stands in for it (the lens heatmap's "Colour by"), that one, as a person would: the browser recolours
+    and the URL follows a moment later."""
     def act(pg):
+        live = pg.locator("select.ll-select", has=pg.get_by_role("option", name=option, exact=True))
+        if live.count() and live.first.is_visible():
+            live.first.select_option(label=option)
+            pg.wait_for_timeout(1500)  # the choice goes back to the server 0.7 s after the last change
+            return
         box = pg.get_by_role("combobox", name=label, exact=True).first
         box.click()
         if not pg.get_by_role("option").count():

@@ -82,10 +82,15 @@ def test_files_are_safetensors_not_pickle(tmp_path):
     assert header["probs"]["dtype"] == "F32" and header["probs"]["shape"] == [3, 4, 5]
     assert json.loads(header["__metadata__"]["json"]) == fields
     assert not raw.startswith(b"\x80")  # a pickle stream starts with PROTO
-    # No code path in the package can unpickle.
+    # No code path in the package can unpickle a file. The one exception is the server's own pipe to its model
+    # worker (lens/worker/wire.py), whose unpickler rebuilds only LayerLens's result types and numpy arrays: it
+    # must override find_class (what it refuses is tested in test_worker_backend.py).
     for src in LENS_DIR.rglob("*.py"):
         text = src.read_text(encoding="utf-8")
         assert "allow_pickle" not in text, src
+        if src == LENS_DIR / "worker" / "wire.py":
+            assert "def find_class(self" in text and "pickle.load(" not in text and "pickle.loads(" not in text
+            continue
         assert not re.search(r"^\s*(import|from)\s+(c?pickle|dill|joblib)\b", text, re.M), src
         # torch.load only as the tensors-only reader (a tuned-lens checkpoint): it refuses pickled objects.
         for call in re.findall(r"torch\.load\(.*", text):  # the call's line

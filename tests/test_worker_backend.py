@@ -163,13 +163,16 @@ def test_a_caller_behind_another_sees_its_place_and_can_leave(worker, tiny):
     places, first_done = [], threading.Event()
 
     def long_one():
+        # Long (a patched run per position and layer of ~115 tokens: 2 s on an idle laptop CPU, longer when it is
+        # busy), so the second caller, a second later, comes while it computes.
         with asking(Asker(who="a")):
-            remote.patch("the cat sat on the mat again", "the dog sat on the rug again", PatchOptions(target="a"))
+            remote.patch("the cat sat on the mat again " * 4, "the dog sat on the rug again " * 4,
+                         PatchOptions(target="a"))
         first_done.set()
 
     t = threading.Thread(target=long_one)
     t.start()
-    time.sleep(0.3)
+    time.sleep(1.0)
     gone = threading.Event()
     t0 = time.perf_counter()
     with pytest.raises(Cancelled):

@@ -98,6 +98,11 @@ def main(argv: list[str] | None = None) -> None:
     # The model in a child process: this one (Streamlit's server) never imports torch (ui/backends.py).
     os.environ.setdefault("LAYERLENS_WORKER", "1")
     threading.Thread(target=warm, name="warm start", daemon=True).start()
+    # The charts' libraries, imported here, once, before any visitor: plotly imports pandas lazily while it checks
+    # a figure's data, and several first sessions doing that at once (their own threads) can each see the other's
+    # half-imported pandas ("partially initialized module 'pandas' has no attribute 'Series'").
+    import pandas  # noqa: F401
+    import plotly.graph_objects  # noqa: F401
     from streamlit.web import cli
 
     sys.argv = ["streamlit", "run", str(APP), *(sys.argv[1:] if argv is None else argv)]
