@@ -165,8 +165,8 @@ def lens_view(n: int) -> None:
         + ("at the last position" if last == n - 1 else f"at position {last}")
         + f": “{result.final_prediction[-1]}”. "
         + ("" if present.is_on() else ("Click a cell" if LIVE else "*More → Show the work*")
-           + " to walk it through its computation; ")
-        + "use the camera icon on the chart to save a PNG for slides."
+           + " to walk it through its computation. ")
+        + "Use the camera icon on the chart to save a PNG for slides."
     )
     download_json(result, "logit_lens",
                   "Download the numbers (JSON)" + (" of the positions shown" if window else ""))

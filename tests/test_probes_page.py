@@ -1,12 +1,12 @@
 """The Probes page, in-process (AppTest): the chart is the backend's accuracy per layer (itself checked in
 test_probes.py), the reading names the first readable layer, the URL holds the set and options, bad link values are
 named, and the direction at a layer is saved as a steering vector the steering page then offers."""
-from pathlib import Path
 
 import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from apptest import open_page
 from plotly_json import array, charts
 
 from lens.engine_backend import local_backend
@@ -14,17 +14,10 @@ from lens.model.loading import load_model
 from lens.probes.data import shipped
 from lens.probes.options import ProbeOptions
 
-APP = str(Path(__file__).resolve().parent.parent / "app.py")
 
 
 def page(path="pages/probes.py", **params) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=900)
-    at.switch_page(path)
-    for k, v in params.items():
-        at.query_params[k] = v
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
+    return open_page(path, 900, **params)
 
 
 @pytest.fixture(scope="module")

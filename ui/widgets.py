@@ -32,13 +32,8 @@ def chart(fig, key: str, where=st, export: dict | None = None, share: float = 1.
     ``"params"`` (the view's options as shown) a "Save run" menu; ``share``: the part
     of the page's width the chart has (0.5 in one of two columns), for presenter mode's cell text."""
     out = where.plotly_chart(present.styled(fig, share), key=key, config=PLOT_CONFIG, theme=None, **kwargs)
-    if export is not None and not present.is_on():
-        row = where.container(horizontal=True)
-        export = dict(export)
-        params = export.pop("params", None)
-        export_menu(fig, key, where=row, params=params, **export)
-        if params is not None:
-            save_menu(key, export["view"], export["texts"], params, where=row)
+    if export is not None:
+        export_controls(fig, key, export, where)
     return out
 
 
