@@ -72,21 +72,10 @@ def warm() -> None:
           file=sys.stderr, flush=True)
 
 
-def _log_to_stderr() -> None:
-    """LayerLens's own log lines (a visitor who left the line, a cache that could not be written) on
-    the server's stderr, beside Streamlit's."""
-    import logging
-
-    log = logging.getLogger("layerlens")
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("LayerLens: %(message)s"))
-    log.addHandler(handler)
-    log.setLevel(logging.INFO)
-    log.propagate = False
-
-
 def main(argv: list[str] | None = None) -> None:
-    _log_to_stderr()
+    from lens.logs import log_to_stderr
+
+    log_to_stderr()
     from lens.errors import LensError
     from lens.hosting import hosting
 

@@ -19,6 +19,7 @@ import traceback
 from multiprocessing.connection import Connection
 
 from . import wire
+from ..logs import log_to_stderr
 
 STARTED = time.perf_counter()
 
@@ -147,21 +148,12 @@ class Child:
             return backend.info()
 
 
-def _log_to_stderr() -> None:
-    log = logging.getLogger("layerlens")
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("LayerLens (model worker): %(message)s"))
-    log.addHandler(handler)
-    log.setLevel(logging.INFO)
-    log.propagate = False
-
-
 def main(argv: list[str]) -> None:
     fd, settings = int(argv[0]), json.loads(argv[1])
     _die_with_parent(int(settings.get("parent", os.getppid())))
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    _log_to_stderr()
+    log_to_stderr("LayerLens (model worker)")
     Child(Connection(fd), settings).serve()
 
 
