@@ -91,6 +91,34 @@ function mountControl(component) {
   };
 }
 
+// One Plotly plot per metric ("layer"), in the host. The shown layer is the page's `.js-plotly-plot`; the others
+// are drawn ahead, one at a time while the browser is idle, and held out of the page (display: none, without the
+// plot class, so the page still has one chart). A switch to a drawn metric swaps the layer shown: Plotly draws
+// nothing (its redraw of the 600-odd cell texts was most of a switch's time).
+function showLayer(host, el) {
+  for (const other of host.children) {
+    if (other !== el && other.classList.contains("ll-layer")) {
+      other.style.display = "none";
+      other.classList.remove("js-plotly-plot");
+    }
+  }
+  el.classList.add("js-plotly-plot");
+  el.style.display = "";
+  if (el.__llWidth !== host.clientWidth && window.Plotly) { // the page was resized while it was held
+    el.__llWidth = host.clientWidth;
+    window.Plotly.Plots.resize(el);
+  }
+}
+
+function newLayer(host, metric, held) {
+  const el = document.createElement("div");
+  el.className = "ll-layer";
+  el.dataset.metric = metric;
+  if (held) el.style.cssText = "position: absolute; left: 0; top: 0; width: 100%; visibility: hidden;";
+  host.appendChild(el);
+  return el;
+}
+
 function mountHeatmap(component) {
   const { data, parentElement, setStateValue, setTriggerValue } = component;
   const ch = channel(data.channel);
@@ -98,11 +126,14 @@ function mountHeatmap(component) {
   if (!host) {
     host = document.createElement("div");
     host.className = "ll-live-plot";
+    host.style.position = "relative";
+    host.__llLayers = {};
     parentElement.appendChild(host);
   }
   // A switch the server has not heard of yet wins over the metric it sent (it is about to hear of it).
   if (!ch.pending || !(ch.metric in data.figures)) ch.metric = data.metric;
   let timer = null;
+  let ahead = null;
   let alive = true;
   if (ch.pending) timer = setTimeout(() => sync(), SYNC_MS);
 
@@ -114,13 +145,47 @@ function mountHeatmap(component) {
       setStateValue("metric", ch.metric);
     }
   };
+  const onClick = (el) => el.on("plotly_click", (ev) => {
+    const pt = ev && ev.points && ev.points[0];
+    const idx = pt && (Array.isArray(pt.pointIndex) ? pt.pointIndex : pt.pointNumber);
+    if (!Array.isArray(idx)) return;
+    const now = host.__llNow;
+    now.sync(); // the metric shown goes with the click, so the rerun it starts draws the same chart
+    now.setTriggerValue("cell", { layer: now.data.layers[idx[0]], position: now.data.positions[idx[1]] });
+  });
+  const plot = (Plotly, el, metric) => {
+    const fig = figureFor(data, metric);
+    Plotly.react(el, fig.data, fig.layout, data.config || {});
+    el.__llWidth = host.clientWidth;
+    if (!el.__llClick) {
+      el.__llClick = true;
+      onClick(el);
+    }
+  };
   const draw = (Plotly, metric) => {
     if (!(metric in data.figures)) return;
-    const fig = figureFor(data, metric);
     const t0 = performance.now();
-    Plotly.react(host, fig.data, fig.layout, data.config || {});
+    const layers = host.__llLayers;
+    let el = layers[metric];
+    if (!el) {
+      el = layers[metric] = newLayer(host, metric, false);
+      plot(Plotly, el, metric);
+    }
+    showLayer(host, el);
     host.dataset.metric = metric;
     host.dataset.drawMs = String(Math.round(performance.now() - t0));
+  };
+  // The other metrics' layers, one per idle moment (a switch before then draws its layer at once).
+  const drawAhead = () => {
+    ahead = null;
+    if (!alive || !window.Plotly) return;
+    const metric = Object.keys(data.figures).find((m) => !host.__llLayers[m]);
+    if (metric === undefined) return;
+    const el = (host.__llLayers[metric] = newLayer(host, metric, true));
+    plot(window.Plotly, el, metric);
+    el.style.cssText = "display: none;";
+    el.classList.remove("js-plotly-plot");
+    ahead = setTimeout(drawAhead, 30);
   };
   const onSwitch = (metric) => {
     if (!alive || !window.Plotly) return;
@@ -131,24 +196,29 @@ function mountHeatmap(component) {
 
   loadPlotly(data.plotly_url).then((Plotly) => {
     if (!alive) return;
-    // The same figures and metric already drawn (a rerun that changed nothing here): leave the chart alone.
-    if (host.dataset.signature !== data.signature || host.dataset.metric !== ch.metric || !host.data) {
-      draw(Plotly, ch.metric);
+    if (host.dataset.signature !== data.signature) {
+      // New figures: the layer shown is redrawn in place (Plotly.react changes only what differs); the held
+      // ones are dropped and drawn ahead again.
+      const layers = host.__llLayers;
+      const shown = Object.values(layers).find((el) => el.style.display !== "none");
+      for (const [m, el] of Object.entries(layers)) {
+        if (el !== shown) {
+          Plotly.purge(el);
+          el.remove();
+        }
+        delete layers[m];
+      }
+      if (shown) {
+        layers[ch.metric] = shown;
+        shown.dataset.metric = ch.metric;
+        plot(Plotly, shown, ch.metric);
+      }
       host.dataset.signature = data.signature;
     }
+    if (host.dataset.metric !== ch.metric || !host.__llLayers[ch.metric]) draw(Plotly, ch.metric);
     host.__llNow = { data, sync, setTriggerValue };
-    if (!host.__llClick) {
-      host.__llClick = true;
-      host.on("plotly_click", (ev) => {
-        const pt = ev && ev.points && ev.points[0];
-        const idx = pt && (Array.isArray(pt.pointIndex) ? pt.pointIndex : pt.pointNumber);
-        if (!Array.isArray(idx)) return;
-        const now = host.__llNow;
-        now.sync(); // the metric shown goes with the click, so the rerun it starts draws the same chart
-        now.setTriggerValue("cell", { layer: now.data.layers[idx[0]], position: now.data.positions[idx[1]] });
-      });
-    }
     hideBoxes(data.hide || []);
+    ahead = setTimeout(drawAhead, 200);
   }).catch((err) => {
     host.textContent = "The live chart could not load (" + err.message + "); the boxes above still work.";
   });
@@ -158,6 +228,7 @@ function mountHeatmap(component) {
     alive = false;
     ch.listeners.delete(onSwitch);
     if (timer !== null) clearTimeout(timer); // a switch still pending is sent by the next mount
+    if (ahead !== null) clearTimeout(ahead);
   };
 }
 
