@@ -136,27 +136,28 @@ def lens_view(n: int) -> None:
         st.caption(f"ℹ️ {result.target_note}")
 
     exits = bool(st.session_state.get("exits"))
-    fig = logit_lens_figure(result, metric=metric, stride=int(stride), show_exit=exits)
     export = {"view": "logit-lens", "numbers": result, "texts": text, "model": info.name,
               "params": {"metric": metric, "target": target or None, "stride": int(stride), "top_k": int(top_k),
                          "lens": lens, "exits": exits}}
     if LIVE:
         # Every metric's figure at once: the browser recolours without a rerun. The metric it shows comes back
-        # after a pause (URL, exports); a clicked cell opens "Show the work" on it.
-        # Kept for the next run of the same view (the rerun that reports a switched metric changes nothing here).
-        same = (info.name, text, int(top_k), target, window, lens, int(stride), exits, present.is_on())
-        kept = st.session_state.get("_live_payload")
-        if kept is None or kept[0] != same:
-            kept = (same, live_payload(result, stride=int(stride), show_exit=exits, style=present.styled))
-            st.session_state["_live_payload"] = kept
-        payload = kept[1]
+        # after a pause (URL, exports); a clicked cell opens "Show the work" on it. A view drawn before (the
+        # rerun that reports a switched metric, a prompt seen again) reuses its figures.
+        # The numbers' digest too: a lens fitted again gives other numbers for the same prompt and options.
+        numbers = live.digest(result.top_probs, result.kl_to_final, result.target_prob)
+        same = (info.name, text, int(top_k), target, window, lens, int(stride), exits, present.is_on(), numbers)
+        payload = live.payload_for(same, lambda: live_payload(result, stride=int(stride), show_exit=exits,
+                                                               style=present.styled))
         clicked = live.heatmap(payload, metric, key=HEATMAP, hide=["metric"], on_metric=metric_from_browser,
                                on_cell=cell_clicked, config=PLOT_CONFIG)
         if clicked.cell:
             st.rerun(scope="app")  # the panel is in another fragment
-        export_controls(fig, "lens-heatmap", export)
+        # The exported figure is built when an export is clicked, not on every run.
+        export_controls(lambda: logit_lens_figure(result, metric=metric, stride=int(stride), show_exit=exits),
+                        "lens-heatmap", export)
     else:
-        chart(fig, key="lens-heatmap", export=export)
+        chart(logit_lens_figure(result, metric=metric, stride=int(stride), show_exit=exits), key="lens-heatmap",
+              export=export)
     last = result.positions[-1]
     st.caption(
         f"{info.name} · {len(result.tokens)} tokens · {info.n_layers} layers"

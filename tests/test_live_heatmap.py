@@ -208,24 +208,37 @@ def test_in_the_browser_the_metric_switches_without_a_rerun_and_a_click_opens_th
     try:
         pg.goto(f"{chromium.base_url}/logit_lens?prompt={quote(BROWSER_PROMPT)}")
         settle(pg)
-        pg.wait_for_selector(".ll-live-plot.js-plotly-plot .main-svg", timeout=120_000)
+        pg.wait_for_selector(".ll-live-plot .js-plotly-plot .main-svg", timeout=120_000)
         assert not pg.locator(".st-key-metric").is_visible()  # Streamlit's box gives way to the live one
         before = charts(pg)
         assert len(before) == 1 and "colour: top-1 probability" in before[0]["title"]
         assert clipped_labels(pg) == []
-        pg.evaluate("() => { document.querySelector('.ll-live-plot').__kept = true; }")
+        # The other metrics are drawn ahead, held out of the page: it still has one chart.
+        n_metrics = len(pg.evaluate("() => [...document.querySelectorAll('.ll-live-control option')]"))
+        pg.wait_for_function("(n) => document.querySelectorAll('.ll-live-plot .ll-layer').length === n",
+                             arg=n_metrics, timeout=30_000)
+        draws = pg.evaluate("() => Number(document.querySelector('.ll-live-plot').dataset.draws)")
+        assert draws == n_metrics and len(charts(pg)) == 1
         pg.evaluate(COUNT_RUNS)
         _switch(pg, "entropy")  # until the colour bar says entropy
         assert pg.evaluate("() => window.__runs") == 0  # recoloured by the browser alone
         after = charts(pg)
-        assert "colour: entropy (nats)" in after[0]["title"]
+        assert len(after) == 1 and "colour: entropy (nats)" in after[0]["title"]
         assert after[0]["data"][0]["z"] != before[0]["data"][0]["z"]
         assert after[0]["data"][0]["customdata"] == before[0]["data"][0]["customdata"]  # the same cells
+        pg.evaluate("() => { document.querySelector('.ll-live-plot .js-plotly-plot').__kept = true; }")
         # A moment later the server hears of it: the URL names the metric, the chart is not drawn again.
         pg.wait_for_function("() => location.search.includes('metric=entropy')", timeout=30_000)
         settle(pg)
         assert pg.evaluate("() => window.__runs") == 1
-        assert pg.evaluate("() => document.querySelector('.ll-live-plot').__kept === true")
+        assert pg.evaluate("() => document.querySelector('.ll-live-plot .js-plotly-plot').__kept === true")
+        # Switching between drawn layers draws nothing.
+        _switch(pg, "top-1 probability")
+        assert charts(pg)[0]["title"] == before[0]["title"]
+        assert pg.evaluate("() => Number(document.querySelector('.ll-live-plot').dataset.draws)") == draws
+        _switch(pg, "entropy")
+        pg.wait_for_function("() => location.search.includes('metric=entropy')", timeout=30_000)
+        settle(pg)
         # A copied link shows the same chart.
         other = chromium.new_page(viewport={"width": 1600, "height": 1000})
         other.goto(pg.url)

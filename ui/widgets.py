@@ -39,7 +39,8 @@ def chart(fig, key: str, where=st, export: dict | None = None, share: float = 1.
 
 def export_controls(fig, key: str, export: dict, where=st) -> None:
     """Only the Export and Save run menus that ``chart`` draws under a chart (for a chart drawn some other way,
-    e.g. the lens page's live heatmap): the same files and runs as ``chart`` with this ``fig`` and ``export``."""
+    e.g. the lens page's live heatmap): the same files and runs as ``chart`` with this ``fig`` and ``export``.
+    ``fig`` may be a function that returns the figure: it is called when an export is clicked."""
     if present.is_on():
         return
     row = where.container(horizontal=True)
@@ -84,17 +85,18 @@ def export_menu(fig, key: str, view: str, numbers, texts, model: str, where=st, 
     from lens.views import VIEWS
 
     name = f"{view}-{key}"
+    figure = fig if callable(fig) else (lambda: fig)  # a function: the figure is built when a file is
 
     def html() -> str:
-        return chart_page(VIEWS[view], model, texts, [fig], numbers)
+        return chart_page(VIEWS[view], model, texts, [figure()], numbers)
 
     with where.popover("Export", icon=":material/download:"):
         st.caption("For slides and handouts. The HTML file opens offline in any browser, with the numbers.")
         st.download_button("HTML (interactive, offline)", html, file_name=f"{name}.html", mime="text/html",
                            key=f"x-html-{key}", on_click="ignore")
-        st.download_button("PNG (1600×900 ×1.2)", lambda: static_image(fig, "png"), file_name=f"{name}.png",
+        st.download_button("PNG (1600×900 ×1.2)", lambda: static_image(figure(), "png"), file_name=f"{name}.png",
                            mime="image/png", key=f"x-png-{key}", on_click="ignore")
-        st.download_button("SVG (vector)", lambda: static_image(fig, "svg"), file_name=f"{name}.svg",
+        st.download_button("SVG (vector)", lambda: static_image(figure(), "svg"), file_name=f"{name}.svg",
                            mime="image/svg+xml", key=f"x-svg-{key}", on_click="ignore")
         if params is not None:  # the view's options as shown: code that recomputes exactly this
             from lens.export_code import notebook, python_script

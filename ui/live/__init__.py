@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import OrderedDict
 from pathlib import Path
 from typing import Callable
 
@@ -28,6 +29,8 @@ _CSS = """
 """
 
 _mount = None
+_payloads: OrderedDict = OrderedDict()  # the last few views' payloads, for a prompt or option seen again
+KEEP = 16
 
 
 def _plotly_root() -> Path:
@@ -81,16 +84,39 @@ def metric_box(channel: str, label: str, options: dict[str, str], value: str, he
                                               "options": options, "value": value, "help": help})
 
 
+def digest(*arrays) -> str:
+    """A short digest of numpy arrays (for a ``payload_for`` key: the numbers behind the figures)."""
+    h = hashlib.sha1()
+    for a in arrays:
+        h.update(a.tobytes())
+    return h.hexdigest()[:16]
+
+
+def payload_for(key: tuple, build: Callable[[], dict]) -> dict:
+    """``build()``'s payload for the view ``key`` (everything the figures depend on), from the last ``KEEP`` views
+    drawn by this server when one matches (a prompt or an option seen again is drawn without rebuilding its
+    figures); its ``signature`` is computed once, here."""
+    kept = _payloads.get(key)
+    if kept is None:
+        kept = build()
+        body = json.dumps(kept["figures"], sort_keys=True) + json.dumps(kept["shared"], sort_keys=True)
+        kept["signature"] = hashlib.sha1(body.encode()).hexdigest()[:16]
+        _payloads[key] = kept
+        while len(_payloads) > KEEP:
+            _payloads.popitem(last=False)
+    _payloads.move_to_end(key)
+    return kept
+
+
 def heatmap(payload: dict, metric: str, key: str, hide: list[str], on_metric: Callable[[str], None],
             on_cell: Callable[[int, int], None], config: dict | None = None):
-    """Draw ``payload`` (lens.figures.logit_lens.live_payload) at ``metric``. ``hide``: the widget keys of
+    """Draw ``payload`` (lens.figures.logit_lens.live_payload, through ``payload_for``) at ``metric``. ``hide``: the widget keys of
     Streamlit's boxes this chart replaces (hidden once it is drawn). ``on_metric(metric)`` runs when the browser
     reports the metric it shows; ``on_cell(layer, position)`` when a cell is clicked (both as callbacks, before the
     script reruns). Returns the component's result (``.cell`` is the click of this run, if any)."""
     mount = _register()
-    body = json.dumps(payload["figures"], sort_keys=True) + json.dumps(payload["shared"], sort_keys=True)
     data = {"kind": "heatmap", "channel": key, "metric": metric, "hide": hide, "plotly_url": plotly_url(),
-            "config": config or {}, "signature": hashlib.sha1(body.encode()).hexdigest()[:16], **payload}
+            "config": config or {}, **payload}
 
     def metric_changed() -> None:
         value = _value(key, "metric")
