@@ -44,7 +44,7 @@ def streamlit_server(env: dict | None = None, timeout: float = 90.0):
                 pass
             if proc.poll() is not None or time.time() > deadline:
                 raise RuntimeError(f"streamlit did not start; see {log.name}")
-            time.sleep(0.3)
+            time.sleep(0.05)
         yield url
     finally:
         proc.terminate()

@@ -203,9 +203,12 @@ def get_backend(ref: str, engine: str = "local") -> Backend:
         return got
     import streamlit as st  # here, not at the top: ui.launch starts the load before Streamlit is imported
 
+    from ui.live import prefetch_charts
+
     box = st.empty()
     with box.container():
         bar = st.progress(got.fraction, text=f"Loading {ref}: {got.message}")
+        prefetch_charts()  # the browser loads its chart code meanwhile
         while True:
             try:
                 backend = got.future.result(timeout=0.1)

@@ -86,6 +86,10 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     # The model in a child process: this one (Streamlit's server) never imports torch (ui/backends.py).
     os.environ.setdefault("LAYERLENS_WORKER", "1")
+    from ui.backends import use_worker, worker
+
+    if use_worker():
+        worker().start()  # first: PyTorch imports there while this process imports Streamlit
     threading.Thread(target=warm, name="warm start", daemon=True).start()
     # The charts' libraries, imported here, once, before any visitor: plotly imports pandas lazily while it checks
     # a figure's data, and several first sessions doing that at once (their own threads) can each see the other's

@@ -69,6 +69,10 @@ class Worker:
     def pid(self) -> int | None:
         return self._proc.pid if self._proc is not None else None
 
+    def start(self) -> None:
+        """Start the process now (it imports PyTorch while the caller goes on), if it is not running."""
+        self._ensure()
+
     def _ensure(self) -> tuple[Connection, int]:
         with self._lock:
             if not self.alive():

@@ -74,6 +74,28 @@ def plotly_url() -> str:
     return ("/" + base if base else "") + f"/_stcore/bidi-components/{PLOTLY}/plotly.min.js"
 
 
+def _chart_chunk() -> str | None:
+    """The file name of Streamlit's own plotly chart code in its front end (one file, named by a hash)."""
+    import streamlit
+
+    found = sorted((Path(streamlit.__file__).parent / "static" / "static" / "js").glob("PlotlyChart.*.js"))
+    return found[0].name if found else None
+
+
+def prefetch_charts(where=st) -> None:
+    """While a model loads: the browser fetches and runs Streamlit's plotly chart code now (several MB of
+    JavaScript it otherwise loads when the first chart arrives), so the first chart after the load draws at
+    once. Draws nothing; does nothing where the live chart cannot run (in-process tests) or the file is not
+    found (another Streamlit build)."""
+    chunk = _chart_chunk()
+    if chunk is None or not available():
+        return
+    base = (st.get_option("server.baseUrlPath") or "").strip("/")
+    with where.container(height=1, border=False):
+        _register()(key="layerlens-prefetch-charts",
+                    data={"kind": "prefetch", "url": ("/" + base if base else "") + f"/static/js/{chunk}"})
+
+
 def metric_box(channel: str, label: str, options: dict[str, str], value: str, help: str = "", where=st) -> None:
     """The "Colour by" box of the live heatmap ``channel`` (its key): a choice the browser applies at once.
     Streamlit's own box for the same option stays in the page, hidden once the chart is live: links, in-process

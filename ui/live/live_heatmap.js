@@ -237,6 +237,11 @@ export default function (component) {
   // Streamlit calls this again when the data changes, without calling the cleanup it was given (that runs only
   // when the element goes): the previous call's listeners and timers are removed here, once per element.
   const el = component.parentElement;
+  if (component.data.kind === "prefetch") {
+    // Streamlit's chart code, fetched and run ahead (the first chart's lazy import then finds it loaded).
+    if (!window.__layerlensPrefetched) window.__layerlensPrefetched = import(new URL(component.data.url, window.location.origin).href).catch((e) => { console.warn("LayerLens: chart code not fetched ahead: " + e); return null; });
+    return () => {};
+  }
   if (el.__llCleanup) el.__llCleanup();
   const cleanup = component.data.kind === "control" ? mountControl(component) : mountHeatmap(component);
   let done = false;
