@@ -52,7 +52,9 @@ LABELS_WORD = """([word, prev]) => {
 }"""
 # page -> how its chart shows the word (the pages of these views, lens.views)
 OTHER_PAGES = {view_named("projection").path: LABELS_WORD, view_named("routes").path: SHOWS_WORD}
-IDLE = "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')"
+# Idle: no script running, and no live heatmap still drawing its other metrics ahead (ui/live).
+IDLE = """() => !document.querySelector('[data-testid="stStatusWidget"]')
+  && !document.querySelector('.ll-live-plot[data-ahead="drawing"]')"""
 SHOWS_COLOURBAR = """(title) => [...document.querySelectorAll('.js-plotly-plot .cbtitle text')]
   .some(e => e.textContent.startsWith(title))"""
 SWITCHES = ["entropy", "KL to final", "top-1 probability"]  # "Colour by" labels, in turn

@@ -13,14 +13,24 @@ function channel(name) {
   return all[name];
 }
 
+// The installed plotly package's plotly.js (the version its figures are written for), kept to this component:
+// any global Plotly already there (Streamlit's own charts bring theirs) is put back after it loads.
 function loadPlotly(url) {
-  if (window.Plotly && window.Plotly.react) return Promise.resolve(window.Plotly);
+  if (window.__layerlensPlotlyLib) return Promise.resolve(window.__layerlensPlotlyLib);
   if (!window.__layerlensPlotly) {
     window.__layerlensPlotly = new Promise((resolve, reject) => {
+      const before = Object.prototype.hasOwnProperty.call(window, "Plotly") ? window.Plotly : undefined;
       const s = document.createElement("script");
       s.src = url;
       s.async = true;
-      s.onload = () => (window.Plotly ? resolve(window.Plotly) : reject(new Error("plotly.js did not load")));
+      s.onload = () => {
+        const lib = window.Plotly;
+        if (before === undefined) delete window.Plotly;
+        else window.Plotly = before;
+        if (!lib || lib === before || !lib.react) return reject(new Error("plotly.js did not load"));
+        window.__layerlensPlotlyLib = lib;
+        resolve(lib);
+      };
       s.onerror = () => {
         window.__layerlensPlotly = null;
         reject(new Error("could not load " + url));
@@ -104,9 +114,9 @@ function showLayer(host, el) {
   }
   el.classList.add("js-plotly-plot");
   el.style.display = "";
-  if (el.__llWidth !== host.clientWidth && window.Plotly) { // the page was resized while it was held
+  if (el.__llWidth !== host.clientWidth && window.__layerlensPlotlyLib) { // resized while it was held
     el.__llWidth = host.clientWidth;
-    window.Plotly.Plots.resize(el);
+    window.__layerlensPlotlyLib.Plots.resize(el);
   }
 }
 
@@ -177,20 +187,28 @@ function mountHeatmap(component) {
     host.dataset.drawMs = String(Math.round(performance.now() - t0));
   };
   // The other metrics' layers, one per idle moment (a switch before then draws its layer at once).
+  // data-ahead="drawing" on the host until all are drawn (the page is not idle until then).
+  const later = (f) => (window.requestIdleCallback ? { idle: requestIdleCallback(f, { timeout: 1000 }) }
+                                                     : { timer: setTimeout(f, 30) });
+  const cancel = (h) => h && (h.idle !== undefined ? cancelIdleCallback(h.idle) : clearTimeout(h.timer));
   const drawAhead = () => {
     ahead = null;
-    if (!alive || !window.Plotly) return;
+    const Plotly = window.__layerlensPlotlyLib;
+    if (!alive || !Plotly) return;
     const metric = Object.keys(data.figures).find((m) => !host.__llLayers[m]);
-    if (metric === undefined) return;
+    if (metric === undefined) {
+      host.dataset.ahead = "done";
+      return;
+    }
     const el = (host.__llLayers[metric] = newLayer(host, metric, true));
-    plot(window.Plotly, el, metric);
+    plot(Plotly, el, metric);
     el.style.cssText = "display: none;";
     el.classList.remove("js-plotly-plot");
-    ahead = setTimeout(drawAhead, 30);
+    ahead = later(drawAhead);
   };
   const onSwitch = (metric) => {
-    if (!alive || !window.Plotly) return;
-    draw(window.Plotly, metric);
+    if (!alive || !window.__layerlensPlotlyLib) return;
+    draw(window.__layerlensPlotlyLib, metric);
     if (timer !== null) clearTimeout(timer);
     timer = setTimeout(sync, SYNC_MS);
   };
@@ -219,7 +237,9 @@ function mountHeatmap(component) {
     if (host.dataset.metric !== ch.metric || !host.__llLayers[ch.metric]) draw(Plotly, ch.metric);
     host.__llNow = { data, sync, setTriggerValue };
     hideBoxes(data.hide || []);
-    ahead = setTimeout(drawAhead, 200);
+    host.dataset.ahead = "drawing";
+    cancel(ahead);
+    ahead = later(drawAhead);
   }).catch((err) => {
     host.textContent = "The live chart could not load (" + err.message + "); the boxes above still work.";
   });
@@ -229,7 +249,7 @@ function mountHeatmap(component) {
     alive = false;
     ch.listeners.delete(onSwitch);
     if (timer !== null) clearTimeout(timer); // a switch still pending is sent by the next mount
-    if (ahead !== null) clearTimeout(ahead);
+    cancel(ahead);
   };
 }
 
@@ -239,7 +259,13 @@ export default function (component) {
   const el = component.parentElement;
   if (component.data.kind === "prefetch") {
     // Streamlit's chart code, fetched and run ahead (the first chart's lazy import then finds it loaded).
-    if (!window.__layerlensPrefetched) window.__layerlensPrefetched = import(new URL(component.data.url, window.location.origin).href).catch((e) => { console.warn("LayerLens: chart code not fetched ahead: " + e); return null; });
+    if (!window.__layerlensPrefetched) {
+      const url = new URL(component.data.url, window.location.origin).href; // a full URL: this module is a blob
+      window.__layerlensPrefetched = import(url).catch((e) => {
+        console.warn("LayerLens: chart code not fetched ahead: " + e);
+        return null;
+      });
+    }
     return () => {};
   }
   if (el.__llCleanup) el.__llCleanup();
