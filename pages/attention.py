@@ -16,9 +16,9 @@ from lens.model.tokens import visible  # noqa: E402
 from lens.options import ROUTE_MAX_TOKENS  # noqa: E402
 from lens.views import query_value  # noqa: E402
 from lens.views.attention import link_note  # noqa: E402
-from ui import present, state  # noqa: E402
+from ui import live, present, state  # noqa: E402
 from ui.errors import shown_in_page  # noqa: E402
-from ui.widgets import chart, download_json, page_header  # noqa: E402
+from ui.widgets import chart, download_json, live_chart, page_header  # noqa: E402
 
 # The choices of view: the labels that the registry's entries put in the URL (?view=Heads).
 ROUTES, ROLLOUT, HEADS = (query_value(v, "view") for v in ("routes", "rollout", "heads"))
@@ -52,6 +52,27 @@ def link_to_labels(choices: dict[str, dict[str, str]]) -> None:
 
 
 NOTES: list[str] = []  # the link's values this run could not take, said in one line under the controls
+
+
+SCORE_CHANNEL, SKIP_CHANNEL = "head-scores", "rollout-sink"  # the live boxes' channels (ui/live)
+
+
+def score_from_browser(metric: str) -> None:
+    """The score the live chart shows, reported by the browser ("": none, which shows the layer's heads)."""
+    if metric in SCORES or metric == "":
+        ss["head_metric"] = metric or None
+
+
+def sink_from_browser(value: str) -> None:
+    """The live switch's "Leave out the first token", reported by the browser: the toggle (and URL) follow."""
+    if value in ("on", "off"):
+        ss["rollout_skip_first"] = value == "on"
+
+
+def head_clicked(layer: int, head: int) -> None:
+    """A head clicked on the scores chart: its layer's patterns, that head enlarged."""
+    ss["head_layer"] = layer
+    ss["head"] = str(head)
 
 
 def note(text: str | None) -> None:
@@ -236,12 +257,20 @@ if view == ROUTES:
 
 # ---------------------------------------------------------------- rollout and flow
 elif view == ROLLOUT:
+    def sink_chart(figure, key: str, numbers, where, share: float, export: dict) -> None:
+        """Rollout's or flow's heatmap, its "Leave out the first token" switched in the browser."""
+        live_chart(figure, ["off", "on"], "on" if skip_sink else "off", key, (info.name, text, position,
+                                                                              live.digest(numbers)),
+                   ["rollout_skip_first"], sink_from_browser, where=where, export=export, share=share,
+                   channel=SKIP_CHANNEL)
+
     plan = plan_flow(info.n_layers, T, position, info.is_causal)
+    skip_help = ("Most attention parks on the first token (an attention sink); leaving its column out lets the "
+                 "colour scale show how the rest is shared. The numbers are not renormalised.")
     skip_sink = extra_col.toggle("Leave out the first token", value=False, key="rollout_skip_first",
-                                 bind="query-params",
-                                 help="Most attention parks on the first token (an attention sink); leaving its column "
-                                      "out lets the colour scale show how the rest is shared. The numbers are not "
-                                      "renormalised.")
+                                 bind="query-params", help=skip_help)
+    if live.available():  # the browser's own switch: it redraws both charts at once (this one is hidden then)
+        live.toggle_box(SKIP_CHANNEL, "Leave out the first token", bool(skip_sink), help=skip_help, where=extra_col)
     flow_help = ("A few seconds on this CPU; the result is cached." if plan.feasible else
                  f"This prompt is too long for attention flow ({plan.sources} > {plan.limit_last} tokens up to the "
                  "chosen position). Pick an earlier position or a shorter prompt; rollout has no such limit.")
@@ -258,9 +287,9 @@ elif view == ROLLOUT:
         with st.spinner("Multiplying the attention of every layer…"):
             roll = backend.rollout(text, RolloutOptions(position))
     if roll is not None:
-        chart(rollout_figure(roll, skip_first=skip_sink), key="rollout", where=roll_col, share=share,
-              export={"view": "rollout", "numbers": roll, "texts": text, "model": info.name,
-                      "params": {"position": position, "skip_first": bool(skip_sink)}})
+        sink_chart(lambda o: rollout_figure(roll, skip_first=o == "on"), "rollout", roll.rollout, roll_col, share,
+                   {"view": "rollout", "numbers": roll, "texts": text, "model": info.name,
+                    "params": {"position": position, "skip_first": bool(skip_sink)}})
         if not PRESENTING:
             download(roll, "rollout")
     if not PRESENTING:
@@ -284,14 +313,23 @@ elif view == ROLLOUT:
             with st.spinner("Solving max-flow problems…"):
                 flow = backend.attention_flow(text, FlowOptions(position, plan.layers))
         if flow is not None:
-            chart(rollout_figure(flow, skip_first=skip_sink), key="flow-chart", where=flow_col, share=share,
-                  export={"view": "flow", "numbers": flow, "texts": text, "model": info.name,
-                          "params": {"position": position, "layers": plan.layers, "skip_first": bool(skip_sink)}})
+            sink_chart(lambda o: rollout_figure(flow, skip_first=o == "on"), "flow-chart", flow.flow, flow_col, share,
+                       {"view": "flow", "numbers": flow, "texts": text, "model": info.name,
+                        "params": {"position": position, "layers": plan.layers, "skip_first": bool(skip_sink)}})
             if not PRESENTING:
                 download(flow, "flow")
 
 # ---------------------------------------------------------------- heads
 else:
+    def scores_chart(summary, metric: str, height, where, share: float) -> None:
+        """Every head's score, the score switched in the browser; a click on a head shows its pattern."""
+        live_chart(lambda m: head_summary_figure(summary, m, height=height), SCORES, metric, "head-summary",
+                   (info.name, text, live.digest(summary.entropy, summary.prev_token, summary.induction), height),
+                   ["head_metric"], score_from_browser, where=where, share=share, channel=SCORE_CHANNEL,
+                   export={"view": "heads", "numbers": summary, "texts": text, "model": info.name,
+                           "params": {"layer": None, "metric": metric}},
+                   cells=(list(range(1, summary.n_layers + 1)), list(range(summary.n_heads))), on_cell=head_clicked)
+
     asked_layer, asked_head = st.query_params.get("head_layer"), st.query_params.get("head")
     asked_metric = st.query_params.get("head_metric")
     # Presenting a model with many heads: the head box beside the layer's (their buttons would not fit a row).
@@ -314,6 +352,10 @@ else:
                                                            else "."))
     note(link_note("score", asked_metric, [*SCORES, *SCORES.values()], "the scores " + ", ".join(SCORES.values()),
                    "none"))
+    if metric is not None and live.available():  # the browser's own box, which recolours every head at once
+        live.metric_box(SCORE_CHANNEL, "Score", {"": "none (the layer's heads)" if PRESENTING else "none", **SCORES},
+                        metric, help="\n\n".join(f"{SCORES[k]}: {v[2]}" for k, v in SUMMARY_METRICS.items()),
+                        where=metric_box)
     if not PRESENTING and metric is None:
         metric_box.caption("Entropy, previous-token and induction scores of every head of every layer.")
     summary = None
@@ -352,9 +394,7 @@ else:
             if walk_through:
                 explain_weight(pats.layer, head)
             elif PRESENTING and summary is not None:  # every head's score in the layer's place
-                chart(head_summary_figure(summary, metric, height=height), key="head-summary", where=grid_col,
-                      share=0.5, export={"view": "heads", "numbers": summary, "texts": text, "model": info.name,
-                                         "params": {"layer": None, "metric": metric}})
+                scores_chart(summary, metric, height, grid_col, 0.5)
             else:
                 chart(head_grid_figure(pats, columns=5 if PRESENTING else 6, height=height), key="head-grid",
                       where=grid_col, share=0.5,
@@ -374,9 +414,7 @@ else:
         st.caption(SUMMARY_METRICS[metric][2] + (
             f" The repeated sequence: {summary.repeat_length} random tokens, twice." if metric != "entropy" else
             f" Uniform attention over the whole prompt would be {summary.max_entropy:.2f} nats."))
-        chart(head_summary_figure(summary, metric), key="head-summary",
-              export={"view": "heads", "numbers": summary, "texts": text, "model": info.name,
-                      "params": {"layer": None, "metric": metric}})
+        scores_chart(summary, metric, None, st, 1.0)
         download(summary, "head_summary")
 
 if not PRESENTING:

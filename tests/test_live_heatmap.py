@@ -17,6 +17,8 @@ from lens.options import LensOptions
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from apptest import live_heatmap_data, live_heatmaps, send_live  # noqa: E402
+
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 PROMPT = "abcabcab"
 
@@ -72,14 +74,6 @@ def live_in_process(monkeypatch):
     offer_in_model_box(monkeypatch, "tiny-llama")
 
 
-def live_heatmap_data(element) -> dict | None:
-    """The data a live heatmap was sent, or None for another component (or its "Colour by" box)."""
-    proto = element.proto
-    raw = proto.json or (proto.mixed.json if proto.HasField("mixed") else "")
-    data = json.loads(raw) if raw else None
-    return data if isinstance(data, dict) and data.get("kind") == "heatmap" else None
-
-
 def charts(at) -> list[dict]:
     """The live heatmap as the figure it draws for the metric it was sent (no plain charts on the lens page)."""
     return [live_figure(d, d["metric"]) for d in map(live_heatmap_data, at.get("bidi_component")) if d]
@@ -95,27 +89,11 @@ def page(**params):
 
 
 def heatmap_element(at):
-    return next(e for e in at.get("bidi_component") if live_heatmap_data(e) is not None)
+    return live_heatmaps(at)[0]
 
 
 def send(at, **values):
-    """Run the page again as the browser would after the live heatmap set ``values``: ``cell`` as a trigger
-    value (a click), anything else as its state."""
-    from streamlit.components.v2.bidi_component.main import _make_trigger_id
-    from streamlit.proto.WidgetStates_pb2 import WidgetState
-
-    el = heatmap_element(at)
-    states = at._tree.get_widget_states()
-    cell = values.pop("cell", None)
-    if values:
-        w = WidgetState(id=el.proto.id)
-        w.json_value = json.dumps(values)
-        states.widgets.append(w)
-    if cell is not None:
-        w = WidgetState(id=_make_trigger_id(el.proto.id, "events"))
-        w.json_trigger_value = json.dumps([{"event": "cell", "value": cell}])
-        states.widgets.append(w)
-    return at._run(states)
+    return send_live(at, heatmap_element(at), **values)
 
 
 def test_the_page_sends_every_metric_and_draws_the_linked_one():
@@ -178,6 +156,90 @@ def test_without_the_live_chart_the_plain_chart_and_its_box_work(monkeypatch):
     assert not at.exception and not at.get("bidi_component")
     shown = json.loads(at.get("plotly_chart")[0].proto.spec)
     assert "colour: entropy (nats)" in shown["layout"]["title"]["text"]
+
+
+# ---------------------------------------------------------------- heads and rollout, in process
+ATT_PROMPT = "abcab"
+
+
+def attention_page(**params):
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(APP, default_timeout=300)
+    at.switch_page("pages/attention.py")
+    at.query_params.update(model="tiny-llama", prompt=ATT_PROMPT, **params)
+    return at.run()
+
+
+@pytest.fixture(scope="module")
+def tiny_backend():
+    return local_backend(load_model("tiny-llama"), None)
+
+
+@pytest.mark.parametrize("present", [False, True])
+def test_every_head_score_is_sent_as_the_tested_figure(tiny_backend, present):
+    from lens.figures.attention import SCORES, head_summary_figure
+    from ui.present import SCREEN_CHART, SCREEN_WIDTH
+
+    at = attention_page(view="Heads", head_metric="induction", **({"present": "1"} if present else {}))
+    assert not at.exception and not at.error
+    (element,) = live_heatmaps(at)
+    data = live_heatmap_data(element)
+    summary = tiny_backend.head_summary(ATT_PROMPT)  # computed here, on its own
+    assert data["metric"] == "induction" and set(data["figures"]) == set(SCORES)
+    for m in SCORES:
+        fig = head_summary_figure(summary, m, height=SCREEN_CHART if present else None)
+        if present:
+            fig = for_slides(fig, SCREEN_CHART, width=int(SCREEN_WIDTH * 0.5))
+        assert data["figures"][m] == json.loads(fig.to_json()), m
+    # Each row is a layer (from 1), each column a head: what a click names.
+    assert data["layers"] == list(range(1, summary.n_layers + 1)) and data["positions"] == list(range(summary.n_heads))
+    # The scores' plain chart gives way (the layer's grid and the enlarged head stay plain charts).
+    titles = [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in at.get("plotly_chart")]
+    assert not [t for t in titles if t.startswith("Per-head")], titles
+
+
+def test_a_score_switched_or_cleared_in_the_browser_comes_back_and_a_clicked_head_opens(tiny_backend):
+    at = attention_page(view="Heads", head_metric="induction")
+    at = send_live(at, live_heatmaps(at)[0], metric="entropy")
+    assert not at.exception and at.selectbox(key="head_metric").value == "entropy"
+    assert live_heatmap_data(live_heatmaps(at)[0])["metric"] == "entropy"
+    assert "entropy" in str(at.query_params.get("head_metric"))
+    at = send_live(at, live_heatmaps(at)[0], cell={"layer": 2, "position": 1})  # layer 2, head 1
+    assert not at.exception
+    assert at.number_input(key="head_layer").value == 2 and at.session_state["head"] == "1"
+    titles = [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in at.get("plotly_chart")]
+    assert any(t.startswith("Layer 2, head 1") for t in titles), titles
+    # "none": the scores go, and with them the live chart (Streamlit's box is back).
+    at = send_live(at, live_heatmaps(at)[0], metric="")
+    assert not at.exception and at.selectbox(key="head_metric").value is None and not live_heatmaps(at)
+    # A value the page does not know is ignored.
+    at = attention_page(view="Heads", head_metric="prev_token")
+    at = send_live(at, live_heatmaps(at)[0], metric="bogus")
+    assert at.selectbox(key="head_metric").value == "prev_token"
+
+
+def test_rollout_and_flow_send_both_sink_choices_and_one_switch_turns_both(tiny_backend):
+    from lens.figures.attention import rollout_figure
+    from lens.options import FlowOptions, RolloutOptions
+
+    at = attention_page(view="Rollout & flow", flow="true")
+    assert not at.exception and not at.error
+    shown = live_heatmaps(at)
+    assert len(shown) == 2
+    position = len(tiny_backend.tokenize(ATT_PROMPT)) - 1
+    roll = tiny_backend.rollout(ATT_PROMPT, RolloutOptions(position))
+    flow = tiny_backend.attention_flow(ATT_PROMPT, FlowOptions(position, None))
+    for element, result in zip(shown, (roll, flow)):
+        data = live_heatmap_data(element)
+        assert data["metric"] == "off" and data["channel"] == live_heatmap_data(shown[0])["channel"]
+        for value, skip in (("off", False), ("on", True)):
+            assert data["figures"][value] == json.loads(rollout_figure(result, skip_first=skip).to_json()), value
+        assert data["layers"] == []  # a click on these cells opens nothing
+    at = send_live(at, shown[0], metric="on")
+    assert not at.exception and at.toggle(key="rollout_skip_first").value is True
+    assert all(live_heatmap_data(e)["metric"] == "on" for e in live_heatmaps(at))
+    assert "true" in str(at.query_params.get("rollout_skip_first")).lower()
 
 
 # ---------------------------------------------------------------- in a real Chromium
@@ -271,5 +333,61 @@ def test_presenter_mode_fits_with_the_live_chart(chromium):
         assert clipped_labels(pg) == [] and small_text(pg, 18) == []
         assert overflow(pg) == {"down": 0, "across": 0}
         assert pg.evaluate("() => parseFloat(getComputedStyle(document.querySelector('.ll-select')).fontSize)") >= 18
+    finally:
+        pg.close()
+
+
+TWO_LIVE = """() => [...document.querySelectorAll('.ll-live-plot .js-plotly-plot')]
+  .filter(p => p.querySelector('.main-svg')).length === 2"""
+
+
+def test_in_chromium_a_head_score_and_the_sink_switch_redraw_without_a_rerun(chromium):
+    from bench.browser import COUNT_RUNS
+    from browser import charts, settle
+
+    titles = "() => [...document.querySelectorAll('.js-plotly-plot .gtitle')].map(e => e.textContent)"
+    pg = chromium.new_page(viewport={"width": 1600, "height": 1000})
+    try:
+        pg.goto(f"{chromium.base_url}/attention?prompt={quote(BROWSER_PROMPT)}&view=Heads&head_metric=induction")
+        settle(pg)
+        pg.wait_for_selector(".ll-live-plot .js-plotly-plot .main-svg", timeout=120_000)
+        settle(pg)
+        assert not pg.locator(".st-key-head_metric").is_visible()  # the live box stands in for it
+        pg.evaluate(COUNT_RUNS)
+        pg.locator("select.ll-select").select_option("entropy")
+        pg.wait_for_function(f"() => ({titles})().includes('Per-head attention entropy (nats)')", timeout=10_000)
+        assert pg.evaluate("() => window.__runs") == 0  # recoloured by the browser alone
+        pg.wait_for_function("() => location.search.includes('head_metric=entropy')", timeout=30_000)
+        settle(pg)
+        # A click on layer 5's head 2 enlarges that head.
+        plot = pg.locator(".ll-live-plot .js-plotly-plot").first
+        plot.evaluate("e => e.scrollIntoView({block: 'center'})")
+        pg.wait_for_timeout(300)
+        area = plot.locator(".nsewdrag").first.bounding_box()
+        n_layers, n_heads = 30, 9  # the bundled model
+        pg.mouse.click(area["x"] + area["width"] * 2.5 / n_heads, area["y"] + area["height"] * (1 - 4.5 / n_layers))
+        pg.wait_for_function("() => location.search.includes('head_layer=5')", timeout=30_000)
+        settle(pg)
+        assert "Layer 5, head 2: who reads whom" in pg.evaluate(titles)
+        # Rollout and flow: one switch turns both charts, in the browser; the link keeps it.
+        pg.goto(f"{chromium.base_url}/attention?prompt={quote(BROWSER_PROMPT)}&view=Rollout+%26+flow&flow=true")
+        settle(pg)
+        pg.wait_for_function(TWO_LIVE, timeout=120_000)
+        settle(pg)
+        assert not pg.locator(".st-key-rollout_skip_first").is_visible()
+        pg.evaluate(COUNT_RUNS)
+        pg.locator(".ll-toggle").click()
+        pg.wait_for_function(f"() => ({titles})().filter(t => t.includes('first token left out')).length === 2",
+                             timeout=10_000)
+        assert pg.evaluate("() => window.__runs") == 0
+        pg.wait_for_function("() => location.search.includes('rollout_skip_first=true')", timeout=30_000)
+        settle(pg)
+        shown = charts(pg)
+        other = chromium.new_page(viewport={"width": 1600, "height": 1000})
+        other.goto(pg.url)
+        settle(other)
+        other.wait_for_function(TWO_LIVE, timeout=120_000)
+        assert [c["title"] for c in charts(other)] == [c["title"] for c in shown]
+        other.close()
     finally:
         pg.close()

@@ -37,6 +37,29 @@ def chart(fig, key: str, where=st, export: dict | None = None, share: float = 1.
     return out
 
 
+def live_chart(figure, options, value: str, key: str, view: tuple, hide: list[str], on_value, where=st,
+               export: dict | None = None, share: float = 1.0, channel: str | None = None,
+               cells: tuple[list[int], list[int]] | None = None, on_cell=None):
+    """A heatmap whose options only re-colour it (a score, a toggle): every option's figure is sent once and the
+    browser switches between them (ui/live), with ``live.metric_box``/``live.toggle_box`` of ``channel`` as its
+    box and Streamlit's boxes ``hide`` hidden; where no browser can run it (in-process tests) the plain chart of
+    ``value``. ``figure(option)``: the figure of an option; ``view``: what the figures depend on besides it (the
+    result's digest, the prompt…), so that a view seen again is sent without rebuilding; ``on_value(option)``
+    when the browser reports the option it shows; ``cells`` (each row's and column's number) and ``on_cell`` for
+    a clicked cell. The exports are those of ``chart`` with ``figure(value)``."""
+    from . import live
+
+    if not live.available():
+        return chart(figure(value), key=key, where=where, export=export, share=share)
+    payload = live.payload_for((key, *view, present.is_on(), share), lambda: live.figure_payload(
+        {o: present.styled(figure(o), share) for o in options}, *(cells or (None, None))))
+    out = live.heatmap(payload, value, key=f"{key}-live", hide=hide, on_metric=on_value, on_cell=on_cell,
+                       config=PLOT_CONFIG, channel=channel, where=where)
+    if export is not None:
+        export_controls(lambda: figure(value), key, export, where)
+    return out
+
+
 def export_controls(fig, key: str, export: dict, where=st) -> None:
     """Only the Export and Save run menus that ``chart`` draws under a chart (for a chart drawn some other way,
     e.g. the lens page's live heatmap): the same files and runs as ``chart`` with this ``fig`` and ``export``.

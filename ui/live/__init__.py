@@ -25,6 +25,16 @@ _CSS = """
   color: var(--st-text-color, #31333f); background: var(--st-secondary-background-color, #f0f2f6);
   border: 1px solid transparent; border-radius: 0.5rem; cursor: pointer; }
 .ll-live-control .ll-select:focus { outline: none; border-color: var(--st-primary-color, #2f6db5); }
+.ll-live-control .ll-toggle { display: inline-flex; align-items: center; gap: 0.6rem; cursor: pointer;
+  min-height: 2.5rem; color: var(--st-text-color, #31333f); }
+.ll-live-control .ll-toggle input { position: absolute; opacity: 0; width: 1px; height: 1px; }
+.ll-live-control .ll-track { position: relative; flex: none; width: 2rem; height: 1rem; border-radius: 0.5rem;
+  background: #a3a8b8; transition: background 0.15s; }
+.ll-live-control .ll-track::after { content: ""; position: absolute; top: 0.125rem; left: 0.125rem; width: 0.75rem;
+  height: 0.75rem; border-radius: 50%; background: #fff; transition: transform 0.15s; }
+.ll-live-control .ll-toggle input:checked + .ll-track { background: var(--st-primary-color, #2f6db5); }
+.ll-live-control .ll-toggle input:checked + .ll-track::after { transform: translateX(1rem); }
+.ll-live-control .ll-toggle input:focus-visible + .ll-track { outline: 2px solid var(--st-primary-color, #2f6db5); }
 .ll-live-plot { width: 100%; }
 """
 
@@ -130,15 +140,35 @@ def payload_for(key: tuple, build: Callable[[], dict]) -> dict:
     return kept
 
 
+def toggle_box(channel: str, label: str, value: bool, help: str = "", where=st) -> None:
+    """A switch for the live heatmaps of ``channel`` whose options are "off" and "on" (e.g. rollout's "Leave
+    out the first token"): flipped in the browser, it redraws them at once; as ``metric_box`` otherwise."""
+    mount = _register()
+    with where.container():
+        mount(key=f"{channel}-control", data={"kind": "control", "control": "toggle", "channel": channel,
+                                              "label": label, "options": {"off": "off", "on": "on"},
+                                              "value": "on" if value else "off", "help": help})
+
+
+def figure_payload(figures: dict, layers: list[int] | None = None, positions: list[int] | None = None) -> dict:
+    """A live heatmap's payload from one plotly figure per option (as each is drawn: styled for the mode).
+    ``layers`` and ``positions``: what each row and column stands for, given back for a clicked cell (None: its
+    cells open nothing)."""
+    return {"figures": {k: json.loads(f.to_json()) for k, f in figures.items()}, "shared": {},
+            "layers": list(layers or []), "positions": list(positions or [])}
+
+
 def heatmap(payload: dict, metric: str, key: str, hide: list[str], on_metric: Callable[[str], None],
-            on_cell: Callable[[int, int], None], config: dict | None = None):
+            on_cell: Callable[[int, int], None] | None = None, config: dict | None = None,
+            channel: str | None = None, where=st):
     """Draw ``payload`` (lens.figures.logit_lens.live_payload, through ``payload_for``) at ``metric``. ``hide``: the widget keys of
     Streamlit's boxes this chart replaces (hidden once it is drawn). ``on_metric(metric)`` runs when the browser
     reports the metric it shows; ``on_cell(layer, position)`` when a cell is clicked (both as callbacks, before the
-    script reruns). Returns the component's result (``.cell`` is the click of this run, if any)."""
+    script reruns). ``channel``: the box that switches it (``key`` by default; several charts may share one).
+    Returns the component's result (``.cell`` is the click of this run, if any)."""
     mount = _register()
-    data = {"kind": "heatmap", "channel": key, "metric": metric, "hide": hide, "plotly_url": plotly_url(),
-            "config": config or {}, **payload}
+    data = {"kind": "heatmap", "channel": channel or key, "metric": metric, "hide": hide,
+            "plotly_url": plotly_url(), "config": config or {}, **payload}
 
     def metric_changed() -> None:
         value = _value(key, "metric")
@@ -147,10 +177,14 @@ def heatmap(payload: dict, metric: str, key: str, hide: list[str], on_metric: Ca
 
     def cell_clicked() -> None:
         value = _value(key, "cell")
-        if isinstance(value, dict) and isinstance(value.get("layer"), int) and isinstance(value.get("position"), int):
+        if (on_cell is not None and isinstance(value, dict) and isinstance(value.get("layer"), int)
+                and isinstance(value.get("position"), int)):
             on_cell(value["layer"], value["position"])
 
-    return mount(key=key, data=data, on_metric_change=metric_changed, on_cell_change=cell_clicked)
+    if where is st:
+        return mount(key=key, data=data, on_metric_change=metric_changed, on_cell_change=cell_clicked)
+    with where:  # a column or container
+        return mount(key=key, data=data, on_metric_change=metric_changed, on_cell_change=cell_clicked)
 
 
 def _value(key: str, name: str):

@@ -1,15 +1,17 @@
-// The live heatmap: every colour metric's figure arrives once; switching the metric redraws in the browser
-// (Plotly.react), with no server round trip. Two kinds of mount share one channel on the page:
-//   "control": the "Colour by" box (in the controls row, where Streamlit's own box was);
-//   "heatmap": the chart. Its state ("metric") goes back to Python after a pause (so that the URL, the exports
-//   and a copied link follow), and a clicked cell comes back as a trigger value ("cell").
+// The live heatmap: every option's figure arrives once; switching the option (a colour metric, a score, a
+// toggle) redraws in the browser, with no server round trip. Two kinds of mount share one channel on the page:
+//   "control": the box for the option (a select, or a toggle), where Streamlit's own box was;
+//   "heatmap": a chart (one or more per channel). Its state ("metric": the option shown) goes back to Python
+//   after a pause (so that the URL, the exports and a copied link follow); a clicked cell comes back as a
+//   trigger value ("cell"), where the chart names its rows and columns. An option with no figure here (a
+//   choice that removes the chart) goes back to Python at once.
 // plotly.js is the installed plotly package's own file, served by this Streamlit server (no network).
 
 const SYNC_MS = 700; // the pause after the last switch before Python hears of it (one quiet rerun, no redraw)
 
 function channel(name) {
   const all = (window.__layerlensLive = window.__layerlensLive || {});
-  if (!all[name]) all[name] = { metric: null, pending: false, listeners: new Set() };
+  if (!all[name]) all[name] = { metric: null, pending: false, listeners: new Set(), charts: new Set() };
   return all[name];
 }
 
@@ -49,10 +51,10 @@ function figureFor(data, metric) {
   return { data: [trace, ...fig.data.slice(1)], layout: Object.assign({}, fig.layout) };
 }
 
-// Streamlit's own boxes for what this component now controls, hidden once the live chart is drawn (until
-// then, or if plotly.js cannot load, they work as before, with a round trip).
-function hideBoxes(keys) {
-  const id = "layerlens-live-hide";
+// Streamlit's own boxes for what this channel's chart now controls, hidden while a live chart of the channel is
+// drawn (until then, or if plotly.js cannot load, they work as before, with a round trip); the live box shown.
+function hideBoxes(name, keys) {
+  const id = "layerlens-live-hide-" + name;
   let style = document.getElementById(id);
   if (!style) {
     style = document.createElement("style");
@@ -60,43 +62,67 @@ function hideBoxes(keys) {
     document.head.appendChild(style);
   }
   style.textContent = keys.map((k) => `.st-key-${k} { display: none !important; }`).join("\n") +
-    "\n.ll-live-control { display: block !important; }";
+    `\n.ll-live-control[data-channel="${name}"] { display: block !important; }`;
+}
+
+function showBoxes(name) {
+  const style = document.getElementById("layerlens-live-hide-" + name);
+  if (style) style.remove();
 }
 
 function mountControl(component) {
   const { data, parentElement } = component;
   const ch = channel(data.channel);
+  const toggle = data.control === "toggle"; // options: {off value: label, on value: label}, in that order
   let box = parentElement.querySelector(".ll-live-control");
-  if (!box) {
+  if (!box || box.dataset.control !== (toggle ? "toggle" : "select")) {
+    if (box) box.remove();
     box = document.createElement("div");
     box.className = "ll-live-control";
-    box.innerHTML = '<label class="ll-label"></label><select class="ll-select"></select>';
+    box.dataset.control = toggle ? "toggle" : "select";
+    box.innerHTML = toggle
+      ? '<label class="ll-toggle"><input type="checkbox" role="switch"><span class="ll-track"></span>' +
+        '<span class="ll-toggle-text"></span></label>'
+      : '<label class="ll-label"></label><select class="ll-select"></select>';
     parentElement.appendChild(box);
   }
-  const label = box.querySelector("label");
-  const select = box.querySelector("select");
-  label.textContent = data.label;
-  select.title = data.help || "";
-  select.setAttribute("aria-label", data.label);
-  select.innerHTML = "";
-  for (const [value, text] of Object.entries(data.options)) {
-    const o = document.createElement("option");
-    o.value = value;
-    o.textContent = text;
-    select.appendChild(o);
+  box.dataset.channel = data.channel;
+  const values = Object.keys(data.options);
+  let input;
+  if (toggle) {
+    input = box.querySelector("input");
+    box.querySelector(".ll-toggle-text").textContent = data.label;
+    box.querySelector("label").title = data.help || "";
+  } else {
+    box.querySelector("label").textContent = data.label;
+    input = box.querySelector("select");
+    input.title = data.help || "";
+    input.innerHTML = "";
+    for (const [value, text] of Object.entries(data.options)) {
+      const o = document.createElement("option");
+      o.value = value;
+      o.textContent = text;
+      input.appendChild(o);
+    }
   }
-  if (!ch.pending || ch.metric === null) ch.metric = data.value;
-  select.value = ch.metric;
-  const onChange = () => {
-    ch.metric = select.value;
-    ch.pending = true;
-    for (const f of ch.listeners) f(select.value);
+  input.setAttribute("aria-label", data.label);
+  const read = () => (toggle ? values[input.checked ? 1 : 0] : input.value);
+  const write = (m) => {
+    if (toggle) input.checked = m === values[1];
+    else input.value = m;
   };
-  const follow = (m) => { if (select.value !== m) select.value = m; };
-  select.addEventListener("change", onChange);
+  if (!ch.pending || ch.metric === null) ch.metric = data.value;
+  write(ch.metric);
+  const onChange = () => {
+    ch.metric = read();
+    ch.pending = true;
+    for (const f of ch.listeners) f(ch.metric);
+  };
+  const follow = (m) => { if (read() !== m) write(m); };
+  input.addEventListener("change", onChange);
   ch.listeners.add(follow);
   return () => {
-    select.removeEventListener("change", onChange);
+    input.removeEventListener("change", onChange);
     ch.listeners.delete(follow);
   };
 }
@@ -160,6 +186,7 @@ function mountHeatmap(component) {
     const idx = pt && (Array.isArray(pt.pointIndex) ? pt.pointIndex : pt.pointNumber);
     if (!Array.isArray(idx)) return;
     const now = host.__llNow;
+    if (!now.data.layers || !now.data.layers.length) return; // this chart's cells open nothing
     now.sync(); // the metric shown goes with the click, so the rerun it starts draws the same chart
     now.setTriggerValue("cell", { layer: now.data.layers[idx[0]], position: now.data.positions[idx[1]] });
   });
@@ -207,7 +234,9 @@ function mountHeatmap(component) {
     ahead = later(drawAhead);
   };
   const onSwitch = (metric) => {
-    if (!alive || !window.__layerlensPlotlyLib) return;
+    if (!alive) return;
+    if (!(metric in data.figures)) return sync(); // the server draws this choice (e.g. no chart)
+    if (!window.__layerlensPlotlyLib) return;
     draw(window.__layerlensPlotlyLib, metric);
     if (timer !== null) clearTimeout(timer);
     timer = setTimeout(sync, SYNC_MS);
@@ -236,7 +265,7 @@ function mountHeatmap(component) {
     }
     if (host.dataset.metric !== ch.metric || !host.__llLayers[ch.metric]) draw(Plotly, ch.metric);
     host.__llNow = { data, sync, setTriggerValue };
-    hideBoxes(data.hide || []);
+    hideBoxes(data.channel, data.hide || []);
     host.dataset.ahead = "drawing";
     cancel(ahead);
     ahead = later(drawAhead);
@@ -245,17 +274,21 @@ function mountHeatmap(component) {
   });
 
   ch.listeners.add(onSwitch);
-  return () => {
+  ch.charts.add(host);
+  return (gone) => {
     alive = false;
     ch.listeners.delete(onSwitch);
     if (timer !== null) clearTimeout(timer); // a switch still pending is sent by the next mount
     cancel(ahead);
+    if (gone) {
+      // The chart left the page: with no other chart of its channel left, Streamlit's boxes come back.
+      ch.charts.delete(host);
+      if (!ch.charts.size) showBoxes(data.channel);
+    }
   };
 }
 
 export default function (component) {
-  // Streamlit calls this again when the data changes, without calling the cleanup it was given (that runs only
-  // when the element goes): the previous call's listeners and timers are removed here, once per element.
   const el = component.parentElement;
   if (component.data.kind === "prefetch") {
     // Streamlit's chart code, fetched and run ahead (the first chart's lazy import then finds it loaded).
@@ -268,12 +301,14 @@ export default function (component) {
     }
     return () => {};
   }
-  if (el.__llCleanup) el.__llCleanup();
+  // Streamlit calls this again when the data changes, without calling the cleanup it was given (that runs only
+  // when the element goes): the previous call's listeners and timers are removed here, once per element.
+  if (el.__llCleanup) el.__llCleanup(false);
   const cleanup = component.data.kind === "control" ? mountControl(component) : mountHeatmap(component);
   let done = false;
-  el.__llCleanup = () => {
-    if (!done) cleanup();
+  el.__llCleanup = (gone) => {
+    if (!done) cleanup(gone);
     done = true;
   };
-  return el.__llCleanup;
+  return () => el.__llCleanup(true);
 }
