@@ -12,10 +12,12 @@
 - the projection and attention pages: submit → chart for a new prompt (the projection names the
   new word at its last point; the route graph shows it on its x axis), after a warm-up prompt.
 
-``python -m bench.browser --views`` (``views()``) times only the lens page's view switches, on one server and
-one prompt: "Colour by" → recoloured (as above), "Layer stride" → the heatmap has the new number of rows,
-and a cell click → "Show the work" drawn for that cell (where the page has no cell clicks: "More → Show the
-work" → drawn); it also counts the script runs each switch caused (from the app's running state).
+``python -m bench.browser --views`` (``views()``) times only view switches, on one server and one prompt: on the
+lens page, "Colour by" → recoloured (as above), "Layer stride" → the heatmap has the new number of rows, a new
+"Target token" → the live heatmap holds the new figures, and a cell click → "Show the work" drawn for that
+cell (where the page has no cell clicks: "More → Show the work" → drawn); on the attention page, the head
+"Score" → the scores chart's title names it. It also counts the script runs each switch caused (from the app's
+running state).
 
 Results go to a fresh temporary cache folder (the converted model is linked in), so every
 "new" prompt really is computed.
@@ -229,6 +231,44 @@ def _cell(page, row: int, col: int, label: str) -> float:
     return time.perf_counter() - t0
 
 
+SIGNED = "(prev) => { const h = document.querySelector('.ll-live-plot'); return h && h.dataset.signature !== prev; }"
+GTITLES = "() => [...document.querySelectorAll('.js-plotly-plot .gtitle')].map(e => e.textContent)"
+
+
+def _target(page, token: str) -> float:
+    """Type a target token on the lens page: until the live heatmap holds the new figures (its signature
+    changes); without the live chart, until the script is done."""
+    prev = page.evaluate("() => { const h = document.querySelector('.ll-live-plot'); return h ? h.dataset.signature "
+                         ": null; }")
+    box = page.get_by_role("textbox", name="Target token")
+    box.fill(token)
+    t0 = time.perf_counter()
+    box.press("Enter")
+    if prev is None:
+        page.wait_for_timeout(100)
+        page.wait_for_function(IDLE, timeout=60_000)
+    else:
+        page.wait_for_function(SIGNED, arg=prev, polling="raf", timeout=60_000)
+    return time.perf_counter() - t0
+
+
+def _score(page, value: str, title: str) -> float:
+    """The attention page's head score: picked in the live box (or Streamlit's), until the chart's title says it."""
+    live = page.locator("select.ll-select")
+    t0 = time.perf_counter()
+    if live.count() and live.first.is_visible():
+        live.first.select_option(value)
+    else:
+        box = page.get_by_role("combobox", name="Score", exact=True).first
+        box.click()
+        if not page.get_by_role("option").count():
+            box.press("ArrowDown")  # a box opens its list on a key
+        t0 = time.perf_counter()
+        page.get_by_role("option", name=value.replace("prev_token", "previous token"), exact=True).click()
+    page.wait_for_function(f"() => ({GTITLES})().includes({title!r})", polling="raf", timeout=60_000)
+    return time.perf_counter() - t0
+
+
 def views(runs: int = 5, say=print) -> dict:
     """The lens page's view switches: metric, stride, cell click → Show the work (see the module's text)."""
     sys.path.insert(0, str(ROOT / "tests"))
@@ -238,7 +278,8 @@ def views(runs: int = 5, say=print) -> dict:
     ARTIFACTS.mkdir(exist_ok=True)
     prompt = prompt_for(WORDS[0])
     out: dict = {"runs": runs, "prompt": prompt, "metric_s": [], "metric_runs": [], "stride_s": [],
-                 "stride_runs": [], "cell_s": [], "cell_runs": []}
+                 "stride_runs": [], "target_s": [], "target_runs": [], "cell_s": [], "cell_runs": [],
+                 "head_score_s": [], "head_score_runs": []}
     with sync_playwright() as pw, tempfile.TemporaryDirectory(prefix="layerlens-bench-") as tmp:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
@@ -263,6 +304,14 @@ def views(runs: int = 5, say=print) -> dict:
                 out["stride_s"].append(_stride(page, stride, rows))
                 out["stride_runs"].append(_settled_runs(page))
                 say(f"  lens page: stride → {stride} {out['stride_s'][-1]:.3f} s, {out['stride_runs'][-1]} run(s)")
+            for i in range(max(1, runs)):  # a new target each time (its rows are computed), then back to none
+                token = [" down", " high", " low", " left", " right", " cold", " in"][i % 7]
+                page.evaluate(COUNT_RUNS)
+                out["target_s"].append(_target(page, token))
+                out["target_runs"].append(_settled_runs(page))
+                say(f"  lens page: target → {token!r} {out['target_s'][-1]:.3f} s, {out['target_runs'][-1]} run(s)")
+            _target(page, "")
+            _wait_idle(page)
             page.wait_for_timeout(800)
             for i in range(max(1, runs)):
                 row, col = 3 + i, 2 + i  # stride 1 here: row r is layer r
@@ -274,6 +323,18 @@ def views(runs: int = 5, say=print) -> dict:
                 if page.locator(".ll-live-plot").count() == 0:
                     break  # More → Show the work: once is the measurement
             page.screenshot(path=str(ARTIFACTS / "bench-lens-views.png"), full_page=True)
+            page.goto(f"{url}/{view_named('heads').path}?prompt={quote(prompt)}&view=Heads&head_metric=induction")
+            page.wait_for_selector(PLOT, timeout=180_000)
+            _wait_idle(page)
+            page.wait_for_timeout(1500)
+            scores = [("entropy", "Per-head attention entropy (nats)"), ("prev_token", "Per-head previous-token score"),
+                      ("induction", "Per-head induction score")]
+            for value, title in (scores * runs)[:max(3, runs)]:
+                page.evaluate(COUNT_RUNS)
+                out["head_score_s"].append(_score(page, value, title))
+                out["head_score_runs"].append(_settled_runs(page))
+                say(f"  attention page: score → {value!r} {out['head_score_s'][-1]:.3f} s, "
+                    f"{out['head_score_runs'][-1]} run(s)")
         browser.close()
     return out
 
