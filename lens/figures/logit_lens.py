@@ -103,8 +103,7 @@ def _hover(result: LogitLensResult, rows: list[int], cols: list[int]) -> tuple[l
         + f"<br>target %{{customdata[{i + 4}]}}: rank %{{customdata[{i + 2}]}}, p=%{{customdata[{i + 3}]}}"
         + "<extra></extra>"
     )
-    # An object array: plotly takes it whole instead of checking each of the cells' values one by one.
-    return np.array(data, dtype=object), template
+    return data, template
 
 
 LENS_TITLES = {"logit": "Logit lens", "linear": "Linear-shortcut lens", "tuned": "Tuned lens", "jacobian": "Jacobian lens"}
