@@ -13,6 +13,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
 CHROMIUM = "/usr/bin/chromium"
+# Every wait_for_function polls on a timer: its default, requestAnimationFrame, can starve in a tab that is not
+# in front or under load (four tabs and pytest workers beside it), and the wait then times out on a page that
+# had long finished.
+POLL_MS = 100
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
 
@@ -163,10 +167,32 @@ SETTLED_JS = """() => {
 }"""
 
 
+UNSETTLED_JS = """() => {
+  const app = document.querySelector('[data-testid=stApp]');
+  const out = [];
+  if (!app) out.push('no app');
+  else if (app.getAttribute('data-test-script-state') !== 'notRunning')
+    out.push('script ' + app.getAttribute('data-test-script-state'));
+  const busy = document.querySelectorAll('[data-testid=stSpinner], [data-testid=stSkeleton]');
+  if (busy.length) out.push(busy.length + ' spinner(s): ' + [...busy].map(b => b.innerText.trim()).join('; '));
+  const bare = [...document.querySelectorAll('.js-plotly-plot')].filter(p => !p.querySelector('.main-svg'));
+  if (bare.length) out.push(bare.length + ' chart(s) without a drawing: ' + bare.map(p => p.className).join('; '));
+  return out.join(' | ') || 'nothing (it settled late)';
+}"""
+
+
+def unsettled(pg) -> str:
+    """What keeps ``settle`` waiting: the script still running, a spinner, a chart not drawn."""
+    try:
+        return pg.evaluate(UNSETTLED_JS)
+    except Exception as e:  # noqa: BLE001 - a page that cannot even answer says so
+        return f"the page does not answer ({e})"
+
+
 def settle(pg, timeout: float = 240_000) -> None:
     """Until the page has finished drawing and stays so for a moment (plotly's automargin redraws once)."""
     for _ in range(3):
-        pg.wait_for_function(SETTLED_JS, timeout=timeout)
+        pg.wait_for_function(SETTLED_JS, timeout=timeout, polling=POLL_MS)
         pg.wait_for_timeout(800)
         if pg.evaluate(SETTLED_JS):
             return

@@ -4,7 +4,7 @@ from urllib.parse import quote
 import pytest
 from playwright.sync_api import sync_playwright
 
-from browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, clipped_labels, streamlit_server
+from browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, POLL_MS, clipped_labels, streamlit_server
 
 PLOT = ".js-plotly-plot"
 
@@ -31,7 +31,7 @@ def wait_idle(pg, timeout=120_000):
     """Streamlit shows a 'running' status widget while a script runs."""
     pg.wait_for_timeout(300)
     pg.wait_for_function(
-        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=timeout
+        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=timeout, polling=POLL_MS
     )
 
 
@@ -167,7 +167,7 @@ def test_attention_page_draws_routes_and_rollout(page):
     wait_idle(page)
     page.wait_for_function(
         "() => [...document.querySelectorAll('.js-plotly-plot .gtitle')].some(e => e.textContent.includes('rollout'))",
-        timeout=120_000)
+        timeout=120_000, polling=POLL_MS)
     assert "view=Rollout" in page.url
     assert page.locator("text=Traceback").count() == 0
 
@@ -226,7 +226,7 @@ def test_tour_in_presenter_mode_fits_the_screen_and_walks_with_the_arrow_keys(pa
             # The step's own charts (not the previous step's): their titles are the step's.
             pg.wait_for_function("""(titles) => { const got = [...document.querySelectorAll('.js-plotly-plot .gtitle')]
                 .map(e => e.textContent); return titles.every(t => got.includes(t)); }""",
-                                 arg=[s.title for s in STEPS[n - 1].shows], timeout=120_000)
+                                 arg=[s.title for s in STEPS[n - 1].shows], timeout=120_000, polling=POLL_MS)
             pg.wait_for_timeout(400)
             pg.screenshot(path=str(ARTIFACTS / f"tour-step-{n}.png"))
             assert not pg.locator('[data-testid="stSidebar"]').is_visible()
@@ -243,7 +243,7 @@ def test_tour_in_presenter_mode_fits_the_screen_and_walks_with_the_arrow_keys(pa
         pg.wait_for_selector(f"text=step {len(STEPS) - 1} of {len(STEPS)}", timeout=120_000)
         wait_idle(pg)
         pg.locator("body").press("Escape")  # leaves presenter mode
-        pg.wait_for_function("() => !location.search.includes('present=1')", timeout=30_000)
+        pg.wait_for_function("() => !location.search.includes('present=1')", timeout=30_000, polling=POLL_MS)
         pg.goto(page.base_url + "/tour?step=99")
         wait_idle(pg)
         pg.wait_for_selector(f"text=here is step {len(STEPS)}, the nearest to 99", timeout=60_000)
@@ -286,7 +286,7 @@ def test_watch_it_generate_plays_in_the_browser(page):
     assert title().startswith("Step 0 of 4") and "Paris" in title()
     page.locator(f"{PLOT} .updatemenu-button").first.click()  # ▶ Play
     page.wait_for_function("() => document.querySelector('.js-plotly-plot .gtitle').textContent.startsWith('All 4')",
-                           timeout=30_000)
+                           timeout=30_000, polling=POLL_MS)
     assert page.locator("text=Paris").count() >= 1
     assert page.locator("text=Traceback").count() == 0
 
@@ -325,8 +325,9 @@ def test_a_click_on_the_patching_grid_patches_that_cell(page):
     page.mouse.up()
     wait_idle(page)  # the page opens the "Patch one cell" tab on the clicked cell (and says so in the URL)
     page.wait_for_function("() => location.search.includes('cell_row=L5') && location.search.includes('cell_pos=2')",
-                           timeout=60_000)
+                           timeout=60_000, polling=POLL_MS)
     page.wait_for_function("""() => [...document.querySelectorAll('.gtitle')].some(
-        e => e.textContent.includes('with row L5 at position 2 from the clean run'))""", timeout=60_000)
+        e => e.textContent.includes('with row L5 at position 2 from the clean run'))""",
+        timeout=60_000, polling=POLL_MS)
     assert page.locator("text=Traceback").count() == 0
     page.screenshot(path=str(ARTIFACTS / "patch-one-cell.png"))

@@ -9,7 +9,7 @@ from urllib.parse import quote
 import pytest
 from playwright.sync_api import sync_playwright
 
-from browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, streamlit_server
+from browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, POLL_MS, streamlit_server
 
 PLOT = ".js-plotly-plot"
 IDLE = "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')"
@@ -46,7 +46,7 @@ def test_a_link_to_a_model_off_the_list_is_refused_in_the_page(demo):
     pg = tab(browser)
     pg.goto(f"{url}/logit_lens?model=%2Fetc&prompt=" + quote("The capital of France is"))
     pg.wait_for_selector(PLOT, timeout=180_000)
-    pg.wait_for_function(IDLE, timeout=120_000)
+    pg.wait_for_function(IDLE, timeout=120_000, polling=POLL_MS)
     alerts = " ".join(pg.locator("[data-testid=stAlert]").all_inner_texts())
     assert "does not offer the model '/etc'" in alerts and "smollm2-135m" in alerts, alerts
     assert "/etc" not in pg.url  # the link now names the model shown
@@ -62,7 +62,7 @@ def test_a_visitor_who_leaves_the_line_is_dropped_and_the_server_goes_on(demo):
     busy.wait_for_timeout(1500)  # its UMAP fit has started
     waiting = tab(browser)
     waiting.goto(f"{url}/logit_lens?prompt=" + quote("A visitor who will not wait for"))
-    waiting.wait_for_function("() => document.body.innerText.includes('1st in line')", timeout=60_000)
+    waiting.wait_for_function("() => document.body.innerText.includes('1st in line')", timeout=60_000, polling=POLL_MS)
     waiting.screenshot(path=str(ARTIFACTS / "demo_in_line.png"))
     waiting.context.close()  # the tab is closed while in line
     deadline = time.time() + 60
@@ -74,6 +74,6 @@ def test_a_visitor_who_leaves_the_line_is_dropped_and_the_server_goes_on(demo):
     after = tab(browser)
     after.goto(f"{url}/logit_lens?prompt=" + quote("The capital of Italy is"))
     after.wait_for_selector(PLOT, timeout=120_000)
-    after.wait_for_function(IDLE, timeout=120_000)
+    after.wait_for_function(IDLE, timeout=120_000, polling=POLL_MS)
     assert after.locator("text=Traceback").count() == 0
     after.context.close()

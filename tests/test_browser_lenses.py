@@ -5,7 +5,7 @@ from urllib.parse import quote
 import pytest
 from playwright.sync_api import sync_playwright
 
-from browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, streamlit_server
+from browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, POLL_MS, streamlit_server
 
 PLOT = ".js-plotly-plot"
 
@@ -23,7 +23,8 @@ def page():
 
 def wait_idle(pg, timeout=240_000):
     pg.wait_for_timeout(300)
-    pg.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=timeout)
+    pg.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=timeout,
+                         polling=POLL_MS)
 
 
 def titles(pg) -> list[str]:
@@ -54,7 +55,7 @@ def test_bundled_linear_lens_with_exits_and_the_comparison(page, bundled_linear_
     assert page.locator(f"{PLOT} .layer-above path, {PLOT} .shapelayer path").count() > 0  # the exit lines
     page.goto(f"{page.base_url}/logit_lens?prompt={prompt}&lens=linear&panel=compare")
     wait_idle(page)
-    page.wait_for_function(f"() => document.querySelectorAll('{PLOT}').length >= 2", timeout=240_000)
+    page.wait_for_function(f"() => document.querySelectorAll('{PLOT}').length >= 2", timeout=240_000, polling=POLL_MS)
     page.locator(PLOT).nth(1).scroll_into_view_if_needed()
     page.wait_for_timeout(500)
     page.screenshot(path=str(ARTIFACTS / "lens_compare.png"), full_page=True)

@@ -7,13 +7,15 @@ shows. One server; pages load in parallel tabs.
 """
 from __future__ import annotations
 
+import time
 from urllib.parse import quote
 
 import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from playwright.sync_api import sync_playwright
 
 from browser import (ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, charts, clipped_labels, overflow, same_charts, server_warnings,
-                     settle, small_text, streamlit_server)
+                     settle, small_text, streamlit_server, unsettled)
 
 PLOT = ".js-plotly-plot"
 NORMAL = {"width": 1600, "height": 1000}
@@ -84,22 +86,33 @@ def defects(pg, present: bool) -> list[str]:
 
 
 def walk(room, present: bool) -> dict[str, list[str]]:
-    """Each screen's defects, loading TABS screens at a time."""
+    """Each screen's defects, loading TABS screens at a time. A screen that never finishes drawing is a defect
+    of its own, named with what it was still waiting for; every screen's time goes to the artifacts."""
     ctx = room.new_context(viewport=PRESENT if present else NORMAL)
-    todo, out = screens(), {}
+    todo, out, times = screens(), {}, []
     try:
         tabs = [ctx.new_page() for _ in range(TABS)]
         for i in range(0, len(todo), TABS):
             batch = list(zip(tabs, todo[i:i + TABS]))
+            t0 = time.perf_counter()
             for pg, path in batch:
                 pg.goto(url_of(room.base_url, path, present), wait_until="commit")
             for pg, path in batch:
-                settle(pg)
                 name = (path or "home").replace("?", "-").replace("&", "-").replace("=", "_").replace("%", "")
-                pg.screenshot(path=str(ROOM / f"{name}{'-present' if present else ''}.png"))
+                shot = str(ROOM / f"{name}{'-present' if present else ''}.png")
+                try:
+                    settle(pg)
+                except PlaywrightTimeout:
+                    pg.screenshot(path=shot)
+                    out[path or "/"] = [f"never finished drawing: {unsettled(pg)}"]
+                    continue
+                times.append((time.perf_counter() - t0, path or "/"))
+                pg.screenshot(path=shot)
                 out[path or "/"] = defects(pg, present)
     finally:
         ctx.close()
+        (ROOM / f"times{'-present' if present else ''}.txt").write_text(
+            "".join(f"{t:6.1f} s  /{p}\n" for t, p in sorted(times, reverse=True)))
     return out
 
 

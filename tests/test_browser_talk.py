@@ -7,7 +7,8 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from playwright.sync_api import sync_playwright
 
-from browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, clipped_labels, overflow, settle, small_text, streamlit_server
+from browser import (ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, POLL_MS, clipped_labels, overflow, settle, small_text,
+                     streamlit_server)
 from lens.talks import Scene, Talk, save_named, scene_from_url
 
 PROMPT = "The+capital+of+France+is"
@@ -154,7 +155,7 @@ def test_deck_exported_from_the_page_works_offline(server, tmp_path):
     ctx.route("**/*", only_the_file)
     off = ctx.new_page()
     off.goto(deck.as_uri())
-    off.wait_for_function("() => typeof Plotly !== 'undefined'")
+    off.wait_for_function("() => typeof Plotly !== 'undefined'", polling=POLL_MS)
     shown = lambda: off.eval_on_selector(".scene.on", "s => s.id || 'title'")  # noqa: E731
     assert shown() == "title"
     off.keyboard.press("ArrowRight")

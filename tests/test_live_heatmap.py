@@ -18,6 +18,7 @@ from lens.options import LensOptions
 sys.path.insert(0, str(Path(__file__).parent))
 
 from apptest import live_heatmap_data, live_heatmaps, send_live  # noqa: E402
+from browser import POLL_MS  # noqa: E402
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 PROMPT = "abcabcab"
@@ -278,7 +279,7 @@ def test_in_the_browser_the_metric_switches_without_a_rerun_and_a_click_opens_th
         # The other metrics are drawn ahead, held out of the page: it still has one chart.
         n_metrics = len(pg.evaluate("() => [...document.querySelectorAll('.ll-live-control option')]"))
         pg.wait_for_function("(n) => document.querySelectorAll('.ll-live-plot .ll-layer').length === n",
-                             arg=n_metrics, timeout=30_000)
+                             arg=n_metrics, timeout=30_000, polling=POLL_MS)
         draws = pg.evaluate("() => Number(document.querySelector('.ll-live-plot').dataset.draws)")
         assert draws == n_metrics and len(charts(pg)) == 1
         pg.evaluate(COUNT_RUNS)
@@ -290,7 +291,7 @@ def test_in_the_browser_the_metric_switches_without_a_rerun_and_a_click_opens_th
         assert after[0]["data"][0]["customdata"] == before[0]["data"][0]["customdata"]  # the same cells
         pg.evaluate("() => { document.querySelector('.ll-live-plot .js-plotly-plot').__kept = true; }")
         # A moment later the server hears of it: the URL names the metric, the chart is not drawn again.
-        pg.wait_for_function("() => location.search.includes('metric=entropy')", timeout=30_000)
+        pg.wait_for_function("() => location.search.includes('metric=entropy')", timeout=30_000, polling=POLL_MS)
         settle(pg)
         assert pg.evaluate("() => window.__runs") == 1
         assert pg.evaluate("() => document.querySelector('.ll-live-plot .js-plotly-plot').__kept === true")
@@ -299,7 +300,7 @@ def test_in_the_browser_the_metric_switches_without_a_rerun_and_a_click_opens_th
         assert charts(pg)[0]["title"] == before[0]["title"]
         assert pg.evaluate("() => Number(document.querySelector('.ll-live-plot').dataset.draws)") == draws
         _switch(pg, "entropy")
-        pg.wait_for_function("() => location.search.includes('metric=entropy')", timeout=30_000)
+        pg.wait_for_function("() => location.search.includes('metric=entropy')", timeout=30_000, polling=POLL_MS)
         settle(pg)
         # A copied link shows the same chart.
         other = chromium.new_page(viewport={"width": 1600, "height": 1000})
@@ -355,9 +356,10 @@ def test_in_chromium_a_head_score_and_the_sink_switch_redraw_without_a_rerun(chr
         assert not pg.locator(".st-key-head_metric").is_visible()  # the live box stands in for it
         pg.evaluate(COUNT_RUNS)
         pg.locator("select.ll-select").select_option("entropy")
-        pg.wait_for_function(f"() => ({titles})().includes('Per-head attention entropy (nats)')", timeout=10_000)
+        pg.wait_for_function(f"() => ({titles})().includes('Per-head attention entropy (nats)')", timeout=10_000,
+                             polling=POLL_MS)
         assert pg.evaluate("() => window.__runs") == 0  # recoloured by the browser alone
-        pg.wait_for_function("() => location.search.includes('head_metric=entropy')", timeout=30_000)
+        pg.wait_for_function("() => location.search.includes('head_metric=entropy')", timeout=30_000, polling=POLL_MS)
         settle(pg)
         # A click on layer 5's head 2 enlarges that head.
         plot = pg.locator(".ll-live-plot .js-plotly-plot").first
@@ -366,27 +368,29 @@ def test_in_chromium_a_head_score_and_the_sink_switch_redraw_without_a_rerun(chr
         area = plot.locator(".nsewdrag").first.bounding_box()
         n_layers, n_heads = 30, 9  # the bundled model
         pg.mouse.click(area["x"] + area["width"] * 2.5 / n_heads, area["y"] + area["height"] * (1 - 4.5 / n_layers))
-        pg.wait_for_function("() => location.search.includes('head_layer=5')", timeout=30_000)
+        pg.wait_for_function("() => location.search.includes('head_layer=5')", timeout=30_000, polling=POLL_MS)
         settle(pg)
         assert "Layer 5, head 2: who reads whom" in pg.evaluate(titles)
         # Rollout and flow: one switch turns both charts, in the browser; the link keeps it.
         pg.goto(f"{chromium.base_url}/attention?prompt={quote(BROWSER_PROMPT)}&view=Rollout+%26+flow&flow=true")
         settle(pg)
-        pg.wait_for_function(TWO_LIVE, timeout=120_000)
+        pg.wait_for_function(TWO_LIVE, timeout=120_000, polling=POLL_MS)
         settle(pg)
         assert not pg.locator(".st-key-rollout_skip_first").is_visible()
         pg.evaluate(COUNT_RUNS)
         pg.locator(".ll-toggle").click()
         pg.wait_for_function(f"() => ({titles})().filter(t => t.includes('first token left out')).length === 2",
-                             timeout=10_000)
+                             timeout=10_000,
+                             polling=POLL_MS)
         assert pg.evaluate("() => window.__runs") == 0
-        pg.wait_for_function("() => location.search.includes('rollout_skip_first=true')", timeout=30_000)
+        pg.wait_for_function("() => location.search.includes('rollout_skip_first=true')", timeout=30_000,
+                             polling=POLL_MS)
         settle(pg)
         shown = charts(pg)
         other = chromium.new_page(viewport={"width": 1600, "height": 1000})
         other.goto(pg.url)
         settle(other)
-        other.wait_for_function(TWO_LIVE, timeout=120_000)
+        other.wait_for_function(TWO_LIVE, timeout=120_000, polling=POLL_MS)
         assert [c["title"] for c in charts(other)] == [c["title"] for c in shown]
         other.close()
     finally:
