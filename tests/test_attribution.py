@@ -212,7 +212,9 @@ def test_knockout_of_nothing_is_the_plain_run(models, name):
     plain = float(torch.softmax(e.run(ids).logits[0].double(), -1)[t])  # the engine's plain pass
     recorded = float(torch.softmax(rec.last_logits.double(), -1)[t])  # the plain pass knockout resumes from
     got = knocked_probs(e, ids, [([], (1, 3)), ([], (2, 2))], t)
-    assert got[0] == got[1] == plain  # nothing blocked: the same pass, bit for bit
+    # Nothing blocked: the plain pass. Bit for bit within one batch; against the unbatched pass, to float32's
+    # rounding (a batch of two rows may take another matmul kernel, as on AVX-512 CPUs).
+    assert got[0] == got[1] and got[0] == pytest.approx(plain, rel=1e-6)
     got = knocked_probs(e, ids, [([], (1, 3))], t, recording=rec)
     assert got[0] == recorded
     r = b.knockout(PROMPT, KnockoutOptions(sources=(1,), window=1))

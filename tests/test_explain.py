@@ -185,7 +185,9 @@ def test_one_neuron(models, name, layer, neuron, pos):
     if not gpt2:
         assert r.up == pytest.approx(float(got["up"][0, p, neuron]), abs=1e-4)
     act = float(act_in["act"][0, p, neuron])
-    assert r.act == pytest.approx(act, abs=1e-4) and r.shown_act == pytest.approx(act, abs=1e-6)
+    # the engine's pass and these hooks may take different matmul kernels: equal to float32's rounding; the value
+    # shown is the one computed
+    assert r.act == pytest.approx(act, abs=1e-4) and r.shown_act == pytest.approx(r.act, abs=1e-6)
     W = mlp.c_proj.weight[neuron] if gpt2 else mlp.down_proj.weight[:, neuron]  # Conv1D [N, d]; Linear [d, N]
     write = (act * W.double()).detach()
     assert r.write == pytest.approx(write[r.write_dims].tolist(), abs=1e-4)
