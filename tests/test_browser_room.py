@@ -7,6 +7,7 @@ shows. One server; pages load in parallel tabs.
 """
 from __future__ import annotations
 
+import os
 import time
 from urllib.parse import quote
 
@@ -22,6 +23,7 @@ NORMAL = {"width": 1600, "height": 1000}
 PRESENT = {"width": 1280, "height": 720}
 ROOM = ARTIFACTS / "room"
 TABS = 4  # pages loading at once
+SHOTS = os.environ.get("LAYERLENS_SCREENSHOTS") == "1"  # every screen's screenshot, not only a defective one's
 
 
 def screens() -> list[str]:
@@ -87,7 +89,8 @@ def defects(pg, present: bool) -> list[str]:
 
 def walk(room, present: bool) -> dict[str, list[str]]:
     """Each screen's defects, loading TABS screens at a time. A screen that never finishes drawing is a defect
-    of its own, named with what it was still waiting for; every screen's time goes to the artifacts."""
+    of its own, named with what it was still waiting for; every screen's time goes to the artifacts, and the
+    screenshot of each screen with a defect (of every screen with LAYERLENS_SCREENSHOTS=1)."""
     ctx = room.new_context(viewport=PRESENT if present else NORMAL)
     todo, out, times = screens(), {}, []
     try:
@@ -107,8 +110,9 @@ def walk(room, present: bool) -> dict[str, list[str]]:
                     out[path or "/"] = [f"never finished drawing: {unsettled(pg)}"]
                     continue
                 times.append((time.perf_counter() - t0, path or "/"))
-                pg.screenshot(path=shot)
                 out[path or "/"] = defects(pg, present)
+                if out[path or "/"] or SHOTS:  # 0.7 s a screen: taken where there is something to see
+                    pg.screenshot(path=shot)
     finally:
         ctx.close()
         (ROOM / f"times{'-present' if present else ''}.txt").write_text(
