@@ -273,6 +273,8 @@ def test_in_the_browser_the_metric_switches_without_a_rerun_and_a_click_opens_th
         settle(pg)
         pg.wait_for_selector(".ll-live-plot .js-plotly-plot .main-svg", timeout=120_000)
         assert not pg.locator(".st-key-metric").is_visible()  # Streamlit's box gives way to the live one
+        mark = pg.locator(".ll-live-control .ll-help")  # with the "?" of Streamlit's boxes, and its help
+        assert mark.count() == 1 and mark.is_visible() and "How sure the layer is" in mark.get_attribute("title")
         before = charts(pg)
         assert len(before) == 1 and "colour: top-1 probability" in before[0]["title"]
         assert clipped_labels(pg) == []
@@ -377,11 +379,12 @@ def test_in_chromium_a_head_score_and_the_sink_switch_redraw_without_a_rerun(chr
         pg.wait_for_function(TWO_LIVE, timeout=120_000, polling=POLL_MS)
         settle(pg)
         assert not pg.locator(".st-key-rollout_skip_first").is_visible()
+        mark = pg.locator(".ll-live-control .ll-help")
+        assert mark.count() == 1 and mark.is_visible() and "first token" in mark.get_attribute("title")
         pg.evaluate(COUNT_RUNS)
         pg.locator(".ll-toggle").click()
         pg.wait_for_function(f"() => ({titles})().filter(t => t.includes('first token left out')).length === 2",
-                             timeout=10_000,
-                             polling=POLL_MS)
+                             timeout=10_000, polling=POLL_MS)
         assert pg.evaluate("() => window.__runs") == 0
         pg.wait_for_function("() => location.search.includes('rollout_skip_first=true')", timeout=30_000,
                              polling=POLL_MS)

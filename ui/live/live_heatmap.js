@@ -70,6 +70,12 @@ function showBoxes(name) {
   if (style) style.remove();
 }
 
+// The help mark of Streamlit's boxes (a question mark in a circle), drawn, so that it holds no text of its own.
+const HELP = '<span class="ll-help" role="img" aria-label="Help"><svg viewBox="0 0 24 24" width="16" height="16" ' +
+  'aria-hidden="true"><path fill="currentColor" d="M11 18h2v-2h-2v2zm1-16C6.48 2 2 6.48 2 12s4.48 10 10 10 ' +
+  '10-4.48 10-10S17.52 2 12 2zm0 18c-4.41 0-8-3.59-8-8s3.59-8 8-8 8 3.59 8 8-3.59 8-8 8zm0-14c-2.21 0-4 1.79-4 ' +
+  '4h2c0-1.1.9-2 2-2s2 .9 2 2c0 2-3 1.75-3 5h2c0-2.25 3-2.5 3-5 0-2.21-1.79-4-4-4z"/></svg></span>';
+
 function mountControl(component) {
   const { data, parentElement } = component;
   const ch = channel(data.channel);
@@ -82,8 +88,9 @@ function mountControl(component) {
     box.dataset.control = toggle ? "toggle" : "select";
     box.innerHTML = toggle
       ? '<label class="ll-toggle"><input type="checkbox" role="switch"><span class="ll-track"></span>' +
-        '<span class="ll-toggle-text"></span></label>'
-      : '<label class="ll-label"></label><select class="ll-select"></select>';
+        '<span class="ll-toggle-text"></span></label>' + HELP
+      : '<div class="ll-label-row"><label class="ll-label"></label>' + HELP + '</div>' +
+        '<select class="ll-select"></select>';
     parentElement.appendChild(box);
   }
   box.dataset.channel = data.channel;
@@ -106,6 +113,9 @@ function mountControl(component) {
     }
   }
   input.setAttribute("aria-label", data.label);
+  const help = box.querySelector(".ll-help"); // as Streamlit's boxes: a "?" that shows the help on hover
+  help.title = data.help || "";
+  help.style.display = data.help ? "" : "none";
   const read = () => (toggle ? values[input.checked ? 1 : 0] : input.value);
   const write = (m) => {
     if (toggle) input.checked = m === values[1];
