@@ -147,10 +147,16 @@ def test_callers_asking_at_once_share_one_computation(tiny):
             progressed[i] += 1
         results[i] = remote.logit_lens(text, LensOptions(top_k=5), progress=count)
 
+    # A long computation holds the worker's one slot first, so all three ask while the first of them still waits
+    # for it (a tiny model's lens alone can be done before the third thread has even asked).
+    holder = threading.Thread(target=remote.patch, args=("the cat sat on the mat again " * 4,
+                                                         "the dog sat on the rug again " * 4, PatchOptions(target="a")))
+    holder.start()
+    time.sleep(0.5)
     threads = [threading.Thread(target=ask, args=(i,)) for i in range(3)]
     for t in threads:
         t.start()
-    for t in threads:
+    for t in threads + [holder]:
         t.join(60)
     for r in results[1:]:
         same(r, results[0])
