@@ -139,17 +139,18 @@ def static_image(fig, fmt: str, width: int = SLIDE[0], height: int = SLIDE[1]) -
     # A copy in the slide look at slide size: its text is EXPORT_FONT px (28.8 px on the 1920×1080 PNG).
     slide = go.Figure(fig).update_layout(width=width, height=height)
     for_slides(slide, width=width, font=EXPORT_FONT)
-    for attempt in (1, 2):
-        try:
-            return slide.to_image(format=fmt, width=width, height=height, scale=1 if fmt == "svg" else 1.2)
-        except Exception as exc:  # kaleido reports a missing or broken browser in many ways
-            # Once more, in a fresh browser: on a busy machine kaleido has called into its page before the
-            # page's script had loaded ("kaleido_scopes is not defined").
-            if attempt == 2:
-                raise LensError(f"could not draw the {fmt.upper()} image ({type(exc).__name__}: {exc}); static "
-                                "images need Chrome or Chromium: install it, or set BROWSER_PATH to its executable"
-                                ) from None
-    raise AssertionError("unreachable")
+    def draw() -> bytes:
+        return slide.to_image(format=fmt, width=width, height=height, scale=1 if fmt == "svg" else 1.2)
+
+    try:
+        return draw()
+    except Exception:  # once more, in a fresh browser: on a busy machine kaleido has called into its page before
+        pass  # the page's script had loaded ("kaleido_scopes is not defined")
+    try:
+        return draw()
+    except Exception as exc:  # kaleido reports a missing or broken browser in many ways
+        raise LensError(f"could not draw the {fmt.upper()} image ({type(exc).__name__}: {exc}); static images "
+                        "need Chrome or Chromium: install it, or set BROWSER_PATH to its executable") from None
 
 
 def write_file(path: Path, data: str | bytes) -> None:

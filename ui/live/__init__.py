@@ -35,9 +35,9 @@ _CSS = """
 .ll-live-control .ll-toggle input:checked + .ll-track { background: var(--st-primary-color, #2f6db5); }
 .ll-live-control .ll-toggle input:checked + .ll-track::after { transform: translateX(1rem); }
 .ll-live-control .ll-toggle input:focus-visible + .ll-track { outline: 2px solid var(--st-primary-color, #2f6db5); }
-.ll-live-control .ll-label-row { display: flex; align-items: center; justify-content: space-between; gap: 0.5rem; }
+.ll-live-control .ll-label-row { display: flex; align-items: center; justify-content: space-between; gap: 0.5rem;
+  margin-bottom: 0.25rem; }
 .ll-live-control .ll-label-row .ll-label { margin-bottom: 0; }
-.ll-live-control .ll-label-row { margin-bottom: 0.25rem; }
 .ll-live-control .ll-help { display: inline-flex; flex: none; color: #808495; cursor: help; }
 .ll-live-control .ll-toggle + .ll-help { margin-left: 0.4rem; vertical-align: middle; }
 .ll-live-plot { width: 100%; }
@@ -169,8 +169,8 @@ def heatmap(payload: dict, metric: str, key: str, hide: list[str], on_metric: Ca
     """Draw ``payload`` (lens.figures.logit_lens.live_payload, through ``payload_for``) at ``metric``. ``hide``: the
     widget keys of Streamlit's boxes this chart replaces (hidden once it is drawn). ``on_metric(metric)`` runs when
     the browser reports the metric it shows; ``on_cell(layer, position)`` when a cell is clicked (both as callbacks,
-    before the script reruns). ``channel``: the box that switches it (``key`` by default; several charts may share one).
-    Returns the component's result (``.cell`` is the click of this run, if any)."""
+    before the script reruns). ``channel``: the box that switches it (``key`` by default; several charts may share
+    one). Returns the component's result (``.cell`` is the click of this run, if any)."""
     mount = _register()
     data = {"kind": "heatmap", "channel": channel or key, "metric": metric, "hide": hide,
             "plotly_url": plotly_url(), "config": config or {}, **payload}
