@@ -335,7 +335,9 @@ else:
     # Presenting a model with many heads: the head box beside the layer's (their buttons would not fit a row).
     head_in_box = PRESENTING and info.n_heads > PILLS_IN_A_ROW
     layer_at, head_at = pos_col.columns(2) if head_in_box else (pos_col, None)
-    layer = layer_at.number_input("Layer", 1, info.n_layers, 1, key="head_layer", bind="query-params")
+    # No default of its own (it is the minimum, 1): a clicked head sets the box through session state, and a box
+    # given a default as well makes Streamlit warn.
+    layer = layer_at.number_input("Layer", 1, info.n_layers, key="head_layer", bind="query-params")
     note(link_note("layer", asked_layer, [str(v) for v in range(1, info.n_layers + 1)],
                    f"the model's {info.n_layers} layers", f"layer {int(layer)}"))
     # Presenting, the score box sits with the controls: picking a score shows every head's score in the

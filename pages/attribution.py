@@ -156,7 +156,8 @@ if ko_tab.open:
         window = k2.number_input("Window", 1, L, min(DEFAULT_WINDOW, L), key="ko_window", bind="query-params",
                                  help="Layers blocked together: a window centred on each layer, or starting at it.")
         link_options("ko_align", ALIGN)  # ?ko_align=start as well as the label the URL keeps
-        align = k3.segmented_control("Window's place", list(ALIGN), format_func=ALIGN.get, default="centre",
+        align = k3.segmented_control("Window's place", list(ALIGN), format_func=ALIGN.get,
+                                     default=None if "ko_align" in st.session_state else "centre",  # (set: no warning)
                                      key="ko_align", bind="query-params", required=True) or "centre"
         say_link_values_unused([(bad["ko_window"], "window", f"{int(window)} layers")], where=say)
         r = None

@@ -153,7 +153,8 @@ if heads_tab.open:
                    "composition", COMPOSITIONS["v"])]
         h1, h2, h3, h_note = st.columns([1.4, 1.2, 1.4, 3], vertical_alignment="bottom")
         link_options("comp", COMPOSITIONS)  # a link naming the option itself (comp=q) opens at it
-        kind = h1.selectbox("Composition", list(COMPOSITIONS), index=2, format_func=COMPOSITIONS.get, key="comp",
+        kind = h1.selectbox("Composition", list(COMPOSITIONS), index=None if "comp" in st.session_state else 2,
+                            format_func=COMPOSITIONS.get, key="comp",
                             bind="query-params", help="Which input of the later head reads the earlier head's "
                                                       "output: its queries, its keys or its values.")
         h = None

@@ -33,7 +33,9 @@ def streamlit_server(env: dict | None = None, timeout: float = 90.0):
     log = open(ARTIFACTS / f"streamlit-{port}.log", "w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "ui.launch", "--server.port", str(port),
-         "--server.address", "127.0.0.1", "--server.headless", "true"],
+         "--server.address", "127.0.0.1", "--server.headless", "true",
+         # Each line with its level: Streamlit's own format has none, and its warnings went unseen.
+         "--logger.messageFormat", "%(asctime)s %(levelname)s %(name)s: %(message)s"],
         cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
     )
     url = f"http://127.0.0.1:{port}"

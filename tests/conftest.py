@@ -249,3 +249,20 @@ def pytest_collection_modifyitems(items):
     (``make test`` runs ``pytest -n``, one module per worker at a time) it runs beside the others instead of after
     them. A stable sort keeps every other test in its file's order."""
     items.sort(key=lambda item: Path(str(item.fspath)).name != "test_browser_room.py")
+
+
+@pytest.fixture
+def widget_state_warnings(monkeypatch):
+    """Streamlit's warning for a widget given a default while its key is set through session state, as it would be
+    logged by a server (in process it is checked only with a runtime, and only once a process): collected here."""
+    from types import SimpleNamespace
+
+    from streamlit.elements.lib import policies
+
+    said = []
+    monkeypatch.setattr(policies, "runtime", SimpleNamespace(exists=lambda: True))
+    monkeypatch.setattr(policies, "_shown_default_value_warning", False)
+    monkeypatch.setattr(policies, "_LOGGER", SimpleNamespace(warning=lambda msg, *a, **k: said.append(msg % a if a
+                                                                                                     else msg)))
+    return said
+

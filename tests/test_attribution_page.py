@@ -60,8 +60,9 @@ def test_sublayer_lens_tab_shows_both_heatmaps(backend):
     assert attn["data"][0]["text"][-1][-1] == (top if len(top) <= 6 else top[:5] + "…")  # the cell's top token
 
 
-def test_knockout_tab_holds_its_options_in_the_link(backend):
+def test_knockout_tab_holds_its_options_in_the_link(backend, widget_state_warnings):
     at = page(tab="Attention knockout", ko_sources="3", ko_window="5", ko_align="start")
+    assert not widget_state_warnings  # the link's window place goes into the box through session state
     fig, = charts(at)
     want = backend.knockout(DEFAULT_PROMPT, KnockoutOptions(sources=(3,), window=5, align="start"))
     np.testing.assert_allclose(array(fig["data"][0]["z"]), 100 * want.change, atol=1e-6)

@@ -23,7 +23,7 @@ PLOT = ".js-plotly-plot"
 NORMAL = {"width": 1600, "height": 1000}
 PRESENT = {"width": 1280, "height": 720}
 ROOM = ARTIFACTS / "room"
-TABS = 4  # pages loading at once
+TABS = int(os.environ.get("ROOM_TABS", "4"))  # pages loading at once
 SHOTS = os.environ.get("LAYERLENS_SCREENSHOTS") == "1"  # every screen's screenshot, not only a defective one's
 
 

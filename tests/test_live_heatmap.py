@@ -398,3 +398,10 @@ def test_in_chromium_a_head_score_and_the_sink_switch_redraw_without_a_rerun(chr
         other.close()
     finally:
         pg.close()
+
+
+def test_a_clicked_head_sets_the_layer_box_without_a_widget_warning(tiny_backend, widget_state_warnings):
+    at = attention_page(view="Heads", head_metric="induction")
+    at = send_live(at, live_heatmaps(at)[0], cell={"layer": 3, "position": 0})
+    assert not at.exception and at.number_input(key="head_layer").value == 3
+    assert not [w for w in widget_state_warnings if "head_layer" in w], widget_state_warnings

@@ -32,8 +32,9 @@ def test_the_neurons_of_a_token_are_the_backends(backend):
     assert "Click a bar" in caption(at)
 
 
-def test_heads_tab_from_a_link_and_bad_values_named(backend):
+def test_heads_tab_from_a_link_and_bad_values_named(backend, widget_state_warnings):
     at = page(tab="Heads", comp="q", head="L20H0")
+    assert not widget_state_warnings  # the link's composition goes into the box through session state
     figs = charts(at)
     want = backend.head_weights(HeadWeightOptions(composition="q"))
     np.testing.assert_allclose(array(figs[0]["data"][0]["z"]), want.copy_score, atol=1e-5)
