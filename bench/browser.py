@@ -202,9 +202,10 @@ def _settled_runs(page) -> int:
 
 
 def _stride(page, stride: int, rows: int) -> float:
-    box = page.get_by_role("spinbutton", name="Layer stride")
-    box.fill(str(stride))
+    """Type a layer stride: the live chart's box draws it as it is typed, Streamlit's on Enter (a rerun)."""
+    box = page.get_by_role("spinbutton", name="Layer stride")  # the visible one: the live box where there is one
     t0 = time.perf_counter()
+    box.fill(str(stride))
     box.press("Enter")
     page.wait_for_function(ROWS, arg=rows, polling="raf", timeout=60_000)
     return time.perf_counter() - t0

@@ -59,6 +59,17 @@ def metric_from_browser(metric: str) -> None:
         st.session_state["metric"] = metric
 
 
+def stride_from_browser(value: str) -> None:
+    """The layer stride the live chart shows, reported after a change in the browser: the box and the URL follow."""
+    if value.isdigit() and 1 <= int(value) <= max(1, info.n_layers):
+        st.session_state["stride"] = int(value)
+
+
+def exits_from_browser(value: str) -> None:
+    if value in ("on", "off"):
+        st.session_state["exits"] = value == "on"
+
+
 def cell_clicked(layer: int, position: int) -> None:
     """A clicked heatmap cell: "Show the work" opens on it."""
     for key, value in (("cell_layer", layer), ("cell_pos", position)):
@@ -97,12 +108,22 @@ def lens_view(n: int) -> None:
     top_k = c3.number_input("Top-k in hover", min_value=1, max_value=20, value=5, key="top_k", bind="query-params")
     # Presenter mode: as many rows as hold cell text at slide size (fewer rows, each readable).
     stride_default = stride_to_fit(info.n_layers + 1, slide_rows(present.SCREEN_CHART)) if present.is_on() else 1
+    stride_help = "Show every n-th layer (the final layer is always shown)."
+    exits_help = ("An orange line under the layer from which each column's top-1 is the model's final answer "
+                  "for good.")
+    # (No default of its own once the live chart has set it through session state: Streamlit warns otherwise.)
     stride = c4.number_input("Layer stride", min_value=1, max_value=max(1, info.n_layers),
-                             value=min(stride_default, max(1, info.n_layers)), key="stride",
-                             bind="query-params", help="Show every n-th layer (the final layer is always shown).")
-    c5.toggle("Exits", key="exits", bind="query-params",
-              help="An orange line under the layer from which each column's top-1 is the model's final answer "
-                   "for good.")
+                             value="min" if "stride" in st.session_state else min(stride_default, max(1, info.n_layers)),
+                             key="stride", bind="query-params", help=stride_help)
+    c5.toggle("Exits", key="exits", bind="query-params", help=exits_help)
+    # Outside presenter mode the stride and the exit marks switch in the browser too (presenter mode fits each
+    # stride's rows to the screen on the server).
+    live_rows = LIVE and not present.is_on()
+    if live_rows:
+        live.number_box(HEATMAP, "stride", "Layer stride", int(stride), 1, max(1, info.n_layers), help=stride_help,
+                        where=c4)
+        live.toggle_box(HEATMAP, "Exits", bool(st.session_state.get("exits")), help=exits_help, where=c5,
+                        option="exits")
     used = {"lens": LENS_LABELS[lens], "metric": METRICS[metric].label, "top_k": f"top-{int(top_k)}",
             "stride": f"a stride of {int(stride)}"}
     say_link_values_unused([(unused[key], what, used[key]) for key, what in (
@@ -145,11 +166,16 @@ def lens_view(n: int) -> None:
         # rerun that reports a switched metric, a prompt seen again) reuses its figures.
         # The numbers' digest too: a lens fitted again gives other numbers for the same prompt and options.
         numbers = live.digest(result.top_probs, result.kl_to_final, result.target_prob)
-        same = (info.name, text, int(top_k), target, window, lens, int(stride), exits, present.is_on(), numbers)
+        # Outside presenter mode one payload serves every stride and both exit choices.
+        same = (info.name, text, int(top_k), target, window, lens, present.is_on(), numbers,
+                None if live_rows else (int(stride), exits))
         payload = live.payload_for(same, lambda: live_payload(result, stride=int(stride), show_exit=exits,
-                                                               style=present.styled))
-        clicked = live.heatmap(payload, metric, key=HEATMAP, hide=["metric"], on_metric=metric_from_browser,
-                               on_cell=cell_clicked, config=PLOT_CONFIG)
+                                                               style=present.styled if present.is_on() else None))
+        rows = {"options": {"stride": str(int(stride)), "exits": "on" if exits else "off"},
+                "on_option": {"stride": stride_from_browser, "exits": exits_from_browser}} if live_rows else {}
+        clicked = live.heatmap(payload, metric, key=HEATMAP, hide=["metric", "stride", "exits"] if live_rows
+                               else ["metric"], on_metric=metric_from_browser, on_cell=cell_clicked,
+                               config=PLOT_CONFIG, **rows)
         if clicked.cell:
             st.rerun(scope="app")  # the panel is in another fragment
         # The exported figure is built when an export is clicked, not on every run.

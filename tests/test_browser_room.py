@@ -185,10 +185,14 @@ def _select(label: str, option: str):
 
 
 def _type(label: str, value: str):
+    """The box under ``label`` that a person sees (a live chart's own box where it stands in for Streamlit's):
+    typed into, then Enter."""
     def act(pg):
-        box = pg.get_by_label(label, exact=True).first
+        box = pg.get_by_label(label, exact=True).filter(visible=True).first
         box.fill(value)
         box.press("Enter")
+        if box.evaluate("e => !!e.closest('.ll-live-control')"):
+            pg.wait_for_timeout(1500)  # the browser draws it; the server hears of it 0.7 s after the last change
     return act
 
 

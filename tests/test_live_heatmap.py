@@ -29,17 +29,43 @@ def result():
     return local_backend(load_model("tiny-llama"), None).logit_lens(PROMPT, LensOptions(top_k=3, target="b"))
 
 
+def plain(fig: dict) -> dict:
+    """A figure's JSON with its numpy arrays (plotly.py's {"dtype", "bdata"}) as nested lists, as the browser's
+    rows of them are."""
+    from browser import _decoded
+
+    def walk(v):
+        if isinstance(v, dict):
+            return _decoded(v).tolist() if "bdata" in v else {k: walk(x) for k, x in v.items()}
+        return [walk(x) for x in v] if isinstance(v, list) else v
+    return walk(fig)
+
+
 @pytest.mark.parametrize("stride", [1, 2, 3])
 @pytest.mark.parametrize("exits", [False, True])
-def test_each_metric_is_the_tested_figure(result, stride, exits):
-    payload = live_payload(result, stride=stride, show_exit=exits)
+def test_one_payload_draws_each_metric_at_each_stride_as_the_tested_figure(result, stride, exits):
+    payload = live_payload(result, stride=5, show_exit=not exits)  # the page's stride and marks do not matter
     assert set(payload["figures"]) == set(METRICS)
+    assert set(payload["strides"]) == {str(s) for s in range(1, len(result.layers))}
     for m in METRICS:
         want = json.loads(logit_lens_figure(result, metric=m, stride=stride, show_exit=exits).to_json())
-        assert live_figure(payload, m) == want, m
+        assert plain(live_figure(payload, m, stride, exits)) == plain(want), m
     # Sent once: the cell texts and hovers are the same for every metric.
     assert payload["shared"]["customdata"] and all("customdata" not in f["data"][0]
                                                    for f in payload["figures"].values())
+
+
+def test_the_exit_marks_and_the_colour_scale_hold_at_every_stride(result):
+    """Columns with an exit layer get a mark at every stride; the colour scale (KL's top, the rank's ticks) is
+    that of every layer, so a stride changes no cell's colour."""
+    assert any(e for e in result.exit_layer), result.exit_layer  # the tiny model's prompt has exits to mark
+    for m in METRICS:
+        scale = {k: v for k, v in logit_lens_figure(result, m).to_plotly_json()["data"][0].items()
+                 if k in ("zmin", "zmax", "colorbar")}
+        for stride in (2, 3):
+            fig = logit_lens_figure(result, m, stride=stride, show_exit=True)
+            assert {k: v for k, v in fig.to_plotly_json()["data"][0].items() if k in scale} == scale, (m, stride)
+            assert len(fig.layout.shapes) == sum(1 for e in result.exit_layer if e), (m, stride)
 
 
 def test_presenter_styling_is_applied_to_each_figure(result):
@@ -49,15 +75,16 @@ def test_presenter_styling_is_applied_to_each_figure(result):
         assert live_figure(payload, m) == want, m
 
 
-@pytest.mark.parametrize("stride", [1, 4])
+@pytest.mark.parametrize("stride", [1, 2, 3])
 def test_rows_and_columns_name_the_clicked_cell(result, stride):
     """A click at (row i, column j) of the drawn figure names layer ``layers[i]`` (0: the embeddings) and
     position ``positions[j]``: the row's and column's labels say the same."""
-    payload = live_payload(result, stride=stride)
-    fig = live_figure(payload, "probability")
+    payload = live_payload(result)
+    fig = live_figure(payload, "probability", stride)
     y, x = fig["data"][0]["y"], fig["data"][0]["x"]
-    assert len(payload["layers"]) == len(y) and len(payload["positions"]) == len(x)
-    for layer, label in zip(payload["layers"], y):
+    rows = payload["strides"][str(stride)]["rows"]  # the row drawn i-th is the layer row rows[i]
+    assert len(rows) == len(y) and len(payload["layers"]) == len(result.layers) and len(payload["positions"]) == len(x)
+    for layer, label in zip([payload["layers"][r] for r in rows], y):
         assert label == ("emb" if layer == 0 else f"L{layer}")
     for pos, label in zip(payload["positions"], x):
         assert label.startswith(f"{pos}·")
@@ -77,7 +104,15 @@ def live_in_process(monkeypatch):
 
 def charts(at) -> list[dict]:
     """The live heatmap as the figure it draws for the metric it was sent (no plain charts on the lens page)."""
-    return [live_figure(d, d["metric"]) for d in map(live_heatmap_data, at.get("bidi_component")) if d]
+    return [live_figure(d, d["metric"], *drawn_options(d)) for d in map(live_heatmap_data, at.get("bidi_component"))
+            if d]
+
+
+def drawn_options(data: dict) -> tuple:
+    """The stride and the exit choice a live heatmap's data asks the browser to draw (None, False: it has no such
+    options)."""
+    o = data.get("options") or {}
+    return (int(o["stride"]) if "stride" in o else None), o.get("exits") == "on"
 
 
 def page(**params):
@@ -104,7 +139,32 @@ def test_the_page_sends_every_metric_and_draws_the_linked_one():
     data = live_heatmap_data(heatmap_element(at))
     assert data["metric"] == "kl" and set(data["figures"]) == set(METRICS)
     assert "colour: KL to final (nats)" in charts(at)[0]["layout"]["title"]["text"]
-    assert len(charts(at)[0]["data"][0]["y"]) == len(data["layers"])
+    assert data["options"] == {"stride": "2", "exits": "off"}  # the link's stride, drawn by the browser
+    assert len(charts(at)[0]["data"][0]["y"]) == len(data["strides"]["2"]["rows"]) < len(data["layers"])
+
+
+def test_a_stride_and_the_exit_marks_switched_in_the_browser_come_back_to_the_boxes_and_the_url(
+        widget_state_warnings):
+    at = page().run()
+    sent = live_heatmap_data(heatmap_element(at))
+    at = send(at, stride="3", exits="on")
+    assert not at.exception and not at.error
+    assert at.number_input(key="stride").value == 3 and at.toggle(key="exits").value is True
+    assert at.query_params.get("stride") in ("3", ["3"]) and str(at.query_params.get("exits")).lower() in (
+        "true", "['true']"), at.query_params
+    data = live_heatmap_data(heatmap_element(at))
+    assert data["options"] == {"stride": "3", "exits": "on"}
+    assert data["signature"] == sent["signature"]  # one payload for every stride: nothing rebuilt
+    # What the exports are made from follows: the figure the page exports at these options is the one drawn.
+    want = json.loads(logit_lens_figure(at.session_state["_lens_result_for_tests"] if False else
+                                        local_backend(load_model("tiny-llama"), None).logit_lens(
+                                            PROMPT, LensOptions(top_k=5)), "probability", stride=3,
+                                        show_exit=True).to_json())
+    assert plain(charts(at)[0]) == plain(want)
+    # Values the page cannot take are ignored; no box warns of a value set through session state.
+    at = send(at, stride="99", exits="maybe")
+    assert not at.exception and at.number_input(key="stride").value == 3 and at.toggle(key="exits").value is True
+    assert not widget_state_warnings, widget_state_warnings
 
 
 def test_a_clicked_cell_opens_show_the_work_on_it(caplog):
@@ -273,7 +333,7 @@ def test_in_the_browser_the_metric_switches_without_a_rerun_and_a_click_opens_th
         settle(pg)
         pg.wait_for_selector(".ll-live-plot .js-plotly-plot .main-svg", timeout=120_000)
         assert not pg.locator(".st-key-metric").is_visible()  # Streamlit's box gives way to the live one
-        mark = pg.locator(".ll-live-control .ll-help")  # with the "?" of Streamlit's boxes, and its help
+        mark = pg.locator(".ll-live-control[data-option=metric] .ll-help")  # with the "?" of Streamlit's boxes, and its help
         assert mark.count() == 1 and mark.is_visible() and "How sure the layer is" in mark.get_attribute("title")
         before = charts(pg)
         assert len(before) == 1 and "colour: top-1 probability" in before[0]["title"]
@@ -319,6 +379,68 @@ def test_in_the_browser_the_metric_switches_without_a_rerun_and_a_click_opens_th
         # plotly.js came from this server, nothing from the network.
         assert not [u for u in requests if not u.startswith((chromium.base_url, "data:", "blob:"))]
         assert any(u.endswith("/_stcore/bidi-components/layerlens.plotlyjs/plotly.min.js") for u in requests)
+    finally:
+        pg.close()
+
+
+def test_in_the_browser_the_stride_and_the_exit_marks_switch_without_a_rerun(chromium, backend):
+    """The live stride box and exit switch redraw in the browser alone, as the tested figure at that stride and with
+    those marks (the bundled model's lens, computed here); a moment later the URL names them, and a copied link
+    draws the same."""
+    from bench.browser import COUNT_RUNS
+    from browser import charts, clipped_labels, settle
+
+    result = backend.logit_lens(BROWSER_PROMPT, LensOptions())
+    shapes = "() => (document.querySelector('.ll-live-plot .js-plotly-plot').layout.shapes || []).map(s => [s.x0, s.y0])"
+    height = "() => document.querySelector('.ll-live-plot .js-plotly-plot').layout.height"
+
+    def same_as(pg, stride: int, exits: bool) -> None:
+        want = json.loads(logit_lens_figure(result, "probability", stride=stride, show_exit=exits).to_json())
+        shown = charts(pg)
+        assert len(shown) == 1 and shown[0]["title"] == want["layout"]["title"]["text"]
+        assert shown[0]["data"][0]["y"] == want["data"][0]["y"]
+        assert same_charts([{k: shown[0]["data"][0][k] for k in ("z", "text", "customdata")}],
+                           [{k: want["data"][0][k] for k in ("z", "text", "customdata")}])
+        assert pg.evaluate(height) == want["layout"]["height"]
+        assert pg.evaluate(shapes) == [[s["x0"], s["y0"]] for s in want["layout"].get("shapes", [])]
+        assert clipped_labels(pg) == []
+
+    from browser import same_charts
+
+    pg = chromium.new_page(viewport={"width": 1600, "height": 1000})
+    try:
+        pg.goto(f"{chromium.base_url}/logit_lens?prompt={quote(BROWSER_PROMPT)}")
+        settle(pg)
+        pg.wait_for_selector(".ll-live-plot .js-plotly-plot .main-svg", timeout=120_000)
+        assert not pg.locator(".st-key-stride").is_visible() and not pg.locator(".st-key-exits").is_visible()
+        same_as(pg, 1, False)
+        pg.evaluate(COUNT_RUNS)
+        box = pg.locator(".ll-live-control[data-option=stride] input")
+        assert box.get_attribute("aria-label") == "Layer stride" and box.input_value() == "1"
+        box.fill("3")
+        pg.wait_for_function("() => document.querySelector('.ll-live-plot').dataset.stride === '3'",
+                             timeout=30_000, polling=POLL_MS)
+        same_as(pg, 3, False)
+        pg.locator(".ll-live-control[data-option=exits] .ll-toggle").click()
+        pg.wait_for_function("() => document.querySelector('.ll-live-plot').dataset.exits === 'on'",
+                             timeout=30_000, polling=POLL_MS)
+        same_as(pg, 3, True)
+        box.fill("")  # a box being typed into draws nothing yet; left empty, it shows the stride drawn
+        box.press("Tab")
+        assert box.input_value() == "3"
+        assert pg.evaluate("() => window.__runs") == 0  # all of it drawn by the browser alone
+        # A moment later the server hears of both: the URL names them, and a copied link draws the same.
+        pg.wait_for_function("() => location.search.includes('stride=3') && location.search.includes('exits=true')",
+                             timeout=30_000, polling=POLL_MS)
+        settle(pg)
+        same_as(pg, 3, True)
+        other = chromium.new_page(viewport={"width": 1600, "height": 1000})
+        other.goto(pg.url)
+        settle(other)
+        other.wait_for_selector(".ll-live-plot .main-svg", timeout=120_000)
+        same_as(other, 3, True)
+        assert other.locator(".ll-live-control[data-option=stride] input").input_value() == "3"
+        other.close()
     finally:
         pg.close()
 

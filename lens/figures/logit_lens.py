@@ -65,6 +65,14 @@ def strided_rows(n_rows: int, stride: int) -> list[int]:
     return rows
 
 
+def heatmap_height(n_rows: int) -> int:
+    """The heatmap's height in px for ``n_rows`` rows (normal mode; presenter mode fits the screen instead)."""
+    return max(360, 22 * n_rows + 140)
+
+
+EXIT_TITLE = " · <span style='color:#e4572e'>▁</span> final answer from here up"
+
+
 def stride_to_fit(n_rows: int, max_rows: int) -> int:
     """The smallest layer stride that shows at most ``max_rows`` of ``n_rows`` rows (the last always shown)."""
     return next(s for s in range(1, n_rows + 1) if len(strided_rows(n_rows, s)) <= max(2, max_rows))
@@ -125,8 +133,9 @@ def logit_lens_figure(result: LogitLensResult, metric: str = "probability", stri
     cols = list(range(c0, c1))
     if show_tokens is None:
         show_tokens = len(cols) <= MAX_CELL_TEXT_COLUMNS
-    values = metric_values(result, metric)[np.ix_(rows, cols)]
-    z = np.log10(np.maximum(values, 1.0)) if spec.log else values
+    every = metric_values(result, metric)[:, cols]
+    every = np.log10(np.maximum(every, 1.0)) if spec.log else every
+    z = every[rows]
 
     width, size = next((w, px) for n, w, px in CELL_TEXT if len(cols) <= n) if show_tokens else (7, 11)
     text = [[_short(result.top_tokens[r][c][0], width) for c in cols] for r in rows]
@@ -135,18 +144,20 @@ def logit_lens_figure(result: LogitLensResult, metric: str = "probability", stri
     labels = position_labels(result)
     x = [labels[c] for c in cols]
     y = [("emb" if result.layers[r] == "emb" else f"L{result.layers[r]}") for r in rows]
+    # The colour scale is that of every layer, shown or not: a layer stride (which the live chart switches in the
+    # browser, from the rows of one figure) leaves each colour meaning the same.
     colorbar = dict(title=dict(text=spec.title, side="right"))
     if spec.log:
-        top = max(1.0, float(np.nanmax(z)) if z.size else 1.0)
+        top = max(1.0, float(np.nanmax(every)) if every.size else 1.0)
         ticks = list(range(0, int(math.ceil(top)) + 1))
         colorbar.update(tickvals=ticks, ticktext=[f"{10 ** t:,}" for t in ticks])
     zmin, zmax = (0.0, 1.0) if metric in ("probability", "target_prob") else (0.0, None)
     title = f"{LENS_TITLES.get(result.lens, result.lens)} · {result.model} · colour: {spec.title}"
-    if metric == "kl" and rows[0] == 0 and len(rows) > 1 and np.isfinite(z[1:]).any():
+    if metric == "kl" and rows[0] == 0 and len(every) > 1 and np.isfinite(every[1:]).any():
         # The embeddings' KL (~100 nats) would leave every other row the same colour.
-        zmax = float(np.nanmax(z[1:]))
-        if np.nanmax(z[0]) > zmax:
-            title += f" · the emb row (up to {np.nanmax(z[0]):.0f} nats) is beyond the scale"
+        zmax = float(np.nanmax(every[1:]))
+        if np.nanmax(every[0]) > zmax:
+            title += f" · the emb row (up to {np.nanmax(every[0]):.0f} nats) is beyond the scale"
     heat = go.Heatmap(
         z=z, x=x, y=y, text=text if show_tokens else None,
         texttemplate="%{text}" if show_tokens else None,
@@ -157,9 +168,9 @@ def logit_lens_figure(result: LogitLensResult, metric: str = "probability", stri
     fig = go.Figure(heat)
     if show_exit:
         fig.update_layout(shapes=exit_marks(result, rows, cols))
-        title += " · <span style='color:#e4572e'>▁</span> final answer from here up"
+        title += EXIT_TITLE
     fig.update_layout(
-        height=max(360, 22 * len(rows) + 140),
+        height=heatmap_height(len(rows)),
         margin=dict(l=60, r=20, t=40, b=90),
         xaxis=dict(title="input position · token (the cell predicts the token after it)", tickangle=-45,
                    type="category"),
@@ -203,12 +214,20 @@ def prediction_figure(result: LogitLensResult, height: int = 320) -> go.Figure:
 
 def live_payload(result: LogitLensResult, stride: int = 1, show_exit: bool = False, style=None) -> dict:
     """What the page's live heatmap (ui/live) draws: ``logit_lens_figure`` for every colour metric, so that the
-    browser switches the metric without asking the server; ``style`` (e.g. presenter mode's restyling) is applied
-    to each figure first. The cell texts and hovers are the same for every metric: sent once (``shared``), each
-    figure keeps only what differs. ``layers`` and ``positions`` name each shown row's layer (0: the embeddings)
-    and each column's position, for a clicked cell."""
+    browser switches the metric without asking the server. The cell texts and hovers are the same for every
+    metric: sent once (``shared``), each figure keeps only what differs. ``layers`` and ``positions`` name each
+    row's layer (0: the embeddings) and each column's position, for a clicked cell.
+
+    Without ``style``, the layer stride and the exit marks switch in the browser too: the figures are those of
+    every layer with no marks, and ``strides`` gives, for each stride, the rows it shows and the chart's height;
+    ``exits`` gives each column's exit row and the title's note (``live_figure`` does what the browser does).
+    With ``style`` (presenter mode's restyling, which depends on the rows shown), each figure is drawn at
+    ``stride`` and ``show_exit`` and restyled, and those two switch on the server."""
     import json
 
+    live_rows = style is None
+    if live_rows:
+        stride, show_exit = 1, False
     figures, shared = {}, None
     for key in METRICS:
         fig = logit_lens_figure(result, metric=key, stride=stride, show_exit=show_exit, hover=shared is None)
@@ -221,18 +240,54 @@ def live_payload(result: LogitLensResult, stride: int = 1, show_exit: bool = Fal
             if trace.get(k) == shared[k]:
                 del trace[k]
         figures[key] = d
-    rows = strided_rows(len(result.layers), stride)
-    return {"figures": figures, "shared": shared or {},
-            "layers": [0 if result.layers[r] == "emb" else int(result.layers[r]) for r in rows],
-            "positions": [int(p) for p in result.positions]}
+    n_rows = len(result.layers)
+    out = {"figures": figures, "shared": shared or {},
+           "layers": [0 if result.layers[r] == "emb" else int(result.layers[r]) for r in strided_rows(n_rows, stride)],
+           "positions": [int(p) for p in result.positions]}
+    if live_rows:
+        out["strides"] = {str(s): {"rows": rows, "height": heatmap_height(len(rows))}
+                          for s in range(1, max(2, n_rows)) for rows in [strided_rows(n_rows, s)]}
+        out["exits"] = {"rows": [None if e is None else int(e) for e in result.exit_layer], "title": EXIT_TITLE}
+    return out
 
 
-def live_figure(payload: dict, metric: str) -> dict:
-    """The figure JSON the live heatmap draws for ``metric`` (the browser does the same: the shared cell texts
-    and hovers put back into the metric's figure)."""
+def live_figure(payload: dict, metric: str, stride: int | None = None, exits: bool = False) -> dict:
+    """The figure JSON the live heatmap draws for ``metric`` (at ``stride``, with or without the exit marks, where
+    the payload switches those in the browser), as the browser builds it (ui/live/live_heatmap.js): the shared
+    cell texts and hovers put back into the metric's figure; the stride's rows of each per-row array, its height;
+    the exit marks under those rows."""
     import copy
 
     fig = copy.deepcopy(payload["figures"][metric])
+    trace = fig["data"][0]
     for k, v in payload["shared"].items():
-        fig["data"][0].setdefault(k, copy.deepcopy(v))
+        trace.setdefault(k, copy.deepcopy(v))
+    if "strides" not in payload:
+        return fig
+    view = payload["strides"][str(stride or 1)]
+    rows = view["rows"]
+    for k in ("z", "text", "customdata", "y"):
+        if k in trace:
+            trace[k] = _rows_of(trace[k], rows)
+    fig["layout"]["height"] = view["height"]
+    if exits:
+        exit_rows = payload["exits"]["rows"]
+        fig["layout"]["shapes"] = [
+            dict(type="line", xref="x", yref="y", x0=i - 0.5, x1=i + 0.5, y0=shown - 0.5, y1=shown - 0.5,
+                 line=dict(color="#e4572e", width=4))
+            for i, e in enumerate(exit_rows) if e
+            for shown in [next((j for j, r in enumerate(rows) if r >= e), None)] if shown is not None]
+        fig["layout"]["title"]["text"] += payload["exits"]["title"]
     return fig
+
+
+def _rows_of(value, rows: list[int]):
+    """The rows ``rows`` of a per-row array in plotly's JSON: a list, or a numpy array as plotly.py writes it
+    ({"dtype", "bdata", "shape"}: then as nested lists)."""
+    if isinstance(value, dict) and "bdata" in value:
+        import base64
+
+        a = np.frombuffer(base64.b64decode(value["bdata"]), dtype=np.dtype(value["dtype"]))
+        a = a.reshape([int(n) for n in str(value["shape"]).split(",")]) if value.get("shape") else a
+        return a[rows].tolist()
+    return [value[r] for r in rows]

@@ -111,14 +111,27 @@ def prefetch_charts(where=st) -> None:
                     data={"kind": "prefetch", "url": ("/" + base if base else "") + f"/static/js/{chunk}"})
 
 
-def metric_box(channel: str, label: str, options: dict[str, str], value: str, help: str = "", where=st) -> None:
+def metric_box(channel: str, label: str, options: dict[str, str], value: str, help: str = "", where=st,
+               option: str = "metric") -> None:
     """The "Colour by" box of the live heatmap ``channel`` (its key): a choice the browser applies at once.
     Streamlit's own box for the same option stays in the page, hidden once the chart is live: links, in-process
-    tests and the fallback (plotly.js not loaded) use it."""
+    tests and the fallback (plotly.js not loaded) use it. ``option``: what it sets ("metric": the figure shown)."""
     mount = _register()
     with where.container():
-        mount(key=f"{channel}-control", data={"kind": "control", "channel": channel, "label": label,
-                                              "options": options, "value": value, "help": help})
+        mount(key=f"{channel}-{option}-control" if option != "metric" else f"{channel}-control",
+              data={"kind": "control", "channel": channel, "option": option, "label": label, "options": options,
+                    "value": value, "help": help})
+
+
+def number_box(channel: str, option: str, label: str, value: int, least: int, most: int, help: str = "",
+               where=st) -> None:
+    """A whole-number box for option ``option`` of the live heatmap ``channel`` (the lens's layer stride): each
+    number typed or stepped to, from ``least`` to ``most``, is drawn at once; as ``metric_box`` otherwise."""
+    mount = _register()
+    with where.container():
+        mount(key=f"{channel}-{option}-control",
+              data={"kind": "control", "control": "number", "channel": channel, "option": option, "label": label,
+                    "value": str(int(value)), "min": int(least), "max": int(most), "help": help})
 
 
 def digest(*arrays) -> str:
@@ -145,14 +158,15 @@ def payload_for(key: tuple, build: Callable[[], dict]) -> dict:
     return kept
 
 
-def toggle_box(channel: str, label: str, value: bool, help: str = "", where=st) -> None:
-    """A switch for the live heatmaps of ``channel`` whose options are "off" and "on" (e.g. rollout's "Leave
-    out the first token"): flipped in the browser, it redraws them at once; as ``metric_box`` otherwise."""
+def toggle_box(channel: str, label: str, value: bool, help: str = "", where=st, option: str = "metric") -> None:
+    """A switch for the live heatmaps of ``channel`` whose ``option`` is "off" or "on" (rollout's "Leave out the
+    first token", whose figures are "off" and "on"; the lens's exit marks): flipped in the browser, it redraws
+    them at once; as ``metric_box`` otherwise."""
     mount = _register()
     with where.container():
-        mount(key=f"{channel}-control", data={"kind": "control", "control": "toggle", "channel": channel,
-                                              "label": label, "options": {"off": "off", "on": "on"},
-                                              "value": "on" if value else "off", "help": help})
+        mount(key=f"{channel}-{option}-control" if option != "metric" else f"{channel}-control",
+              data={"kind": "control", "control": "toggle", "channel": channel, "option": option, "label": label,
+                    "options": {"off": "off", "on": "on"}, "value": "on" if value else "off", "help": help})
 
 
 def figure_payload(figures: dict, layers: list[int] | None = None, positions: list[int] | None = None) -> dict:
@@ -165,15 +179,25 @@ def figure_payload(figures: dict, layers: list[int] | None = None, positions: li
 
 def heatmap(payload: dict, metric: str, key: str, hide: list[str], on_metric: Callable[[str], None],
             on_cell: Callable[[int, int], None] | None = None, config: dict | None = None,
-            channel: str | None = None, where=st):
+            channel: str | None = None, where=st, options: dict[str, str] | None = None,
+            on_option: dict[str, Callable[[str], None]] | None = None):
     """Draw ``payload`` (lens.figures.logit_lens.live_payload, through ``payload_for``) at ``metric``. ``hide``: the
     widget keys of Streamlit's boxes this chart replaces (hidden once it is drawn). ``on_metric(metric)`` runs when
     the browser reports the metric it shows; ``on_cell(layer, position)`` when a cell is clicked (both as callbacks,
     before the script reruns). ``channel``: the box that switches it (``key`` by default; several charts may share
-    one). Returns the component's result (``.cell`` is the click of this run, if any)."""
+    one). ``options``: the other options the payload switches in the browser ("stride", "exits") and their values
+    now, each reported to ``on_option[name](value)``. Returns the component's result (``.cell`` is the click of this
+    run, if any)."""
     mount = _register()
     data = {"kind": "heatmap", "channel": channel or key, "metric": metric, "hide": hide,
-            "plotly_url": plotly_url(), "config": config or {}, **payload}
+            "plotly_url": plotly_url(), "config": config or {}, "options": dict(options or {}), **payload}
+    callbacks = {}
+    for name, on_value in (on_option or {}).items():
+        def changed(name=name, on_value=on_value) -> None:
+            value = _value(key, name)
+            if isinstance(value, str):
+                on_value(value)
+        callbacks[f"on_{name}_change"] = changed
 
     def metric_changed() -> None:
         value = _value(key, "metric")
@@ -187,9 +211,9 @@ def heatmap(payload: dict, metric: str, key: str, hide: list[str], on_metric: Ca
             on_cell(value["layer"], value["position"])
 
     if where is st:
-        return mount(key=key, data=data, on_metric_change=metric_changed, on_cell_change=cell_clicked)
+        return mount(key=key, data=data, on_metric_change=metric_changed, on_cell_change=cell_clicked, **callbacks)
     with where:  # a column or container
-        return mount(key=key, data=data, on_metric_change=metric_changed, on_cell_change=cell_clicked)
+        return mount(key=key, data=data, on_metric_change=metric_changed, on_cell_change=cell_clicked, **callbacks)
 
 
 def _value(key: str, name: str):

@@ -1,17 +1,20 @@
 // The live heatmap: every option's figure arrives once; switching the option (a colour metric, a score, a
 // toggle) redraws in the browser, with no server round trip. Two kinds of mount share one channel on the page:
-//   "control": the box for the option (a select, or a toggle), where Streamlit's own box was;
-//   "heatmap": a chart (one or more per channel). Its state ("metric": the option shown) goes back to Python
-//   after a pause (so that the URL, the exports and a copied link follow); a clicked cell comes back as a
-//   trigger value ("cell"), where the chart names its rows and columns. An option with no figure here (a
-//   choice that removes the chart) goes back to Python at once.
+//   "control": the box for an option (a select, a toggle or a number), where Streamlit's own box was;
+//   "heatmap": a chart (one or more per channel). Its state (the options shown: "metric", the figure, and where
+//   the payload has them, "stride" and "exits", the rows drawn and the exit marks) goes back to Python after a
+//   pause (so that the URL, the exports and a copied link follow); a clicked cell comes back as a trigger value
+//   ("cell"), where the chart names its rows and columns. An option the chart cannot draw here (a choice that
+//   removes the chart) goes back to Python at once.
 // plotly.js is the installed plotly package's own file, served by this Streamlit server (no network).
 
 const SYNC_MS = 700; // the pause after the last switch before Python hears of it (one quiet rerun, no redraw)
 
 function channel(name) {
   const all = (window.__layerlensLive = window.__layerlensLive || {});
-  if (!all[name]) all[name] = { metric: null, pending: false, listeners: new Set(), charts: new Set() };
+  // values: each option's value shown ("metric" and the others); pending: the options switched here that the
+  // server has not heard of yet.
+  if (!all[name]) all[name] = { values: {}, pending: new Set(), listeners: new Set(), charts: new Set() };
   return all[name];
 }
 
@@ -43,12 +46,65 @@ function loadPlotly(url) {
   return window.__layerlensPlotly;
 }
 
-// The figure for one metric: the shared cell texts and hovers put back (lens/figures/logit_lens.py live_figure).
-function figureFor(data, metric) {
+// A per-row array's rows `rows`: a list, or a numpy array as plotly.py writes it ({dtype, bdata, shape}).
+const TYPED = { f8: Float64Array, f4: Float32Array, i1: Int8Array, u1: Uint8Array, i2: Int16Array,
+                u2: Uint16Array, i4: Int32Array, u4: Uint32Array };
+
+function rowsOf(v, rows) {
+  if (Array.isArray(v)) return rows.map((r) => v[r]);
+  if (v && v.bdata !== undefined && TYPED[v.dtype]) {
+    const raw = atob(v.bdata);
+    const bytes = new Uint8Array(raw.length);
+    for (let i = 0; i < raw.length; i++) bytes[i] = raw.charCodeAt(i);
+    const a = new TYPED[v.dtype](bytes.buffer);
+    const n = v.shape ? Number(String(v.shape).split(",")[1] || 1) : 1;
+    return rows.map((r) => Array.from(a.subarray(r * n, (r + 1) * n)));
+  }
+  return v;
+}
+
+// The rows a chart draws now: those of the stride shown, where the payload switches strides (else all of them).
+function rowsShown(data, values) {
+  if (!data.strides) return null;
+  return (data.strides[values.stride] || data.strides["1"]).rows;
+}
+
+// The figure for one metric (lens/figures/logit_lens.py live_figure does the same): the shared cell texts and
+// hovers put back; where the payload switches strides, the stride's rows of each per-row array and its height,
+// and the exit marks under those rows.
+function figureFor(data, metric, values) {
   const fig = data.figures[metric];
   const trace = Object.assign({}, fig.data[0]);
   for (const [k, v] of Object.entries(data.shared || {})) if (!(k in trace)) trace[k] = v;
-  return { data: [trace, ...fig.data.slice(1)], layout: Object.assign({}, fig.layout) };
+  const layout = Object.assign({}, fig.layout);
+  const rows = rowsShown(data, values);
+  if (rows) {
+    for (const k of ["z", "text", "customdata", "y"]) if (k in trace) trace[k] = rowsOf(trace[k], rows);
+    layout.height = (data.strides[values.stride] || data.strides["1"]).height;
+    if (values.exits === "on" && data.exits) {
+      const shapes = [];
+      data.exits.rows.forEach((e, i) => {
+        if (!e) return; // never saturated, or from the embeddings on: nothing below to mark
+        const shown = rows.findIndex((r) => r >= e);
+        if (shown < 0) return;
+        shapes.push({ type: "line", xref: "x", yref: "y", x0: i - 0.5, x1: i + 0.5, y0: shown - 0.5,
+                      y1: shown - 0.5, line: { color: "#e4572e", width: 4 } });
+      });
+      layout.shapes = shapes;
+      layout.title = Object.assign({}, layout.title, { text: (layout.title && layout.title.text || "") +
+                                                              data.exits.title });
+    }
+  }
+  return { data: [trace, ...fig.data.slice(1)], layout };
+}
+
+// The value of option `name` that a chart with `data` can draw (else null): a metric with a figure, a stride the
+// payload has rows for, the exit marks on or off.
+function drawable(data, name, value) {
+  if (name === "metric") return value in data.figures ? value : null;
+  if (name === "stride") return data.strides && value in data.strides ? value : null;
+  if (name === "exits") return data.exits && (value === "on" || value === "off") ? value : null;
+  return null;
 }
 
 // Streamlit's own boxes for what this channel's chart now controls, hidden while a live chart of the channel is
@@ -79,68 +135,96 @@ const HELP = '<span class="ll-help" role="img" aria-label="Help"><svg viewBox="0
 function mountControl(component) {
   const { data, parentElement } = component;
   const ch = channel(data.channel);
-  const toggle = data.control === "toggle"; // options: {off value: label, on value: label}, in that order
+  const option = data.option || "metric"; // the option this box sets
+  // select: options {value: label}; toggle: options {off value: label, on value: label}, in that order;
+  // number: whole numbers from data.min to data.max.
+  const kind = data.control || "select";
   let box = parentElement.querySelector(".ll-live-control");
-  if (!box || box.dataset.control !== (toggle ? "toggle" : "select")) {
+  if (!box || box.dataset.control !== kind) {
     if (box) box.remove();
     box = document.createElement("div");
     box.className = "ll-live-control";
-    box.dataset.control = toggle ? "toggle" : "select";
-    box.innerHTML = toggle
+    box.dataset.control = kind;
+    box.innerHTML = kind === "toggle"
       ? '<label class="ll-toggle"><input type="checkbox" role="switch"><span class="ll-track"></span>' +
         '<span class="ll-toggle-text"></span></label>' + HELP
       : '<div class="ll-label-row"><label class="ll-label"></label>' + HELP + '</div>' +
-        '<select class="ll-select"></select>';
+        (kind === "number" ? '<input class="ll-select ll-number" type="number" step="1">'
+                           : '<select class="ll-select"></select>');
     parentElement.appendChild(box);
   }
   box.dataset.channel = data.channel;
-  const values = Object.keys(data.options);
+  box.dataset.option = option;
+  const values = Object.keys(data.options || {});
   let input;
-  if (toggle) {
+  if (kind === "toggle") {
     input = box.querySelector("input");
     box.querySelector(".ll-toggle-text").textContent = data.label;
     box.querySelector("label").title = data.help || "";
   } else {
-    box.querySelector("label").textContent = data.label;
-    input = box.querySelector("select");
+    const label = box.querySelector("label");
+    label.textContent = data.label;
+    input = box.querySelector(kind === "number" ? "input" : "select");
+    input.id = input.id || "ll-" + data.channel + "-" + option;
+    label.htmlFor = input.id;
     input.title = data.help || "";
-    input.innerHTML = "";
-    for (const [value, text] of Object.entries(data.options)) {
-      const o = document.createElement("option");
-      o.value = value;
-      o.textContent = text;
-      input.appendChild(o);
+    if (kind === "number") {
+      input.min = String(data.min);
+      input.max = String(data.max);
+    } else {
+      input.innerHTML = "";
+      for (const [value, text] of Object.entries(data.options)) {
+        const o = document.createElement("option");
+        o.value = value;
+        o.textContent = text;
+        input.appendChild(o);
+      }
     }
   }
   input.setAttribute("aria-label", data.label);
   const help = box.querySelector(".ll-help"); // as Streamlit's boxes: a "?" that shows the help on hover
   help.title = data.help || "";
   help.style.display = data.help ? "" : "none";
-  const read = () => (toggle ? values[input.checked ? 1 : 0] : input.value);
+  // A number box's value: a whole number in its range, else null (a box being typed into: nothing to draw yet).
+  const whole = (v) => {
+    const t = String(v).trim();
+    if (!/^[0-9]+$/.test(t)) return null;
+    const n = Number(t);
+    return n >= data.min && n <= data.max ? String(n) : null;
+  };
+  const read = () => (kind === "toggle" ? values[input.checked ? 1 : 0]
+                      : kind === "number" ? whole(input.value) : input.value);
   const write = (m) => {
-    if (toggle) input.checked = m === values[1];
+    if (kind === "toggle") input.checked = m === values[1];
     else input.value = m;
   };
-  if (!ch.pending || ch.metric === null) ch.metric = data.value;
-  write(ch.metric);
+  if (!ch.pending.has(option) || ch.values[option] == null) ch.values[option] = String(data.value);
+  write(ch.values[option]);
   const onChange = () => {
-    ch.metric = read();
-    ch.pending = true;
-    for (const f of ch.listeners) f(ch.metric);
+    const m = read();
+    if (m === null || m === ch.values[option]) return;
+    ch.values[option] = m;
+    ch.pending.add(option);
+    for (const f of ch.listeners) f(option, m);
   };
-  const follow = (m) => { if (read() !== m) write(m); };
-  input.addEventListener("change", onChange);
+  const onCommit = () => { if (read() === null) write(ch.values[option]); }; // left with no whole number in range
+  const follow = (name, m) => { if (name === option && read() !== m) write(m); };
+  const event = kind === "number" ? "input" : "change"; // a number applies as it is typed or stepped
+  input.addEventListener(event, onChange);
+  if (kind === "number") input.addEventListener("change", onCommit);
   ch.listeners.add(follow);
   return () => {
-    input.removeEventListener("change", onChange);
+    input.removeEventListener(event, onChange);
+    input.removeEventListener("change", onCommit);
     ch.listeners.delete(follow);
   };
 }
 
-// One Plotly plot per metric ("layer"), in the host. The shown layer is the page's `.js-plotly-plot`; the others
-// are drawn ahead, one at a time while the browser is idle, and held out of the page (display: none, without the
-// plot class, so the page still has one chart). A switch to a drawn metric swaps the layer shown: Plotly draws
-// nothing (its redraw of the 600-odd cell texts was most of a switch's time).
+// One Plotly plot per metric ("layer"), in the host, for the other options shown now (the stride, the exit
+// marks). The shown layer is the page's `.js-plotly-plot`; the other metrics' are drawn ahead, one at a time while
+// the browser is idle, and held out of the page (display: none, without the plot class, so the page still has one
+// chart). A switch to a drawn metric swaps the layer shown: Plotly draws nothing (its redraw of the 600-odd cell
+// texts was most of a switch's time). Another stride or exit choice draws anew, and drops the layers drawn before.
 function showLayer(host, el) {
   for (const other of host.children) {
     if (other !== el && other.classList.contains("ll-layer")) {
@@ -156,14 +240,16 @@ function showLayer(host, el) {
   }
 }
 
-function newLayer(host, metric, held) {
+function newLayer(host, key, held) {
   const el = document.createElement("div");
   el.className = "ll-layer";
-  el.dataset.metric = metric;
+  el.dataset.view = key;
   if (held) el.style.cssText = "position: absolute; left: 0; top: 0; width: 100%; visibility: hidden;";
   host.appendChild(el);
   return el;
 }
+
+const OPTIONS = ["stride", "exits"]; // the options besides the metric that a payload may switch in the browser
 
 function mountHeatmap(component) {
   const { data, parentElement, setStateValue, setTriggerValue } = component;
@@ -176,19 +262,28 @@ function mountHeatmap(component) {
     host.__llLayers = {};
     parentElement.appendChild(host);
   }
-  // A switch the server has not heard of yet wins over the metric it sent (it is about to hear of it).
-  if (!ch.pending || !(ch.metric in data.figures)) ch.metric = data.metric;
+  // A switch the server has not heard of yet wins over the value it sent (it is about to hear of it).
+  const sent = Object.assign({ metric: data.metric }, data.options || {});
+  for (const [name, value] of Object.entries(sent)) {
+    if (!ch.pending.has(name) || drawable(data, name, ch.values[name]) === null) {
+      ch.values[name] = value == null ? value : String(value);
+    }
+  }
+  const opts = OPTIONS.filter((o) => o in sent);
+  const viewOf = (metric) => [metric, ...opts.map((o) => ch.values[o])].join("|");
+  const suffix = () => opts.map((o) => "|" + ch.values[o]).join("");
   let timer = null;
   let ahead = null;
   let alive = true;
-  if (ch.pending) timer = setTimeout(() => sync(), SYNC_MS);
+  if (ch.pending.size) timer = setTimeout(() => sync(), SYNC_MS);
 
   const sync = () => {
     if (timer !== null) clearTimeout(timer);
     timer = null;
-    if (ch.pending) {
-      ch.pending = false;
-      setStateValue("metric", ch.metric);
+    for (const name of [...ch.pending]) {
+      if (!(name in sent)) continue; // another chart's option
+      ch.pending.delete(name);
+      setStateValue(name, ch.values[name]);
     }
   };
   const onClick = (el) => el.on("plotly_click", (ev) => {
@@ -197,12 +292,14 @@ function mountHeatmap(component) {
     if (!Array.isArray(idx)) return;
     const now = host.__llNow;
     if (!now.data.layers || !now.data.layers.length) return; // this chart's cells open nothing
-    now.sync(); // the metric shown goes with the click, so the rerun it starts draws the same chart
-    now.setTriggerValue("cell", { layer: now.data.layers[idx[0]], position: now.data.positions[idx[1]] });
+    const row = el.__llRows ? el.__llRows[idx[0]] : idx[0]; // the row of every layer that this drawn row is
+    now.sync(); // the options shown go with the click, so the rerun it starts draws the same chart
+    now.setTriggerValue("cell", { layer: now.data.layers[row], position: now.data.positions[idx[1]] });
   });
   const plot = (Plotly, el, metric) => {
-    const fig = figureFor(data, metric);
+    const fig = figureFor(data, metric, ch.values);
     Plotly.react(el, fig.data, fig.layout, data.config || {});
+    el.__llRows = rowsShown(data, ch.values);
     el.__llWidth = host.clientWidth;
     host.dataset.draws = String(Number(host.dataset.draws || 0) + 1); // every Plotly draw, for the tests
     if (!el.__llClick) {
@@ -210,17 +307,32 @@ function mountHeatmap(component) {
       onClick(el);
     }
   };
-  const draw = (Plotly, metric) => {
+  // The layers drawn for other options than those shown now: gone (all but `keep`).
+  const dropOthers = (Plotly, keep) => {
+    const layers = host.__llLayers;
+    for (const [key, el] of Object.entries(layers)) {
+      if (el !== keep && !key.endsWith(suffix())) {
+        Plotly.purge(el);
+        el.remove();
+        delete layers[key];
+      }
+    }
+  };
+  const draw = (Plotly) => {
+    const metric = ch.values.metric;
     if (!(metric in data.figures)) return;
     const t0 = performance.now();
     const layers = host.__llLayers;
-    let el = layers[metric];
+    const key = viewOf(metric);
+    let el = layers[key];
     if (!el) {
-      el = layers[metric] = newLayer(host, metric, false);
+      el = layers[key] = newLayer(host, key, false);
       plot(Plotly, el, metric);
     }
     showLayer(host, el);
+    dropOthers(Plotly, el);
     host.dataset.metric = metric;
+    for (const o of opts) host.dataset[o] = ch.values[o];
     host.dataset.drawMs = String(Math.round(performance.now() - t0));
   };
   // The other metrics' layers, one per idle moment (a switch before then draws its layer at once).
@@ -232,22 +344,28 @@ function mountHeatmap(component) {
     ahead = null;
     const Plotly = window.__layerlensPlotlyLib;
     if (!alive || !Plotly) return;
-    const metric = Object.keys(data.figures).find((m) => !host.__llLayers[m]);
+    const metric = Object.keys(data.figures).find((m) => !host.__llLayers[viewOf(m)]);
     if (metric === undefined) {
       host.dataset.ahead = "done";
       return;
     }
-    const el = (host.__llLayers[metric] = newLayer(host, metric, true));
+    const el = (host.__llLayers[viewOf(metric)] = newLayer(host, viewOf(metric), true));
     plot(Plotly, el, metric);
     el.style.cssText = "display: none;";
     el.classList.remove("js-plotly-plot");
     ahead = later(drawAhead);
   };
-  const onSwitch = (metric) => {
-    if (!alive) return;
-    if (!(metric in data.figures)) return sync(); // the server draws this choice (e.g. no chart)
-    if (!window.__layerlensPlotlyLib) return;
-    draw(window.__layerlensPlotlyLib, metric);
+  const onSwitch = (name, value) => {
+    if (!alive || !(name in sent)) return;
+    if (drawable(data, name, value) === null) return sync(); // the server draws this choice (e.g. no chart)
+    const Plotly = window.__layerlensPlotlyLib;
+    if (!Plotly) return;
+    draw(Plotly);
+    if (name !== "metric") { // the other metrics, drawn ahead again for these options
+      host.dataset.ahead = "drawing";
+      cancel(ahead);
+      ahead = later(drawAhead);
+    }
     if (timer !== null) clearTimeout(timer);
     timer = setTimeout(sync, SYNC_MS);
   };
@@ -259,21 +377,22 @@ function mountHeatmap(component) {
       // ones are dropped and drawn ahead again.
       const layers = host.__llLayers;
       const shown = Object.values(layers).find((el) => el.style.display !== "none");
-      for (const [m, el] of Object.entries(layers)) {
+      for (const [key, el] of Object.entries(layers)) {
         if (el !== shown) {
           Plotly.purge(el);
           el.remove();
         }
-        delete layers[m];
+        delete layers[key];
       }
       if (shown) {
-        layers[ch.metric] = shown;
-        shown.dataset.metric = ch.metric;
-        plot(Plotly, shown, ch.metric);
+        const key = viewOf(ch.values.metric);
+        layers[key] = shown;
+        shown.dataset.view = key;
+        plot(Plotly, shown, ch.values.metric);
       }
       host.dataset.signature = data.signature;
     }
-    if (host.dataset.metric !== ch.metric || !host.__llLayers[ch.metric]) draw(Plotly, ch.metric);
+    draw(Plotly); // the layer for the options shown (drawn unless it already is), the others' dropped
     host.__llNow = { data, sync, setTriggerValue };
     hideBoxes(data.channel, data.hide || []);
     host.dataset.ahead = "drawing";
