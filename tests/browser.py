@@ -191,11 +191,14 @@ def unsettled(pg) -> str:
         return f"the page does not answer ({e})"
 
 
+STILL_S = 0.5  # how long a drawn page must stay drawn to count as settled
+
+
 def settle(pg, timeout: float = 240_000) -> None:
     """Until the page has finished drawing and stays so for a moment (plotly's automargin redraws once)."""
     for _ in range(3):
         pg.wait_for_function(SETTLED_JS, timeout=timeout, polling=POLL_MS)
-        pg.wait_for_timeout(800)
+        pg.wait_for_timeout(STILL_S * 1000)
         if pg.evaluate(SETTLED_JS):
             return
 

@@ -13,17 +13,18 @@ import warnings
 from urllib.parse import quote
 
 import pytest
-from playwright.sync_api import TimeoutError as PlaywrightTimeout
+from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import sync_playwright
 
-from browser import (ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, charts, clipped_labels, overflow, same_charts, server_warnings,
-                     settle, small_text, streamlit_server, unsettled)
+from browser import (ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, POLL_MS, SETTLED_JS, STILL_S, charts, clipped_labels, overflow,
+                     same_charts, server_warnings, settle, small_text, streamlit_server, unsettled)
 
 PLOT = ".js-plotly-plot"
 NORMAL = {"width": 1600, "height": 1000}
 PRESENT = {"width": 1280, "height": 720}
 ROOM = ARTIFACTS / "room"
 TABS = int(os.environ.get("ROOM_TABS", "4"))  # pages loading at once
+SETTLE_S = 240  # a screen not drawn by then is loaded once more
 SHOTS = os.environ.get("LAYERLENS_SCREENSHOTS") == "1"  # every screen's screenshot, not only a defective one's
 
 
@@ -89,40 +90,62 @@ def defects(pg, present: bool) -> list[str]:
 
 
 def walk(room, present: bool) -> dict[str, list[str]]:
-    """Each screen's defects, loading TABS screens at a time. A screen that does not finish drawing, even after a
-    reload, is a defect of its own, named with what it waited for; every screen's time goes to the artifacts, and the
-    screenshot of each screen with a defect (of every screen with LAYERLENS_SCREENSHOTS=1)."""
+    """Each screen's defects, TABS screens loading at a time: a tab whose screen has finished drawing (and stayed
+    so for a moment) is checked and opens the next screen. A screen that does not finish drawing, even after a
+    reload, is a defect of its own, named with what it waited for; every screen's time goes to the artifacts, and
+    the screenshot of each screen with a defect (of every screen with LAYERLENS_SCREENSHOTS=1)."""
     ctx = room.new_context(viewport=PRESENT if present else NORMAL)
-    todo, out, times, reloaded = screens(), {}, [], []
+    todo, out, times, reloaded = list(screens()), {}, [], []
+    busy = {}  # tab → [path, started, settled since (or None), reloaded once, what it first waited for]
+
+    def shot(path: str) -> str:
+        name = (path or "home").replace("?", "-").replace("&", "-").replace("=", "_").replace("%", "")
+        return str(ROOM / f"{name}{'-present' if present else ''}.png")
+
+    def drawn(pg) -> bool:
+        try:
+            return bool(pg.evaluate(SETTLED_JS))
+        except PlaywrightError:  # between two documents
+            return False
+
     try:
         tabs = [ctx.new_page() for _ in range(TABS)]
-        for i in range(0, len(todo), TABS):
-            batch = list(zip(tabs, todo[i:i + TABS]))
-            t0 = time.perf_counter()
-            for pg, path in batch:
-                pg.goto(url_of(room.base_url, path, present), wait_until="commit")
-            for pg, path in batch:
-                name = (path or "home").replace("?", "-").replace("&", "-").replace("=", "_").replace("%", "")
-                shot = str(ROOM / f"{name}{'-present' if present else ''}.png")
-                try:
-                    settle(pg)
-                except PlaywrightTimeout:
-                    # Once more from a reload (a page starved under the suite's load), said in the warnings
-                    # and the times; a screen that does not draw twice is a defect, with what it waited for.
-                    why = unsettled(pg)
-                    pg.screenshot(path=shot)
-                    pg.reload(wait_until="commit")
-                    try:
-                        settle(pg)
-                    except PlaywrightTimeout:
-                        out[path or "/"] = [f"never finished drawing: {why}; after a reload: {unsettled(pg)}"]
-                        continue
+        while todo or busy:
+            for pg in tabs:
+                if pg not in busy and todo:
+                    path = todo.pop(0)
+                    pg.goto(url_of(room.base_url, path, present), wait_until="commit")
+                    busy[pg] = [path, time.perf_counter(), None, False, ""]
+            time.sleep(POLL_MS / 1000)
+            for pg, state in list(busy.items()):
+                path, started, since, again, why = state
+                now = time.perf_counter()
+                if not drawn(pg):
+                    state[2] = None
+                    if now - started > SETTLE_S:
+                        if again:  # a screen that does not draw twice is a defect, with what it waited for
+                            out[path or "/"] = [f"never finished drawing: {why}; after a reload: {unsettled(pg)}"]
+                            del busy[pg]
+                        else:
+                            # Once more from a reload (a page starved under the suite's load), said in the
+                            # warnings and the times.
+                            state[3], state[4], state[1] = True, unsettled(pg), now
+                            pg.screenshot(path=shot(path))
+                            pg.reload(wait_until="commit")
+                    continue
+                if since is None:
+                    state[2] = now
+                    continue
+                if now - since < STILL_S:  # drawn, and staying so for a moment (plotly's automargin redraws once)
+                    continue
+                del busy[pg]
+                if again:
                     warnings.warn(f"/{path} drew only after a reload (first it waited for: {why})")
                     reloaded.append(f"/{path}: drew only after a reload; first it waited for: {why}")
-                times.append((time.perf_counter() - t0, path))
+                times.append((now - started, path))
                 out[path or "/"] = defects(pg, present)
                 if out[path or "/"] or SHOTS:  # 0.7 s a screen: taken where there is something to see
-                    pg.screenshot(path=shot)
+                    pg.screenshot(path=shot(path))
     finally:
         ctx.close()
         (ROOM / f"times{'-present' if present else ''}.txt").write_text(
@@ -249,15 +272,15 @@ def test_the_url_after_a_change_draws_the_same_chart(room, present):
             change(pg)
             settle(pg)
             shown, link = charts(pg), pg.url
-            fresh = room.new_context(viewport=PRESENT if present else NORMAL)
+            # A new tab (a session of its own; the browser's cache kept, as a person's browser keeps it).
+            other = ctx.new_page()
             try:
-                other = fresh.new_page()
                 other.goto(link)
                 settle(other)
                 if not same_charts(charts(other), shown):
                     failed.append(f"{path}: {before} → {link} draws other charts when opened afresh")
             finally:
-                fresh.close()
+                other.close()
     finally:
         ctx.close()
     assert failed == []
@@ -330,10 +353,10 @@ def test_a_link_naming_options_by_key_keeps_them_in_the_url(room):
             settle(pg)
             assert kept in pg.url, (path, pg.url)
             shown = charts(pg)
-            other = room.new_context(viewport=NORMAL).new_page()
+            other = ctx.new_page()
             other.goto(pg.url)
             settle(other)
             assert same_charts(charts(other), shown), path
-            other.context.close()
+            other.close()
     finally:
         ctx.close()
