@@ -55,6 +55,19 @@ def test_one_payload_draws_each_metric_at_each_stride_as_the_tested_figure(resul
                                                    for f in payload["figures"].values())
 
 
+def test_a_window_too_wide_for_cell_texts_is_sent_as_its_figure():
+    """Past MAX_CELL_TEXT_COLUMNS columns the figure has no cell texts: neither has the payload."""
+    from lens.figures.logit_lens import MAX_CELL_TEXT_COLUMNS
+
+    wide = local_backend(load_model("tiny-llama"), None).logit_lens("abcab" * 11, LensOptions(top_k=2))
+    assert len(wide.positions) > MAX_CELL_TEXT_COLUMNS
+    payload = live_payload(wide)
+    assert "text" not in payload["shared"]
+    for m in ("probability", "kl"):
+        want = json.loads(logit_lens_figure(wide, metric=m, stride=2).to_json())
+        assert plain(live_figure(payload, m, 2)) == plain(want), m
+
+
 def test_the_exit_marks_and_the_colour_scale_hold_at_every_stride(result):
     """Columns with an exit layer get a mark at every stride; the colour scale (KL's top, the rank's ticks) is
     that of every layer, so a stride changes no cell's colour."""

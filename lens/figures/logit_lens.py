@@ -119,14 +119,14 @@ LENS_TITLES = {"logit": "Logit lens", "linear": "Linear-shortcut lens", "tuned":
 
 def logit_lens_figure(result: LogitLensResult, metric: str = "probability", stride: int = 1,
                       columns: tuple[int, int] | None = None, show_tokens: bool | None = None,
-                      show_exit: bool = False, hover: bool = True) -> go.Figure:
+                      show_exit: bool = False, hover: bool = True, texts: bool = True) -> go.Figure:
     """Heatmap of ``metric``; ``columns`` is a [start, stop) window into the result's positions.
 
     ``show_tokens`` writes each cell's top-1 token into it; by default only while the
     window has at most MAX_CELL_TEXT_COLUMNS columns (beyond that they cannot be read).
     ``show_exit`` draws a line under each column's saturation cell (lens/analysis/early_exit.py).
-    ``hover=False`` leaves out the per-cell hover data (the same for every metric: ``live_payload`` takes it
-    from one figure instead of building and checking it once per metric)."""
+    ``hover=False`` leaves out the per-cell hover data and ``texts=False`` the cells' texts (the same for every
+    metric: ``live_payload`` takes them from one figure instead of building and checking them once per metric)."""
     spec = METRICS[metric]
     rows = strided_rows(len(result.layers), stride)
     c0, c1 = columns or (0, len(result.positions))
@@ -138,7 +138,7 @@ def logit_lens_figure(result: LogitLensResult, metric: str = "probability", stri
     z = every[rows]
 
     width, size = next((w, px) for n, w, px in CELL_TEXT if len(cols) <= n) if show_tokens else (7, 11)
-    text = [[_short(result.top_tokens[r][c][0], width) for c in cols] for r in rows]
+    text = [[_short(result.top_tokens[r][c][0], width) for c in cols] for r in rows] if texts else None
     customdata, hovertemplate = _hover(result, rows, cols) if hover else (None, None)
 
     labels = position_labels(result)
@@ -159,7 +159,7 @@ def logit_lens_figure(result: LogitLensResult, metric: str = "probability", stri
         if np.nanmax(every[0]) > zmax:
             title += f" · the emb row (up to {np.nanmax(every[0]):.0f} nats) is beyond the scale"
     heat = go.Heatmap(
-        z=z, x=x, y=y, text=text if show_tokens else None,
+        z=z, x=x, y=y, text=text if show_tokens and texts else None,
         texttemplate="%{text}" if show_tokens else None,
         textfont=dict(size=size),
         customdata=customdata, hovertemplate=hovertemplate,
@@ -229,8 +229,19 @@ def live_payload(result: LogitLensResult, stride: int = 1, show_exit: bool = Fal
     if live_rows:
         stride, show_exit = 1, False
     figures, shared = {}, None
+    if live_rows:
+        # The cell texts and hovers as logit_lens_figure writes them, built here once: plotly checking and copying
+        # them cell by cell was most of the payload's time.
+        rows, cols = list(range(len(result.layers))), list(range(len(result.positions)))
+        customdata, template = _hover(result, rows, cols)
+        shared = {"customdata": customdata, "hovertemplate": template}
+        if len(cols) <= MAX_CELL_TEXT_COLUMNS:
+            width = next(w for n, w, _ in CELL_TEXT if len(cols) <= n)
+            shared["text"] = [[_short(result.top_tokens[r][c][0], width) for c in cols] for r in rows]
     for key in METRICS:
-        fig = logit_lens_figure(result, metric=key, stride=stride, show_exit=show_exit, hover=shared is None)
+        first = shared is None  # (presenter mode's restyling fits the cell texts: each figure keeps them to it)
+        fig = logit_lens_figure(result, metric=key, stride=stride, show_exit=show_exit, hover=first,
+                                texts=first or style is not None)
         fig = style(fig) if style is not None else fig
         d = json.loads(fig.to_json())
         trace = d["data"][0]
