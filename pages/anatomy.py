@@ -18,7 +18,7 @@ from lens.figures.anatomy import (BAND, FIRST_LEFT_OUT, change_figure, cka_figur
                                   contrastive_figure, erasure_figure, massive_figure, norm_figure, outlier_figure,
                                   skip_figure, suite_change_figure, suite_cka_figure, suite_erasure_figure,
                                   suite_massive_figure, suite_norm_figure, suite_outlier_figure, suite_skip_figure)
-from lens.suites.suite import SUFFIXES, example, example_names, suite_from_bytes  # noqa: E402
+from lens.suites.suite import example, example_names  # noqa: E402
 from lens.model.registry import TINY_ARCHS  # noqa: E402
 from lens.views.anatomy import VIEWS, default_amateur  # noqa: E402
 from lens.views.attention import link_note  # noqa: E402
@@ -26,7 +26,7 @@ from ui import present, state  # noqa: E402
 from ui.backends import loaded_models  # noqa: E402
 from ui.errors import shown_in_page  # noqa: E402
 from ui.widgets import (chart, download_json, link_options, link_value_unused, one_of, page_header,  # noqa: E402
-                        say_link_values_unused, whole_in)
+                        say_link_values_unused, suite_file, whole_in)
 
 TABS = ("Norms & change", "Skip & swap", "Similarity", "Outliers", "Token erasure", "Autocontrastive")
 SOURCES = {"prompt": "This prompt", "suite": "A suite"}  # ?source=suite (the URL keeps the label once clicked)
@@ -114,13 +114,10 @@ def suite_page() -> None:
     """Every prompt of the chosen suite measured, each chart the mean over them with the 10–90 % band."""
     with shown_in_page("Reading the suite"):
         if suite_name == OWN:
-            up = st.file_uploader("Suite file", type=[x[1:] for x in SUFFIXES], key="anatomy_suite_file",
-                                  help="JSONL (one object a line) or CSV (a header row) with a `prompt` column, or "
-                                       ".txt, one prompt a line; read here, never run as code.")
-            if up is None:
-                st.info("Upload a suite file: each of its prompts is measured (a pair's clean prompt).")
-                st.stop()
-            suite = suite_from_bytes(up.getvalue(), up.name)
+            suite = suite_file("anatomy_suite_file",
+                               help="JSONL (one object a line) or CSV (a header row) with a `prompt` column, or .txt, "
+                                    "one prompt a line; read here, never run as code.",
+                               missing="Upload a suite file: each of its prompts is measured (a pair's clean prompt).")
         else:
             suite = example(suite_name)
     bar = st.empty()

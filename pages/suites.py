@@ -14,13 +14,13 @@ from lens.figures.patching import SITE_TITLES  # noqa: E402
 from lens.figures.suites import MEASURES, exit_figure, pair_grid_figure, suite_lines_figure  # noqa: E402
 from lens.suites.aggregate import aggregate  # noqa: E402
 from lens.suites.options import PairSuiteOptions, SuiteOptions  # noqa: E402
-from lens.suites.suite import (SUFFIXES, counterfactual_pairs, example, example_names,  # noqa: E402
-                               fillers_from_csv, from_template, parse_lines, suite_from_bytes)
+from lens.suites.suite import (counterfactual_pairs, example, example_names, fillers_from_csv,  # noqa: E402
+                               from_template, parse_lines)
 from lens.suites.table import csv_text, lens_csv, pairs_csv, prompt_rows, single_prompt_query  # noqa: E402
 from ui import present, state  # noqa: E402
 from ui.errors import shown_in_page  # noqa: E402
 from ui.widgets import (chart, download_json, link_options, link_value_unused, one_of,  # noqa: E402
-                        page_header, presenter_table, say_link_values_unused)
+                        page_header, presenter_table, say_link_values_unused, suite_file)
 
 SOURCES = ("Example", "File", "Paste", "Template")
 TABS = ("Over the layers", "Where answers settle", "Each prompt", "Patching over pairs")
@@ -70,14 +70,11 @@ with shown_in_page("Reading the suite"):
         name = what_col.selectbox("Shipped suite", example_names(), key="suite", bind="query-params")
         suite = example(name)
     elif source == "File":
-        up = what_col.file_uploader(
-            "Suite file", type=[s[1:] for s in SUFFIXES], key="suite_file",
-            help="JSONL (one object a line) or CSV (a header row) with a `prompt` column and optional `target`, "
-                 "`foil`, `position`, `clean`/`corrupt`; other columns are labels. Or .txt, one prompt a line.")
-        if up is None:
-            st.info("Upload a suite file: its prompts are read here, never run as code.")
-            st.stop()
-        suite = suite_from_bytes(up.getvalue(), up.name)
+        suite = suite_file("suite_file", where=what_col,
+                           help="JSONL (one object a line) or CSV (a header row) with a `prompt` column and optional "
+                                "`target`, `foil`, `position`, `clean`/`corrupt`; other columns are labels. Or .txt, "
+                                "one prompt a line.",
+                           missing="Upload a suite file: its prompts are read here, never run as code.")
     elif source == "Paste":
         pasted = what_col.text_area("Prompts, one a line", key="pasted", bind="query-params",
                                     height=90 if PRESENTING else 110,

@@ -160,11 +160,13 @@ def server_warnings(log_text: str) -> list[str]:
 
 
 # The script has run to its end (not only "no status widget yet": that holds before the first run starts too),
-# nothing spins, and every chart has drawn.
+# nothing spins, and every chart has drawn: Streamlit's, and the live heatmaps (ui/live), which draw once their own
+# plotly.js has loaded, after the script is done (a page read before then lacked them).
 SETTLED_JS = """() => {
   const app = document.querySelector('[data-testid=stApp]');
   return app && app.getAttribute('data-test-script-state') === 'notRunning'
     && !document.querySelector('[data-testid=stSpinner], [data-testid=stSkeleton]')
+    && [...document.querySelectorAll('.ll-live-plot')].every(h => h.dataset.drawn !== 'no')
     && [...document.querySelectorAll('.js-plotly-plot')].every(p => p.querySelector('.main-svg'));
 }"""
 
@@ -179,6 +181,8 @@ UNSETTLED_JS = """() => {
   if (busy.length) out.push(busy.length + ' spinner(s): ' + [...busy].map(b => b.innerText.trim()).join('; '));
   const bare = [...document.querySelectorAll('.js-plotly-plot')].filter(p => !p.querySelector('.main-svg'));
   if (bare.length) out.push(bare.length + ' chart(s) without a drawing: ' + bare.map(p => p.className).join('; '));
+  const live = [...document.querySelectorAll('.ll-live-plot')].filter(h => h.dataset.drawn === 'no');
+  if (live.length) out.push(live.length + ' live chart(s) not drawn yet (their plotly.js loading)');
   return out.join(' | ') || 'nothing (it settled late)';
 }"""
 

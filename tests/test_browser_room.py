@@ -277,8 +277,10 @@ def test_the_url_after_a_change_draws_the_same_chart(room, present):
             try:
                 other.goto(link)
                 settle(other)
-                if not same_charts(charts(other), shown):
-                    failed.append(f"{path}: {before} → {link} draws other charts when opened afresh")
+                again = charts(other)
+                if not same_charts(again, shown):
+                    failed.append(f"{path}: {before} → {link} draws other charts when opened afresh: "
+                                  f"{[c['title'] for c in again]} against {[c['title'] for c in shown]}")
             finally:
                 other.close()
     finally:

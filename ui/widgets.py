@@ -139,6 +139,18 @@ def download_json(result, name: str, label: str = "Download the numbers (JSON)",
                           mime="application/json", key=f"dl-{name}", on_click="ignore")
 
 
+def suite_file(key: str, help: str, missing: str, where=st):
+    """A prompt suite uploaded as JSONL, CSV or text (read as data, never run): the suite, or, with no file yet,
+    ``missing`` said in the page and the script stopped there."""
+    from lens.suites.suite import SUFFIXES, suite_from_bytes
+
+    up = where.file_uploader("Suite file", type=[x[1:] for x in SUFFIXES], key=key, help=help)
+    if up is None:
+        st.info(missing)
+        st.stop()
+    return suite_from_bytes(up.getvalue(), up.name)
+
+
 def link_options(key: str, labels: dict[str, str]) -> None:
     """Before a URL-bound widget with a ``format_func``: Streamlit keeps the option's *label* in the URL
     (``?metric=KL+to+final``), while links written by hand or by the tour name the option itself

@@ -260,6 +260,7 @@ function mountHeatmap(component) {
     host.className = "ll-live-plot";
     host.style.position = "relative";
     host.__llLayers = {};
+    host.dataset.drawn = "no"; // "yes" once a chart is drawn, "failed" if plotly.js cannot load (tests wait on it)
     parentElement.appendChild(host);
   }
   // A switch the server has not heard of yet wins over the value it sent (it is about to hear of it).
@@ -393,6 +394,7 @@ function mountHeatmap(component) {
       host.dataset.signature = data.signature;
     }
     draw(Plotly); // the layer for the options shown (drawn unless it already is), the others' dropped
+    host.dataset.drawn = "yes";
     host.__llNow = { data, sync, setTriggerValue };
     hideBoxes(data.channel, data.hide || []);
     host.dataset.ahead = "drawing";
@@ -400,6 +402,7 @@ function mountHeatmap(component) {
     ahead = later(drawAhead);
   }).catch((err) => {
     host.textContent = "The live chart could not load (" + err.message + "); the boxes above still work.";
+    host.dataset.drawn = "failed";
   });
 
   ch.listeners.add(onSwitch);
