@@ -91,9 +91,11 @@ if grid_tab.open:
               export={"view": "patch", "numbers": result, "texts": [clean, corrupt], "model": info.name,
                       "params": {"target": target, "foil": foil or None, "site": site}},
               **({"on_select": "rerun", "selection_mode": "points"} if site == "resid" else {}))
-        st.caption(f"{reading(result)} Metric: {metric_text(result)} at the last position. "
-                   + (ROWS_NOTE + (" Click a cell to patch it alone." if site == "resid" else "")
-                      if not present.is_on() else ""))
+        # Presenting, the reading alone (the chart's title names the metric): the caption's last line ran under
+        # the Leave presenter mode button.
+        st.caption(reading(result) if present.is_on() else
+                   f"{reading(result)} Metric: {metric_text(result)} at the last position. " + ROWS_NOTE
+                   + (" Click a cell to patch it alone." if site == "resid" else ""))
         if not present.is_on():
             download_json(result, f"patch-{site}")
 

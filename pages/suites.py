@@ -246,8 +246,12 @@ if pairs_tab.open:
               export={"view": "pair-suite", "numbers": patched, "texts": suite.to_jsonl(), "model": info.name,
                       "params": {"suite": suite.name, "site": site}})
         gone = f" · {len(patched.left_out)} left out" if patched.left_out else ""
-        st.caption(f"Mean over {len(patched.clean)} pairs ({patched.metric_name}){gone}. Each cell: (m(patched) − "
-                   "m(corrupt)) / (m(clean) − m(corrupt)); columns count from the end (-1 the last position).")
+        # Presenting, without the mean's count (the chart's title says it): the line ran under the Leave presenter
+        # mode button.
+        mean = (f"{len(patched.left_out)} left out. " if patched.left_out else "") if PRESENTING else \
+            f"Mean over {len(patched.clean)} pairs ({patched.metric_name}){gone}. "
+        st.caption(mean + "Each cell: (m(patched) − m(corrupt)) / (m(clean) − m(corrupt)); columns count from the end "
+                          "(-1 the last position).")
         if patched.left_out and not PRESENTING:
             with st.expander(f"Pairs left out ({len(patched.left_out)})"):
                 st.dataframe(patched.left_out, hide_index=True, width="stretch")

@@ -122,6 +122,37 @@ OVERFLOW_JS = """() => {
   return {down: Math.max(0, down), across: Math.max(0, across, Math.round(cut))};
 }"""
 
+# Presenter mode: visible texts of the page that the floating "Leave presenter mode" button covers, or touches
+# (within 2 px): [(text, how far into the button in px)].
+UNDER_EXIT_JS = """() => {
+  const btn = document.querySelector('.st-key-present-off');
+  if (!btn) return [];
+  const b = btn.getBoundingClientRect();
+  if (!b.width) return [];
+  const out = [];
+  const walker = document.createTreeWalker(document.querySelector('[data-testid=stMain]') || document.body,
+                                           NodeFilter.SHOW_TEXT);
+  for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+    const text = node.textContent.trim();
+    const el = node.parentElement;
+    if (!text || !el || btn.contains(el) || el.closest('script, style, .hoverlayer')) continue;
+    const range = document.createRange();
+    range.selectNodeContents(node);
+    for (const r of range.getClientRects()) {
+      if (!r.width || !r.height) continue;
+      const x = Math.min(r.right, b.right + 2) - Math.max(r.left, b.left - 2);
+      const y = Math.min(r.bottom, b.bottom + 2) - Math.max(r.top, b.top - 2);
+      if (x > 0 && y > 0) { out.push([text.slice(0, 60), Math.round(Math.min(x, y))]); break; }
+    }
+  }
+  return out;
+}"""
+
+
+def under_exit_button(pg) -> list:
+    return pg.evaluate(UNDER_EXIT_JS)
+
+
 # What each chart on the page draws: its traces' kinds and values and its titles (for "the same chart").
 CHARTS_JS = """() => [...document.querySelectorAll('.js-plotly-plot')].map(el => {
   const keep = v => (v && v.bdata !== undefined) ? v : (ArrayBuffer.isView(v) ? Array.from(v) : v);

@@ -17,7 +17,7 @@ from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import sync_playwright
 
 from browser import (ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, POLL_MS, SETTLED_JS, STILL_S, charts, clipped_labels, overflow,
-                     same_charts, server_warnings, settle, small_text, streamlit_server, unsettled)
+                     same_charts, server_warnings, settle, small_text, streamlit_server, under_exit_button, unsettled)
 
 PLOT = ".js-plotly-plot"
 NORMAL = {"width": 1600, "height": 1000}
@@ -83,6 +83,9 @@ def defects(pg, present: bool) -> list[str]:
         small = small_text(pg, 18)
         found += [f"{len(small)} texts under 18 px, e.g. " + "; ".join(f"{t!r} {px:g} px" for t, px in small[:4])] \
             if small else []
+        covered = under_exit_button(pg)
+        if covered:
+            found.append("under the Leave presenter mode button: " + "; ".join(f"{t!r}" for t, _ in covered[:3]))
         o = overflow(pg)
         if o["down"] > 0 or o["across"] > 0:
             found.append(f"scrolls {o['down']} px down, {o['across']} px across")
