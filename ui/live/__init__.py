@@ -118,9 +118,14 @@ def metric_box(channel: str, label: str, options: dict[str, str], value: str, he
     tests and the fallback (plotly.js not loaded) use it. ``option``: what it sets ("metric": the figure shown)."""
     mount = _register()
     with where.container():
-        mount(key=f"{channel}-{option}-control" if option != "metric" else f"{channel}-control",
+        mount(key=_control_key(channel, option),
               data={"kind": "control", "channel": channel, "option": option, "label": label, "options": options,
                     "value": value, "help": help})
+
+
+def _control_key(channel: str, option: str) -> str:
+    """The widget key of ``channel``'s box for ``option`` (the metric's box keeps the key it always had)."""
+    return f"{channel}-control" if option == "metric" else f"{channel}-{option}-control"
 
 
 def number_box(channel: str, option: str, label: str, value: int, least: int, most: int, help: str = "",
@@ -129,7 +134,7 @@ def number_box(channel: str, option: str, label: str, value: int, least: int, mo
     number typed or stepped to, from ``least`` to ``most``, is drawn at once; as ``metric_box`` otherwise."""
     mount = _register()
     with where.container():
-        mount(key=f"{channel}-{option}-control",
+        mount(key=_control_key(channel, option),
               data={"kind": "control", "control": "number", "channel": channel, "option": option, "label": label,
                     "value": str(int(value)), "min": int(least), "max": int(most), "help": help})
 
@@ -164,7 +169,7 @@ def toggle_box(channel: str, label: str, value: bool, help: str = "", where=st, 
     them at once; as ``metric_box`` otherwise."""
     mount = _register()
     with where.container():
-        mount(key=f"{channel}-{option}-control" if option != "metric" else f"{channel}-control",
+        mount(key=_control_key(channel, option),
               data={"kind": "control", "control": "toggle", "channel": channel, "option": option, "label": label,
                     "options": {"off": "off", "on": "on"}, "value": "on" if value else "off", "help": help})
 

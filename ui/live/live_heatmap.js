@@ -272,7 +272,6 @@ function mountHeatmap(component) {
   }
   const opts = OPTIONS.filter((o) => o in sent);
   const viewOf = (metric) => [metric, ...opts.map((o) => ch.values[o])].join("|");
-  const suffix = () => opts.map((o) => "|" + ch.values[o]).join("");
   let timer = null;
   let ahead = null;
   let alive = true;
@@ -312,7 +311,7 @@ function mountHeatmap(component) {
   const dropOthers = (Plotly, keep) => {
     const layers = host.__llLayers;
     for (const [key, el] of Object.entries(layers)) {
-      if (el !== keep && !key.endsWith(suffix())) {
+      if (el !== keep && key !== viewOf(key.split("|")[0])) { // (a metric's name has no "|")
         Plotly.purge(el);
         el.remove();
         delete layers[key];
