@@ -3,24 +3,20 @@ another way (weights zeroed, layers removed or swapped in a copy, a hook written
 the plain float64 reference lens; no ablation is the plain lens exactly."""
 from __future__ import annotations
 
-from lens.options import CellPatchOptions
 import copy
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from command import lens_command
 from lens.errors import LensError
 from lens.engine_backend import local_backend
 from lens.model.adapters import adapt
 from lens.model.loading import load_model
-from lens.options import Ablation, LensOptions
+from lens.options import Ablation, CellPatchOptions, LensOptions
 
-REPO = Path(__file__).resolve().parent.parent
 PROMPT = "The cat sat on the mat"
 
 
@@ -151,9 +147,7 @@ def test_bad_ablations_are_named(tiny, ablation, message):
 
 
 def test_cli_ablate_prints_the_lens_and_the_original_prediction(tiny):
-    out = subprocess.run([sys.executable, "-m", "lens", "ablate", "--model", "tiny-llama", "--prompt", PROMPT,
-                          "--heads", "2.1", "--json", "--no-cache"], cwd=REPO, capture_output=True, text=True,
-                         timeout=300)
+    out = lens_command("ablate", "--model", "tiny-llama", "--prompt", PROMPT, "--heads", "2.1", "--json", "--no-cache")
     assert out.returncode == 0, out.stderr
     got = json.loads(out.stdout)
     want = local_backend(tiny, None).ablated_lens(PROMPT, Ablation(heads=((2, 1),)))
@@ -169,6 +163,5 @@ def test_cli_ablate_prints_the_lens_and_the_original_prediction(tiny):
     ([], "say what to take out"),
 ])
 def test_cli_ablate_bad_input_is_one_line(args, message):
-    out = subprocess.run([sys.executable, "-m", "lens", "ablate", "--model", "tiny-llama", "--prompt", PROMPT, *args],
-                         cwd=REPO, capture_output=True, text=True, timeout=300)
+    out = lens_command("ablate", "--model", "tiny-llama", "--prompt", PROMPT, *args)
     assert out.returncode == 2 and out.stderr.strip().startswith("error: ") and message in out.stderr

@@ -6,14 +6,12 @@ the backend, the CLI and bad input."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from command import lens_command
 from lens.circuits.atp import atp_grid, pearson, split_head_writes
 from lens.circuits.options import AttributeOptions
 from lens.engine.hooks import HookEngine
@@ -26,7 +24,6 @@ from lens.model.registry import TINY_ARCHS
 from lens.model.tiny import tiny_model
 from lens.options import PatchOptions
 
-REPO = Path(__file__).resolve().parent.parent
 CLEAN, CORRUPT = [ord(c) for c in "hello there, the end"], [ord(c) for c in "jello where, the fnd"]
 TARGET, FOIL = ord("e"), ord("f")
 
@@ -220,8 +217,7 @@ def test_backend_layout_and_verification_match_patch(tiny_backend):
 
 
 def cli(*args):
-    return subprocess.run([sys.executable, "-m", "lens", "attribute", *args], cwd=REPO, capture_output=True,
-                          text=True, timeout=300)
+    return lens_command("attribute", *args)
 
 
 def test_cli_json_equals_the_backend(tiny_backend):

@@ -183,8 +183,9 @@ COLD_LINKS = {  # path -> (prompt, the page's title): each opened at once on a s
 def test_shared_links_on_a_cold_server_keep_their_view(pw):
     """Deep links opened together on a freshly started server: each shows its own view, with the shared
     sidebar holding the link's prompt. (Streamlit serves pages/ files directly until the router has run once:
-    this fails if the rerouting in ui/routing.py stops working.)"""
-    with streamlit_server() as url:
+    this fails if the rerouting in ui/routing.py stops working.) The server warms only the home page: the tour's
+    charts would compete with the links for the model worker."""
+    with streamlit_server(env={"LAYERLENS_WARM": "home"}) as url:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         tabs = {}
         for path, (prompt, _) in COLD_LINKS.items():

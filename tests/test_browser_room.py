@@ -62,7 +62,9 @@ def screens() -> list[str]:
 @pytest.fixture(scope="module")
 def room():
     ROOM.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as pw, streamlit_server() as url:
+    # The home page warm only: the walk computes each screen's charts itself, and the rest of a full warm (the
+    # sidebar's examples, UMAP's compilation, every steering preset) is work no screen here asks for.
+    with sync_playwright() as pw, streamlit_server(env={"LAYERLENS_WARM": "home"}) as url:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         browser.base_url = url
         browser.log = ARTIFACTS / f"streamlit-{url.rsplit(':', 1)[1]}.log"

@@ -31,7 +31,7 @@ CSV = "prompt,target,kind\n" + "".join(
 def workbench(tmp_path_factory):
     runs = tmp_path_factory.mktemp("runs") / "runs.sqlite"
     ARTIFACTS.mkdir(exist_ok=True)
-    with streamlit_server(env={"LAYERLENS_RUNS": str(runs)}) as url, sync_playwright() as p:
+    with streamlit_server(env={"LAYERLENS_RUNS": str(runs), "LAYERLENS_WARM": "home"}) as url, sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         yield browser, url, runs
         browser.close()

@@ -5,14 +5,12 @@ pruning leaves the metric as it is; the backend's result and the CLI."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from command import lens_command
 from lens.circuits.eap import (Graph, check_circuits, circuit_metrics, edge_scores, keep_mask, ranked_edges)
 from lens.circuits.options import CircuitOptions
 from lens.engine.hooks import HookEngine
@@ -23,7 +21,6 @@ from lens.model.loading import load_model
 from lens.model.registry import TINY_ARCHS
 from lens.model.tiny import tiny_model
 
-REPO = Path(__file__).resolve().parent.parent
 CLEAN, CORRUPT = [ord(c) for c in "hello there, the end"], [ord(c) for c in "jello where, the fnd"]
 TARGET, FOIL = ord("e"), ord("f")
 WITH_CIRCUITS = [a for a in TINY_ARCHS if a not in ("gpt_neox", "phi", "gemma2", "gemma3_text")]
@@ -278,10 +275,8 @@ def test_backend_result(tmp_path):
 
 
 def test_cli_json_equals_the_backend():
-    out = subprocess.run([sys.executable, "-m", "lens", "circuit", "--model", "tiny-llama", "--clean-prompt",
-                          "hello there", "--corrupt-prompt", "jello where", "--target", "e", "--foil", "f",
-                          "--edges", "12", "--json", "--no-cache"], cwd=REPO, capture_output=True, text=True,
-                         timeout=300)
+    out = lens_command("circuit", "--model", "tiny-llama", "--clean-prompt", "hello there", "--corrupt-prompt",
+                       "jello where", "--target", "e", "--foil", "f", "--edges", "12", "--json", "--no-cache")
     assert out.returncode == 0, out.stderr
     got = json.loads(out.stdout)
     want = local_backend(load_model("tiny-llama"), None).circuit("hello there", "jello where",

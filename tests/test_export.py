@@ -7,13 +7,11 @@ import base64
 import json
 import re
 from html import escape
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from command import lens_command
 from lens.errors import LensError
 from lens.export import export_view, html_page, view_page
 from lens.engine_backend import local_backend
@@ -22,7 +20,6 @@ from lens.serialize import to_json_dict
 from lens.views import VIEWS, render_view
 from lens.views.entry import SUITE, TEXTS, TWO_PROMPTS
 
-ROOT = Path(__file__).resolve().parent.parent
 PROMPT = "hello there, the end; see me here"
 CORPUS = ["the bank of the river", "money in the bank"]
 
@@ -99,9 +96,7 @@ def test_static_images_are_drawn_by_the_local_chromium(backend, tmp_path, fmt):
         assert (w, h) == (1920, 1080)  # 1600×900 at scale 1.2: slide resolution
 
 
-def cli(*args, cwd=ROOT):
-    return subprocess.run([sys.executable, "-m", "lens", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=300)
+cli = lens_command
 
 
 def test_cli_export_writes_an_html_file_and_says_where(tmp_path):

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from command import lens_command
 from lens.engine_backend import local_backend
 from lens.errors import LensError
 from lens.examples import CORPORA
@@ -229,10 +230,9 @@ def test_encoder_geometry_and_self_similarity(tmp_path):
     assert g.self_similarity_raw[-1] < g.self_similarity_raw[0]
 
 
-def test_cli_geometry_json(run_cli, tmp_path, capsys):
-    out = run_cli(["geometry", "--model", "tiny-gpt2", "--prompt", "the cat and the dog", "--word", "a", "--json"],
-                  tmp_path)
-    assert out.returncode == 0, out.stderr.decode()
+def test_cli_geometry_json(capsys):
+    out = lens_command("geometry", "--model", "tiny-gpt2", "--prompt", "the cat and the dog", "--word", "a", "--json")
+    assert out.returncode == 0, out.stderr
     data = json.loads(out.stdout)
     S = np.array(data["layer_similarity"])
     assert S.shape == (4, 4) and np.allclose(np.diag(S), 1, atol=1e-5) and np.allclose(S, S.T, atol=1e-6)

@@ -5,21 +5,18 @@ CLI's messages for bad input."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from command import lens_command
 from lens.errors import LensError
 from lens.engine_backend import local_backend
 from lens.model.loading import load_model
 from lens.model.registry import TINY_ARCHS
 from lens.options import PatchOptions
 
-REPO = Path(__file__).resolve().parent.parent
 
 
 def first(out):
@@ -165,8 +162,7 @@ def test_bundled_model_causal_tracing_matches_single_runs_and_shows_the_known_pi
 
 
 def cli(*args):
-    return subprocess.run([sys.executable, "-m", "lens", "patch", *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=300)
+    return lens_command("patch", *args)
 
 
 def test_cli_json_equals_the_backend(tiny_models):

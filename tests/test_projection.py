@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from command import lens_command
 import lens.analysis.projection as projection
 from lens.engine_backend import local_backend
 from lens.cache import ResultCache
@@ -243,9 +244,9 @@ def test_encoder_projection_leaves_out_cls_and_sep():
 # ---------------------------------------------------------------- CLI
 
 
-def test_cli_project_json(run_cli, tmp_path):
-    out = run_cli(["project", "--model", "tiny-llama", "--prompt", "hello there", "--json"], tmp_path)
-    assert out.returncode == 0, out.stderr.decode()
+def test_cli_project_json():
+    out = lens_command("project", "--model", "tiny-llama", "--prompt", "hello there", "--json")
+    assert out.returncode == 0, out.stderr
     data = json.loads(out.stdout)
     assert data["layers"] == ["emb", "1", "2", "3"] and data["tokens"] == list("ello there")
     coords = np.array(data["coords"])

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from command import lens_command
 from lens.engine_backend import local_backend
 from lens.model.tokens import word_key
 from lens.tour import (BANK, BANK_WORD, FACTUAL, STEPS, URL_KEYS, chart_params, editable, link_query, notice_for,
@@ -218,19 +219,18 @@ def test_the_step_in_the_url(raw, step, note):
     assert parse_step(raw, 9) == (step, note)
 
 
-def test_the_handout_is_the_whole_tour_in_one_offline_file(run_cli, tmp_path):
+def test_the_handout_is_the_whole_tour_in_one_offline_file(tmp_path):
     out = tmp_path / "tour.html"
-    (tmp_path / "cache").mkdir()
-    run = run_cli(["tour", "--out", str(out)], tmp_path / "cache", timeout=600)
-    assert run.returncode == 0, run.stderr.decode()
+    run = lens_command("tour", "--out", str(out))
+    assert run.returncode == 0, run.stderr
     html = out.read_text(encoding="utf-8")
     for i, step in enumerate(STEPS, start=1):
         assert f"<h2>{i}. " in html and "What to notice." in html
     assert html.count("Plotly.newPlot") == sum(len(s.shows) for s in STEPS)
     assert html.count('<script type="application/json"') == len(STEPS)
     assert "<script src" not in html and "<link" not in html
-    bad = run_cli(["tour", "--out", str(tmp_path / "tour.txt")], tmp_path / "cache")
-    assert bad.returncode == 2 and b"HTML file" in bad.stderr
+    bad = lens_command("tour", "--out", str(tmp_path / "tour.txt"))
+    assert bad.returncode == 2 and "HTML file" in bad.stderr
 
 
 def test_tracing_fact_matches_the_models_own_logits_and_the_grid(bundled, rendered):
