@@ -92,6 +92,24 @@ def test_resumed_runs_equal_whole_runs(tiny, arch):
         torch.testing.assert_close(resumed, whole, atol=2e-5, rtol=0)
 
 
+def test_a_resumed_batch_shared_by_recordings_starts_each_share_from_its_own(tiny):
+    """Two recordings of the same tokens, each made with its own write at the embeddings: rows 0–1 of a resumed
+    batch continue the first, rows 2–3 the second, as whole runs with both writes do."""
+    model, _, adapter = tiny("llama")
+    eng = HookEngine(model, adapter)
+    noise = [torch.randn(adapter.d_model, generator=torch.Generator().manual_seed(s)) for s in (1, 2)]
+    at_emb = lambda vs: lambda x, call: x + torch.stack(vs)[:, None, :].to(x.dtype)  # noqa: E731
+    recs = [eng.record(IDS, write={"resid_pre.1": at_emb([v])}) for v in noise]
+    restore = set_vector(1, recs[0].residual[2, 1] * 2)
+    whole = eng.run([IDS] * 4, write={"resid_pre.1": at_emb([noise[0], noise[0], noise[1], noise[1]]),
+                                      "resid_pre.3": restore}).logits
+    torch.testing.assert_close(eng.resume(recs, 4, {"resid_pre.3": restore}), whole, atol=2e-5, rtol=0)
+    with pytest.raises(LensError, match="equally"):
+        eng.resume(recs, 3, {"resid_pre.3": restore})
+    with pytest.raises(LensError, match="same tokens"):
+        eng.resume([recs[0], eng.record(IDS[:-1])], 2, {"resid_pre.3": restore})
+
+
 def test_site_names_are_checked(tiny):
     model, _, adapter = tiny("llama")
     eng = HookEngine(model, adapter)

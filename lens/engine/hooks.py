@@ -468,11 +468,17 @@ class HookEngine:
                          keys_values=kv, cache_names=cache_names)
 
     @torch.no_grad()
-    def resume(self, rec: Recording, batch: int, write: Mapping[str, Edit],
+    def resume(self, rec: Recording | Sequence[Recording], batch: int, write: Mapping[str, Edit],
                read: Mapping[str, Read | Positions] | None = None, columns: list[int] | None = None) -> torch.Tensor:
         """[batch, V] last-position logits of ``batch`` copies of ``rec``'s run with ``write`` applied, run
-        from the first block written (nothing before it changes); only ``columns`` of V when given."""
+        from the first block written (nothing before it changes); only ``columns`` of V when given. With several
+        recordings of the same tokens (one per noise sample, say), the batch is theirs in equal shares, in order:
+        one pass instead of one per recording."""
         checkpoint()
+        recs = [rec] if isinstance(rec, Recording) else list(rec)
+        rec = recs[0]
+        if batch % len(recs) or any(r.token_ids != rec.token_ids for r in recs):
+            raise LensError("a resumed run shares its batch equally among recordings of the same tokens")
         a = self.adapter
         L = a.n_layers
         sites = [parse(s, L) for s in write]
@@ -483,7 +489,10 @@ class HookEngine:
         with self.lock, attention_implementation(self.model, "sdpa"):
             handles = place.install()
             try:
-                h = rec.residual[start].unsqueeze(0).expand(batch, -1, -1).clone()
+                if len(recs) == 1:
+                    h = rec.residual[start].unsqueeze(0).expand(batch, -1, -1).clone()
+                else:
+                    h = torch.stack([r.residual[start] for r in recs]).repeat_interleave(batch // len(recs), 0)
                 for i in range(start, L):
                     rest, kw = rec.calls[i]
                     h = first(a.blocks[i](h, *_batched(rest, batch), **_batched(kw, batch)))

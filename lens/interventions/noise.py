@@ -14,6 +14,7 @@ from ..analysis.patching import metric
 from ..engine.sites import resid_rows
 
 WRITES = {"attn": "attn_out", "mlp": "mlp_out"}
+MAX_BATCH_TOKENS = 8192  # copies × tokens in one resumed pass
 
 
 def noise_for(embeddings: torch.Tensor, subject: list[int], samples: int, seed: int, scale: float) -> tuple:
@@ -82,17 +83,23 @@ def noise_trace(engine, ids: list[int], subject: list[int], target: int, foil: i
         positions = [p for p in range(T) if p >= first and (site != "resid" or r > 0 or p in subject)]
         if positions:
             pos = torch.tensor(positions)
-            values = torch.empty(samples, len(positions), dtype=torch.float64)
-            for s in range(samples):
-                if engine.capabilities.resumes:
-                    z = engine.resume(recordings[s], len(positions), {at[r]: _restore(source, pos)})
-                else:
+            if engine.capabilities.resumes:  # several samples' restores a pass, sample s's rows from its recording
+                n, values = len(positions), []
+                per = max(1, MAX_BATCH_TOKENS // (n * T))
+                for s in range(0, samples, per):
+                    recs = recordings[s:s + per]
+                    z = engine.resume(recs, len(recs) * n, {at[r]: _restore(source, pos.repeat(len(recs)))})
+                    values.append(metric(z, target, foil).view(len(recs), n))
+                values = torch.cat(values)
+            else:
+                values = torch.empty(samples, len(positions), dtype=torch.float64)
+                for s in range(samples):
                     smp = torch.full((len(positions),), s)
                     write = ({"resid_pre.1": _noised(noise, subject, smp, keep=pos, clean=source)}
                              if site == "resid" and r == 0 else
                              {"resid_pre.1": _noised(noise, subject, smp), at[r]: _restore(source, pos)})
                     z = engine.run([ids] * len(positions), write=write, logits="last").logits
-                values[s] = metric(z, target, foil)
+                    values[s] = metric(z, target, foil)
             raw[r, positions] = values.mean(0).numpy()
         say((r + 1) / L, f"restoring row {r} of {len(names) - 1}" if site == "resid" else
             f"restoring block {r + 1} of {L}")
