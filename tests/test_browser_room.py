@@ -201,8 +201,9 @@ def _select(label: str, option: str):
     def act(pg):
         live = pg.locator("select.ll-select", has=pg.get_by_role("option", name=option, exact=True))
         if live.count() and live.first.is_visible():
+            before = pg.url
             live.first.select_option(label=option)
-            pg.wait_for_timeout(1500)  # the choice goes back to the server 0.7 s after the last change
+            heard(pg, before)
             return
         box = pg.get_by_role("combobox", name=label, exact=True).first
         box.click()
@@ -217,11 +218,19 @@ def _type(label: str, value: str):
     typed into, then Enter."""
     def act(pg):
         box = pg.get_by_label(label, exact=True).filter(visible=True).first
+        before = pg.url
         box.fill(value)
         box.press("Enter")
         if box.evaluate("e => !!e.closest('.ll-live-control')"):
-            pg.wait_for_timeout(1500)  # the browser draws it; the server hears of it 0.7 s after the last change
+            heard(pg, before)
     return act
+
+
+def heard(pg, before: str) -> None:
+    """A live control's change has reached the server: the browser draws it at once, the server hears of it 0.7 s
+    after the last change and its run puts it in the URL. (A fixed wait read, under load, a page whose run for the
+    change had not started yet, and then its charts in the middle of that run.)"""
+    pg.wait_for_function("u => location.href !== u", arg=before, timeout=120_000, polling=POLL_MS)
 
 
 def _press(name: str):
