@@ -31,10 +31,11 @@ browser:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	  else echo "The browser test needs Chromium at /usr/bin/chromium: sudo apt-get install chromium"; fi; }
 
-# One worker per core (at most 4), a test module at a time each: module fixtures are built once.
+# One worker per core (at most 4), a test module at a time each: module fixtures are built once. The modules go
+# out in tests/conftest.py's order, longest first (xdist's default reorders them by their count of tests).
 test: setup browser
 	$(BIN)/python -m lens prepare
-	$(BIN)/python -m pytest tests -q -n auto --maxprocesses 4 --dist loadfile
+	$(BIN)/python -m pytest tests -q -n auto --maxprocesses 4 --dist loadfile --no-loadscope-reorder
 
 bench: setup
 	$(BIN)/python -m bench

@@ -247,10 +247,16 @@ def lens_page(prompt: str = "The capital of France is", **params):
 
 
 def pytest_collection_modifyitems(items):
-    """The room test (every screen at both sizes, the longest module by far) first, so that with parallel workers
-    (``make test`` runs ``pytest -n``, one module per worker at a time) it runs beside the others instead of after
-    them. A stable sort keeps every other test in its file's order."""
-    items.sort(key=lambda item: Path(str(item.fspath)).name != "test_browser_room.py")
+    """The room test (every screen at both sizes, the longest module by far) first, then the other browser tests
+    (a server and Chromium each: the next longest), then the in-process page tests, then the rest, so that with parallel workers (``make test`` runs
+    ``pytest -n --dist loadfile --no-loadscope-reorder``: one module per worker at a time, in this order) the long
+    modules run beside the short ones instead of after them. A stable sort keeps every file's tests in their order."""
+    def rank(item) -> int:
+        name = Path(str(item.fspath)).name
+        if name == "test_browser_room.py":
+            return 0
+        return 1 if name.startswith("test_browser") else 2 if name.endswith("_page.py") else 3
+    items.sort(key=rank)
 
 
 @pytest.fixture
