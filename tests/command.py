@@ -5,27 +5,17 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
 from types import SimpleNamespace
 
 
-def lens_command(*args: str, env: dict | None = None) -> SimpleNamespace:
-    """(returncode, stdout, stderr) of ``python -m lens ARGS``, with ``env`` set for the call only."""
+def lens_command(*args: str) -> SimpleNamespace:
+    """(returncode, stdout, stderr) of ``python -m lens ARGS``."""
     from lens.cli import main
 
-    saved = {k: os.environ.get(k) for k in (env or {})}
     out, err = io.StringIO(), io.StringIO()
-    try:
-        os.environ.update({k: str(v) for k, v in (env or {}).items()})
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            try:
-                code = main([str(a) for a in args])
-            except SystemExit as exc:  # the argument parser's refusals, as the process would exit
-                code = exc.code if isinstance(exc.code, int) else 2
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main([str(a) for a in args])
+        except SystemExit as exc:  # the argument parser's refusals, as the process would exit
+            code = exc.code if isinstance(exc.code, int) else 2
     return SimpleNamespace(returncode=code, stdout=out.getvalue(), stderr=err.getvalue())

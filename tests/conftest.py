@@ -217,20 +217,15 @@ def bundled_linear_lens(tmp_path_factory):
 
 
 @pytest.fixture
-def cli(capsys, monkeypatch):
-    """``python -m lens ARGS`` in this process (no interpreter and torch start-up per call), as
-    (returncode, stdout, stderr); ``env`` is set for the call (e.g. a cache folder of its own)."""
-    from types import SimpleNamespace
-
-    from lens.cli import main
+def cli(monkeypatch):
+    """``python -m lens ARGS`` in this process (tests/command.py), as (returncode, stdout, stderr); ``env`` is set
+    from the call to the test's end (e.g. a cache folder of its own, that the test's own backends then use too)."""
+    from command import lens_command
 
     def run(*args, env=None):
         for k, v in (env or {}).items():
             monkeypatch.setenv(k, str(v))
-        capsys.readouterr()
-        rc = main(list(args))
-        out = capsys.readouterr()
-        return SimpleNamespace(returncode=rc, stdout=out.out, stderr=out.err)
+        return lens_command(*args)
     return run
 
 
@@ -248,9 +243,10 @@ def lens_page(prompt: str = "The capital of France is", **params):
 
 def pytest_collection_modifyitems(items):
     """The room test (every screen at both sizes, the longest module by far) first, then the other browser tests
-    (a server and Chromium each: the next longest), then the in-process page tests, then the rest, so that with parallel workers (``make test`` runs
-    ``pytest -n --dist loadfile --no-loadscope-reorder``: one module per worker at a time, in this order) the long
-    modules run beside the short ones instead of after them. A stable sort keeps every file's tests in their order."""
+    (a server and Chromium each: the next longest), then the in-process page tests, then the rest, so that with
+    parallel workers (``make test`` runs ``pytest -n --dist loadfile --no-loadscope-reorder``: one module per worker
+    at a time, in this order) the long modules run beside the short ones instead of after them. A stable sort keeps
+    every file's tests in their order."""
     def rank(item) -> int:
         name = Path(str(item.fspath)).name
         if name == "test_browser_room.py":
