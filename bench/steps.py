@@ -125,11 +125,11 @@ def _floor_chunked(ctx: Ctx):
 
 
 def _rollout(ctx: Ctx):
-    from lens.analysis.rollout import mean_attention_stack, rollout
+    from lens.analysis.rollout import layer_means, rollout
 
     def run():
         tr = ctx.trace(residual=False, attentions=True, attention_mean=True)
-        return rollout(mean_attention_stack(tr.attentions, tr.n_layers), tr.tokens, None)
+        return rollout(layer_means(tr), tr.tokens, None)
     return run
 
 

@@ -16,7 +16,7 @@ from .analysis.geometry import geometry
 from .analysis.heads import head_patterns, head_summary, repeated_random_ids
 from .analysis.logit_lens import logit_lens
 from .analysis.projection import project
-from .analysis.rollout import attention_flow, mean_attention_stack, rollout
+from .analysis.rollout import attention_flow, layer_means, rollout
 from .analysis.routes import (RouteData, attention_contributions, check_length, check_supported, node_detail,
                               route_capture, route_graph)
 from .backend import ModelInfo
@@ -360,9 +360,8 @@ class EngineBackend:
 
         def compute():
             tr = self._capture(gen.token_ids, CaptureSpec(residual=False, attentions=True, attention_mean=True))
-            A = mean_attention_stack(tr.attentions, tr.n_layers)
             positions = list(range(gen.n_prompt - 1, len(gen.token_ids) - 1))
-            rows = A[:, positions, :].double().mean(0).cpu().numpy().astype(np.float32)
+            rows = layer_means(tr).rows(positions).double().mean(0).cpu().numpy().astype(np.float32)
             return GenerationAttention(model=self.loaded.name, tokens=gen.tokens, n_prompt=gen.n_prompt,
                                        positions=positions, attention=rows)
         return self.results.get("generation-attention", {"prompt": text, "options": options.key()}, compute)
@@ -389,8 +388,8 @@ class EngineBackend:
 
         def compute():
             tr = self._capture(ids, CaptureSpec(residual=False, attentions=True, attention_mean=True))
-            return tr, mean_attention_stack(tr.attentions, tr.n_layers)
-        # Kept for short prompts only (L·T² floats: 31 MB at 512 tokens, 0.5 GB at 2048).
+            return tr, layer_means(tr)
+        # Kept for short prompts only (a causal model's: L·T²/2 floats, 16 MB at 512 tokens, 0.25 GB at 2048).
         if len(ids) > MEMO_ATTENTION_TOKENS:
             return compute()
         return self.memo.get("mean-attention", text, compute)

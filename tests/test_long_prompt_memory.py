@@ -10,9 +10,10 @@ import pytest
 import torch
 import transformers as tf
 
-from lens.analysis.rollout import mean_attention_stack, rollout
+from lens.analysis.rollout import layer_means, mean_attention_stack, rollout
+from lens.errors import LensError
 from lens.engine import hooks
-from lens.engine.base import Read, head_mean
+from lens.engine.base import Read, head_mean, head_mean_lower
 from lens.engine.hooks import HookEngine
 from lens.engine.trace import CaptureSpec, capture
 from lens.model.adapters import adapt
@@ -71,6 +72,17 @@ def _check(model, tok, small_blocks, ids=None, atol=1e-6):
         assert got.shape == (T, T)
         np.testing.assert_allclose(got.double().numpy(), ref[l].numpy(), atol=atol)
     torch.testing.assert_close(out.logits, ref_logits, atol=1e-4, rtol=1e-4)
+    if adapter.is_causal:  # as lower triangles: each row's keys up to its own position, row after row
+        calls.clear()
+        out = engine.run(ids, read={f"attn_pattern.{l}": Read(map=head_mean_lower) for l in range(1, L + 1)},
+                         logits="all")
+        assert len(calls) == L * -(-T // 3)  # by row blocks too
+        below = np.tril(np.ones((T, T), dtype=bool))
+        for l in range(L):
+            got = out.reads[f"attn_pattern.{l + 1}"][0]
+            assert got.shape == (T * (T + 1) // 2,)
+            np.testing.assert_allclose(got.double().numpy(), ref[l].numpy()[below], atol=atol)
+        torch.testing.assert_close(out.logits, ref_logits, atol=1e-4, rtol=1e-4)
     return ref
 
 
@@ -116,17 +128,36 @@ def test_encoder(small_blocks):
 def test_capture_keeps_one_stack_and_rollout_uses_it(tiny, small_blocks):
     model, tok, adapter = tiny("qwen2")
     ids = tok(PROMPT)["input_ids"]
-    small_blocks[1](2, adapter.n_heads, len(ids))
+    T, L = len(ids), adapter.n_layers
+    small_blocks[1](2, adapter.n_heads, T)
     tr = capture(HookEngine(model, adapter), ids, CaptureSpec(residual=False, attentions=True, attention_mean=True))
-    A = mean_attention_stack(tr.attentions, tr.n_layers)
-    assert A.shape == (adapter.n_layers, len(ids), len(ids))
-    # The trace's layers are views of the very stack rollout reads: no second copy.
-    assert all(tr.attentions[l].data_ptr() == A[l].data_ptr() for l in range(adapter.n_layers))
-    # A stack made of separate tensors is still copied into one.
-    loose = {l: tr.attentions[l].clone() for l in range(adapter.n_layers)}
-    B = mean_attention_stack(loose, adapter.n_layers)
-    assert B.data_ptr() != A.data_ptr()
-    torch.testing.assert_close(B, A)
+    hm = layer_means(tr)
+    # What the pass wrote is what rollout reads (no copy), a causal model's as lower triangles: half the floats.
+    assert hm is tr.head_means and hm.lower and hm.data.shape == (L, T * (T + 1) // 2)
+    whole = capture(HookEngine(model, adapter), ids, CaptureSpec(residual=False, attentions=True))
+    A = mean_attention_stack(whole.attentions, L)  # whole patterns, averaged afterwards
+    torch.testing.assert_close(hm.full(), A)
+    r, ref = rollout(hm, tr.tokens), rollout(A, tr.tokens)
+    np.testing.assert_allclose(r.rollout, ref.rollout, atol=1e-6)
+    np.testing.assert_allclose(r.attention, ref.attention, atol=1e-7)
+
+
+def test_a_pattern_that_looks_ahead_is_not_kept_as_a_triangle(small_blocks, monkeypatch):
+    """An encoder's weights above the diagonal are not silently dropped when lower triangles are asked for."""
+    from lens.model.loading import load_model
+
+    enc = load_model("minilm-l6")
+    ids = enc.tokenizer("attention goes both ways")["input_ids"]
+    engine = HookEngine(enc.model, enc.adapter)
+    small_blocks[1](3, enc.adapter.n_heads, len(ids))
+    with pytest.raises(LensError, match="above the diagonal"):
+        engine.run(ids, read={"attn_pattern.1": Read(map=head_mean_lower)}, logits="none")
+    with monkeypatch.context() as m, pytest.raises(LensError, match="above the diagonal"):
+        m.setattr(hooks, "_rows_ready", lambda *a: False)  # whole patterns, averaged as they are read
+        engine.run(ids, read={"attn_pattern.1": Read(map=head_mean_lower)}, logits="none")
+    # The capture keeps an encoder's maps whole.
+    tr = capture(engine, ids, CaptureSpec(residual=False, attentions=True, attention_mean=True))
+    assert not tr.head_means.lower and tr.head_means.shape == (enc.adapter.n_layers, len(ids), len(ids))
 
 
 def test_bundled_moderate_length(bundled, small_blocks):
@@ -141,7 +172,7 @@ def test_bundled_moderate_length(bundled, small_blocks):
     set_rows(64, adapter.n_heads, len(ids))
     tr = capture(HookEngine(model, adapter), ids, CaptureSpec(residual=False, attentions=True, attention_mean=True))
     assert len(calls) == adapter.n_layers * 5  # 300 rows: 4 blocks of 64, one of 44
-    A = mean_attention_stack(tr.attentions, tr.n_layers)
+    A = layer_means(tr).full()
     before = model.config._attn_implementation
     model.set_attn_implementation("eager")
     try:

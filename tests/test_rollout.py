@@ -7,6 +7,7 @@ import torch
 from lens.engine_backend import local_backend
 from lens.errors import LensError
 from lens.analysis.rollout import attention_flow, rollout, rollout_rows, with_residual
+from lens.engine.head_means import HeadMeans
 from lens.engine.hooks import HookEngine
 from lens.engine.trace import CaptureSpec, capture
 
@@ -55,6 +56,35 @@ def test_rollout_rows_match_recursion(causal):
         rows = rollout_rows(A, p).numpy()
         np.testing.assert_allclose(rows, ref[:, p, :], atol=1e-12)
         np.testing.assert_allclose(rows.sum(-1), 1.0, atol=1e-12)
+    if causal:  # the same maps kept as lower triangles give the same rows
+        packed = lower_triangles(A)
+        for p in (0, 3, 6):
+            np.testing.assert_allclose(rollout_rows(packed, p).numpy(), ref[:, p, :], atol=1e-12)
+        r, rp = rollout(A, list("abcdefg"), position=4), rollout(packed, list("abcdefg"), position=4)
+        np.testing.assert_array_equal(rp.rollout, r.rollout)
+        np.testing.assert_array_equal(rp.attention, r.attention)
+
+
+def lower_triangles(A: torch.Tensor) -> HeadMeans:
+    """Causal maps [L, T, T] packed by hand: each layer's rows 0..T-1, row i cut after key i, one after another."""
+    L, T, _ = A.shape
+    return HeadMeans(torch.stack([torch.cat([A[l, i, : i + 1] for i in range(T)]) for l in range(L)]), T, lower=True)
+
+
+def test_head_means_unpack_what_was_packed():
+    A = random_attention(3, 9, True, seed=4)
+    hm = lower_triangles(A)
+    assert hm.shape == (3, 9, 9) and hm.data.shape == (3, 45)
+    torch.testing.assert_close(hm.full(), A)
+    buf = torch.zeros(9, 9, dtype=A.dtype)
+    for l in (2, 0, 1):  # one buffer reused, layer after layer: only lower triangles are ever written into it
+        assert hm.layer(l, out=buf).data_ptr() == buf.data_ptr()
+        torch.testing.assert_close(buf, A[l])
+    torch.testing.assert_close(hm.rows([8, 0, 5]), A[:, [8, 0, 5]])
+    whole = HeadMeans.of_stack(A)
+    assert not whole.lower and whole.layer(1).data_ptr() == A[1].data_ptr()  # a view, no copy
+    with pytest.raises(ValueError):
+        HeadMeans(torch.zeros(3, 44), 9, lower=True)
 
 
 @pytest.mark.parametrize("causal", [True, False])
@@ -94,9 +124,16 @@ def test_attention_mean_capture(tiny):
     ids = tok("mean of the heads")["input_ids"]
     full = capture(HookEngine(model, adapter), ids, CaptureSpec(residual=False, attentions=True))
     mean = capture(HookEngine(model, adapter), ids, CaptureSpec(residual=False, attentions=True, attention_mean=True))
+    T = len(ids)
+    hm = mean.head_means
+    assert hm.lower and hm.data.shape == (adapter.n_layers, T * (T + 1) // 2)  # causal: lower triangles only
+    assert mean.attentions == {}
     for l in range(adapter.n_layers):
-        assert mean.attentions[l].shape == (len(ids), len(ids))
-        torch.testing.assert_close(mean.attentions[l], full.attentions[l].mean(0))
+        assert hm.layer(l).shape == (T, T)
+        torch.testing.assert_close(hm.layer(l), full.attentions[l].mean(0))
+    torch.testing.assert_close(hm.full(), torch.stack([full.attentions[l].mean(0) for l in range(adapter.n_layers)]))
+    torch.testing.assert_close(hm.rows([0, T - 1, 2]),
+                               torch.stack([full.attentions[l].mean(0)[[0, T - 1, 2]] for l in range(adapter.n_layers)]))
 
 
 @pytest.fixture(scope="module")

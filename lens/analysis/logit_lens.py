@@ -43,9 +43,14 @@ _scratch_lock = threading.Lock()
 _scratch_buf: list[torch.Tensor] = []
 
 
+# A lens of more chunks than this does not keep its buffer afterwards: it takes seconds, beside which the buffer's
+# first-write cost (below) is nothing, and the 100 MB are then free while a long prompt's other views run.
+KEEP_SCRATCH_CHUNKS = 16
+
+
 @contextmanager
-def _scratch(numel: int, dtype: torch.dtype, device: torch.device) -> Iterator[torch.Tensor]:
-    """A flat CPU buffer kept between calls (at most one chunk's logits, ~100 MB).
+def _scratch(numel: int, dtype: torch.dtype, device: torch.device, keep: bool = True) -> Iterator[torch.Tensor]:
+    """A flat CPU buffer kept between calls (at most one chunk's logits, ~100 MB), unless ``keep`` is False.
 
     The first write to fresh memory costs the kernel a page fault per 4 kB: ~0.05 s
     per 100 MB here, a tenth of a short prompt's lens. One call at a time uses the
@@ -59,6 +64,8 @@ def _scratch(numel: int, dtype: torch.dtype, device: torch.device) -> Iterator[t
             _scratch_buf[:] = [torch.empty(numel, dtype=dtype)]
         yield _scratch_buf[0][:numel]
     finally:
+        if not keep:
+            _scratch_buf.clear()
         _scratch_lock.release()
 
 
@@ -154,7 +161,8 @@ def logit_lens(trace: Trace, tokenizer, options: LensOptions = LensOptions(),
     # One logits buffer for every chunk, and a small one for the block-wise reductions,
     # which stay in the CPU's cache.
     zrows = R * min(step, P)
-    with _scratch((zrows + BLOCK_ROWS) * V, W.dtype, W.device) as flat:
+    chunks = -(-P // step)
+    with _scratch((zrows + BLOCK_ROWS) * V, W.dtype, W.device, keep=chunks <= KEEP_SCRATCH_CHUNKS) as flat:
         zbuf = flat[: zrows * V].view(zrows, V)
         fbuf = flat[zrows * V:].view(BLOCK_ROWS, V)
         for c0 in range(start, stop, step):

@@ -1,8 +1,8 @@
 """Attention rollout and attention flow (Abnar & Zuidema, 2020).
 
 Both read only the head-averaged attention of every layer, ``Ā_l`` ([T, T]),
-which a trace keeps with ``CaptureSpec(attentions=True, attention_mean=True)``:
-L·T² floats (30 layers × 128 tokens: 2 MB; × 2048 tokens: 500 MB).
+which a trace keeps with ``CaptureSpec(attentions=True, attention_mean=True)`` (``Trace.head_means``;
+a causal model's as lower triangles: 30 layers × 2048 tokens, 250 MB instead of 500 MB).
 
 - Rollout: add the residual and renormalise the rows, ``Â_l = (Ā_l + I) / rowsum``;
   ``R_1 = Â_1`` and ``R_l = Â_l R_{l−1}``. Row ``i`` of ``R_l`` says how much of
@@ -20,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..engine.head_means import HeadMeans
 from ..errors import LensError
 from ..results import FlowResult, RolloutResult
 from .checks import check_position
@@ -27,26 +28,31 @@ from .flow_plan import FLOW_WORK_LIMIT, flow_limit, flow_work
 
 
 def mean_attention_stack(attentions: dict[int, torch.Tensor], n_layers: int) -> torch.Tensor:
-    """[L, T, T] from a trace's attentions (head-averaged if they are still [H, T, T])."""
+    """[L, T, T] from whole attention patterns ([H, T, T] per layer, averaged here, or [T, T] already)."""
     if len(attentions) != n_layers:
         raise LensError("this trace holds no attention weights for every layer; capture them to run rollout")
-    first = attentions[0]
-    T = first.shape[-1]
-    base = first._base
-    if (base is not None and base.shape == (n_layers, T, T) and base.dtype == torch.float32
-            and all(attentions[l].dim() == 2 and attentions[l].data_ptr() == base[l].data_ptr() for l in range(n_layers))):
-        return base  # already one stack, layer by layer (a trace's head means are read so): no copy
-    stack = torch.empty(n_layers, T, T, dtype=torch.float32, device=first.device)
+    T = attentions[0].shape[-1]
+    stack = torch.empty(n_layers, T, T, dtype=torch.float32, device=attentions[0].device)
     for l in range(n_layers):
         a = attentions[l]
         if a.dim() == 3:
             torch.mean(a, 0, out=stack[l])
         else:
             stack[l].copy_(a)
-            # Already head-averaged: let the trace share the stack's memory instead of holding
-            # a second copy (L·T² floats, 0.5 GB at 2048 tokens on the bundled model).
-            attentions[l] = stack[l]
     return stack
+
+
+def layer_means(trace) -> HeadMeans:
+    """Every layer's head-averaged attention of ``trace``: the head means it kept (``attention_mean``), else the
+    mean of its whole patterns."""
+    hm = trace.head_means
+    if hm is not None and hm.n_layers == trace.n_layers:
+        return hm
+    return HeadMeans.of_stack(mean_attention_stack(trace.attentions, trace.n_layers))
+
+
+def _as_means(mean_attn: HeadMeans | torch.Tensor) -> HeadMeans:
+    return mean_attn if isinstance(mean_attn, HeadMeans) else HeadMeans.of_stack(mean_attn)
 
 
 def with_residual(mean_attn: torch.Tensor) -> torch.Tensor:
@@ -56,42 +62,47 @@ def with_residual(mean_attn: torch.Tensor) -> torch.Tensor:
     return a.div_(a.sum(-1, keepdim=True))
 
 
-def rollout_rows(mean_attn: torch.Tensor, position: int, residual: bool = True) -> torch.Tensor:
+def rollout_rows(mean_attn: HeadMeans | torch.Tensor, position: int, residual: bool = True) -> torch.Tensor:
     """Row ``position`` of every R_l, [L, T], without forming any R_l or any normalised copy.
 
     ``row_l = e_i Â_l Â_{l−1} … Â_1``: a chain of vector–matrix products per layer. With
     ``Â = D⁻¹(Ā + I)`` and ``d`` the row sums of ``Ā + I``, ``v Â = (v/d) Ā + v/d``: only the
-    [L, T] row sums are stored beside the attention itself. The chains run together from the
+    row sums are needed beside the attention itself. The chains run together from the
     top layer down: at layer m, every row of a layer above m is multiplied by ``Â_m`` in one
-    matrix product, then row m starts, so each layer's map is read once (not once per row).
+    matrix product, then row m starts, so each layer's map is read once (not once per row;
+    a packed map is unpacked once, into one reused [T, T] buffer).
     """
-    L, T, _ = mean_attn.shape
+    hm = _as_means(mean_attn)
+    L, T, _ = hm.shape
     eye = 1.0 if residual else 0.0
-    d = mean_attn.sum(-1) + eye  # [L, T]
-    rows = torch.empty(L, T, dtype=mean_attn.dtype)
+    rows = torch.empty(L, T, dtype=hm.data.dtype)
+    buf = torch.zeros(T, T, dtype=hm.data.dtype) if hm.lower else None
     for m in range(L - 1, -1, -1):
+        A = hm.layer(m, out=buf)
+        d = A.sum(-1) + eye  # [T]
         if m < L - 1:
-            w = rows[m + 1:] / d[m]
-            torch.addmm(w, w, mean_attn[m], beta=eye, out=rows[m + 1:])
-        v = mean_attn[m, position].clone()
+            w = rows[m + 1:] / d
+            torch.addmm(w, w, A, beta=eye, out=rows[m + 1:])
+        v = A[position].clone()
         v[position] += eye
-        rows[m] = v / d[m, position]
+        rows[m] = v / d[position]
     return rows
 
 
-def rollout(mean_attn: torch.Tensor, tokens: list[str], position: int | None = None,
+def rollout(mean_attn: HeadMeans | torch.Tensor, tokens: list[str], position: int | None = None,
             model: str = "", residual: bool = True) -> RolloutResult:
-    L, T, _ = mean_attn.shape
+    hm = _as_means(mean_attn)
+    L, T, _ = hm.shape
     p = check_position(position, T)
-    rows = rollout_rows(mean_attn, p, residual)
+    rows = rollout_rows(hm, p, residual)
     return RolloutResult(
         model=model, tokens=list(tokens), position=p, layers=[str(l) for l in range(1, L + 1)],
-        rollout=rows.float().numpy(), attention=mean_attn[:, p, :].float().numpy(),
+        rollout=rows.float().numpy(), attention=hm.rows([p])[:, 0].float().numpy(),
         options={"residual": residual},
     )
 
 
-def attention_flow(mean_attn: torch.Tensor, tokens: list[str], position: int | None = None,
+def attention_flow(mean_attn: HeadMeans | torch.Tensor, tokens: list[str], position: int | None = None,
                    model: str = "", layers: list[int] | None = None, residual: bool = True,
                    causal: bool | None = None, work_limit: int | None = FLOW_WORK_LIMIT) -> FlowResult:
     """Normalised max-flow from (l, position) to every input token, one row for each l in
@@ -100,12 +111,14 @@ def attention_flow(mean_attn: torch.Tensor, tokens: list[str], position: int | N
     from networkx.algorithms.flow import shortest_augmenting_path
     from networkx.algorithms.flow.utils import build_residual_network
 
-    L, T, _ = mean_attn.shape
+    hm = _as_means(mean_attn)
+    L, T, _ = hm.shape
     p = check_position(position, T)
     wanted = sorted(set(range(1, L + 1) if layers is None else (int(l) for l in layers)))
     if not wanted or not all(1 <= l <= L for l in wanted):
         raise LensError(f"flow layers must be between 1 and {L}, not {layers}")
-    A = (with_residual(mean_attn) if residual else mean_attn).double().cpu().numpy()
+    full = hm.full()  # flow is limited to short prompts: the whole stack is small
+    A = (with_residual(full) if residual else full).double().cpu().numpy()
     if causal is None:  # no weight above the diagonal: a decoder
         causal = bool(np.all(np.triu(A, 1) <= 1e-12))
     S = p + 1 if causal else T  # only these positions can carry flow to position p

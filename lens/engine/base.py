@@ -45,6 +45,19 @@ def head_mean(weights: torch.Tensor) -> torch.Tensor:
     return weights.mean(1)
 
 
+def head_mean_lower(weights: torch.Tensor) -> torch.Tensor:
+    """``head_mean`` of a causal model's pattern, kept as its lower triangle, [B, H, T, T] -> [B, T(T+1)/2]: row i's
+    keys 0..i, row after row (above the diagonal a causal model's weights are 0: half the memory). As
+    ``Read(map=head_mean_lower)`` the local engine computes it a block of query rows at a time, and refuses a pattern
+    with any weight above the diagonal; any other engine applies it to the whole pattern."""
+    T = weights.shape[-1]
+    i, j = torch.tril_indices(T, T, device=weights.device)
+    return weights.mean(1)[:, i, j]
+
+
+HEAD_MEANS = (head_mean, head_mean_lower)
+
+
 @dataclass
 class SiteCall:
     """What an edit gets besides the activation: the site, and for ``block.l`` the block's input

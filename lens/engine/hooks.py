@@ -20,7 +20,8 @@ import torch
 from ..errors import AttentionWeightsUnavailable, LensError
 from ..jobs import checkpoint
 from ..model.adapters import Adapter
-from .base import Capabilities, Edit, Metric, Positions, Read, Readout, Reduce, RunOutput, SiteCall, head_mean
+from .base import (HEAD_MEANS, Capabilities, Edit, Metric, Positions, Read, Readout, Reduce, RunOutput, SiteCall,
+                   head_mean_lower)
 from .sites import Location, Site, locate, parse, resid_rows
 
 
@@ -57,9 +58,10 @@ ROWS = "layerlens_rows"
 # ones here, and the C heap keeps (does not give back) a few blocks' worth of freed scores: at 16 MiB that held
 # ~0.1 GB more through a 2048-token pass.
 ROW_BLOCK_BYTES = 2**22
-# id() of each attention module whose head mean a run keeps, while it runs -> where to write it ([B, T, T] or a tensor
-# of as many numbers: the read's ``into``), or None
-_row_means: dict[int, torch.Tensor | None] = {}
+# id() of each attention module whose head mean a run keeps, while it runs -> (where to write it, or None; whether
+# as the lower triangle, ``head_mean_lower``): [B, T, T] or [B, T(T+1)/2] (or a tensor of as many numbers: the read's
+# ``into``)
+_row_means: dict[int, tuple[torch.Tensor | None, bool]] = {}
 _rows_registered: bool | None = None
 
 
@@ -72,20 +74,31 @@ def _all_masked(mask: torch.Tensor) -> bool:
     return not bool(mask.any()) if mask.dtype == torch.bool else bool((mask <= torch.finfo(mask.dtype).min / 2).all())
 
 
+def _kept(into: torch.Tensor | None, shape: tuple, device) -> torch.Tensor:
+    """``into`` viewed as ``shape`` when it fits, else a new float32 tensor of that shape."""
+    n = 1
+    for s in shape:
+        n *= s
+    ok = into is not None and into.numel() == n and into.dtype == torch.float32 and into.is_contiguous()
+    return into.view(shape) if ok else torch.empty(shape, dtype=torch.float32, device=device)
+
+
 def rows_attention(module, query, key, value, attention_mask, **kwargs):
     """The model's eager attention, ``ROW_BLOCK_BYTES`` of scores at a time: returns the output and, for the modules
-    in ``_row_means``, the weights' mean over heads as [B, 1, T, T], written where ``_row_means`` says (None for the
-    others)."""
+    in ``_row_means``, the weights' mean over heads, written where ``_row_means`` says: [B, 1, T, T], or as the lower
+    triangle [B, 1, T(T+1)/2] (None for the other modules)."""
     eager = _own_eager(module)
     B, H, T, _ = query.shape
     Tk = key.shape[2]
     rows = max(1, ROW_BLOCK_BYTES // (4 * B * H * Tk))
     keep = id(module) in _row_means
     mean = None
+    lower = False
     if keep:
-        into = _row_means[id(module)]
-        ok = into is not None and into.numel() == B * T * Tk and into.dtype == torch.float32 and into.is_contiguous()
-        mean = into.view(B, T, Tk) if ok else torch.empty(B, T, Tk, dtype=torch.float32, device=query.device)
+        into, lower = _row_means[id(module)]
+        if lower and Tk != T:
+            raise LensError(f"a lower-triangle head mean needs as many keys as queries ({Tk} keys, {T} queries)")
+        mean = _kept(into, (B, T * (T + 1) // 2) if lower else (B, T, Tk), query.device)
     out = None
     for r0 in range(0, T, rows):
         r1 = min(T, r0 + rows)
@@ -101,10 +114,37 @@ def rows_attention(module, query, key, value, attention_mask, **kwargs):
         if out is None:
             out = o.new_empty(B, T, *o.shape[2:])
         out[:, r0:r1] = o
-        if keep:
-            mean[:, r0:r1, :n] = w.float().mean(1)
+        if not keep:
+            continue
+        m = w.float().mean(1)  # [B, rows, n]
+        if not lower:
+            mean[:, r0:r1, :n] = m
             mean[:, r0:r1, n:] = 0.0
+            continue
+        # Row i keeps keys 0..i: the block's rows one after another, as the packed triangle holds them. Only the
+        # block's own square (and any keys past it) can hold a weight above the diagonal.
+        square = m[:, :, r0:r1]
+        if n > r1 and bool(m[:, :, r1:].any()) or bool(square.triu(1).any()):
+            raise LensError("this model's attention looks ahead (a weight above the diagonal): its head means "
+                            "cannot be kept as lower triangles")
+        torch.index_select(m[:, :, :r1].reshape(B, -1), 1, _block_cells(r0, r1, m.device),
+                           out=mean[:, r0 * (r0 + 1) // 2: r1 * (r1 + 1) // 2])
     return out, (None if mean is None else mean[:, None])
+
+
+_cells: dict[tuple[int, int, str], torch.Tensor] = {}
+
+
+def _block_cells(r0: int, r1: int, device) -> torch.Tensor:
+    """The flat indices, in a block's [r1 - r0, r1] weights, of the cells on and below the diagonal (row i: keys
+    0..i), row after row. Every layer of a run has the same blocks: found once per run (a boolean mask finds them
+    anew each call)."""
+    key = (r0, r1, str(device))
+    cells = _cells.get(key)
+    if cells is None:
+        below = torch.ones(r1 - r0, r1, dtype=torch.bool, device=device).tril_(r0)
+        cells = _cells[key] = below.view(-1).nonzero().squeeze(1).int()  # int32: half the memory
+    return cells
 
 
 def _rows_ready(model, adapter: Adapter) -> bool:
@@ -201,8 +241,9 @@ class _Placement:
         self.eager = bool(patterns)
         # Only head means read: the attention modules that keep theirs under ROWS (see rows_attention), with their
         # submodules (BERT's attention calls the attention function from a module inside it).
-        self.row_means = ({id(m): self.read[n].into for n in patterns for m in locate(parse(n, L), a).module.modules()}
-                          if patterns and all(self.read[n].map is head_mean for n in patterns) else None)
+        self.row_means = ({id(m): (self.read[n].into, self.read[n].map is head_mean_lower)
+                           for n in patterns for m in locate(parse(n, L), a).module.modules()}
+                          if patterns and all(self.read[n].map in HEAD_MEANS for n in patterns) else None)
 
     def _as_bt(self, x: torch.Tensor, loc: Location) -> torch.Tensor:
         return x.reshape(self.B, -1, x.shape[-1]) if loc.flat else x
@@ -218,9 +259,12 @@ class _Placement:
             self.live_shape[name] = x.shape
         y = x if spec.positions is None else x[:, spec.positions]
         y = y.detach()
-        if spec.map is head_mean and y.dim() == 4 and y.shape[1] == 1:
+        if spec.map in HEAD_MEANS and y.dim() == (3 if spec.map is head_mean_lower else 4) and y.shape[1] == 1:
             y = y[:, 0].float()  # the mean over heads already (rows_attention's), perhaps in ``into`` itself
         elif spec.map is not None:
+            if spec.map is head_mean_lower and bool(y.triu(1).any()):
+                raise LensError(f"{name} looks ahead (a weight above the diagonal): its head means cannot be kept "
+                                "as lower triangles")
             y = spec.map(y.float())
         if spec.into is not None:
             if y.data_ptr() != spec.into.data_ptr():
@@ -401,6 +445,7 @@ class HookEngine:
                 if rows:
                     for k in place.row_means:
                         _row_means.pop(k, None)
+                    _cells.clear()  # the blocks' cells are this run's (8 MB at 2048 tokens)
             z = getattr(out, "logits", None)
             if want_logits:
                 place._keep("logits", z)

@@ -12,7 +12,8 @@ import torch
 
 from ..errors import LensError
 from ..model.adapters import Adapter
-from .base import Read, head_mean
+from .base import Read, head_mean, head_mean_lower
+from .head_means import HeadMeans
 from .sites import resid_rows
 
 
@@ -23,7 +24,7 @@ class CaptureSpec:
     residual: bool = True
     sublayers: bool = False  # attention-block and MLP-block writes to the residual
     attentions: bool | tuple[int, ...] = False  # True: every layer; a tuple: those blocks (0-based)
-    attention_mean: bool = False  # keep the head-averaged [T, T] per layer instead of [H, T, T]
+    attention_mean: bool = False  # keep every layer's head-averaged map (``Trace.head_means``) instead of [H, T, T]
     values: bool | tuple[int, ...] = False  # value vectors [T, KV, head_dim] of these blocks
     neurons: bool | tuple[int, ...] = False  # MLP neuron activations (the down projection's input) [T, N]
 
@@ -62,7 +63,8 @@ class Trace:
     residual: torch.Tensor | None = None  # [L+1, T, d]
     attn_out: torch.Tensor | None = None  # [L, T, d]
     mlp_out: torch.Tensor | None = None  # [L, T, d]
-    attentions: dict[int, torch.Tensor] = field(default_factory=dict)  # block -> [H, T, T] ([T, T] if attention_mean)
+    attentions: dict[int, torch.Tensor] = field(default_factory=dict)  # block -> [H, T, T] (none if attention_mean)
+    head_means: HeadMeans | None = None  # with attention_mean: the head-averaged maps of the attention layers asked
     values: dict[int, torch.Tensor] = field(default_factory=dict)  # block -> [T, KV, head_dim]
     neurons: dict[int, torch.Tensor] = field(default_factory=dict)  # block -> [T, N]
     adapter: Adapter | None = field(default=None, repr=False, compare=False)
@@ -108,10 +110,11 @@ def capture(engine, token_ids: Sequence[int], spec: CaptureSpec, *, model_name: 
             read[f"mlp_out.{i + 1}"] = Read(into=mlp_out[i])
     att_layers = spec.attention_layers(L)
     # Head-averaged as it is read (every layer's [H, T, T] is 4.5 GB at 2048 tokens; the local engine holds none),
-    # into one [layers, T, T] stack: no stacked copy afterwards (another 0.5 GB at 2048 tokens).
-    mean_stack = torch.empty(len(att_layers), T, T) if spec.attention_mean and att_layers else None
+    # into one stack: no stacked copy afterwards. A causal model's as lower triangles (0.25 GB at 2048 tokens, not 0.5).
+    means = HeadMeans.empty(len(att_layers), T, lower=a.is_causal) if spec.attention_mean and att_layers else None
     for k, i in enumerate(att_layers):
-        read[f"attn_pattern.{i + 1}"] = Read(map=head_mean, into=mean_stack[k]) if mean_stack is not None else Read()
+        read[f"attn_pattern.{i + 1}"] = (Read(map=head_mean_lower if means.lower else head_mean, into=means.data[k])
+                                         if means is not None else Read())
     read.update({f"value.{i + 1}": Read() for i in value_layers})
     read.update({f"mlp_act.{i + 1}": Read() for i in neuron_layers})
     # The model's own [T, vocab] logits (0.4 GB at 2048 tokens) are not needed: only their argmax,
@@ -126,8 +129,8 @@ def capture(engine, token_ids: Sequence[int], spec: CaptureSpec, *, model_name: 
         model_name=model_name, fingerprint=fingerprint, token_ids=list(token_ids),
         tokens=tokens if tokens is not None else [], n_layers=L, output_top1=output_top1,
         residual=residual, attn_out=attn_out, mlp_out=mlp_out,
-        attentions={i: (mean_stack[k] if mean_stack is not None else r[f"attn_pattern.{i + 1}"][0])
-                    for k, i in enumerate(att_layers)},
+        attentions={} if means is not None else {i: r[f"attn_pattern.{i + 1}"][0] for i in att_layers},
+        head_means=means,
         values={i: r[f"value.{i + 1}"][0] for i in value_layers},
         neurons={i: r[f"mlp_act.{i + 1}"][0] for i in neuron_layers},
         adapter=a,
