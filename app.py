@@ -5,6 +5,7 @@ import streamlit as st
 
 from ui import present, routing
 
+routing.fresh_on_history_navigation()
 routing.start_app()
 st.set_page_config(page_title="LayerLens", page_icon="🔬", layout="wide")
 present.apply()

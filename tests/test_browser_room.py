@@ -94,14 +94,47 @@ def defects(pg, present: bool) -> list[str]:
     return found
 
 
+# Moves a tab to another URL as the browser's Back and Forward buttons do (the app shows what the URL shows a first
+# visit: ui/routing.py), with no new load of Streamlit's scripts: a full load costs Chromium ~3 CPU-s a screen, most
+# of this test's time, a move ~0.5.
+MOVE_JS = """(url) => { history.pushState({}, '', url); dispatchEvent(new PopStateEvent('popstate')); }"""
+
+
+def count_runs(pg) -> None:
+    """``pg.runs`` counts the app's script runs that started in this tab: Streamlit's "new session" message, which
+    begins each run. (The app's running state in the page is no witness: a short run under load can start and end
+    within one render, and the attribute never changes.)"""
+    from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+
+    pg.runs = 0
+
+    def frame(payload) -> None:
+        if isinstance(payload, (bytes, bytearray)):
+            msg = ForwardMsg()
+            msg.ParseFromString(bytes(payload))
+            if msg.WhichOneof("type") == "new_session":
+                pg.runs += 1
+    pg.on("websocket", lambda ws: ws.on("framereceived", frame))
+
+
+def move(pg, url: str) -> int:
+    """``url`` in this tab as Back or Forward would open it; returns the runs seen before (its run is one more)."""
+    before = pg.runs
+    pg.evaluate(MOVE_JS, url)
+    return before
+
+
 def walk(room, present: bool) -> dict[str, list[str]]:
     """Each screen's defects, TABS screens loading at a time: a tab whose screen has finished drawing (and stayed
-    so for a moment) is checked and opens the next screen. A screen that does not finish drawing, even after a
-    reload, is a defect of its own, named with what it waited for; every screen's time goes to the artifacts, and
-    the screenshot of each screen with a defect (of every screen with LAYERLENS_SCREENSHOTS=1)."""
+    so for a moment) is checked and moves on to the next screen (its first one it loads; the others it opens as
+    Back and Forward do, which the app draws as a first visit to the URL: tested below). A screen that does not
+    finish drawing, even after a reload, is a defect of its own, named with what it waited for; every screen's
+    time goes to the artifacts, and the screenshot of each screen with a defect (of every screen with
+    LAYERLENS_SCREENSHOTS=1)."""
     ctx = room.new_context(viewport=PRESENT if present else NORMAL)
     todo, out, times, reloaded = list(screens()), {}, [], []
-    busy = {}  # tab → [path, started, settled since (or None), reloaded once, what it first waited for]
+    busy = {}  # tab → [path, started, settled since (or None), reloaded once, what it first waited for,
+    #                runs seen before it was asked for (its own run is a later one; -1: a load)]
 
     def shot(path: str) -> str:
         name = (path or "home").replace("?", "-").replace("&", "-").replace("=", "_").replace("%", "")
@@ -109,21 +142,29 @@ def walk(room, present: bool) -> dict[str, list[str]]:
 
     def drawn(pg) -> bool:
         try:
-            return bool(pg.evaluate(SETTLED_JS))
+            return bool(pg.evaluate(SETTLED_JS)) and pg.runs > busy[pg][5]
         except PlaywrightError:  # between two documents
             return False
 
     try:
         tabs = [ctx.new_page() for _ in range(TABS)]
+        for pg in tabs:
+            count_runs(pg)
+        loaded = set()
         while todo or busy:
             for pg in tabs:
                 if pg not in busy and todo:
                     path = todo.pop(0)
-                    pg.goto(url_of(room.base_url, path, present), wait_until="commit")
-                    busy[pg] = [path, time.perf_counter(), None, False, ""]
+                    if pg in loaded:
+                        runs = move(pg, url_of(room.base_url, path, present))
+                    else:
+                        pg.goto(url_of(room.base_url, path, present), wait_until="commit")
+                        loaded.add(pg)
+                        runs = -1
+                    busy[pg] = [path, time.perf_counter(), None, False, "", runs]
             time.sleep(POLL_MS / 1000)
             for pg, state in list(busy.items()):
-                path, started, since, again, why = state
+                path, started, since, again, why, _ = state
                 now = time.perf_counter()
                 if not drawn(pg):
                     state[2] = None
@@ -134,7 +175,8 @@ def walk(room, present: bool) -> dict[str, list[str]]:
                         else:
                             # Once more from a reload (a page starved under the suite's load), said in the
                             # warnings and the times.
-                            state[3], state[4], state[1] = True, unsettled(pg), now
+                            waited = unsettled(pg) if pg.runs > state[5] else "its run for the new URL to start"
+                            state[3], state[4], state[1], state[5] = True, waited, now, -1
                             pg.screenshot(path=shot(path))
                             pg.reload(wait_until="commit")
                     continue
@@ -143,12 +185,19 @@ def walk(room, present: bool) -> dict[str, list[str]]:
                     continue
                 if now - since < STILL_S:  # drawn, and staying so for a moment (plotly's automargin redraws once)
                     continue
+                found = defects(pg, present)
+                if found and state[5] >= 0:
+                    # Found on a screen the tab moved to: judged as a first visit sees it, from a load of its own
+                    # (a chart the move reused may be caught mid-resize to its new place).
+                    state[2], state[5] = None, -1
+                    pg.goto(url_of(room.base_url, path, present), wait_until="commit")
+                    continue
                 del busy[pg]
                 if again:
                     warnings.warn(f"/{path} drew only after a reload (first it waited for: {why})")
                     reloaded.append(f"/{path}: drew only after a reload; first it waited for: {why}")
                 times.append((now - started, path))
-                out[path or "/"] = defects(pg, present)
+                out[path or "/"] = found
                 if out[path or "/"] or SHOTS:  # 0.7 s a screen: taken where there is something to see
                     pg.screenshot(path=shot(path))
     finally:
@@ -377,3 +426,52 @@ def test_a_link_naming_options_by_key_keeps_them_in_the_url(room):
             other.close()
     finally:
         ctx.close()
+
+
+def test_back_and_forward_show_what_their_url_shows(room):
+    """The browser's Back and Forward buttons: the page shows what its URL shows a first visit (it once showed the
+    options of the view it came from, under the other view's URL: the patching page's other tab empty, a link's
+    colour metric dropped). Each screen is compared with a fresh tab opened at the same URL."""
+    ctx = room.new_context(viewport=NORMAL)
+    failed = []
+
+    def same_as_fresh(pg, what: str) -> None:
+        shown, link = charts(pg), pg.url
+        other = ctx.new_page()
+        try:
+            other.goto(link)
+            settle(other)
+            if not same_charts(charts(other), shown):
+                failed.append(f"{what} ({link}): {[c['title'] for c in shown]}, against a fresh tab's "
+                              f"{[c['title'] for c in charts(other)]}")
+        finally:
+            other.close()
+
+    def arrived(pg, runs: int) -> None:
+        pg.wait_for_function("() => true")  # lets the tab's messages so far be counted
+        deadline = time.monotonic() + 120
+        while pg.runs <= runs and time.monotonic() < deadline:
+            pg.wait_for_timeout(POLL_MS)
+        settle(pg)
+
+    try:
+        pg = ctx.new_page()
+        count_runs(pg)
+        for first, then in (("patching?tab=Ablate", f"patching?tab={quote('Patch one cell')}"),
+                            ("logit_lens", "logit_lens?metric=kl"),
+                            ("attention", "attention?view=Heads&w_query=4&w_key=2")):
+            pg.goto(url_of(room.base_url, first, False))
+            settle(pg)
+            arrived(pg, move(pg, url_of(room.base_url, then, False)))
+            same_as_fresh(pg, f"/{first} → /{then}")
+            runs = pg.runs
+            pg.go_back()
+            arrived(pg, runs)
+            same_as_fresh(pg, f"Back to /{first}")
+            runs = pg.runs
+            pg.go_forward()
+            arrived(pg, runs)
+            same_as_fresh(pg, f"Forward to /{then}")
+    finally:
+        ctx.close()
+    assert failed == []

@@ -13,6 +13,9 @@ first requests arrive together, and only the first would see the flag still set.
 app.py marks the runs it routes (``routed``); a page run without that mark is
 rerouted, whichever request flipped the flag. tests/test_browser.py opens deep
 links on a cold server and fails if Streamlit stops honouring this.
+
+The browser's Back and Forward buttons (history navigation) show what their URL
+shows a first visit (``fresh_on_history_navigation``).
 """
 from __future__ import annotations
 
@@ -45,6 +48,22 @@ def start_app() -> None:
     resolves it again on the rerun.)"""
     if _pages_directory_mode():
         st.rerun()
+
+
+def fresh_on_history_navigation() -> None:
+    """At the top of app.py: a run the browser's Back or Forward button started shows what its URL shows a first
+    visit. Streamlit seeds the URL-bound widgets from the URL on such a run, but the session's other state (what a
+    page set itself, from a link's options or its own defaults) would stay that of the view left, and a URL-bound
+    widget whose page sets it when the URL does not would fall to its default instead: the address bar would then
+    name one view while the page showed another. So the session starts afresh, as on a new visit to the URL.
+    (Everything a view shows is in its URL; saved runs and talks are on disk, not in the session.)"""
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    ctx = get_script_run_ctx()
+    if ctx is None or not getattr(ctx, "is_history_navigation", False):
+        return
+    st.session_state.clear()
+    ctx.is_history_navigation = False  # the widgets then take the URL's values, or the page's, as on a first visit
 
 
 @contextlib.contextmanager
