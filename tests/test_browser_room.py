@@ -124,6 +124,19 @@ def move(pg, url: str) -> int:
     return before
 
 
+def visit(pg, url: str) -> None:
+    """``url`` in this tab, drawn: loaded the first time, afterwards moved to as Back and Forward do (``move``)."""
+    if getattr(pg, "runs", None) is None:
+        count_runs(pg)
+        pg.goto(url)
+    else:
+        before = move(pg, url)
+        deadline = time.monotonic() + 120
+        while pg.runs <= before and time.monotonic() < deadline:
+            pg.wait_for_timeout(POLL_MS)  # (Playwright hands the tab's messages over while it waits)
+    settle(pg)
+
+
 def walk(room, present: bool) -> dict[str, list[str]]:
     """Each screen's defects, TABS screens loading at a time: a tab whose screen has finished drawing (and stayed
     so for a moment) is checked and moves on to the next screen (its first one it loads; the others it opens as
@@ -329,6 +342,8 @@ def test_the_url_after_a_change_draws_the_same_chart(room, present):
     try:
         pg = ctx.new_page()
         for path, change in CHANGES:
+            # A load, not a move (``visit``): a box the last change typed into would keep its text in the browser
+            # when the tab moves within the same page, and the next change would send it along.
             pg.goto(url_of(room.base_url, path, present))
             settle(pg)
             before = pg.url
@@ -360,14 +375,12 @@ def test_the_tours_links_open_the_chart_the_step_shows(room):
     failed = []
     try:
         for n in range(1, len(STEPS) + 1):
-            pg.goto(url_of(room.base_url, f"tour?step={n}", True))
-            settle(pg)
+            visit(pg, url_of(room.base_url, f"tour?step={n}", True))
             step_charts = charts(pg)
             links = pg.locator("[data-testid=stMain] a", has_text="xplore")
             for i in range(links.count()):
                 if i:  # back to the step for its next link (the first is on the page just read)
-                    pg.goto(url_of(room.base_url, f"tour?step={n}", True))
-                    settle(pg)
+                    visit(pg, url_of(room.base_url, f"tour?step={n}", True))
                 link = pg.locator("[data-testid=stMain] a", has_text="xplore").nth(i)
                 if link.get_attribute("target") == "_blank":
                     failed.append(f"step {n}: link {i + 1} opens a new tab")
@@ -448,7 +461,6 @@ def test_back_and_forward_show_what_their_url_shows(room):
             other.close()
 
     def arrived(pg, runs: int) -> None:
-        pg.wait_for_function("() => true")  # lets the tab's messages so far be counted
         deadline = time.monotonic() + 120
         while pg.runs <= runs and time.monotonic() < deadline:
             pg.wait_for_timeout(POLL_MS)

@@ -56,7 +56,9 @@ def fresh_on_history_navigation() -> None:
     page set itself, from a link's options or its own defaults) would stay that of the view left, and a URL-bound
     widget whose page sets it when the URL does not would fall to its default instead: the address bar would then
     name one view while the page showed another. So the session starts afresh, as on a new visit to the URL.
-    (Everything a view shows is in its URL; saved runs and talks are on disk, not in the session.)"""
+    (Everything a view shows is in its URL; saved runs and talks are on disk, not in the session.) One thing the
+    server cannot reset: where Back or Forward stays on the same page, a box that stays on it keeps, in the browser,
+    what was last typed or picked in it until it is changed again; the charts follow the URL."""
     from streamlit.runtime.scriptrunner import get_script_run_ctx
 
     ctx = get_script_run_ctx()
