@@ -185,3 +185,19 @@ def test_bundled_moderate_length(bundled, small_blocks):
     r = rollout(A, [str(i) for i in ids])
     np.testing.assert_allclose(r.rollout, recursion(ref)[:, -1, :], atol=1e-5)
     np.testing.assert_allclose(r.attention, ref[:, -1, :], atol=2e-6)
+
+
+def test_lower_triangles_of_a_batch(tiny, small_blocks):
+    """Two prompts in one run: each one's lower triangles are its own eager head means."""
+    model, tok, adapter = tiny("llama")
+    a, b = tok("one prompt of some length")["input_ids"], tok("another prompt, as long")["input_ids"]
+    T = min(len(a), len(b))
+    ids = [a[:T], b[:T]]
+    engine = HookEngine(model, adapter)
+    whole = engine.run(ids, read={"attn_pattern.2": None}, logits="none").reads["attn_pattern.2"]  # [2, H, T, T]
+    small_blocks[1](2, adapter.n_heads, T)
+    got = engine.run(ids, read={"attn_pattern.2": Read(map=head_mean_lower)}, logits="none").reads["attn_pattern.2"]
+    below = np.tril(np.ones((T, T), dtype=bool))
+    assert got.shape == (2, T * (T + 1) // 2)
+    for k in range(2):
+        np.testing.assert_allclose(got[k].double().numpy(), whole[k].double().mean(0).numpy()[below], atol=1e-6)

@@ -10,12 +10,6 @@ from __future__ import annotations
 import torch
 
 
-def lower_offsets(T: int) -> torch.Tensor:
-    """Where each row starts in a packed lower triangle: row i at i(i+1)/2 ([T + 1], the last one the end)."""
-    i = torch.arange(T + 1, dtype=torch.int64)
-    return i * (i + 1) // 2
-
-
 class HeadMeans:
     def __init__(self, data: torch.Tensor, n_tokens: int, lower: bool):
         """``data``: [L, T(T+1)/2] when ``lower`` (each layer's lower triangle, row after row), else [L, T, T]."""

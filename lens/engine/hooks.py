@@ -127,8 +127,8 @@ def rows_attention(module, query, key, value, attention_mask, **kwargs):
         if n > r1 and bool(m[:, :, r1:].any()) or bool(square.triu(1).any()):
             raise LensError("this model's attention looks ahead (a weight above the diagonal): its head means "
                             "cannot be kept as lower triangles")
-        torch.index_select(m[:, :, :r1].reshape(B, -1), 1, _block_cells(r0, r1, m.device),
-                           out=mean[:, r0 * (r0 + 1) // 2: r1 * (r1 + 1) // 2])
+        mean[:, r0 * (r0 + 1) // 2: r1 * (r1 + 1) // 2] = m[:, :, :r1].reshape(B, -1).index_select(
+            1, _block_cells(r0, r1, m.device))
     return out, (None if mean is None else mean[:, None])
 
 
