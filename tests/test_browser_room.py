@@ -470,8 +470,7 @@ def test_back_and_forward_show_what_their_url_shows(room):
         pg = ctx.new_page()
         count_runs(pg)
         for first, then in (("patching?tab=Ablate", f"patching?tab={quote('Patch one cell')}"),
-                            ("logit_lens", "logit_lens?metric=kl"),
-                            ("attention", "attention?view=Heads&w_query=4&w_key=2")):
+                            ("logit_lens", "logit_lens?metric=kl")):
             pg.goto(url_of(room.base_url, first, False))
             settle(pg)
             arrived(pg, move(pg, url_of(room.base_url, then, False)))
