@@ -129,11 +129,16 @@ def visit(pg, url: str) -> None:
     if getattr(pg, "runs", None) is None:
         count_runs(pg)
         pg.goto(url)
+        settle(pg)
     else:
-        before = move(pg, url)
-        deadline = time.monotonic() + 120
-        while pg.runs <= before and time.monotonic() < deadline:
-            pg.wait_for_timeout(POLL_MS)  # (Playwright hands the tab's messages over while it waits)
+        arrived(pg, move(pg, url))
+
+
+def arrived(pg, runs: int) -> None:
+    """Until this tab has started a run after the first ``runs`` and then settled."""
+    deadline = time.monotonic() + 120
+    while pg.runs <= runs and time.monotonic() < deadline:
+        pg.wait_for_timeout(POLL_MS)  # (Playwright hands the tab's messages over while it waits)
     settle(pg)
 
 
@@ -459,12 +464,6 @@ def test_back_and_forward_show_what_their_url_shows(room):
                               f"{[c['title'] for c in charts(other)]}")
         finally:
             other.close()
-
-    def arrived(pg, runs: int) -> None:
-        deadline = time.monotonic() + 120
-        while pg.runs <= runs and time.monotonic() < deadline:
-            pg.wait_for_timeout(POLL_MS)
-        settle(pg)
 
     try:
         pg = ctx.new_page()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import math
 import sys
 import threading
 from dataclasses import dataclass
@@ -76,10 +77,7 @@ def _all_masked(mask: torch.Tensor) -> bool:
 
 def _kept(into: torch.Tensor | None, shape: tuple, device) -> torch.Tensor:
     """``into`` viewed as ``shape`` when it fits, else a new float32 tensor of that shape."""
-    n = 1
-    for s in shape:
-        n *= s
-    ok = into is not None and into.numel() == n and into.dtype == torch.float32 and into.is_contiguous()
+    ok = into is not None and into.numel() == math.prod(shape) and into.dtype == torch.float32 and into.is_contiguous()
     return into.view(shape) if ok else torch.empty(shape, dtype=torch.float32, device=device)
 
 
