@@ -190,20 +190,28 @@ def server_warnings(log_text: str) -> list[str]:
     return out
 
 
+# The places of the live heatmaps the script sent (ui/live: their keys end in "-live"). Each holds its chart only
+# once the component's code has loaded and run, which can be after the script has ended: a page read in between
+# lacked a chart it was about to draw.
+LIVE_SLOTS_JS = """  const LIVE_SLOTS = () => [...document.querySelectorAll('[data-testid=stElementContainer]')]
+    .filter(c => [...c.classList].some(k => k.startsWith('st-key-') && k.endsWith('-live')));
+"""
+
 # The script has run to its end (not only "no status widget yet": that holds before the first run starts too),
 # nothing spins, and every chart has drawn: Streamlit's, and the live heatmaps (ui/live), which draw once their own
 # plotly.js has loaded, after the script is done (a page read before then lacked them).
 SETTLED_JS = """() => {
-  const app = document.querySelector('[data-testid=stApp]');
+""" + LIVE_SLOTS_JS + """  const app = document.querySelector('[data-testid=stApp]');
   return app && app.getAttribute('data-test-script-state') === 'notRunning'
     && !document.querySelector('[data-testid=stSpinner], [data-testid=stSkeleton]')
     && [...document.querySelectorAll('.ll-live-plot')].every(h => h.dataset.drawn !== 'no')
+    && LIVE_SLOTS().every(c => c.querySelector('.ll-live-plot'))
     && [...document.querySelectorAll('.js-plotly-plot')].every(p => p.querySelector('.main-svg'));
 }"""
 
 
 UNSETTLED_JS = """() => {
-  const app = document.querySelector('[data-testid=stApp]');
+""" + LIVE_SLOTS_JS + """  const app = document.querySelector('[data-testid=stApp]');
   const out = [];
   if (!app) out.push('no app');
   else if (app.getAttribute('data-test-script-state') !== 'notRunning')
@@ -212,6 +220,8 @@ UNSETTLED_JS = """() => {
   if (busy.length) out.push(busy.length + ' spinner(s): ' + [...busy].map(b => b.innerText.trim()).join('; '));
   const bare = [...document.querySelectorAll('.js-plotly-plot')].filter(p => !p.querySelector('.main-svg'));
   if (bare.length) out.push(bare.length + ' chart(s) without a drawing: ' + bare.map(p => p.className).join('; '));
+  const unmounted = LIVE_SLOTS().filter(c => !c.querySelector('.ll-live-plot'));
+  if (unmounted.length) out.push(unmounted.length + ' live chart(s) not mounted yet (the component code loading)');
   const live = [...document.querySelectorAll('.ll-live-plot')].filter(h => h.dataset.drawn === 'no');
   if (live.length) out.push(live.length + ' live chart(s) not drawn yet (their plotly.js loading)');
   return out.join(' | ') || 'nothing (it settled late)';

@@ -139,6 +139,18 @@ def number_box(channel: str, option: str, label: str, value: int, least: int, mo
                     "value": str(int(value)), "min": int(least), "max": int(most), "help": help})
 
 
+def text_box(channel: str, option: str, label: str, value: str, options: dict[str, str], help: str = "",
+             placeholder: str = "", where=st) -> None:
+    """A text box for option ``option`` of the live heatmap ``channel`` (the lens's target token): a text it
+    offers (``options``, {value: label}, listed under the box) is drawn at once, typed or picked; any other goes
+    to the server when committed (Enter). Otherwise as ``metric_box``."""
+    mount = _register()
+    with where.container():
+        mount(key=_control_key(channel, option),
+              data={"kind": "control", "control": "text", "channel": channel, "option": option, "label": label,
+                    "value": value, "options": options, "help": help, "placeholder": placeholder})
+
+
 def digest(*arrays) -> str:
     """A short digest of numpy arrays (for a ``payload_for`` key: the numbers behind the figures)."""
     h = hashlib.sha1()
@@ -193,6 +205,8 @@ def heatmap(payload: dict, metric: str, key: str, hide: list[str], on_metric: Ca
     one). ``options``: the other options the payload switches in the browser ("stride", "exits") and their values
     now, each reported to ``on_option[name](value)``. Returns the component's result (``.cell`` is the click of this
     run, if any)."""
+    if not key.endswith("-live"):  # the browser tests wait for every chart keyed so to draw (tests/browser.py)
+        raise ValueError(f"a live heatmap's key ends in '-live': {key!r}")
     mount = _register()
     data = {"kind": "heatmap", "channel": channel or key, "metric": metric, "hide": hide,
             "plotly_url": plotly_url(), "config": config or {}, "options": dict(options or {}), **payload}
