@@ -14,7 +14,8 @@
 
 ``python -m bench.browser --views`` (``views()``) times only view switches, on one server and one prompt: on the
 lens page, "Colour by" → recoloured (as above), "Layer stride" → the heatmap has the new number of rows, a new
-"Target token" → the live heatmap holds the new figures, and a cell click → "Show the work" drawn for that
+"Target token" the box offers (the final top tokens) → the heatmap shows it, one it does not offer → the live
+heatmap holds the new figures (computed by the server), and a cell click → "Show the work" drawn for that
 cell (where the page has no cell clicks: "More → Show the work" → drawn); on the attention page, the head
 "Score" → the scores chart's title names it. It also counts the script runs each switch caused (from the app's
 running state).
@@ -241,18 +242,33 @@ SIGNED = "(prev) => { const h = document.querySelector('.ll-live-plot'); return 
 GTITLES = "() => [...document.querySelectorAll('.js-plotly-plot .gtitle')].map(e => e.textContent)"
 
 
+SHOWS_TARGET = "(t) => { const h = document.querySelector('.ll-live-plot'); return h && h.dataset.target === t; }"
+
+
+def _offered(page) -> list[str]:
+    """The targets the live heatmap's target box offers (the final top tokens), or [] without the live chart."""
+    return page.evaluate("() => [...document.querySelectorAll('.ll-live-control[data-option=target] datalist "
+                         "option')].map(o => o.value)")
+
+
 def _target(page, token: str) -> float:
-    """Type a target token on the lens page: until the live heatmap holds the new figures (its signature
-    changes); without the live chart, until the script is done."""
+    """Type a target token on the lens page and press Enter. One the live box offers: until the live heatmap shows
+    it (drawn in the browser). Another: until the live heatmap holds the new figures (its signature changes, the
+    server having computed them); without the live chart, until the script is done."""
     prev = page.evaluate("() => { const h = document.querySelector('.ll-live-plot'); return h ? h.dataset.signature "
                          ": null; }")
-    box = page.get_by_role("textbox", name="Target token")
-    box.fill(token)
+    live = page.get_by_role("combobox", name="Target token")
+    box = live if prev is not None and live.count() else page.get_by_role("textbox", name="Target token")
+    offered = prev is not None and token in _offered(page)
     t0 = time.perf_counter()
-    box.press("Enter")
+    box.fill(token)  # (an offered one is drawn as it is typed)
+    if not offered:
+        box.press("Enter")
     if prev is None:
         page.wait_for_timeout(100)
         page.wait_for_function(IDLE, timeout=60_000)
+    elif offered:
+        page.wait_for_function(SHOWS_TARGET, arg=token, polling="raf", timeout=60_000)
     else:
         page.wait_for_function(SIGNED, arg=prev, polling="raf", timeout=60_000)
     return time.perf_counter() - t0
@@ -284,7 +300,8 @@ def views(runs: int = 5, say=print) -> dict:
     ARTIFACTS.mkdir(exist_ok=True)
     prompt = prompt_for(WORDS[0])
     out: dict = {"runs": runs, "prompt": prompt, "metric_s": [], "metric_runs": [], "stride_s": [],
-                 "stride_runs": [], "target_s": [], "target_runs": [], "cell_s": [], "cell_runs": [],
+                 "stride_runs": [], "target_s": [], "target_runs": [], "offered_target_s": [],
+                 "offered_target_runs": [], "cell_s": [], "cell_runs": [],
                  "head_score_s": [], "head_score_runs": []}
     with sync_playwright() as pw, tempfile.TemporaryDirectory(prefix="layerlens-bench-") as tmp:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
@@ -310,6 +327,14 @@ def views(runs: int = 5, say=print) -> dict:
                 out["stride_s"].append(_stride(page, stride, rows))
                 out["stride_runs"].append(_settled_runs(page))
                 say(f"  lens page: stride → {stride} {out['stride_s'][-1]:.3f} s, {out['stride_runs'][-1]} run(s)")
+            offered = _offered(page)
+            for i in range(max(1, runs) if offered else 0):  # one the box offers: drawn by the browser
+                token = offered[(i + 1) % len(offered)]
+                page.evaluate(COUNT_RUNS)
+                out["offered_target_s"].append(_target(page, token))
+                out["offered_target_runs"].append(_settled_runs(page))
+                say(f"  lens page: offered target → {token!r} {out['offered_target_s'][-1]:.3f} s, "
+                    f"{out['offered_target_runs'][-1]} run(s)")
             for i in range(max(1, runs)):  # a new target each time (its rows are computed), then back to none
                 token = [" down", " high", " low", " left", " right", " cold", " in"][i % 7]
                 page.evaluate(COUNT_RUNS)

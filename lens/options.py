@@ -21,6 +21,7 @@ MAX_UMAP_POINTS = 10_000  # layers × tokens; beyond this UMAP takes minutes on 
 ROUTE_MAX_TOKENS = 512
 DEFAULT_THRESHOLD = 0.04
 MAX_TOP_K = 100
+MAX_ALTERNATIVES = 20
 
 
 def check_threshold(threshold: float) -> float:
@@ -48,15 +49,24 @@ class LensOptions:
     target: str | None = None  # text whose first token is tracked; None: the final top-1
     positions: tuple[int, int] | None = None  # [start, stop) window; None: all
     lens: str = "logit"  # logit | linear | tuned | jacobian
+    # Also follow the final layer's top-n tokens at the last position as targets (a page switches between
+    # them without computing the lens again: lens.analysis.logit_lens.retarget). 0: none.
+    alternatives: int = 0
 
     def check(self) -> None:
         if not isinstance(self.top_k, int) or not 1 <= self.top_k <= MAX_TOP_K:
             raise LensError(f"top-k must be a whole number from 1 to {MAX_TOP_K}, not {self.top_k!r}")
+        if not isinstance(self.alternatives, int) or not 0 <= self.alternatives <= MAX_ALTERNATIVES:
+            raise LensError(f"alternative targets must be a whole number from 0 to {MAX_ALTERNATIVES}, "
+                            f"not {self.alternatives!r}")
         check_lens(self.lens)
 
     def key(self) -> dict:
-        return {"top_k": self.top_k, "target": self.target,
-                "positions": list(self.positions) if self.positions else None, "lens": self.lens}
+        key = {"top_k": self.top_k, "target": self.target,
+               "positions": list(self.positions) if self.positions else None, "lens": self.lens}
+        if self.alternatives:  # (left out at 0: the results and cache keys of before stay as they were)
+            key["alternatives"] = self.alternatives
+        return key
 
 
 MIN_TEMPERATURE = 0.01

@@ -71,6 +71,12 @@ class LogitLensResult:
     lens: str = "logit"  # logit | linear | tuned | jacobian: how each row was read (lens/fitted/)
     target_note: str = ""
     options: dict = field(default_factory=dict)
+    # With LensOptions.alternatives = n: the final layer's top-n tokens at the last position, each followed as a
+    # target at every cell (as target_rank and target_prob are for the target). Empty otherwise.
+    alternative_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # [n]
+    alternative_tokens: list[str] = field(default_factory=list)  # [n]
+    alternative_rank: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 0), np.int64))  # [n, R, P]
+    alternative_prob: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 0), np.float32))  # [n, R, P]
 
 
 @dataclass

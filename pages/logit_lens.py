@@ -1,4 +1,6 @@
 """Logit lens page: a layers × positions heatmap of what each layer would predict."""
+from dataclasses import replace
+
 import streamlit as st
 from lens.options import FitOptions, LanguageOptions
 from streamlit.errors import StreamlitAPIException
@@ -16,6 +18,7 @@ from lens.figures.logit_lens import METRICS, live_payload, logit_lens_figure, st
 from lens.figures.style import slide_rows  # noqa: E402
 from lens.examples import TRANSLATIONS  # noqa: E402
 from lens.model.tokens import visible  # noqa: E402
+from lens.analysis.retarget import retarget  # noqa: E402
 from lens.options import LENS_LABELS, LensOptions  # noqa: E402
 from lens.views import query_value  # noqa: E402
 from ui import live, present, state  # noqa: E402
@@ -50,6 +53,12 @@ def lens_names() -> dict[str, str]:
 
 
 HEATMAP = "lens-live"  # the live heatmap's key (and its "Colour by" box's channel)
+# The final answer's top tokens at the last position that the live chart can switch the target to at once
+# (each costs about 4 % of a new prompt's lens: its rank at every cell is counted over the vocabulary).
+ALTERNATIVES = 5
+TARGET_PLACEHOLDER = "default: final top-1"
+TARGET_HELP = "Type a token (e.g. ' Paris', with its leading space) to follow its rank and probability."
+LIVE_TARGET_HELP = TARGET_HELP + " The list offers the model's top answers at the last position: those switch at once."
 LIVE = live.available()  # else (no runtime, no plotly.js file) the plain chart, redrawn by the server
 
 
@@ -63,6 +72,11 @@ def stride_from_browser(value: str) -> None:
     """The layer stride the live chart shows, reported after a change in the browser: the box and the URL follow."""
     if value.isdigit() and 1 <= int(value) <= max(1, info.n_layers):
         st.session_state["stride"] = int(value)
+
+
+def target_from_browser(value: str) -> None:
+    """The target the live chart shows (one it offered, or another typed and committed there)."""
+    st.session_state["target"] = value
 
 
 def exits_from_browser(value: str) -> None:
@@ -102,9 +116,8 @@ def lens_view(n: int) -> None:
                           bind="query-params", help=metric_help)
     if LIVE:  # the browser's own box, which recolours the live chart at once (this one is hidden then)
         live.metric_box(HEATMAP, "Colour by", metric_labels, metric, help=metric_help.replace("**", ""), where=c1)
-    target = c2.text_input("Target token", key="target", bind="query-params", placeholder="default: final top-1",
-                           help="Type a token (e.g. ' Paris', with its leading space) to follow its rank and "
-                                "probability.")
+    target = c2.text_input("Target token", key="target", bind="query-params", placeholder=TARGET_PLACEHOLDER,
+                           help=TARGET_HELP)
     top_k = c3.number_input("Top-k in hover", min_value=1, max_value=20, value=5, key="top_k", bind="query-params")
     # Presenter mode: as many rows as hold cell text at slide size (fewer rows, each readable).
     stride_default = stride_to_fit(info.n_layers + 1, slide_rows(present.SCREEN_CHART)) if present.is_on() else 1
@@ -147,11 +160,15 @@ def lens_view(n: int) -> None:
     if lens != "logit" and not fitted_lens_ready(lens):
         return
     bar = st.empty()
+    progress = lambda f, m: bar.progress(f, text=f"Decoding every layer: {m}")  # noqa: E731
+    options = LensOptions(top_k=int(top_k), target=target or None, positions=window, lens=lens)
+    base = None  # the live chart's: the default target, and the final top tokens followed as targets too
     with shown_in_page("Logit lens"):
-        result = backend.logit_lens(
-            text, LensOptions(top_k=int(top_k), target=target or None, positions=window, lens=lens),
-            progress=lambda f, m: bar.progress(f, text=f"Decoding every layer: {m}"),
-        )
+        if LIVE:
+            base = backend.logit_lens(text, replace(options, target=None, alternatives=ALTERNATIVES), progress)
+            result = (retarget(base, target) if target else base) or backend.logit_lens(text, options, progress)
+        else:
+            result = backend.logit_lens(text, options, progress)
     bar.empty()
     if result.target_note:
         st.caption(f"ℹ️ {result.target_note}")
@@ -165,17 +182,33 @@ def lens_view(n: int) -> None:
         # after a pause (URL, exports); a clicked cell opens "Show the work" on it. A view drawn before (the
         # rerun that reports a switched metric, a prompt seen again) reuses its figures.
         # The numbers' digest too: a lens fitted again gives other numbers for the same prompt and options.
-        numbers = live.digest(result.top_probs, result.kl_to_final, result.target_prob)
-        # Outside presenter mode one payload serves every stride and both exit choices.
-        same = (info.name, text, int(top_k), target, window, lens, present.is_on(), numbers,
+        # The payload's targets: the default, the final top tokens, and a target typed that is none of those.
+        targets = {t: retarget(base, t) for t in base.alternative_tokens}
+        typed = target if target and target not in targets else None
+        if typed:
+            targets[typed] = result
+        numbers = live.digest(base.top_probs, base.kl_to_final, base.target_prob, result.target_prob)
+        # Outside presenter mode one payload serves every stride and both exit choices; every target offered.
+        same = (info.name, text, int(top_k), typed, window, lens, present.is_on(), numbers,
                 None if live_rows else (int(stride), exits))
-        payload = live.payload_for(same, lambda: live_payload(result, stride=int(stride), show_exit=exits,
-                                                               style=present.styled if present.is_on() else None))
-        rows = {"options": {"stride": str(int(stride)), "exits": "on" if exits else "off"},
-                "on_option": {"stride": stride_from_browser, "exits": exits_from_browser}} if live_rows else {}
-        clicked = live.heatmap(payload, metric, key=HEATMAP, hide=["metric", "stride", "exits"] if live_rows
-                               else ["metric"], on_metric=metric_from_browser, on_cell=cell_clicked,
-                               config=PLOT_CONFIG, **rows)
+        payload = live.payload_for(same, lambda: live_payload(base, stride=int(stride), show_exit=exits,
+                                                               style=present.styled if present.is_on() else None,
+                                                               targets=targets))
+        final = len(base.layers) - 1
+        offered = {t: f"{visible(t)} · {base.alternative_prob[j, final, -1]:.1%} at position {base.positions[-1]}"
+                   for j, t in enumerate(base.alternative_tokens)}
+        if typed:
+            offered[typed] = f"{visible(typed)} · typed"
+        live.text_box(HEATMAP, "target", "Target token", target or "", where=c2, help=LIVE_TARGET_HELP,
+                      placeholder=TARGET_PLACEHOLDER, options=offered)
+        shown = {"target": target or ""}
+        on_option = {"target": target_from_browser}
+        if live_rows:
+            shown |= {"stride": str(int(stride)), "exits": "on" if exits else "off"}
+            on_option |= {"stride": stride_from_browser, "exits": exits_from_browser}
+        clicked = live.heatmap(payload, metric, key=HEATMAP, hide=["metric", "target"] + (
+                                   ["stride", "exits"] if live_rows else []), on_metric=metric_from_browser,
+                               on_cell=cell_clicked, config=PLOT_CONFIG, options=shown, on_option=on_option)
         if clicked.cell:
             st.rerun(scope="app")  # the panel is in another fragment
         # The exported figure is built when an export is clicked, not on every run.

@@ -31,6 +31,18 @@ def live_heatmap_data(element) -> dict | None:
     return data if isinstance(data, dict) and data.get("kind") == "heatmap" else None
 
 
+def live_controls(at) -> list[dict]:
+    """The data of the page's live boxes (the controls of its live heatmaps), in page order."""
+    out = []
+    for e in at.get("bidi_component"):
+        proto = e.proto
+        raw = proto.json or (proto.mixed.json if proto.HasField("mixed") else "")
+        data = json.loads(raw) if raw else None
+        if isinstance(data, dict) and data.get("kind") == "control":
+            out.append(data)
+    return out
+
+
 def live_heatmaps(at) -> list:
     """The page's live heatmaps (their elements), in page order."""
     return [e for e in at.get("bidi_component") if live_heatmap_data(e) is not None]

@@ -215,6 +215,11 @@ def test_a_second_engine_serves_the_backend_protocol_and_refuses_what_it_cannot_
     a, b = plain.logit_lens(prompt, LensOptions(top_k=3)), stub.logit_lens(prompt, LensOptions(top_k=3))
     np.testing.assert_array_equal(a.top_ids, b.top_ids)  # the stub's lens is reduced where it runs
     np.testing.assert_allclose(a.kl_to_final, b.kl_to_final, atol=2e-5)
+    a, b = (x.logit_lens(prompt, LensOptions(top_k=3, positions=(1, 4), alternatives=3)) for x in (plain, stub))
+    np.testing.assert_array_equal(a.alternative_ids, b.alternative_ids)
+    assert a.alternative_tokens == b.alternative_tokens
+    np.testing.assert_array_equal(a.alternative_rank, b.alternative_rank)
+    np.testing.assert_allclose(a.alternative_prob, b.alternative_prob, atol=2e-5)
     np.testing.assert_allclose(plain.rollout(prompt).rollout, stub.rollout(prompt).rollout, atol=1e-6)
     for call in (lambda: stub.generate(prompt), lambda: stub.route_graph(prompt),
                  lambda: stub.patch(prompt, prompt, PatchOptions(target=" t")),

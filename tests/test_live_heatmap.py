@@ -55,6 +55,41 @@ def test_one_payload_draws_each_metric_at_each_stride_as_the_tested_figure(resul
                                                    for f in payload["figures"].values())
 
 
+@pytest.fixture(scope="module")
+def with_alternatives():
+    """The default target's lens with the final top-3 followed too, and those three as its targets."""
+    from lens.analysis.retarget import retarget
+
+    base = local_backend(load_model("tiny-llama"), None).logit_lens(PROMPT, LensOptions(top_k=3, alternatives=3))
+    return base, {t: retarget(base, t) for t in base.alternative_tokens}
+
+
+@pytest.mark.parametrize("stride", [1, 3])
+def test_one_payload_draws_every_target_as_the_tested_figure(with_alternatives, stride):
+    """Each target the payload offers, drawn from it at each metric, is ``logit_lens_figure`` of the lens with that
+    target: the target metrics' colours and every cell's hover (its rank, probability and token)."""
+    base, others = with_alternatives
+    payload = live_payload(base, targets=others)
+    assert set(payload["targets"]) == set(base.alternative_tokens)
+    for t, other in others.items():
+        for m in METRICS:
+            want = json.loads(logit_lens_figure(other, metric=m, stride=stride, show_exit=True).to_json())
+            assert plain(live_figure(payload, m, stride, True, target=t)) == plain(want), (t, m)
+    # A target away from the default changes something a reader sees (else this test could not fail).
+    t = base.alternative_tokens[1]
+    assert plain(live_figure(payload, "target_rank", target=t)) != plain(live_figure(payload, "target_rank"))
+
+
+def test_presenter_payload_draws_every_target_as_the_tested_figure(with_alternatives):
+    base, others = with_alternatives
+    style = lambda f: for_slides(f, 450)  # noqa: E731
+    payload = live_payload(base, stride=2, style=style, targets=others)
+    for t, other in others.items():
+        for m in METRICS:
+            want = json.loads(style(logit_lens_figure(other, metric=m, stride=2)).to_json())
+            assert live_figure(payload, m, target=t) == want, (t, m)
+
+
 def test_a_window_too_wide_for_cell_texts_is_sent_as_its_figure():
     """Past MAX_CELL_TEXT_COLUMNS columns the figure has no cell texts: neither has the payload."""
     from lens.figures.logit_lens import MAX_CELL_TEXT_COLUMNS
@@ -122,10 +157,10 @@ def charts(at) -> list[dict]:
 
 
 def drawn_options(data: dict) -> tuple:
-    """The stride and the exit choice a live heatmap's data asks the browser to draw (None, False: it has no such
-    options)."""
+    """The stride, the exit choice and the target a live heatmap's data asks the browser to draw (None, False,
+    None: it has no such options)."""
     o = data.get("options") or {}
-    return (int(o["stride"]) if "stride" in o else None), o.get("exits") == "on"
+    return (int(o["stride"]) if "stride" in o else None), o.get("exits") == "on", o.get("target") or None
 
 
 def page(**params):
@@ -152,7 +187,7 @@ def test_the_page_sends_every_metric_and_draws_the_linked_one():
     data = live_heatmap_data(heatmap_element(at))
     assert data["metric"] == "kl" and set(data["figures"]) == set(METRICS)
     assert "colour: KL to final (nats)" in charts(at)[0]["layout"]["title"]["text"]
-    assert data["options"] == {"stride": "2", "exits": "off"}  # the link's stride, drawn by the browser
+    assert data["options"] == {"stride": "2", "exits": "off", "target": ""}  # the link's stride, drawn by the browser
     assert len(charts(at)[0]["data"][0]["y"]) == len(data["strides"]["2"]["rows"]) < len(data["layers"])
 
 
@@ -166,7 +201,7 @@ def test_a_stride_and_the_exit_marks_switched_in_the_browser_come_back_to_the_bo
     assert at.query_params.get("stride") in ("3", ["3"]) and str(at.query_params.get("exits")).lower() in (
         "true", "['true']"), at.query_params
     data = live_heatmap_data(heatmap_element(at))
-    assert data["options"] == {"stride": "3", "exits": "on"}
+    assert data["options"] == {"stride": "3", "exits": "on", "target": ""}
     assert data["signature"] == sent["signature"]  # one payload for every stride: nothing rebuilt
     # What the exports are made from follows: the figure the page exports at these options is the one drawn.
     want = json.loads(logit_lens_figure(at.session_state["_lens_result_for_tests"] if False else
@@ -177,6 +212,37 @@ def test_a_stride_and_the_exit_marks_switched_in_the_browser_come_back_to_the_bo
     # Values the page cannot take are ignored; no box warns of a value set through session state.
     at = send(at, stride="99", exits="maybe")
     assert not at.exception and at.number_input(key="stride").value == 3 and at.toggle(key="exits").value is True
+    assert not widget_state_warnings, widget_state_warnings
+
+
+def test_a_target_switched_in_the_browser_comes_back_to_the_box_and_the_url(widget_state_warnings):
+    """The page offers the final top tokens as targets the browser draws at once; one it reports comes back to the
+    box and the link with nothing rebuilt, and what the page then draws (and exports) is the lens with that
+    target. A target typed that is none of them is computed by the server and offered from then on."""
+    from apptest import live_controls
+
+    at = page().run()
+    sent = live_heatmap_data(heatmap_element(at))
+    lens = local_backend(load_model("tiny-llama"), None)
+    base = lens.logit_lens(PROMPT, LensOptions(top_k=5, alternatives=5))
+    assert list(sent["targets"]) == base.alternative_tokens and sent["options"]["target"] == ""
+    box = [c for c in live_controls(at) if c.get("option") == "target"]
+    assert len(box) == 1 and list(box[0]["options"]) == base.alternative_tokens
+    second = base.alternative_tokens[1]
+    at = send(at, target=second, metric="target_rank")
+    assert not at.exception and not at.error
+    assert at.text_input(key="target").value == second
+    assert at.query_params.get("target") in (second, [second]), at.query_params
+    data = live_heatmap_data(heatmap_element(at))
+    assert data["signature"] == sent["signature"] and data["options"]["target"] == second  # nothing rebuilt
+    want = lens.logit_lens(PROMPT, LensOptions(top_k=5, target=second))
+    assert plain(charts(at)[0]) == plain(json.loads(logit_lens_figure(want, "target_rank").to_json()))
+    # Typed, another target: computed on the server, drawn, and offered with the others.
+    at = send(at, target="b")
+    data = live_heatmap_data(heatmap_element(at))
+    assert "b" in data["targets"] and data["options"]["target"] == "b"
+    want = lens.logit_lens(PROMPT, LensOptions(top_k=5, target="b"))
+    assert plain(charts(at)[0]) == plain(json.loads(logit_lens_figure(want, "target_rank").to_json()))
     assert not widget_state_warnings, widget_state_warnings
 
 
@@ -352,7 +418,7 @@ def test_in_the_browser_the_metric_switches_without_a_rerun_and_a_click_opens_th
         assert len(before) == 1 and "colour: top-1 probability" in before[0]["title"]
         assert clipped_labels(pg) == []
         # The other metrics are drawn ahead, held out of the page: it still has one chart.
-        n_metrics = len(pg.evaluate("() => [...document.querySelectorAll('.ll-live-control option')]"))
+        n_metrics = len(pg.evaluate("() => [...document.querySelectorAll('.ll-live-control[data-option=metric] option')]"))
         pg.wait_for_function("(n) => document.querySelectorAll('.ll-live-plot .ll-layer').length === n",
                              arg=n_metrics, timeout=30_000, polling=POLL_MS)
         draws = pg.evaluate("() => Number(document.querySelector('.ll-live-plot').dataset.draws)")
@@ -460,6 +526,77 @@ def test_in_the_browser_the_stride_and_the_exit_marks_switch_without_a_rerun(chr
         other.close()
     finally:
         pg.close()
+
+
+def test_in_the_browser_an_offered_target_switches_without_a_rerun(chromium, backend):
+    """The target box offers the final top tokens; one typed or picked there recolours the target metrics and every
+    hover in the browser alone, as the tested figure of the lens with that target; the URL then names it and a
+    copied link draws the same. A target it does not offer goes to the server on Enter and is drawn when
+    computed."""
+    from bench.browser import COUNT_RUNS
+    from browser import ARTIFACTS, charts, clipped_labels, same_charts, settle
+
+    base = backend.logit_lens(BROWSER_PROMPT, LensOptions(alternatives=5))
+    second = base.alternative_tokens[1]
+    other = next(t for t in (" London", " Rome", " dog") if t not in base.alternative_tokens)
+
+    def same_as(pg, target: str) -> None:
+        lens = backend.logit_lens(BROWSER_PROMPT, LensOptions(target=target))
+        want = json.loads(logit_lens_figure(lens, "target_rank").to_json())
+        shown = charts(pg)
+        assert len(shown) == 1 and shown[0]["title"] == want["layout"]["title"]["text"]
+        assert same_charts([{k: shown[0]["data"][0][k] for k in ("z", "text", "customdata")}],
+                           [{k: want["data"][0][k] for k in ("z", "text", "customdata")}]), target
+        assert clipped_labels(pg) == []
+
+    redrawn = "(value) => document.querySelector('.ll-live-plot').dataset.target === value && [window.__runs]"
+    pg = chromium.new_page(viewport={"width": 1600, "height": 1000})
+    try:
+        pg.goto(f"{chromium.base_url}/logit_lens?prompt={quote(BROWSER_PROMPT)}&metric=target_rank")
+        settle(pg)
+        assert not pg.locator(".st-key-target").is_visible()  # Streamlit's box gives way to the live one
+        box = pg.get_by_role("combobox", name="Target token")
+        assert box.is_visible() and box.input_value() == ""
+        offered = pg.evaluate("() => [...document.querySelectorAll("
+                              "'.ll-live-control[data-option=target] datalist option')].map(o => o.value)")
+        assert offered == base.alternative_tokens
+        same_as(pg, "")
+        pg.evaluate(COUNT_RUNS)
+        box.fill(second)  # typed (a pick from the list is the same input)
+        assert pg.wait_for_function(redrawn, arg=second, timeout=30_000, polling=POLL_MS).json_value() == [0]
+        same_as(pg, second)
+        pg.screenshot(path=str(ARTIFACTS / "live-heatmap-target.png"))
+        pg.wait_for_function("(t) => new URLSearchParams(location.search).get('target') === t", arg=second,
+                             timeout=30_000, polling=POLL_MS)
+        settle(pg)
+        same_as(pg, second)
+        fresh = chromium.new_page(viewport={"width": 1600, "height": 1000})
+        fresh.goto(pg.url)
+        settle(fresh)
+        same_as(fresh, second)
+        assert fresh.get_by_role("combobox", name="Target token").input_value() == second
+        fresh.close()
+        # Not offered: nothing happens as it is typed; Enter sends it to the server, which computes and draws it.
+        box.fill(other)
+        pg.wait_for_timeout(300)
+        assert pg.evaluate("() => document.querySelector('.ll-live-plot').dataset.target") == second
+        box.press("Enter")
+        pg.wait_for_function(redrawn, arg=other, timeout=60_000, polling=POLL_MS)
+        settle(pg)
+        same_as(pg, other)
+        assert other in live_heatmap_offered(pg)
+        # Emptied, the default target (each position's final top-1) is back at once.
+        box.fill("")
+        box.press("Enter")
+        pg.wait_for_function(redrawn, arg="", timeout=30_000, polling=POLL_MS)
+        same_as(pg, "")
+    finally:
+        pg.close()
+
+
+def live_heatmap_offered(pg) -> list[str]:
+    return pg.evaluate("() => [...document.querySelectorAll("
+                       "'.ll-live-control[data-option=target] datalist option')].map(o => o.value)")
 
 
 def test_presenter_mode_fits_with_the_live_chart(chromium):

@@ -119,12 +119,75 @@ def test_chunking_does_not_change_results(rows_per_chunk, window, tiny_trace, mo
         np.testing.assert_allclose(getattr(res, name), getattr(base, name), atol=1e-5, err_msg=name)
     np.testing.assert_array_equal(res.target_rank, base.target_rank)
     assert res.top_tokens == base.top_tokens
+    with_alternatives = logit_lens(trace, tok, LensOptions(top_k=5, target="e", positions=window, alternatives=3))
+    monkeypatch.setattr(ll, "ROWS_PER_CHUNK", 10_000)
+    one_chunk = logit_lens(trace, tok, LensOptions(top_k=5, target="e", positions=window, alternatives=3))
+    np.testing.assert_array_equal(with_alternatives.alternative_rank, one_chunk.alternative_rank)
+    np.testing.assert_allclose(with_alternatives.alternative_prob, one_chunk.alternative_prob, atol=1e-6)
+    monkeypatch.setattr(ll, "ROWS_PER_CHUNK", rows_per_chunk)
     # Progress is reported once per chunk, increasing, ending at 1.
     R = trace.n_layers + 1
     P = len(res.positions)
     step = max(1, rows_per_chunk // R)
     assert len(seen) == -(-P // step)
     assert seen == sorted(seen) and seen[-1] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("arch", TINY_ARCHS)
+@pytest.mark.parametrize("window", [None, (2, 9)])
+def test_alternatives_are_the_final_top_n_followed_at_every_cell(arch, window, tiny_trace, reference):
+    """Each alternative target's rank and probability at every cell against the plain computation with that token
+    as the target; the alternatives are the final layer's top-n at the window's last position."""
+    trace, tok = tiny_trace(arch)
+    res = logit_lens(trace, tok, LensOptions(top_k=3, positions=window, alternatives=4))
+    cols = slice(*window) if window else slice(None)
+    last = (window[1] if window else trace.n_tokens) - 1
+    ref = reference(trace.adapter, trace.residual, trace.token_ids, 4)
+    assert res.alternative_ids.shape == (4,) and res.alternative_rank.shape == (4, *res.target_rank.shape)
+    # The final layer's top-4 there: their probabilities are the reference's top-4 (ids may swap in a near tie).
+    np.testing.assert_allclose(ref["p"][-1, last, res.alternative_ids], ref["top_p"][-1, last], atol=ATOL)
+    assert res.alternative_tokens == [as_shown(tok, int(i)) for i in res.alternative_ids]
+    for j, token_id in enumerate(res.alternative_ids):
+        one = reference(trace.adapter, trace.residual, trace.token_ids, 1, target_id=int(token_id))
+        assert np.all(one["rank_lo"][:, cols] <= res.alternative_rank[j])
+        assert np.all(res.alternative_rank[j] <= one["rank_hi"][:, cols])
+        np.testing.assert_allclose(res.alternative_prob[j], one["target_prob"][:, cols], atol=ATOL, rtol=0)
+    # Without alternatives, none; the rest of the result is the same either way.
+    plain = logit_lens(trace, tok, LensOptions(top_k=3, positions=window))
+    assert plain.alternative_ids.shape == (0,) and plain.alternative_rank.shape[0] == 0
+    assert "alternatives" not in plain.options and res.options["alternatives"] == 4
+    np.testing.assert_array_equal(plain.top_ids, res.top_ids)
+    np.testing.assert_array_equal(plain.target_rank, res.target_rank)
+
+
+def test_retarget_gives_what_the_lens_gives_with_that_target(tiny_trace, reference):
+    from lens.analysis.retarget import retarget
+
+    trace, tok = tiny_trace("llama")
+    res = logit_lens(trace, tok, LensOptions(top_k=3, alternatives=6))
+    compared = 0
+    for j, token in enumerate(res.alternative_tokens):
+        moved = retarget(res, token)
+        np.testing.assert_array_equal(moved.target_ids, np.full(trace.n_tokens, res.alternative_ids[j]))
+        if tok(token, add_special_tokens=False)["input_ids"] != [int(res.alternative_ids[j])]:
+            continue  # a byte token ("<0xE2>"): typed, its text is other tokens (its rows are checked above)
+        compared += 1
+        direct = logit_lens(trace, tok, LensOptions(top_k=3, target=token))  # through the tokenizer
+        np.testing.assert_array_equal(moved.target_ids, direct.target_ids)
+        assert moved.target_tokens == direct.target_tokens and moved.target_note == ""
+        np.testing.assert_array_equal(moved.target_rank, direct.target_rank)
+        np.testing.assert_allclose(moved.target_prob, direct.target_prob, atol=1e-6)
+        np.testing.assert_array_equal(moved.top_ids, res.top_ids)
+        assert moved.options["target"] == token
+    assert compared >= 2
+    assert retarget(res, "not one of them") is None
+    assert retarget(logit_lens(trace, tok, LensOptions(top_k=3)), res.alternative_tokens[0]) is None
+
+
+def test_alternatives_out_of_range_are_refused():
+    for n in (-1, 21, 2.5):
+        with pytest.raises(LensError, match="alternative targets"):
+            LensOptions(alternatives=n).check()
 
 
 def test_single_token_prompt(tiny, reference, topk_matches):

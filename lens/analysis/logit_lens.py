@@ -153,6 +153,10 @@ def logit_lens(trace: Trace, tokenizer, options: LensOptions = LensOptions(),
     t_prob = np.empty((R, P), np.float32)
     t_ids = np.empty(P, np.int64)
     next_loss = np.full((R, P), np.nan, np.float32)
+    alt_ids = _alternatives(trace, adapter, stop - 1, int(options.alternatives), fitted)
+    n_alt = len(alt_ids)
+    a_rank = np.empty((n_alt, R, P), np.int64)
+    a_prob = np.empty((n_alt, R, P), np.float32)
 
     W = adapter.unembed.weight
     b = adapter.unembed.bias
@@ -184,6 +188,8 @@ def logit_lens(trace: Trace, tokenizer, options: LensOptions = LensOptions(),
             else:
                 tgt = torch.full((n,), target_id, dtype=torch.long, device=z.device)
             z_t = z.gather(-1, tgt.view(1, n, 1).expand(R, n, 1))
+            z_a = z.gather(-1, alt_ids.view(1, 1, n_alt).expand(R, n, n_alt))  # [R, n, n_alt]
+            rank_a = torch.empty(n_alt, R, n, dtype=torch.long)
             nxt = ids_all[c0 + 1:c1 + 1].to(z.device)  # the next token, where there is one
             z_next = z[:, : len(nxt), :].gather(-1, nxt.view(1, -1, 1).expand(R, -1, 1))
 
@@ -201,6 +207,9 @@ def logit_lens(trace: Trace, tokenizer, options: LensOptions = LensOptions(),
                     zb, fb = z[r, p0:p1], fbuf[: p1 - p0]
                     torch.gt(zb, z_t[r, p0:p1], out=fb)  # 1.0 where a token beats the target
                     rank[r, p0:p1] = fb.sum(-1).long() + 1
+                    for j in range(n_alt):  # (before the shift below: it changes zb in place)
+                        torch.gt(zb, z_a[r, p0:p1, j:j + 1], out=fb)
+                        rank_a[j, r, p0:p1] = fb.sum(-1).long() + 1
                     zb.sub_(m[r, p0:p1])  # logits - max: exp never overflows
                     torch.mul(zb, LOG2E, out=fb).exp2_()  # exp(x) as 2^(x·log2 e): twice as fast here
                     torch.sum(fb, -1, out=s[r, p0:p1])
@@ -221,13 +230,17 @@ def logit_lens(trace: Trace, tokenizer, options: LensOptions = LensOptions(),
             t_ids[sl] = tgt.cpu().numpy()
             t_rank[:, sl] = rank.cpu().numpy()
             t_prob[:, sl] = torch.exp(z_t[..., 0] - m[..., 0]).div_(s).cpu().numpy()
+            if n_alt:
+                a_rank[:, :, sl] = rank_a.cpu().numpy()
+                a_prob[:, :, sl] = torch.exp(z_a - m).div_(s.unsqueeze(-1)).permute(2, 0, 1).cpu().numpy()
             if len(nxt):
                 lp = z_next[..., 0] - m[:, : len(nxt), 0] - log_s[:, : len(nxt)]
                 next_loss[:, c0 - start: c0 - start + len(nxt)] = (-lp).cpu().numpy()
             if progress is not None:
                 progress((c1 - start) / P, f"decoded positions {start}–{c1 - 1} of {T}")
 
-    table = decode_table(tokenizer, np.concatenate([top_ids.ravel(), t_ids]))
+    alt = alt_ids.cpu().numpy().astype(np.int64)
+    table = decode_table(tokenizer, np.concatenate([top_ids.ravel(), t_ids, alt]))
     top_tokens = [[[table[int(i)] for i in cell] for cell in row] for row in top_ids]
     out_top1 = trace.output_top1[start:stop].tolist()
     return LogitLensResult(
@@ -252,4 +265,25 @@ def logit_lens(trace: Trace, tokenizer, options: LensOptions = LensOptions(),
         lens=fitted.kind if fitted is not None else "logit",
         target_note=note,
         options=options.key(),
+        alternative_ids=alt,
+        alternative_tokens=[table[int(i)] for i in alt],
+        alternative_rank=a_rank,
+        alternative_prob=a_prob,
     )
+
+
+def _alternatives(trace: Trace, adapter, position: int, n: int, fitted) -> torch.Tensor:
+    """The final layer's top-``n`` token ids at ``position`` (the targets a page may switch to), as the lens reads
+    that row: one row's read-out, before the chunks (each chunk's ranks need them)."""
+    W, b = adapter.unembed.weight, adapter.unembed.bias
+    if n == 0:
+        return torch.zeros(0, dtype=torch.long, device=W.device)
+    h = trace.residual[:, position:position + 1, :].to(W.device, W.dtype)  # every row: a fitted lens maps by row
+    x = adapter.normed((h if fitted is None else fitted.apply(h))[-1:])
+    z = x.reshape(1, -1) @ W.T
+    if b is not None:
+        z = z + b
+    if adapter.softcap:
+        z = torch.tanh(z / adapter.softcap) * adapter.softcap
+    return z[0].topk(min(n, z.shape[-1])).indices
+

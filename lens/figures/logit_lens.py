@@ -94,15 +94,13 @@ def _hover(result: LogitLensResult, rows: list[int], cols: list[int]) -> tuple[l
     formatted paragraph per cell (a third of the bytes, and the bytes are what a redraw costs).
     Per cell: the top-k tokens, their probabilities, entropy, KL, target rank and probability."""
     k = result.top_ids.shape[-1]
-    target = [escape(visible(t), quote=False) for t in result.target_tokens]
     after = [escape(visible(result.tokens[p]), quote=False) for p in result.positions]
     probs = np.round(result.top_probs.astype(np.float64), 3)  # as shown: no second rounding
     ent, kl = np.round(result.entropy.astype(np.float64), 3), np.round(result.kl_to_final.astype(np.float64), 3)
-    tp = result.target_prob.astype(np.float64)
+    cells, target = _target_cells(result, rows, cols)
     data = [[[*(escape(visible(t), quote=False) for t in result.top_tokens[r][c]), *probs[r, c].tolist(),
-              float(ent[r, c]), float(kl[r, c]), int(result.target_rank[r, c]), float(f"{tp[r, c]:.3g}"),
-              target[c], after[c], str(result.positions[c])]
-             for c in cols] for r in rows]
+              float(ent[r, c]), float(kl[r, c]), *cells[i][j], target[j], after[c], str(result.positions[c])]
+             for j, c in enumerate(cols)] for i, r in enumerate(rows)]
     i = 2 * k  # where the per-cell numbers start
     template = (
         f"<b>layer %{{y}}</b>, position %{{customdata[{i + 6}]}} (after %{{customdata[{i + 5}]}})<br>"
@@ -112,6 +110,18 @@ def _hover(result: LogitLensResult, rows: list[int], cols: list[int]) -> tuple[l
         + "<extra></extra>"
     )
     return data, template
+
+
+def _target_cells(result: LogitLensResult, rows: list[int], cols: list[int]) -> tuple[list, list[str]]:
+    """The target's part of each cell's hover: [rank, probability] per cell (rows × cols), and the target as
+    shown, per column (a live heatmap swaps these for another target's: ``live_payload``)."""
+    tp = result.target_prob.astype(np.float64)
+    cells = [[[int(result.target_rank[r, c]), float(f"{tp[r, c]:.3g}")] for c in cols] for r in rows]
+    return cells, [escape(visible(result.target_tokens[c]), quote=False) for c in cols]
+
+
+TARGET_AT = 2  # where a cell's hover values hold its target's rank (then its probability, then the target): 2k + 2
+TARGET_METRICS = ("target_prob", "target_rank")  # the metrics whose colours follow the target
 
 
 LENS_TITLES = {"logit": "Logit lens", "linear": "Linear-shortcut lens", "tuned": "Tuned lens", "jacobian": "Jacobian lens"}
@@ -212,7 +222,8 @@ def prediction_figure(result: LogitLensResult, height: int = 320) -> go.Figure:
     return fig
 
 
-def live_payload(result: LogitLensResult, stride: int = 1, show_exit: bool = False, style=None) -> dict:
+def live_payload(result: LogitLensResult, stride: int = 1, show_exit: bool = False, style=None,
+                 targets: dict[str, LogitLensResult] | None = None) -> dict:
     """What the page's live heatmap (ui/live) draws: ``logit_lens_figure`` for every colour metric, so that the
     browser switches the metric without asking the server. The cell texts and hovers are the same for every
     metric: sent once (``shared``), each figure keeps only what differs. ``layers`` and ``positions`` name each
@@ -222,7 +233,11 @@ def live_payload(result: LogitLensResult, stride: int = 1, show_exit: bool = Fal
     every layer with no marks, and ``strides`` gives, for each stride, the rows it shows and the chart's height;
     ``exits`` gives each column's exit row and the title's note (``live_figure`` does what the browser does).
     With ``style`` (presenter mode's restyling, which depends on the rows shown), each figure is drawn at
-    ``stride`` and ``show_exit`` and restyled, and those two switch on the server."""
+    ``stride`` and ``show_exit`` and restyled, and those two switch on the server.
+
+    ``targets``: the same lens with other targets (``retarget``), by the target box's text; the browser switches
+    to them too. Each gives its figures of the target metrics and its target's part of every cell's hover
+    (``_target_cells``, for the rows the hovers have), the rest being the same."""
     import json
 
     live_rows = style is None
@@ -259,20 +274,45 @@ def live_payload(result: LogitLensResult, stride: int = 1, show_exit: bool = Fal
         out["strides"] = {str(s): {"rows": rows, "height": heatmap_height(len(rows))}
                           for s in range(1, max(2, n_rows)) for rows in [strided_rows(n_rows, s)]}
         out["exits"] = {"rows": [None if e is None else int(e) for e in result.exit_layer], "title": EXIT_TITLE}
+    if targets:
+        rows = list(range(n_rows)) if live_rows else strided_rows(n_rows, stride)
+        cols = list(range(len(result.positions)))
+        k = result.top_ids.shape[-1]
+        out["targets"] = {}
+        for name, other in targets.items():
+            figs = {}
+            for key in TARGET_METRICS:
+                fig = logit_lens_figure(other, metric=key, stride=stride, show_exit=show_exit, hover=False,
+                                        texts=style is not None)
+                d = json.loads((style(fig) if style is not None else fig).to_json())
+                for k2 in ("text", "customdata", "hovertemplate"):  # as the primary's figures: shared ones left out
+                    if k2 in shared and d["data"][0].get(k2) == shared[k2]:
+                        del d["data"][0][k2]
+                figs[key] = d
+            cells, token = _target_cells(other, rows, cols)
+            out["targets"][name] = {"figures": figs, "cells": cells, "token": token}
+        out["target_at"] = 2 * k + TARGET_AT
     return out
 
 
-def live_figure(payload: dict, metric: str, stride: int | None = None, exits: bool = False) -> dict:
+def live_figure(payload: dict, metric: str, stride: int | None = None, exits: bool = False,
+                target: str | None = None) -> dict:
     """The figure JSON the live heatmap draws for ``metric`` (at ``stride``, with or without the exit marks, where
     the payload switches those in the browser), as the browser builds it (ui/live/live_heatmap.js): the shared
     cell texts and hovers put back into the metric's figure; the stride's rows of each per-row array, its height;
-    the exit marks under those rows."""
+    the exit marks under those rows. ``target``: one of the payload's ``targets`` (its target metrics' figures,
+    and its rank, probability and token in every cell's hover)."""
     import copy
 
-    fig = copy.deepcopy(payload["figures"][metric])
+    other = (payload.get("targets") or {}).get(target) if target is not None else None
+    fig = copy.deepcopy((other or {}).get("figures", {}).get(metric) or payload["figures"][metric])
     trace = fig["data"][0]
     for k, v in payload["shared"].items():
         trace.setdefault(k, copy.deepcopy(v))
+    if other is not None and "customdata" in trace:
+        at = payload["target_at"]
+        trace["customdata"] = [[[*cell[:at], *other["cells"][i][j], other["token"][j], *cell[at + 3:]]
+                                for j, cell in enumerate(row)] for i, row in enumerate(trace["customdata"])]
     if "strides" not in payload:
         return fig
     view = payload["strides"][str(stride or 1)]

@@ -73,9 +73,16 @@ function rowsShown(data, values) {
 // hovers put back; where the payload switches strides, the stride's rows of each per-row array and its height,
 // and the exit marks under those rows.
 function figureFor(data, metric, values) {
-  const fig = data.figures[metric];
+  // Another target than the default: its figures of the target metrics, its part of every cell's hover.
+  const other = data.targets && values.target ? data.targets[values.target] : null;
+  const fig = (other && other.figures[metric]) || data.figures[metric];
   const trace = Object.assign({}, fig.data[0]);
   for (const [k, v] of Object.entries(data.shared || {})) if (!(k in trace)) trace[k] = v;
+  if (other && Array.isArray(trace.customdata)) {
+    const at = data.target_at; // a cell's [rank, probability, target] start there
+    trace.customdata = trace.customdata.map((row, i) => row.map((cell, j) =>
+      [...cell.slice(0, at), ...other.cells[i][j], other.token[j], ...cell.slice(at + 3)]));
+  }
   const layout = Object.assign({}, fig.layout);
   const rows = rowsShown(data, values);
   if (rows) {
@@ -99,11 +106,12 @@ function figureFor(data, metric, values) {
 }
 
 // The value of option `name` that a chart with `data` can draw (else null): a metric with a figure, a stride the
-// payload has rows for, the exit marks on or off.
+// payload has rows for, the exit marks on or off, a target it has (or "", the default).
 function drawable(data, name, value) {
   if (name === "metric") return value in data.figures ? value : null;
   if (name === "stride") return data.strides && value in data.strides ? value : null;
   if (name === "exits") return data.exits && (value === "on" || value === "off") ? value : null;
+  if (name === "target") return data.targets && (value === "" || value in data.targets) ? value : null;
   return null;
 }
 
@@ -137,7 +145,8 @@ function mountControl(component) {
   const ch = channel(data.channel);
   const option = data.option || "metric"; // the option this box sets
   // select: options {value: label}; toggle: options {off value: label, on value: label}, in that order;
-  // number: whole numbers from data.min to data.max.
+  // number: whole numbers from data.min to data.max; text: any text, with options {value: label} offered in
+  // its list (one of them, typed or picked, applies at once; other text when it is committed, with Enter).
   const kind = data.control || "select";
   let box = parentElement.querySelector(".ll-live-control");
   if (!box || box.dataset.control !== kind) {
@@ -150,6 +159,7 @@ function mountControl(component) {
         '<span class="ll-toggle-text"></span></label>' + HELP
       : '<div class="ll-label-row"><label class="ll-label"></label>' + HELP + '</div>' +
         (kind === "number" ? '<input class="ll-select ll-number" type="number" step="1">'
+         : kind === "text" ? '<input class="ll-select ll-text" type="text" autocomplete="off"><datalist></datalist>'
                            : '<select class="ll-select"></select>');
     parentElement.appendChild(box);
   }
@@ -164,13 +174,25 @@ function mountControl(component) {
   } else {
     const label = box.querySelector("label");
     label.textContent = data.label;
-    input = box.querySelector(kind === "number" ? "input" : "select");
+    input = box.querySelector(kind === "number" || kind === "text" ? "input" : "select");
     input.id = input.id || "ll-" + data.channel + "-" + option;
     label.htmlFor = input.id;
     input.title = data.help || "";
     if (kind === "number") {
       input.min = String(data.min);
       input.max = String(data.max);
+    } else if (kind === "text") {
+      const list = box.querySelector("datalist");
+      list.id = input.id + "-list";
+      input.setAttribute("list", list.id);
+      input.placeholder = data.placeholder || "";
+      list.innerHTML = "";
+      for (const [value, text] of Object.entries(data.options || {})) {
+        const o = document.createElement("option");
+        o.value = value;
+        o.label = text;
+        list.appendChild(o);
+      }
     } else {
       input.innerHTML = "";
       for (const [value, text] of Object.entries(data.options)) {
@@ -210,12 +232,16 @@ function mountControl(component) {
   const onCommit = () => { if (read() === null) write(ch.values[option]); }; // left with no whole number in range
   const follow = (name, m) => { if (name === option && read() !== m) write(m); };
   const event = kind === "number" ? "input" : "change"; // a number applies as it is typed or stepped
+  // A text applies as typed where it is one the list offers (a pick from the list is such an input).
+  const onOffered = () => { if (input.value in (data.options || {})) onChange(); };
   input.addEventListener(event, onChange);
   if (kind === "number") input.addEventListener("change", onCommit);
+  if (kind === "text") input.addEventListener("input", onOffered);
   ch.listeners.add(follow);
   return () => {
     input.removeEventListener(event, onChange);
     input.removeEventListener("change", onCommit);
+    input.removeEventListener("input", onOffered);
     ch.listeners.delete(follow);
   };
 }
@@ -249,7 +275,8 @@ function newLayer(host, key, held) {
   return el;
 }
 
-const OPTIONS = ["stride", "exits"]; // the options besides the metric that a payload may switch in the browser
+// The options besides the metric that a payload may switch in the browser.
+const OPTIONS = ["stride", "exits", "target"];
 
 function mountHeatmap(component) {
   const { data, parentElement, setStateValue, setTriggerValue } = component;
