@@ -38,6 +38,7 @@ def _cases(f):
         "hello-json": LENS + ["--prompt", PROMPT, "--json"],
         "odd-file": LENS + ["--prompt-file", str(f["odd"]), "--json"],
         "models": ["models"],
+        "alternatives-json": LENS + ["--prompt", PROMPT, "--json", "--alternatives", "3"],
     }
     bad = {
         "empty prompt": LENS + ["--prompt", ""],
@@ -48,6 +49,7 @@ def _cases(f):
         "binary file": LENS + ["--prompt-file", str(f["binary"])],
         "both": LENS + ["--prompt", "hi", "--prompt-file", str(f["odd"])],
         "top-k 0": LENS + ["--prompt", "hi", "--top-k", "0"],
+        "alternatives 21": LENS + ["--prompt", "hi", "--alternatives", "21"],
         # Options are checked before the model loads: the bad option is named, not the unknown model.
         "top-k before loading": ["logit-lens", "--model", "no-such-model-xyz", "--prompt", "hi", "--top-k", "-3"],
         "invalid utf-8 argv": [*LENS, "--prompt", b"ab\xff\xfe"],
@@ -99,7 +101,7 @@ def independent(prompt: str, k: int = 5):
         "tok": tok, "ids": ids, "L": L,
         "entropy": (-(p * logp).sum(-1)).numpy(),
         "kl": (p[-1] * (logp[-1] - logp)).sum(-1).numpy(),
-        "top_p": top_p.numpy(), "top_i": top_i.numpy(),
+        "top_p": top_p.numpy(), "top_i": top_i.numpy(), "p": p.numpy(),
         "final": [as_shown(tok, int(i)) for i in out.logits[0].argmax(-1)],
     }
 
@@ -144,7 +146,7 @@ def test_models_lists_the_bundled_model(runs):
 
 
 BAD = ["empty prompt", "too long", "unknown model", "missing file", "directory", "binary file", "both",
-       "top-k 0", "invalid utf-8 argv"]
+       "alternatives 21", "top-k 0", "invalid utf-8 argv"]
 
 
 @pytest.mark.parametrize("name", BAD)
@@ -172,6 +174,7 @@ def test_bad_input_messages_say_why(runs, files):
     assert "UTF-8" in msg("binary file")
     assert "not both" in msg("both")
     assert "top-k" in msg("top-k 0")
+    assert "alternative targets" in msg("alternatives 21") and "20" in msg("alternatives 21")
     assert "top-k" in msg("top-k before loading") and "no-such-model" not in msg("top-k before loading")
 
 
@@ -285,3 +288,18 @@ def test_a_models_identity_follows_its_files(tmp_path):
     os.utime(folder / "model.safetensors", ns=(1, 1))  # new weights: another identity
     assert identity(str(folder), "cpu", model_files(str(folder))) != before
     assert model_files("tiny-llama") is None and model_files("HuggingFaceTB/SmolLM2-135M") is None
+
+
+def test_alternatives_are_the_final_top_n_with_their_probabilities_at_every_cell(runs):
+    """``--alternatives 3``: the final layer's top-3 at the last position, each followed at every cell, against the
+    lens computed without LayerLens's engine."""
+    data = lens_json(runs, "alternatives-json")
+    ref = independent(PROMPT)
+    ids = np.array(data["alternative_ids"])
+    np.testing.assert_allclose(ref["p"][-1, -1, ids], ref["top_p"][-1, -1, :3], atol=1e-5)
+    assert data["alternative_tokens"] == [as_shown(ref["tok"], int(i)) for i in ids]
+    prob = np.array(data["alternative_prob"])  # [3, rows, positions]
+    np.testing.assert_allclose(prob, np.moveaxis(ref["p"][..., ids], -1, 0), atol=1e-5)
+    rank = np.array(data["alternative_rank"])
+    want = (ref["p"][None] > np.moveaxis(ref["p"][..., ids], -1, 0)[..., None]).sum(-1) + 1
+    assert np.mean(rank == want) > 0.99 and np.all(np.abs(rank - want) <= 1)  # (float32 near-ties)

@@ -12,7 +12,7 @@ def cmd_logit_lens(args) -> int:
     from ..options import LensOptions
 
     prompt = checked_prompt(args)
-    options = LensOptions(top_k=args.top_k, target=args.target, lens=args.lens)
+    options = LensOptions(top_k=args.top_k, target=args.target, lens=args.lens, alternatives=args.alternatives)
     options.check()  # before the model loads: a bad option costs no wait
     b = backend(args)
     if args.lens == "linear" and not any(f.kind == "linear" for f in b.lens_fits()):
@@ -27,12 +27,17 @@ def cmd_logit_lens(args) -> int:
     print(f"{result.model}: {len(result.tokens)} tokens, {result.n_layers} layers, {result.lens} lens")
     print("prompt: " + " ".join(visible(t) for t in result.tokens))
     print(f"at the last position (next token after {visible(result.tokens[-1])!r}):")
-    print(f"{'layer':>5}  {'top-1':<16} {'prob':>6} {'entropy':>8} {'KL→final':>9}  target {visible(result.target_tokens[last])!r} rank")
+    # The alternatives' ranks, one column each (the page's target box switches to them).
+    others = [f"{visible(t)!r:>10}" for t in result.alternative_tokens]
+    print(f"{'layer':>5}  {'top-1':<16} {'prob':>6} {'entropy':>8} {'KL→final':>9}  target {visible(result.target_tokens[last])!r} rank"
+          + (" | ranks of " + " ".join(others) if others else ""))
     exit_row = result.exit_layer[last]
     for r, label in enumerate(result.layers):
         mark = "  ← the final answer from here on" if r == exit_row else ""
+        ranks = " ".join(f"{int(result.alternative_rank[j, r, last]):>10}" for j in range(len(others)))
         print(f"{label:>5}  {visible(result.top_tokens[r][last][0]):<16} {result.top_probs[r, last, 0]:6.3f} "
-              f"{result.entropy[r, last]:8.3f} {result.kl_to_final[r, last]:9.3f}  {result.target_rank[r, last]}{mark}")
+              f"{result.entropy[r, last]:8.3f} {result.kl_to_final[r, last]:9.3f}  {result.target_rank[r, last]}"
+              + (f" | {ranks}" if others else "") + mark)
     if result.target_note:
         print(f"note: {result.target_note}")
     return 0
@@ -43,6 +48,8 @@ def register(sub) -> None:
     model_args(p)
     p.add_argument("--top-k", type=int, default=5)
     p.add_argument("--target", default=None, help="token to track (default: the final top-1 at each position)")
+    p.add_argument("--alternatives", type=int, default=0, metavar="N",
+                   help="also track the final layer's top-N tokens at the last position, each as a target")
     p.add_argument("--lens", default="logit", help="logit (default), linear (fitted here first if none is), tuned "
                                                    "or jacobian (see fit-lens)")
     p.set_defaults(func=cmd_logit_lens)
