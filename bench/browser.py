@@ -238,7 +238,6 @@ def _cell(page, row: int, col: int, label: str) -> float:
     return time.perf_counter() - t0
 
 
-SIGNED = "(prev) => { const h = document.querySelector('.ll-live-plot'); return h && h.dataset.signature !== prev; }"
 GTITLES = "() => [...document.querySelectorAll('.js-plotly-plot .gtitle')].map(e => e.textContent)"
 
 
@@ -252,9 +251,9 @@ def _offered(page) -> list[str]:
 
 
 def _target(page, token: str) -> float:
-    """Type a target token on the lens page and press Enter. One the live box offers: until the live heatmap shows
-    it (drawn in the browser). Another: until the live heatmap holds the new figures (its signature changes, the
-    server having computed them); without the live chart, until the script is done."""
+    """Type a target token on the lens page (and press Enter, unless the live box offers it): until the live heatmap
+    shows it (one it offers is drawn by the browser; another once the server has computed it); without the live
+    chart, until the script is done."""
     prev = page.evaluate("() => { const h = document.querySelector('.ll-live-plot'); return h ? h.dataset.signature "
                          ": null; }")
     live = page.get_by_role("combobox", name="Target token")
@@ -267,10 +266,8 @@ def _target(page, token: str) -> float:
     if prev is None:
         page.wait_for_timeout(100)
         page.wait_for_function(IDLE, timeout=60_000)
-    elif offered:
+    else:  # (the chart shows a target it does not offer once the server has sent its figures)
         page.wait_for_function(SHOWS_TARGET, arg=token, polling="raf", timeout=60_000)
-    else:
-        page.wait_for_function(SIGNED, arg=prev, polling="raf", timeout=60_000)
     return time.perf_counter() - t0
 
 
@@ -328,6 +325,9 @@ def views(runs: int = 5, say=print) -> dict:
                 out["stride_runs"].append(_settled_runs(page))
                 say(f"  lens page: stride → {stride} {out['stride_s'][-1]:.3f} s, {out['stride_runs'][-1]} run(s)")
             offered = _offered(page)
+            if offered:  # coloured by the target's rank, as one who compares targets would look at them
+                _switch(page, "target rank")
+                _wait_idle(page)
             for i in range(max(1, runs) if offered else 0):  # one the box offers: drawn by the browser
                 token = offered[(i + 1) % len(offered)]
                 page.evaluate(COUNT_RUNS)
@@ -343,6 +343,9 @@ def views(runs: int = 5, say=print) -> dict:
                 say(f"  lens page: target → {token!r} {out['target_s'][-1]:.3f} s, {out['target_runs'][-1]} run(s)")
             _target(page, "")
             _wait_idle(page)
+            if offered:
+                _switch(page, "top-1 probability")
+                _wait_idle(page)
             page.wait_for_timeout(800)
             for i in range(max(1, runs)):
                 row, col = 3 + i, 2 + i  # stride 1 here: row r is layer r

@@ -143,8 +143,7 @@ def logit_lens_figure(result: LogitLensResult, metric: str = "probability", stri
     cols = list(range(c0, c1))
     if show_tokens is None:
         show_tokens = len(cols) <= MAX_CELL_TEXT_COLUMNS
-    every = metric_values(result, metric)[:, cols]
-    every = np.log10(np.maximum(every, 1.0)) if spec.log else every
+    every, ticks = _colour_values(result, metric, cols)
     z = every[rows]
 
     width, size = next((w, px) for n, w, px in CELL_TEXT if len(cols) <= n) if show_tokens else (7, 11)
@@ -156,11 +155,7 @@ def logit_lens_figure(result: LogitLensResult, metric: str = "probability", stri
     y = [("emb" if result.layers[r] == "emb" else f"L{result.layers[r]}") for r in rows]
     # The colour scale is that of every layer, shown or not: a layer stride (which the live chart switches in the
     # browser, from the rows of one figure) leaves each colour meaning the same.
-    colorbar = dict(title=dict(text=spec.title, side="right"))
-    if spec.log:
-        top = max(1.0, float(np.nanmax(every)) if every.size else 1.0)
-        ticks = list(range(0, int(math.ceil(top)) + 1))
-        colorbar.update(tickvals=ticks, ticktext=[f"{10 ** t:,}" for t in ticks])
+    colorbar = dict(title=dict(text=spec.title, side="right"), **ticks)
     zmin, zmax = (0.0, 1.0) if metric in ("probability", "target_prob") else (0.0, None)
     title = f"{LENS_TITLES.get(result.lens, result.lens)} · {result.model} · colour: {spec.title}"
     if metric == "kl" and rows[0] == 0 and len(every) > 1 and np.isfinite(every[1:]).any():
@@ -190,6 +185,18 @@ def logit_lens_figure(result: LogitLensResult, metric: str = "probability", stri
         plot_bgcolor="white",
     )
     return fig
+
+
+def _colour_values(result: LogitLensResult, metric: str, cols: list[int]) -> tuple[np.ndarray, dict]:
+    """Every row's colour values at ``cols`` (log10 of the value on a log scale) and, on a log scale, the colour
+    bar's ticks (those of every layer: a stride changes no colour)."""
+    every = metric_values(result, metric)[:, cols]
+    if not METRICS[metric].log:
+        return every, {}
+    every = np.log10(np.maximum(every, 1.0))
+    top = max(1.0, float(np.nanmax(every)) if every.size else 1.0)
+    ticks = list(range(0, int(math.ceil(top)) + 1))
+    return every, dict(tickvals=ticks, ticktext=[f"{10 ** t:,}" for t in ticks])
 
 
 def exit_marks(result: LogitLensResult, rows: list[int], cols: list[int]) -> list[dict]:
@@ -238,6 +245,7 @@ def live_payload(result: LogitLensResult, stride: int = 1, show_exit: bool = Fal
     ``targets``: the same lens with other targets (``retarget``), by the target box's text; the browser switches
     to them too. Each gives its figures of the target metrics and its target's part of every cell's hover
     (``_target_cells``, for the rows the hovers have), the rest being the same."""
+    import copy
     import json
 
     live_rows = style is None
@@ -282,16 +290,17 @@ def live_payload(result: LogitLensResult, stride: int = 1, show_exit: bool = Fal
         for name, other in targets.items():
             figs = {}
             for key in TARGET_METRICS:
-                fig = logit_lens_figure(other, metric=key, stride=stride, show_exit=show_exit, hover=False,
-                                        texts=style is not None)
-                d = json.loads((style(fig) if style is not None else fig).to_json())
-                for k2 in ("text", "customdata", "hovertemplate"):  # as the primary's figures: shared ones left out
-                    if k2 in shared and d["data"][0].get(k2) == shared[k2]:
-                        del d["data"][0][k2]
+                # The primary's figure with this target's colours: all that differs (logit_lens_figure's own
+                # build and plotly's checks of it took as long as the rest of the payload).
+                d = copy.deepcopy(figures[key])
+                every, ticks = _colour_values(other, key, cols)
+                d["data"][0]["z"] = every[rows].tolist()
+                d["data"][0]["colorbar"].update(ticks)
                 figs[key] = d
             cells, token = _target_cells(other, rows, cols)
             out["targets"][name] = {"figures": figs, "cells": cells, "token": token}
         out["target_at"] = 2 * k + TARGET_AT
+        out["target_metrics"] = list(TARGET_METRICS)
     return out
 
 

@@ -166,7 +166,7 @@ def payload_for(key: tuple, build: Callable[[], dict]) -> dict:
     kept = _payloads.get(key)
     if kept is None:
         kept = build()
-        body = json.dumps(kept["figures"], sort_keys=True) + json.dumps(kept["shared"], sort_keys=True)
+        body = json.dumps({k: kept.get(k) for k in ("figures", "shared", "targets")}, sort_keys=True)
         kept["signature"] = hashlib.sha1(body.encode()).hexdigest()[:16]
         _payloads[key] = kept
         while len(_payloads) > KEEP:

@@ -298,7 +298,21 @@ function mountHeatmap(component) {
     }
   }
   const opts = OPTIONS.filter((o) => o in sent);
-  const viewOf = (metric) => [metric, ...opts.map((o) => ch.values[o])].join("|");
+  // A layer's key: its metric and options (a target, typed, may hold any character: JSON, not a separator).
+  const keyOf = (metric, target) => JSON.stringify([metric, ...opts.map((o) => (o === "target" ? target
+                                                                                  : ch.values[o]))]);
+  const viewOf = (metric) => keyOf(metric, ch.values.target);
+  // What is drawn ahead while the browser is idle: the other metrics, for the options shown; and where the metric
+  // shown follows the target, the other targets the payload has, for that metric (a target switch then draws
+  // nothing). Only what the payload can draw.
+  const aheadViews = () => {
+    const out = Object.keys(data.figures).map((m) => [m, ch.values.target]);
+    if (data.targets && (data.target_metrics || []).includes(ch.values.metric)) {
+      for (const t of ["", ...Object.keys(data.targets)]) out.push([ch.values.metric, t]);
+    }
+    return out;
+  };
+  const canDraw = () => opts.every((o) => drawable(data, o, ch.values[o]) !== null);
   let timer = null;
   let ahead = null;
   let alive = true;
@@ -323,8 +337,8 @@ function mountHeatmap(component) {
     now.sync(); // the options shown go with the click, so the rerun it starts draws the same chart
     now.setTriggerValue("cell", { layer: now.data.layers[row], position: now.data.positions[idx[1]] });
   });
-  const plot = (Plotly, el, metric) => {
-    const fig = figureFor(data, metric, ch.values);
+  const plot = (Plotly, el, metric, target) => {
+    const fig = figureFor(data, metric, target === undefined ? ch.values : { ...ch.values, target });
     Plotly.react(el, fig.data, fig.layout, data.config || {});
     el.__llRows = rowsShown(data, ch.values);
     el.__llWidth = host.clientWidth;
@@ -334,11 +348,13 @@ function mountHeatmap(component) {
       onClick(el);
     }
   };
-  // The layers drawn for other options than those shown now: gone (all but `keep`).
+  // The layers drawn for other options than those shown now, or than those drawn ahead for them: gone (all but
+  // `keep`).
   const dropOthers = (Plotly, keep) => {
     const layers = host.__llLayers;
+    const wanted = new Set(aheadViews().map(([m, t]) => keyOf(m, t)));
     for (const [key, el] of Object.entries(layers)) {
-      if (el !== keep && key !== viewOf(key.split("|")[0])) { // (a metric's name has no "|")
+      if (el !== keep && !wanted.has(key)) {
         Plotly.purge(el);
         el.remove();
         delete layers[key];
@@ -347,7 +363,7 @@ function mountHeatmap(component) {
   };
   const draw = (Plotly) => {
     const metric = ch.values.metric;
-    if (!(metric in data.figures)) return;
+    if (!(metric in data.figures) || !canDraw()) return;
     const t0 = performance.now();
     const layers = host.__llLayers;
     const key = viewOf(metric);
@@ -371,13 +387,14 @@ function mountHeatmap(component) {
     ahead = null;
     const Plotly = window.__layerlensPlotlyLib;
     if (!alive || !Plotly) return;
-    const metric = Object.keys(data.figures).find((m) => !host.__llLayers[viewOf(m)]);
-    if (metric === undefined) {
+    const next = canDraw() ? aheadViews().find(([m, t]) => !host.__llLayers[keyOf(m, t)]) : undefined;
+    if (next === undefined) {
       host.dataset.ahead = "done";
       return;
     }
-    const el = (host.__llLayers[viewOf(metric)] = newLayer(host, viewOf(metric), true));
-    plot(Plotly, el, metric);
+    const [metric, target] = next;
+    const el = (host.__llLayers[keyOf(metric, target)] = newLayer(host, keyOf(metric, target), true));
+    plot(Plotly, el, metric, target);
     el.style.cssText = "display: none;";
     el.classList.remove("js-plotly-plot");
     ahead = later(drawAhead);
@@ -388,11 +405,9 @@ function mountHeatmap(component) {
     const Plotly = window.__layerlensPlotlyLib;
     if (!Plotly) return;
     draw(Plotly);
-    if (name !== "metric") { // the other metrics, drawn ahead again for these options
-      host.dataset.ahead = "drawing";
-      cancel(ahead);
-      ahead = later(drawAhead);
-    }
+    host.dataset.ahead = "drawing"; // what is drawn ahead for these options (the other metrics, the targets)
+    cancel(ahead);
+    ahead = later(drawAhead);
     if (timer !== null) clearTimeout(timer);
     timer = setTimeout(sync, SYNC_MS);
   };
@@ -411,7 +426,7 @@ function mountHeatmap(component) {
         }
         delete layers[key];
       }
-      if (shown) {
+      if (shown && canDraw()) {
         const key = viewOf(ch.values.metric);
         layers[key] = shown;
         shown.dataset.view = key;
