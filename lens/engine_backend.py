@@ -234,7 +234,7 @@ class EngineBackend:
             progress(0.0, f"running {self.loaded.name} {self.engine.capabilities.where}")
         out = self.engine.run(ids, read=read, logits="none", progress=progress,
                               reduce=reduction(rows, ids, start, stop, options.top_k, target_id,
-                                                               options.alternatives))
+                                               options.alternatives))
         if progress is not None:
             progress(1.0, "decoded every layer")
         return lens_result(out.reduced, self.loaded.name, self.loaded.tokenizer, ids, start, stop, L, options, note)

@@ -50,7 +50,7 @@ class LensOptions:
     positions: tuple[int, int] | None = None  # [start, stop) window; None: all
     lens: str = "logit"  # logit | linear | tuned | jacobian
     # Also follow the final layer's top-n tokens at the last position as targets (a page switches between
-    # them without computing the lens again: lens.analysis.logit_lens.retarget). 0: none.
+    # them without computing the lens again: lens.analysis.retarget). 0: none.
     alternatives: int = 0
 
     def check(self) -> None:

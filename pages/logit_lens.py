@@ -1,6 +1,4 @@
 """Logit lens page: a layers × positions heatmap of what each layer would predict."""
-from dataclasses import replace
-
 import streamlit as st
 from lens.options import FitOptions, LanguageOptions
 from streamlit.errors import StreamlitAPIException
@@ -18,9 +16,10 @@ from lens.figures.logit_lens import METRICS, live_payload, logit_lens_figure, st
 from lens.figures.style import slide_rows  # noqa: E402
 from lens.examples import TRANSLATIONS  # noqa: E402
 from lens.model.tokens import visible  # noqa: E402
-from lens.analysis.retarget import retarget  # noqa: E402
 from lens.options import LENS_LABELS, LensOptions  # noqa: E402
+from lens.analysis.retarget import retarget  # noqa: E402
 from lens.views import query_value  # noqa: E402
+from lens.views.logit_lens import lens_with_alternatives  # noqa: E402
 from ui import live, present, state  # noqa: E402
 from ui.backends import HOSTING  # noqa: E402
 from ui.errors import shown_in_page  # noqa: E402
@@ -53,9 +52,6 @@ def lens_names() -> dict[str, str]:
 
 
 HEATMAP = "lens-live"  # the live heatmap's key (and its "Colour by" box's channel)
-# The final answer's top tokens at the last position that the live chart can switch the target to at once
-# (each costs about 4 % of a new prompt's lens: its rank at every cell is counted over the vocabulary).
-ALTERNATIVES = 5
 TARGET_PLACEHOLDER = "default: final top-1"
 TARGET_HELP = "Type a token (e.g. ' Paris', with its leading space) to follow its rank and probability."
 LIVE_TARGET_HELP = TARGET_HELP + " The list offers the model's top answers at the last position: those switch at once."
@@ -162,13 +158,10 @@ def lens_view(n: int) -> None:
     bar = st.empty()
     progress = lambda f, m: bar.progress(f, text=f"Decoding every layer: {m}")  # noqa: E731
     options = LensOptions(top_k=int(top_k), target=target or None, positions=window, lens=lens)
-    base = None  # the live chart's: the default target, and the final top tokens followed as targets too
     with shown_in_page("Logit lens"):
-        if LIVE:
-            base = backend.logit_lens(text, replace(options, target=None, alternatives=ALTERNATIVES), progress)
-            result = (retarget(base, target) if target else base) or backend.logit_lens(text, options, progress)
-        else:
-            result = backend.logit_lens(text, options, progress)
+        # The default target's lens, the final top tokens followed as targets too (the live chart offers them),
+        # and the lens with the target typed.
+        base, result = lens_with_alternatives(backend, text, options, progress)
     bar.empty()
     if result.target_note:
         st.caption(f"ℹ️ {result.target_note}")
@@ -183,11 +176,14 @@ def lens_view(n: int) -> None:
         # rerun that reports a switched metric, a prompt seen again) reuses its figures.
         # The numbers' digest too: a lens fitted again gives other numbers for the same prompt and options.
         # The payload's targets: the default, the final top tokens, and a target typed that is none of those.
-        targets = {t: retarget(base, t) for t in base.alternative_tokens}
+        # (A token decoded as "" cannot be told from the default target: not offered.)
+        targets = {t: retarget(base, t) for t in base.alternative_tokens if t}
         typed = target if target and target not in targets else None
         if typed:
             targets[typed] = result
-        numbers = live.digest(base.top_probs, base.kl_to_final, base.target_prob, result.target_prob)
+        # What the figures are made of: another offered target shown is the same payload.
+        numbers = live.digest(base.top_probs, base.kl_to_final, base.target_prob,
+                              *([result.target_prob] if typed else []))
         # Outside presenter mode one payload serves every stride and both exit choices; every target offered.
         same = (info.name, text, int(top_k), typed, window, lens, present.is_on(), numbers,
                 None if live_rows else (int(stride), exits))
@@ -196,7 +192,8 @@ def lens_view(n: int) -> None:
                                                                targets=targets))
         final = len(base.layers) - 1
         offered = {t: f"{visible(t)} · {base.alternative_prob[j, final, -1]:.1%} at position {base.positions[-1]}"
-                   for j, t in enumerate(base.alternative_tokens)}
+                   for j, t in reversed(list(enumerate(base.alternative_tokens))) if t in targets}
+        offered = dict(reversed(offered.items()))  # (two tokens decoded alike: the first, as retarget takes it)
         if typed:
             offered[typed] = f"{visible(typed)} · typed"
         live.text_box(HEATMAP, "target", "Target token", target or "", where=c2, help=LIVE_TARGET_HELP,

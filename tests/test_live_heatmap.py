@@ -215,14 +215,18 @@ def test_a_stride_and_the_exit_marks_switched_in_the_browser_come_back_to_the_bo
     assert not widget_state_warnings, widget_state_warnings
 
 
-def test_a_target_switched_in_the_browser_comes_back_to_the_box_and_the_url(widget_state_warnings):
+def test_a_target_switched_in_the_browser_comes_back_to_the_box_and_the_url(widget_state_warnings, monkeypatch):
     """The page offers the final top tokens as targets the browser draws at once; one it reports comes back to the
     box and the link with nothing rebuilt, and what the page then draws (and exports) is the lens with that
     target. A target typed that is none of them is computed by the server and offered from then on."""
+    import lens.figures.logit_lens as figures
     from apptest import live_controls
 
+    built = []
+    monkeypatch.setattr(figures, "live_payload", lambda *a, **k: built.append(1) or live_payload(*a, **k))
     at = page().run()
     sent = live_heatmap_data(heatmap_element(at))
+    before = len(built)
     lens = local_backend(load_model("tiny-llama"), None)
     base = lens.logit_lens(PROMPT, LensOptions(top_k=5, alternatives=5))
     assert list(sent["targets"]) == base.alternative_tokens and sent["options"]["target"] == ""
@@ -234,13 +238,14 @@ def test_a_target_switched_in_the_browser_comes_back_to_the_box_and_the_url(widg
     assert at.text_input(key="target").value == second
     assert at.query_params.get("target") in (second, [second]), at.query_params
     data = live_heatmap_data(heatmap_element(at))
-    assert data["signature"] == sent["signature"] and data["options"]["target"] == second  # nothing rebuilt
+    assert data["signature"] == sent["signature"] and data["options"]["target"] == second
+    assert len(built) == before  # the same payload: nothing rebuilt on the server
     want = lens.logit_lens(PROMPT, LensOptions(top_k=5, target=second))
     assert plain(charts(at)[0]) == plain(json.loads(logit_lens_figure(want, "target_rank").to_json()))
     # Typed, another target: computed on the server, drawn, and offered with the others.
     at = send(at, target="b")
     data = live_heatmap_data(heatmap_element(at))
-    assert "b" in data["targets"] and data["options"]["target"] == "b"
+    assert "b" in data["targets"] and data["options"]["target"] == "b" and len(built) == before + 1
     want = lens.logit_lens(PROMPT, LensOptions(top_k=5, target="b"))
     assert plain(charts(at)[0]) == plain(json.loads(logit_lens_figure(want, "target_rank").to_json()))
     assert not widget_state_warnings, widget_state_warnings
@@ -551,6 +556,8 @@ def test_in_the_browser_an_offered_target_switches_without_a_rerun(chromium, bac
 
     redrawn = "(value) => document.querySelector('.ll-live-plot').dataset.target === value && [window.__runs]"
     pg = chromium.new_page(viewport={"width": 1600, "height": 1000})
+    errors = []
+    pg.on("pageerror", lambda e: errors.append(str(e)))
     try:
         pg.goto(f"{chromium.base_url}/logit_lens?prompt={quote(BROWSER_PROMPT)}&metric=target_rank")
         settle(pg)
@@ -590,6 +597,13 @@ def test_in_the_browser_an_offered_target_switches_without_a_rerun(chromium, bac
         box.press("Enter")
         pg.wait_for_function(redrawn, arg="", timeout=30_000, polling=POLL_MS)
         same_as(pg, "")
+        # A text that names a property every JavaScript object has is no target offered: it too goes to the server.
+        box.fill("constructor")
+        box.press("Enter")
+        pg.wait_for_function(redrawn, arg="constructor", timeout=60_000, polling=POLL_MS)
+        settle(pg)
+        same_as(pg, "constructor")
+        assert errors == []
     finally:
         pg.close()
 

@@ -53,9 +53,12 @@ def warm() -> None:
             render_step(backend, step)
         from lens.examples import EXAMPLES
 
+        from lens.options import LensOptions
+        from lens.views.logit_lens import lens_with_alternatives
+
         for text in EXAMPLES.values():  # the sidebar's examples, as the home page and the lens show them
             backend.logit_lens(text, HOME_LENS)
-            backend.logit_lens(text)
+            lens_with_alternatives(backend, text, LensOptions())
         from lens.options import ProjectionOptions
 
         # UMAP compiles its code (numba) on its first call in a process: 10 s or more.

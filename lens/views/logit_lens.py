@@ -33,13 +33,34 @@ final answer for good (its *saturation* layer).
 Token symbols: """ + " · ".join(f"`{s.split(' ', 1)[0]}` {s.split(' ', 1)[1]}" for s in SYMBOLS) + ".")
 
 
+# The final answer's top tokens at the last position that the lens page offers as targets (the browser switches
+# to them at once; each costs about 4 % of a new prompt's lens: its rank at every cell is counted over the
+# vocabulary).
+LIVE_ALTERNATIVES = 5
+
+
+def lens_with_alternatives(backend, prompt: str, options: LensOptions, progress=None):
+    """The lens as the lens page shows it: ``base``, the default target's, following the final top
+    LIVE_ALTERNATIVES as targets too (one computation serves every target offered), and ``result``, the lens with
+    ``options.target`` (taken from ``base`` where the target is one of those, else computed). Every view of the
+    lens (the page, the tour, exports) asks for the same, so each warms the others' cache."""
+    from dataclasses import replace
+
+    from ..analysis.retarget import retarget
+
+    base = backend.logit_lens(prompt, replace(options, target=None, alternatives=LIVE_ALTERNATIVES), progress)
+    if not options.target:
+        return base, base
+    return base, retarget(base, options.target) or backend.logit_lens(prompt, options, progress)
+
+
 def render_logit_lens(backend, info, prompt, *, metric, target, stride, top_k, lens, exits) -> Drawn:
     from ..figures.logit_lens import METRICS, logit_lens_figure
     from ..model.tokens import visible
 
     if metric not in METRICS:
         raise LensError(f"unknown colour metric {metric!r}; choose from {', '.join(METRICS)}")
-    r = backend.logit_lens(prompt, LensOptions(top_k=int(top_k), target=target, lens=lens))
+    _, r = lens_with_alternatives(backend, prompt, LensOptions(top_k=int(top_k), target=target, lens=lens))
     return Drawn([r], [logit_lens_figure(r, metric=metric, stride=int(stride), show_exit=bool(exits))],
                  f"{info.name} predicts “{visible(r.final_prediction[-1])}” after the last token.")
 

@@ -74,7 +74,7 @@ function rowsShown(data, values) {
 // and the exit marks under those rows.
 function figureFor(data, metric, values) {
   // Another target than the default: its figures of the target metrics, its part of every cell's hover.
-  const other = data.targets && values.target ? data.targets[values.target] : null;
+  const other = values.target && own(data.targets, values.target) ? data.targets[values.target] : null;
   const fig = (other && other.figures[metric]) || data.figures[metric];
   const trace = Object.assign({}, fig.data[0]);
   for (const [k, v] of Object.entries(data.shared || {})) if (!(k in trace)) trace[k] = v;
@@ -105,13 +105,16 @@ function figureFor(data, metric, values) {
   return { data: [trace, ...fig.data.slice(1)], layout };
 }
 
+// Whether `obj` has `key` of its own (a typed text such as "constructor" is no option: `in` would say it is).
+const own = (obj, key) => obj != null && Object.prototype.hasOwnProperty.call(obj, key);
+
 // The value of option `name` that a chart with `data` can draw (else null): a metric with a figure, a stride the
 // payload has rows for, the exit marks on or off, a target it has (or "", the default).
 function drawable(data, name, value) {
-  if (name === "metric") return value in data.figures ? value : null;
-  if (name === "stride") return data.strides && value in data.strides ? value : null;
+  if (name === "metric") return own(data.figures, value) ? value : null;
+  if (name === "stride") return own(data.strides, value) ? value : null;
   if (name === "exits") return data.exits && (value === "on" || value === "off") ? value : null;
-  if (name === "target") return data.targets && (value === "" || value in data.targets) ? value : null;
+  if (name === "target") return data.targets && (value === "" || own(data.targets, value)) ? value : null;
   return null;
 }
 
@@ -233,7 +236,7 @@ function mountControl(component) {
   const follow = (name, m) => { if (name === option && read() !== m) write(m); };
   const event = kind === "number" ? "input" : "change"; // a number applies as it is typed or stepped
   // A text applies as typed where it is one the list offers (a pick from the list is such an input).
-  const onOffered = () => { if (input.value in (data.options || {})) onChange(); };
+  const onOffered = () => { if (own(data.options, input.value)) onChange(); };
   input.addEventListener(event, onChange);
   if (kind === "number") input.addEventListener("change", onCommit);
   if (kind === "text") input.addEventListener("input", onOffered);
@@ -363,7 +366,7 @@ function mountHeatmap(component) {
   };
   const draw = (Plotly) => {
     const metric = ch.values.metric;
-    if (!(metric in data.figures) || !canDraw()) return;
+    if (!own(data.figures, metric) || !canDraw()) return;
     const t0 = performance.now();
     const layers = host.__llLayers;
     const key = viewOf(metric);
@@ -426,7 +429,10 @@ function mountHeatmap(component) {
         }
         delete layers[key];
       }
-      if (shown && canDraw()) {
+      if (shown && !canDraw()) { // (nothing to draw it with: gone, as the held ones)
+        Plotly.purge(shown);
+        shown.remove();
+      } else if (shown) {
         const key = viewOf(ch.values.metric);
         layers[key] = shown;
         shown.dataset.view = key;
