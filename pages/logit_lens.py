@@ -191,9 +191,12 @@ def lens_view(n: int) -> None:
                                                                style=present.styled if present.is_on() else None,
                                                                targets=targets))
         final = len(base.layers) - 1
+        first = {}  # each offered target's row among the alternatives (two decoded alike: the first, as retarget)
+        for j, t in enumerate(base.alternative_tokens):
+            if t in targets:
+                first.setdefault(t, j)
         offered = {t: f"{visible(t)} · {base.alternative_prob[j, final, -1]:.1%} at position {base.positions[-1]}"
-                   for j, t in reversed(list(enumerate(base.alternative_tokens))) if t in targets}
-        offered = dict(reversed(offered.items()))  # (two tokens decoded alike: the first, as retarget takes it)
+                   for t, j in first.items()}
         if typed:
             offered[typed] = f"{visible(typed)} · typed"
         live.text_box(HEATMAP, "target", "Target token", target or "", where=c2, help=LIVE_TARGET_HELP,

@@ -94,7 +94,9 @@ def test_a_csv_suite_from_upload_to_saved_run_and_script(workbench, tmp_path):
     settle(pg)
     assert "Australia" in pg.url and "target=+Canberra" in pg.url, pg.url
     assert pg.get_by_role("textbox", name="Prompt", exact=True).input_value() == "The capital of Australia is"
-    assert pg.get_by_role("textbox", name="Target token").input_value() == " Canberra"
+    # (the box a person sees: the live chart's own, where it stands in for Streamlit's)
+    assert pg.get_by_label("Target token", exact=True).filter(visible=True).first.input_value() == " Canberra"
+    assert pg.evaluate("() => document.querySelector('.ll-live-plot').dataset.target") == " Canberra"
     ctx.close()
 
     # The next day: a new browser session finds the run and opens it from its saved numbers.
