@@ -124,3 +124,48 @@ def _suite_jsonl(script: Path) -> str:
     start = source.index("SUITE = (") + len("SUITE = ")
     end = source.index("\n)\n", start) + 2
     return ast.literal_eval(source[start:end])
+
+
+def test_the_anatomy_page_measures_an_uploaded_suite(workbench, tmp_path, backend):
+    """Layer anatomy over a suite file of one's own: uploaded, read as data, every prompt measured, the mean norm
+    curve the backend's for the same file; a file that is no suite is one message, and the page stays usable."""
+    from urllib.parse import quote
+
+    import numpy as np
+
+    from browser import _decoded, charts
+    from lens.anatomy.spread import spread
+    from lens.anatomy.options import AnatomyOptions
+    from lens.suites.suite import suite_from_bytes
+
+    browser, url, _ = workbench
+    data = "".join(json.dumps({"prompt": p}) + "\n" for p in
+                   ["The capital of France is", "Water boils at one hundred", "She opened the door and"])
+    mine = tmp_path / "mine.jsonl"
+    mine.write_text(data, encoding="utf-8")
+    want = backend.anatomy_suite(suite_from_bytes(data.encode(), "mine.jsonl"), AnatomyOptions())
+    pg = browser.new_page(viewport={"width": 1600, "height": 1000})
+    try:
+        pg.goto(f"{url}/anatomy?source=suite&suite={quote('your own file…')}")
+        settle(pg)
+        assert pg.get_by_text("Upload a suite file").is_visible()
+        pg.locator("[data-testid=stFileUploaderDropzoneInput]").set_input_files(str(mine))
+        pg.wait_for_selector(".js-plotly-plot .main-svg", timeout=240_000)
+        settle(pg)
+        norm = charts(pg)[0]
+        np.testing.assert_allclose(np.asarray(_decoded(norm["data"][1]["y"]), float), spread(want.norm)["mean"],
+                                   rtol=1e-5)
+        said = " ".join(pg.locator("[data-testid=stCaptionContainer]").all_inner_texts())
+        assert "3 prompts of mine" in said, said
+        bad = tmp_path / "bad.csv"
+        bad.write_text("text,answer\nhello,world\n", encoding="utf-8")
+        pg.locator("[data-testid=stFileUploaderDropzoneInput]").set_input_files(str(bad))
+        pg.wait_for_function("() => document.body.innerText.includes(\"no 'prompt' column\")", timeout=60_000)
+        settle(pg)
+        assert not pg.locator("[data-testid=stException]").count()
+        pg.locator("[data-testid=stFileUploaderDropzoneInput]").set_input_files(str(mine))
+        pg.wait_for_selector(".js-plotly-plot .main-svg", timeout=240_000)
+        settle(pg)
+        assert len(charts(pg)) >= 2
+    finally:
+        pg.close()
