@@ -18,7 +18,7 @@ lens page, "Colour by" → recoloured (as above), "Layer stride" → the heatmap
 heatmap holds the new figures (computed by the server), and a cell click → "Show the work" drawn for that
 cell (where the page has no cell clicks: "More → Show the work" → drawn); on the attention page, the head
 "Score" → the scores chart's title names it. It also counts the script runs each switch caused (from the app's
-running state).
+websocket: ``count_runs``).
 
 Results go to a fresh temporary cache folder (the converted model is linked in), so every
 "new" prompt really is computed.
@@ -181,10 +181,55 @@ def run(runs: int = 5, cold_runs: int = 2, say=print) -> dict:
     return out
 
 
-# Script runs seen in the page: the app's running state, watched from before a switch to after it.
+# The app's script runs, counted in the page as they begin: Streamlit's "new session" message (field 4 of its
+# ForwardMsg) read off the websocket as it arrives, before the app handles it. The running-state attribute the
+# page shows is no witness: a short run under load can start and end within one render, and it never changes.
+# Given to a page before it loads (``count_runs``); ``window.__wsRuns`` then counts.
+RUNS_INIT = """(() => {
+  if (window.__wsRuns !== undefined) return;
+  window.__wsRuns = 0;
+  const varint = (b, i) => { let v = 0, m = 1; for (;;) { const x = b[i++]; v += (x & 127) * m; m *= 128;
+                                                          if (x < 128) return [v, i]; } };
+  const newSession = (b) => {  // the top-level fields of one ForwardMsg, until field 4
+    for (let i = 0; i < b.length;) {
+      let tag; [tag, i] = varint(b, i);
+      const field = Math.floor(tag / 8), kind = tag & 7;
+      if (field === 4) return true;
+      if (kind === 0) [, i] = varint(b, i);
+      else if (kind === 1) i += 8;
+      else if (kind === 5) i += 4;
+      else if (kind === 2) { let n; [n, i] = varint(b, i); i += n; }
+      else return false;
+    }
+    return false;
+  };
+  const Native = window.WebSocket;
+  window.WebSocket = class extends Native {
+    constructor(...args) {
+      super(...args);
+      this.addEventListener("message", (e) => {
+        if (e.data instanceof ArrayBuffer && newSession(new Uint8Array(e.data))) window.__wsRuns += 1;
+      });
+    }
+  };
+})()"""
+
+
+def count_runs(page) -> None:
+    """Count ``page``'s script runs from its next load on (``RUNS_INIT``; ``COUNT_RUNS`` then starts a count)."""
+    page.add_init_script(RUNS_INIT)
+
+
+# From now on, ``window.__runs``: the script runs begun in the page (from its websocket where ``count_runs`` was
+# given it; else, less surely, from the app's running state, watched from before a switch to after it).
 COUNT_RUNS = """() => {
+  if (window.__wsRuns !== undefined) {
+    const base = window.__wsRuns;
+    Object.defineProperty(window, '__runs', {configurable: true, get: () => window.__wsRuns - base});
+    return;
+  }
   const app = document.querySelector('[data-testid=stApp]');
-  window.__runs = 0;
+  Object.defineProperty(window, '__runs', {configurable: true, writable: true, value: 0});
   if (window.__runsObserver) window.__runsObserver.disconnect();
   window.__runsObserver = new MutationObserver(() => {
     if (app.getAttribute('data-test-script-state') === 'running') window.__runs += 1;
@@ -303,6 +348,7 @@ def views(runs: int = 5, say=print) -> dict:
     with sync_playwright() as pw, tempfile.TemporaryDirectory(prefix="layerlens-bench-") as tmp:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        count_runs(page)
         with streamlit_server(env=_cache_env(Path(tmp)), timeout=120) as url:
             page.goto(f"{url}/{view_named('logit-lens').path}?prompt={quote(prompt)}")
             page.wait_for_selector(PLOT, timeout=180_000)

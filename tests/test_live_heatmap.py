@@ -401,6 +401,15 @@ def chromium():
     with sync_playwright() as pw, streamlit_server(env={"LAYERLENS_WARM": "home"}) as url:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         browser.base_url = url
+        new_page = browser.new_page
+
+        def counting_page(**kw):  # each page counts its script runs from its websocket (COUNT_RUNS reads them)
+            from bench.browser import count_runs
+
+            pg = new_page(**kw)
+            count_runs(pg)
+            return pg
+        browser.new_page = counting_page
         yield browser
         browser.close()
 
