@@ -296,18 +296,16 @@ def _offered(page) -> list[str]:
 
 
 def _target(page, token: str) -> float:
-    """Type a target token on the lens page (and press Enter, unless the live box offers it): until the live heatmap
-    shows it (one it offers is drawn by the browser; another once the server has computed it); without the live
-    chart, until the script is done."""
+    """Type a target token on the lens page, then from pressing Enter until the live heatmap shows it (one the live
+    box offers is drawn by the browser; another once the server has computed it); without the live chart, until
+    the script is done."""
     prev = page.evaluate("() => { const h = document.querySelector('.ll-live-plot'); return h ? h.dataset.signature "
                          ": null; }")
     live = page.get_by_role("combobox", name="Target token")
     box = live if prev is not None and live.count() else page.get_by_role("textbox", name="Target token")
-    offered = prev is not None and token in _offered(page)
+    box.fill(token)
     t0 = time.perf_counter()
-    box.fill(token)  # (an offered one is drawn as it is typed)
-    if not offered:
-        box.press("Enter")
+    box.press("Enter")
     if prev is None:
         page.wait_for_timeout(100)
         page.wait_for_function(IDLE, timeout=60_000)

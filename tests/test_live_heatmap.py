@@ -578,7 +578,10 @@ def test_in_the_browser_an_offered_target_switches_without_a_rerun(chromium, bac
         assert offered == base.alternative_tokens
         same_as(pg, "")
         pg.evaluate(COUNT_RUNS)
-        box.fill(second)  # typed (a pick from the list is the same input)
+        box.fill(second)  # typed: nothing yet (typing on, " Paris" to " Parisian", would pass through it)
+        pg.wait_for_timeout(300)
+        assert pg.evaluate("() => document.querySelector('.ll-live-plot').dataset.target") == ""
+        box.press("Enter")  # committed: drawn by the browser
         assert pg.wait_for_function(redrawn, arg=second, timeout=30_000, polling=POLL_MS).json_value() == [0]
         same_as(pg, second)
         pg.screenshot(path=str(ARTIFACTS / "live-heatmap-target.png"))
@@ -601,6 +604,12 @@ def test_in_the_browser_an_offered_target_switches_without_a_rerun(chromium, bac
         settle(pg)
         same_as(pg, other)
         assert other in live_heatmap_offered(pg)
+        # Picked from the list (the input event a pick sends): drawn at once, no Enter.
+        third = base.alternative_tokens[2]
+        box.evaluate("(e, t) => { e.value = t; e.dispatchEvent(new InputEvent('input', "
+                     "{inputType: 'insertReplacementText', bubbles: true})); }", third)
+        pg.wait_for_function(redrawn, arg=third, timeout=30_000, polling=POLL_MS)
+        same_as(pg, third)
         # Emptied, the default target (each position's final top-1) is back at once.
         box.fill("")
         box.press("Enter")

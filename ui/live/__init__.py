@@ -142,8 +142,8 @@ def number_box(channel: str, option: str, label: str, value: int, least: int, mo
 def text_box(channel: str, option: str, label: str, value: str, options: dict[str, str], help: str = "",
              placeholder: str = "", where=st) -> None:
     """A text box for option ``option`` of the live heatmap ``channel`` (the lens's target token): a text it
-    offers (``options``, {value: label}, listed under the box) is drawn at once, typed or picked; any other goes
-    to the server when committed (Enter). Otherwise as ``metric_box``."""
+    offers (``options``, {value: label}, listed under the box) is drawn at once when picked from the list, or typed
+    and committed (Enter); any other committed text goes to the server. Otherwise as ``metric_box``."""
     mount = _register()
     with where.container():
         mount(key=_control_key(channel, option),

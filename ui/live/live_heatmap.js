@@ -149,7 +149,7 @@ function mountControl(component) {
   const option = data.option || "metric"; // the option this box sets
   // select: options {value: label}; toggle: options {off value: label, on value: label}, in that order;
   // number: whole numbers from data.min to data.max; text: any text, with options {value: label} offered in
-  // its list (one of them, typed or picked, applies at once; other text when it is committed, with Enter).
+  // its list (one picked from it applies at once; typed text when it is committed, with Enter).
   const kind = data.control || "select";
   let box = parentElement.querySelector(".ll-live-control");
   if (!box || box.dataset.control !== kind) {
@@ -224,7 +224,8 @@ function mountControl(component) {
     else input.value = m;
   };
   if (!ch.pending.has(option) || ch.values[option] == null) ch.values[option] = String(data.value);
-  write(ch.values[option]);
+  // (Not into a text box being typed into: a rerun that arrives meanwhile would overwrite what is being typed.)
+  if (kind !== "text" || document.activeElement !== input) write(ch.values[option]);
   const onChange = () => {
     const m = read();
     if (m === null || m === ch.values[option]) return;
@@ -236,7 +237,9 @@ function mountControl(component) {
   const follow = (name, m) => { if (name === option && read() !== m) write(m); };
   const event = kind === "number" ? "input" : "change"; // a number applies as it is typed or stepped
   // A text applies as typed where it is one the list offers (a pick from the list is such an input).
-  const onOffered = () => { if (own(data.options, input.value)) onChange(); };
+  // A text box applies what is picked from its list at once (typed text on Enter: typing on past an offered
+  // token, " to" on the way to " top", does not switch to it).
+  const onOffered = (e) => { if (e.inputType === "insertReplacementText" && own(data.options, input.value)) onChange(); };
   input.addEventListener(event, onChange);
   if (kind === "number") input.addEventListener("change", onCommit);
   if (kind === "text") input.addEventListener("input", onOffered);
