@@ -23,24 +23,22 @@ def open_page(path: str | None, timeout: float = 600, **params) -> AppTest:
     return at
 
 
-def live_heatmap_data(element) -> dict | None:
-    """The data a live heatmap was sent, or None for another component (or a live chart's box)."""
+def _live_data(element, kind: str) -> dict | None:
+    """The data a live component of ``kind`` ("heatmap", "control") was sent, or None for another one."""
     proto = element.proto
     raw = proto.json or (proto.mixed.json if proto.HasField("mixed") else "")
     data = json.loads(raw) if raw else None
-    return data if isinstance(data, dict) and data.get("kind") == "heatmap" else None
+    return data if isinstance(data, dict) and data.get("kind") == kind else None
+
+
+def live_heatmap_data(element) -> dict | None:
+    """The data a live heatmap was sent, or None for another component (or a live chart's box)."""
+    return _live_data(element, "heatmap")
 
 
 def live_controls(at) -> list[dict]:
     """The data of the page's live boxes (the controls of its live heatmaps), in page order."""
-    out = []
-    for e in at.get("bidi_component"):
-        proto = e.proto
-        raw = proto.json or (proto.mixed.json if proto.HasField("mixed") else "")
-        data = json.loads(raw) if raw else None
-        if isinstance(data, dict) and data.get("kind") == "control":
-            out.append(data)
-    return out
+    return [d for d in (_live_data(e, "control") for e in at.get("bidi_component")) if d is not None]
 
 
 def live_heatmaps(at) -> list:

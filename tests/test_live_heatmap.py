@@ -547,7 +547,7 @@ def test_in_the_browser_an_offered_target_switches_without_a_rerun(chromium, bac
     hover in the browser alone, as the tested figure of the lens with that target; the URL then names it and a
     copied link draws the same. A target it does not offer goes to the server on Enter and is drawn when
     computed."""
-    from bench.browser import COUNT_RUNS
+    from bench.browser import COUNT_RUNS, _offered
     from browser import ARTIFACTS, charts, clipped_labels, same_charts, settle
 
     base = backend.logit_lens(BROWSER_PROMPT, LensOptions(alternatives=5))
@@ -573,9 +573,7 @@ def test_in_the_browser_an_offered_target_switches_without_a_rerun(chromium, bac
         assert not pg.locator(".st-key-target").is_visible()  # Streamlit's box gives way to the live one
         box = pg.get_by_role("combobox", name="Target token")
         assert box.is_visible() and box.input_value() == ""
-        offered = pg.evaluate("() => [...document.querySelectorAll("
-                              "'.ll-live-control[data-option=target] datalist option')].map(o => o.value)")
-        assert offered == base.alternative_tokens
+        assert _offered(pg) == base.alternative_tokens
         same_as(pg, "")
         pg.evaluate(COUNT_RUNS)
         box.fill(second)  # typed: nothing yet (typing on, " Paris" to " Parisian", would pass through it)
@@ -603,7 +601,7 @@ def test_in_the_browser_an_offered_target_switches_without_a_rerun(chromium, bac
         pg.wait_for_function(redrawn, arg=other, timeout=60_000, polling=POLL_MS)
         settle(pg)
         same_as(pg, other)
-        assert other in live_heatmap_offered(pg)
+        assert other in _offered(pg)
         # Picked from the list (the input event a pick sends): drawn at once, no Enter.
         third = base.alternative_tokens[2]
         box.evaluate("(e, t) => { e.value = t; e.dispatchEvent(new InputEvent('input', "
@@ -624,11 +622,6 @@ def test_in_the_browser_an_offered_target_switches_without_a_rerun(chromium, bac
         assert errors == []
     finally:
         pg.close()
-
-
-def live_heatmap_offered(pg) -> list[str]:
-    return pg.evaluate("() => [...document.querySelectorAll("
-                       "'.ll-live-control[data-option=target] datalist option')].map(o => o.value)")
 
 
 def test_presenter_mode_fits_with_the_live_chart(chromium):
