@@ -13,6 +13,9 @@ with the model's ``ModelInfo``). A changed file is another identity: the model i
 again. Tiny test models and hub ids have no files to witness them: their calls always load the model.
 Only calls whose answer depends on the model and the arguments alone are recalled (not a fitted lens, which
 can be fitted again, nor saved steering vectors). Imports nothing heavy.
+
+The dashboard's model worker keeps its answers the same way (``Remembering``), so a server started again draws
+every page seen before from the disk cache while its model loads (ui/backends.py).
 """
 from __future__ import annotations
 
@@ -31,6 +34,7 @@ RECALLED: dict[str, Callable | None] = {
     "rollout": None, "attention_flow": None, "head_patterns": None, "head_summary": None, "route_graph": None,
     "node_detail": None, "contributions": None, "generate": None, "patch": None, "noise_trace": None,
     "patched_lens": None, "dla": None, "sublayer_lens": None, "knockout": None, "anatomy": None,
+    "tokenize": None, "sample": None,  # a sample draws with its options' seed: the same arguments, the same draw
 }
 
 
@@ -74,8 +78,9 @@ def _folder_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file())
 
 
-def identity(ref: str | None, device: str, files: list[Path]) -> str:
-    """A key for the model as these files, these library versions and this device make it."""
+def identity(ref: str | None, device: str, files: list[Path], setting: dict | None = None) -> str:
+    """A key for the model as these files, these library versions and this device make it (and ``setting``: what
+    else a server's answers depend on, its prompt limits)."""
     import importlib.metadata as md
 
     h = hashlib.sha256()
@@ -88,16 +93,88 @@ def identity(ref: str | None, device: str, files: list[Path]) -> str:
             versions[dist] = md.version(dist)
         except md.PackageNotFoundError:
             versions[dist] = None
-    return make_key("model-identity", ref=ref, device=device, files=h.hexdigest(), versions=versions)
+    extra = {"setting": setting} if setting else {}
+    return make_key("model-identity", ref=ref, device=device, files=h.hexdigest(), versions=versions, **extra)
+
+
+def call_key(fingerprint: str, name: str, args: tuple, kwargs: dict) -> str | None:
+    """The cache key of the call ``name(*args, **kwargs)`` on the model with this weights' ``fingerprint``, or None
+    when it is not recalled (not in ``RECALLED``, its arguments fail the method's test, or one has no plain form)."""
+    test = RECALLED.get(name, False)
+    if test is False:
+        return None
+    given = dict(kwargs)
+    given.pop("progress", None)
+    try:
+        import inspect
+
+        from .backend import Backend
+
+        bound = inspect.signature(getattr(Backend, name)).bind(None, *args, **given)
+        arguments = dict(bound.arguments)
+        arguments.pop("self", None)
+        arguments.pop("progress", None)
+        if test is not None and not test(arguments):
+            return None
+        plain = _plain(arguments)
+    except (TypeError, AttributeError):
+        return None
+    return make_key("call", model=fingerprint, method=name, arguments=plain)
+
+
+def stored_answer(cache: ResultCache, key: str):
+    """The answer kept under ``key`` (a LayerLens result, or a plain JSON value), or None."""
+    from .serialize import NotThisType, join
+
+    hit = cache.get(key)
+    if hit is None:
+        return None
+    arrays, fields = hit
+    if "__value__" in fields and not arrays:
+        return fields["__value__"]
+    where = fields.pop("__type__", None)
+    try:
+        module, _, qualname = (where or "").rpartition(".")
+        if not module.startswith("lens."):
+            return None
+        cls = getattr(importlib.import_module(module), qualname)
+        if not (isinstance(cls, type) and dataclasses.is_dataclass(cls)):
+            return None
+        return join(cls, arrays, fields)
+    except (NotThisType, ImportError, AttributeError, TypeError, ValueError):
+        return None
+
+
+def store_answer(cache: ResultCache, key: str, result) -> None:
+    """Keep ``result`` under ``key``: a LayerLens result's arrays and fields, or a plain JSON value (a token list);
+    anything else is not kept."""
+    from .serialize import split
+
+    if dataclasses.is_dataclass(result) and not isinstance(result, type):
+        arrays, fields = split(result)
+        fields["__type__"] = f"{type(result).__module__}.{type(result).__qualname__}"
+    else:
+        arrays, fields = {}, {"__value__": result}
+    try:
+        json.dumps(fields)
+    except (TypeError, ValueError):
+        return  # a field JSON cannot hold: not recalled
+    cache.put(key, arrays, fields)
 
 
 class Recalling:
-    """The backend ``load()`` makes, answering ``RECALLED`` calls from ``cache`` while it can without making it."""
+    """The backend ``load()`` makes, answering ``RECALLED`` calls from ``cache`` while it can without making it.
+    ``store=False``: answers computed after the load are not kept here (a dashboard's worker keeps them)."""
 
-    def __init__(self, load: Callable[[], object], cache: ResultCache, model_key: str | None):
-        self._load, self._cache, self._model_key = load, cache, model_key
+    def __init__(self, load: Callable[[], object], cache: ResultCache, model_key: str | None, store: bool = True):
+        self._load, self._cache, self._model_key, self._keep = load, cache, model_key, store
         self._backend = None
         self._known = self._identity_entry() if model_key else None  # {"fingerprint", "info"} from the last load
+
+    @property
+    def can_recall(self) -> bool:
+        """Whether the model was loaded before under this identity (else every call loads it)."""
+        return self._known is not None
 
     def _identity_entry(self) -> dict | None:
         hit = self._cache.get(self._model_key)
@@ -107,10 +184,8 @@ class Recalling:
         """The real backend (the model loaded now, once); its identity kept for the next command."""
         if self._backend is None:
             self._backend = self._load()
-            if self._model_key:
-                info = self._backend.info()
-                self._known = {"fingerprint": info.fingerprint, "info": dataclasses.asdict(info)}
-                self._cache.put(self._model_key, {}, self._known)
+            if self._model_key and self._keep:
+                self._known = remember_identity(self._cache, self._model_key, self._backend.info())
         return self._backend
 
     def info(self):
@@ -126,77 +201,60 @@ class Recalling:
     def __getattr__(self, name: str):
         if name.startswith("_"):
             raise AttributeError(name)
-        method_test = RECALLED.get(name, False)
-        if method_test is False:
+        if name not in RECALLED:
             return getattr(self.backend(), name)
 
         def recalled(*args, **kwargs):
-            key = self._call_key(name, method_test, args, kwargs)
+            key = self._call_key(name, args, kwargs)
             if key is not None and self._backend is None:
-                hit = self._stored(key)
+                hit = stored_answer(self._cache, key)
                 if hit is not None:
                     return hit
             result = getattr(self.backend(), name)(*args, **kwargs)
-            if key is not None or self._known is not None:
-                key = key or self._call_key(name, method_test, args, kwargs)
+            if self._keep and self._known is not None:
+                key = key or self._call_key(name, args, kwargs)
                 if key is not None:
-                    self._store(key, result)
+                    store_answer(self._cache, key, result)
             return result
 
         return recalled
 
-    def _call_key(self, name: str, test: Callable | None, args: tuple, kwargs: dict) -> str | None:
-        if self._known is None:
-            return None
-        given = dict(kwargs)
-        given.pop("progress", None)
-        try:
-            import inspect
+    def _call_key(self, name: str, args: tuple, kwargs: dict) -> str | None:
+        return None if self._known is None else call_key(self._known["fingerprint"], name, args, kwargs)
 
-            from .backend import Backend
 
-            bound = inspect.signature(getattr(Backend, name)).bind(None, *args, **given)
-            arguments = dict(bound.arguments)
-            arguments.pop("self", None)
-            arguments.pop("progress", None)
-            if test is not None and not test(arguments):
-                return None
-            plain = _plain(arguments)
-        except (TypeError, AttributeError):
-            return None
-        return make_key("call", model=self._known["fingerprint"], method=name, arguments=plain)
+def remember_identity(cache: ResultCache, model_key: str, info) -> dict:
+    """Keep the loaded model's fingerprint and ``ModelInfo`` under its identity: what the next process recalls by."""
+    known = {"fingerprint": info.fingerprint, "info": dataclasses.asdict(info)}
+    cache.put(model_key, {}, known)
+    return known
 
-    def _stored(self, key: str):
-        from .serialize import NotThisType, join
 
-        hit = self._cache.get(key)
-        if hit is None:
-            return None
-        arrays, fields = hit
-        where = fields.pop("__type__", None)
-        try:
-            module, _, qualname = (where or "").rpartition(".")
-            if not module.startswith("lens."):
-                return None
-            cls = getattr(importlib.import_module(module), qualname)
-            if not (isinstance(cls, type) and dataclasses.is_dataclass(cls)):
-                return None
-            return join(cls, arrays, fields)
-        except (NotThisType, ImportError, AttributeError, TypeError, ValueError):
-            return None
+class Remembering:
+    """A loaded model's recallable answers kept as ``Recalling`` finds them: the dashboard's model worker keeps each
+    one it computes, so a server started again answers them while its model loads."""
 
-    def _store(self, key: str, result) -> None:
-        from .serialize import split
+    def __init__(self, cache: ResultCache, model_key: str, info):
+        self.cache = cache
+        self.fingerprint = remember_identity(cache, model_key, info)["fingerprint"]
 
-        if not dataclasses.is_dataclass(result):
-            return
-        arrays, fields = split(result)
-        fields["__type__"] = f"{type(result).__module__}.{type(result).__qualname__}"
-        try:
-            json.dumps(fields)
-        except (TypeError, ValueError):
-            return  # a field JSON cannot hold: not recalled
-        self._cache.put(key, arrays, fields)
+    def remember(self, name: str, kwargs: dict, result) -> None:
+        key = call_key(self.fingerprint, name, (), kwargs)
+        if key is not None and not self.cache.has(key):
+            store_answer(self.cache, key, result)
+
+
+def dashboard_identity(ref: str, device: str, limits) -> str | None:
+    """The identity key the dashboard's model worker keeps ``ref``'s answers under (on ``device``, with the server's
+    prompt ``limits``: an answer kept under other limits may not have passed this server's), or None where nothing
+    is recalled (a model without files to witness it)."""
+    files = model_files(ref)
+    if not files:
+        return None
+    try:
+        return identity(ref.strip(), str(device), files, {"server limits": _plain(limits)})
+    except (OSError, TypeError):
+        return None
 
 
 def for_command(args, load: Callable[[], object]):

@@ -334,3 +334,106 @@ def test_home_page_through_the_worker_draws_what_it_draws_in_process():
     assert remote["exception"] == remote["errors"] == here["exception"] == here["errors"] == []
     assert remote["chart"] == here["chart"]
     assert "Paris" in remote["chart"][0]["y"][-1]  # the top prediction, drawn last (at the top)
+
+
+# ------------------------------------------------------------------ a server started again, before its model loads
+
+def test_what_the_worker_kept_is_answered_before_the_model_loads(backend, tmp_path):
+    """The worker keeps each recallable answer (``Remembering``) under the model's identity with the server's prompt
+    limits; a stand-in with no model (``Recalling``) then answers the same calls with the same results, bit for bit,
+    and loads the model only for a call it has no answer for. Other limits find nothing."""
+    from lens.cache import ResultCache
+    from lens.hosting import DEMO_LIMITS, Limits
+    from lens.recall import Recalling, Remembering, dashboard_identity
+    from lens.sampling.options import SampleOptions
+
+    cache = ResultCache(tmp_path)
+    key = dashboard_identity("smollm2-135m", "cpu", Limits())
+    memory = Remembering(cache, key, backend.info())
+    text = "The capital of France is"
+    calls = [("tokenize", {"text": text}), ("logit_lens", {"text": text, "options": LensOptions(top_k=5)}),
+             ("sample", {"text": text, "options": SampleOptions(temperature=0.8, top_k=20, seed=3, shown=8)}),
+             ("head_summary", {"text": text})]
+    kept = {}
+    for name, kwargs in calls:
+        kept[name] = getattr(backend, name)(**kwargs)
+        memory.remember(name, kwargs, kept[name])
+
+    def load():
+        raise AssertionError("the model was loaded")
+
+    stand_in = Recalling(load, cache, key, store=False)
+    assert stand_in.can_recall
+    same(stand_in.info(), backend.info())
+    for name, kwargs in calls:  # the page passes them positionally: the same call
+        same(getattr(stand_in, name)(*kwargs.values()), kept[name], name)
+    with pytest.raises(AssertionError, match="was loaded"):
+        stand_in.logit_lens("Another prompt")
+    with pytest.raises(AssertionError, match="was loaded"):
+        stand_in.generate(text)  # never recalled from a server's worker it did not run in
+    assert not Recalling(load, cache, dashboard_identity("smollm2-135m", "cpu", DEMO_LIMITS)).can_recall
+    assert dashboard_identity("tiny-llama", "cpu", Limits()) is None  # no files to witness it: never recalled
+
+
+RELAUNCH = textwrap.dedent("""
+    import json, os, sys, threading
+    sys.path.insert(0, "tests")
+    from streamlit.testing.v1 import AppTest
+    from plotly_json import charts
+    import ui.backends as backends
+    if os.environ.get("NEVER_LOADS"):  # the model worker's load never ends: what the page shows is recalled
+        backends._Load._load = lambda self: threading.Event().wait()
+    at = AppTest.from_file("app.py", default_timeout=120)
+    at.query_params["prompt"] = "The capital of France is"
+    at.run()
+    heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "transformers"))
+    print(json.dumps({"heavy": heavy[:3], "exception": [str(e.value) for e in at.exception],
+                      "errors": [e.value for e in at.error], "chart": charts(at)[0]["data"],
+                      "sampled": [m.value for m in at.markdown if "drew u =" in m.value][:1],
+                      "caption": [c.value for c in at.caption][:1]}))
+""")
+
+
+def test_a_server_started_again_draws_the_home_page_while_its_model_loads(tmp_path):
+    """``make run`` a second time: the home page the worker computed last time is drawn, every number the same,
+    while the new worker's load has not finished (here it never does)."""
+    import json
+
+    (tmp_path / "models").symlink_to(Path(os.environ["LAYERLENS_CACHE"]) / "models", target_is_directory=True)
+
+    def home(**env) -> dict:
+        r = subprocess.run([sys.executable, "-c", RELAUNCH], cwd=ROOT, capture_output=True, text=True, timeout=600,
+                           env={**os.environ, "PYTHONPATH": str(ROOT), "LAYERLENS_WORKER": "1",
+                                "LAYERLENS_CACHE": str(tmp_path), **env})
+        assert r.returncode == 0, r.stderr[-2000:]
+        return json.loads(r.stdout.strip().splitlines()[-1])
+
+    first = home()
+    again = home(NEVER_LOADS="1")
+    assert first["exception"] == first["errors"] == again["exception"] == again["errors"] == []
+    assert again["heavy"] == []
+    for part in ("chart", "sampled", "caption"):
+        assert again[part] == first[part] and first[part], part
+    assert "Paris" in again["chart"][0]["y"][-1]
+
+
+def test_with_nothing_kept_for_these_limits_the_page_waits_for_the_load(backend, tmp_path, monkeypatch):
+    """No stand-in where the worker kept nothing for this model and these limits, or for a model without files."""
+    import ui.backends as backends
+    from lens.cache import ResultCache
+    from lens.hosting import DEMO_LIMITS
+    from lens.recall import Remembering, dashboard_identity
+
+    monkeypatch.setenv("LAYERLENS_WORKER", "1")
+    monkeypatch.setenv("LAYERLENS_CACHE", str(tmp_path))
+    monkeypatch.setattr(backends, "_worker", None)  # (a worker's process starts only with its first call)
+    assert backends.recalled(backends._Load("smollm2-135m")) is None
+    Remembering(ResultCache(tmp_path / "results"), dashboard_identity("smollm2-135m", "cpu", DEMO_LIMITS),
+                backend.info())
+    assert backends.recalled(backends._Load("smollm2-135m")) is None  # kept under a demo's limits only
+    Remembering(ResultCache(tmp_path / "results"), dashboard_identity("smollm2-135m", "cpu", backends.HOSTING.limits),
+                backend.info())
+    assert backends.recalled(backends._Load("smollm2-135m")).info() == backend.info()
+    assert backends.recalled(backends._Load("tiny-llama")) is None
+    monkeypatch.setenv("LAYERLENS_WORKER", "0")  # the model in the server's process: its answers are not kept
+    assert backends.recalled(backends._Load("smollm2-135m")) is None

@@ -16,7 +16,9 @@ starts) models on this machine's hook engine load and compute in one child proce
 so this server never imports torch or transformers and keeps drawing pages while they import; the
 child holds the job queue and the results cache. Otherwise (``streamlit run app.py``, the page tests)
 they run in this process. The nnsight and NDIF engines always run here. A worker that died is
-started again, and its models loaded again, by the next request for them.
+started again, and its models loaded again, by the next request for them. The worker keeps its answers
+where a server started again finds them (lens/recall.py): while that server's worker loads the model, a page
+seen before is drawn from them, and only a new computation waits for the load.
 """
 from __future__ import annotations
 
@@ -197,29 +199,56 @@ def preload(ref: str) -> Future[Backend]:
 
 
 def get_backend(ref: str, engine: str = "local") -> Backend:
-    """The backend for ``ref`` on ``engine``, loading (and on first use converting) it with a progress bar."""
+    """The backend for ``ref`` on ``engine``, loading (and on first use converting) it with a progress bar. While
+    the model worker loads a model it loaded before, a stand-in that answers what it answered then from the disk
+    cache (``recalled``): a page seen before draws at once, and only a new computation waits for the load."""
     got = _start(ref, engine)
     if not isinstance(got, _Load):
         return got
+    stand_in = recalled(got)
+    if stand_in is not None:
+        return stand_in
+    return _waited(got)
+
+
+def _waited(got: _Load) -> Backend:
+    """The backend ``got`` loads, a progress bar in the page until it is there."""
     import streamlit as st  # here, not at the top: ui.launch starts the load before Streamlit is imported
 
     from ui.live import prefetch_charts
 
     box = st.empty()
     with box.container():
-        bar = st.progress(got.fraction, text=f"Loading {ref}: {got.message}")
+        bar = st.progress(got.fraction, text=f"Loading {got.model_ref}: {got.message}")
         prefetch_charts()  # the browser loads its chart code meanwhile
         while True:
             try:
                 backend = got.future.result(timeout=0.1)
                 break
             except TimeoutError:
-                bar.progress(got.fraction, text=f"Loading {ref}: {got.message}")
+                bar.progress(got.fraction, text=f"Loading {got.model_ref}: {got.message}")
             except BaseException:
                 box.empty()  # the error is shown in the page, not under a stale progress bar
                 raise
     box.empty()
     return backend
+
+
+def recalled(got: _Load) -> Backend | None:
+    """A stand-in for the backend ``got`` is loading in the model worker: the answers the worker kept in the disk
+    cache the last time it held this model (lens/recall.py; same files, library versions and prompt limits) come
+    from there, anything else waits for the load (with its progress bar). None where there is nothing to recall."""
+    if got.engine != "local" or not use_worker() or worker().settings.get("no_cache"):
+        return None
+    from lens.cache import ResultCache
+    from lens.model.registry import default_cache_root
+    from lens.recall import Recalling, dashboard_identity
+
+    key = dashboard_identity(got.model_ref, "cpu", HOSTING.limits)
+    if key is None:
+        return None
+    stand_in = Recalling(lambda: _waited(got), ResultCache(default_cache_root() / "results"), key, store=False)
+    return stand_in if stand_in.can_recall else None
 
 
 def loaded_models() -> list[str]:

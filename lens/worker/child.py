@@ -43,6 +43,7 @@ class Child:
         self.conn, self.settings = conn, settings
         self.send_lock = threading.Lock()
         self.backends: dict[str, object] = {}
+        self.memories: dict[str, object] = {}  # ref -> its Remembering (lens/recall.py), where answers are kept
         self.cancelled: set[int] = set()
         self._jobs = None
         self._load_lock = threading.Lock()
@@ -71,7 +72,8 @@ class Child:
             if kind == "cancel":
                 self.cancelled.add(message[1])
             elif kind == "unload":
-                self.backends.pop(message[1], None)  # its memory goes once no call of it is left
+                self.backends.pop(message[1], None)
+                self.memories.pop(message[1], None)  # its memory goes once no call of it is left
             elif kind == "call":
                 threading.Thread(target=self.answer, args=message[1:], daemon=True,
                                  name=f"call {message[1]}").start()
@@ -99,6 +101,7 @@ class Child:
                         if isinstance(value, wire.OtherModel):
                             kwargs[name] = self.backend(value.ref)
                     result = getattr(backend, method)(**kwargs)
+                    self.remember(ref, method, kwargs, result)
             self.send(("done", call_id, result))
         except BaseException as exc:
             from ..errors import LensError
@@ -111,6 +114,17 @@ class Child:
                 os._exit(0)
         finally:
             self.cancelled.discard(call_id)
+
+    def remember(self, ref: str, method: str, kwargs: dict, result) -> None:
+        """Keep a recallable answer for the next server's start (once: an answer kept before is not written again;
+        kept before it is sent, so a server that stops at once still finds it next time)."""
+        memory = self.memories.get(ref)
+        if memory is None:
+            return
+        try:
+            memory.remember(method, kwargs, result)
+        except Exception as exc:  # a cache that cannot be written only means a slower next start
+            logging.getLogger("layerlens").warning("could not keep %s's answer for the next start (%s)", method, exc)
 
     def backend(self, ref: str):
         try:
@@ -136,12 +150,18 @@ class Child:
             from ..engine_backend import local_backend
             from ..model.loading import load_model
             from ..model.registry import default_cache_root
+            from ..recall import Remembering, dashboard_identity
 
             report(0.5, "the model code and its weights…")
-            loaded = load_model(model, progress=progress, device=engine_kwargs.pop("device", "cpu"))
+            device = engine_kwargs.pop("device", "cpu")
+            loaded = load_model(model, progress=progress, device=device)
             cache = None if self.settings.get("no_cache") else ResultCache(default_cache_root() / "results")
             backend = local_backend(loaded, cache, jobs=self.jobs, **engine_kwargs)
             self.backends[ref] = backend
+            self.memories.pop(ref, None)
+            identity = dashboard_identity(model, device, backend.limits) if cache is not None else None
+            if identity is not None:  # its answers kept where a server started again finds them (ui/backends.py)
+                self.memories[ref] = Remembering(cache, identity, backend.info())
             logging.getLogger("layerlens").info(
                 "%s loaded in %.1f s (PyTorch imported in %.1f s), %.1f s after this worker started", model,
                 time.perf_counter() - t0, t1 - t0, time.perf_counter() - STARTED)

@@ -275,7 +275,11 @@ class WorkerBackend:
         given = dict(bound.arguments)
         given.pop("self")
         progress = given.pop("progress", None)
+        from ..recall import Recalling
+
         for name, value in given.items():
+            if isinstance(value, Recalling):  # another model still loading, standing in (ui/backends.py)
+                value = given[name] = value.backend()
             if isinstance(value, WorkerBackend):
                 if value.worker is not self.worker:
                     raise LensError("both models must be served by the same model worker to be compared")
