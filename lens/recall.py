@@ -97,9 +97,11 @@ def identity(ref: str | None, device: str, files: list[Path], setting: dict | No
     return make_key("model-identity", ref=ref, device=device, files=h.hexdigest(), versions=versions, **extra)
 
 
-def call_key(fingerprint: str, name: str, args: tuple, kwargs: dict) -> str | None:
+def call_key(fingerprint: str, name: str, args: tuple, kwargs: dict, scope: str | None = None) -> str | None:
     """The cache key of the call ``name(*args, **kwargs)`` on the model with this weights' ``fingerprint``, or None
-    when it is not recalled (not in ``RECALLED``, its arguments fail the method's test, or one has no plain form)."""
+    when it is not recalled (not in ``RECALLED``, its arguments fail the method's test, or one has no plain form).
+    ``scope``: what else the answer depends on (a server's identity key, its prompt limits in it: a prompt another
+    server or a command took may be too long for this one)."""
     test = RECALLED.get(name, False)
     if test is False:
         return None
@@ -119,7 +121,7 @@ def call_key(fingerprint: str, name: str, args: tuple, kwargs: dict) -> str | No
         plain = _plain(arguments)
     except (TypeError, AttributeError):
         return None
-    return make_key("call", model=fingerprint, method=name, arguments=plain)
+    return make_key("call", model=fingerprint, method=name, arguments=plain, **({"scope": scope} if scope else {}))
 
 
 def stored_answer(cache: ResultCache, key: str):
@@ -164,10 +166,13 @@ def store_answer(cache: ResultCache, key: str, result) -> None:
 
 class Recalling:
     """The backend ``load()`` makes, answering ``RECALLED`` calls from ``cache`` while it can without making it.
-    ``store=False``: answers computed after the load are not kept here (a dashboard's worker keeps them)."""
+    ``store=False``: answers computed after the load are not kept here (a dashboard's worker keeps them);
+    ``scoped``: the answers are the ones kept under this very identity (``Remembering``'s), not any of the model's."""
 
-    def __init__(self, load: Callable[[], object], cache: ResultCache, model_key: str | None, store: bool = True):
+    def __init__(self, load: Callable[[], object], cache: ResultCache, model_key: str | None, store: bool = True,
+                 scoped: bool = False):
         self._load, self._cache, self._model_key, self._keep = load, cache, model_key, store
+        self._scope = model_key if scoped else None
         self._backend = None
         self._known = self._identity_entry() if model_key else None  # {"fingerprint", "info"} from the last load
 
@@ -220,7 +225,7 @@ class Recalling:
         return recalled
 
     def _call_key(self, name: str, args: tuple, kwargs: dict) -> str | None:
-        return None if self._known is None else call_key(self._known["fingerprint"], name, args, kwargs)
+        return None if self._known is None else call_key(self._known["fingerprint"], name, args, kwargs, self._scope)
 
 
 def remember_identity(cache: ResultCache, model_key: str, info) -> dict:
@@ -231,15 +236,16 @@ def remember_identity(cache: ResultCache, model_key: str, info) -> dict:
 
 
 class Remembering:
-    """A loaded model's recallable answers kept as ``Recalling`` finds them: the dashboard's model worker keeps each
-    one it computes, so a server started again answers them while its model loads."""
+    """A loaded model's recallable answers kept as a scoped ``Recalling`` finds them (under its identity, the
+    server's limits in it): the dashboard's model worker keeps each one it computes, so a server started again with
+    the same settings answers them while its model loads."""
 
     def __init__(self, cache: ResultCache, model_key: str, info):
-        self.cache = cache
+        self.cache, self.model_key = cache, model_key
         self.fingerprint = remember_identity(cache, model_key, info)["fingerprint"]
 
     def remember(self, name: str, kwargs: dict, result) -> None:
-        key = call_key(self.fingerprint, name, (), kwargs)
+        key = call_key(self.fingerprint, name, (), kwargs, self.model_key)
         if key is not None and not self.cache.has(key):
             store_answer(self.cache, key, result)
 

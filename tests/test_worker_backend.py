@@ -362,7 +362,7 @@ def test_what_the_worker_kept_is_answered_before_the_model_loads(backend, tmp_pa
     def load():
         raise AssertionError("the model was loaded")
 
-    stand_in = Recalling(load, cache, key, store=False)
+    stand_in = Recalling(load, cache, key, store=False, scoped=True)
     assert stand_in.can_recall
     same(stand_in.info(), backend.info())
     for name, kwargs in calls:  # the page passes them positionally: the same call
@@ -371,7 +371,15 @@ def test_what_the_worker_kept_is_answered_before_the_model_loads(backend, tmp_pa
         stand_in.logit_lens("Another prompt")
     with pytest.raises(AssertionError, match="was loaded"):
         stand_in.generate(text)  # never recalled from a server's worker it did not run in
-    assert not Recalling(load, cache, dashboard_identity("smollm2-135m", "cpu", DEMO_LIMITS)).can_recall
+    demo = dashboard_identity("smollm2-135m", "cpu", DEMO_LIMITS)
+    assert not Recalling(load, cache, demo, scoped=True).can_recall
+    # A demo server's worker kept nothing of these; what the other server kept is not the demo's to answer (a prompt
+    # it took may be over the demo's limit), nor is it a command's (lens/cli: the same model, unscoped).
+    Remembering(cache, demo, backend.info())
+    with pytest.raises(AssertionError, match="was loaded"):
+        Recalling(load, cache, demo, store=False, scoped=True).logit_lens(text, LensOptions(top_k=5))
+    with pytest.raises(AssertionError, match="was loaded"):
+        Recalling(load, cache, key, store=False).logit_lens(text, LensOptions(top_k=5))
     assert dashboard_identity("tiny-llama", "cpu", Limits()) is None  # no files to witness it: never recalled
 
 
@@ -386,6 +394,12 @@ RELAUNCH = textwrap.dedent("""
     at = AppTest.from_file("app.py", default_timeout=120)
     at.query_params["prompt"] = "The capital of France is"
     at.run()
+    if not os.environ.get("NEVER_LOADS"):  # the worker keeps each answer just after sending it: until all three are
+        import time                        # (tokens, lens, sample), before this server stops
+        from pathlib import Path
+        deadline = time.time() + 60
+        while len(list(Path(os.environ["LAYERLENS_CACHE"], "results").glob("call-*"))) < 3 and time.time() < deadline:
+            time.sleep(0.1)
     heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "transformers"))
     print(json.dumps({"heavy": heavy[:3], "exception": [str(e.value) for e in at.exception],
                       "errors": [e.value for e in at.error], "chart": charts(at)[0]["data"],

@@ -247,7 +247,13 @@ def recalled(got: _Load) -> Backend | None:
     key = dashboard_identity(got.model_ref, "cpu", HOSTING.limits)
     if key is None:
         return None
-    stand_in = Recalling(lambda: _waited(got), ResultCache(default_cache_root() / "results"), key, store=False)
+    def load() -> Backend:  # a call with no kept answer: the load, its failure shown as get_backend's callers show it
+        from ui.errors import shown_in_page
+
+        with shown_in_page(f"Loading model {got.model_ref!r}"):
+            return _waited(got)
+
+    stand_in = Recalling(load, ResultCache(default_cache_root() / "results"), key, store=False, scoped=True)
     return stand_in if stand_in.can_recall else None
 
 

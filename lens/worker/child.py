@@ -101,8 +101,9 @@ class Child:
                         if isinstance(value, wire.OtherModel):
                             kwargs[name] = self.backend(value.ref)
                     result = getattr(backend, method)(**kwargs)
-                    self.remember(ref, method, kwargs, result)
             self.send(("done", call_id, result))
+            if method != "__load__":
+                self.remember(ref, method, kwargs, result)
         except BaseException as exc:
             from ..errors import LensError
 
@@ -116,8 +117,8 @@ class Child:
             self.cancelled.discard(call_id)
 
     def remember(self, ref: str, method: str, kwargs: dict, result) -> None:
-        """Keep a recallable answer for the next server's start (once: an answer kept before is not written again;
-        kept before it is sent, so a server that stops at once still finds it next time)."""
+        """Keep a recallable answer for the next server's start (once: an answer kept before is not written again),
+        after it was sent: the page does not wait for the write."""
         memory = self.memories.get(ref)
         if memory is None:
             return
@@ -161,7 +162,10 @@ class Child:
             self.memories.pop(ref, None)
             identity = dashboard_identity(model, device, backend.limits) if cache is not None else None
             if identity is not None:  # its answers kept where a server started again finds them (ui/backends.py)
-                self.memories[ref] = Remembering(cache, identity, backend.info())
+                try:
+                    self.memories[ref] = Remembering(cache, identity, backend.info())
+                except Exception as exc:  # only a slower next start: never a failed load
+                    logging.getLogger("layerlens").warning("%s's answers will not be kept (%s)", model, exc)
             logging.getLogger("layerlens").info(
                 "%s loaded in %.1f s (PyTorch imported in %.1f s), %.1f s after this worker started", model,
                 time.perf_counter() - t0, t1 - t0, time.perf_counter() - STARTED)
