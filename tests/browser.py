@@ -149,6 +149,27 @@ UNDER_EXIT_JS = """() => {
 }"""
 
 
+# Pairs of a chart's point labels (scatter text) whose boxes overlap by more than a pixel each way: [(a, b)].
+OVERLAPPING_LABELS_JS = """() => {
+  const out = [];
+  for (const plot of document.querySelectorAll('.js-plotly-plot')) {
+    const boxes = [...plot.querySelectorAll('.textpoint text')].filter(t => t.textContent.trim())
+      .map(t => [t.textContent, t.getBoundingClientRect()]).filter(([, r]) => r.width > 0);
+    for (let i = 0; i < boxes.length; i++)
+      for (let j = 0; j < i; j++) {
+        const [a, p] = boxes[i], [b, q] = boxes[j];
+        if (Math.min(p.right, q.right) - Math.max(p.left, q.left) > 1
+            && Math.min(p.bottom, q.bottom) - Math.max(p.top, q.top) > 1) out.push([a, b]);
+      }
+  }
+  return out;
+}"""
+
+
+def overlapping_labels(pg) -> list:
+    return pg.evaluate(OVERLAPPING_LABELS_JS)
+
+
 def under_exit_button(pg) -> list:
     return pg.evaluate(UNDER_EXIT_JS)
 

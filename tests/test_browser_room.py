@@ -17,6 +17,7 @@ from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import sync_playwright
 
 from browser import (ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, POLL_MS, SETTLED_JS, STILL_S, charts, clipped_labels, overflow,
+                     overlapping_labels,
                      same_charts, server_warnings, settle, small_text, streamlit_server, under_exit_button, unsettled)
 
 PLOT = ".js-plotly-plot"
@@ -406,6 +407,24 @@ def test_the_tours_links_open_the_chart_the_step_shows(room):
 def test_the_server_logged_no_warning(room):
     """Last in this module: everything above was drawn without a traceback or warning in the server's log."""
     assert server_warnings(room.log.read_text()) == []
+
+
+@pytest.mark.parametrize("present", [False, True], ids=["normal", "present"])
+def test_the_projections_point_labels_do_not_cover_one_another(room, present):
+    """The tokens' labels at the ends of their paths, and in each layer's frame, each stand clear of the others
+    ("France" and "capital" once ran into each other on the home prompt, in presenter mode)."""
+    pg = room.new_context(viewport=PRESENT if present else NORMAL).new_page()
+    try:
+        found = {}
+        for path in ("projection", "projection?mode=Layer+by+layer",
+                     "projection?prompt=" + quote("The Eiffel Tower is located in the city of")):
+            visit(pg, url_of(room.base_url, path, present))
+            assert pg.locator(".textpoint text").count() >= 4, path  # labels drawn, to be compared
+            if overlapping_labels(pg):
+                found[path] = overlapping_labels(pg)
+        assert found == {}
+    finally:
+        pg.context.close()
 
 
 def test_right_to_left_tokens_keep_their_order_on_the_home_page(room):

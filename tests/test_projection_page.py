@@ -44,7 +44,10 @@ def test_page_with_a_real_prompt():
     markers = next(t for t in fig["data"] if t.get("mode") == "markers")
     assert len(array(markers["x"])) == 31 * len(tokens)  # every kept token at every layer
     labels = next(t for t in fig["data"] if t.get("mode") == "text")
-    assert labels["text"] == tokens
+    # Each token named at its path's end, but one whose label would cover another's (left to its hover:
+    # lens/figures/labels.py, tested there)
+    assert len(labels["text"]) == len(tokens) and all(got in (t, "") for got, t in zip(labels["text"], tokens))
+    assert sum(map(bool, labels["text"])) >= len(tokens) - 2, labels["text"]
     assert any("France" in h and "layer emb" in h for h in markers["hovertext"])
     got = titles(at)
     for expected in ("Anisotropy baseline", "Prompt entropy", "Curvature", "Norm of the residual stream",

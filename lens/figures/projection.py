@@ -9,6 +9,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from ..model.tokens import visible, word_key
+from .labels import PLOT_PX, label_positions, shown_labels
 from ..results import EXPLANATIONS, GeometryResult, ProjectionResult
 
 FONT = dict(family="Inter, Helvetica, Arial, sans-serif")
@@ -21,6 +22,7 @@ COLOR_BY = {
 }
 MAX_LABELS = 60  # tokens named next to their points above this many, hover only
 MAX_FRAME_LABELS = 24  # the same in one layer's frame, where all the tokens share a small patch of the plot
+FRAME_PX = (PLOT_PX[0], 165.0)  # a layer frame's plot in presenter mode, above its buttons and slider
 SENSE_COLOURS = ["#e31a1c", "#000000", "#ff7f00", "#6a3d9a"]  # one per sense: red, black, orange, purple
 _PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf",
             "#bcbd22", "#7f7f7f"]
@@ -165,7 +167,12 @@ def trajectory_figure(result: ProjectionResult, color_by: str = "layer", rows: l
                                      hovertext=[hover[r * N + i] for r in range(len(rows))],
                                      hovertemplate="%{hovertext}<extra></extra>", showlegend=shown_in_legend[j]))
         if labels:
-            traces.append(go.Scatter(x=last[:, 0], y=last[:, 1], mode="text", text=texts, textposition="top center",
+            # Each label beside its point where it covers no other (tokens that end close together: "France",
+            # "capital" on one another once); the axes span every point drawn.
+            spans = [(float(np.nanmin(flat[:, d])), float(np.nanmax(flat[:, d]))) for d in range(2)]
+            ranges = [(lo - 0.05 * (hi - lo), hi + 0.05 * (hi - lo)) for lo, hi in spans]
+            named, sides = shown_labels(texts, label_positions(last[:, 0], last[:, 1], texts, *ranges))
+            traces.append(go.Scatter(x=last[:, 0], y=last[:, 1], mode="text", text=named, textposition=sides,
                                      textfont=dict(size=13, color="#222"), hoverinfo="skip", showlegend=False,
                                      name="labels"))
     else:
@@ -219,7 +226,7 @@ def trajectory_caption(result: ProjectionResult, color_by: str = "layer", rows: 
     elif highlight:
         marks = f"bold paths: the followed word, named at {final}"
     else:
-        marks = f"labels mark each token at {final}"
+        marks = f"labels mark each token at {final} (one that would cover another is left to the hover)"
     return f"{marks}; dots coloured by {COLOR_BY[color_by]}"
 
 
@@ -244,8 +251,10 @@ def aligned_figure(result: ProjectionResult, color_by: str = "position", labels:
         hover = _hover(result, [r])
         mode = "markers+text" if labels else "markers"
         if k == 2:
-            return [go.Scatter(x=c[r, :, 0], y=c[r, :, 1], mode=mode, marker=marker, text=texts if labels else None,
-                               textposition="top center", textfont=dict(size=13), hovertext=hover,
+            named, sides = shown_labels(texts, label_positions(c[r, :, 0], c[r, :, 1], texts, (lo[0], hi[0]),
+                                                               (lo[1], hi[1]), plot_px=FRAME_PX)) if labels else (None, None)
+            return [go.Scatter(x=c[r, :, 0], y=c[r, :, 1], mode=mode, marker=marker, text=named,
+                               textposition=sides, textfont=dict(size=13), hovertext=hover,
                                hovertemplate="%{hovertext}<extra></extra>", showlegend=False)]
         return [go.Scatter3d(x=c[r, :, 0], y=c[r, :, 1], z=c[r, :, 2], mode=mode, marker=dict(marker, size=5),
                              text=texts if labels else None, hovertext=hover,
