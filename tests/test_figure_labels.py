@@ -5,7 +5,8 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lens.figures.labels import CHAR_EM, FONT_PX, LINE_EM, MARGIN_PX, PLOT_PX, POSITIONS, _box, _overlap, label_positions, shown_labels
+from lens.figures.labels import (CHAR_EM, FONT_PX, LINE_EM, MARGIN_PX, PLOT_PX, POSITIONS, _box, _overlap,
+                                 label_positions, shown_labels)
 
 
 def boxes(x, y, texts, sides, x_range, y_range):
@@ -61,31 +62,44 @@ def test_no_label_drawn_covers_another_and_one_is_left_out_only_for_want_of_room
         if side is None:
             for other in POSITIONS:
                 b = boxes([x[i]], [y[i]], [texts[i]], [other], *rng)[0]
-                assert any(_overlap(b, d) for d in placed[:i] if d is not None), (i, other)
+                assert any(_overlap(b, d) for d in placed if d is not None), (i, other)
 
 
 def test_a_label_left_out_is_drawn_as_no_text():
     assert shown_labels(["a", "b"], ["top center", None]) == (["a", ""], ["top center", "top center"])
 
 
-def test_the_projection_figures_place_their_labels_so():
-    """The trajectory chart's end labels and each layer frame's labels come from label_positions."""
+def test_the_projection_figures_place_their_labels_for_the_page_and_again_for_slides():
+    """The trajectory chart's end labels and each layer frame's labels are placed for the page's plot, and placed
+    again by the slide look for presenter mode's plot and type (lens/figures/style.py), from the labels and ranges
+    the trace keeps."""
     from lens.engine_backend import local_backend
-    from lens.figures.projection import FRAME_PX, _label, aligned_figure, trajectory_figure
+    from lens.figures.projection import BELOW, PLOT_WIDTH, TRAJECTORY_HEIGHT, _label, aligned_figure, trajectory_figure
+    from lens.figures.style import SLIDE_FONT, for_slides
     from lens.model.loading import load_model
     from lens.options import ProjectionOptions
 
     backend = local_backend(load_model("tiny-llama"))
     r = backend.projection("hello there, the end; see me here", ProjectionOptions(method="pca"))
-    fig = trajectory_figure(r)
     texts = [_label(t) for t in r.tokens]  # the labels themselves, as the chart writes them
-    labels = [t for t in fig.data if t.mode == "text"][0]
     ranges = [(lo - 0.05 * (hi - lo), hi + 0.05 * (hi - lo))
               for lo, hi in [(np.nanmin(r.coords[..., d]), np.nanmax(r.coords[..., d])) for d in range(2)]]
-    want = shown_labels(texts, label_positions(labels.x, labels.y, texts, *ranges))
-    assert (list(labels.text), list(labels.textposition)) == want
+
+    def placed(trace, plot, font):
+        (x0, x1), (y0, y1) = trace.meta["ranges"]
+        return shown_labels(texts, label_positions(trace.x, trace.y, texts, (x0, x1), (y0, y1), plot, font))
+
+    fig = trajectory_figure(r)
+    labels = [t for t in fig.data if t.mode == "text"][0]
+    assert labels.meta["labels"] == texts and np.allclose(labels.meta["ranges"], ranges)
+    assert (list(labels.text), list(labels.textposition)) == placed(labels, (PLOT_WIDTH, TRAJECTORY_HEIGHT - 110), 13)
+    slide = for_slides(fig, 500, width=1216)
+    m = slide.layout.margin
+    labels = [t for t in slide.data if t.mode == "text"][0]
+    plot = (1216 - m.l - m.r - 150, 500 - m.t - m.b - 40)
+    assert (list(labels.text), list(labels.textposition)) == placed(labels, plot, SLIDE_FONT)
+
     anim = aligned_figure(r, labels=True)
-    frame = anim.frames[-1].data[0]
-    xr, yr = anim.layout.xaxis.range, anim.layout.yaxis.range
-    want = shown_labels(texts, label_positions(frame.x, frame.y, texts, tuple(xr), tuple(yr), plot_px=FRAME_PX))
-    assert (list(frame.text), list(frame.textposition)) == want
+    for frame in (anim.frames[0].data[0], anim.frames[-1].data[0]):
+        assert tuple(frame.meta["ranges"][0]) == tuple(anim.layout.xaxis.range)
+        assert (list(frame.text), list(frame.textposition)) == placed(frame, (PLOT_WIDTH, 640 - 50 - BELOW), 13)

@@ -1,7 +1,7 @@
 """Where a scatter's text labels go: each beside its point, on a side where it covers no other label; a label with
-no such side is left out (its point keeps its hover). Overlaps are judged in pixels for the
-smallest plot the chart is drawn at (presenter mode: a short plot and large text), so labels apart there are apart
-at every size."""
+no such side is left out (its point keeps its hover). Overlaps are judged in pixels, for the plot's size and text
+size: a figure builder places them for the page (``labelled``), and the slide look places them again for presenter
+mode's shorter plot and larger type (``relabel``, from the labels and axis ranges the trace keeps in its ``meta``)."""
 from __future__ import annotations
 
 from typing import Sequence
@@ -11,7 +11,7 @@ import numpy as np
 # Plotly's text positions, in the order tried: above the point first (where a lone label goes).
 POSITIONS = ("top center", "bottom center", "middle right", "middle left", "top right", "top left",
              "bottom right", "bottom left")
-PLOT_PX = (1000.0, 245.0)  # the plot area the estimate assumes (a trajectory chart in presenter mode at 1280×720)
+PLOT_PX = (1000.0, 245.0)  # the plot area a size is not given for (a trajectory chart in presenter mode)
 FONT_PX = 18.0  # presenter mode's text size
 GAP_PX = 4.0  # between a point and its label
 CHAR_EM, LINE_EM = 0.55, 1.1  # a label's width per character and its height, in font sizes (Inter as drawn)
@@ -109,3 +109,23 @@ def label_positions(x: Sequence[float], y: Sequence[float], texts: Sequence[str]
 def shown_labels(texts: list[str], sides: list[str | None]) -> tuple[list[str], list[str]]:
     """(texts, positions) for plotly: a label left out (``None``) drawn as no text."""
     return ([t if side else "" for t, side in zip(texts, sides)], [side or POSITIONS[0] for side in sides])
+
+
+def labelled(texts: list[str], x, y, x_range: tuple[float, float], y_range: tuple[float, float],
+             plot_px: tuple[float, float], font_px: float) -> dict:
+    """A scatter trace's ``text``, ``textposition`` and ``meta`` for these labels on a plot of ``plot_px`` with
+    ``font_px`` text; ``meta`` keeps what ``relabel`` needs to place them again at another size."""
+    named, sides = shown_labels(list(texts), label_positions(x, y, texts, x_range, y_range, plot_px, font_px))
+    return dict(text=named, textposition=sides,
+                meta={"labels": list(texts), "ranges": [list(map(float, x_range)), list(map(float, y_range))]})
+
+
+def relabel(trace, plot_px: tuple[float, float], font_px: float) -> None:
+    """Place a ``labelled`` trace's labels again, in place, for a plot of ``plot_px`` with ``font_px`` text."""
+    meta = trace.meta if isinstance(trace.meta, dict) else None
+    if not meta or "labels" not in meta or trace.x is None:
+        return
+    (x0, x1), (y0, y1) = meta["ranges"]
+    named, sides = shown_labels(meta["labels"], label_positions(trace.x, trace.y, meta["labels"], (x0, x1), (y0, y1),
+                                                                plot_px, font_px))
+    trace.text, trace.textposition = named, sides

@@ -9,7 +9,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from ..model.tokens import visible, word_key
-from .labels import PLOT_PX, label_positions, shown_labels
+from .labels import labelled
 from ..results import EXPLANATIONS, GeometryResult, ProjectionResult
 
 FONT = dict(family="Inter, Helvetica, Arial, sans-serif")
@@ -22,7 +22,8 @@ COLOR_BY = {
 }
 MAX_LABELS = 60  # tokens named next to their points above this many, hover only
 MAX_FRAME_LABELS = 24  # the same in one layer's frame, where all the tokens share a small patch of the plot
-FRAME_PX = (PLOT_PX[0], 165.0)  # a layer frame's plot in presenter mode, above its buttons and slider
+TRAJECTORY_HEIGHT = 620
+PLOT_WIDTH = 976  # px: a chart's plot area across the page at 1600 px (the slide look places labels again)
 SENSE_COLOURS = ["#e31a1c", "#000000", "#ff7f00", "#6a3d9a"]  # one per sense: red, black, orange, purple
 _PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf",
             "#bcbd22", "#7f7f7f"]
@@ -171,8 +172,9 @@ def trajectory_figure(result: ProjectionResult, color_by: str = "layer", rows: l
             # "capital" on one another once); the axes span every point drawn.
             spans = [(float(np.nanmin(flat[:, d])), float(np.nanmax(flat[:, d]))) for d in range(2)]
             ranges = [(lo - 0.05 * (hi - lo), hi + 0.05 * (hi - lo)) for lo, hi in spans]
-            named, sides = shown_labels(texts, label_positions(last[:, 0], last[:, 1], texts, *ranges))
-            traces.append(go.Scatter(x=last[:, 0], y=last[:, 1], mode="text", text=named, textposition=sides,
+            traces.append(go.Scatter(x=last[:, 0], y=last[:, 1], mode="text",
+                                     **labelled(texts, last[:, 0], last[:, 1], *ranges,
+                                                (PLOT_WIDTH, TRAJECTORY_HEIGHT - 110), 13),
                                      textfont=dict(size=13, color="#222"), hoverinfo="skip", showlegend=False,
                                      name="labels"))
     else:
@@ -205,7 +207,7 @@ def trajectory_figure(result: ProjectionResult, color_by: str = "layer", rows: l
     first, final = _row_label(result.layers[rows[0]]), _row_label(result.layers[rows[-1]])
     fig.update_layout(
         title=dict(text=_title(result, f"Token trajectories {first}→{final}"), x=0.01, font=dict(size=15)),
-        height=620, margin=dict(l=40, r=20, t=50, b=60), font=FONT, plot_bgcolor="white",
+        height=TRAJECTORY_HEIGHT, margin=dict(l=40, r=20, t=50, b=60), font=FONT, plot_bgcolor="white",
     )
     if k == 2:
         fig.update_xaxes(title=names[0], zeroline=False, gridcolor="#eee")
@@ -251,10 +253,10 @@ def aligned_figure(result: ProjectionResult, color_by: str = "position", labels:
         hover = _hover(result, [r])
         mode = "markers+text" if labels else "markers"
         if k == 2:
-            named, sides = shown_labels(texts, label_positions(c[r, :, 0], c[r, :, 1], texts, (lo[0], hi[0]),
-                                                               (lo[1], hi[1]), plot_px=FRAME_PX)) if labels else (None, None)
-            return [go.Scatter(x=c[r, :, 0], y=c[r, :, 1], mode=mode, marker=marker, text=named,
-                               textposition=sides, textfont=dict(size=13), hovertext=hover,
+            named = labelled(texts, c[r, :, 0], c[r, :, 1], (lo[0], hi[0]), (lo[1], hi[1]),
+                             (PLOT_WIDTH, height - 50 - BELOW), 13) if labels else {}
+            return [go.Scatter(x=c[r, :, 0], y=c[r, :, 1], mode=mode, marker=marker, **named,
+                               textfont=dict(size=13), hovertext=hover,
                                hovertemplate="%{hovertext}<extra></extra>", showlegend=False)]
         return [go.Scatter3d(x=c[r, :, 0], y=c[r, :, 1], z=c[r, :, 2], mode=mode, marker=dict(marker, size=5),
                              text=texts if labels else None, hovertext=hover,

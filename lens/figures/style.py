@@ -53,7 +53,22 @@ def for_slides(fig, max_height: int | None = None, width: int = SCREEN_WIDTH, fo
     for trace in fig.data:
         if trace.type == "heatmap" and trace.texttemplate:
             _fit_cell_text(fig, trace, width, font)
+    _place_labels(fig, width, font)
     return fig
+
+
+def _place_labels(fig, width: int, font: int) -> None:
+    """Point labels placed for the page (lens/figures/labels.py) placed again for this size: a shorter plot and
+    larger type bring labels into one another."""
+    from .labels import relabel
+
+    m = fig.layout.margin
+    # Beside the plot: the y axis's labels and a colour bar; above and below, automargin takes ~30 px more than the
+    # margins at this type size (measured: a 450 px trajectory chart's plot is 249 px tall, 280 by its margins).
+    plot = (max(100, width - (m.l or 80) - (m.r or 80) - 150),
+            max(60, (fig.layout.height or 450) - (m.t or 100) - (m.b or 80) - 40))
+    for trace in (*fig.data, *(d for f in fig.frames or () for d in f.data or ())):
+        relabel(trace, plot, font)
 
 
 def cell_text_fits(n_rows: int, n_cols: int, chars: int, height: float, width: float,
