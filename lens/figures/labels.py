@@ -41,10 +41,6 @@ def _overlap(a, b) -> bool:
     return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
 
-def _area(a, b) -> float:
-    return max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-
-
 ROUNDS = 12  # passes of each label moving to its least covered side (a few settle the charts drawn here)
 
 
@@ -72,36 +68,41 @@ def label_positions(x: Sequence[float], y: Sequence[float], texts: Sequence[str]
     py = plot_px[1] - scale(y, y_range, plot_px[1])  # screen y grows downwards
     sizes = [(CHAR_EM * font_px * max(1, len(str(t))) + 2 * MARGIN_PX, LINE_EM * font_px + 2 * MARGIN_PX)
              for t in texts]
-    boxes = [[_box(p, px[i], py[i], *sizes[i]) for p in POSITIONS] for i in range(n)]
-    side = [0] * n
-    kept = [bool(np.isfinite(px[i]) and np.isfinite(py[i])) for i in range(n)]
+    boxes = np.array([[_box(p, px[i], py[i], *sizes[i]) for p in POSITIONS] for i in range(n)])  # [n, sides, 4]
+    side = np.zeros(n, dtype=int)
+    kept = np.isfinite(px) & np.isfinite(py)
 
-    def covered(i: int, p: int) -> float:
-        return sum(_area(boxes[i][p], boxes[j][side[j]]) for j in range(n) if j != i and kept[j])
+    def covered(i: int) -> np.ndarray:
+        """[sides]: how much of the other kept labels, where they are now, each side of label ``i`` covers (px²)."""
+        others = kept.copy()
+        others[i] = False
+        a, b = boxes[i][:, None, :], boxes[others, side[others]][None, :, :]  # [sides, 1, 4], [1, m, 4]
+        w = np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0])
+        h = np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1])
+        return (np.clip(w, 0, None) * np.clip(h, 0, None)).sum(1)
 
     def settle() -> None:
         for _ in range(ROUNDS):
             moved = False
-            for i in range(n):
-                if not kept[i]:
-                    continue
-                best = min(range(len(POSITIONS)), key=lambda p: (covered(i, p), p))
-                if covered(i, best) < covered(i, side[i]):
+            for i in np.flatnonzero(kept):
+                cost = covered(i)
+                best = int(np.argmin(cost))  # the first side of least cover
+                if cost[best] < cost[side[i]]:
                     side[i], moved = best, True
             if not moved:
                 return
 
     settle()
-    while True:  # leave out the label that covers most, until none overlap
-        worst = max((i for i in range(n) if kept[i]), key=lambda i: (covered(i, side[i]), i), default=None)
-        if worst is None or covered(worst, side[worst]) == 0:
+    while kept.any():  # leave out the label that covers most (the last of equals), until none overlap
+        cost = np.array([covered(i)[side[i]] if kept[i] else -1.0 for i in range(n)])
+        if cost.max() <= 0:
             break
-        kept[worst] = False
+        kept[np.flatnonzero(cost == cost.max())[-1]] = False
         settle()
     for i in range(n):  # a label left out early may have room now
         if not kept[i] and np.isfinite(px[i]) and np.isfinite(py[i]):
-            free = [p for p in range(len(POSITIONS)) if covered(i, p) == 0]
-            if free:
+            free = np.flatnonzero(covered(i) == 0)
+            if len(free):
                 side[i], kept[i] = free[0], True
     return [POSITIONS[side[i]] if kept[i] else None for i in range(n)]
 
