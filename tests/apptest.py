@@ -26,7 +26,7 @@ def open_page(path: str | None, timeout: float = 600, **params) -> AppTest:
 def _live_data(element, kind: str) -> dict | None:
     """The data a live component of ``kind`` ("heatmap", "control") was sent, or None for another one."""
     proto = element.proto
-    raw = proto.json or (proto.mixed.json if proto.HasField("mixed") else "")
+    raw = proto.json or (proto.mixed.json if proto.HasField("mixed") else "") or proto.bytes.decode()
     data = json.loads(raw) if raw else None
     return data if isinstance(data, dict) and data.get("kind") == kind else None
 

@@ -470,7 +470,18 @@ function mountHeatmap(component) {
   };
 }
 
-export default function (component) {
+// A heatmap's data come as the bytes of their JSON (written once per view on the server: ui/live's ``joined``);
+// the boxes' as an object.
+function withData(given) {
+  const raw = given.data;
+  if (!(raw instanceof ArrayBuffer || ArrayBuffer.isView(raw))) return given;
+  const component = Object.create(given);
+  Object.defineProperty(component, "data", { value: JSON.parse(new TextDecoder().decode(raw)) });
+  return component;
+}
+
+export default function (given) {
+  const component = withData(given);
   const el = component.parentElement;
   if (component.data.kind === "prefetch") {
     // Streamlit's chart code, fetched and run ahead (the first chart's lazy import then finds it loaded).
