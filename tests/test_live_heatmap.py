@@ -706,3 +706,40 @@ def test_a_clicked_head_sets_the_layer_box_without_a_widget_warning(tiny_backend
     at = send_live(at, live_heatmaps(at)[0], cell={"layer": 3, "position": 0})
     assert not at.exception and at.number_input(key="head_layer").value == 3
     assert not [w for w in widget_state_warnings if "head_layer" in w], widget_state_warnings
+
+
+def test_a_prompt_seen_again_is_shown_without_a_redraw(chromium):
+    """The chart keeps the layer it showed for the last few prompts: going back to one shows that layer again, as it
+    was drawn (no Plotly draw), and the page never holds more than those few."""
+    from bench.browser import _submit, prompt_for
+    from browser import charts, settle
+
+    shown = "() => document.querySelector('.ll-live-plot .js-plotly-plot').dataset.draw"
+    pg = chromium.new_page(viewport={"width": 1600, "height": 1000})
+    try:
+        pg.goto(f"{chromium.base_url}/logit_lens?prompt={quote(prompt_for('apple'))}")
+        settle(pg)
+        pg.wait_for_selector(".ll-live-plot .js-plotly-plot .main-svg", timeout=120_000)
+        first, first_draw = charts(pg), pg.evaluate(shown)
+        assert first_draw is not None  # each layer says which Plotly draw was its (plot() sets it every time)
+        _submit(pg, prompt_for("river"), "river", "apple")
+        settle(pg)
+        assert charts(pg) != first
+        _submit(pg, prompt_for("apple"), "apple", "river")
+        settle(pg)
+        assert charts(pg) == first and pg.evaluate(shown) == first_draw  # the same layer, not drawn again
+        n_metrics = len(pg.evaluate("() => [...document.querySelectorAll('.ll-live-control[data-option=metric] "
+                                    "option')]"))
+        prev = "apple"
+        for word in ("garden", "window", "silver", "orange", "forest"):
+            _submit(pg, prompt_for(word), word, prev)
+            settle(pg)
+            prev = word
+        # this prompt's layers (one per metric), one kept for each of the last 3 prompts, a spare to draw into
+        assert pg.evaluate("() => document.querySelectorAll('.ll-live-plot .ll-layer').length") <= n_metrics + 3 + 1
+        _submit(pg, prompt_for("apple"), "apple", "forest")  # long gone: drawn again, the same chart
+        settle(pg)
+        assert charts(pg) == first and pg.evaluate(shown) != first_draw
+    finally:
+        pg.close()
+

@@ -272,6 +272,45 @@ function showLayer(host, el) {
   }
 }
 
+// How many payloads a chart keeps a layer of (the one shown, and the last ones before it: of each, the layer that
+// was shown when it was left), and so how many prompts or views back a return needs no redraw.
+const HISTORY = 4;
+
+// ``signature`` is the payload now shown: first in the chart's history. The layer shown until now stays, hidden;
+// the other layers of the payloads before go, or are kept as the spare that the next new layer is drawn into
+// (Plotly.react on a drawn heatmap changes only what differs: faster than a first draw).
+function remember(Plotly, host, signature) {
+  host.__llSignatures = [signature, ...(host.__llSignatures || []).filter((s) => s !== signature)].slice(0, HISTORY);
+  const kept = new Set(host.__llSignatures);
+  const shown = Object.values(host.__llLayers).find((el) => el.style.display !== "none");
+  if (shown) shown.dataset.kept = "yes";
+  for (const [key, el] of Object.entries(host.__llLayers)) {
+    const sig = JSON.parse(key)[0];
+    if (sig === signature) { // shown again: its layers are this payload's, as drawn ahead
+      delete el.dataset.kept;
+      continue;
+    }
+    if (kept.has(sig) && el.dataset.kept === "yes") continue;
+    delete host.__llLayers[key];
+    if (!host.__llSpare) {
+      host.__llSpare = el;
+      continue;
+    }
+    Plotly.purge(el);
+    el.remove();
+  }
+}
+
+// A layer for ``key`` to draw into, shown: the spare when there is one (see ``remember``), else a new one.
+function layerFor(host, key) {
+  const el = host.__llSpare || newLayer(host, key, false);
+  host.__llSpare = null;
+  el.style.cssText = ""; // drawn where it is seen (a hidden plot is drawn at no width, then again)
+  el.dataset.view = key;
+  delete el.dataset.kept;
+  return el;
+}
+
 function newLayer(host, key, held) {
   const el = document.createElement("div");
   el.className = "ll-layer";
@@ -304,9 +343,10 @@ function mountHeatmap(component) {
     }
   }
   const opts = OPTIONS.filter((o) => o in sent);
-  // A layer's key: its metric and options (a target, typed, may hold any character: JSON, not a separator).
-  const keyOf = (metric, target) => JSON.stringify([metric, ...opts.map((o) => (o === "target" ? target
-                                                                                  : ch.values[o]))]);
+  // A layer's key: its payload's signature, its metric and options (a target, typed, may hold any character:
+  // JSON, not a separator).
+  const keyOf = (metric, target) => JSON.stringify([data.signature, metric,
+                                                    ...opts.map((o) => (o === "target" ? target : ch.values[o]))]);
   const viewOf = (metric) => keyOf(metric, ch.values.target);
   // What is drawn ahead while the browser is idle: the other metrics, for the options shown; and where the metric
   // shown follows the target, the other targets the payload has, for that metric (a target switch then draws
@@ -349,18 +389,19 @@ function mountHeatmap(component) {
     el.__llRows = rowsShown(data, ch.values);
     el.__llWidth = host.clientWidth;
     host.dataset.draws = String(Number(host.dataset.draws || 0) + 1); // every Plotly draw, for the tests
+    el.dataset.draw = host.dataset.draws; // which draw this layer's was (a layer shown again keeps it)
     if (!el.__llClick) {
       el.__llClick = true;
       onClick(el);
     }
   };
-  // The layers drawn for other options than those shown now, or than those drawn ahead for them: gone (all but
-  // `keep`).
+  // The layers of this payload drawn for other options than those shown now, or than those drawn ahead for them:
+  // gone (all but `keep`). Those of the payloads before it stay (``remember``).
   const dropOthers = (Plotly, keep) => {
     const layers = host.__llLayers;
     const wanted = new Set(aheadViews().map(([m, t]) => keyOf(m, t)));
     for (const [key, el] of Object.entries(layers)) {
-      if (el !== keep && !wanted.has(key)) {
+      if (el !== keep && !wanted.has(key) && JSON.parse(key)[0] === data.signature) {
         Plotly.purge(el);
         el.remove();
         delete layers[key];
@@ -375,7 +416,7 @@ function mountHeatmap(component) {
     const key = viewOf(metric);
     let el = layers[key];
     if (!el) {
-      el = layers[key] = newLayer(host, key, false);
+      el = layers[key] = layerFor(host, key);
       plot(Plotly, el, metric);
     }
     showLayer(host, el);
@@ -421,27 +462,13 @@ function mountHeatmap(component) {
   loadPlotly(data.plotly_url).then((Plotly) => {
     if (!alive) return;
     if (host.dataset.signature !== data.signature) {
-      // New figures: the layer shown is redrawn in place (Plotly.react changes only what differs); the held
-      // ones are dropped and drawn ahead again.
-      const layers = host.__llLayers;
-      const shown = Object.values(layers).find((el) => el.style.display !== "none");
-      for (const [key, el] of Object.entries(layers)) {
-        if (el !== shown) {
-          Plotly.purge(el);
-          el.remove();
-        }
-        delete layers[key];
-      }
-      if (shown && !canDraw()) { // (nothing to draw it with: gone, as the held ones)
-        Plotly.purge(shown);
-        shown.remove();
-      } else if (shown) {
-        const key = viewOf(ch.values.metric);
-        layers[key] = shown;
-        shown.dataset.view = key;
-        plot(Plotly, shown, ch.values.metric);
-      }
+      // New figures: drawn in layers of their own. The last payloads' layers stay, hidden, so that a prompt or
+      // view seen again shows at once (its payload has the same signature); older ones go.
+      remember(Plotly, host, data.signature);
       host.dataset.signature = data.signature;
+    }
+    if (!canDraw()) { // nothing to draw these options with: no chart
+      for (const el of Object.values(host.__llLayers)) el.style.display = "none";
     }
     draw(Plotly); // the layer for the options shown (drawn unless it already is), the others' dropped
     host.dataset.drawn = "yes";
