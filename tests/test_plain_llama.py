@@ -263,3 +263,23 @@ def test_hidden_states_and_attention_weights_come_back_as_transformers_gives_the
     assert len(a.hidden_states) == len(b.hidden_states) == 4 and len(a.attentions) == len(b.attentions) == 3
     assert all(torch.equal(u, v) for u, v in zip(a.hidden_states, b.hidden_states))
     assert all(torch.equal(u, v) for u, v in zip(a.attentions, b.attentions))
+
+
+def test_a_config_that_leaves_values_out_reads_transformers_defaults(tiny_folder, tmp_path):
+    import shutil
+
+    sparse = tmp_path / "sparse"
+    shutil.copytree(tiny_folder, sparse)
+    config = json.loads((sparse / "config.json").read_text())
+    config["rms_norm_eps"] = 1e-3  # not the default: left out below, both must read 1e-6
+    for key in ("rms_norm_eps", "attention_bias", "mlp_bias", "tie_word_embeddings", "max_position_embeddings",
+                "pad_token_id", "use_cache"):
+        config.pop(key, None)
+    (sparse / "config.json").write_text(json.dumps(config))
+    plain, hf = load_model(str(sparse)), load_model(str(sparse), plain=False)
+    assert isinstance(plain.model, LlamaForCausalLM)
+    assert plain.model.model.norm.variance_epsilon == hf.model.model.norm.variance_epsilon == 1e-6
+    assert plain.context_length == hf.context_length
+    x = torch.tensor([plain.tokenizer(PROMPT)["input_ids"]])
+    with torch.no_grad():
+        assert torch.equal(plain.model(input_ids=x).logits, hf.model(input_ids=x).logits)

@@ -24,19 +24,28 @@ from .architectures import PLAIN_TYPES
 WEIGHTS = "model.safetensors"
 
 
+# What transformers' Llama config takes for a value its config.json leaves out (and the plain model reads).
+DEFAULTS = {"rms_norm_eps": 1e-6, "attention_bias": False, "mlp_bias": False, "max_position_embeddings": 2048,
+            "tie_word_embeddings": False, "pad_token_id": None, "use_cache": True}
+
+
 class PlainConfig:
-    """``config.json``'s values as attributes, as the adapter, the engine and the loader read them."""
+    """``config.json``'s values as attributes, as the adapter, the engine and the loader read them (``DEFAULTS``
+    for those it leaves out, as transformers' config has them)."""
 
     def __init__(self, values: dict):
         self._values = dict(values)
         self.head_dim = values.get("head_dim") or values["hidden_size"] // values["num_attention_heads"]
+        self.num_key_value_heads = values.get("num_key_value_heads") or values["num_attention_heads"]
         self._attn_implementation = "eager"
 
     def __getattr__(self, name: str):
-        try:
-            return self.__dict__["_values"][name]
-        except KeyError:
-            raise AttributeError(name) from None
+        values = self.__dict__.get("_values", {})
+        if name in values:
+            return values[name]
+        if name in DEFAULTS:
+            return DEFAULTS[name]
+        raise AttributeError(name)
 
     def to_dict(self) -> dict:
         return dict(self._values)
@@ -295,7 +304,7 @@ class LlamaModel(nn.Module):
     def __init__(self, config: PlainConfig):
         super().__init__()
         self.config = config
-        self.embed_tokens = Embedding(config.vocab_size, config.hidden_size, getattr(config, "pad_token_id", None))
+        self.embed_tokens = Embedding(config.vocab_size, config.hidden_size, config.pad_token_id)
         self.layers = nn.ModuleList(LlamaDecoderLayer(config, i) for i in range(config.num_hidden_layers))
         self.norm = LlamaRMSNorm(config.hidden_size, config.rms_norm_eps)
         self.rotary_emb = RotaryEmbedding(config)
@@ -386,7 +395,7 @@ def load_plain(folder: str | Path, dtype=torch.float32) -> LlamaForCausalLM:
     state = load_file(str(folder / WEIGHTS))
     with torch.device("meta"):  # no random initialisation of weights about to be replaced
         model = LlamaForCausalLM(config, str(folder))
-    tied = bool(values.get("tie_word_embeddings", True))
+    tied = bool(config.tie_word_embeddings)
     if tied:
         state.pop("lm_head.weight", None)
     expected = {k: v for k, v in model.state_dict().items() if not (tied and k == "lm_head.weight")}
