@@ -283,3 +283,43 @@ def test_a_config_that_leaves_values_out_reads_transformers_defaults(tiny_folder
     x = torch.tensor([plain.tokenizer(PROMPT)["input_ids"]])
     with torch.no_grad():
         assert torch.equal(plain.model(input_ids=x).logits, hf.model(input_ids=x).logits)
+
+
+@pytest.mark.parametrize("changes", [
+    {"attention_bias": True, "mlp_bias": True},  # biases on every projection
+    {"num_key_value_heads": 4},  # one key/value head per head (no grouping)
+    {"head_dim": 12, "rope_parameters": {"rope_type": "default", "rope_theta": 500.0}},  # heads wider than d/H
+    {"num_key_value_heads": 1, "tie_word_embeddings": True},  # one shared key/value head; tied unembedding
+])
+def test_other_llama_shapes_equal_transformers(tmp_path, changes):
+    """Llama configs other than the bundled model's: random weights of each, saved, loaded both ways."""
+    import transformers as tf
+
+    from lens.model.tiny import tiny_config, tiny_tokenizer
+
+    config = tiny_config("llama")
+    for key, value in changes.items():
+        setattr(config, key, value)
+    torch.manual_seed(5)
+    model = tf.AutoModelForCausalLM.from_config(config, attn_implementation="eager")
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.3)  # biases and norms away from their initial values too
+    model.save_pretrained(tmp_path)
+    tiny_tokenizer().save_pretrained(tmp_path)
+    plain, hf = load_model(str(tmp_path)), load_model(str(tmp_path), plain=False)
+    assert isinstance(plain.model, LlamaForCausalLM)
+    ids = plain.tokenizer(PROMPT)["input_ids"]
+    sites = {"attn_pattern.2": None, "head_out.3": None, "mlp_act.1": None, "resid_post.3": None}
+    for attention in ("eager", "sdpa"):
+        plain.model.set_attn_implementation(attention)
+        hf.model.set_attn_implementation(attention)
+        with torch.no_grad():
+            x = torch.tensor([ids])
+            assert torch.equal(plain.model(input_ids=x).logits, hf.model(input_ids=x).logits), attention
+    plain.model.set_attn_implementation("eager")
+    hf.model.set_attn_implementation("eager")
+    a, b = HookEngine.of(plain).run(ids, read=sites), HookEngine.of(hf).run(ids, read=sites)
+    assert all(torch.equal(a.reads[s], b.reads[s]) for s in sites)
+    assert HookEngine.of(plain).generate(ids, 6, temperature=0.8, seed=2) == \
+        HookEngine.of(hf).generate(ids, 6, temperature=0.8, seed=2)
