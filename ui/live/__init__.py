@@ -179,8 +179,9 @@ def payload_for(key: tuple, build: Callable[[], dict]) -> dict:
     kept = _payloads.get(key)
     if kept is None:
         kept = Payload(build())
-        body = json.dumps({k: kept.get(k) for k in ("figures", "shared", "targets")}, sort_keys=True)
-        kept["signature"] = hashlib.sha1(body.encode()).hexdigest()[:16]
+        body = json.dumps(kept).encode()  # written once: the signature is its hash, and it goes to the browser
+        kept["signature"] = hashlib.sha1(body).hexdigest()[:16]
+        kept.encoded = _spliced(json.dumps({"signature": kept["signature"]}).encode(), body)
         _payloads[key] = kept
         while len(_payloads) > KEEP:
             _payloads.popitem(last=False)
@@ -253,10 +254,14 @@ def joined(head: dict, payload: dict) -> bytes:
     """The JSON bytes of ``{**head, **payload}``: ``head``'s few fields, then the payload's JSON as written once (a
     key in both is the payload's, as JSON.parse keeps the last of a repeated key)."""
     body = payload.json_bytes() if isinstance(payload, Payload) else json.dumps(payload).encode()
-    first = json.dumps(head).encode()
-    if body == b"{}":
+    return _spliced(json.dumps(head).encode(), body)
+
+
+def _spliced(first: bytes, second: bytes) -> bytes:
+    """Two JSON objects' bytes as one object's: ``first``'s fields, then ``second``'s."""
+    if second == b"{}":
         return first
-    return first[:-1] + b", " + body[1:] if first != b"{}" else body
+    return first[:-1] + b", " + second[1:] if first != b"{}" else second
 
 
 def _value(key: str, name: str):
