@@ -180,17 +180,50 @@ def test_a_caller_behind_another_sees_its_place_and_can_leave(worker, tiny):
     t.start()
     time.sleep(1.0)
     gone = threading.Event()
-    t0 = time.perf_counter()
     with pytest.raises(Cancelled):
         with asking(Asker(who="b", on_wait=lambda p, r: (places.append((p, r)), gone.set()),
                           alive=lambda: not gone.is_set())):
             remote.logit_lens("a caller who leaves " + str(time.time()))
-    left_after = time.perf_counter() - t0
+    # Dropped while the first computation still runs: the worker reports the place at every poll of its
+    # queue, and the caller asks whether it is still wanted after each report, not only on a quiet poll.
+    left_while_the_other_ran = not first_done.is_set()
     t.join(120)
     assert first_done.is_set()
     assert places and places[0] == (1, 1), places  # first in line, one computation running
-    assert left_after < 10
+    assert left_while_the_other_ran
     assert remote.tokenize("ab") == ["a", "b"]  # the worker goes on serving
+
+
+def test_a_caller_told_its_place_often_still_notices_it_was_left():
+    """A worker reporting the place in line more often than the caller's poll: the caller still asks, after each
+    report, whether anyone waits for it, and cancels the call in the worker (a visitor who closed the tab)."""
+    w = Worker()
+    sent, stop = [], threading.Event()
+
+    def send(conn, message):
+        sent.append(message[0])
+        if message[0] == "call":
+            call_id = message[1]
+
+            def report():  # the place every 50 ms, then (too late) the answer
+                for _ in range(100):
+                    if stop.is_set():
+                        return
+                    w._calls[call_id][0].put(("wait", call_id, 1, 1))
+                    time.sleep(0.05)
+                w._calls[call_id][0].put(("done", call_id, "answered"))
+            threading.Thread(target=report, daemon=True).start()
+    w._send = send
+    told = threading.Event()
+    t0 = time.perf_counter()
+    try:
+        with pytest.raises(Cancelled):
+            with asking(Asker(who="a", on_wait=lambda p, r: told.set(), alive=lambda: not told.is_set())):
+                w._call(None, "tiny", "logit_lens", {})
+    finally:
+        stop.set()
+    assert time.perf_counter() - t0 < 2.5  # the answer would have come after 5 s
+    assert sent == ["call", "cancel"]
 
 
 def test_the_server_side_imports_no_torch_and_the_worker_dies_with_it():

@@ -193,8 +193,12 @@ class Worker:
                 try:
                     message = box.get(timeout=POLL_SECONDS)
                 except queue.Empty:
-                    if asker.alive is not None and not asker.alive():
-                        raise Cancelled()
+                    message = None
+                # Asked after every message too: a caller in line gets its place at every poll of the
+                # worker's queue, so a wait that only asked on a quiet poll could miss a caller who left.
+                if asker.alive is not None and not asker.alive():
+                    raise Cancelled()
+                if message is None:
                     continue
                 kind = message[0]
                 if kind == "progress" and progress is not None:
