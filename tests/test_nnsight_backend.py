@@ -187,3 +187,19 @@ def test_anatomy_from_the_cli_on_nnsight_equals_local(cli):
         np.testing.assert_allclose(np.array(out["local"][key], float), np.array(out["nnsight"][key], float),
                                    atol=1e-5, rtol=1e-4, err_msg=key)
     assert out["local"]["max_dim"] == out["nnsight"]["max_dim"] and out["local"]["skip_top"] == out["nnsight"]["skip_top"]
+
+
+def test_a_result_the_hook_engine_cached_is_not_shown_as_nnsights(tmp_path):
+    """One cache folder, one model, two engines: each computes and keeps its own results (their numbers agree only
+    within float32 rounding, and a page "through nnsight" must show nnsight's), and each finds its own again."""
+    from lens.cache import ResultCache
+
+    lm = load_model("tiny-llama")
+    cache = ResultCache(tmp_path)
+    local, nn = local_backend(lm, cache=cache), nnsight_backend(lm, cache=cache)
+    key = {"prompt": PROMPT, "options": LensOptions(top_k=3).key(), "lens_id": None}
+    local.logit_lens(PROMPT, LensOptions(top_k=3))
+    assert local.results.has("lens", key) and not nn.results.has("lens", key)
+    assert_same_lens(nn.logit_lens(PROMPT, LensOptions(top_k=3)), local.logit_lens(PROMPT, LensOptions(top_k=3)))
+    assert nn.results.has("lens", key)
+    assert nnsight_backend(lm, cache=cache).results.has("lens", key)  # found again by a new nnsight backend

@@ -101,6 +101,9 @@ class NnsightEngine:
 
         loaded = with_transformers_model(loaded)  # nnsight wraps transformers' models, not the plain one
         self.model, self.adapter, self.remote = loaded.model, loaded.adapter, remote
+        # Its results are cached apart from the hook engine's: a page run "through nnsight" shows nnsight's numbers
+        # (equal to the hooks' within float32 rounding, not to the bit), never ones the hook engine cached.
+        self.results_key = "nnsight-ndif" if remote else "nnsight"
         with warnings.catch_warnings():  # nnsight 0.8 names LanguageModel deprecated; it still wraps a model object
             warnings.simplefilter("ignore")
             self.nn = getattr(loaded, "nnsight_model", None) or LanguageModel(loaded.model, tokenizer=loaded.tokenizer)
