@@ -194,9 +194,11 @@ class Worker:
                     message = box.get(timeout=POLL_SECONDS)
                 except queue.Empty:
                     message = None
-                # Asked after every message too: a caller in line gets its place at every poll of the
-                # worker's queue, so a wait that only asked on a quiet poll could miss a caller who left.
-                if asker.alive is not None and not asker.alive():
+                # Asked after every report too, not only on a quiet poll: a caller in line gets its place at every
+                # poll of the worker's queue, so a wait that only asked then could miss a caller who left. (An
+                # answer that has come is taken.)
+                if (message is None or message[0] in ("progress", "wait")) and asker.alive is not None \
+                        and not asker.alive():
                     raise Cancelled()
                 if message is None:
                     continue
