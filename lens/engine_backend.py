@@ -103,9 +103,7 @@ class EngineBackend:
         self.loaded, self.engine = loaded, engine
         self.limits = limits or Limits(max_prompt_tokens=token_limit or loaded.context_length)
         self.token_limit = min(token_limit or self.limits.max_prompt_tokens, loaded.context_length)
-        # Results are keyed by the model's weights and by the engine that computed them (the hook engine's key is
-        # the bare fingerprint: another engine's numbers may differ from its by float32 rounding).
-        engine_key = getattr(engine, "results_key", "")
+        engine_key = engine.capabilities.results_key  # results keyed by the weights and the engine that computed them
         self.results = Computations(loaded.fingerprint + (f"+{engine_key}" if engine_key else ""), RESULT_TYPES,
                                     cache, jobs)
         self.memo = Memo()

@@ -215,15 +215,13 @@ def test_a_caller_told_its_place_often_still_notices_it_was_left():
             threading.Thread(target=report, daemon=True).start()
     w._send = send
     told = threading.Event()
-    t0 = time.perf_counter()
     try:
         with pytest.raises(Cancelled):
             with asking(Asker(who="a", on_wait=lambda p, r: told.set(), alive=lambda: not told.is_set())):
                 w._call(None, "tiny", "logit_lens", {})
     finally:
         stop.set()
-    assert time.perf_counter() - t0 < 2.5  # the answer would have come after 5 s
-    assert sent == ["call", "cancel"]
+    assert sent == ["call", "cancel"]  # cancelled before the answer came (it would have been returned)
 
 
 def test_the_server_side_imports_no_torch_and_the_worker_dies_with_it():

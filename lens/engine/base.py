@@ -115,6 +115,9 @@ class Capabilities:
     resumes: bool = True  # partial runs from a recording (fast patching)
     generates: bool = True  # continue a prompt token by token
     reduces_lens: bool = False  # the logit lens is best reduced where the model runs (remote engines)
+    # Results are cached under the weights' fingerprint plus this: "" for the hook engine; another engine's numbers
+    # may differ from the hooks' by float32 rounding, so a page run through it shows its own, never theirs.
+    results_key: str = ""
 
 
 class Engine(Protocol):

@@ -101,16 +101,14 @@ class NnsightEngine:
 
         loaded = with_transformers_model(loaded)  # nnsight wraps transformers' models, not the plain one
         self.model, self.adapter, self.remote = loaded.model, loaded.adapter, remote
-        # Its results are cached apart from the hook engine's: a page run "through nnsight" shows nnsight's numbers
-        # (equal to the hooks' within float32 rounding, not to the bit), never ones the hook engine cached.
-        self.results_key = "nnsight-ndif" if remote else "nnsight"
         with warnings.catch_warnings():  # nnsight 0.8 names LanguageModel deprecated; it still wraps a model object
             warnings.simplefilter("ignore")
             self.nn = getattr(loaded, "nnsight_model", None) or LanguageModel(loaded.model, tokenizer=loaded.tokenizer)
         self._paths = {id(m): name for name, m in loaded.model.named_modules()}
         self.capabilities = Capabilities(
             where="on NDIF" if remote else "through nnsight", weights_here=not remote, writes=not remote,
-            gradients=False, resumes=False, generates=not remote, reduces_lens=True)
+            gradients=False, resumes=False, generates=not remote, reduces_lens=True,
+            results_key="nnsight-ndif" if remote else "nnsight")
         self.lock = threading.RLock()
 
     def _env(self, module):
