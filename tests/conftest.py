@@ -30,12 +30,22 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 def _session_cache() -> Path:
     """A results cache of the test session's own (in-process pages, servers and CLI runs alike), with the
-    converted models shared from the real cache/models: nothing a test computes lands in cache/results."""
+    converted models shared from the real cache/models: nothing a test computes lands in cache/results.
+
+    One folder for the whole session, pytest-xdist's workers included: the process that loads this first (the
+    controller) makes it and removes it at its exit, and the workers it starts inherit its name. A chart one
+    worker's pages or servers computed is then read, not computed again, by another's (the room test's server and
+    the in-process page tests draw many of the same screens). The cache is made for several processes at once:
+    atomic writes, a vanished entry a miss (lens/cache.py)."""
     import atexit
     import shutil
     import tempfile
 
+    inherited = os.environ.get("LAYERLENS_TEST_SESSION_CACHE")
+    if inherited and Path(inherited).is_dir():
+        return Path(inherited)
     root = Path(tempfile.mkdtemp(prefix="layerlens-tests-"))
+    os.environ["LAYERLENS_TEST_SESSION_CACHE"] = str(root)
     models = REPO_ROOT / "cache" / "models"
     models.mkdir(parents=True, exist_ok=True)
     (root / "models").symlink_to(models, target_is_directory=True)
@@ -43,9 +53,8 @@ def _session_cache() -> Path:
     return root
 
 
-# One per pytest-xdist worker: a fit or a cached result never crosses workers. (Workers keep torch's own thread
-# count: the CLI, exported scripts and the model worker they start compute with it too, so their numbers are
-# bit for bit the in-process ones.)
+# Shared by pytest-xdist's workers (above). (Workers keep torch's own thread count: the CLI, exported scripts and
+# the model worker they start compute with it too, so their numbers are bit for bit the in-process ones.)
 TEST_CACHE = _session_cache()
 os.environ["LAYERLENS_CACHE"] = str(TEST_CACHE)
 
