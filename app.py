@@ -15,7 +15,7 @@ from lens.figures.sampling import sampling_summary, sampling_table  # noqa: E402
 from lens.sampling.options import MAX_SEED, MIN_TEMPERATURE, SampleOptions  # noqa: E402
 from lens.model.tokens import visible  # noqa: E402
 from lens.views import PAGES, sections  # noqa: E402
-from ui import asking, state  # noqa: E402
+from ui import asking, lookahead, state  # noqa: E402
 from ui.errors import shown_in_page  # noqa: E402
 from ui.widgets import chart, keep_link_options, link_value_unused, say_link_values_unused, whole_in  # noqa: E402
 
@@ -38,6 +38,7 @@ def home() -> None:
     cols[4].metric("Vocabulary", f"{info.vocab_size:,}")
 
     text = state.prompt()
+    lookahead.register(lambda typed: (backend.tokenize(typed), backend.logit_lens(typed, state.HOME_LENS)), text)
     if not text:
         st.info("Type a prompt in the sidebar (or pick an example) to start.")
         return

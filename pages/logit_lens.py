@@ -19,8 +19,8 @@ from lens.model.tokens import visible  # noqa: E402
 from lens.options import LENS_LABELS, LensOptions  # noqa: E402
 from lens.analysis.retarget import retarget  # noqa: E402
 from lens.views import query_value  # noqa: E402
-from lens.views.logit_lens import lens_with_alternatives  # noqa: E402
-from ui import live, present, state  # noqa: E402
+from lens.views.logit_lens import lens_ahead, lens_with_alternatives  # noqa: E402
+from ui import live, lookahead, present, state  # noqa: E402
 from ui.backends import HOSTING  # noqa: E402
 from ui.errors import shown_in_page  # noqa: E402
 from ui.widgets import (PLOT_CONFIG, chart, download_json, export_controls, link_options,  # noqa: E402
@@ -158,6 +158,7 @@ def lens_view(n: int) -> None:
     bar = st.empty()
     progress = lambda f, m: bar.progress(f, text=f"Decoding every layer: {m}")  # noqa: E731
     options = LensOptions(top_k=int(top_k), target=target or None, positions=window, lens=lens)
+    lookahead.register(lambda typed: lens_ahead(backend, typed, options, WINDOW), text)
     with shown_in_page("Logit lens"):
         # The default target's lens, the final top tokens followed as targets too (the live chart offers them),
         # and the lens with the target typed.

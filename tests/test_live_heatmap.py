@@ -743,3 +743,47 @@ def test_a_prompt_seen_again_is_shown_without_a_redraw(chromium):
     finally:
         pg.close()
 
+
+
+def test_a_prompt_typed_is_computed_while_the_person_pauses(chromium, bundled):
+    """Typing in the sidebar's prompt box and pausing starts the lens page's computation of the text so far on the
+    model worker (its result lands in the results cache) with nothing on the page redrawn; Ctrl+Enter then draws it.
+    Text typed and run at once is not computed ahead."""
+    import os
+    import time
+
+    from bench.browser import _submit, prompt_for
+    from browser import charts, settle
+    from lens.cache import ResultCache
+    from lens.engine_backend import local_backend
+    from lens.options import LensOptions
+    from lens.views.logit_lens import LIVE_ALTERNATIVES
+
+    cached = local_backend(bundled, ResultCache(Path(os.environ["LAYERLENS_CACHE"]) / "results"))
+
+    def computed(prompt: str) -> bool:  # the lens the page asks for this prompt, in the cache the worker writes
+        key = {"prompt": prompt, "options": LensOptions(alternatives=LIVE_ALTERNATIVES).key(), "lens_id": None}
+        return cached.results.has("lens", key)
+
+    pg = chromium.new_page(viewport={"width": 1600, "height": 1000})
+    try:
+        pg.goto(f"{chromium.base_url}/logit_lens?prompt={quote(prompt_for('candle'))}")
+        settle(pg)
+        shown = charts(pg)
+        typed = prompt_for("lantern")
+        assert not computed(typed)
+        box = pg.get_by_role("textbox", name="Prompt", exact=True)
+        box.fill(typed[:-6])
+        box.press_sequentially(typed[-6:], delay=40)  # the last keys as a person types them, then a pause
+        deadline = time.monotonic() + 60
+        while not computed(typed) and time.monotonic() < deadline:
+            pg.wait_for_timeout(100)
+        assert computed(typed), "the pause did not start the prompt's computation"
+        assert not computed(typed[:-6]), "a text filled in at once was computed ahead"
+        assert charts(pg) == shown  # nothing redrawn meanwhile
+        assert "lantern" not in pg.url
+        _submit(pg, typed, "lantern", "candle")  # Ctrl+Enter: the lens drawn, from the result computed ahead
+        settle(pg)
+        assert "lantern" in pg.url and charts(pg) != shown
+    finally:
+        pg.close()

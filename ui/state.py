@@ -12,7 +12,7 @@ from lens.examples import DEFAULT_PROMPT, EXAMPLES
 from lens.model.registry import BUNDLED, DEFAULT_MODEL
 from lens.options import LensOptions
 
-from . import present
+from . import lookahead, present
 from .backends import ENGINES, HOSTING, get_backend
 from .errors import shown_in_page
 from lens.errors import LensError
@@ -107,6 +107,8 @@ def sidebar() -> None:
             help=f"Ctrl+Enter (⌘+Enter) runs it. Up to {HOSTING.limits.max_prompt_tokens:,} tokens.",
         )
         st.caption("Ctrl+Enter to run · the URL keeps model and prompt: copy it to share this view.")
+        lookahead.forget()  # the page about to run says again what it computes for a prompt typed
+        lookahead.listener("Prompt", prompt())
         present.sidebar_switch()
 
 

@@ -54,6 +54,16 @@ def lens_with_alternatives(backend, prompt: str, options: LensOptions, progress=
     return base, retarget(base, options.target) or backend.logit_lens(prompt, options, progress)
 
 
+def lens_ahead(backend, prompt: str, options: LensOptions, window: int) -> None:
+    """What the lens page will ask for ``prompt`` with these options (its computation started while the prompt is
+    typed: ui/lookahead.py): ``lens_with_alternatives`` of the whole prompt; nothing for one longer than ``window``
+    tokens, whose stretch of positions the page chooses when it runs."""
+    from dataclasses import replace
+
+    if len(backend.tokenize(prompt)) <= window:
+        lens_with_alternatives(backend, prompt, replace(options, positions=None))
+
+
 def render_logit_lens(backend, info, prompt, *, metric, target, stride, top_k, lens, exits) -> Drawn:
     from ..figures.logit_lens import METRICS, logit_lens_figure
     from ..model.tokens import visible

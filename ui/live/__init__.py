@@ -41,6 +41,7 @@ _CSS = """
 .ll-live-control .ll-help { display: inline-flex; flex: none; color: #808495; cursor: help; }
 .ll-live-control .ll-toggle + .ll-help { margin-left: 0.4rem; vertical-align: middle; }
 .ll-live-plot { width: 100%; }
+.st-key-layerlens-lookahead { display: none; }  /* draws nothing: it only listens (ui/lookahead.py) */
 """
 
 _mount = None
@@ -262,6 +263,19 @@ def _spliced(first: bytes, second: bytes) -> bytes:
     if second == b"{}":
         return first
     return first[:-1] + b", " + second[1:] if first != b"{}" else second
+
+
+def lookahead(key: str, prompt_label: str, pause_ms: int, value: str, on_typed: Callable[[], None]) -> None:
+    """The browser half of ui/lookahead.py: the sidebar's box labelled ``prompt_label``, watched as a person types
+    in it; the text of each pause of ``pause_ms`` (not ``value``, the prompt the page shows, nor one run at once with
+    Ctrl+Enter) comes back as the trigger value "typed", to ``on_typed``."""
+    _register()(key=key, data={"kind": "lookahead", "label": prompt_label, "pause_ms": int(pause_ms), "value": value},
+                on_typed_change=on_typed)
+
+
+def trigger(key: str, name: str):
+    """The value the component ``key`` last sent as ``name`` (a trigger value: set for the run it caused)."""
+    return _value(key, name)
 
 
 def _value(key: str, name: str):

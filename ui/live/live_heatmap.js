@@ -507,6 +507,41 @@ function withData(given) {
   return component;
 }
 
+// The sidebar's prompt box, watched as a person types (ui/lookahead.py): each pause's text goes to the server as the
+// trigger value "typed", which computes it ahead of Ctrl+Enter. Not the text the page shows already, nor one run at
+// once (Ctrl+Enter, or leaving the box, which runs it): that run asks for it itself.
+function mountLookahead(component) {
+  const { data, setTriggerValue } = component;
+  const selector = `[data-testid="stSidebar"] textarea[aria-label="${data.label}"]`;
+  let timer = null;
+  let last = data.value;
+  const isBox = (t) => t instanceof HTMLTextAreaElement && t.matches(selector);
+  const onInput = (e) => {
+    if (!isBox(e.target)) return;
+    clearTimeout(timer);
+    const text = e.target.value;
+    timer = setTimeout(() => {
+      if (text.trim() && text !== last) {
+        last = text;
+        setTriggerValue("typed", text);
+      }
+    }, data.pause_ms);
+  };
+  const onRun = (e) => {
+    if (!isBox(e.target)) return;
+    if (e.type === "focusout" || (e.key === "Enter" && (e.ctrlKey || e.metaKey))) clearTimeout(timer);
+  };
+  document.addEventListener("input", onInput, true);
+  document.addEventListener("keydown", onRun, true);
+  document.addEventListener("focusout", onRun, true);
+  return () => {
+    clearTimeout(timer);
+    document.removeEventListener("input", onInput, true);
+    document.removeEventListener("keydown", onRun, true);
+    document.removeEventListener("focusout", onRun, true);
+  };
+}
+
 export default function (given) {
   const component = withData(given);
   const el = component.parentElement;
@@ -524,7 +559,9 @@ export default function (given) {
   // Streamlit calls this again when the data changes, without calling the cleanup it was given (that runs only
   // when the element goes): the previous call's listeners and timers are removed here, once per element.
   if (el.__llCleanup) el.__llCleanup(false);
-  const cleanup = component.data.kind === "control" ? mountControl(component) : mountHeatmap(component);
+  const kind = component.data.kind;
+  const cleanup = kind === "control" ? mountControl(component)
+    : kind === "lookahead" ? mountLookahead(component) : mountHeatmap(component);
   let done = false;
   el.__llCleanup = (gone) => {
     if (!done) cleanup(gone);

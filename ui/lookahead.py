@@ -1,0 +1,117 @@
+"""Computing ahead: while a person types a prompt, the page's computation for the text typed so far starts on the
+model worker once they pause (``PAUSE_MS``), so that Ctrl+Enter finds it done or under way: the worker's
+Computations join a call already running, its results cache answers one that has finished (lens/computations.py).
+
+The browser half (ui/live's "lookahead" kind) watches the sidebar's prompt box and reports a pause's text as a
+trigger value; a fragment hears it, so nothing on the page is redrawn. Each page says what it will ask for a
+prompt (``register``: the lens page its lens, the home page its prediction); a page that says nothing is not
+computed ahead. One look-ahead at a time per browser session, and only the newest text: a look-ahead overtaken by
+newer typing, or by a run of another prompt, leaves the worker's line as a closed tab does (``Cancelled``). Never
+on a demo server (a visitor's typing would spend the line and the rate limit of everybody's runs)."""
+from __future__ import annotations
+
+import threading
+from typing import Callable
+
+import streamlit as st
+
+from lens.jobs import Asker, asking
+
+from . import live
+from .backends import HOSTING
+
+KEY = "_look_ahead"  # session state: (the page's function of a typed prompt, the prompt the page shows)
+LISTENER = "layerlens-lookahead"  # the browser half's key
+PAUSE_MS = 250  # typing paused this long: the text so far is computed
+
+
+class Ahead:
+    """One browser session's look-ahead: at most one computation at a time, always of the newest text asked."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._next: tuple[str, Callable[[str], object]] | None = None  # asked, not started
+        self._running: str | None = None
+        self._shown = 0  # page runs so far (``showing``), and the prompt of the last
+        self._shown_text: str | None = None
+        self.done: list[str] = []  # the last few texts computed ahead, latest last
+
+    def ask(self, text: str, compute: Callable[[str], object]) -> None:
+        """Compute ``compute(text)`` in the background, after (or instead of) what was asked before."""
+        with self._lock:
+            self._next = (text, compute)
+            if self._running is not None:
+                return  # the running one sees that it is overtaken and leaves; this one follows
+            self._running = text
+        threading.Thread(target=self._work, name="look-ahead", daemon=True).start()
+
+    def showing(self, text: str) -> None:
+        """The page runs for ``text``: a look-ahead of another text is of no use any more."""
+        with self._lock:
+            if text != self._shown_text:  # (a rerun of the same prompt, as a switch causes, leaves it be)
+                self._shown += 1
+                self._shown_text = text
+            if self._next is not None and self._next[0] != text:
+                self._next = None
+
+    def busy(self) -> bool:
+        with self._lock:
+            return self._running is not None
+
+    def _work(self) -> None:
+        while True:
+            with self._lock:
+                if self._next is None:
+                    self._running = None
+                    return
+                text, compute = self._next
+                self._next, self._running, since = None, text, self._shown
+            try:
+                with asking(Asker(who=None, alive=lambda: not self._left(text, since))):
+                    compute(text)
+                with self._lock:
+                    self.done = (self.done + [text])[-8:]
+            except BaseException:  # noqa: BLE001 - a look-ahead that failed or left was only not ready: the run says why
+                pass
+
+    def _left(self, text: str, since: int) -> bool:
+        """Whether the look-ahead of ``text`` (started after ``since`` page runs) is of no use any more: newer
+        typing waits, or the page has since run for another prompt."""
+        with self._lock:
+            return (self._next is not None and self._next[0] != text) or (
+                self._shown != since and self._shown_text != text)
+
+
+def _ahead() -> Ahead:
+    ahead = st.session_state.get("_look_ahead_worker")
+    if ahead is None:
+        ahead = st.session_state["_look_ahead_worker"] = Ahead()
+    return ahead
+
+
+def register(compute: Callable[[str], object], shown: str) -> None:
+    """The page's run: what it asks for a prompt (``compute(text)``, its results discarded), and the prompt it
+    shows now."""
+    st.session_state[KEY] = compute
+    _ahead().showing(shown)
+
+
+def forget() -> None:
+    """Before a page runs: it registers again, or is not computed ahead."""
+    st.session_state.pop(KEY, None)
+
+
+def _typed() -> None:
+    text = live.trigger(LISTENER, "typed")
+    compute = st.session_state.get(KEY)
+    if isinstance(text, str) and text.strip() and compute is not None:
+        _ahead().ask(text, compute)
+
+
+@st.fragment
+def listener(label: str, shown: str) -> None:
+    """The browser half, in the sidebar under the prompt box labelled ``label`` (drawn as nothing; ``shown``: the
+    prompt the page shows): a pause in typing reruns this fragment only, which starts the look-ahead."""
+    if HOSTING.demo or not live.available():
+        return
+    live.lookahead(LISTENER, label, PAUSE_MS, shown, on_typed=_typed)
