@@ -6,6 +6,8 @@
   speaker who starts the server, then switches to the browser); also the warm-up's own time;
 - submit: on the logit-lens page, from pressing Ctrl+Enter on a new ~20-token prompt to its
   heatmap drawn (its x axis shows the new prompt's tokens), after a warm-up prompt;
+- typed: a new prompt's last words typed key by key, a 0.6 s pause, then Ctrl+Enter → its heatmap drawn (the pause
+  lets the page compute it ahead: ui/lookahead.py);
 - cached: the same for a prompt computed before (the result comes from the disk cache);
 - switch: on the same page, from picking another "Colour by" metric to the heatmap recoloured
   (its colour bar names the new metric): a view option that needs no new computation;
@@ -79,6 +81,25 @@ def _submit(page, text: str, word: str, prev: str, shows: str = SHOWS_WORD) -> f
     return dt
 
 
+TYPED_WORDS = ["violin", "saddle", "kettle", "meadow", "harbor", "pepper"]  # new to the server's cache
+TYPED_PAUSE_S = 0.6  # from the last key to Ctrl+Enter, as a person looks over what they typed
+
+
+def _typed(page, text: str, word: str, prev: str, pause_s: float = TYPED_PAUSE_S) -> float:
+    """A new prompt typed as a person types it (its last 12 characters key by key, 50 ms apart), a pause, then
+    Ctrl+Enter → its heatmap drawn: the pause lets the page compute it ahead (ui/lookahead.py)."""
+    box = page.get_by_role("textbox", name="Prompt", exact=True)
+    box.fill(text[:-12])
+    box.press_sequentially(text[-12:], delay=50)
+    page.wait_for_timeout(pause_s * 1000)
+    t0 = time.perf_counter()
+    box.press("Control+Enter")
+    page.wait_for_function(SHOWS_WORD, arg=[word, prev], polling="raf", timeout=180_000)
+    dt = time.perf_counter() - t0
+    _wait_idle(page)
+    return dt
+
+
 def _switch(page, label: str) -> float:
     box = page.get_by_role("combobox", name="Colour by")
     if box.evaluate("e => e.tagName") == "SELECT":  # the live heatmap's own box (ui/live)
@@ -112,6 +133,7 @@ def run(runs: int = 5, cold_runs: int = 2, say=print) -> dict:
     out: dict = {"runs": runs, "prompt": prompt_for(WORDS[0])}
     cold: list[float] = []
     fresh: list[float] = []
+    typed: list[float] = []
     cached: list[float] = []
     switched: list[float] = []
     pages: dict[str, list[float]] = {name: [] for name in OTHER_PAGES}
@@ -157,6 +179,10 @@ def run(runs: int = 5, cold_runs: int = 2, say=print) -> dict:
                         fresh.append(_submit(page, prompt_for(w), w, prev))
                         say(f"  browser submit (new prompt) {fresh[-1]:.2f} s")
                         prev = w
+                    for w in TYPED_WORDS[:max(3, runs)]:
+                        typed.append(_typed(page, prompt_for(w), w, prev))
+                        say(f"  browser typed, {TYPED_PAUSE_S:g} s pause, Ctrl+Enter (new prompt) {typed[-1]:.2f} s")
+                        prev = w
                     for w in words[:-1][::-1] + ["teacher"]:
                         cached.append(_submit(page, prompt_for(w), w, prev))
                         say(f"  browser submit (cached prompt) {cached[-1]:.2f} s")
@@ -176,7 +202,7 @@ def run(runs: int = 5, cold_runs: int = 2, say=print) -> dict:
                             prev = w
                     page.close()
         browser.close()
-    out.update(cold_start_s=cold, warm_up_s=warmed, warm_start_s=warm, submit_s=fresh, cached_s=cached, switch_s=switched,
+    out.update(cold_start_s=cold, warm_up_s=warmed, warm_start_s=warm, submit_s=fresh, typed_s=typed, cached_s=cached, switch_s=switched,
                **{f"{name}_submit_s": v for name, v in pages.items()})
     return out
 
