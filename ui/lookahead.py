@@ -20,7 +20,8 @@ from lens.jobs import Asker, asking
 from . import live
 from .backends import HOSTING
 
-KEY = "_look_ahead"  # session state: (the page's function of a typed prompt, the prompt the page shows)
+KEY = "_look_ahead"  # session state: the running page's function of a typed prompt
+AHEAD_KEY = "_look_ahead_worker"  # session state: the session's Ahead
 LISTENER = "layerlens-lookahead"  # the browser half's key
 PAUSE_MS = 250  # typing paused this long: the text so far is computed
 
@@ -83,9 +84,9 @@ class Ahead:
 
 
 def _ahead() -> Ahead:
-    ahead = st.session_state.get("_look_ahead_worker")
+    ahead = st.session_state.get(AHEAD_KEY)
     if ahead is None:
-        ahead = st.session_state["_look_ahead_worker"] = Ahead()
+        ahead = st.session_state[AHEAD_KEY] = Ahead()
     return ahead
 
 
@@ -102,6 +103,7 @@ def forget() -> None:
 
 
 def _typed() -> None:
+    """The browser reported a pause in typing (before the fragment reruns)."""
     text = live.trigger(LISTENER, "typed")
     compute = st.session_state.get(KEY)
     if isinstance(text, str) and text.strip() and compute is not None:
