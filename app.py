@@ -102,5 +102,6 @@ state.sidebar()
 state.refusal()
 with routing.routed(), asking.for_this_session():
     navigation.run()
+lookahead.register_view(navigation.url_path, state.backend, state.prompt())  # (a page that registered keeps its own)
 present.exit_button()
 keep_link_options()

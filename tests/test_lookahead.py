@@ -95,3 +95,32 @@ def test_a_failing_look_ahead_says_nothing_and_the_next_one_runs():
     ahead.ask("good", compute)
     until(lambda: not ahead.busy())
     assert calls == ["bad", "good"] and ahead.done == ["good"]
+
+
+def test_a_page_computes_ahead_what_its_link_with_the_typed_prompt_draws(bundled, tmp_path):
+    """A page that says nothing itself is computed ahead as its link with the typed prompt draws it, where its view
+    reads the sidebar's prompt; not the tour, a suite's page or the experiment's pair."""
+    from lens.cache import ResultCache
+    from lens.engine_backend import local_backend
+    from lens.talks.format import scene_from_dict
+    from lens.talks.links import draw
+    from ui.lookahead import view_computation
+
+    backend = local_backend(bundled, ResultCache(tmp_path / "results"))
+    shown = "The capital of France is"
+    assert view_computation("tour", {"step": "2"}, shown, lambda: backend) is None
+    assert view_computation("suites", {}, shown, lambda: backend) is None
+    assert view_computation("patching", {}, shown, lambda: backend) is None
+    assert view_computation("attention", {"view": "Heads"}, "", lambda: backend) is None  # no prompt yet
+    query = {"view": "Heads", "head_metric": "induction"}
+    compute = view_computation("attention", query, shown, lambda: backend)
+    assert compute is not None
+    typed = "The capital of Peru is"
+    before = set((tmp_path / "results").glob("*.safetensors")) if (tmp_path / "results").exists() else set()
+    compute(typed)
+    written = set((tmp_path / "results").glob("*.safetensors")) - before
+    assert written, "nothing was computed ahead"
+    # What the page then draws for that prompt is read from the cache: nothing new is computed.
+    drawn, _ = draw(backend, scene_from_dict({"view": "attention", "params": {**query, "prompt": typed}}))
+    assert drawn.texts == typed
+    assert set((tmp_path / "results").glob("*.safetensors")) - before == written

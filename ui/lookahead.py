@@ -97,6 +97,48 @@ def register(compute: Callable[[str], object], shown: str) -> None:
     _ahead().showing(shown)
 
 
+def view_computation(page: str, query: dict[str, str], shown: str, backend_of: Callable[[], object]
+                     ) -> Callable[[str], None] | None:
+    """What page ``page`` (its URL path) with URL ``query`` computes for a typed prompt: its view as its link with
+    that prompt draws it (the way a talk's scene draws a link: lens.talks.links), when the view reads the
+    sidebar's prompt (``shown`` now). None for a page that is no view (the tour, a talk, saved runs) or whose chart
+    reads other texts (a suite, the experiment's pair), or a link its view refuses."""
+    from lens.errors import LensError
+    from lens.talks.format import scene_from_dict
+    from lens.talks.links import page_params, resolve
+    from lens.views import render_view
+
+    def scene(text: str):
+        return scene_from_dict({"view": page, "params": {**query, "prompt": text}}, "this page")
+
+    try:
+        if not page or not shown or resolve(scene(shown)).texts != shown:
+            return None
+    except (LensError, ValueError, KeyError):  # the page said why
+        return None
+    backend = backend_of()
+
+    def compute(typed: str) -> None:
+        s = scene(typed)
+        r = resolve(s)
+        if r.texts == typed:
+            render_view(backend, r.view, r.texts, **page_params(backend, s, r))
+    return compute
+
+
+def register_view(page: str, backend_of: Callable[[], object], shown: str) -> None:
+    """After a page's run, where it registered nothing: ``view_computation`` of it, if any."""
+    from lens.talks.urls import MULTI
+
+    if KEY in st.session_state or HOSTING.demo or not live.available():
+        return
+    query = {k: "\n".join(st.query_params.get_all(k)) if k in MULTI else st.query_params.get(k)
+             for k in st.query_params}
+    compute = view_computation(page, query, shown, backend_of)
+    if compute is not None:
+        register(compute, shown)
+
+
 def forget() -> None:
     """Before a page runs: it registers again, or is not computed ahead."""
     st.session_state.pop(KEY, None)
