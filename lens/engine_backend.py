@@ -7,6 +7,7 @@ before any work. ``local_backend`` and ``nnsight_backend`` build one over each e
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Sequence
 
 import numpy as np
@@ -456,8 +457,11 @@ class EngineBackend:
         options.check()
         self._can("route_graph")
         check_supported(self.loaded.adapter)
-        return self.results.get("routes", {"prompt": text, "options": options.key()}, lambda: route_graph(
-            self._route_data(text), options.position, options.threshold, tokenizer=self.loaded.tokenizer))
+        # The last position asked by its number or as None (the default) is one result: a link's and a page's alike.
+        position = check_position(options.position, len(self._ids(text)))
+        key = replace(options, position=position).key()
+        return self.results.get("routes", {"prompt": text, "options": key}, lambda: route_graph(
+            self._route_data(text), position, options.threshold, tokenizer=self.loaded.tokenizer))
 
     def node_detail(self, text: str, options: NodeOptions) -> NodeDetail:
         self._can("node_detail")
