@@ -482,3 +482,83 @@ def test_with_nothing_kept_for_these_limits_the_page_waits_for_the_load(backend,
     assert backends.recalled(backends._Load("tiny-llama")) is None
     monkeypatch.setenv("LAYERLENS_WORKER", "0")  # the model in the server's process: its answers are not kept
     assert backends.recalled(backends._Load("smollm2-135m")) is None
+
+
+def test_the_worker_stops_a_call_its_caller_left_and_forgets_one_already_answered(monkeypatch):
+    """A cancel reaches a call being answered (its asker is then gone: its computation stops at its next check); a
+    cancel of a call already answered is dropped, not kept in the worker's set for ever."""
+    from multiprocessing import Pipe
+
+    from lens.jobs import checkpoint
+    from lens.worker.child import Child
+
+    release = threading.Event()
+
+    class Slow:
+        def wait(self):  # until released, or until its caller leaves
+            while not release.wait(0.01):
+                checkpoint()
+            return "answered"
+
+    class Os:  # the worker exits its process when its parent's end closes: here it ends its thread instead
+        def __getattr__(self, name):
+            return getattr(os, name)
+
+        @staticmethod
+        def _exit(code):
+            raise Exited(code)
+
+    class Exited(Exception):
+        pass
+
+    def serve():
+        try:
+            child.serve()
+        except Exited:
+            pass
+
+    import lens.worker.child as child_module
+
+    monkeypatch.setattr(child_module, "os", Os())
+    ours, theirs = Pipe()
+    child = Child(theirs, {})
+    child.backends["m"] = Slow()
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    try:
+        _calls_and_cancels(child, ours, release)
+    finally:
+        ours.close()
+        server.join(10)
+    assert not server.is_alive()
+
+
+def _calls_and_cancels(child, ours, release) -> None:
+    def answer(timeout: float = 10.0):
+        assert ours.poll(timeout), "no answer"
+        return wire.loads(ours.recv_bytes())
+
+    def settled():  # each call leaves the running set just after its answer is sent
+        deadline = time.monotonic() + 10
+        while child.running and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert child.running == set()
+
+    ours.send_bytes(wire.dumps(("call", 1, "m", "wait", {}, {})))
+    deadline = time.monotonic() + 10
+    while 1 not in child.running and time.monotonic() < deadline:
+        time.sleep(0.01)
+    ours.send_bytes(wire.dumps(("cancel", 1)))
+    kind, call_id, *_ = answer()
+    assert (kind, call_id) == ("error", 1)  # its computation stopped: the caller had left
+    settled()
+    assert child.cancelled == set()
+
+    release.set()
+    ours.send_bytes(wire.dumps(("call", 2, "m", "wait", {}, {})))
+    assert answer()[:3] == ("done", 2, "answered")
+    ours.send_bytes(wire.dumps(("cancel", 2)))  # too late: the answer has gone
+    ours.send_bytes(wire.dumps(("call", 3, "m", "wait", {}, {})))
+    assert answer()[:3] == ("done", 3, "answered")  # (handled after the cancel: the worker reads in order)
+    settled()
+    assert child.cancelled == set()

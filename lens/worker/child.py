@@ -44,7 +44,9 @@ class Child:
         self.send_lock = threading.Lock()
         self.backends: dict[str, object] = {}
         self.memories: dict[str, object] = {}  # ref -> its Remembering (lens/recall.py), where answers are kept
-        self.cancelled: set[int] = set()
+        self.running: set[int] = set()  # calls answered now
+        self.cancelled: set[int] = set()  # of those, the ones whose caller left
+        self._calls_lock = threading.Lock()
         self._jobs = None
         self._load_lock = threading.Lock()
 
@@ -70,11 +72,15 @@ class Child:
                 os._exit(0)  # the server has gone: so do we, computations and all
             kind = message[0]
             if kind == "cancel":
-                self.cancelled.add(message[1])
+                with self._calls_lock:  # a call already answered has nothing to stop (and would stay in the set)
+                    if message[1] in self.running:
+                        self.cancelled.add(message[1])
             elif kind == "unload":
                 self.backends.pop(message[1], None)
                 self.memories.pop(message[1], None)  # its memory goes once no call of it is left
             elif kind == "call":
+                with self._calls_lock:
+                    self.running.add(message[1])
                 threading.Thread(target=self.answer, args=message[1:], daemon=True,
                                  name=f"call {message[1]}").start()
 
@@ -114,7 +120,9 @@ class Child:
             except (OSError, EOFError):
                 os._exit(0)
         finally:
-            self.cancelled.discard(call_id)
+            with self._calls_lock:
+                self.running.discard(call_id)
+                self.cancelled.discard(call_id)
 
     def remember(self, ref: str, method: str, kwargs: dict, result) -> None:
         """Keep a recallable answer for the next server's start (once: an answer kept before is not written again),
