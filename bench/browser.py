@@ -70,9 +70,19 @@ def _wait_idle(page, timeout=180_000):
     page.wait_for_function(IDLE, timeout=timeout)
 
 
-def _submit(page, text: str, word: str, prev: str, shows: str = SHOWS_WORD) -> float:
+def _submit(page, text: str, word: str, prev: str, shows: str = SHOWS_WORD, typed_pause_s: float | None = None
+            ) -> float:
+    """``text`` put in the prompt box and run with Ctrl+Enter → its chart drawn (``shows`` the new ``word``, not
+    ``prev``). With ``typed_pause_s``: its last 12 characters typed key by key as a person types (50 ms apart),
+    then that pause before Ctrl+Enter (which lets the page compute it ahead: ui/lookahead.py); else filled in at
+    once and run."""
     box = page.get_by_role("textbox", name="Prompt", exact=True)
-    box.fill(text)
+    if typed_pause_s is None:
+        box.fill(text)
+    else:
+        box.fill(text[:-12])
+        box.press_sequentially(text[-12:], delay=50)
+        page.wait_for_timeout(typed_pause_s * 1000)
     t0 = time.perf_counter()
     box.press("Control+Enter")
     page.wait_for_function(shows, arg=[word, prev], polling="raf", timeout=180_000)
@@ -83,21 +93,6 @@ def _submit(page, text: str, word: str, prev: str, shows: str = SHOWS_WORD) -> f
 
 TYPED_WORDS = ["violin", "saddle", "kettle", "meadow", "harbor", "pepper"]  # new to the server's cache
 TYPED_PAUSE_S = 0.6  # from the last key to Ctrl+Enter, as a person looks over what they typed
-
-
-def _typed(page, text: str, word: str, prev: str, pause_s: float = TYPED_PAUSE_S) -> float:
-    """A new prompt typed as a person types it (its last 12 characters key by key, 50 ms apart), a pause, then
-    Ctrl+Enter → its heatmap drawn: the pause lets the page compute it ahead (ui/lookahead.py)."""
-    box = page.get_by_role("textbox", name="Prompt", exact=True)
-    box.fill(text[:-12])
-    box.press_sequentially(text[-12:], delay=50)
-    page.wait_for_timeout(pause_s * 1000)
-    t0 = time.perf_counter()
-    box.press("Control+Enter")
-    page.wait_for_function(SHOWS_WORD, arg=[word, prev], polling="raf", timeout=180_000)
-    dt = time.perf_counter() - t0
-    _wait_idle(page)
-    return dt
 
 
 def _switch(page, label: str) -> float:
@@ -180,7 +175,7 @@ def run(runs: int = 5, cold_runs: int = 2, say=print) -> dict:
                         say(f"  browser submit (new prompt) {fresh[-1]:.2f} s")
                         prev = w
                     for w in TYPED_WORDS[:max(3, runs)]:
-                        typed.append(_typed(page, prompt_for(w), w, prev))
+                        typed.append(_submit(page, prompt_for(w), w, prev, typed_pause_s=TYPED_PAUSE_S))
                         say(f"  browser typed, {TYPED_PAUSE_S:g} s pause, Ctrl+Enter (new prompt) {typed[-1]:.2f} s")
                         prev = w
                     for w in words[:-1][::-1] + ["teacher"]:

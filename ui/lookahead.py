@@ -33,7 +33,7 @@ class Ahead:
         self._lock = threading.Lock()
         self._next: tuple[str, Callable[[str], object]] | None = None  # asked, not started
         self._running: str | None = None
-        self._shown = 0  # page runs so far (``showing``), and the prompt of the last
+        self._shown = 0  # prompts the page has run for so far (``showing``), and the last of them
         self._shown_text: str | None = None
         self.done: list[str] = []  # the last few texts computed ahead, latest last
 
