@@ -178,6 +178,7 @@ def table(report: dict) -> str:
             out.append("| --- | ---: | ---: | ---: |")
             for key, label in (("submit_s", "submit → heatmap, new prompt (after warm-up)"),
                                ("typed_s", "typed, 0.6 s pause, Ctrl+Enter → heatmap, new prompt (computed ahead)"),
+                               ("pasted_s", "pasted, 0.3 s pause, Ctrl+Enter → heatmap, new prompt (computed ahead)"),
                                ("cached_s", "submit → heatmap, cached prompt"),
                                ("switch_s", "switch the colour metric → heatmap recoloured"),
                                ("projection_submit_s", "projection page: submit → trajectories, new prompt"),
@@ -223,6 +224,8 @@ def check_targets(report: dict) -> list[dict]:
          TARGETS["peak_trace_lens_rollout_2048_mb"], ""),
         ("browser: submit → heatmap, new prompt (s)", med("submit_s"), TARGETS["browser_submit_s"], ""),
         ("browser: typed, a 0.6 s pause, Ctrl+Enter → heatmap, new prompt (s)", med("typed_s"),
+         TARGETS["browser_submit_s"], ""),
+        ("browser: pasted, a 0.3 s pause, Ctrl+Enter → heatmap, new prompt (s)", med("pasted_s"),
          TARGETS["browser_submit_s"], ""),
         ("browser: submit → heatmap, cached prompt (s)", med("cached_s"), TARGETS["browser_cached_s"], ""),
         ("browser: switch the colour metric → heatmap recoloured (s)", med("switch_s"), TARGETS["browser_switch_s"], ""),

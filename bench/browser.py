@@ -70,19 +70,26 @@ def _wait_idle(page, timeout=180_000):
     page.wait_for_function(IDLE, timeout=timeout)
 
 
-def _submit(page, text: str, word: str, prev: str, shows: str = SHOWS_WORD, typed_pause_s: float | None = None
-            ) -> float:
+def _submit(page, text: str, word: str, prev: str, shows: str = SHOWS_WORD, typed_pause_s: float | None = None,
+            pasted_pause_s: float | None = None) -> float:
     """``text`` put in the prompt box and run with Ctrl+Enter → its chart drawn (``shows`` the new ``word``, not
     ``prev``). With ``typed_pause_s``: its last 12 characters typed key by key as a person types (50 ms apart),
-    then that pause before Ctrl+Enter (which lets the page compute it ahead: ui/lookahead.py); else filled in at
-    once and run."""
+    then that pause before Ctrl+Enter (which lets the page compute it ahead: ui/lookahead.py); with
+    ``pasted_pause_s``: pasted over the box's text with Ctrl+V (the page needs the clipboard's permissions), then
+    that pause; else filled in at once and run."""
     box = page.get_by_role("textbox", name="Prompt", exact=True)
-    if typed_pause_s is None:
-        box.fill(text)
-    else:
+    if typed_pause_s is not None:
         box.fill(text[:-12])
         box.press_sequentially(text[-12:], delay=50)
         page.wait_for_timeout(typed_pause_s * 1000)
+    elif pasted_pause_s is not None:
+        page.evaluate("t => navigator.clipboard.writeText(t)", text)
+        box.click()
+        box.press("Control+A")
+        box.press("Control+V")
+        page.wait_for_timeout(pasted_pause_s * 1000)
+    else:
+        box.fill(text)
     t0 = time.perf_counter()
     box.press("Control+Enter")
     page.wait_for_function(shows, arg=[word, prev], polling="raf", timeout=180_000)
@@ -93,6 +100,9 @@ def _submit(page, text: str, word: str, prev: str, shows: str = SHOWS_WORD, type
 
 TYPED_WORDS = ["violin", "saddle", "kettle", "meadow", "harbor", "pepper"]  # new to the server's cache
 TYPED_PAUSE_S = 0.6  # from the last key to Ctrl+Enter, as a person looks over what they typed
+PASTED_WORDS = ["lemon", "tunnel", "copper", "ribbon", "walnut", "feather"]  # new to the server's cache
+PASTED_PAUSE_S = 0.3  # from Ctrl+V to Ctrl+Enter: a quick hand
+CLIPBOARD = ["clipboard-read", "clipboard-write"]  # a page's permissions for a paste with Ctrl+V
 
 
 def _switch(page, label: str) -> float:
@@ -129,6 +139,7 @@ def run(runs: int = 5, cold_runs: int = 2, say=print) -> dict:
     cold: list[float] = []
     fresh: list[float] = []
     typed: list[float] = []
+    pasted: list[float] = []
     cached: list[float] = []
     switched: list[float] = []
     pages: dict[str, list[float]] = {name: [] for name in OTHER_PAGES}
@@ -154,7 +165,7 @@ def run(runs: int = 5, cold_runs: int = 2, say=print) -> dict:
                     page.close()
         for i in range(n_servers):
             with tempfile.TemporaryDirectory(prefix="layerlens-bench-") as tmp:
-                page = browser.new_page(viewport={"width": 1400, "height": 1000})
+                page = browser.new_page(viewport={"width": 1400, "height": 1000}, permissions=CLIPBOARD)
                 t0 = time.perf_counter()
                 with streamlit_server(env=_cache_env(Path(tmp)), timeout=120) as url:
                     page.goto(url + "/?prompt=" + quote("The capital of France is"))
@@ -178,6 +189,10 @@ def run(runs: int = 5, cold_runs: int = 2, say=print) -> dict:
                         typed.append(_submit(page, prompt_for(w), w, prev, typed_pause_s=TYPED_PAUSE_S))
                         say(f"  browser typed, {TYPED_PAUSE_S:g} s pause, Ctrl+Enter (new prompt) {typed[-1]:.2f} s")
                         prev = w
+                    for w in PASTED_WORDS[:max(3, runs)]:
+                        pasted.append(_submit(page, prompt_for(w), w, prev, pasted_pause_s=PASTED_PAUSE_S))
+                        say(f"  browser pasted, {PASTED_PAUSE_S:g} s pause, Ctrl+Enter (new prompt) {pasted[-1]:.2f} s")
+                        prev = w
                     for w in words[:-1][::-1] + ["teacher"]:
                         cached.append(_submit(page, prompt_for(w), w, prev))
                         say(f"  browser submit (cached prompt) {cached[-1]:.2f} s")
@@ -197,7 +212,7 @@ def run(runs: int = 5, cold_runs: int = 2, say=print) -> dict:
                             prev = w
                     page.close()
         browser.close()
-    out.update(cold_start_s=cold, warm_up_s=warmed, warm_start_s=warm, submit_s=fresh, typed_s=typed, cached_s=cached, switch_s=switched,
+    out.update(cold_start_s=cold, warm_up_s=warmed, warm_start_s=warm, submit_s=fresh, typed_s=typed, pasted_s=pasted, cached_s=cached, switch_s=switched,
                **{f"{name}_submit_s": v for name, v in pages.items()})
     return out
 

@@ -787,3 +787,61 @@ def test_a_prompt_typed_is_computed_while_the_person_pauses(chromium, bundled):
         assert "lantern" in pg.url and charts(pg) != shown
     finally:
         pg.close()
+
+
+# Each message the page sends, with the browser's clock, and the moment of the last paste into the page.
+RECORD_SENDS = """
+window.__sent = [];
+const send = WebSocket.prototype.send;
+WebSocket.prototype.send = function (data) {
+  const bytes = data instanceof ArrayBuffer ? new Uint8Array(data) : ArrayBuffer.isView(data) ? data : null;
+  window.__sent.push([performance.now(), bytes ? new TextDecoder().decode(bytes) : String(data)]);
+  return send.call(this, data);
+};
+document.addEventListener("paste", () => { window.__pastedAt = performance.now(); }, true);
+"""
+
+
+def test_a_pasted_prompt_is_computed_at_once_without_waiting_for_a_pause(chromium, bundled):
+    """A text pasted into the prompt box is computed ahead at once: its look-ahead leaves the browser sooner than the
+    pause a typed key waits for (ui/lookahead.PAUSE_MS, which a timer never beats), and lands in the worker's cache
+    with the chart untouched."""
+    import os
+    import time
+
+    from bench.browser import prompt_for
+    from browser import charts, settle
+    from lens.cache import ResultCache
+    from lens.engine_backend import local_backend
+    from lens.options import LensOptions
+    from lens.views.logit_lens import LIVE_ALTERNATIVES
+    from ui.lookahead import PAUSE_MS
+
+    cached = local_backend(bundled, ResultCache(Path(os.environ["LAYERLENS_CACHE"]) / "results"))
+    ctx = chromium.new_context(viewport={"width": 1600, "height": 1000},
+                               permissions=["clipboard-read", "clipboard-write"])
+    ctx.add_init_script(RECORD_SENDS)
+    pasted = prompt_for("compass")
+    key = {"prompt": pasted, "options": LensOptions(alternatives=LIVE_ALTERNATIVES).key(), "lens_id": None}
+    try:
+        pg = ctx.new_page()
+        pg.goto(f"{chromium.base_url}/logit_lens?prompt={quote(prompt_for('anchor'))}")
+        settle(pg)
+        shown = charts(pg)
+        assert not cached.results.has("lens", key)
+        pg.evaluate("t => navigator.clipboard.writeText(t)", pasted)
+        box = pg.get_by_role("textbox", name="Prompt", exact=True)
+        box.click()
+        box.press("Control+A")
+        box.press("Control+V")
+        assert box.input_value() == pasted
+        deadline = time.monotonic() + 60
+        while not cached.results.has("lens", key) and time.monotonic() < deadline:
+            pg.wait_for_timeout(100)
+        assert cached.results.has("lens", key), "the pasted text was not computed ahead"
+        pasted_at, sent = pg.evaluate("[window.__pastedAt, window.__sent]")
+        after = [t - pasted_at for t, text in sent if pasted in text and t >= pasted_at]
+        assert after and after[0] < PAUSE_MS, (after, PAUSE_MS)
+        assert charts(pg) == shown and "compass" not in pg.url  # nothing run: only computed ahead
+    finally:
+        ctx.close()

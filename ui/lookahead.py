@@ -1,6 +1,7 @@
 """Computing ahead: while a person types a prompt, the page's computation for the text typed so far starts on the
-model worker once they pause (``PAUSE_MS``), so that Ctrl+Enter finds it done or under way: the worker's
-Computations join a call already running, its results cache answers one that has finished (lens/computations.py).
+model worker once they pause (``PAUSE_MS``), or at once when a whole text is pasted or dropped in, so that
+Ctrl+Enter finds it done or under way: the worker's Computations join a call already running, its results cache
+answers one that has finished (lens/computations.py).
 
 The browser half (ui/live's "lookahead" kind) watches the sidebar's prompt box and reports a pause's text as a
 trigger value; a fragment hears it, so nothing on the page is redrawn. Each page says what it will ask for a

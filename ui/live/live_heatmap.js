@@ -510,6 +510,10 @@ function withData(given) {
 // The sidebar's prompt box, watched as a person types (ui/lookahead.py): each pause's text goes to the server as the
 // trigger value "typed", which computes it ahead of Ctrl+Enter. Not the text the page shows already, nor one run at
 // once (Ctrl+Enter, or leaving the box, which runs it): that run asks for it itself.
+// Input events that put a whole text in the box at once (InputEvent.inputType).
+const WHOLE_TEXT = new Set(["insertFromPaste", "insertFromPasteAsQuotation", "insertFromDrop", "insertReplacementText",
+  "insertFromYank"]);
+
 function mountLookahead(component) {
   const { data, setTriggerValue } = component;
   const selector = `[data-testid="stSidebar"] textarea[aria-label="${data.label}"]`;
@@ -520,12 +524,14 @@ function mountLookahead(component) {
     if (!isBox(e.target)) return;
     clearTimeout(timer);
     const text = e.target.value;
+    // A whole text at once (pasted, dropped, a suggestion taken) is not typed on: computed at once, while the
+    // person reaches for Ctrl+Enter. A key typed waits for a pause.
     timer = setTimeout(() => {
       if (text.trim() && text !== last) {
         last = text;
         setTriggerValue("typed", text);
       }
-    }, data.pause_ms);
+    }, WHOLE_TEXT.has(e.inputType) ? 0 : data.pause_ms);
   };
   const onRun = (e) => {
     if (!isBox(e.target)) return;
