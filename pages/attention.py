@@ -15,8 +15,8 @@ from lens.figures.attention import (SCORES, SUMMARY_METRICS, clicked_node, head_
 from lens.model.tokens import visible  # noqa: E402
 from lens.options import ROUTE_MAX_TOKENS  # noqa: E402
 from lens.views import query_value  # noqa: E402
-from lens.views.attention import link_note, routes_ahead  # noqa: E402
-from ui import live, lookahead, present, state  # noqa: E402
+from lens.views.attention import link_note  # noqa: E402
+from ui import live, present, state  # noqa: E402
 from ui.errors import shown_in_page  # noqa: E402
 from ui.widgets import chart, download_json, live_chart, page_header  # noqa: E402
 
@@ -226,11 +226,6 @@ if view == ROUTES:
                         ("node_pos", "position", [*POSITIONS, *labels], f"the prompt's {T} tokens",
                          f"position {npos}")):
                     note(link_note(what, asked[k], [str(v) for v in valid], of, used))
-                if (opened and picked is None and ss.get("node_layer") is None and ss.get("node_pos") is None
-                        and block == "attention"):
-                    # The defaults: a prompt typed next is computed ahead with its drill-down (else its link's
-                    # view, the routes alone, is: ui/lookahead.register_view).
-                    lookahead.register(lambda typed: routes_ahead(backend, typed, float(threshold)), text)
                 detail = None
                 if opened:
                     with shown_in_page("Drill-down", stop=False):

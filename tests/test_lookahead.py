@@ -124,34 +124,3 @@ def test_a_page_computes_ahead_what_its_link_with_the_typed_prompt_draws(bundled
     drawn, _ = draw(backend, scene_from_dict({"view": "attention", "params": {**query, "prompt": typed}}))
     assert drawn.texts == typed
     assert set((tmp_path / "results").glob("*.safetensors")) - before == written
-
-
-def test_the_attention_page_computes_its_routes_and_drill_down_ahead(repo_root, monkeypatch):
-    """The routes view with no position or node picked says what it will ask for a typed prompt: the routes and the
-    drill-down into the last layer's attention at the last position. Computed ahead, the page then draws that
-    prompt with nothing left to compute (its routes and node analyses made to fail)."""
-    from streamlit.testing.v1 import AppTest
-
-    import lens.engine_backend as engine_backend
-    from ui.lookahead import KEY
-
-    def page(prompt: str) -> AppTest:
-        at = AppTest.from_file(str(repo_root / "app.py"), default_timeout=240)
-        at.query_params["prompt"] = prompt
-        at.run()
-        at.switch_page("pages/attention.py").run()
-        assert not at.exception and not at.error, (at.exception, [e.value for e in at.error])
-        return at
-
-    at = page("The capital of France is")
-    compute = at.session_state[KEY]
-    typed = "The old lighthouse keeper lit the lamp and"  # a prompt no other test draws
-    compute(typed)
-
-    def computed_again(*args, **kwargs):
-        raise AssertionError("computed again, not read from what was computed ahead")
-    monkeypatch.setattr(engine_backend, "node_detail", computed_again)
-    monkeypatch.setattr(engine_backend, "route_graph", computed_again)
-    at = page(typed)
-    assert len(at.get("plotly_chart")) == 2  # the route graph and the drill-down's bars
-    assert any("Logit lens of this node" in m.value for m in at.markdown)

@@ -83,18 +83,6 @@ def render_routes(backend, info, prompt, *, position, threshold) -> Drawn:
                                          f"{g.position}: {len(g.edge_layer)} edges above {g.threshold}.")
 
 
-def routes_ahead(backend, prompt: str, threshold: float) -> None:
-    """What the attention page's routes view asks for ``prompt`` when no position and no node is picked (its
-    computation started while the prompt is typed: ui/lookahead.py): the routes to the last position's prediction
-    and the drill-down into the last layer's attention block there. Nothing for a prompt too long for routes."""
-    from ..options import ROUTE_MAX_TOKENS, NodeOptions
-
-    last = len(backend.tokenize(prompt)) - 1
-    if 0 <= last < ROUTE_MAX_TOKENS:
-        backend.route_graph(prompt, RouteOptions(last, float(threshold)))
-        backend.node_detail(prompt, NodeOptions(backend.info().n_layers, last, "attn"))
-
-
 def render_heads(backend, info, prompt, *, layer, metric) -> Drawn:
     """Without a layer every head's scores; with one, that layer's patterns."""
     from ..figures.attention import head_grid_figure, head_summary_figure
