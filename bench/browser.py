@@ -8,6 +8,8 @@
   heatmap drawn (its x axis shows the new prompt's tokens), after a warm-up prompt;
 - typed: a new prompt's last words typed key by key, a 0.6 s pause, then Ctrl+Enter → its heatmap drawn (the pause
   lets the page compute it ahead: ui/lookahead.py);
+- pasted: a new prompt pasted with Ctrl+V, a 0.3 s pause, then Ctrl+Enter → its heatmap drawn (a paste is computed
+  ahead at once);
 - cached: the same for a prompt computed before (the result comes from the disk cache);
 - switch: on the same page, from picking another "Colour by" metric to the heatmap recoloured
   (its colour bar names the new metric): a view option that needs no new computation;
@@ -212,7 +214,8 @@ def run(runs: int = 5, cold_runs: int = 2, say=print) -> dict:
                             prev = w
                     page.close()
         browser.close()
-    out.update(cold_start_s=cold, warm_up_s=warmed, warm_start_s=warm, submit_s=fresh, typed_s=typed, pasted_s=pasted, cached_s=cached, switch_s=switched,
+    out.update(cold_start_s=cold, warm_up_s=warmed, warm_start_s=warm, submit_s=fresh, typed_s=typed,
+               pasted_s=pasted, cached_s=cached, switch_s=switched,
                **{f"{name}_submit_s": v for name, v in pages.items()})
     return out
 

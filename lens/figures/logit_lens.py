@@ -290,9 +290,8 @@ def live_payload(result: LogitLensResult, stride: int = 1, show_exit: bool = Fal
             figs = {}
             for key in TARGET_METRICS:
                 # The primary's figure with this target's colours: all that differs (logit_lens_figure's own
-                # build and plotly's checks of it took as long as the rest of the payload).
-                # (A new dict where it differs, the rest shared with the primary's, not copied: the payload is only
-                # written out.)
+                # build and plotly's checks of it took as long as the rest of the payload). New dicts where it
+                # differs, the rest shared with the primary's, not copied: the payload is only written out.
                 every, ticks = _colour_values(other, key, cols)
                 primary = figures[key]
                 trace = primary["data"][0]

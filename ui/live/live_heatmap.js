@@ -507,13 +507,13 @@ function withData(given) {
   return component;
 }
 
-// The sidebar's prompt box, watched as a person types (ui/lookahead.py): each pause's text goes to the server as the
-// trigger value "typed", which computes it ahead of Ctrl+Enter. Not the text the page shows already, nor one run at
-// once (Ctrl+Enter, or leaving the box, which runs it): that run asks for it itself.
 // Input events that put a whole text in the box at once (InputEvent.inputType).
 const WHOLE_TEXT = new Set(["insertFromPaste", "insertFromPasteAsQuotation", "insertFromDrop", "insertReplacementText",
   "insertFromYank"]);
 
+// The sidebar's prompt box, watched as a person types (ui/lookahead.py): each pause's text, or a text pasted, goes to
+// the server as the trigger value "typed", which computes it ahead of Ctrl+Enter. Not the text the page shows
+// already, nor one run at once (Ctrl+Enter, or leaving the box, which runs it): that run asks for it itself.
 function mountLookahead(component) {
   const { data, setTriggerValue } = component;
   const selector = `[data-testid="stSidebar"] textarea[aria-label="${data.label}"]`;
