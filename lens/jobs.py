@@ -6,7 +6,11 @@ only ``rate_per_minute`` a minute. Who is asking travels in a context variable s
 the front end (``asking``): an opaque name for the rate, a callback told the asker's
 place in line while it waits, and a test of whether the asker is still there. An
 asker that has left is dropped from the line (``Cancelled``), and long work calls
-``checkpoint()`` between its steps to stop early. Imports nothing heavy.
+``checkpoint()`` between its steps to stop early. A computation asked *ahead* of need (the page's look-ahead
+while a person types: ``Asker.ahead``) gives way to everybody else's: it joins no line that another asker waits
+in, others asking now go before it, and one running stops at its next ``checkpoint()`` once another asker waits
+for its slot. (The same asker's own run waits for it: it is of the text they run, or it has stopped.) It counts
+in no rate. Imports nothing heavy.
 """
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ import contextvars
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Iterator, TypeVar
 
 from .errors import LensError
@@ -38,6 +42,7 @@ class Asker:
     # Called while waiting, every POLL_SECONDS, with (place in line from 1, running now); (0, n): started.
     on_wait: Callable[[int, int], None] | None = None
     alive: Callable[[], bool] | None = None  # False once the asker has gone
+    ahead: bool = False  # asked before it is needed (a look-ahead): gives way to every other asker's work
 
 
 _asker: contextvars.ContextVar[Asker] = contextvars.ContextVar("layerlens_asker", default=Asker())
@@ -82,6 +87,8 @@ class JobQueue:
         self._cond = threading.Condition()
         self._running = 0
         self._line: deque[object] = deque()  # tickets of the askers waiting, first come first
+        self._ahead: set[object] = set()  # of those, the tickets asked ahead of need (served after the others)
+        self._whose: dict[object, str | None] = {}  # each waiting ticket's asker
         self._started: dict[str, deque[float]] = {}  # per asker: start times within the last minute
         self._held = threading.local()  # a thread inside a job runs nested jobs at once
 
@@ -89,6 +96,15 @@ class JobQueue:
         """(running, waiting) now."""
         with self._cond:
             return self._running, len(self._line)
+
+    def _needed(self) -> list[object]:
+        """The tickets waiting of askers who need their result now, first come first (hold ``_cond``)."""
+        return [t for t in self._line if t not in self._ahead]
+
+    def others_wait(self, who: str | None) -> bool:
+        """Whether an asker other than ``who`` (anyone, for None) waits for a slot for a result needed now."""
+        with self._cond:
+            return any(who is None or self._whose[t] != who for t in self._needed())
 
     def _check_rate(self, who: str | None) -> None:
         if who is None or self.rate_per_minute is None:
@@ -110,23 +126,37 @@ class JobQueue:
         asker = _asker.get()
         ticket = object()
         with self._cond:
-            if (self._running >= self.slots or self._line) and len(self._line) >= self.max_waiting:
-                raise Busy(f"the server is busy ({len(self._line)} computations waiting); try again in a minute")
-            self._check_rate(asker.who)
+            needed = len(self._line) - len(self._ahead)
+            if asker.ahead:
+                if self.others_wait(asker.who):  # (the condition's lock is reentrant)
+                    raise Busy("others wait for the server: nothing is computed ahead of need now")
+                self._ahead.add(ticket)
+            else:
+                if (self._running >= self.slots or needed) and needed >= self.max_waiting:
+                    raise Busy(f"the server is busy ({needed} computations waiting); try again in a minute")
+                self._check_rate(asker.who)
             self._line.append(ticket)
+            self._whose[ticket] = asker.who
         try:
             self._wait_for_slot(ticket, asker)
         except BaseException:
             with self._cond:
                 if ticket in self._line:
                     self._line.remove(ticket)
+                self._ahead.discard(ticket)
+                self._whose.pop(ticket, None)
                 self._cond.notify_all()
             raise
         self._held.depth = 1
         try:
             if asker.on_wait is not None:
                 asker.on_wait(0, self._running)
-            return fn()
+            if not asker.ahead:
+                return fn()
+            # Asked ahead: its checkpoints also stop it once another asker waits for the slot.
+            alive = asker.alive
+            with asking(replace(asker, alive=lambda: (alive is None or alive()) and not self.others_wait(asker.who))):
+                return fn()
         finally:
             self._held.depth = 0
             with self._cond:
@@ -136,12 +166,17 @@ class JobQueue:
     def _wait_for_slot(self, ticket: object, asker: Asker) -> None:
         while True:
             with self._cond:
-                if self._running < self.slots and self._line[0] is ticket:
-                    self._line.popleft()
+                needed = self._needed()
+                first = needed[0] if needed else self._line[0]  # those asked ahead go after all the others
+                if self._running < self.slots and first is ticket:
+                    self._line.remove(ticket)
+                    self._ahead.discard(ticket)
+                    self._whose.pop(ticket, None)
                     self._running += 1
                     self._cond.notify_all()  # the next in line may move up
                     return
-                place = list(self._line).index(ticket) + 1
+                # (those asked ahead, behind every other, count in no one's place)
+                place = needed.index(ticket) + 1 if ticket in needed else len(self._line)
                 running = self._running
             if asker.alive is not None and not asker.alive():
                 raise Cancelled()

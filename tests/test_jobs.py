@@ -1,6 +1,7 @@
 """The job queue (lens/jobs.py) and its use by the backend: first come first served with the
 place in line reported, a bounded line, a per-asker rate, askers who leave dropped from the line
-(and their half-done shared work taken over by whoever waits for it), nested jobs run at once."""
+(and their half-done shared work taken over by whoever waits for it), nested jobs run at once, and work asked
+ahead of need (a look-ahead) giving way to other askers'."""
 from __future__ import annotations
 
 import threading
@@ -118,6 +119,103 @@ def test_an_asker_who_leaves_is_dropped_from_the_line():
     release.set()
     first.join(5)
     assert ran == [] and q.run(lambda: "next") == "next"
+
+
+def checking(until_set: threading.Event, log: list, name: str):
+    """A job that calls checkpoint() until ``until_set`` (or until it is stopped), logging how it ended."""
+    from lens.jobs import checkpoint
+
+    def job():
+        log.append(f"{name} started")
+        try:
+            while not until_set.wait(0.01):
+                checkpoint()
+        except Cancelled:
+            log.append(f"{name} stopped")
+            raise
+        log.append(f"{name} finished")
+    return job
+
+
+def run_as(q: JobQueue, asker: Asker, job):
+    """``q.run(job)`` in a thread of its own, on behalf of ``asker`` (a thread does not inherit who asks)."""
+    def run():
+        with asking(asker):
+            return q.run(job)
+    return in_thread(run)
+
+
+def test_a_look_ahead_waits_behind_other_askers_who_come_after_it():
+    q = JobQueue(slots=1)
+    job, started, release = blocker()
+    first, _ = in_thread(q.run, job)
+    assert started.wait(5)
+    order, places = [], []
+    ahead, out_ahead = run_as(q, Asker(who="typist", ahead=True), lambda: order.append("look-ahead"))
+    wait_until(lambda: q.status() == (1, 1))
+    other, out_other = run_as(q, Asker(who="visitor", on_wait=lambda p, r: places.append(p)),
+                              lambda: order.append("visitor's run"))
+    wait_until(lambda: q.status() == (1, 2) and places)
+    release.set()
+    for t in (first, ahead, other):
+        t.join(5)
+    assert order == ["visitor's run", "look-ahead"], order
+    assert places[0] == 1  # the look-ahead in line before it counts in no one's place
+    assert "error" not in out_ahead and "error" not in out_other and q.status() == (0, 0)
+
+
+def test_a_look_ahead_joins_no_line_another_asker_waits_in():
+    q = JobQueue(slots=1)
+    job, started, release = blocker()
+    first, _ = in_thread(q.run, job)
+    assert started.wait(5)
+    waiting, _ = run_as(q, Asker(who="visitor"), lambda: "visitor's run")
+    wait_until(lambda: q.status() == (1, 1))
+    with asking(Asker(who="typist", ahead=True)), pytest.raises(Busy, match="nothing is computed ahead"):
+        q.run(lambda: "look-ahead")
+    # the same asker's own run in line is no reason to refuse its look-ahead (it waits behind the run)
+    mine, out = run_as(q, Asker(who="visitor", ahead=True), lambda: "visitor's look-ahead")
+    wait_until(lambda: q.status() == (1, 2))
+    release.set()
+    for t in (first, waiting, mine):
+        t.join(5)
+    assert out["value"] == "visitor's look-ahead"
+
+
+def test_a_running_look_ahead_stops_for_another_askers_run_but_not_for_its_own():
+    q = JobQueue(slots=1)
+    log, done = [], threading.Event()
+    ahead, out = run_as(q, Asker(who="typist", ahead=True), checking(done, log, "look-ahead"))
+    wait_until(lambda: log == ["look-ahead started"])
+    # the typist's own run: it waits for its look-ahead
+    own, own_out = run_as(q, Asker(who="typist"), lambda: log.append("typist's run"))
+    wait_until(lambda: q.status() == (1, 1))
+    time.sleep(0.1)
+    assert log == ["look-ahead started"]
+    done.set()
+    ahead.join(5), own.join(5)
+    assert log == ["look-ahead started", "look-ahead finished", "typist's run"], log
+
+    log.clear()
+    done.clear()
+    ahead, out = run_as(q, Asker(who="typist", ahead=True), checking(done, log, "look-ahead"))
+    wait_until(lambda: log == ["look-ahead started"])
+    other, other_out = run_as(q, Asker(who="visitor"), lambda: log.append("visitor's run") or "drawn")
+    other.join(5)
+    ahead.join(5)
+    assert log == ["look-ahead started", "look-ahead stopped", "visitor's run"], log
+    assert isinstance(out.get("error"), Cancelled) and other_out["value"] == "drawn"
+    assert q.status() == (0, 0)
+
+
+def test_a_look_ahead_counts_in_no_rate():
+    q = JobQueue(rate_per_minute=2)
+    with asking(Asker(who="typist", ahead=True)):
+        for _ in range(5):
+            q.run(lambda: None)
+    with asking(Asker(who="typist")):
+        q.run(lambda: None)
+        q.run(lambda: None)  # both of the typist's runs of this minute are still theirs
 
 
 def test_a_job_inside_a_job_runs_at_once():

@@ -194,6 +194,40 @@ def test_a_caller_behind_another_sees_its_place_and_can_leave(worker, tiny):
     assert remote.tokenize("ab") == ["a", "b"]  # the worker goes on serving
 
 
+def test_in_the_worker_a_look_ahead_goes_after_a_caller_who_asks_later(worker, tiny):
+    """A computation asked ahead of need (a typist's look-ahead) gives way in the worker's line: a visitor who asks
+    while it waits goes before it, first in line. (That it also stops for them once running: tests/test_jobs.py.)"""
+    remote, _ = tiny
+    done, places = [], {"look-ahead": [], "visitor": []}
+    in_line = threading.Event()
+
+    def call(name, asker, fn):
+        with asking(asker):
+            fn()
+        done.append(name)
+
+    def long_patch():  # a patched run per position and layer of ~115 tokens: seconds
+        remote.patch("the cat sat on the mat again " * 4, "the dog sat on the rug again " * 4, PatchOptions(target="a"))
+
+    def waiting(name):
+        return lambda place, running: (places[name].append(place), place and in_line.set())
+
+    started = threading.Event()
+    first = threading.Thread(target=call, args=("first", Asker(who="someone", on_wait=lambda place, running: (
+        place == 0 and started.set())), long_patch))
+    first.start()
+    assert started.wait(60)  # (told (0, n) as it starts)
+    ahead = threading.Thread(target=call, args=("look-ahead", Asker(who="typist", ahead=True, on_wait=waiting(
+        "look-ahead")), lambda: remote.logit_lens("the typist's prompt so far " + str(time.time()))))
+    ahead.start()
+    assert in_line.wait(60)  # the look-ahead waits behind the first caller's computation
+    call("visitor", Asker(who="visitor", on_wait=waiting("visitor")),
+         lambda: remote.logit_lens("another visitor's prompt " + str(time.time())))
+    first.join(120), ahead.join(120)
+    assert done == ["first", "visitor", "look-ahead"], done
+    assert places["visitor"][0] == 1, places  # the look-ahead in line before the visitor counts in no place
+
+
 def test_a_caller_told_its_place_often_still_notices_it_was_left():
     """A worker reporting the place in line more often than the caller's poll: the caller still asks, after each
     report, whether anyone waits for it, and cancels the call in the worker (a visitor who closed the tab)."""

@@ -15,7 +15,8 @@ from lens.jobs import Asker, Cancelled, asking, place_text
 log = logging.getLogger("layerlens")
 
 
-def _session_id() -> str | None:
+def session_id() -> str | None:
+    """This browser session's id (None outside a script run): who asks, for the server's line."""
     from streamlit.runtime.scriptrunner import get_script_run_ctx
 
     ctx = get_script_run_ctx()
@@ -53,7 +54,7 @@ def for_this_session() -> Iterator[None]:
             box.info(text, icon=":material/hourglass_top:")
             drawn, at = text, time.monotonic()
 
-    sid = _session_id()
+    sid = session_id()
     with asking(Asker(who=sid, on_wait=on_wait, alive=_connected(sid))):
         try:
             yield

@@ -7,8 +7,9 @@ The browser half (ui/live's "lookahead" kind) watches the sidebar's prompt box a
 trigger value; a fragment hears it, so nothing on the page is redrawn. Each page says what it will ask for a
 prompt (``register``: the lens page its lens, the home page its prediction); a page that says nothing is not
 computed ahead. One look-ahead at a time per browser session, and only the newest text: a look-ahead overtaken by
-newer typing, or by a run of another prompt, leaves the worker's line as a closed tab does (``Cancelled``). Never
-on a demo server (a visitor's typing would spend the line and the rate limit of everybody's runs)."""
+newer typing, or by a run of another prompt, leaves the worker's line as a closed tab does (``Cancelled``), and
+every look-ahead gives way to other sessions' runs: it waits behind them and stops for them (lens/jobs.py). Never
+on a demo server: its time is every visitor's, and a look-ahead spends it on a chart that may never be asked for."""
 from __future__ import annotations
 
 import threading
@@ -19,6 +20,7 @@ import streamlit as st
 from lens.jobs import Asker, asking
 
 from . import live
+from .asking import session_id
 from .backends import HOSTING
 
 KEY = "_look_ahead"  # session state: the running page's function of a typed prompt
@@ -28,9 +30,12 @@ PAUSE_MS = 250  # typing paused this long: the text so far is computed
 
 
 class Ahead:
-    """One browser session's look-ahead: at most one computation at a time, always of the newest text asked."""
+    """One browser session's look-ahead: at most one computation at a time, always of the newest text asked.
+    ``who``: the session, as the server's line knows it: its look-ahead gives way to everybody else's runs
+    (lens/jobs.py), and its own run waits for it."""
 
-    def __init__(self) -> None:
+    def __init__(self, who: str | None = None) -> None:
+        self.who = who
         self._lock = threading.Lock()
         self._next: tuple[str, Callable[[str], object]] | None = None  # asked, not started
         self._running: str | None = None
@@ -69,7 +74,7 @@ class Ahead:
                 text, compute = self._next
                 self._next, self._running, since = None, text, self._shown
             try:
-                with asking(Asker(who=None, alive=lambda: not self._left(text, since))):
+                with asking(Asker(who=self.who, alive=lambda: not self._left(text, since), ahead=True)):
                     compute(text)
                 with self._lock:
                     self.done = (self.done + [text])[-8:]
@@ -87,7 +92,7 @@ class Ahead:
 def _ahead() -> Ahead:
     ahead = st.session_state.get(AHEAD_KEY)
     if ahead is None:
-        ahead = st.session_state[AHEAD_KEY] = Ahead()
+        ahead = st.session_state[AHEAD_KEY] = Ahead(session_id())
     return ahead
 
 

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from ..errors import LensError
+from ..jobs import checkpoint
 from ..model.tokens import decode_token
 from ..engine.trace import Trace
 from ..options import LensOptions
@@ -170,6 +171,8 @@ def logit_lens(trace: Trace, tokenizer, options: LensOptions = LensOptions(),
         zbuf = flat[: zrows * V].view(zrows, V)
         fbuf = flat[zrows * V:].view(BLOCK_ROWS, V)
         for c0 in range(start, stop, step):
+            if c0 > start:
+                checkpoint()  # a long prompt's lens stops between chunks for an asker who left (or gives way)
             c1 = min(stop, c0 + step)
             n = c1 - c0
             h = trace.residual[:, c0:c1, :].to(W.device, W.dtype)  # [R, n, d]

@@ -94,7 +94,7 @@ class Child:
             self.send(("progress", call_id, fraction, text))
 
         asker = Asker(who=flags.get("who"), on_wait=on_wait if flags.get("wait") else None,
-                      alive=lambda: call_id not in self.cancelled)
+                      alive=lambda: call_id not in self.cancelled, ahead=bool(flags.get("ahead")))
         try:
             with asking(asker):
                 if flags.get("progress"):

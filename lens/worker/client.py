@@ -181,7 +181,8 @@ class Worker:
         box: queue.SimpleQueue = queue.SimpleQueue()
         self._calls[call_id] = (box, conn)
         self._refs[call_id] = ref
-        flags = {"who": asker.who, "wait": asker.on_wait is not None, "progress": progress is not None}
+        flags = {"who": asker.who, "wait": asker.on_wait is not None, "progress": progress is not None,
+                 "ahead": asker.ahead}
         answered = False
         try:
             try:
