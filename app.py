@@ -100,8 +100,10 @@ navigation = st.navigation({"": [st.Page(home, title="Home", icon=":material/hom
                         expanded=True)  # every page listed: collapsed, Streamlit hides all past the tenth
 state.sidebar()
 state.refusal()
+# Before the page: a page that ends its run early (st.stop) would leave presenting with no way out but Esc. The
+# button floats (fixed at the screen's corner), so where it comes in the page changes nothing on the screen.
+present.exit_button()
 with routing.routed(), asking.for_this_session():
     navigation.run()
 lookahead.register_view(navigation.url_path, state.backend, state.prompt())  # (a page that registered keeps its own)
-present.exit_button()
 keep_link_options()

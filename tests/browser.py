@@ -101,8 +101,10 @@ SMALL_TEXT_JS = """(least) => {
     let hidden = false;  // an ancestor made transparent (a collapsed menu) hides it too
     for (let a = el; a; a = a.parentElement) if (getComputedStyle(a).opacity === '0') { hidden = true; break; }
     if (hidden) continue;
-    const px = parseFloat(style.fontSize);
-    if (px < least - 0.01) out.push([text.slice(0, 60), px]);
+    // A chart's SVG text may be drawn scaled (plotly shrinks a bar's text to fit the bar): its size on the screen.
+    const m = el instanceof SVGGraphicsElement ? el.getScreenCTM() : null;
+    const px = parseFloat(style.fontSize) * (m ? Math.sqrt(Math.abs(m.a * m.d - m.b * m.c)) : 1);
+    if (px < least - 0.01) out.push([text.slice(0, 60), Math.round(px * 10) / 10]);
   }
   return out;
 }"""
@@ -164,6 +166,59 @@ OVERLAPPING_LABELS_JS = """() => {
   }
   return out;
 }"""
+
+
+# Presenter mode: the "Leave presenter mode" button, visible and wholly on the screen (a page that ended its run
+# early once left it out: Esc was the only way back).
+EXIT_BUTTON_JS = """() => {
+  const b = document.querySelector('.st-key-present-off button');
+  if (!b) return false;
+  const r = b.getBoundingClientRect();
+  return r.width > 0 && r.height > 0 && r.left >= 0 && r.top >= 0 && r.right <= innerWidth && r.bottom <= innerHeight;
+}"""
+
+
+def exit_button_shown(pg) -> bool:
+    return pg.evaluate(EXIT_BUTTON_JS)
+
+
+# Neighbouring tick labels of one chart axis that collide or nearly touch (closer than ``gap`` px), rotated or not:
+# [(label, label, px apart)]. Two labels run together when the lines they sit on are closer than a line's height
+# and, along those lines, their ends are closer than ``gap``.
+CROWDED_TICKS_JS = """(gap) => {
+  const out = [];
+  for (const plot of document.querySelectorAll('.js-plotly-plot')) {
+    const axes = new Map();  // one axis's tick texts share a parent group
+    for (const t of plot.querySelectorAll('.xtick > text, .ytick > text, [class*="tick"] > text')) {
+      if (!t.textContent.trim() || !t.getBBox || t.getBoundingClientRect().width === 0) continue;
+      const key = t.parentNode.parentNode;
+      if (!axes.has(key)) axes.set(key, []);
+      axes.get(key).push(t);
+    }
+    for (const texts of axes.values()) {
+      const items = texts.map(t => {
+        const m = t.getScreenCTM(), r = t.getBoundingClientRect();
+        const scale = Math.sqrt(Math.abs(m.a * m.d - m.b * m.c));
+        const ux = m.a / scale, uy = m.b / scale;  // the text's direction on the screen
+        return {text: t.textContent, cx: r.left + r.width / 2, cy: r.top + r.height / 2, ux, uy,
+                len: t.getComputedTextLength() * scale, h: parseFloat(getComputedStyle(t).fontSize) * scale};
+      });
+      for (let i = 0; i < items.length; i++)
+        for (let j = 0; j < i; j++) {
+          const a = items[i], b = items[j];
+          const dx = b.cx - a.cx, dy = b.cy - a.cy;
+          const along = Math.abs(dx * a.ux + dy * a.uy), across = Math.abs(-dx * a.uy + dy * a.ux);
+          const apart = along - (a.len + b.len) / 2;
+          if (across < 0.9 * Math.max(a.h, b.h) && apart < gap) out.push([a.text, b.text, Math.round(apart * 10) / 10]);
+        }
+    }
+  }
+  return out;
+}"""
+
+
+def crowded_ticks(pg, gap: float = 3) -> list:
+    return pg.evaluate(CROWDED_TICKS_JS, gap)
 
 
 def overlapping_labels(pg) -> list:

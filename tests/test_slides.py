@@ -108,3 +108,30 @@ def test_an_exported_slide_draws_its_text_at_28_px_or_more(backend):
     assert min(sizes) * 1920 / SLIDE[0] >= 28
     # At a stride of 2 the 16 rows hold the cell tokens at that size (the README says so).
     assert "Paris" in svg and svg.count(">␣of<") >= 3
+
+
+def test_a_layer_axis_on_a_slide_keeps_labels_that_stand_apart():
+    """30 blocks on half a slide: every n-th label, each 18 px label with room beside it (plotly's own thinning
+    left 2.5 px between them); a numeric axis and a heatmap's token columns are left as they are."""
+    from lens.figures.style import CHAR_WIDTH, SCREEN_WIDTH
+
+    names = [f"L{i}" for i in range(1, 31)]
+    fig = for_slides(go.Figure(go.Bar(x=names, y=np.arange(30.0))).update_layout(margin=dict(l=10, r=10)), 500,
+                     width=SCREEN_WIDTH // 2)
+    kept = list(fig.layout.xaxis.tickvals)
+    assert kept == names[::len(names) // len(kept)][:len(kept)] and 2 <= len(names) // len(kept) <= 4, kept
+    plot = SCREEN_WIDTH // 2 - 20 - 4 * SLIDE_FONT
+    assert len(kept) * (3 * CHAR_WIDTH * SLIDE_FONT + 0.6 * SLIDE_FONT) <= plot
+    assert list(fig.layout.xaxis.ticktext) == kept
+    wide = for_slides(go.Figure(go.Bar(x=names[:8], y=np.arange(8.0))), 500)  # few enough to keep all
+    assert wide.layout.xaxis.tickvals is None
+    numeric = for_slides(go.Figure(go.Scatter(x=np.arange(30), y=np.arange(30.0))), 500, width=SCREEN_WIDTH // 2)
+    assert numeric.layout.xaxis.tickvals is None
+    heat = for_slides(go.Figure(go.Heatmap(z=np.ones((2, 30)), x=names)), 500, width=SCREEN_WIDTH // 2)
+    assert heat.layout.xaxis.tickvals is None
+
+
+def test_a_bars_text_on_a_slide_is_not_shrunk_to_the_bar():
+    fig = for_slides(go.Figure(go.Bar(x=[0.77, 0.06], y=["a", "b"], orientation="h", text=["77.3%", "6.5%"],
+                                      textposition="auto")), 300)
+    assert fig.data[0].constraintext == "none" and fig.data[0].textfont.size >= SLIDE_FONT
