@@ -70,9 +70,14 @@ if "steer_saved" in st.query_params and st.query_params["steer_saved"] not in SA
 
 link_options("steer_unit", UNITS)  # a link may name the option ("raw") or its label
 link_options("steer_positions", WHERE)
-c = st.columns([1.0, 0.95, 1.75, 1.75, 0.75, 0.8, 1.0, 0.95, 1.1, 0.95], vertical_alignment="bottom")
-c[0].selectbox("Preset", list(PRESETS), index=None, key="steer_preset", on_change=use_preset,
-               placeholder="pick one", help="Sets the prompt, both texts, the layer and the coefficient.")
+if PRESENTING:  # one row, the chart needs the screen's height: each choice box as wide as its longest choice
+    # at slide size; no preset box (it only fills in the others, before the talk)
+    c = [None, *st.columns([1.15, 1.45, 1.45, 0.75, 0.85, 1.05, 1.3, 1.4, 0.75], vertical_alignment="bottom")]
+else:  # the vector, then how it is applied: ten boxes in one row cut their choices to a few letters
+    c = [*st.columns([1.1, 1.1, 2.6, 2.6], vertical_alignment="bottom"), *st.columns(6, vertical_alignment="bottom")]
+if c[0] is not None:
+    c[0].selectbox("Preset", list(PRESETS), index=None, key="steer_preset", on_change=use_preset,
+                   placeholder="pick one", help="Sets the prompt, both texts, the layer and the coefficient.")
 vector = c[1].selectbox("Vector", VECTORS, key="steer_vector", bind="query-params",
                         help="contrast: positive − negative texts; token: a token's unembedding row; probe: a "
                              "shipped probe's direction at the layer (Probes page); saved: a vector saved by name.")

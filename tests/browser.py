@@ -221,6 +221,17 @@ def crowded_ticks(pg, gap: float = 3) -> list:
     return pg.evaluate(CROWDED_TICKS_JS, gap)
 
 
+# Choice boxes whose shown choice (or placeholder) is cut: [(text, px hidden)]. ("contrast" once showed as "contr"
+# in a box too narrow for it.) A text box may scroll a long text the person typed; a choice is read, not typed.
+CUT_CHOICES_JS = """() => [...document.querySelectorAll('[data-testid=stMain] [data-testid=stSelectbox] input')]
+  .filter(i => i.getClientRects().length && i.scrollWidth > i.clientWidth + 1)
+  .map(i => [i.value || i.placeholder, i.scrollWidth - i.clientWidth])"""
+
+
+def cut_choices(pg) -> list:
+    return pg.evaluate(CUT_CHOICES_JS)
+
+
 def overlapping_labels(pg) -> list:
     return pg.evaluate(OVERLAPPING_LABELS_JS)
 

@@ -1,10 +1,10 @@
 """Room-ready: every page, every view option and every tour step, as a class and a researcher see them.
 
-At 1600×1000 no chart label may reach outside its chart, and no axis's tick labels run together; at 1280×720 in
-presenter mode, in addition, no text is under 18 px (as drawn: a chart's text may be scaled), nothing scrolls, and
-the Leave presenter mode button is on the screen. The server logs no traceback or warning while all of it is drawn. A URL taken
-after a widget change opens the same chart in a fresh browser, and the tour's links open the chart the step
-shows. One server; pages load in parallel tabs.
+At 1600×1000 no chart label may reach outside its chart, no axis's tick labels run together, and no choice box
+cuts its choice; at 1280×720 in presenter mode, in addition, no text is under 18 px (as drawn: a chart's text may
+be scaled), nothing scrolls, and the Leave presenter mode button is on the screen. The server logs no traceback or
+warning while all of it is drawn. A URL taken after a widget change opens the same chart in a fresh browser, and
+the tour's links open the chart the step shows. One server; pages load in parallel tabs.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import sync_playwright
 
 from browser import (ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, POLL_MS, SETTLED_JS, STILL_S, charts, clipped_labels,
-                     crowded_ticks, exit_button_shown, overflow, overlapping_labels,
+                     crowded_ticks, cut_choices, exit_button_shown, overflow, overlapping_labels,
                      same_charts, server_warnings, settle, small_text, streamlit_server, under_exit_button, unsettled)
 
 PLOT = ".js-plotly-plot"
@@ -82,6 +82,7 @@ def url_of(base: str, path: str, present: bool) -> str:
 def defects(pg, present: bool) -> list[str]:
     found = [f"label cut: {t!r} {px} px outside its chart" for t, px in clipped_labels(pg)]
     found += [f"tick labels run together: {a!r} and {b!r} {px:g} px apart" for a, b, px in crowded_ticks(pg)[:3]]
+    found += [f"choice cut: {t!r} ({px} px of it hidden)" for t, px in cut_choices(pg)]
     if pg.locator("[data-testid=stException]").count() or pg.get_by_text("Traceback").count():
         found.append("a traceback on the page")
     if present:

@@ -135,3 +135,18 @@ def test_a_bars_text_on_a_slide_is_not_shrunk_to_the_bar():
     fig = for_slides(go.Figure(go.Bar(x=[0.77, 0.06], y=["a", "b"], orientation="h", text=["77.3%", "6.5%"],
                                       textposition="auto")), 300)
     assert fig.data[0].constraintext == "none" and fig.data[0].textfont.size >= SLIDE_FONT
+
+
+def test_a_colour_bars_layer_ticks_on_a_short_slide_chart_stand_apart():
+    """A projection's colour bar names every third layer (11 labels); on a slide chart 200 px tall, fewer, each
+    label at least 1.4 lines from the next."""
+    ticks = list(range(0, 31, 3))
+    fig = go.Figure(go.Scatter(x=np.arange(31.0), y=np.arange(31.0), mode="markers",
+                               marker=dict(color=np.arange(31), colorbar=dict(tickvals=ticks,
+                                                                              ticktext=[f"L{t}" for t in ticks]))))
+    fig.update_layout(height=320, margin=dict(t=40, b=80))
+    for_slides(fig, 320)
+    bar = fig.data[0].marker.colorbar
+    room = fig.layout.height - fig.layout.margin.t - fig.layout.margin.b
+    assert 2 <= len(bar.tickvals) < len(ticks) and room / len(bar.tickvals) >= 1.4 * SLIDE_FONT
+    assert list(bar.ticktext) == [f"L{t}" for t in bar.tickvals] and bar.tickvals[0] == 0

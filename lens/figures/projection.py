@@ -321,7 +321,7 @@ def metric_figure(result: GeometryResult, key: str, height: int = 280) -> go.Fig
         fig.add_trace(go.Scatter(x=x, y=result.first_token_norm, mode="lines", name="first token",
                                  line=dict(color="#d62728", dash="dash"),
                                  hovertemplate="first token, layer %{x}: %{y:.1f}<extra></extra>"))
-        fig.update_yaxes(type="log", title="‖h‖ (log scale)")
+        fig.update_yaxes(type="log", title="‖h‖ (log scale)", dtick="D2")  # 1, 2, 5 a decade: all 9 ran together
         fig.update_layout(showlegend=True, legend=LEGEND)
     if key == "self_similarity" and result.word:
         title = f"{title}: “{result.word}”"
@@ -335,7 +335,7 @@ def metric_figure(result: GeometryResult, key: str, height: int = 280) -> go.Fig
         fig.add_hline(y=0, line=dict(color="#bbb", width=1))
     if key == "norm_ratio":
         fig.add_hline(y=1, line=dict(color="#bbb", width=1))
-        fig.update_yaxes(type="log", title="ratio (log scale)")
+        fig.update_yaxes(type="log", title="ratio (log scale)", dtick="D2")
     if key == "curvature":
         fig.add_hline(y=90, line=dict(color="#bbb", width=1, dash="dot"))
     fig.update_layout(title=dict(text=title, x=0.01, font=dict(size=14)), height=height, font=FONT,

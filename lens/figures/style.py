@@ -53,6 +53,7 @@ def for_slides(fig, max_height: int | None = None, width: int = SCREEN_WIDTH, fo
         slider.currentvalue.font = dict(size=font)
     _thin_ticks(fig, font)
     _thin_category_ticks(fig, width, font)
+    _thin_colorbar_ticks(fig, font)
     for trace in fig.data:
         if trace.type == "heatmap" and trace.texttemplate:
             _fit_cell_text(fig, trace, width, font)
@@ -127,6 +128,24 @@ def _thin_ticks(fig, font: int = SLIDE_FONT) -> None:
     if n > fits:
         k = -(-n // fits)
         fig.update_yaxes(tickvals=list(y.tickvals)[::k], ticktext=list(y.ticktext)[::k])
+
+
+def _thin_colorbar_ticks(fig, font: int = SLIDE_FONT) -> None:
+    """Keep every n-th explicit tick of each colour bar (a heatmap's, or a scatter's markers'), so that labels at
+    ``font`` px do not run into each other on a short chart (emb, L3 … L30 by a 200 px bar once overlapped)."""
+    margin = fig.layout.margin
+    room = (fig.layout.height or 450) - (margin.t if margin.t is not None else 80) - \
+        (margin.b if margin.b is not None else 80)
+    for trace in fig.data:
+        marker = getattr(trace, "marker", None)
+        for bar in (getattr(trace, "colorbar", None), getattr(marker, "colorbar", None) if marker else None):
+            if bar is None or bar.tickvals is None or bar.ticktext is None:
+                continue
+            fits = max(2, int(room * (bar.len if bar.len is not None else 1) / (font * 1.4)))
+            n = len(bar.tickvals)
+            if n > fits:
+                k = -(-n // fits)
+                bar.tickvals, bar.ticktext = list(bar.tickvals)[::k], list(bar.ticktext)[::k]
 
 
 def _thin_category_ticks(fig, width: int, font: int = SLIDE_FONT) -> None:
