@@ -26,8 +26,9 @@ def accuracy_figure(r: ProbeResult, height: int = 420) -> go.Figure:
                     error_y=dict(type="data", array=spread, color="rgba(31,119,180,0.4)", thickness=1),
                     hovertemplate="%{x}: %{y:.1%} held out<extra></extra>", name="cross-validated")
     best = r.layers.index(r.best_layer)
+    # To the right of its point: the first readable layer's line (at or before the best) ran through the label.
     fig.add_annotation(x=x[best], y=float(acc[best]), text=f"best {acc[best]:.0%}", showarrow=True, arrowhead=2,
-                       ay=-22, font=dict(size=12))
+                       ax=14, ay=-22, xanchor="left", font=dict(size=12))
     if r.readable_layer is not None:
         fig.add_vline(x=r.layers.index(r.readable_layer), line=dict(color="#2ca02c", dash="dot"))
     title = (f"Probe accuracy per layer ({r.classes[1]} vs {r.classes[0]}, {r.n} prompts, {r.folds}-fold): "
