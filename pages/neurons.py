@@ -98,8 +98,8 @@ if neurons_tab.open:
                 table = [{"neuron": neuron_name(x["layer"], x["neuron"]), "score": round(x["score"], 3),
                           "raises": " ".join(visible(t) for t in r.top_tokens[i][:4 if PRESENTING else 6])}
                          for i, x in enumerate(r.neurons + r.suppressors)]
-                if PRESENTING:
-                    presenter_table(table[:5], where=right)
+                if PRESENTING:  # the chart's neurons: the first writers and the first suppressors
+                    presenter_table(table[:min(rows, K)] + table[K:K + rows], where=right)
                 else:
                     right.dataframe(table, hide_index=True, height=HEIGHT)
                     st.caption(f"{neurons_reading(r)} Click a bar (or name a neuron above) for its page; the "

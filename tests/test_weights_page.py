@@ -32,6 +32,23 @@ def test_the_neurons_of_a_token_are_the_backends(backend):
     assert "Click a bar" in caption(at)
 
 
+def test_presenting_the_table_lists_the_neurons_the_chart_shows(backend):
+    """On a slide the chart shows the first 5 writers and the first 5 suppressors: the table beside it lists those
+    same 10 (it once listed the writers only)."""
+    import re
+
+    for top, n in (("10", 10), ("3", 6)):  # (3: three of each, none listed twice)
+        at = page(token=" Paris", top=top, present="1")
+        (bars,) = charts(at)
+        shown = {y.strip() for y in bars["data"][0]["y"]}
+        listed = re.findall(r"L\d+ N\d+", " ".join(m.value for m in at.markdown))
+        assert len(shown) == n and len(listed) == n and set(listed) == shown, (top, listed, shown)
+    want = backend.neurons(NeuronOptions(token=" Paris", top=10))
+    at = page(token=" Paris", top="10", present="1")
+    listed = re.findall(r"L\d+ N\d+", " ".join(m.value for m in at.markdown))
+    assert {f"L{n['layer']} N{n['neuron']}" for n in want.suppressors[:5]} <= set(listed)
+
+
 def test_heads_tab_from_a_link_and_bad_values_named(backend, widget_state_warnings):
     at = page(tab="Heads", comp="q", head="L20H0")
     assert not widget_state_warnings  # the link's composition goes into the box through session state
