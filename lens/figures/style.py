@@ -121,30 +121,33 @@ def _thin_ticks(fig, font: int = SLIDE_FONT) -> None:
     y = fig.layout.yaxis
     if not y.tickvals or not y.ticktext:
         return
-    margin = fig.layout.margin
-    room = (fig.layout.height or 450) - (margin.t or 80) - (margin.b or 80)
-    fits = max(2, int(room / (font * 1.5)))
-    n = len(y.tickvals)
-    if n > fits:
-        k = -(-n // fits)
+    k = _step(len(y.tickvals), max(2, int(_plot_height(fig) / (font * 1.5))))
+    if k > 1:
         fig.update_yaxes(tickvals=list(y.tickvals)[::k], ticktext=list(y.ticktext)[::k])
+
+
+def _plot_height(fig) -> int:
+    """The plot's height in px: the figure's less its top and bottom margins (plotly's defaults where unset)."""
+    margin = fig.layout.margin
+    return (fig.layout.height or 450) - (margin.t or 80) - (margin.b or 80)
+
+
+def _step(n: int, fits: int) -> int:
+    """Keep every k-th of ``n`` labels so that at most ``fits`` are left: k (1: all of them)."""
+    return -(-n // max(1, fits))
 
 
 def _thin_colorbar_ticks(fig, font: int = SLIDE_FONT) -> None:
     """Keep every n-th explicit tick of each colour bar (a heatmap's, or a scatter's markers'), so that labels at
     ``font`` px do not run into each other on a short chart (emb, L3 … L30 by a 200 px bar once overlapped)."""
-    margin = fig.layout.margin
-    room = (fig.layout.height or 450) - (margin.t if margin.t is not None else 80) - \
-        (margin.b if margin.b is not None else 80)
+    room = _plot_height(fig)
     for trace in fig.data:
         marker = getattr(trace, "marker", None)
         for bar in (getattr(trace, "colorbar", None), getattr(marker, "colorbar", None) if marker else None):
             if bar is None or bar.tickvals is None or bar.ticktext is None:
                 continue
-            fits = max(2, int(room * (bar.len if bar.len is not None else 1) / (font * 1.4)))
-            n = len(bar.tickvals)
-            if n > fits:
-                k = -(-n // fits)
+            k = _step(len(bar.tickvals), max(2, int(room * (bar.len if bar.len is not None else 1) / (font * 1.4))))
+            if k > 1:
                 bar.tickvals, bar.ticktext = list(bar.tickvals)[::k], list(bar.ticktext)[::k]
 
 
